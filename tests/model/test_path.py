@@ -1,0 +1,92 @@
+"""Expected paths by route lookup: tunnels, gateways' own traffic, asymmetry, dead ends."""
+
+from __future__ import annotations
+
+import tomllib
+from ipaddress import IPv4Address as A
+
+from tests.synth import REPLY_HOPS, REQUEST_HOPS, TOPOLOGY
+from tracer.model.path import expected_path
+from tracer.model.topology import Topology
+from tracer.topofile import load_topology
+
+
+def hops(p):
+    return [(h.point, "esp" if h.esp else "clear") for h in p.hops]
+
+
+def test_request_and_reply_through_tunnel():
+    topo = load_topology(TOPOLOGY)
+    req = expected_path(topo, A("192.0.2.10"), A("198.51.100.10"))
+    rep = expected_path(topo, A("198.51.100.10"), A("192.0.2.10"))
+    assert hops(req) == REQUEST_HOPS and hops(rep) == REPLY_HOPS
+    assert [e.value for e in req.edges] == [
+        "wire", "forward", "encap", "wire", "forward", "wire", "decap", "forward", "wire"]
+    assert req.hops[3].esp.src == A("198.18.1.1") and req.hops[3].esp.udp
+
+
+def test_gateway_private_side_source_goes_through_tunnel():
+    # The guide's 5.2: ping from the gateway's private address tests the tunnel.
+    topo = load_topology(TOPOLOGY)
+    p = expected_path(topo, A("192.0.2.1"), A("198.51.100.10"), topo.nodes["west-gw"])
+    assert p.hops[0].point == "west-gw:ipsec0" and p.hops[1].esp is not None
+
+
+def test_gateway_to_gateway_is_not_tunnelled():
+    topo = load_topology(TOPOLOGY)
+    p = expected_path(topo, A("198.18.1.1"), A("198.18.2.1"))
+    assert [h.point for h in p.hops] == ["west-gw:wan0", "router:eth0", "router:eth1", "east-gw:wan0"]
+    assert all(h.esp is None for h in p.hops)
+
+
+def data():
+    return tomllib.loads(TOPOLOGY.read_text())
+
+
+def test_asymmetric_return_path():
+    # A second router between the sites; east-gw sends replies through it.
+    d = data()
+    d["nodes"]["router2"] = {"role": "router", "interfaces": {
+        "eth0": {"addresses": ["198.18.3.254/24"]}, "eth1": {"addresses": ["198.18.4.254/24"]}}}
+    d["nodes"]["west-gw"]["interfaces"]["wan1"] = {"addresses": ["198.18.3.1/24"]}
+    d["nodes"]["east-gw"]["interfaces"]["wan1"] = {"addresses": ["198.18.4.1/24"]}
+    d["links"] += [{"ends": ["router2:eth0", "west-gw:wan1"]}, {"ends": ["router2:eth1", "east-gw:wan1"]}]
+    d["nodes"]["east-gw"]["routes"].insert(0, {"dst": "198.18.1.0/24", "via": "198.18.4.254", "dev": "wan1"})
+    d["nodes"]["router2"]["routes"] = [{"dst": "198.18.1.0/24", "via": "198.18.3.1", "dev": "eth0"}]
+    topo = Topology.from_dict(d)
+    req = expected_path(topo, A("192.0.2.10"), A("198.51.100.10"))
+    rep = expected_path(topo, A("198.51.100.10"), A("192.0.2.10"))
+    assert "router:eth0" in [h.point for h in req.hops]
+    assert [h.point for h in rep.hops][3:6] == ["east-gw:wan1", "router2:eth1", "router2:eth0"]
+    assert rep.hops[-1].point == "west:eth0" and rep.delivered
+
+
+def test_no_route_ends_path():
+    d = data()
+    d["nodes"]["east"]["routes"] = []
+    topo = Topology.from_dict(d)
+    rep = expected_path(topo, A("198.51.100.10"), A("192.0.2.10"))
+    assert not rep.delivered and rep.end_note == "east has no route to 192.0.2.10" and rep.hops == ()
+
+
+def test_policy_based_tunnel_encap_on_wan():
+    d = data()
+    for end in ("left", "right"):
+        del d["tunnels"][0][end]["interface"]
+    d["tunnels"][0]["encapsulation"] = "esp"
+    topo = Topology.from_dict(d)
+    p = expected_path(topo, A("192.0.2.10"), A("198.51.100.10"))
+    assert [h.point for h in p.hops] == [
+        "west:eth0", "west-gw:lan0", "west-gw:wan0", "router:eth0", "router:eth1", "east-gw:wan0",
+        "east-gw:lan0", "east:eth0"]
+    assert [e.value for e in p.edges][1] == "encap" and [e.value for e in p.edges][5] == "decap"
+    assert not p.hops[2].esp.udp
+
+
+def test_routing_loop_detected():
+    d = data()
+    d["nodes"]["router"]["routes"] = [{"dst": "198.18.2.0/24", "via": "198.18.1.1", "dev": "eth0"}]
+    d["nodes"]["router"]["interfaces"]["eth1"]["addresses"] = ["198.18.9.254/24"]
+    topo = Topology.from_dict(d)
+    p = expected_path(topo, A("192.0.2.10"), A("198.51.100.10"))
+    assert not p.delivered and "loop" in p.end_note

@@ -1,0 +1,132 @@
+"""Synthetic scenarios for end-to-end replay tests on the 5-node site-to-site topology.
+
+Packets are built with scapy and placed hop by hop along hand-written hop
+lists (deliberately not computed by tracer.model.path, so the tests check the
+path code instead of reusing it). A scenario says where a probe dies, which
+capture points are missing, which sniffer dropped packets and which single
+packets a sniffer failed to record (capture gaps).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.l2 import Ether
+
+from tracer.model.tag import ProbeKind, ProbeTag, icmp_id_for
+
+TOPOLOGY = Path(__file__).parent / "data" / "site2site.toml"
+WEST, EAST = "192.0.2.10", "198.51.100.10"
+WEST_GW_WAN, EAST_GW_WAN = "198.18.1.1", "198.18.2.1"
+SPI_WE, SPI_EW = 0xC0000001, 0xC0000002
+
+# (capture point, form): form "clear" or "esp"; raw-IP links are the TUN devices.
+REQUEST_HOPS = [
+    ("west:eth0", "clear"), ("west-gw:lan0", "clear"), ("west-gw:ipsec0", "clear"),
+    ("west-gw:wan0", "esp"), ("router:eth0", "esp"), ("router:eth1", "esp"),
+    ("east-gw:wan0", "esp"), ("east-gw:ipsec0", "clear"), ("east-gw:lan0", "clear"), ("east:eth0", "clear"),
+]
+REPLY_HOPS = [
+    ("east:eth0", "clear"), ("east-gw:lan0", "clear"), ("east-gw:ipsec0", "clear"),
+    ("east-gw:wan0", "esp"), ("router:eth1", "esp"), ("router:eth0", "esp"),
+    ("west-gw:wan0", "esp"), ("west-gw:ipsec0", "clear"), ("west-gw:lan0", "clear"), ("west:eth0", "clear"),
+]
+POINTS = [p for p, _ in REQUEST_HOPS]
+
+
+@dataclass
+class Scenario:
+    count: int = 3
+    run: int = 0x5EED0001
+    # Drop a probe after it was seen at this point: {(direction, point): seqs or None for all}.
+    drop_after: dict[tuple[str, str], set[int] | None] = field(default_factory=dict)
+    # The probe never leaves the source (direction → seqs or None).
+    drop_at_source: dict[str, set[int] | None] = field(default_factory=dict)
+    gaps: set[tuple[str, str, int]] = field(default_factory=set)  # (direction, point, seq) not recorded
+    omit: set[str] = field(default_factory=set)  # capture points with no file
+    sniffer_drops: dict[str, int] = field(default_factory=dict)
+    raw_esp: bool = False  # ESP as IP protocol 50 instead of UDP 4500
+    background: int = 0  # untagged packets per probe in the SA, both directions
+    leak: bool = False  # no SA: probes cross the untrusted net in the clear
+
+
+def _hit(table: dict, key: object, seq: int) -> bool:
+    if key not in table:
+        return False
+    seqs = table[key]
+    return seqs is None or seq in seqs
+
+
+def build(sc: Scenario, out: Path) -> Path:
+    """Write a run directory for ``sc`` into ``out``; return it."""
+    from tracer.capture.pcapng_writer import write_pcapng
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(sc.run)
+    frames: dict[str, list[tuple[int, bytes, int]]] = {p: [] for p in POINTS}
+    esp_seq = {"request": 0, "reply": 0}
+    t0 = 1_700_000_000_000_000_000
+
+    def emit(direction: str, inner: IP, t: int, seq: int | None) -> bool:
+        """Carry ``inner`` along the direction's hops; return True if it arrived."""
+        hops = REQUEST_HOPS if direction == "request" else REPLY_HOPS
+        if seq is not None and _hit(sc.drop_at_source, direction, seq):
+            return False
+        spi = SPI_WE if direction == "request" else SPI_EW
+        outer_src, outer_dst = (WEST_GW_WAN, EAST_GW_WAN) if direction == "request" else (EAST_GW_WAN, WEST_GW_WAN)
+        my_esp = None
+        for i, (point, form) in enumerate(hops):
+            if form == "esp" and not sc.leak:
+                if my_esp is None:
+                    esp_seq[direction] += 1
+                    my_esp = esp_seq[direction]
+                esp = struct.pack(">II", spi, my_esp) + rng.randbytes(len(bytes(inner)) + 18)
+                pkt = IP(src=outer_src, dst=outer_dst, proto=50, id=rng.randrange(65536)) / esp if sc.raw_esp \
+                    else IP(src=outer_src, dst=outer_dst, id=rng.randrange(65536)) / UDP(sport=4500, dport=4500) / esp
+            else:
+                pkt = inner
+            ts = t + i * 40_000
+            if point.endswith("ipsec0"):
+                if sc.leak:
+                    continue  # without an SA nothing goes through the tunnel device
+                frame = bytes(pkt)
+            else:
+                frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / pkt)
+            if seq is None or (direction, point, seq) not in sc.gaps:
+                frames[point].append((ts, frame, len(frame)))
+            if seq is not None and _hit(sc.drop_after, (direction, point), seq):
+                return False
+        return True
+
+    for seq in range(sc.count):
+        t = t0 + seq * 200_000_000
+        payload = ProbeTag(sc.run, ProbeKind.PING, seq).encode() + bytes(40)
+        req = IP(src=WEST, dst=EAST, id=rng.randrange(65536)) / ICMP(type=8, id=icmp_id_for(sc.run), seq=seq) / payload
+        for b in range(sc.background):
+            bg = IP(src=WEST, dst=EAST) / UDP(sport=5000 + b, dport=9) / bytes(20)
+            emit("request", bg, t - 30_000_000 + b * 1_000_000, None)
+        if emit("request", req, t, seq):
+            rep = IP(src=EAST, dst=WEST, id=rng.randrange(65536)) / ICMP(type=0, id=icmp_id_for(sc.run), seq=seq) / payload
+            emit("reply", rep, t + 1_000_000, seq)
+
+    captures = []
+    for point, recs in frames.items():
+        if point in sc.omit:
+            continue
+        name = point.replace(":", "_") + ".pcapng"
+        linktype = 101 if point.endswith("ipsec0") else 1
+        write_pcapng(out / name, sorted(recs), if_name=point, linktype=linktype, drops=sc.sniffer_drops.get(point, 0))
+        captures.append({"point": point, "file": name, "drops": sc.sniffer_drops.get(point, 0)})
+    shutil.copy(TOPOLOGY, out / "topology.toml")
+    manifest = {
+        "format": "tracer-run/1", "run": sc.run, "kind": "ping", "src": WEST, "dst": EAST,
+        "origin": "west", "count": sc.count, "topology": "topology.toml", "captures": captures,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out

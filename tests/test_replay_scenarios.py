@@ -1,0 +1,154 @@
+"""End to end: synthetic captures on the 5-node topology → replay → the right hop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.synth import POINTS, Scenario, build
+from tracer.cli import main
+from tracer.model.verdict import Outcome, Status
+from tracer.replay import load_run, replay_run
+
+
+def verdict_of(sc: Scenario, tmp_path: Path):
+    run_dir = build(sc, tmp_path / "run")
+    (v,) = replay_run(load_run([run_dir]))
+    return v
+
+
+def lost(v, direction):
+    return [f for f in v.findings if f.direction == direction and f.outcome == Outcome.LOST]
+
+
+def test_all_delivered(tmp_path):
+    v = verdict_of(Scenario(), tmp_path)
+    assert v.status == Status.DELIVERED
+    assert v.summary.startswith("3/3 echo requests delivered and answered")
+    assert v.exit_code == 0
+    # Every hop of both directions saw every probe, ESP hops via (SPI, seq).
+    assert all(s == "seen" for t in v.probes for s in t.sightings)
+    esp_ids = {t.esp[3] for t in v.probes if t.direction == "request"}
+    assert esp_ids == {(0xC0000001, 1), (0xC0000001, 2), (0xC0000001, 3)}
+
+
+@pytest.mark.parametrize(
+    ("after", "where", "edge"),
+    [
+        ("west-gw:lan0", "inside west-gw between lan0 and ipsec0 (forward)", "forward"),
+        ("west-gw:ipsec0", "inside west-gw between ipsec0 and wan0 (encap, tunnel west-east)", "encap"),
+        ("router:eth1", "on the wire router:eth1 → east-gw:wan0", "wire"),
+        ("east-gw:wan0", "inside east-gw between wan0 and ipsec0 (decap, tunnel west-east)", "decap"),
+        ("east-gw:lan0", "on the wire east-gw:lan0 → east:eth0", "wire"),
+    ],
+)
+def test_request_lost(tmp_path, after, where, edge):
+    v = verdict_of(Scenario(drop_after={("request", after): None}), tmp_path)
+    assert v.status == Status.LOSS and v.exit_code == 1
+    (f,) = lost(v, "request")
+    assert (f.count, f.total, f.where, f.edge, f.last_seen) == (3, 3, where, edge, after)
+    assert v.summary == f"3/3 echo requests lost {where}"
+    assert not lost(v, "reply")  # replies were never sent: not a second loss
+
+
+def test_reply_lost_on_wire(tmp_path):
+    v = verdict_of(Scenario(drop_after={("reply", "west-gw:lan0"): None}), tmp_path)
+    (f,) = lost(v, "reply")
+    assert f.where == "on the wire west-gw:lan0 → west:eth0"
+    assert v.summary == "echo requests delivered; 3/3 echo replies lost on the wire west-gw:lan0 → west:eth0"
+
+
+def test_no_reply_sent(tmp_path):
+    v = verdict_of(Scenario(drop_at_source={"reply": None}), tmp_path)
+    (f,) = lost(v, "reply")
+    assert f.where == "at east, before leaving east:eth0"
+    assert "received the request but no reply left" in f.reason
+
+
+def test_partial_loss_names_the_seqs(tmp_path):
+    v = verdict_of(Scenario(count=5, drop_after={("request", "router:eth0"): {1, 3}}), tmp_path)
+    (f,) = lost(v, "request")
+    assert (f.count, f.total, f.seqs, f.edge) == (2, 5, (1, 3), "forward")
+    assert any(g.outcome == Outcome.DELIVERED and g.count == 3 for g in v.findings if g.direction == "request")
+
+
+def test_capture_gap_is_not_loss(tmp_path):
+    v = verdict_of(Scenario(gaps={("request", "router:eth0", 1), ("reply", "west-gw:ipsec0", 2)}), tmp_path)
+    assert v.status == Status.DELIVERED
+    req1 = next(t for t in v.probes if t.direction == "request" and t.seq == 1)
+    assert req1.sightings[POINTS.index("router:eth0")] == "gap"
+
+
+def test_missing_capture_makes_adjacent_loss_inconclusive(tmp_path):
+    sc = Scenario(drop_after={("request", "west-gw:ipsec0"): None}, omit={"west-gw:wan0"})
+    v = verdict_of(sc, tmp_path)
+    assert v.status == Status.INCONCLUSIVE and v.exit_code == 3
+    assert "west-gw:wan0" in v.unobserved
+    f = next(f for f in v.findings if f.direction == "request")
+    assert f.outcome == Outcome.INCONCLUSIVE
+    assert "west-gw:wan0 was not captured" in f.reason
+
+
+def test_missing_capture_elsewhere_does_not_block_verdict(tmp_path):
+    v = verdict_of(Scenario(drop_after={("request", "east-gw:wan0"): None}, omit={"west:eth0"}), tmp_path)
+    assert v.status == Status.LOSS
+    assert lost(v, "request")[0].edge == "decap"
+
+
+def test_sniffer_drops_make_silence_inconclusive(tmp_path):
+    sc = Scenario(drop_after={("request", "router:eth0"): None}, sniffer_drops={"router:eth1": 7})
+    v = verdict_of(sc, tmp_path)
+    assert v.status == Status.INCONCLUSIVE
+    assert v.drops == {"router:eth1": 7}
+    assert "router:eth1 had sniffer drops" in v.findings[0].reason
+
+
+def test_raw_esp(tmp_path):
+    v = verdict_of(Scenario(raw_esp=True, drop_after={("request", "router:eth0"): None}), tmp_path)
+    (f,) = lost(v, "request")
+    assert f.where == "inside router between eth0 and eth1 (forward)"
+
+
+def test_background_traffic_in_sa_is_said_not_guessed(tmp_path):
+    # Background packets right next to each probe make the ESP association ambiguous:
+    # delivered probes are still delivered, and no ESP hop is claimed seen for them.
+    v = verdict_of(Scenario(background=3), tmp_path)
+    assert v.status == Status.DELIVERED
+    v2 = verdict_of(Scenario(background=3, drop_after={("request", "router:eth0"): None}), tmp_path / "b")
+    assert v2.status in (Status.INCONCLUSIVE, Status.LOSS)
+    assert "ESP" in v2.findings[0].reason or v2.findings[0].edge == "forward"
+
+
+def test_leak_in_clear_is_diagnosed(tmp_path):
+    v = verdict_of(Scenario(leak=True), tmp_path)
+    assert any("traffic leaks unencrypted" in d and "west-gw:wan0" in d for d in v.diagnoses)
+
+
+def test_cli_json_and_exit_code(tmp_path, capsys):
+    run_dir = build(Scenario(drop_after={("request", "west-gw:lan0"): None}), tmp_path / "run")
+    code = main(["replay", str(run_dir), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert doc["status"] == "loss"
+    assert doc["findings"][0]["where"] == "inside west-gw between lan0 and ipsec0 (forward)"
+    assert doc["paths"]["request"]["hops"][3]["esp"]["tunnel"] == "west-east"
+
+
+def test_cli_text_output(tmp_path, capsys):
+    run_dir = build(Scenario(drop_after={("request", "west-gw:lan0"): None}), tmp_path / "run")
+    assert main(["replay", str(run_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "LOSS  3/3 echo requests lost inside west-gw between lan0 and ipsec0 (forward)" in out
+    assert "✗ lost here" in out
+
+
+def test_replay_files_without_manifest(tmp_path, capsys):
+    run_dir = build(Scenario(drop_after={("reply", "router:eth1"): None}), tmp_path / "run")
+    files = sorted(str(p) for p in run_dir.glob("*.pcapng"))
+    code = main(["replay", "--topology", str(run_dir / "topology.toml"), *files])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "3/3 echo replies lost inside router between eth1 and eth0 (forward)" in out
+    assert "no manifest" in out

@@ -1,0 +1,191 @@
+"""The one analysis code path: observations + topology → verdict per probe run.
+
+Live traces and offline replays both end here. Pure: no files, no sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+import numpy as np
+
+from tracer.analysis.correlate import correlate, direction_mask
+from tracer.analysis.locate import findings, trace_probes
+from tracer.errors import BadInput
+from tracer.model.observations import Observations, PacketClass
+from tracer.model.path import ExpectedPath, expected_path
+from tracer.model.tag import ProbeKind, icmp_id_for
+from tracer.model.topology import Topology
+from tracer.model.verdict import Finding, Outcome, Status, Verdict
+
+NOUNS = {
+    ProbeKind.PING: ("echo requests", "echo replies"),
+    ProbeKind.MTU: ("large echo requests", "large echo replies"),
+    ProbeKind.IKE: ("IKE_SA_INIT requests", "IKE responses"),
+}
+
+_ICMP_NAMES = {
+    (3, 0): "net unreachable", (3, 1): "host unreachable", (3, 3): "port unreachable",
+    (3, 4): "fragmentation needed", (3, 13): "administratively prohibited",
+    (11, 0): "TTL exceeded", (3, 10): "host prohibited",
+}
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """What was sent; from a run manifest, or inferred from the captures."""
+
+    run: int
+    kind: ProbeKind
+    src: IPv4Address | None = None
+    dst: IPv4Address | None = None
+    origin: str | None = None  # node the probes left from
+    count: int | None = None  # probes sent (seq 0..count-1); None: unknown
+
+
+def find_runs(obs: Observations) -> list[tuple[int, ProbeKind, int]]:
+    """(run, kind, rows) for every tagged run in the captures, most rows first."""
+    m = obs["tag_kind"] > 0
+    if not m.any():
+        return []
+    keys = (obs["tag_run"][m].astype(np.uint64) << np.uint64(8)) | obs["tag_kind"][m].astype(np.uint64)
+    uniq, counts = np.unique(keys, return_counts=True)
+    out = []
+    for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
+        try:
+            out.append((k >> 8, ProbeKind(k & 0xFF), c))
+        except ValueError:
+            continue
+    return sorted(out, key=lambda r: -r[2])
+
+
+def infer_spec(obs: Observations, run: int, kind: ProbeKind) -> ProbeSpec:
+    """Source and destination from the first request the captures saw."""
+    req = direction_mask(obs, run, kind, "request")
+    if not req.any():
+        raise BadInput(f"run {run:#010x}: no {kind.name.lower()} request seen in any capture; give --src and --dst")
+    i = int(np.flatnonzero(req)[np.argmin(obs["ts_ns"][req])])
+    return ProbeSpec(run, kind, IPv4Address(int(obs["src"][i])), IPv4Address(int(obs["dst"][i])))
+
+
+def analyze(
+    topo: Topology,
+    obs: Observations,
+    spec: ProbeSpec,
+    drops: dict[str, int] | None = None,
+    warnings: tuple[str, ...] = (),
+) -> Verdict:
+    drops = {k: v for k, v in (drops or {}).items() if v}
+    if spec.src is None or spec.dst is None:
+        spec = infer_spec(obs, spec.run, spec.kind) if spec.src is None else spec
+    assert spec.src is not None and spec.dst is not None
+    origin = topo.nodes.get(spec.origin) if spec.origin else None
+    req_path = expected_path(topo, spec.src, spec.dst, origin)
+    reply_origin = topo.owner(spec.dst)
+    rep_path = expected_path(topo, spec.dst, spec.src, reply_origin) if reply_origin else None
+    seqs = _probe_seqs(obs, spec)
+    warn = list(warnings)
+    if spec.count is None:
+        warn.append("no manifest: probes seen in no capture at all are not counted")
+
+    s_req = correlate(obs, topo, req_path, spec.run, spec.kind, "request", seqs, drops)
+    req_traces = trace_probes(s_req, req_path, "request")
+    found = findings(req_traces, req_path, "request", req_path.hops[-1].node if req_path.hops else "?")
+    traces = list(req_traces)
+    paths = {"request": req_path}
+    leaks = list(s_req.leaks)
+    if rep_path is not None:
+        sent = [t.outcome in (Outcome.DELIVERED, Outcome.INCONCLUSIVE) for t in req_traces]
+        s_rep = correlate(obs, topo, rep_path, spec.run, spec.kind, "reply", seqs, drops)
+        rep_traces = trace_probes(s_rep, rep_path, "reply", sent)
+        found += findings(rep_traces, rep_path, "reply", rep_path.hops[-1].node if rep_path.hops else "?")
+        traces += rep_traces
+        paths["reply"] = rep_path
+        leaks += s_rep.leaks
+
+    all_points = {h.point for p in paths.values() for h in p.hops}
+    unobserved = tuple(sorted(p for p in all_points if obs.point_index(p) < 0))
+    diagnoses = [f"probe seen in the clear on {pt}, where it should be ESP: traffic leaks unencrypted "
+                 "(no SA or policy covers it)" for pt in dict.fromkeys(leaks)]
+    diagnoses += _icmp_errors(obs, spec, paths)
+    status = _status(found)
+    return Verdict(
+        run=spec.run,
+        kind=spec.kind.name.lower(),
+        status=status,
+        summary=_summary(found, spec.kind, status, req_path),
+        paths=paths,
+        findings=tuple(found),
+        probes=tuple(traces),
+        unobserved=unobserved,
+        drops={k: v for k, v in drops.items() if k in all_points},
+        diagnoses=tuple(diagnoses),
+        warnings=tuple(warn),
+    )
+
+
+def _probe_seqs(obs: Observations, spec: ProbeSpec) -> np.ndarray:
+    if spec.count is not None:
+        return np.arange(spec.count, dtype=np.uint32)
+    m = (obs["tag_run"] == spec.run) & (obs["tag_kind"] == int(spec.kind))
+    return np.unique(obs["tag_seq"][m])
+
+
+def _status(found: list[Finding]) -> Status:
+    outcomes = {f.outcome for f in found}
+    if Outcome.LOST in outcomes:
+        return Status.LOSS
+    if Outcome.INCONCLUSIVE in outcomes or not found:
+        return Status.INCONCLUSIVE
+    return Status.DELIVERED
+
+
+def _summary(found: list[Finding], kind: ProbeKind, status: Status, path: ExpectedPath) -> str:
+    if not found:
+        return "no probes found in the captures"
+    nouns = dict(zip(("request", "reply"), NOUNS[kind], strict=True))
+    if status == Status.DELIVERED:
+        n = max(f.total for f in found)
+        return f"{n}/{n} {nouns['request']} delivered and answered ({path.hops[0].node} → {path.hops[-1].node})"
+    parts = []
+    for direction in ("request", "reply"):
+        mine = [f for f in found if f.direction == direction]
+        bad = [f for f in mine if f.outcome != Outcome.DELIVERED]
+        if not bad:
+            if mine and direction == "request":
+                parts.append(f"{nouns['request']} delivered")
+            continue
+        for f in bad:
+            verb = "lost" if f.outcome == Outcome.LOST else "inconclusive:"
+            parts.append(f"{f.count}/{f.total} {nouns[direction]} {verb} {f.where}")
+    return "; ".join(parts)
+
+
+def _icmp_errors(obs: Observations, spec: ProbeSpec, paths: dict[str, ExpectedPath]) -> list[str]:
+    """ICMP errors quoting the probes or the tunnel's ESP carriers: the network saying why."""
+    err = obs["cls"] == PacketClass.ICMP_ERROR
+    if not err.any():
+        return []
+    pairs = {(int(spec.src), int(spec.dst)), (int(spec.dst), int(spec.src))}
+    for p in paths.values():
+        pairs |= {(int(h.esp.src), int(h.esp.dst)) for h in p.hops if h.esp}
+    out = []
+    seen: set[tuple] = set()
+    for i in np.flatnonzero(err):
+        pair = (int(obs["inner_src"][i]), int(obs["inner_dst"][i]))
+        if pair not in pairs:
+            continue
+        if obs["inner_proto"][i] == 1 and obs["inner_id"][i] != icmp_id_for(spec.run):
+            continue
+        t, c = int(obs["icmp_type"][i]), int(obs["icmp_code"][i])
+        key = (t, c, int(obs["src"][i]), int(obs["point"][i]))
+        if key in seen:
+            continue
+        seen.add(key)
+        name = _ICMP_NAMES.get((t, c), f"type {t} code {c}")
+        mtu = f", next-hop MTU {int(obs['mtu'][i])}" if (t, c) == (3, 4) else ""
+        about = "ESP" if pair not in {(int(spec.src), int(spec.dst)), (int(spec.dst), int(spec.src))} else "the probe"
+        out.append(f"ICMP {name} from {IPv4Address(int(obs['src'][i]))} about {about}{mtu}, "
+                   f"seen at {obs.points[int(obs['point'][i])]}")
+    return out

@@ -1,0 +1,222 @@
+"""Correlate: which capture point on the expected path saw which probe.
+
+Input is columnar observations and one expected path; output is a
+(probes × hops) matrix of :class:`Sighting` codes plus first-seen times and
+the ESP identity each probe had on the untrusted hops. Cleartext hops match
+on the probe tag; ESP hops match on ``(SPI, seq)``, which is learnt at the
+encapsulating gateway (the first ESP packet of the SA leaving after the
+probe entered in the clear) or, failing that, at the decapsulating one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracer.model.observations import Observations, PacketClass
+from tracer.model.path import Esp, ExpectedPath
+from tracer.model.tag import ProbeKind
+from tracer.model.topology import Topology
+from tracer.model.verdict import Sighting
+
+# Longest time a gateway may hold a packet between its cleartext and ESP
+# sides; user-space ESP (kernel-libipsec) takes well under a millisecond.
+ENCAP_WINDOW_NS = 200_000_000
+
+_CODES = list(Sighting)
+SEEN, MISSED, UNOBSERVED, UNRELIABLE, UNKNOWN, GAP = (np.int8(_CODES.index(s)) for s in _CODES)
+
+
+@dataclass
+class Sightings:
+    seqs: np.ndarray  # probe sequence numbers, sorted
+    codes: np.ndarray  # int8 [probe, hop], index into list(Sighting)
+    times: np.ndarray  # int64 [probe, hop], -1 where not seen
+    esp_ids: list[list[tuple[int, int] | None]]  # [probe][hop]
+    leaks: list[str]  # ESP hops where the probe was seen in the clear instead
+
+    def sighting(self, p: int, h: int) -> Sighting:
+        return _CODES[int(self.codes[p, h])]
+
+
+def direction_mask(obs: Observations, run: int, kind: ProbeKind, direction: str) -> np.ndarray:
+    """Rows that carry this run's tag, travelling in ``direction``."""
+    tagged = (obs["tag_run"] == run) & (obs["tag_kind"] == int(kind))
+    if kind == ProbeKind.IKE:
+        is_reply = (obs["cls"] == PacketClass.IKE) & ((obs["ike_flags"] & 0x20) != 0)
+        is_req = (obs["cls"] == PacketClass.IKE) & ((obs["ike_flags"] & 0x20) == 0)
+    else:
+        is_reply = obs["cls"] == PacketClass.ECHO_REPLY
+        is_req = obs["cls"] == PacketClass.ECHO_REQUEST
+    return tagged & (is_req if direction == "request" else is_reply)
+
+
+def correlate(
+    obs: Observations,
+    topo: Topology,
+    path: ExpectedPath,
+    run: int,
+    kind: ProbeKind,
+    direction: str,
+    seqs: np.ndarray,
+    drops: dict[str, int] | None = None,
+) -> Sightings:
+    drops = drops or {}
+    n, m = len(seqs), len(path.hops)
+    codes = np.full((n, m), MISSED, np.int8)
+    times = np.full((n, m), -1, np.int64)
+    esp_ids: list[list[tuple[int, int] | None]] = [[None] * m for _ in range(n)]
+    leaks: list[str] = []
+
+    probe = obs.select(direction_mask(obs, run, kind, direction))
+    order = np.argsort(probe["ts_ns"], kind="stable")
+    p_point, p_seq, p_ts = probe["point"][order], probe["tag_seq"][order], probe["ts_ns"][order]
+
+    for h, hop in enumerate(path.hops):
+        pidx = obs.point_index(hop.point)
+        if pidx < 0:
+            codes[:, h] = UNOBSERVED
+            continue
+        at = p_point == pidx
+        first_seen = _first_times(seqs, p_seq[at], p_ts[at])
+        if hop.esp is None:
+            times[:, h] = first_seen
+        elif (first_seen >= 0).any():
+            # The tagged probe in the clear on a hop where it should be ESP.
+            leaks.append(hop.point)
+            times[:, h] = first_seen
+        codes[times[:, h] >= 0, h] = SEEN
+        if drops.get(hop.point, 0) > 0:
+            codes[(codes[:, h] == MISSED), h] = UNRELIABLE
+
+    for seg in _esp_segments(path):
+        _follow_esp(obs, topo, path, seg, codes, times, esp_ids)
+
+    # A probe missed at one point but seen further down is capture noise.
+    for p in range(n):
+        seen = np.flatnonzero(codes[p] == SEEN)
+        if len(seen):
+            before = codes[p, : seen[-1]]
+            before[(before == MISSED) | (before == UNRELIABLE) | (before == UNKNOWN)] = GAP
+    return Sightings(seqs, codes, times, esp_ids, leaks)
+
+
+def _first_times(seqs: np.ndarray, row_seqs: np.ndarray, row_ts: np.ndarray) -> np.ndarray:
+    """First timestamp per probe seq (rows are time-sorted); -1 where absent."""
+    out = np.full(len(seqs), -1, np.int64)
+    if len(row_seqs) == 0:
+        return out
+    uniq, first = np.unique(row_seqs, return_index=True)
+    pos = np.searchsorted(seqs, uniq)
+    ok = (pos < len(seqs)) & (seqs[np.minimum(pos, len(seqs) - 1)] == uniq)
+    out[pos[ok]] = row_ts[first[ok]]
+    return out
+
+
+def _esp_segments(path: ExpectedPath) -> list[tuple[int, int]]:
+    """(first, last) hop indices of each run of ESP hops."""
+    segs, start = [], None
+    for i, hop in enumerate(path.hops):
+        if hop.esp is not None and start is None:
+            start = i
+        if hop.esp is None and start is not None:
+            segs.append((start, i - 1))
+            start = None
+    if start is not None:
+        segs.append((start, len(path.hops) - 1))
+    return segs
+
+
+def _esp_rows(obs: Observations, point: str, esp: Esp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ts, spi, seq) of the SA's ESP packets at ``point``, time-sorted."""
+    pidx = obs.point_index(point)
+    m = (obs["point"] == pidx) & (obs["cls"] == PacketClass.ESP)
+    m &= (obs["src"] == int(esp.src)) & (obs["dst"] == int(esp.dst))
+    if esp.spi is not None:
+        m &= obs["spi"] == esp.spi
+    order = np.argsort(obs["ts_ns"][m], kind="stable")
+    return obs["ts_ns"][m][order], obs["spi"][m][order], obs["esp_seq"][m][order]
+
+
+def _sa_clear_ts(obs: Observations, topo: Topology, point: str, esp: Esp, inbound: bool) -> np.ndarray:
+    """Timestamps of all cleartext packets at ``point`` that belong in the SA
+    (probes and background alike): they all consume ESP sequence numbers."""
+    tunnel = next(t for t in topo.tunnels if t.name == esp.tunnel)
+    sender = tunnel.left if tunnel.left.address == esp.src else tunnel.right
+    receiver = tunnel.right if sender is tunnel.left else tunnel.left
+    pidx = obs.point_index(point)
+    m = (obs["point"] == pidx) & (obs["ipver"] == 4) & (obs["cls"] != PacketClass.ESP)
+    src, dst = obs["src"][m], obs["dst"][m]
+    sel = _in_any(src, sender.subnets) & _in_any(dst, receiver.subnets)
+    return np.sort(obs["ts_ns"][m][sel])
+
+
+def _in_any(addrs: np.ndarray, nets: tuple) -> np.ndarray:
+    out = np.zeros(len(addrs), bool)
+    for net in nets:
+        out |= (addrs & np.uint32(int(net.netmask))) == np.uint32(int(net.network_address))
+    return out
+
+
+def _follow_esp(
+    obs: Observations,
+    topo: Topology,
+    path: ExpectedPath,
+    seg: tuple[int, int],
+    codes: np.ndarray,
+    times: np.ndarray,
+    esp_ids: list[list[tuple[int, int] | None]],
+) -> None:
+    first, last = seg
+    esp = path.hops[first].esp
+    assert esp is not None
+    enc, dec = first - 1, last + 1
+    ids: list[tuple[int, int] | None] = [None] * len(codes)
+    if enc >= 0 and obs.point_index(path.hops[enc].point) >= 0:
+        ts, spi, seq = _esp_rows(obs, path.hops[first].point, esp)
+        clear = _sa_clear_ts(obs, topo, path.hops[enc].point, esp, inbound=False)
+        for p in range(len(codes)):
+            t = times[p, enc]
+            if t < 0 or ids[p] is not None:
+                continue
+            j = int(np.searchsorted(ts, t, "left"))
+            if j < len(ts) and ts[j] - t <= ENCAP_WINDOW_NS and _alone(clear, t, t - ENCAP_WINDOW_NS, ts[j]):
+                ids[p] = (int(spi[j]), int(seq[j]))
+    if dec < len(path.hops) and obs.point_index(path.hops[dec].point) >= 0:
+        ts, spi, seq = _esp_rows(obs, path.hops[last].point, esp)
+        clear = _sa_clear_ts(obs, topo, path.hops[dec].point, esp, inbound=True)
+        for p in range(len(codes)):
+            t = times[p, dec]
+            if t < 0 or ids[p] is not None:
+                continue
+            j = int(np.searchsorted(ts, t, "right")) - 1
+            if j >= 0 and t - ts[j] <= ENCAP_WINDOW_NS and _alone(clear, t, ts[j], t + ENCAP_WINDOW_NS):
+                ids[p] = (int(spi[j]), int(seq[j]))
+    for h in range(first, last + 1):
+        pidx = obs.point_index(path.hops[h].point)
+        if pidx < 0:
+            continue
+        at = (obs["point"] == pidx) & (obs["cls"] == PacketClass.ESP)
+        keys = (obs["spi"][at].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][at].astype(np.uint64)
+        key_ts = obs["ts_ns"][at]
+        for p, ident in enumerate(ids):
+            if codes[p, h] == SEEN:  # seen in the clear (a leak); keep it
+                continue
+            if ident is None:
+                if codes[p, h] == MISSED:
+                    codes[p, h] = UNKNOWN
+                continue
+            esp_ids[p][h] = ident
+            hit = np.flatnonzero(keys == np.uint64((ident[0] << 32) | ident[1]))
+            if len(hit):
+                codes[p, h] = SEEN
+                times[p, h] = key_ts[hit].min()
+
+
+def _alone(clear_ts: np.ndarray, t: int, lo: int, hi: int) -> bool:
+    """True if the probe at ``t`` is the only SA cleartext packet in [lo, hi]:
+    then the ESP packet found in that window can only be this probe's."""
+    a = int(np.searchsorted(clear_ts, lo, side="left"))
+    b = int(np.searchsorted(clear_ts, hi, side="right"))
+    return b - a <= 1

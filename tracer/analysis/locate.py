@@ -1,0 +1,129 @@
+"""Locate: turn per-hop sightings into per-probe outcomes and aggregated findings.
+
+For each probe and direction: the last hop that saw it, the first hop after
+that which was captured and did not, and the edge between them. If anything
+between those two is unobserved, unreliable (sniffer drops) or an ESP hop
+whose identity is unknown, the honest answer is *inconclusive*.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from tracer.analysis.correlate import GAP, MISSED, SEEN, Sightings
+from tracer.model.flowgraph import EdgeKind
+from tracer.model.path import ExpectedPath
+from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting
+
+_DOUBTFUL = (Sighting.UNOBSERVED, Sighting.UNRELIABLE, Sighting.UNKNOWN)
+
+
+def trace_probes(s: Sightings, path: ExpectedPath, direction: str, sent: list[bool] | None = None) -> list[ProbeTrace]:
+    """One ProbeTrace per probe. ``sent[p]`` False means the probe was never
+    expected on this path (a reply whose request did not arrive)."""
+    out = []
+    n_hops = len(path.hops)
+    for p, seq in enumerate(s.seqs):
+        row = s.codes[p]
+        sightings = tuple(s.sighting(p, h) for h in range(n_hops))
+        times = tuple(int(t) if t >= 0 else None for t in s.times[p])
+        esp = tuple(s.esp_ids[p])
+        seen = [h for h in range(n_hops) if row[h] == SEEN]
+        last = seen[-1] if seen else None
+        if sent is not None and not sent[p] and last is None:
+            out.append(ProbeTrace(int(seq), direction, sightings, times, esp, Outcome.NOT_SENT, None, None))
+            continue
+        if last == n_hops - 1:
+            outcome = Outcome.DELIVERED if path.delivered else Outcome.LOST
+            out.append(ProbeTrace(int(seq), direction, sightings, times, esp, outcome, last, None))
+            continue
+        start = 0 if last is None else last + 1
+        first_missed = next((h for h in range(start, n_hops) if row[h] in (MISSED, GAP)), None)
+        stop = first_missed if first_missed is not None else n_hops - 1
+        doubtful = any(sightings[h] in _DOUBTFUL for h in range(start, stop + 1))
+        outcome = Outcome.INCONCLUSIVE if doubtful or first_missed is None else Outcome.LOST
+        out.append(ProbeTrace(int(seq), direction, sightings, times, esp, outcome, last, first_missed))
+    return out
+
+
+def findings(traces: list[ProbeTrace], path: ExpectedPath, direction: str, dst_node: str) -> list[Finding]:
+    """Group probes of one direction by fate, worst first."""
+    groups: dict[tuple, list[ProbeTrace]] = defaultdict(list)
+    for t in traces:
+        groups[(t.outcome, t.last_seen, t.first_missed)].append(t)
+    total = sum(1 for t in traces if t.outcome != Outcome.NOT_SENT)
+    out = []
+    for (outcome, last, missed), members in groups.items():
+        if outcome == Outcome.NOT_SENT:
+            continue
+        seqs = tuple(t.seq for t in members)
+        hops = path.hops
+        last_pt = hops[last].point if last is not None else None
+        miss_pt = hops[missed].point if missed is not None else None
+        edge = None
+        reason = None
+        if outcome == Outcome.DELIVERED:
+            where = f"delivered to {dst_node}"
+        elif outcome == Outcome.LOST and last is not None and missed == last + 1:
+            where = path.describe_edge(last)
+            edge = path.edges[last].value
+            reason = _edge_reason(path, last, direction)
+        elif outcome == Outcome.LOST and last is None and missed == 0:
+            where = f"at {hops[0].node}, before leaving {hops[0].point}"
+            reason = _origin_reason(direction, hops[0].node)
+        elif outcome == Outcome.LOST and last == len(hops) - 1:
+            where = f"at {hops[last].node}: {path.end_note}"
+            reason = path.end_note
+        elif outcome == Outcome.LOST:
+            # Missed at `missed` and captured in between as gaps: loss is after last.
+            where = f"between {last_pt or 'the source'} and {miss_pt}"
+        else:
+            where, reason = _inconclusive(traces=members, path=path)
+        out.append(Finding(direction, outcome, len(members), total, where, last_pt, miss_pt, edge, reason, seqs))
+    rank = {Outcome.LOST: 0, Outcome.INCONCLUSIVE: 1, Outcome.DELIVERED: 2}
+    return sorted(out, key=lambda f: (rank.get(f.outcome, 3), -f.count))
+
+
+def _inconclusive(traces: list[ProbeTrace], path: ExpectedPath) -> tuple[str, str]:
+    t = traces[0]
+    start = 0 if t.last_seen is None else t.last_seen + 1
+    stop = t.first_missed if t.first_missed is not None else len(path.hops) - 1
+    doubtful = [(path.hops[h].point, t.sightings[h]) for h in range(start, stop + 1) if t.sightings[h] in _DOUBTFUL]
+    a = path.hops[t.last_seen].point if t.last_seen is not None else "the source"
+    b = path.hops[t.first_missed].point if t.first_missed is not None else "the destination"
+    why = "; ".join(f"{pt} {_DOUBT_TEXT[s]}" for pt, s in doubtful)
+    return f"somewhere between {a} and {b}", why
+
+
+_DOUBT_TEXT = {
+    Sighting.UNOBSERVED: "was not captured",
+    Sighting.UNRELIABLE: "had sniffer drops, so its silence proves nothing",
+    Sighting.UNKNOWN: "carried ESP that could not be tied to the probe",
+}
+
+
+def _origin_reason(direction: str, node: str) -> str:
+    if direction == "reply":
+        return f"{node} received the request but no reply left it: check its route back, its firewall, or whether it answers"
+    return f"the probe never left {node}: check its routes and OUTPUT firewall"
+
+
+def _edge_reason(path: ExpectedPath, i: int, direction: str) -> str:
+    a, b = path.hops[i], path.hops[i + 1]
+    kind = path.edges[i]
+    if kind == EdgeKind.ENCAP:
+        return (f"cleartext reached {a.point} but no ESP for it left {b.point}: "
+                "no SA or policy for this traffic, or encapsulation failed")
+    if kind == EdgeKind.DECAP:
+        spi = f" (SPI 0x{a.esp.spi:08x})" if a.esp and a.esp.spi else ""
+        return (f"ESP{spi} arrived at {a.point} but nothing came out of {b.point}: decapsulation failed "
+                "(wrong or missing SA, integrity failure, replay) or a filter before the IPsec stack")
+    if kind == EdgeKind.FORWARD:
+        return f"{a.node} did not forward it from {a.iface} to {b.iface}: firewall (forward chain), rp_filter or routing"
+    if a.esp is not None:
+        return f"ESP left {a.point} but never arrived at {b.point}: filtered on the untrusted path (UDP 4500 / protocol 50)"
+    return f"left {a.point} but never arrived at {b.point}: link down, filtered, or wrong next hop"
+
+
+def seen_at_end(traces: list[ProbeTrace]) -> list[bool]:
+    return [t.outcome == Outcome.DELIVERED for t in traces]

@@ -1,0 +1,71 @@
+"""Command line: ``tracer SUBCOMMAND …``. Each subcommand lives in its own module
+and registers itself with ``add_parser``; errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tracer.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, TracerError
+
+EPILOG = """\
+exit codes:
+  0  all probes delivered (or the command succeeded)
+  1  loss located: the verdict names the hop
+  2  bad input: unreadable capture, bad topology or arguments
+  3  inconclusive: a capture point is missing or a sniffer dropped packets
+  4  missing privilege or tool (root, tcpdump, charon, ...)
+  130 interrupted (captures recorded so far are kept)
+"""
+
+# Subcommand modules, in --help order; each has add_parser(subparsers).
+SUBCOMMANDS = ("replay", "ping", "ike", "mtu", "lab", "plot")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's own usage errors: one line, exit 2, like every bad input.
+        self.exit(EXIT_BAD_INPUT, f"tracer: {message} (see tracer --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tracer",
+        description="Find the hop where packets disappear: synchronized captures along the "
+        "expected path, tagged probes, one verdict.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"tracer.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"tracer.cli.{name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.func(args))
+    except TracerError as e:
+        print(f"tracer: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tracer: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""``tracer replay``: verdicts from recorded captures, offline, no root needed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from tracer.cli.render import render_text
+from tracer.errors import EXIT_DELIVERED, BadInput
+from tracer.replay import load_run, parse_run_id, replay_run
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="locate packet loss in recorded captures (run directory or pcap/pcapng files)",
+        description="Replay captures through the analysis: for each tracer probe run found, "
+        "compute the expected path from the topology, see which capture point saw each probe, "
+        "and name the hop where they disappeared.",
+        epilog="examples:\n"
+        "  tracer replay captures/gw-forward-drop\n"
+        "  tracer replay --topology lab.toml west.pcapng west-gw.pcapng east.pcapng\n"
+        "  tracer replay captures/all-delivered --json | jq .status",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="RUN_DIR|CAPTURE",
+                   help="a run directory (with manifest.json) or pcap/pcapng files whose "
+                   "interfaces are named node:iface")
+    p.add_argument("--topology", "-t", type=Path, help="topology TOML (run directories carry their own)")
+    p.add_argument("--run", type=parse_run_id, help="only this run id (hex like 0x1a2b3c4d)")
+    p.add_argument("--src", type=_addr, help="probe source address (default: from manifest or captures)")
+    p.add_argument("--dst", type=_addr, help="probe destination address")
+    p.add_argument("--json", action="store_true", help="machine-readable verdicts on stdout")
+    p.set_defaults(func=run)
+
+
+def _addr(text: str) -> IPv4Address:
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        raise BadInput(f"'{text}' is not an IPv4 address") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_run(args.inputs, args.topology)
+    verdicts = replay_run(loaded, args.run, args.src, args.dst)
+    emit(verdicts, args.json)
+    return max((v.exit_code for v in verdicts), default=EXIT_DELIVERED)
+
+
+def emit(verdicts: list, as_json: bool) -> None:
+    if as_json:
+        docs = [v.to_dict() for v in verdicts]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    else:
+        print("\n\n".join(render_text(v) for v in verdicts))

@@ -1,0 +1,44 @@
+"""One error family; every user-facing failure is a TracerError with an exit code.
+
+The CLI prints ``str(err)`` on one line and exits with ``err.exit_code``.
+"""
+
+from __future__ import annotations
+
+# Documented exit codes (README "Exit codes").
+EXIT_DELIVERED = 0
+EXIT_LOSS = 1
+EXIT_BAD_INPUT = 2
+EXIT_INCONCLUSIVE = 3
+EXIT_ENVIRONMENT = 4
+EXIT_INTERRUPTED = 130
+
+
+class TracerError(Exception):
+    """Base class: a one-line message that says what was wrong and what to do."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class BadInput(TracerError):
+    """A file, argument or topology the user gave cannot be used."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class CaptureError(BadInput):
+    """A capture file is unreadable (wrong magic, truncated header, unknown link type)."""
+
+
+class TopologyError(BadInput):
+    """A topology file or object is inconsistent."""
+
+
+class EnvironmentProblem(TracerError):
+    """Missing privilege or tool (not root, no tcpdump, no charon, ...)."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class LabError(EnvironmentProblem):
+    """The namespace lab could not be built, driven or torn down."""

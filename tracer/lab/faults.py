@@ -1,0 +1,135 @@
+"""Faults the lab can inject: each one is real, at packet level, in one place.
+
+A fault is data: nftables rules (one table ``inet tracer_fault`` per node
+namespace, so clearing is a single ``delete table``) and/or ``ip`` commands
+with their inverse. Every drop rule has a counter, so ``Lab.status()`` shows
+how many packets each fault actually ate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tracer import netns
+from tracer.errors import BadInput
+from tracer.lab import layout
+
+NFT_TABLE = "tracer_fault"
+MTU_SMALL = 1280
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    description: str
+    # node -> chain definitions placed inside "table inet tracer_fault { ... }"
+    nft: dict[str, str] = field(default_factory=dict)
+    # node -> ip -batch lines to apply, and the lines that undo them
+    ip_apply: dict[str, list[str]] = field(default_factory=dict)
+    ip_clear: dict[str, list[str]] = field(default_factory=dict)
+    # The tunnel cannot (re)establish while the fault is active.
+    stops_ike: bool = False
+
+
+def _chain(hook: str, *rules: str) -> str:
+    body = "\n    ".join(rules)
+    return f"chain {hook} {{\n    type filter hook {hook} priority filter; policy accept;\n    {body}\n  }}"
+
+
+_east_default = layout.node("east").routes[-1]
+
+_FAULTS = (
+    Fault(
+        "esp-blocked",
+        "router drops ESP-in-UDP (UDP 4500 with a non-zero SPI) but lets IKE through: "
+        "tunnel up, traffic lost between router:eth0 and router:eth1",
+        # ESP-in-UDP starts with the SPI; IKE on 4500 starts with the 4-byte zero
+        # non-ESP marker (RFC 3948), so @th,64,32 tells them apart.
+        nft={"router": _chain("forward", 'udp dport 4500 @th,64,32 != 0 counter drop comment "ESP in UDP"')},
+    ),
+    Fault(
+        "ike-blocked",
+        "router drops UDP 500 and 4500 so no SA can be negotiated: west-gw has no tunnel route "
+        "and sends the cleartext to the router, which has no route to 198.51.100.0/24 "
+        "(ping sees 'Destination Net Unreachable' from 198.18.1.254)",
+        nft={"router": _chain("forward", 'udp dport { 500, 4500 } counter drop comment "IKE and ESP-in-UDP"')},
+        stops_ike=True,
+    ),
+    Fault(
+        "no-return-route",
+        "east has no default route, so its echo replies (to 192.0.2.0/24) are dropped inside east",
+        ip_apply={"east": ["route del default"]},
+        ip_clear={"east": [f"route replace default via {_east_default.via} dev {_east_default.dev}"]},
+    ),
+    Fault(
+        "gw-forward-drop",
+        "west-gw's firewall drops cleartext forwarded from lan0 into ipsec0 (before encryption)",
+        nft={"west-gw": _chain("forward", 'iifname "lan0" oifname "ipsec0" counter drop comment "lan0 to tunnel"')},
+    ),
+    Fault(
+        "decap-drop",
+        "east-gw's firewall drops what comes out of ipsec0 (after decryption, before lan0)",
+        nft={"east-gw": _chain("forward", 'iifname "ipsec0" counter drop comment "out of tunnel"')},
+    ),
+    Fault(
+        "mtu-blackhole",
+        f"router:eth1-east-gw:wan0 has MTU {MTU_SMALL} and the router drops the ICMP frag-needed it "
+        "would send: small pings pass, large ones (ping -s 1300) vanish at the router",
+        nft={
+            "router": "\n  ".join(
+                _chain(hook, 'icmp type destination-unreachable icmp code frag-needed counter drop comment "PMTUD"')
+                for hook in ("output", "forward")
+            )
+        },
+        ip_apply={"router": [f"link set eth1 mtu {MTU_SMALL}"], "east-gw": [f"link set wan0 mtu {MTU_SMALL}"]},
+        ip_clear={"router": ["link set eth1 mtu 1500"], "east-gw": ["link set wan0 mtu 1500"]},
+    ),
+)
+
+FAULTS_BY_NAME: dict[str, Fault] = {f.name: f for f in _FAULTS}
+FAULTS: dict[str, str] = {f.name: f.description for f in _FAULTS}
+
+
+def get(name: str) -> Fault:
+    try:
+        return FAULTS_BY_NAME[name]
+    except KeyError:
+        raise BadInput(f"unknown fault '{name}': choose one of {', '.join(FAULTS)}") from None
+
+
+NsOf = Callable[[str], str]
+
+
+def apply(fault: Fault, ns_of: NsOf) -> None:
+    for node, chains in fault.nft.items():
+        script = f"table inet {NFT_TABLE} {{\n  {chains}\n}}\n"
+        netns.ns_run(ns_of(node), ["nft", "-f", "-"], input=script)
+    for node, lines in fault.ip_apply.items():
+        netns.ip_batch(lines, ns=ns_of(node))
+
+
+def clear(fault: Fault, ns_of: NsOf) -> None:
+    for node in fault.nft:
+        # "add" then "delete" makes clearing idempotent on nft versions without "destroy".
+        netns.ns_run(ns_of(node), ["nft", "-f", "-"], input=f"add table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n")
+    for node, lines in fault.ip_clear.items():
+        netns.ip_batch(lines, ns=ns_of(node), check=False)
+
+
+def counters(fault: Fault, ns_of: NsOf) -> dict[str, int]:
+    """Packets dropped so far by the fault's nft rules, per node."""
+    out: dict[str, int] = {}
+    for node in fault.nft:
+        proc = netns.ns_run(ns_of(node), ["nft", "-j", "list", "table", "inet", NFT_TABLE], check=False)
+        if proc.returncode != 0:
+            continue
+        total = 0
+        for item in json.loads(proc.stdout).get("nftables", []):
+            for expr in item.get("rule", {}).get("expr", []):
+                if "counter" in expr:
+                    total += int(expr["counter"].get("packets", 0))
+        out[node] = total
+    return out
+

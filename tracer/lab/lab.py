@@ -1,0 +1,407 @@
+"""The built-in lab: five network namespaces, two real strongSwan gateways.
+
+``Lab.up()`` builds it, ``Lab.down()`` removes it; both work from different
+processes because everything needed to tear down (namespaces, charon PIDs and
+their start times) is recorded in ``state.json`` as soon as it exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from tracer import netns
+from tracer.errors import LabError
+from tracer.lab import faults, layout, strongswan, toml_writer
+
+DEFAULT_STATE_DIR = Path("/run/tracer")
+STATE_FILE = "state.json"
+TOPOLOGY_FILE = "topology.toml"
+
+# Sysctls for every lab namespace: IPv4 only (the lab uses IPv4 ranges and
+# IPv6 link-local chatter would only add capture noise), and no reverse-path
+# filter so a fault is never masked by an rp_filter drop we did not ask for.
+_SYSCTLS = {
+    "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
+    "net.ipv4.conf.all.rp_filter": "0",
+    "net.ipv4.conf.default.rp_filter": "0",
+}
+
+
+class Lab:
+    """One named instance of the lab; several can coexist (``trc-<name>-*``)."""
+
+    def __init__(self, name: str = "lab", state_dir: Path | None = None) -> None:
+        self.name = layout.check_lab_name(name)
+        self.dir = Path(state_dir or DEFAULT_STATE_DIR) / f"lab-{name}"
+        self.topology_path = self.dir / TOPOLOGY_FILE
+        self._state_path = self.dir / STATE_FILE
+        self._children: dict[int, subprocess.Popen[bytes]] = {}  # for reaping our own charons
+
+    # -- names ---------------------------------------------------------------
+
+    def namespace(self, node: str) -> str:
+        """Namespace of a lab node, e.g. ``namespace("west-gw") == "trc-lab-westgw"``."""
+        layout.node(node)  # KeyError for unknown nodes
+        return layout.netns_name(self.name, node)
+
+    @property
+    def namespaces(self) -> dict[str, str]:
+        return {n.name: self.namespace(n.name) for n in layout.NODES}
+
+    def gateway_dir(self, gw: str) -> Path:
+        """charon's directory: config, charon.log, keys.log (0600), vici socket."""
+        return self.dir / gw
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def up(self, fault: str | None = None, wait: float = 10.0) -> Path:
+        """Build the lab (or keep it if already up), apply ``fault``, return topology.toml.
+
+        Waits until the CHILD_SA is installed on both gateways, unless the
+        fault keeps IKE from completing. A failed build is torn down again.
+        """
+        netns.ensure_root()
+        wanted = faults.get(fault) if fault else None
+        state = self._load_state()
+        if state is not None and self._healthy(state):
+            self._converge(state, wanted, wait)
+            return self.topology_path
+        self.down()  # stale or partial leftovers of an earlier run
+        try:
+            self._build(wanted, wait)
+        except BaseException:
+            self.down()
+            raise
+        return self.topology_path
+
+    def down(self) -> None:
+        """Remove every namespace and charon this lab made; fine when nothing is up."""
+        netns.ensure_root()
+        state = self._load_state() or {}
+        procs = [(p["pid"], p["start"]) for p in state.get("charon", {}).values()]
+        self._stop_processes(procs)
+        # Our namespaces are recorded, and the name prefix is ours alone (lab
+        # names contain no '-'), which also catches a run that died before
+        # recording anything.
+        names = set(state.get("namespaces", {}).values()) | set(
+            netns.list_with_prefix(layout.ns_prefix(self.name))
+        )
+        if names:
+            netns.ip_batch([f"netns delete {ns}" for ns in sorted(names)], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def set_fault(self, name: str, wait: float = 10.0) -> None:
+        """Inject fault ``name`` into the running lab (replacing any other)."""
+        netns.ensure_root()
+        self._set_fault(self._require_up(), faults.get(name), wait)
+
+    def clear_fault(self, wait: float = 10.0) -> None:
+        """Remove the active fault; re-establish the tunnel if the fault had broken it."""
+        netns.ensure_root()
+        self._set_fault(self._require_up(), None, wait)
+
+    def status(self) -> dict[str, Any]:
+        """What is there right now: namespaces, charons, SAs, routes, fault counters."""
+        netns.ensure_root()
+        state = self._load_state()
+        result: dict[str, Any] = {
+            "name": self.name,
+            "dir": str(self.dir),
+            "up": False,
+            "topology": str(self.topology_path) if self.topology_path.exists() else None,
+            "fault": state.get("fault") if state else None,
+            "namespaces": {
+                node: {"netns": ns, "present": netns.exists(ns)} for node, ns in self.namespaces.items()
+            },
+        }
+        if state is None:
+            return result
+        result["charon"] = {
+            gw: {"pid": p["pid"], "alive": _alive(p["pid"], p["start"])} for gw, p in state["charon"].items()
+        }
+        gateways: dict[str, Any] = {}
+        for gw in layout.GATEWAYS:
+            entry: dict[str, Any] = {"ike_sas": []}
+            if result["charon"].get(gw, {}).get("alive"):
+                try:
+                    entry["ike_sas"] = strongswan.summarize(strongswan.list_sas(self.gateway_dir(gw)))
+                except LabError as err:
+                    entry["error"] = str(err)
+            gateways[gw] = entry
+        result["gateways"] = gateways
+        result["tunnel_up"] = all(
+            any(c["state"] == "INSTALLED" for sa in g["ike_sas"] for c in sa["child_sas"]) for g in gateways.values()
+        )
+        result["routes"] = {node: _routes(ns) for node, ns in self.namespaces.items() if netns.exists(ns)}
+        if state.get("fault"):
+            result["fault_drops"] = faults.counters(faults.get(state["fault"]), self.namespace)
+        result["up"] = self._healthy(state)
+        return result
+
+    def child_sa_keys(self, gw: str) -> list[strongswan.ChildSaKeys]:
+        """CHILD_SA keys as logged by ``gw``'s charon (secret: do not print)."""
+        path = self.gateway_dir(gw) / strongswan.KEYS_LOG
+        try:
+            return strongswan.child_sa_keys(path.read_text(errors="replace"))
+        except FileNotFoundError:
+            raise LabError(f"no key log for {gw}: is lab '{self.name}' up?") from None
+
+    # -- building ----------------------------------------------------------------
+
+    def _build(self, fault: faults.Fault | None, wait: float) -> None:
+        _check_tools()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        state: dict[str, Any] = {"name": self.name, "namespaces": {}, "charon": {}, "fault": None}
+        ns = self.namespaces
+
+        # Record first, create second: a crash in between leaves nothing unrecorded.
+        state["namespaces"] = ns
+        self._save_state(state)
+        netns.ip_batch([f"netns add {n}" for n in ns.values()])
+        for name in ns.values():
+            netns.write_sysctls(name, _SYSCTLS)
+        for n in layout.NODES:
+            if n.forwards:
+                netns.write_sysctls(ns[n.name], {"net.ipv4.ip_forward": "1"})
+
+        # veth ends are created directly inside their namespaces, under their
+        # final names: nothing ever appears in the root namespace.
+        netns.ip_batch(
+            [
+                f"link add {ai} netns {ns[a]} type veth peer name {bi} netns {ns[b]}"
+                for (a, ai), (b, bi) in layout.LINKS
+            ]
+        )
+        for n in layout.NODES:
+            lines = ["link set lo up"]
+            for i in n.interfaces:
+                if i.name == layout.TUNNEL_IFACE:
+                    continue  # charon creates it
+                lines += [f"addr add {a} dev {i.name}" for a in i.addresses]
+                lines.append(f"link set {i.name} up")
+            for r in n.routes:
+                if not r.by_charon:
+                    lines.append(f"route add {r.dst} via {r.via} dev {r.dev}" if r.via else f"route add {r.dst} dev {r.dev}")
+            netns.ip_batch(lines, ns=ns[n.name])
+
+        psk = secrets.token_hex(32)
+        for gw, cfg in _gateway_configs(psk).items():
+            gw_dir = self.gateway_dir(gw)
+            strongswan.write_config(gw_dir, cfg)
+            proc = strongswan.start_charon(ns[gw], gw_dir)
+            self._children[proc.pid] = proc
+            state["charon"][gw] = {"pid": proc.pid, "start": _start_time(proc.pid)}
+            self._save_state(state)
+        for gw in layout.GATEWAYS:
+            gw_dir = self.gateway_dir(gw)
+            pid = state["charon"][gw]["pid"]
+            strongswan.wait_vici(gw_dir, lambda pid=pid: self._child_alive(pid))
+            strongswan.load(gw_dir)
+
+        self._write_topology()
+        self._set_fault(state, fault, wait)
+
+    def _set_fault(self, state: dict[str, Any], fault: faults.Fault | None, wait: float) -> None:
+        """Make ``fault`` the active one (None: no fault) and the tunnel state match it."""
+        changed = state.get("fault") != (fault.name if fault else None)
+        if changed:
+            self._clear(state)
+            if fault is not None:
+                faults.apply(fault, self.namespace)
+                state["fault"] = fault.name
+                self._save_state(state)
+        if fault is not None and fault.stops_ike:
+            if changed:
+                # A blocked path does not tear down existing SAs (no DPD here),
+                # so drop them and start a fresh attempt that cannot complete;
+                # charon keeps retransmitting it in the background.
+                self._terminate_all()
+                strongswan.initiate(self.gateway_dir(layout.TUNNEL.left.node), layout.TUNNEL.name, timeout=1)
+            return
+        if not all(
+            strongswan.child_installed(strongswan.list_sas(self.gateway_dir(gw)), layout.TUNNEL.name)
+            for gw in layout.GATEWAYS
+        ):
+            self._establish(wait)
+        if not self.topology_path.exists():
+            self._write_topology()
+
+    def _terminate_all(self) -> None:
+        for gw in layout.GATEWAYS:
+            strongswan.terminate(self.gateway_dir(gw), layout.TUNNEL.name)
+
+    def _establish(self, wait: float) -> None:
+        """(Re)initiate the tunnel from the left gateway and wait for both CHILD_SAs."""
+        left = self.gateway_dir(layout.TUNNEL.left.node)
+        right = self.gateway_dir(layout.TUNNEL.right.node)
+        deadline = time.monotonic() + wait
+        # Drop half-open or stale SAs first so nothing waits for a retransmit timer.
+        self._terminate_all()
+        ok = strongswan.initiate(left, layout.TUNNEL.name, wait)
+        while ok and time.monotonic() < deadline + 1.0:
+            if strongswan.child_installed(strongswan.list_sas(right), layout.TUNNEL.name):
+                return
+            time.sleep(0.01)
+        raise LabError(
+            f"tunnel {layout.TUNNEL.name} did not come up within {wait:.0f} s; "
+            f"west-gw charon says: {strongswan.last_log_line(left)}"
+        )
+
+    def _clear(self, state: dict[str, Any]) -> faults.Fault | None:
+        name = state.get("fault")
+        if not name:
+            return None
+        fault = faults.get(name)
+        faults.clear(fault, self.namespace)
+        state["fault"] = None
+        self._save_state(state)
+        return fault
+
+    def _write_topology(self) -> None:
+        doc = layout.topology_document(self.name)
+        text = (
+            f"# Topology of tracer lab '{self.name}', written by 'tracer lab up'.\n"
+            "# Describes the intended network; an injected fault is deliberately not in it.\n\n"
+            + toml_writer.dumps(doc)
+        )
+        if tomllib.loads(text) != doc:  # the emitter is ours: prove it round-trips
+            raise LabError("internal error: topology.toml does not round-trip through tomllib")
+        tmp = self.topology_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.topology_path)
+
+    # -- state and processes -------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any] | None:
+        try:
+            state: dict[str, Any] = json.loads(self._state_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return state
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self._state_path)
+
+    def _require_up(self) -> dict[str, Any]:
+        state = self._load_state()
+        if state is None or not self._healthy(state):
+            raise LabError(f"lab '{self.name}' is not up: run 'tracer lab up --name {self.name}' first")
+        return state
+
+    def _healthy(self, state: dict[str, Any]) -> bool:
+        return (
+            all(netns.exists(ns) for ns in state.get("namespaces", {}).values())
+            and set(state.get("charon", {})) == set(layout.GATEWAYS)
+            and all(_alive(p["pid"], p["start"]) for p in state["charon"].values())
+        )
+
+    def _child_alive(self, pid: int) -> bool:
+        proc = self._children.get(pid)
+        return proc.poll() is None if proc else _alive(pid, None)
+
+    def _stop_processes(self, procs: list[tuple[int, int | None]]) -> None:
+        """SIGTERM our recorded PIDs (only if still the same process), SIGKILL after 3 s."""
+        live = [(pid, start) for pid, start in procs if _alive(pid, start)]
+        for pid, _ in live:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        while live and time.monotonic() < deadline:
+            time.sleep(0.01)
+            live = [(pid, start) for pid, start in live if self._reap(pid) and _alive(pid, start)]
+        for pid, _ in live:
+            _signal(pid, signal.SIGKILL)
+            self._reap(pid, block=True)
+
+    def _reap(self, pid: int, block: bool = False) -> bool:
+        """Collect our own child's exit status; returns True while it may still run."""
+        proc = self._children.get(pid)
+        if proc is None:
+            return True
+        try:
+            if block:
+                proc.wait(timeout=2.0)
+            elif proc.poll() is None:
+                return True
+        except subprocess.TimeoutExpired:
+            return True
+        self._children.pop(pid, None)
+        return False
+
+
+def _gateway_configs(psk: str) -> dict[str, strongswan.GatewayConfig]:
+    t = layout.TUNNEL
+    return {
+        t.left.node: strongswan.GatewayConfig(t.name, t.left.address, t.right.address, t.left.subnets, t.right.subnets, psk),
+        t.right.node: strongswan.GatewayConfig(t.name, t.right.address, t.left.address, t.right.subnets, t.left.subnets, psk),
+    }
+
+
+def _check_tools() -> None:
+    for tool in ("ip", "nft", strongswan.SWANCTL, "unshare"):
+        netns.ensure_tool(tool)
+    if not os.access(strongswan.CHARON, os.X_OK):
+        raise LabError(f"{strongswan.CHARON} not found: apt-get install strongswan-charon libcharon-extra-plugins")
+    if not Path("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so").exists():
+        raise LabError("strongSwan kernel-libipsec plugin missing: apt-get install libcharon-extra-plugins")
+
+
+def _start_time(pid: int) -> int | None:
+    """Process start time (clock ticks since boot): tells a PID from its reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    """True if ``pid`` runs, is not a zombie, and (if known) started at ``start``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return False
+    return start is None or int(fields[19]) == start
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _routes(ns: str) -> list[str]:
+    """IPv4 routes of all tables except local, one ``ip route`` line each."""
+    proc = netns.ip(["-4", "-j", "route", "show", "table", "all"], ns=ns, check=False)
+    if proc.returncode != 0:
+        return []
+    out = []
+    for r in json.loads(proc.stdout or "[]"):
+        if r.get("table") == "local" or r.get("type") in ("local", "broadcast"):
+            continue
+        parts = [r["dst"]]
+        if "gateway" in r:
+            parts.append(f"via {r['gateway']}")
+        if "dev" in r:
+            parts.append(f"dev {r['dev']}")
+        if r.get("table") not in (None, "main"):
+            parts.append(f"table {r['table']}")
+        out.append(" ".join(parts))
+    return out
+

@@ -1,0 +1,130 @@
+"""Live traces: record, then replay.
+
+Start a sniffer on every capture point of the expected request and reply
+paths, send tagged probes, stop the sniffers, write the run directory
+(one pcapng per point, manifest, topology), then hand it to the same replay
+code as ``tracer replay``. Works on any topology whose nodes live in local
+network namespaces; the built-in lab is just one such topology file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from tracer.errors import BadInput, EnvironmentProblem
+from tracer.model.path import expected_path
+from tracer.model.tag import ProbeKind
+from tracer.model.topology import Node, Topology
+from tracer.model.verdict import Verdict
+from tracer.netns import ensure_root
+from tracer.replay import load_run, replay_run
+from tracer.rundir import CaptureEntry, Manifest, write_manifest
+from tracer.sniff import CaptureResult, Sniffer, start_all, stop_all
+from tracer.sniff.bpf import capture_filter
+from tracer.sniff.tcpdump import TcpdumpSniffer
+
+
+@dataclass
+class Endpoints:
+    src_node: Node
+    src: IPv4Address
+    dst_node: Node
+    dst: IPv4Address
+    device: str | None  # --source given as an interface name
+
+
+def resolve_endpoints(topo: Topology, src: str, dst: str, source: str | None) -> Endpoints:
+    """SRC/DST as node names or addresses; ``source`` like ``ping -I`` (address or interface)."""
+    src_node, src_addr = topo.resolve(src)
+    dst_node, dst_addr = topo.resolve(dst)
+    device = None
+    if source:
+        if source in src_node.interfaces:
+            device = source
+            addrs = src_node.interfaces[source].addresses
+            if not addrs:
+                raise BadInput(f"--source {source}: interface has no address on {src_node.name}")
+            src_addr = addrs[0].ip
+        else:
+            try:
+                src_addr = IPv4Address(source)
+            except ValueError:
+                raise BadInput(f"--source {source}: not an address or an interface of {src_node.name}") from None
+            if not src_node.owns(src_addr):
+                raise BadInput(f"--source {source}: not an address of {src_node.name}")
+    if src_node.name == dst_node.name:
+        raise BadInput(f"source and destination are both on {src_node.name}: nothing to trace")
+    return Endpoints(src_node, src_addr, dst_node, dst_addr, device)
+
+
+def capture_points(topo: Topology, ends: Endpoints) -> list[str]:
+    req = expected_path(topo, ends.src, ends.dst, ends.src_node)
+    rep = expected_path(topo, ends.dst, ends.src, ends.dst_node)
+    return list(dict.fromkeys(h.point for p in (req, rep) for h in p.hops))
+
+
+def make_sniffers(topo: Topology, points: list[str], run_dir: Path) -> list[Sniffer]:
+    bpf = capture_filter(topo)
+    sniffers: list[Sniffer] = []
+    for point in points:
+        node_name, _, iface = point.rpartition(":")
+        node = topo.nodes[node_name]
+        if node.ssh and not node.netns:
+            raise EnvironmentProblem(f"{point}: capture over SSH is not supported yet; put the node in a local netns")
+        sniffers.append(TcpdumpSniffer(point, node.netns, iface, run_dir / f"{point.replace(':', '_')}.pcapng", bpf))
+    return sniffers
+
+
+def new_run_dir(base: Path | None, kind: ProbeKind, run: int) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    d = base or Path("runs") / f"{stamp}-{kind.name.lower()}-{run:08x}"
+    if d.exists() and any(d.iterdir()):
+        raise BadInput(f"--out {d}: directory exists and is not empty")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def record(
+    topo: Topology,
+    topo_path: Path,
+    ends: Endpoints,
+    kind: ProbeKind,
+    run: int,
+    run_dir: Path,
+    send: Callable[[], dict],
+    count: int,
+) -> Path:
+    """Sniff every point while ``send()`` runs; always leave a valid run directory."""
+    ensure_root()
+    points = capture_points(topo, ends)
+    sniffers = make_sniffers(topo, points, run_dir)
+    results: list[CaptureResult] = []
+    extra: dict = {"started": datetime.now(UTC).isoformat()}
+    t0 = time.monotonic()
+    try:
+        start_all(sniffers)
+        extra["sniffers_ready_s"] = round(time.monotonic() - t0, 3)
+        extra["probe"] = send()
+    finally:
+        # Ctrl-C or an error mid-run: stop what was started and keep its packets.
+        started = [s for s in sniffers if getattr(s, "proc", None) is not None]
+        results = stop_all(started)
+        shutil.copy(topo_path, run_dir / "topology.toml")
+        manifest = Manifest(
+            run=run, kind=kind, src=ends.src, dst=ends.dst, origin=ends.src_node.name, count=count,
+            topology="topology.toml",
+            captures=[CaptureEntry(r.point, r.file.name, r.drops) for r in results],
+            extra=extra | {"record_s": round(time.monotonic() - t0, 3)},
+        )
+        write_manifest(run_dir, manifest)
+    return run_dir
+
+
+def analyse(run_dir: Path) -> list[Verdict]:
+    return replay_run(load_run([run_dir]))

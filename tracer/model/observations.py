@@ -1,0 +1,168 @@
+"""Observations: what every capture point saw, as columns (one numpy array per field).
+
+One row per captured packet. Rows are never Python objects: a million
+packets are a few dozen arrays. ``points`` names the capture points
+(``"node:iface"``); the ``point`` column indexes into it.
+
+Field meanings (0 where the field does not apply):
+
+=============  =======  ====================================================
+column         dtype    meaning
+=============  =======  ====================================================
+ts_ns          int64    capture timestamp, ns since the epoch
+point          int16    index into ``points``
+file           int16    index into ``sources`` (which capture file)
+l3_off         int64    byte offset of the IP header inside that file
+wire_len       uint32   original frame length on the wire
+ipver          uint8    4 or 6 (0: not IP)
+src, dst       uint32   IPv4 addresses (host order ints)
+proto          uint8    IP protocol
+ip_len         uint16   IP total length
+ipid           uint16   IP identification
+df             bool     Don't Fragment set
+frag           uint16   fragment offset in 8-byte units; >0 means no L4 here
+mf             bool     more-fragments flag
+sport, dport   uint16   UDP/TCP ports
+cls            uint8    packet class, see :class:`PacketClass`
+icmp_type      uint8
+icmp_code      uint8
+icmp_id        uint16   echo identifier
+icmp_seq       uint16   echo sequence
+tag_kind       uint8    probe tag kind (0: no tag), see model.tag
+tag_run        uint32   probe tag run id
+tag_seq        uint32   probe tag sequence
+spi            uint32   ESP SPI (cls ESP) or inner ESP SPI (cls ICMP_ERROR)
+esp_seq        uint32   ESP sequence number
+udp_encap      bool     ESP carried in UDP 4500 (NAT-T)
+ike_spi_i      uint64   IKE initiator SPI (cls IKE)
+ike_spi_r      uint64   IKE responder SPI
+ike_exch       uint8    IKE exchange type (34 = IKE_SA_INIT)
+ike_flags      uint8    IKE header flags (0x20 = response, 0x08 = initiator)
+inner_src      uint32   ICMP error: quoted packet's source
+inner_dst      uint32   ICMP error: quoted packet's destination
+inner_proto    uint8    ICMP error: quoted packet's protocol
+inner_id       uint16   ICMP error: quoted echo id (or UDP source port)
+inner_seq      uint16   ICMP error: quoted echo seq (or UDP dest port)
+mtu            uint16   ICMP frag-needed: next-hop MTU
+=============  =======  ====================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+
+class PacketClass(IntEnum):
+    OTHER = 0
+    ECHO_REQUEST = 1
+    ECHO_REPLY = 2
+    ESP = 3
+    IKE = 4
+    ICMP_ERROR = 5
+    NAT_KEEPALIVE = 6
+    FRAGMENT = 7  # non-first fragment: no L4 header here
+    UDP = 8
+    TCP = 9
+
+
+COLUMNS: dict[str, np.dtype] = {
+    name: np.dtype(dt)
+    for name, dt in [
+        ("ts_ns", "i8"),
+        ("point", "i2"),
+        ("file", "i2"),
+        ("l3_off", "i8"),
+        ("wire_len", "u4"),
+        ("ipver", "u1"),
+        ("src", "u4"),
+        ("dst", "u4"),
+        ("proto", "u1"),
+        ("ip_len", "u2"),
+        ("ipid", "u2"),
+        ("df", "?"),
+        ("frag", "u2"),
+        ("mf", "?"),
+        ("sport", "u2"),
+        ("dport", "u2"),
+        ("cls", "u1"),
+        ("icmp_type", "u1"),
+        ("icmp_code", "u1"),
+        ("icmp_id", "u2"),
+        ("icmp_seq", "u2"),
+        ("tag_kind", "u1"),
+        ("tag_run", "u4"),
+        ("tag_seq", "u4"),
+        ("spi", "u4"),
+        ("esp_seq", "u4"),
+        ("udp_encap", "?"),
+        ("ike_spi_i", "u8"),
+        ("ike_spi_r", "u8"),
+        ("ike_exch", "u1"),
+        ("ike_flags", "u1"),
+        ("inner_src", "u4"),
+        ("inner_dst", "u4"),
+        ("inner_proto", "u1"),
+        ("inner_id", "u2"),
+        ("inner_seq", "u2"),
+        ("mtu", "u2"),
+    ]
+}
+
+
+@dataclass
+class Observations:
+    """Columnar packet records from one or more capture points."""
+
+    cols: dict[str, np.ndarray]
+    points: list[str] = field(default_factory=list)
+    # Per capture file: its path (for going back to the bytes, e.g. ESP decryption).
+    sources: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.cols["ts_ns"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+    @classmethod
+    def empty(cls, n: int = 0, points: list[str] | None = None) -> Observations:
+        return cls({k: np.zeros(n, dt) for k, dt in COLUMNS.items()}, list(points or []))
+
+    def select(self, mask: np.ndarray) -> Observations:
+        return Observations({k: v[mask] for k, v in self.cols.items()}, self.points, self.sources)
+
+    def point_index(self, name: str) -> int:
+        """Index of capture point ``name``; -1 if no file covered it."""
+        try:
+            return self.points.index(name)
+        except ValueError:
+            return -1
+
+    @staticmethod
+    def concat(parts: list[Observations]) -> Observations:
+        """Merge observations from several files, re-indexing points and files."""
+        points: list[str] = []
+        sources: list[str] = []
+        cols: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
+        for part in parts:
+            pmap = np.array([_intern(points, p) for p in part.points] or [0], dtype=np.int16)
+            fbase = len(sources)
+            sources.extend(part.sources)
+            for k in COLUMNS:
+                v = part.cols[k]
+                if k == "point" and len(v):
+                    v = pmap[v]
+                elif k == "file" and len(v):
+                    v = (v + fbase).astype(np.int16)
+                cols[k].append(v)
+        merged = {k: np.concatenate(v) if v else np.zeros(0, COLUMNS[k]) for k, v in cols.items()}
+        return Observations(merged, points, sources)
+
+
+def _intern(names: list[str], name: str) -> int:
+    if name not in names:
+        names.append(name)
+    return names.index(name)

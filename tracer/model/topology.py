@@ -1,0 +1,313 @@
+"""Topology: nodes, interfaces, links, routes and IPsec tunnels (pure data).
+
+Built from a plain dict (what ``tomllib`` returns); every error names the key
+path so the user can find it in the file. See docs/topology.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_interface, ip_network
+from typing import Any
+
+from tracer.errors import TopologyError
+
+NODE_ROLES = ("host", "gateway", "router")
+IFACE_ROLES = ("lan", "wan", "tunnel")
+ENCAPSULATIONS = ("udp", "esp")
+
+
+def point_name(node: str, iface: str) -> str:
+    """Capture points are written ``node:iface`` everywhere (files, graphs, JSON)."""
+    return f"{node}:{iface}"
+
+
+def split_point(point: str) -> tuple[str, str]:
+    node, _, iface = point.rpartition(":")
+    return node, iface
+
+
+@dataclass(frozen=True)
+class Interface:
+    node: str
+    name: str
+    addresses: tuple[IPv4Interface, ...] = ()
+    role: str = "lan"
+
+    @property
+    def point(self) -> str:
+        return point_name(self.node, self.name)
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: IPv4Network
+    dev: str
+    via: IPv4Address | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    role: str
+    interfaces: dict[str, Interface]
+    routes: tuple[Route, ...] = ()
+    netns: str | None = None
+    ssh: str | None = None
+
+    def owns(self, addr: IPv4Address) -> bool:
+        return any(a.ip == addr for i in self.interfaces.values() for a in i.addresses)
+
+    def lookup(self, dst: IPv4Address) -> Route | None:
+        """Longest-prefix match over explicit and connected routes."""
+        candidates = list(self.routes) + [
+            Route(a.network, i.name) for i in self.interfaces.values() for a in i.addresses
+        ]
+        matching = [r for r in candidates if dst in r.dst]
+        if not matching:
+            return None
+        # Longest prefix wins; among equals an explicit route beats a connected one
+        # (explicit routes come first in the list and max() keeps the first maximum).
+        return max(matching, key=lambda r: r.dst.prefixlen)
+
+
+@dataclass(frozen=True)
+class Link:
+    a: str  # capture point "node:iface"
+    b: str
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class TunnelEnd:
+    node: str
+    address: IPv4Address
+    subnets: tuple[IPv4Network, ...]
+    interface: str | None = None  # None: policy-based
+    spi_in: int | None = None
+
+    def covers(self, addr: IPv4Address) -> bool:
+        return any(addr in s for s in self.subnets)
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    name: str
+    left: TunnelEnd
+    right: TunnelEnd
+    encapsulation: str = "udp"
+
+    def ends_from(self, node: str) -> tuple[TunnelEnd, TunnelEnd] | None:
+        """(local, remote) ends as seen from ``node``; None if it is not an end."""
+        if self.left.node == node:
+            return self.left, self.right
+        if self.right.node == node:
+            return self.right, self.left
+        return None
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    nodes: dict[str, Node]
+    links: tuple[Link, ...] = ()
+    tunnels: tuple[Tunnel, ...] = ()
+    source: str = "<topology>"
+    _peers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for link in self.links:
+            self._peers[link.a] = link.b
+            self._peers[link.b] = link.a
+
+    def peer(self, point: str) -> str | None:
+        """The interface at the other end of the link from ``point``."""
+        return self._peers.get(point)
+
+    def owner(self, addr: IPv4Address) -> Node | None:
+        return next((n for n in self.nodes.values() if n.owns(addr)), None)
+
+    def interface(self, point: str) -> Interface | None:
+        node, iface = split_point(point)
+        n = self.nodes.get(node)
+        return n.interfaces.get(iface) if n else None
+
+    def points(self) -> list[str]:
+        return [i.point for n in self.nodes.values() for i in n.interfaces.values()]
+
+    def resolve(self, what: str) -> tuple[Node, IPv4Address]:
+        """A node name or an address → (node, address). Node names use the
+        address of the interface its default route leaves by (like ping)."""
+        if what in self.nodes:
+            node = self.nodes[what]
+            return node, _primary_address(node, self.source)
+        try:
+            addr = IPv4Address(what)
+        except ValueError:
+            raise TopologyError(
+                f"{self.source}: '{what}' is neither a node ({', '.join(self.nodes)}) nor an IPv4 address"
+            ) from None
+        node = self.owner(addr)
+        if node is None:
+            raise TopologyError(f"{self.source}: no node owns address {addr}")
+        return node, addr
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<topology>") -> Topology:
+        return _Parser(source).topology(data)
+
+
+def _primary_address(node: Node, source: str) -> IPv4Address:
+    default = node.lookup(IPv4Address("0.0.0.0"))
+    order = [default.dev] if default else []
+    order += [i for i in node.interfaces if i not in order]
+    for name in order:
+        addrs = node.interfaces[name].addresses
+        if addrs:
+            return addrs[0].ip
+    raise TopologyError(f"{source}: node '{node.name}' has no address")
+
+
+class _Parser:
+    """Turns the TOML dict into a Topology, with key-path error messages."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, msg: str) -> TopologyError:
+        return TopologyError(f"{self.source}: {path}: {msg}")
+
+    def table(self, value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected a table, got {type(value).__name__}")
+        return value
+
+    def array(self, value: Any, path: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(path, f"expected an array, got {type(value).__name__}")
+        return value
+
+    def string(self, d: dict[str, Any], key: str, path: str, choices: tuple[str, ...] = (), default: str | None = None) -> str:
+        value = d.get(key, default)
+        if value is None:
+            raise self.fail(f"{path}.{key}", "missing (required)")
+        if not isinstance(value, str):
+            raise self.fail(f"{path}.{key}", f"expected a string, got {type(value).__name__}")
+        if choices and value not in choices:
+            raise self.fail(f"{path}.{key}", f"'{value}' is not one of {', '.join(choices)}")
+        return value
+
+    def convert(self, fn: Any, value: Any, path: str, what: str) -> Any:
+        try:
+            return fn(value)
+        except (ValueError, TypeError):
+            raise self.fail(path, f"'{value}' is not a valid {what}") from None
+
+    def topology(self, data: dict[str, Any]) -> Topology:
+        data = self.table(data, "<top>")
+        unknown = set(data) - {"name", "nodes", "links", "tunnels", "lab"}
+        if unknown:
+            raise self.fail(sorted(unknown)[0], "unknown top-level key (expected name, nodes, links, tunnels)")
+        nodes_raw = self.table(data.get("nodes", {}), "nodes")
+        if not nodes_raw:
+            raise self.fail("nodes", "no nodes defined")
+        nodes = {name: self.node(name, raw) for name, raw in nodes_raw.items()}
+        links = tuple(self.link(i, raw, nodes) for i, raw in enumerate(self.array(data.get("links", []), "links")))
+        tunnels = tuple(
+            self.tunnel(i, raw, nodes) for i, raw in enumerate(self.array(data.get("tunnels", []), "tunnels"))
+        )
+        name = data.get("name", "topology")
+        return Topology(str(name), nodes, links, tunnels, self.source)
+
+    def node(self, name: str, raw: Any) -> Node:
+        path = f"nodes.{name}"
+        if ":" in name:
+            raise self.fail(path, "node names cannot contain ':'")
+        raw = self.table(raw, path)
+        role = self.string(raw, "role", path, NODE_ROLES, default="host")
+        ifaces_raw = self.table(raw.get("interfaces", {}), f"{path}.interfaces")
+        if not ifaces_raw:
+            raise self.fail(f"{path}.interfaces", "a node needs at least one interface")
+        ifaces: dict[str, Interface] = {}
+        for iname, iraw in ifaces_raw.items():
+            ipath = f"{path}.interfaces.{iname}"
+            iraw = self.table(iraw, ipath)
+            addrs = tuple(
+                self.convert(ip_interface, a, f"{ipath}.addresses[{k}]", "address/prefix (like 192.0.2.1/24)")
+                for k, a in enumerate(self.array(iraw.get("addresses", []), f"{ipath}.addresses"))
+            )
+            if any(a.version != 4 for a in addrs):
+                raise self.fail(f"{ipath}.addresses", "only IPv4 is supported for now")
+            irole = self.string(iraw, "role", ipath, IFACE_ROLES, default="lan")
+            ifaces[iname] = Interface(name, iname, addrs, irole)
+        routes = []
+        for k, rraw in enumerate(self.array(raw.get("routes", []), f"{path}.routes")):
+            rpath = f"{path}.routes[{k}]"
+            rraw = self.table(rraw, rpath)
+            dst_s = self.string(rraw, "dst", rpath)
+            dst = ip_network("0.0.0.0/0") if dst_s == "default" else self.convert(ip_network, dst_s, f"{rpath}.dst", "prefix")
+            dev = self.string(rraw, "dev", rpath)
+            if dev not in ifaces:
+                raise self.fail(f"{rpath}.dev", f"node '{name}' has no interface '{dev}' (has {', '.join(ifaces)})")
+            via = self.convert(ip_address, rraw["via"], f"{rpath}.via", "address") if "via" in rraw else None
+            routes.append(Route(dst, dev, via))
+        netns = raw.get("netns")
+        ssh = raw.get("ssh")
+        for key, val in (("netns", netns), ("ssh", ssh)):
+            if val is not None and not isinstance(val, str):
+                raise self.fail(f"{path}.{key}", "expected a string")
+        return Node(name, role, ifaces, tuple(routes), netns, ssh)
+
+    def point(self, value: Any, path: str, nodes: dict[str, Node]) -> str:
+        if not isinstance(value, str) or ":" not in value:
+            raise self.fail(path, f"expected 'node:iface', got {value!r}")
+        node, iface = split_point(value)
+        if node not in nodes:
+            raise self.fail(path, f"unknown node '{node}'")
+        if iface not in nodes[node].interfaces:
+            raise self.fail(path, f"node '{node}' has no interface '{iface}' (has {', '.join(nodes[node].interfaces)})")
+        return value
+
+    def link(self, k: int, raw: Any, nodes: dict[str, Node]) -> Link:
+        path = f"links[{k}]"
+        raw = self.table(raw, path)
+        ends = self.array(raw.get("ends"), f"{path}.ends") if "ends" in raw else None
+        if ends is None or len(ends) != 2:
+            raise self.fail(f"{path}.ends", "expected two capture points, like [\"a:eth0\", \"b:eth0\"]")
+        a = self.point(ends[0], f"{path}.ends[0]", nodes)
+        b = self.point(ends[1], f"{path}.ends[1]", nodes)
+        mtu = raw.get("mtu")
+        if mtu is not None and (not isinstance(mtu, int) or not 68 <= mtu <= 65535):
+            raise self.fail(f"{path}.mtu", "expected an integer from 68 to 65535")
+        return Link(a, b, mtu)
+
+    def tunnel(self, k: int, raw: Any, nodes: dict[str, Node]) -> Tunnel:
+        path = f"tunnels[{k}]"
+        raw = self.table(raw, path)
+        name = self.string(raw, "name", path, default=f"tunnel{k}")
+        encap = self.string(raw, "encapsulation", path, ENCAPSULATIONS, default="udp")
+        left = self.tunnel_end(self.table(raw.get("left"), f"{path}.left"), f"{path}.left", nodes)
+        right = self.tunnel_end(self.table(raw.get("right"), f"{path}.right"), f"{path}.right", nodes)
+        return Tunnel(name, left, right, encap)
+
+    def tunnel_end(self, raw: dict[str, Any], path: str, nodes: dict[str, Node]) -> TunnelEnd:
+        node = self.string(raw, "node", path)
+        if node not in nodes:
+            raise self.fail(f"{path}.node", f"unknown node '{node}'")
+        address = self.convert(IPv4Address, self.string(raw, "address", path), f"{path}.address", "IPv4 address")
+        if not nodes[node].owns(address):
+            raise self.fail(f"{path}.address", f"{address} is not an address of node '{node}'")
+        iface = raw.get("interface")
+        if iface is not None and iface not in nodes[node].interfaces:
+            raise self.fail(f"{path}.interface", f"node '{node}' has no interface '{iface}'")
+        subnets = tuple(
+            self.convert(ip_network, s, f"{path}.subnets[{i}]", "prefix")
+            for i, s in enumerate(self.array(raw.get("subnets", []), f"{path}.subnets"))
+        )
+        if not subnets:
+            raise self.fail(f"{path}.subnets", "a tunnel end needs at least one subnet")
+        spi = raw.get("spi_in")
+        spi_in = None
+        if spi is not None:
+            spi_in = self.convert(lambda v: int(v, 0) if isinstance(v, str) else int(v), spi, f"{path}.spi_in", "SPI")
+        return TunnelEnd(node, address, subnets, iface, spi_in)

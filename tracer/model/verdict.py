@@ -1,0 +1,117 @@
+"""Verdicts: per-probe traces along the expected path, aggregated findings, overall status."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from tracer.errors import EXIT_DELIVERED, EXIT_INCONCLUSIVE, EXIT_LOSS
+from tracer.model.path import ExpectedPath
+
+
+class Sighting(StrEnum):
+    SEEN = "seen"
+    MISSED = "missed"  # captured there, and the probe was not in the capture
+    UNOBSERVED = "unobserved"  # no capture for that point
+    UNRELIABLE = "unreliable"  # captured, but the sniffer dropped packets: absence proves nothing
+    UNKNOWN = "unknown"  # ESP hop whose (SPI, seq) could not be associated with the probe
+    GAP = "gap"  # missed here but seen further down the path: capture noise, not loss
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    LOST = "lost"
+    INCONCLUSIVE = "inconclusive"
+    NOT_SENT = "not-sent"  # reply of a request that never arrived
+
+
+class Status(StrEnum):
+    DELIVERED = "delivered"
+    LOSS = "loss"
+    INCONCLUSIVE = "inconclusive"
+
+    @property
+    def exit_code(self) -> int:
+        return {Status.DELIVERED: EXIT_DELIVERED, Status.LOSS: EXIT_LOSS, Status.INCONCLUSIVE: EXIT_INCONCLUSIVE}[self]
+
+
+@dataclass(frozen=True)
+class ProbeTrace:
+    """One probe in one direction along its expected path."""
+
+    seq: int
+    direction: str  # "request" | "reply"
+    sightings: tuple[Sighting, ...]  # one per hop of the direction's path
+    times_ns: tuple[int | None, ...]  # first time seen per hop
+    esp: tuple[tuple[int, int] | None, ...]  # (SPI, ESP seq) per ESP hop when associated
+    outcome: Outcome
+    last_seen: int | None  # hop index
+    first_missed: int | None  # hop index
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Probes of one direction that share a fate."""
+
+    direction: str
+    outcome: Outcome
+    count: int
+    total: int
+    where: str  # human phrase: "inside west-gw between lan0 and ipsec0 (forward)"
+    last_seen: str | None = None  # capture point
+    first_missed: str | None = None
+    edge: str | None = None  # edge kind between them
+    reason: str | None = None  # why, when the evidence says
+    seqs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    run: int
+    kind: str
+    status: Status
+    summary: str
+    paths: dict[str, ExpectedPath]  # "request" / "reply"
+    findings: tuple[Finding, ...]
+    probes: tuple[ProbeTrace, ...]
+    unobserved: tuple[str, ...] = ()
+    drops: dict[str, int] = field(default_factory=dict)
+    diagnoses: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        return self.status.exit_code
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (addresses as strings, enums as their values)."""
+        return _jsonable(asdict(self) | {"paths": {k: _path_dict(p) for k, p in self.paths.items()}})
+
+
+def _path_dict(p: ExpectedPath) -> dict[str, Any]:
+    return {
+        "src": str(p.src),
+        "dst": str(p.dst),
+        "delivered": p.delivered,
+        "end_note": p.end_note,
+        "hops": [
+            {"point": h.point, "node": h.node, "esp": None if h.esp is None else {
+                "tunnel": h.esp.tunnel, "src": str(h.esp.src), "dst": str(h.esp.dst),
+                "spi": h.esp.spi, "udp": h.esp.udp}}
+            for h in p.hops
+        ],
+        "edges": [e.value for e in p.edges],
+    }
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, StrEnum):
+        return v.value
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    return str(v)

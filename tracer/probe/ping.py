@@ -1,0 +1,132 @@
+"""Tagged ICMP echo probes, sent from inside a network namespace.
+
+scapy builds the ICMP message (tag first in the payload, then padding to the
+requested size); a raw socket created in the source namespace sends it, so
+the kernel picks routes and the IP header exactly as ``ping`` would. The same
+socket reads the replies, matched by echo id, seq and tag.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from scapy.layers.inet import ICMP
+
+from tracer.errors import BadInput, EnvironmentProblem
+from tracer.model.tag import TAG_LEN, ProbeKind, ProbeTag, decode, icmp_id_for
+from tracer.netns import netns_socket
+
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DO = 2  # set DF and never fragment locally
+IP_PMTUDISC_DONT = 0
+ICMP_HEADER = 8
+IP_HEADER = 20
+
+
+@dataclass
+class Sent:
+    seq: int
+    sent_ns: int
+    size: int  # ICMP payload bytes
+    rtt_ms: float | None = None
+    error: str | None = None  # local send error (EMSGSIZE with DF, unreachable, ...)
+
+
+def echo_request(tag: ProbeTag, size: int) -> bytes:
+    if size < TAG_LEN:
+        raise BadInput(f"--size {size}: echo payload must be at least {TAG_LEN} bytes to carry the probe tag")
+    payload = tag.encode() + bytes(size - TAG_LEN)
+    return bytes(ICMP(type=8, id=icmp_id_for(tag.run), seq=tag.seq & 0xFFFF) / payload)
+
+
+def open_socket(netns: str | None, source: IPv4Address | None, device: str | None, df: bool) -> socket.socket:
+    try:
+        sock = netns_socket(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) if netns \
+            else socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    except PermissionError:
+        raise EnvironmentProblem("sending probes needs a raw socket: run as root") from None
+    sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT)
+    if device:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+    if source:
+        try:
+            sock.bind((str(source), 0))
+        except OSError as e:
+            sock.close()
+            raise BadInput(f"--source {source}: cannot send from this address ({e.strerror})") from None
+    return sock
+
+
+def send_probes(
+    netns: str | None,
+    dst: IPv4Address,
+    run: int,
+    count: int,
+    interval: float,
+    size: int,
+    timeout: float,
+    source: IPv4Address | None = None,
+    device: str | None = None,
+    kind: ProbeKind = ProbeKind.PING,
+    df: bool = False,
+    sizes: list[int] | None = None,
+) -> list[Sent]:
+    """Send ``count`` probes ``interval`` seconds apart; return when every reply is
+    in or ``timeout`` seconds after the last probe left."""
+    sock = open_socket(netns, source, device, df)
+    sent: dict[int, Sent] = {}
+    ident = icmp_id_for(run)
+    try:
+        sock.setblocking(False)
+        next_send = time.monotonic()
+        seq = 0
+        last_sent = None
+        while True:
+            now = time.monotonic()
+            if seq < count and now >= next_send:
+                size_i = sizes[seq] if sizes else size
+                msg = echo_request(ProbeTag(run, kind, seq), size_i)
+                rec = Sent(seq, time.time_ns(), size_i)
+                try:
+                    sock.sendto(msg, (str(dst), 0))
+                except OSError as e:
+                    rec.error = e.strerror or str(e)
+                sent[seq] = rec
+                seq += 1
+                last_sent = now
+                next_send += interval
+            done = seq >= count and all(s.rtt_ms is not None or s.error for s in sent.values())
+            if done or (seq >= count and last_sent is not None and now - last_sent >= timeout):
+                break
+            wait = max(0.0, min(next_send if seq < count else (last_sent or now) + timeout, now + 0.05) - now)
+            _read_replies(sock, ident, run, kind, sent, wait)
+    finally:
+        sock.close()
+    return [sent[k] for k in sorted(sent)]
+
+
+def _read_replies(sock: socket.socket, ident: int, run: int, kind: ProbeKind, sent: dict[int, Sent], wait: float) -> None:
+    import select
+
+    ready, _, _ = select.select([sock], [], [], wait)
+    while ready:
+        try:
+            data = sock.recv(65535)
+        except BlockingIOError:
+            return
+        now = time.time_ns()
+        ihl = (data[0] & 0x0F) * 4
+        icmp = data[ihl:]
+        if len(icmp) >= ICMP_HEADER + TAG_LEN and icmp[0] == 0 and int.from_bytes(icmp[4:6], "big") == ident:
+            tag = decode(icmp[ICMP_HEADER:])
+            if tag and tag.run == run and tag.kind == kind and tag.seq in sent and sent[tag.seq].rtt_ms is None:
+                sent[tag.seq].rtt_ms = (now - sent[tag.seq].sent_ns) / 1e6
+        ready, _, _ = select.select([sock], [], [], 0)
+
+
+def random_run_id() -> int:
+    return int.from_bytes(os.urandom(4), "big") | 1

@@ -1,0 +1,103 @@
+"""Replay: capture files (or a run directory) + topology → verdicts.
+
+This is the only way captures become verdicts; a live trace records a run
+directory and then calls :func:`replay_run` on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from tracer.analysis.analyze import ProbeSpec, analyze, find_runs
+from tracer.capture.observe import observe_files
+from tracer.errors import BadInput
+from tracer.model.observations import Observations
+from tracer.model.tag import ProbeKind
+from tracer.model.topology import Topology
+from tracer.model.verdict import Verdict
+from tracer.rundir import MANIFEST, Manifest, read_manifest
+from tracer.topofile import load_topology
+
+
+@dataclass
+class LoadedRun:
+    topology: Topology
+    observations: Observations
+    drops: dict[str, int]
+    warnings: list[str]
+    manifest: Manifest | None
+
+
+def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
+    """A run directory (with manifest) or a list of capture files."""
+    if not inputs:
+        raise BadInput("nothing to replay: give a run directory or capture files")
+    manifest = None
+    if len(inputs) == 1 and inputs[0].is_dir():
+        run_dir = inputs[0]
+        if (run_dir / MANIFEST).exists():
+            manifest = read_manifest(run_dir)
+            files = [(run_dir / c.file, c.point) for c in manifest.captures]
+            if topology is None and manifest.topology:
+                topology = run_dir / manifest.topology
+        else:
+            files = [(p, None) for p in sorted(run_dir.iterdir()) if p.suffix in (".pcap", ".pcapng", ".cap")]
+            if not files:
+                raise BadInput(f"{run_dir}: no {MANIFEST} and no .pcap/.pcapng files")
+    else:
+        for p in inputs:
+            if p.is_dir():
+                raise BadInput(f"{p}: a directory can only be replayed on its own")
+            if not p.exists():
+                raise BadInput(f"{p}: no such capture file")
+        files = [(p, None) for p in inputs]
+    if topology is None:
+        raise BadInput("no topology: pass --topology FILE (run directories carry their own)")
+    topo = load_topology(topology)
+    obs, drops, warnings = observe_files(files)
+    if manifest is not None:
+        for c in manifest.captures:
+            if c.point and c.drops:
+                drops[c.point] = max(drops.get(c.point) or 0, c.drops)
+    unknown = [p for p in obs.points if topo.interface(p) is None]
+    if unknown:
+        raise BadInput(
+            f"capture point '{unknown[0]}' is not an interface of topology {topology} "
+            "(name captures node:iface, or map them in a manifest)"
+        )
+    return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, manifest)
+
+
+def replay_run(
+    loaded: LoadedRun,
+    run: int | None = None,
+    src: IPv4Address | None = None,
+    dst: IPv4Address | None = None,
+) -> list[Verdict]:
+    """One verdict per probe run found (or the one asked for)."""
+    m = loaded.manifest
+    specs: list[ProbeSpec] = []
+    if m is not None and m.run is not None and m.kind is not None and run in (None, m.run):
+        specs.append(ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, m.count))
+    else:
+        runs = find_runs(loaded.observations)
+        if run is not None:
+            runs = [r for r in runs if r[0] == run]
+            if not runs:
+                raise BadInput(f"run {run:#x} not found in the captures")
+        if not runs:
+            raise BadInput("no tracer probes found in the captures (no tagged packets); were they captured with tracer?")
+        specs = [ProbeSpec(r, k, src, dst) for r, k, _ in runs]
+    return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings)) for s in specs]
+
+
+def parse_run_id(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise BadInput(f"run id '{text}' is not a number (like 0x1234abcd)") from None
+
+
+__all__ = ["LoadedRun", "ProbeKind", "load_run", "parse_run_id", "replay_run"]

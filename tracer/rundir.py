@@ -1,0 +1,96 @@
+"""Run directories: one capture file per capture point plus ``manifest.json``.
+
+Written by live traces, read by replay. The manifest says what was sent (run
+id, probe kind, source, destination, count), which file belongs to which
+capture point, and how many packets each sniffer's kernel dropped. Recorded
+scenarios in ``captures/`` are run directories with an ``expected`` block.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from tracer.errors import BadInput
+from tracer.model.tag import ProbeKind
+
+MANIFEST = "manifest.json"
+FORMAT = "tracer-run/1"
+
+
+@dataclass
+class CaptureEntry:
+    point: str | None  # None: take the names inside the pcapng
+    file: str  # relative to the run directory
+    drops: int | None = None  # sniffer kernel drops; None: unknown
+
+
+@dataclass
+class Manifest:
+    run: int | None = None
+    kind: ProbeKind | None = None
+    src: IPv4Address | None = None
+    dst: IPv4Address | None = None
+    origin: str | None = None
+    count: int | None = None
+    topology: str | None = "topology.toml"
+    captures: list[CaptureEntry] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # anything else: options, expected verdict, timings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "run": self.run,
+            "kind": self.kind.name.lower() if self.kind else None,
+            "src": str(self.src) if self.src else None,
+            "dst": str(self.dst) if self.dst else None,
+            "origin": self.origin,
+            "count": self.count,
+            "topology": self.topology,
+            "captures": [{"point": c.point, "file": c.file, "drops": c.drops} for c in self.captures],
+            **self.extra,
+        }
+
+
+def write_manifest(run_dir: Path, manifest: Manifest) -> Path:
+    path = run_dir / MANIFEST
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+    tmp.replace(path)  # atomic: an interrupted run never leaves half a manifest
+    return path
+
+
+def read_manifest(run_dir: Path) -> Manifest:
+    path = run_dir / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{run_dir}: not a run directory (no {MANIFEST}); pass capture files and --topology instead") from None
+    except (OSError, ValueError) as e:
+        raise BadInput(f"{path}: unreadable manifest ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BadInput(f"{path}: not a tracer manifest (expected \"format\": \"{FORMAT}\")")
+    known = {"format", "run", "kind", "src", "dst", "origin", "count", "topology", "captures"}
+    try:
+        caps = [CaptureEntry(c.get("point"), str(c["file"]), c.get("drops")) for c in data.get("captures", [])]
+        kind = ProbeKind[data["kind"].upper()] if data.get("kind") else None
+        m = Manifest(
+            run=int(data["run"]) if data.get("run") is not None else None,
+            kind=kind,
+            src=IPv4Address(data["src"]) if data.get("src") else None,
+            dst=IPv4Address(data["dst"]) if data.get("dst") else None,
+            origin=data.get("origin"),
+            count=int(data["count"]) if data.get("count") is not None else None,
+            topology=data.get("topology"),
+            captures=caps,
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise BadInput(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
+    for c in m.captures:
+        if not (run_dir / c.file).is_file():
+            raise BadInput(f"{path}: capture file '{c.file}' for {c.point or 'a capture point'} is missing")
+    return m

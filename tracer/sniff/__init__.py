@@ -1,0 +1,56 @@
+"""Sniffers: one capture per capture point, started together, confirmed listening
+before the first probe leaves, stopped cleanly, each leaving a pcapng named
+``node:iface`` with its kernel drop count.
+
+Backends are modules here (``tcpdump`` for a local network namespace); each
+provides a class with ``start()``, ``wait_ready(deadline)`` and ``stop()``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tracer.errors import EnvironmentProblem
+
+
+@dataclass
+class CaptureResult:
+    point: str
+    file: Path  # the pcapng, named inside as node:iface
+    drops: int | None  # kernel drops the sniffer reported; None: it could not say
+    packets: int
+
+
+class Sniffer(Protocol):
+    point: str
+
+    def start(self) -> None: ...
+
+    def wait_ready(self, deadline: float) -> None: ...
+
+    def stop(self) -> CaptureResult: ...
+
+
+def start_all(sniffers: list[Sniffer], timeout: float = 5.0) -> None:
+    """Start every sniffer, then wait until all of them listen (a barrier, not a sleep)."""
+    for s in sniffers:
+        s.start()
+    deadline = time.monotonic() + timeout
+    for s in sniffers:
+        s.wait_ready(deadline)
+
+
+def stop_all(sniffers: list[Sniffer]) -> list[CaptureResult]:
+    """Stop every sniffer, even if some fail: what was recorded is kept."""
+    results, errors = [], []
+    for s in sniffers:
+        try:
+            results.append(s.stop())
+        except EnvironmentProblem as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
+    return results
