@@ -28,16 +28,14 @@ _libc: ctypes.CDLL | None = None
 def ensure_root() -> None:
     """Raise EnvironmentProblem unless we may create namespaces (effective uid 0)."""
     if os.geteuid() != 0:
-        raise EnvironmentProblem(
-            "this needs root (network namespaces, tcpdump, charon): run it with sudo"
-        )
+        raise EnvironmentProblem("needs root (network namespaces, raw sockets, tcpdump, charon): run it with sudo")
 
 
-def ensure_tool(name: str, path: str | None = None) -> str:
+def ensure_tool(name: str, path: str | None = None, package: str | None = None) -> str:
     """Return the path of a required executable or raise EnvironmentProblem."""
     found = path if path and os.access(path, os.X_OK) else shutil.which(name)
     if not found:
-        raise EnvironmentProblem(f"'{name}' not found: install it (Debian: apt-get install {name})")
+        raise EnvironmentProblem(f"'{name}' not found: install it (Debian: apt-get install {package or name})")
     return found
 
 

@@ -91,15 +91,16 @@ def analyze(
 
     s_req = correlate(obs, topo, req_path, spec.run, spec.kind, "request", seqs, drops)
     req_traces = trace_probes(s_req, req_path, "request")
-    found = findings(req_traces, req_path, "request", req_path.hops[-1].node if req_path.hops else "?")
+    found = findings(req_traces, req_path, "request", req_path.hops[-1].node if req_path.hops else "?", s_req.leaks)
     traces = list(req_traces)
     paths = {"request": req_path}
     leaks = list(s_req.leaks)
     if rep_path is not None:
-        sent = [t.outcome in (Outcome.DELIVERED, Outcome.INCONCLUSIVE) for t in req_traces]
+        # A reply is only expected once the request is known to have arrived.
+        sent = [t.outcome == Outcome.DELIVERED for t in req_traces]
         s_rep = correlate(obs, topo, rep_path, spec.run, spec.kind, "reply", seqs, drops)
         rep_traces = trace_probes(s_rep, rep_path, "reply", sent)
-        found += findings(rep_traces, rep_path, "reply", rep_path.hops[-1].node if rep_path.hops else "?")
+        found += findings(rep_traces, rep_path, "reply", rep_path.hops[-1].node if rep_path.hops else "?", s_rep.leaks)
         traces += rep_traces
         paths["reply"] = rep_path
         leaks += s_rep.leaks

@@ -82,11 +82,11 @@ def correlate(
         first_seen = _first_times(seqs, p_seq[at], p_ts[at])
         if hop.esp is None:
             times[:, h] = first_seen
+            codes[first_seen >= 0, h] = SEEN
         elif (first_seen >= 0).any():
-            # The tagged probe in the clear on a hop where it should be ESP.
+            # The tagged probe in the clear where it should be ESP: it left the
+            # expected path (no SA), so this is a leak, not a sighting.
             leaks.append(hop.point)
-            times[:, h] = first_seen
-        codes[times[:, h] >= 0, h] = SEEN
         if drops.get(hop.point, 0) > 0:
             codes[(codes[:, h] == MISSED), h] = UNRELIABLE
 
@@ -173,7 +173,8 @@ def _follow_esp(
     assert esp is not None
     enc, dec = first - 1, last + 1
     ids: list[tuple[int, int] | None] = [None] * len(codes)
-    if enc >= 0 and obs.point_index(path.hops[enc].point) >= 0:
+    no_esp = np.zeros(len(codes), bool)  # seen entering the SA, and no ESP at all left after it
+    if enc >= 0 and obs.point_index(path.hops[enc].point) >= 0 and obs.point_index(path.hops[first].point) >= 0:
         ts, spi, seq = _esp_rows(obs, path.hops[first].point, esp)
         clear = _sa_clear_ts(obs, topo, path.hops[enc].point, esp, inbound=False)
         for p in range(len(codes)):
@@ -181,7 +182,12 @@ def _follow_esp(
             if t < 0 or ids[p] is not None:
                 continue
             j = int(np.searchsorted(ts, t, "left"))
-            if j < len(ts) and ts[j] - t <= ENCAP_WINDOW_NS and _alone(clear, t, t - ENCAP_WINDOW_NS, ts[j]):
+            if j == len(ts) or ts[j] - t > ENCAP_WINDOW_NS:
+                no_esp[p] = True
+                continue
+            # FIFO: cleartext that entered before the previous ESP left was carried by it or earlier.
+            lo = max(t - ENCAP_WINDOW_NS, int(ts[j - 1]) + 1 if j > 0 else t - ENCAP_WINDOW_NS)
+            if j < len(ts) and ts[j] - t <= ENCAP_WINDOW_NS and _alone(clear, lo, int(ts[j])):
                 ids[p] = (int(spi[j]), int(seq[j]))
     if dec < len(path.hops) and obs.point_index(path.hops[dec].point) >= 0:
         ts, spi, seq = _esp_rows(obs, path.hops[last].point, esp)
@@ -191,7 +197,8 @@ def _follow_esp(
             if t < 0 or ids[p] is not None:
                 continue
             j = int(np.searchsorted(ts, t, "right")) - 1
-            if j >= 0 and t - ts[j] <= ENCAP_WINDOW_NS and _alone(clear, t, ts[j], t + ENCAP_WINDOW_NS):
+            hi = min(t + ENCAP_WINDOW_NS, int(ts[j + 1]) - 1 if j + 1 < len(ts) else t + ENCAP_WINDOW_NS)
+            if j >= 0 and t - ts[j] <= ENCAP_WINDOW_NS and _alone(clear, int(ts[j]), hi):
                 ids[p] = (int(spi[j]), int(seq[j]))
     for h in range(first, last + 1):
         pidx = obs.point_index(path.hops[h].point)
@@ -201,11 +208,11 @@ def _follow_esp(
         keys = (obs["spi"][at].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][at].astype(np.uint64)
         key_ts = obs["ts_ns"][at]
         for p, ident in enumerate(ids):
-            if codes[p, h] == SEEN:  # seen in the clear (a leak); keep it
-                continue
             if ident is None:
                 if codes[p, h] == MISSED:
-                    codes[p, h] = UNKNOWN
+                    # Nothing left the encapsulating gateway for it: a plain miss at the
+                    # first ESP hop; beyond that we cannot tell which ESP would be its.
+                    codes[p, h] = MISSED if no_esp[p] and h == first else UNKNOWN
                 continue
             esp_ids[p][h] = ident
             hit = np.flatnonzero(keys == np.uint64((ident[0] << 32) | ident[1]))
@@ -214,9 +221,9 @@ def _follow_esp(
                 times[p, h] = key_ts[hit].min()
 
 
-def _alone(clear_ts: np.ndarray, t: int, lo: int, hi: int) -> bool:
-    """True if the probe at ``t`` is the only SA cleartext packet in [lo, hi]:
-    then the ESP packet found in that window can only be this probe's."""
+def _alone(clear_ts: np.ndarray, lo: int, hi: int) -> bool:
+    """True if at most one SA cleartext packet (the probe) lies in [lo, hi]:
+    then the ESP packet that bounds the window can only be the probe's."""
     a = int(np.searchsorted(clear_ts, lo, side="left"))
     b = int(np.searchsorted(clear_ts, hi, side="right"))
     return b - a <= 1

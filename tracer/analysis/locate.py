@@ -46,7 +46,9 @@ def trace_probes(s: Sightings, path: ExpectedPath, direction: str, sent: list[bo
     return out
 
 
-def findings(traces: list[ProbeTrace], path: ExpectedPath, direction: str, dst_node: str) -> list[Finding]:
+def findings(
+    traces: list[ProbeTrace], path: ExpectedPath, direction: str, dst_node: str, leaks: list[str] | None = None
+) -> list[Finding]:
     """Group probes of one direction by fate, worst first."""
     groups: dict[tuple, list[ProbeTrace]] = defaultdict(list)
     for t in traces:
@@ -67,7 +69,7 @@ def findings(traces: list[ProbeTrace], path: ExpectedPath, direction: str, dst_n
         elif outcome == Outcome.LOST and last is not None and missed == last + 1:
             where = path.describe_edge(last)
             edge = path.edges[last].value
-            reason = _edge_reason(path, last, direction)
+            reason = _edge_reason(path, last, leaks or [])
         elif outcome == Outcome.LOST and last is None and missed == 0:
             where = f"at {hops[0].node}, before leaving {hops[0].point}"
             reason = _origin_reason(direction, hops[0].node)
@@ -108,9 +110,14 @@ def _origin_reason(direction: str, node: str) -> str:
     return f"the probe never left {node}: check its routes and OUTPUT firewall"
 
 
-def _edge_reason(path: ExpectedPath, i: int, direction: str) -> str:
+def _edge_reason(path: ExpectedPath, i: int, leaks: list[str]) -> str:
     a, b = path.hops[i], path.hops[i + 1]
     kind = path.edges[i]
+    leaked_here = [p for p in leaks if p.startswith(f"{a.node}:")]
+    enters_tunnel = kind == EdgeKind.ENCAP or (i + 1 < len(path.edges) and path.edges[i + 1] == EdgeKind.ENCAP)
+    if leaked_here and enters_tunnel:
+        return (f"{a.node} sent it out {leaked_here[0].rpartition(':')[2]} in the clear instead of into the tunnel: "
+                "no SA covers this traffic (is IKE up? see tracer lab status / swanctl --list-sas)")
     if kind == EdgeKind.ENCAP:
         return (f"cleartext reached {a.point} but no ESP for it left {b.point}: "
                 "no SA or policy for this traffic, or encapsulation failed")

@@ -51,9 +51,9 @@ _FAULTS = (
     ),
     Fault(
         "ike-blocked",
-        "router drops UDP 500 and 4500 so no SA can be negotiated: west-gw has no tunnel route "
-        "and sends the cleartext to the router, which has no route to 198.51.100.0/24 "
-        "(ping sees 'Destination Net Unreachable' from 198.18.1.254)",
+        "router drops UDP 500 and 4500, so no SA: west-gw has no tunnel route and leaks the "
+        "cleartext via its default route; the router has no route to 198.51.100.0/24 (nor back "
+        "for an ICMP error) and drops it silently",
         nft={"router": _chain("forward", 'udp dport { 500, 4500 } counter drop comment "IKE and ESP-in-UDP"')},
         stops_ike=True,
     ),

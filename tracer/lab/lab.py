@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer import netns
-from tracer.errors import LabError
+from tracer.errors import EnvironmentProblem, LabError
 from tracer.lab import faults, layout, strongswan, toml_writer
 
 DEFAULT_STATE_DIR = Path("/run/tracer")
@@ -70,23 +70,28 @@ class Lab:
         Waits until the CHILD_SA is installed on both gateways, unless the
         fault keeps IKE from completing. A failed build is torn down again.
         """
-        netns.ensure_root()
+        _ensure_root()
         wanted = faults.get(fault) if fault else None
         state = self._load_state()
         if state is not None and self._healthy(state):
-            self._converge(state, wanted, wait)
+            self._set_fault(state, wanted, wait)
             return self.topology_path
         self.down()  # stale or partial leftovers of an earlier run
         try:
             self._build(wanted, wait)
-        except BaseException:
-            self.down()
+        except BaseException as err:
+            try:
+                self.down()
+            except Exception:
+                pass  # the original error is the one worth reporting
+            if isinstance(err, EnvironmentProblem) and not isinstance(err, LabError):
+                raise LabError(str(err)) from err  # e.g. a failed ip command
             raise
         return self.topology_path
 
     def down(self) -> None:
         """Remove every namespace and charon this lab made; fine when nothing is up."""
-        netns.ensure_root()
+        _ensure_root()
         state = self._load_state() or {}
         procs = [(p["pid"], p["start"]) for p in state.get("charon", {}).values()]
         self._stop_processes(procs)
@@ -102,17 +107,17 @@ class Lab:
 
     def set_fault(self, name: str, wait: float = 10.0) -> None:
         """Inject fault ``name`` into the running lab (replacing any other)."""
-        netns.ensure_root()
+        _ensure_root()
         self._set_fault(self._require_up(), faults.get(name), wait)
 
     def clear_fault(self, wait: float = 10.0) -> None:
         """Remove the active fault; re-establish the tunnel if the fault had broken it."""
-        netns.ensure_root()
+        _ensure_root()
         self._set_fault(self._require_up(), None, wait)
 
     def status(self) -> dict[str, Any]:
         """What is there right now: namespaces, charons, SAs, routes, fault counters."""
-        netns.ensure_root()
+        _ensure_root()
         state = self._load_state()
         result: dict[str, Any] = {
             "name": self.name,
@@ -349,9 +354,19 @@ def _gateway_configs(psk: str) -> dict[str, strongswan.GatewayConfig]:
     }
 
 
+def _ensure_root() -> None:
+    try:
+        netns.ensure_root()
+    except EnvironmentProblem as err:
+        raise LabError(f"the lab {err}") from None
+
+
 def _check_tools() -> None:
-    for tool in ("ip", "nft", strongswan.SWANCTL, "unshare"):
-        netns.ensure_tool(tool)
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("swanctl", "strongswan-swanctl"), ("unshare", "util-linux")):
+        try:
+            netns.ensure_tool(tool, package=package)
+        except EnvironmentProblem as err:
+            raise LabError(str(err)) from None
     if not os.access(strongswan.CHARON, os.X_OK):
         raise LabError(f"{strongswan.CHARON} not found: apt-get install strongswan-charon libcharon-extra-plugins")
     if not Path("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so").exists():

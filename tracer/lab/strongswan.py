@@ -214,7 +214,8 @@ def initiate(gw_dir: Path, child: str, timeout: float) -> bool:
 
 def terminate(gw_dir: Path, ike: str) -> None:
     """Drop every IKE_SA of ``ike`` at once (no DELETE round trip: the peer may be unreachable)."""
-    swanctl(gw_dir, "--terminate", "--ike", ike, "--force", "--timeout", "2", "--loglevel", "-1", check=False)
+    # --force without --timeout destroys at once; with a timeout vici would wait it out first.
+    swanctl(gw_dir, "--terminate", "--ike", ike, "--force", "--loglevel", "-1", check=False)
 
 
 def list_sas(gw_dir: Path) -> list[dict[str, Any]]:

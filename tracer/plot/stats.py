@@ -33,11 +33,14 @@ class PointStats:
         return self.sent > 0 and self.unobserved < self.sent
 
     @property
+    def decided(self) -> int:
+        """Probes whose presence here is known either way (not unobserved, not untied ESP)."""
+        return self.sent - self.unobserved - self.unknown
+
+    @property
     def fraction(self) -> float | None:
-        """Fraction of the sent probes this point saw; None when it was not captured."""
-        if not self.captured:
-            return None
-        return self.seen / self.sent
+        """Fraction of the decidable probes this point saw; None when nothing is known."""
+        return self.seen / self.decided if self.decided > 0 else None
 
 
 def sent_traces(v: Verdict, direction: str) -> list[ProbeTrace]:
@@ -105,3 +108,12 @@ def esp_spis(v: Verdict, direction: str) -> list[int | None]:
 def short(text: str, width: int = 12) -> str:
     """Abbreviate a label so 30 capture points still fit side by side."""
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def short_point(point: str, width: int = 16) -> str:
+    """Abbreviate ``node:iface`` from the node's end: the interface is what tells columns apart."""
+    if len(point) <= width:
+        return point
+    node, _, iface = point.rpartition(":")
+    keep = max(2, width - len(iface) - 2)
+    return short(f"{node[:keep]}…:{iface}", width)

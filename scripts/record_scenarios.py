@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Record the lab's scenarios into captures/<scenario>/ (root; needs the lab's tools).
+
+Each scenario is one real `tracer ping` run on the built-in lab with one fault.
+The expected verdict is written here, by hand, per scenario; a recording whose
+live verdict does not match it is refused, so captures/ only holds runs whose
+verdict was checked. Usage: python3 scripts/record_scenarios.py [SCENARIO ...]
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from tracer.cli import main
+from tracer.lab import Lab
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# scenario: (fault or None, extra ping args, expected status, expected (direction, where) of the loss)
+SCENARIOS: dict[str, tuple[str | None, list[str], str, tuple[str, str] | None]] = {
+    "all-delivered": (None, [], "delivered", None),
+    "gw-forward-drop": ("gw-forward-drop", [], "loss", ("request", "inside west-gw between lan0 and ipsec0 (forward)")),
+    "esp-blocked": ("esp-blocked", [], "loss", ("request", "inside router between eth0 and eth1 (forward)")),
+    "decap-drop": ("decap-drop", [], "loss", ("request", "inside east-gw between ipsec0 and lan0 (forward)")),
+    "no-return-route": ("no-return-route", [], "loss", ("reply", "at east, before leaving east:eth0")),
+    "ike-blocked": ("ike-blocked", [], "loss", ("request", "inside west-gw between lan0 and ipsec0 (forward)")),
+    "mtu-blackhole": ("mtu-blackhole", ["--size", "1400", "--df"], "loss",
+                      ("request", "inside router between eth0 and eth1 (forward)")),
+}
+
+
+def record(lab: Lab, name: str) -> None:
+    fault, extra, status, loss = SCENARIOS[name]
+    out = ROOT / "captures" / name
+    shutil.rmtree(out, ignore_errors=True)
+    if fault:
+        lab.set_fault(fault)
+    try:
+        code = main(["ping", "--topology", str(lab.topology_path), "west", "east", "--out", str(out), "--json", *extra])
+    finally:
+        if fault:
+            lab.clear_fault()
+    verdict = json.loads((out / "verdict.json").read_text())[0]
+    got = next(((f["direction"], f["where"]) for f in verdict["findings"] if f["outcome"] == "lost"), None)
+    if verdict["status"] != status or got != loss:
+        shutil.rmtree(out)
+        sys.exit(f"{name}: live verdict {verdict['status']} {got} does not match expected {status} {loss}; not saved")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["expected"] = {"status": status, "exit_code": code,
+                            "loss": None if loss is None else {"direction": loss[0], "where": loss[1]},
+                            "summary": verdict["summary"]}
+    manifest["scenario"] = {"fault": fault, "ping_args": extra, "recorded_with": "scripts/record_scenarios.py"}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    size = sum(p.stat().st_size for p in out.iterdir())
+    print(f"{name}: {verdict['summary']}  ({size} bytes)")
+
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or list(SCENARIOS)
+    lab = Lab("rec")
+    try:
+        lab.up()
+        for n in names:
+            record(lab, n)
+    finally:
+        lab.down()

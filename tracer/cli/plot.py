@@ -1,0 +1,58 @@
+"""``tracer plot``: the verdict of recorded captures as a figure (PNG or SVG)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tracer.errors import EXIT_DELIVERED
+from tracer.model.verdict import Verdict
+from tracer.replay import load_run, parse_run_id, replay_run
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="draw where along the path probes disappeared (PNG or SVG)",
+        description="Replay captures like 'tracer replay' and draw the verdict: the path diagram "
+        "(each capture point coloured by the fraction of probes it saw, the lost hop marked), "
+        "a probe × capture point timeline and per-hop delays.",
+        epilog="examples:\n"
+        "  tracer plot captures/gw-forward-drop -o drop.png\n"
+        "  tracer plot --topology lab.toml west.pcapng east.pcapng -o run.svg\n"
+        "exit status: 0 when the figure was written, whatever the verdict (use 'tracer replay' for that)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="RUN_DIR|CAPTURE",
+                   help="a run directory (with manifest.json) or pcap/pcapng files named node:iface")
+    p.add_argument("--topology", "-t", type=Path, help="topology TOML (run directories carry their own)")
+    p.add_argument("--output", "-o", type=Path, required=True, metavar="FILE.png|FILE.svg",
+                   help="figure file; the format follows the suffix")
+    p.add_argument("--run", type=parse_run_id, help="only this run id (hex like 0x1a2b3c4d)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tracer.plot.figure import check_output  # matplotlib loads only when a figure is wanted
+
+    check_output(args.output)  # before the (possibly slow) replay
+    verdicts = replay_run(load_run(args.inputs, args.topology), args.run)
+    if len(verdicts) > 1 and args.run is None:
+        # One figure is one verdict; say which one and how to get the others.
+        others = ", ".join(f"{v.run:#010x}" for v in verdicts[1:])
+        print(f"tracer: captures hold {len(verdicts)} runs; plotting {verdicts[0].run:#010x} "
+              f"(pick another with --run: {others})", file=sys.stderr)
+    path = plot_verdict_to(args.output, verdicts[0])
+    print(f"wrote {path}")
+    return EXIT_DELIVERED
+
+
+def plot_verdict_to(path: str | Path, verdict: Verdict) -> Path:
+    """Write ``verdict``'s figure to ``path`` (.png or .svg); errors are BadInput with one line.
+
+    Used by ``tracer plot`` and ``tracer ping --plot FILE``.
+    """
+    from tracer.plot import save
+
+    return save(verdict, path)

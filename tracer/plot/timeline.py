@@ -1,0 +1,80 @@
+"""The loss timeline: probe sequence × capture point, one coloured cell per sighting.
+
+A column that turns red from some probe on is a hop that started dropping; a
+lone orange cell in a green column is a capture gap, not loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.patches import Patch
+
+from tracer.model.verdict import Outcome, Sighting, Verdict
+from tracer.plot.stats import short_point
+
+NOT_SENT = "not-sent"
+_PLURAL = {"request": "requests", "reply": "replies"}
+# Cell value → (state, colour, legend text). The value is what the image array holds.
+STATES: tuple[tuple[str, str, str], ...] = (
+    (Sighting.SEEN.value, "#2ca02c", "seen"),
+    (Sighting.MISSED.value, "#d62728", "missed"),
+    (Sighting.GAP.value, "#ffbb78", "capture gap"),
+    (Sighting.UNOBSERVED.value, "#d9d9d9", "not captured"),
+    (Sighting.UNRELIABLE.value, "#ff7f0e", "sniffer drops"),
+    (Sighting.UNKNOWN.value, "#c5b0d5", "ESP not tied"),
+    (NOT_SENT, "#ffffff", "not sent"),
+)
+CODE = {state: i for i, (state, _, _) in enumerate(STATES)}
+
+
+def timeline_matrix(verdict: Verdict, direction: str = "request") -> tuple[np.ndarray, list[int], list[str]]:
+    """(codes[probe, hop], probe seqs, capture points) for ``direction``; codes index :data:`STATES`."""
+    path = verdict.paths.get(direction)
+    points = [h.point for h in path.hops] if path else []
+    traces = sorted((t for t in verdict.probes if t.direction == direction), key=lambda t: t.seq)
+    m = np.full((len(traces), len(points)), CODE[NOT_SENT], dtype=np.int8)
+    for i, t in enumerate(traces):
+        if t.outcome != Outcome.NOT_SENT:
+            m[i] = [CODE[s.value] for s in t.sightings]
+    return m, [t.seq for t in traces], points
+
+
+def draw_timeline(ax: Axes, verdict: Verdict, direction: str = "request", legend: bool = True) -> np.ndarray:
+    """Draw the sighting matrix of ``direction`` onto ``ax``; return the matrix drawn."""
+    m, seqs, points = timeline_matrix(verdict, direction)
+    ax.set_title(f"{_PLURAL.get(direction, direction)}: which capture point saw which probe", fontsize=10)
+    if m.size == 0:
+        ax.text(0.5, 0.5, f"no {direction} probes", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return m
+    cmap = ListedColormap([c for _, c, _ in STATES])
+    norm = BoundaryNorm(np.arange(len(STATES) + 1) - 0.5, len(STATES))
+    im = ax.imshow(m, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest",
+                   extent=(-0.5, len(points) - 0.5, len(seqs) - 0.5, -0.5))
+    im.set_gid(f"timeline:{direction}")
+    im.set_label(f"timeline-{direction}")
+    if (m == CODE[NOT_SENT]).all():
+        ax.text(0.5, 0.5, "none sent:\nno request arrived", ha="center", va="center", transform=ax.transAxes,
+                fontsize=10, color="#888888", gid=f"timeline-empty:{direction}")
+    # Thin white grid so single cells stay countable.
+    ax.set_xticks(np.arange(len(points) + 1) - 0.5, minor=True)
+    if len(seqs) <= 60:
+        ax.set_yticks(np.arange(len(seqs) + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", lw=0.8)
+    ax.tick_params(which="minor", length=0)
+    ax.set_xticks(range(len(points)))
+    ax.set_xticklabels([short_point(p, 18) for p in points], rotation=55, ha="right", rotation_mode="anchor", fontsize=7)
+    step = max(1, len(seqs) // 20)  # ≤ ~20 tick labels, however many probes
+    ax.set_yticks(range(0, len(seqs), step))
+    ax.set_yticklabels([str(seqs[i]) for i in range(0, len(seqs), step)], fontsize=7)
+    ax.set_ylabel("probe seq")
+    ax.set_xlabel(f"capture point ({direction} path order)", fontsize=8)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if legend:
+        used = sorted(set(np.unique(m).tolist()))
+        ax.legend(handles=[Patch(fc=STATES[i][1], ec="#999999", label=STATES[i][2]) for i in used],
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False, handlelength=1.2)
+    return m
