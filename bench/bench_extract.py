@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tracer.analysis.extract import extract  # noqa: E402
-from tracer.capture.pcapfile import read_capture  # noqa: E402
-from tracer.model.tag import ProbeKind, ProbeTag, icmp_id_for  # noqa: E402
+from tracer.analysis.extract import extract
+from tracer.capture.pcapfile import read_capture
+from tracer.model.tag import ProbeKind, ProbeTag, icmp_id_for
 
 RUN = 0x5EED0B0B
 T0_NS = 1_700_000_000_000_000_000
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {path}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        _ = os  # noqa
+        _ = os
     return 0
 
 

@@ -9,6 +9,8 @@ verdict was checked. Usage: python3 scripts/record_scenarios.py [SCENARIO ...]
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import sys
@@ -27,7 +29,7 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str, tuple[str, str] | None]] 
     "decap-drop": ("decap-drop", [], "loss", ("request", "inside east-gw between ipsec0 and lan0 (forward)")),
     "no-return-route": ("no-return-route", [], "loss", ("reply", "at east, before leaving east:eth0")),
     "ike-blocked": ("ike-blocked", [], "loss", ("request", "inside west-gw between lan0 and ipsec0 (forward)")),
-    "mtu-blackhole": ("mtu-blackhole", ["--size", "1400", "--df"], "loss",
+    "mtu-blackhole": ("mtu-blackhole", ["--size", "1300", "--df"], "loss",
                       ("request", "inside router between eth0 and eth1 (forward)")),
 }
 
@@ -39,7 +41,8 @@ def record(lab: Lab, name: str) -> None:
     if fault:
         lab.set_fault(fault)
     try:
-        code = main(["ping", "--topology", str(lab.topology_path), "west", "east", "--out", str(out), "--json", *extra])
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = main(["ping", "--topology", str(lab.topology_path), "west", "east", "--out", str(out), "--json", *extra])
     finally:
         if fault:
             lab.clear_fault()
@@ -54,6 +57,7 @@ def record(lab: Lab, name: str) -> None:
                             "summary": verdict["summary"]}
     manifest["scenario"] = {"fault": fault, "ping_args": extra, "recorded_with": "scripts/record_scenarios.py"}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / "verdict.json").unlink()  # derived: replay recomputes it; keep scenarios small
     size = sum(p.stat().st_size for p in out.iterdir())
     print(f"{name}: {verdict['summary']}  ({size} bytes)")
 

@@ -54,6 +54,7 @@ class Scenario:
     raw_esp: bool = False  # ESP as IP protocol 50 instead of UDP 4500
     background: int = 0  # untagged packets per probe in the SA, both directions
     leak: bool = False  # no SA: probes cross the untrusted net in the clear
+    send_errors: dict[int, str] = field(default_factory=dict)  # seq → the sender's local error
 
 
 def _hit(table: dict, key: object, seq: int) -> bool:
@@ -127,6 +128,7 @@ def build(sc: Scenario, out: Path) -> Path:
     manifest = {
         "format": "tracer-run/1", "run": sc.run, "kind": "ping", "src": WEST, "dst": EAST,
         "origin": "west", "count": sc.count, "topology": "topology.toml", "captures": captures,
+        "probe": {"sent": [{"seq": q, "error": e} for q, e in sc.send_errors.items()]},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out

@@ -26,6 +26,12 @@ def test_scenario_replays_to_expected_verdict(scenario):
         assert lost[0] == (expected["loss"]["direction"], expected["loss"]["where"])
 
 
+def test_every_lab_fault_has_a_recorded_scenario():
+    from tracer.lab import FAULTS
+
+    assert {p.name for p in SCENARIOS} >= {"all-delivered", *FAULTS}
+
+
 def test_scenarios_are_small():
     for scenario in SCENARIOS:
         size = sum(p.stat().st_size for p in scenario.iterdir())

@@ -152,3 +152,11 @@ def test_replay_files_without_manifest(tmp_path, capsys):
     assert code == 1
     assert "3/3 echo replies lost inside router between eth1 and eth0 (forward)" in out
     assert "no manifest" in out
+
+
+def test_local_send_error_is_the_reason(tmp_path):
+    sc = Scenario(drop_at_source={"request": {1, 2}}, send_errors={1: "Message too long", 2: "Message too long"})
+    v = verdict_of(sc, tmp_path)
+    (f,) = lost(v, "request")
+    assert (f.where, f.seqs) == ("at west, before leaving west:eth0", (1, 2))
+    assert f.reason == "sending failed on west: Message too long"

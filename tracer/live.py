@@ -36,17 +36,16 @@ class Endpoints:
     src: IPv4Address
     dst_node: Node
     dst: IPv4Address
-    device: str | None  # --source given as an interface name
 
 
 def resolve_endpoints(topo: Topology, src: str, dst: str, source: str | None) -> Endpoints:
     """SRC/DST as node names or addresses; ``source`` like ``ping -I`` (address or interface)."""
     src_node, src_addr = topo.resolve(src)
     dst_node, dst_addr = topo.resolve(dst)
-    device = None
     if source:
         if source in src_node.interfaces:
-            device = source
+            # The interface's address, not SO_BINDTODEVICE: the point (guide 5.2) is the
+            # source address that makes the traffic match the tunnel's selectors.
             addrs = src_node.interfaces[source].addresses
             if not addrs:
                 raise BadInput(f"--source {source}: interface has no address on {src_node.name}")
@@ -60,7 +59,7 @@ def resolve_endpoints(topo: Topology, src: str, dst: str, source: str | None) ->
                 raise BadInput(f"--source {source}: not an address of {src_node.name}")
     if src_node.name == dst_node.name:
         raise BadInput(f"source and destination are both on {src_node.name}: nothing to trace")
-    return Endpoints(src_node, src_addr, dst_node, dst_addr, device)
+    return Endpoints(src_node, src_addr, dst_node, dst_addr)
 
 
 def capture_points(topo: Topology, ends: Endpoints) -> list[str]:

@@ -80,7 +80,9 @@ def replay_run(
     m = loaded.manifest
     specs: list[ProbeSpec] = []
     if m is not None and m.run is not None and m.kind is not None and run in (None, m.run):
-        specs.append(ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, m.count))
+        sent = m.extra.get("probe", {}).get("sent", []) if isinstance(m.extra.get("probe"), dict) else []
+        errors = {int(s["seq"]): str(s["error"]) for s in sent if isinstance(s, dict) and s.get("error")}
+        specs.append(ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, m.count, errors))
     else:
         runs = find_runs(loaded.observations)
         if run is not None:

@@ -56,7 +56,7 @@ def test_healthy_lab_all_delivered(lab, tmp_path, capsys):
         ("esp-blocked", "request", "inside router between eth0 and eth1 (forward)", ()),
         ("decap-drop", "request", "inside east-gw between ipsec0 and lan0 (forward)", ()),
         ("no-return-route", "reply", "at east, before leaving east:eth0", ()),
-        ("mtu-blackhole", "request", "inside router between eth0 and eth1 (forward)", ("--size", "1400", "--df")),
+        ("mtu-blackhole", "request", "inside router between eth0 and eth1 (forward)", ("--size", "1300", "--df")),
     ],
 )
 def test_fault_is_located(lab, tmp_path, capsys, fault, direction, where, extra):

@@ -42,6 +42,7 @@ class ProbeSpec:
     dst: IPv4Address | None = None
     origin: str | None = None  # node the probes left from
     count: int | None = None  # probes sent (seq 0..count-1); None: unknown
+    send_errors: dict[int, str] | None = None  # seq → the sender's local error (e.g. EMSGSIZE)
 
 
 def find_runs(obs: Observations) -> list[tuple[int, ProbeKind, int]]:
@@ -91,7 +92,8 @@ def analyze(
 
     s_req = correlate(obs, topo, req_path, spec.run, spec.kind, "request", seqs, drops)
     req_traces = trace_probes(s_req, req_path, "request")
-    found = findings(req_traces, req_path, "request", req_path.hops[-1].node if req_path.hops else "?", s_req.leaks)
+    found = findings(req_traces, req_path, "request", req_path.hops[-1].node if req_path.hops else "?", s_req.leaks,
+                     spec.send_errors)
     traces = list(req_traces)
     paths = {"request": req_path}
     leaks = list(s_req.leaks)

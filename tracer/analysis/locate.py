@@ -47,7 +47,12 @@ def trace_probes(s: Sightings, path: ExpectedPath, direction: str, sent: list[bo
 
 
 def findings(
-    traces: list[ProbeTrace], path: ExpectedPath, direction: str, dst_node: str, leaks: list[str] | None = None
+    traces: list[ProbeTrace],
+    path: ExpectedPath,
+    direction: str,
+    dst_node: str,
+    leaks: list[str] | None = None,
+    send_errors: dict[int, str] | None = None,
 ) -> list[Finding]:
     """Group probes of one direction by fate, worst first."""
     groups: dict[tuple, list[ProbeTrace]] = defaultdict(list)
@@ -72,7 +77,9 @@ def findings(
             reason = _edge_reason(path, last, leaks or [])
         elif outcome == Outcome.LOST and last is None and missed == 0:
             where = f"at {hops[0].node}, before leaving {hops[0].point}"
-            reason = _origin_reason(direction, hops[0].node)
+            errors = sorted({send_errors[q] for q in seqs if q in (send_errors or {})})
+            reason = (f"sending failed on {hops[0].node}: {', '.join(errors)}" if errors
+                      else _origin_reason(direction, hops[0].node))
         elif outcome == Outcome.LOST and last == len(hops) - 1:
             where = f"at {hops[last].node}: {path.end_note}"
             reason = path.end_note

@@ -80,7 +80,7 @@ def _send_echo(ctx, args: argparse.Namespace, size: int, df: bool) -> dict:
     from tracer.probe.ping import send_probes
 
     sent = send_probes(ctx.ends.src_node.netns, ctx.ends.dst, ctx.run, args.count, args.interval, size,
-                       args.timeout, source=ctx.ends.src, device=ctx.ends.device, df=df)
+                       args.timeout, source=ctx.ends.src, df=df)
     return {"kind": "ping", "count": args.count, "interval": args.interval, "size": size, "df": df,
             "sent": [asdict(s) for s in sent]}
 

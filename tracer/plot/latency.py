@@ -48,6 +48,10 @@ def _pair_label(a: str, b: str) -> str:
 def draw_latency(ax: Axes, verdict: Verdict, delivered_only: bool = True) -> dict[str, list[list[float]]]:
     """Box plot of per-hop delay (ms) onto ``ax``; return {direction: delays per row of :func:`hop_pairs`}."""
     rows = hop_pairs(verdict)
+    if not rows:
+        ax.text(0.5, 0.5, "no hops to time", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return {}
     index = {frozenset((a, b)): i for i, (a, b, _) in enumerate(rows)}
     drawn: dict[str, list[list[float]]] = {}
     note = ""
@@ -86,5 +90,7 @@ def draw_latency(ax: Axes, verdict: Verdict, delivered_only: bool = True) -> dic
     ax.set_title(f"per-hop delay{note}", fontsize=10)
     ax.grid(axis="x", color="#dddddd", lw=0.6)
     ax.tick_params(axis="x", labelsize=7)
-    ax.legend(handles=[Patch(fc=COLORS[d], alpha=0.75, label=d) for d in drawn], fontsize=7, loc="lower right")
+    timed = [d for d, rows_ in drawn.items() if any(rows_)]
+    if timed:
+        ax.legend(handles=[Patch(fc=COLORS[d], alpha=0.75, label=d) for d in timed], fontsize=7, loc="lower right")
     return drawn

@@ -43,15 +43,13 @@ def echo_request(tag: ProbeTag, size: int) -> bytes:
     return bytes(ICMP(type=8, id=icmp_id_for(tag.run), seq=tag.seq & 0xFFFF) / payload)
 
 
-def open_socket(netns: str | None, source: IPv4Address | None, device: str | None, df: bool) -> socket.socket:
+def open_socket(netns: str | None, source: IPv4Address | None, df: bool) -> socket.socket:
     try:
         sock = netns_socket(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) if netns \
             else socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     except PermissionError:
         raise EnvironmentProblem("sending probes needs a raw socket: run as root") from None
     sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT)
-    if device:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
     if source:
         try:
             sock.bind((str(source), 0))
@@ -70,14 +68,13 @@ def send_probes(
     size: int,
     timeout: float,
     source: IPv4Address | None = None,
-    device: str | None = None,
     kind: ProbeKind = ProbeKind.PING,
     df: bool = False,
     sizes: list[int] | None = None,
 ) -> list[Sent]:
     """Send ``count`` probes ``interval`` seconds apart; return when every reply is
     in or ``timeout`` seconds after the last probe left."""
-    sock = open_socket(netns, source, device, df)
+    sock = open_socket(netns, source, df)
     sent: dict[int, Sent] = {}
     ident = icmp_id_for(run)
     try:
