@@ -174,6 +174,8 @@ def _follow_esp(
     enc, dec = first - 1, last + 1
     ids: list[tuple[int, int] | None] = [None] * len(codes)
     no_esp = np.zeros(len(codes), bool)  # seen entering the SA, and no ESP at all left after it
+    # Captured (without drops) where it should enter the SA, and not there: it is on no ESP hop.
+    never_entered = codes[:, enc] == MISSED if enc >= 0 else np.zeros(len(codes), bool)
     if enc >= 0 and obs.point_index(path.hops[enc].point) >= 0 and obs.point_index(path.hops[first].point) >= 0:
         ts, spi, seq = _esp_rows(obs, path.hops[first].point, esp)
         clear = _sa_clear_ts(obs, topo, path.hops[enc].point, esp, inbound=False)
@@ -212,7 +214,7 @@ def _follow_esp(
                 if codes[p, h] == MISSED:
                     # Nothing left the encapsulating gateway for it: a plain miss at the
                     # first ESP hop; beyond that we cannot tell which ESP would be its.
-                    codes[p, h] = MISSED if no_esp[p] and h == first else UNKNOWN
+                    codes[p, h] = MISSED if (no_esp[p] and h == first) or never_entered[p] else UNKNOWN
                 continue
             esp_ids[p][h] = ident
             hit = np.flatnonzero(keys == np.uint64((ident[0] << 32) | ident[1]))

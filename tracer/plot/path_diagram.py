@@ -353,9 +353,9 @@ def _mark_finding(ax: Axes, v: Verdict, f: Finding, pos: dict, x_span: tuple[flo
 
     step = (x(1) - x(0)) if n > 1 else 1.0  # which way this row runs
     if last is None:  # never left the source
-        xa, xb = x(0) - 0.8 * step, x(0)
+        xa, xb = x(0) - 0.5 * step, x(0)  # a stub inside the source node
     elif missed is None:  # seen at the last hop, yet lost: the path itself ends short
-        xa, xb = x(last), x(last) + 0.8 * step
+        xa, xb = x(last), x(last) + 0.5 * step
     else:
         xa, xb = x(last), x(missed)
     a_pt = f.last_seen or "source"
