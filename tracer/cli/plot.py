@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from tracer.cli.replay import add_capture_inputs
 from tracer.errors import EXIT_DELIVERED
 from tracer.model.verdict import Verdict
-from tracer.replay import load_run, parse_run_id, replay_run
+from tracer.replay import load_run, replay_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,12 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "exit status: 0 when the figure was written, whatever the verdict (use 'tracer replay' for that)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="RUN_DIR|CAPTURE",
-                   help="a run directory (with manifest.json) or pcap/pcapng files named node:iface")
-    p.add_argument("--topology", "-t", type=Path, help="topology TOML (run directories carry their own)")
+    add_capture_inputs(p)
     p.add_argument("--output", "-o", type=Path, required=True, metavar="FILE.png|FILE.svg",
                    help="figure file; the format follows the suffix")
-    p.add_argument("--run", type=parse_run_id, help="only this run id (hex like 0x1a2b3c4d)")
     p.set_defaults(func=run)
 
 

@@ -25,15 +25,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "  tracer replay captures/all-delivered --json | jq .status",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_capture_inputs(p)
+    p.add_argument("--src", type=_addr, help="probe source address (default: from manifest or captures)")
+    p.add_argument("--dst", type=_addr, help="probe destination address")
+    p.add_argument("--json", action="store_true", help="machine-readable verdicts on stdout")
+    p.set_defaults(func=run)
+
+
+def add_capture_inputs(p: argparse.ArgumentParser) -> None:
+    """What to replay: shared by replay and plot, so both read captures the same way."""
     p.add_argument("inputs", nargs="+", type=Path, metavar="RUN_DIR|CAPTURE",
                    help="a run directory (with manifest.json) or pcap/pcapng files whose "
                    "interfaces are named node:iface")
     p.add_argument("--topology", "-t", type=Path, help="topology TOML (run directories carry their own)")
     p.add_argument("--run", type=parse_run_id, help="only this run id (hex like 0x1a2b3c4d)")
-    p.add_argument("--src", type=_addr, help="probe source address (default: from manifest or captures)")
-    p.add_argument("--dst", type=_addr, help="probe destination address")
-    p.add_argument("--json", action="store_true", help="machine-readable verdicts on stdout")
-    p.set_defaults(func=run)
 
 
 def _addr(text: str) -> IPv4Address:

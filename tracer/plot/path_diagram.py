@@ -21,9 +21,10 @@ from typing import Any
 
 import matplotlib as mpl
 import networkx as nx
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch, Patch
 
@@ -42,7 +43,8 @@ from tracer.plot.stats import (
     short,
 )
 
-CMAP = mpl.colormaps["RdYlGn"]  # 0 seen → red, all seen → green
+# 0 seen → red, all seen → green; the colormap's darkest ends are cut so counts stay legible.
+CMAP = ListedColormap(mpl.colormaps["RdYlGn"](np.linspace(0.08, 0.92, 256)), name="seen")
 ROW_Y = {"request": 1.0, "reply": 0.0}
 LOST_COLOR = "#d62728"
 DOUBT_COLOR = "#ff7f0e"
@@ -58,7 +60,7 @@ _PLURAL = {"request": "requests", "reply": "replies"}
 
 def seen_color(fraction: float) -> tuple[float, float, float, float]:
     """Marker colour for a point that saw ``fraction`` of the probes."""
-    return CMAP(0.08 + 0.84 * fraction)  # stay off the colormap's darkest ends so counts stay legible
+    return CMAP(fraction)
 
 
 def flow_graph(v: Verdict) -> nx.DiGraph:
@@ -66,50 +68,38 @@ def flow_graph(v: Verdict) -> nx.DiGraph:
     g = nx.DiGraph()
     req = v.paths.get("request")
     x_of: dict[str, float] = {}
-    if req is not None:
-        for h, hop in enumerate(req.hops):
-            x_of.setdefault(hop.point, float(h))
+    for h, hop in enumerate(req.hops if req else ()):
+        x_of.setdefault(hop.point, float(h))
     for direction in DIRECTIONS:
         path = v.paths.get(direction)
         if path is None:
             continue
-        xs = x_of if direction == "reply" else {}
-        positions = [float(h) for h in range(len(path.hops))] if direction == "request" \
-            else _place(path, xs)
+        xs = [float(h) for h in range(len(path.hops))] if direction == "request" else _place(path, x_of)
         for h, hop in enumerate(path.hops):
             g.add_node((direction, h), point=hop.point, node=hop.node, iface=hop.iface, direction=direction,
-                       pos=(positions[h], ROW_Y[direction]), esp=hop.esp)
+                       pos=(xs[h], ROW_Y[direction]), esp=hop.esp)
         for h, kind in enumerate(path.edges):
             g.add_edge((direction, h), (direction, h + 1), kind=kind)
     return g
 
 
 def _place(path: ExpectedPath, known: dict[str, float]) -> list[float]:
-    """x of each reply hop: under the same request point, else spread between known neighbours."""
-    xs: list[float | None] = [known.get(h.point) for h in path.hops]
-    anchors = [i for i, x in enumerate(xs) if x is not None]
+    """x of each reply hop: under the same request point, else interpolated between known neighbours."""
+    n = len(path.hops)
+    anchors = [i for i, hop in enumerate(path.hops) if hop.point in known]
     if not anchors:
-        n = len(xs)
-        return [float(n - 1 - i) for i in range(n)]  # reply alone: still read right to left
-    out: list[float] = []
-    for i, x in enumerate(xs):
-        if x is not None:
-            out.append(x)
-            continue
-        before = max((a for a in anchors if a < i), default=None)
-        after = min((a for a in anchors if a > i), default=None)
-        if before is not None and after is not None:
-            xb, xa = xs[before], xs[after]
-            assert xb is not None and xa is not None
-            out.append(xb + (xa - xb) * (i - before) / (after - before))
-        elif before is not None:
-            xb = xs[before]
-            assert xb is not None
-            out.append(xb - (i - before))  # replies run right to left
+        return [float(n - 1 - i) for i in range(n)]  # nothing shared: still read right to left
+    ax_ = [known[path.hops[i].point] for i in anchors]
+    out = []
+    for i, hop in enumerate(path.hops):
+        if hop.point in known:
+            out.append(known[hop.point])
+        elif i < anchors[0]:
+            out.append(ax_[0] + (anchors[0] - i))  # replies run right to left
+        elif i > anchors[-1]:
+            out.append(ax_[-1] - (i - anchors[-1]))
         else:
-            xa = xs[after]  # type: ignore[index]
-            assert xa is not None
-            out.append(xa + (after - i))  # type: ignore[operator]
+            out.append(float(np.interp(i, anchors, ax_)))
     return out
 
 
@@ -292,16 +282,10 @@ def _nodes(ax: Axes, v: Verdict, direction: str, g: nx.DiGraph, pos: dict) -> No
             ax.scatter([x], [y], s=NODE_SIZE * 1.9, marker="s", facecolors="none", edgecolors=DOUBT_COLOR,
                        linewidths=1.6, zorder=2.9, gid=f"sniffer-drops:{direction}:{s.point}", label="sniffer-drops")
             notes.append(f"sniffer dropped {v.drops.get(s.point, '?')}")
-        if notes and _edge_is_free(v, direction, h):
+        if notes and v.paths[direction].hops[h].esp is None:  # ESP hops: the band's caption is there
             ax.text(x, y + out, "\n".join(notes), ha="center", va="bottom" if out > 0 else "top", fontsize=6.5,
                     style="italic", color=UNOBSERVED_COLOR if not s.captured else DOUBT_COLOR, zorder=4,
                     gid=f"note:{direction}:{s.point}")
-
-
-def _edge_is_free(v: Verdict, direction: str, h: int) -> bool:
-    """Notes go outside the row; ESP band captions already live there."""
-    path = v.paths[direction]
-    return path.hops[h].esp is None
 
 
 def _count(s: PointStats) -> str:
