@@ -160,3 +160,23 @@ def test_local_send_error_is_the_reason(tmp_path):
     (f,) = lost(v, "request")
     assert (f.where, f.seqs) == ("at west, before leaving west:eth0", (1, 2))
     assert f.reason == "sending failed on west: Message too long"
+
+
+@pytest.mark.parametrize("case", ["garbage", "empty", "missing-file-in-manifest", "unknown-point", "bad-topology"])
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
+    run_dir = build(Scenario(), tmp_path / "run")
+    args = ["replay", str(run_dir)]
+    if case in ("garbage", "empty"):
+        (run_dir / "west_eth0.pcapng").write_bytes(b"garbage!" * 10 if case == "garbage" else b"")
+    elif case == "missing-file-in-manifest":
+        (run_dir / "router_eth0.pcapng").unlink()
+    elif case == "unknown-point":
+        files = sorted(str(p) for p in run_dir.glob("*.pcapng"))
+        other = tmp_path / "other.toml"
+        other.write_text((run_dir / "topology.toml").read_text().replace("router", "core"))
+        args = ["replay", "--topology", str(other), *files]
+    else:
+        (run_dir / "topology.toml").write_text('[nodes.a]\nrole = "switch"\n')
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tracer: ") and err.count("\n") == 1, err

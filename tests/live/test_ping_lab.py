@@ -106,3 +106,30 @@ def test_bad_node_name_is_one_line_exit_2(lab, capsys):
     code = main(["ping", "--topology", str(lab.topology_path), "west", "nowhere"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "neither a node" in err
+
+
+def test_ctrl_c_keeps_valid_captures(lab, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from tracer.capture.pcapfile import read_capture
+
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "tracer", "ping", "--topology", str(lab.topology_path), "west",
+                             "east", "--count", "100", "--interval", "0.1", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not (out / "west_eth0.tmp.pcap").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # some probes on the wire
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert err.strip() == "tracer: interrupted"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["captures"]) == 10
+    for c in manifest["captures"]:
+        cap = read_capture(out / c["file"])
+        assert len(cap.ts_ns) > 0, c["point"]
+    assert not list(out.glob("*.tmp.pcap"))
