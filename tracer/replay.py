@@ -81,8 +81,11 @@ def replay_run(
     specs: list[ProbeSpec] = []
     if m is not None and m.run is not None and m.kind is not None and run in (None, m.run):
         sent = m.extra.get("probe", {}).get("sent", []) if isinstance(m.extra.get("probe"), dict) else []
-        errors = {int(s["seq"]): str(s["error"]) for s in sent if isinstance(s, dict) and s.get("error")}
-        specs.append(ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, m.count, errors))
+        sent = [s for s in sent if isinstance(s, dict) and "seq" in s]
+        errors = {int(s["seq"]): str(s["error"]) for s in sent if s.get("error")}
+        # MTU probes: ICMP payload size + 8 (ICMP) + 20 (IPv4) = the packet size that meets the MTU.
+        sizes = {int(s["seq"]): int(s["size"]) + 28 for s in sent if "size" in s} if m.kind == ProbeKind.MTU else None
+        specs.append(ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, m.count, errors, sizes))
     else:
         runs = find_runs(loaded.observations)
         if run is not None:

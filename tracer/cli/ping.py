@@ -90,7 +90,7 @@ class _Ctx:
         self.ends, self.run = ends, run
 
 
-def trace_and_report(args: argparse.Namespace, kind, sender) -> int:
+def trace_and_report(args: argparse.Namespace, kind, sender, total: int | None = None) -> int:
     """Shared by ping, mtu and ike: record a run directory, replay it, print the verdict."""
     from tracer.cli.replay import emit
     from tracer.live import analyse, new_run_dir, record, resolve_endpoints
@@ -103,7 +103,7 @@ def trace_and_report(args: argparse.Namespace, kind, sender) -> int:
     run_id = random_run_id()
     run_dir = new_run_dir(args.out, kind, run_id)
     ctx = _Ctx(ends, run_id)
-    record(topo, tpath, ends, kind, run_id, run_dir, lambda: sender(ctx), args.count)
+    record(topo, tpath, ends, kind, run_id, run_dir, lambda: sender(ctx), total or args.count)
     verdicts = analyse(run_dir)
     (run_dir / "verdict.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
     emit(verdicts, args.json)

@@ -17,6 +17,8 @@ def render_text(v: Verdict) -> str:
         f"{req.hops[-1].node if req.hops else '?'} ({req.dst})  run {v.run:#010x}",
         f"{_MARK[v.status]:<5} {v.summary}",
     ]
+    if v.mtu:
+        lines.extend(_render_mtu(v))
     for direction, path in v.paths.items():
         traces = [t for t in v.probes if t.direction == direction]
         lines.append("")
@@ -67,4 +69,16 @@ def _render_path(direction: str, path: ExpectedPath, traces: list[ProbeTrace], v
         if h < len(path.edges):
             mark = "  ✗ lost here" if h in lost_edges else ""
             out.append(f"  {'  │ ' + path.edges[h].value:<26}{mark}")
+    return out
+
+
+def _render_mtu(v: Verdict) -> list[str]:
+    m = v.mtu
+    assert m is not None
+    out = ["", f"  {'size':>6}  {'delivered':>9}  where the others went"]
+    for r in m.sizes:
+        fate = "" if r.delivered == r.sent else (f"refused by the sender: {r.error}" if r.error else f"lost {r.where}")
+        out.append(f"  {r.size:>6}  {r.delivered:>4}/{r.sent:<4}  {fate}")
+    if m.esp_overhead is not None:
+        out.append(f"  the tunnel adds {m.esp_overhead} bytes at {m.encap_point} (outer IP + UDP + ESP + IV + padding + ICV)")
     return out

@@ -67,6 +67,26 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class SizeResult:
+    """MTU probes of one size (IP packet bytes)."""
+
+    size: int
+    sent: int
+    delivered: int  # request and reply both arrived
+    where: str | None = None  # where the lost ones disappeared
+    error: str | None = None  # the sender's local error (EMSGSIZE: a path MTU it already learnt)
+
+
+@dataclass(frozen=True)
+class MtuReport:
+    sizes: tuple[SizeResult, ...]
+    largest_delivered: int | None
+    smallest_lost: int | None
+    esp_overhead: int | None = None  # bytes the tunnel adds (outer IP + UDP + ESP + IV + pad + ICV)
+    encap_point: str | None = None
+
+
+@dataclass(frozen=True)
 class Verdict:
     run: int
     kind: str
@@ -79,6 +99,7 @@ class Verdict:
     drops: dict[str, int] = field(default_factory=dict)
     diagnoses: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    mtu: MtuReport | None = None
 
     @property
     def exit_code(self) -> int:
