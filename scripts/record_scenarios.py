@@ -27,6 +27,8 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str, tuple[str, str] | None]] 
     "gw-forward-drop": ("gw-forward-drop", [], "loss", ("request", "inside west-gw between lan0 and ipsec0 (forward)")),
     "esp-blocked": ("esp-blocked", [], "loss", ("request", "inside router between eth0 and eth1 (forward)")),
     "decap-drop": ("decap-drop", [], "loss", ("request", "inside east-gw between ipsec0 and lan0 (forward)")),
+    "esp-input-drop": ("esp-input-drop", [], "loss",
+                       ("request", "inside east-gw between wan0 and ipsec0 (decap, tunnel west-east)")),
     "no-return-route": ("no-return-route", [], "loss", ("reply", "at east, before leaving east:eth0")),
     "ike-blocked": ("ike-blocked", [], "loss", ("request", "inside west-gw between lan0 and ipsec0 (forward)")),
     "mtu-blackhole": ("mtu-blackhole", ["--size", "1300", "--df"], "loss",

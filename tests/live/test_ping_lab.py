@@ -55,6 +55,7 @@ def test_healthy_lab_all_delivered(lab, tmp_path, capsys):
         ("gw-forward-drop", "request", "inside west-gw between lan0 and ipsec0 (forward)", ()),
         ("esp-blocked", "request", "inside router between eth0 and eth1 (forward)", ()),
         ("decap-drop", "request", "inside east-gw between ipsec0 and lan0 (forward)", ()),
+        ("esp-input-drop", "request", "inside east-gw between wan0 and ipsec0 (decap, tunnel west-east)", ()),
         ("no-return-route", "reply", "at east, before leaving east:eth0", ()),
         ("mtu-blackhole", "request", "inside router between eth0 and eth1 (forward)", ("--size", "1300", "--df")),
     ],

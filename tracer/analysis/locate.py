@@ -74,7 +74,8 @@ def findings(
         elif outcome == Outcome.LOST and last is not None and missed == last + 1:
             where = path.describe_edge(last)
             edge = path.edges[last].value
-            reason = _edge_reason(path, last, leaks or [])
+            spi = next((t.esp[last][0] for t in members if t.esp[last] is not None), None)
+            reason = _edge_reason(path, last, leaks or [], spi)
         elif outcome == Outcome.LOST and last is None and missed == 0:
             where = f"at {hops[0].node}, before leaving {hops[0].point}"
             errors = sorted({send_errors[q] for q in seqs if q in (send_errors or {})})
@@ -117,7 +118,8 @@ def _origin_reason(direction: str, node: str) -> str:
     return f"the probe never left {node}: check its routes and OUTPUT firewall"
 
 
-def _edge_reason(path: ExpectedPath, i: int, leaks: list[str]) -> str:
+def _edge_reason(path: ExpectedPath, i: int, leaks: list[str], spi: int | None) -> str:
+    """Why, in the guide's terms, for a loss on the edge after hop i (``spi``: the probe's, when known)."""
     a, b = path.hops[i], path.hops[i + 1]
     kind = path.edges[i]
     leaked_here = [p for p in leaks if p.startswith(f"{a.node}:")]
@@ -129,13 +131,17 @@ def _edge_reason(path: ExpectedPath, i: int, leaks: list[str]) -> str:
         return (f"cleartext reached {a.point} but no ESP for it left {b.point}: "
                 "no SA or policy for this traffic, or encapsulation failed")
     if kind == EdgeKind.DECAP:
-        spi = f" (SPI 0x{a.esp.spi:08x})" if a.esp and a.esp.spi else ""
-        return (f"ESP{spi} arrived at {a.point} but nothing came out of {b.point}: decapsulation failed "
+        spi = spi or (a.esp.spi if a.esp else None)
+        spi_text = f" (SPI 0x{spi:08x})" if spi else ""
+        return (f"ESP{spi_text} arrived at {a.point} but nothing came out of {b.point}: decapsulation failed "
                 "(wrong or missing SA, integrity failure, replay) or a filter before the IPsec stack")
+    spi_text = f" (SPI 0x{spi:08x})" if spi else ""
     if kind == EdgeKind.FORWARD:
-        return f"{a.node} did not forward it from {a.iface} to {b.iface}: firewall (forward chain), rp_filter or routing"
+        what = f"the ESP{spi_text}" if a.esp is not None else "it"
+        return f"{a.node} did not forward {what} from {a.iface} to {b.iface}: firewall (forward chain), rp_filter or routing"
     if a.esp is not None:
-        return f"ESP left {a.point} but never arrived at {b.point}: filtered on the untrusted path (UDP 4500 / protocol 50)"
+        return (f"ESP{spi_text} left {a.point} but never arrived at {b.point}: filtered on the untrusted path "
+                "(UDP 4500 / protocol 50)")
     return f"left {a.point} but never arrived at {b.point}: link down, filtered, or wrong next hop"
 
 

@@ -74,6 +74,12 @@ _FAULTS = (
         nft={"east-gw": _chain("forward", 'iifname "ipsec0" counter drop comment "out of tunnel"')},
     ),
     Fault(
+        "esp-input-drop",
+        "east-gw drops incoming ESP-in-UDP before its IPsec stack: ESP reaches east-gw:wan0 but "
+        "nothing is decapsulated (what a missing or wrong SA looks like from the wire)",
+        nft={"east-gw": _chain("input", 'udp dport 4500 @th,64,32 != 0 counter drop comment "ESP before decap"')},
+    ),
+    Fault(
         "mtu-blackhole",
         f"router:eth1-east-gw:wan0 has MTU {MTU_SMALL} and the router drops the ICMP frag-needed it "
         "would send: small pings pass, large ones (ping -s 1300) vanish at the router",
