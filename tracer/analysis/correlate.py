@@ -139,7 +139,7 @@ def _esp_rows(obs: Observations, point: str, esp: Esp) -> tuple[np.ndarray, np.n
     return obs["ts_ns"][m][order], obs["spi"][m][order], obs["esp_seq"][m][order]
 
 
-def _sa_clear_ts(obs: Observations, topo: Topology, point: str, esp: Esp, inbound: bool) -> np.ndarray:
+def _sa_clear_ts(obs: Observations, topo: Topology, point: str, esp: Esp) -> np.ndarray:
     """Timestamps of all cleartext packets at ``point`` that belong in the SA
     (probes and background alike): they all consume ESP sequence numbers."""
     tunnel = next(t for t in topo.tunnels if t.name == esp.tunnel)
@@ -176,32 +176,20 @@ def _follow_esp(
     no_esp = np.zeros(len(codes), bool)  # seen entering the SA, and no ESP at all left after it
     # Captured (without drops) where it should enter the SA, and not there: it is on no ESP hop.
     never_entered = codes[:, enc] == MISSED if enc >= 0 else np.zeros(len(codes), bool)
-    if enc >= 0 and obs.point_index(path.hops[enc].point) >= 0 and obs.point_index(path.hops[first].point) >= 0:
-        ts, spi, seq = _esp_rows(obs, path.hops[first].point, esp)
-        clear = _sa_clear_ts(obs, topo, path.hops[enc].point, esp, inbound=False)
+    # Learn each probe's (SPI, seq) where it enters the SA; failing that, where it leaves it.
+    for clear_hop, esp_hop, entering in ((enc, first, True), (dec, last, False)):
+        if not 0 <= clear_hop < len(path.hops) or obs.point_index(path.hops[clear_hop].point) < 0:
+            continue
+        if obs.point_index(path.hops[esp_hop].point) < 0:
+            continue
+        rows = _esp_rows(obs, path.hops[esp_hop].point, esp)
+        clear = _sa_clear_ts(obs, topo, path.hops[clear_hop].point, esp)
         for p in range(len(codes)):
-            t = times[p, enc]
+            t = int(times[p, clear_hop])
             if t < 0 or ids[p] is not None:
                 continue
-            j = int(np.searchsorted(ts, t, "left"))
-            if j == len(ts) or ts[j] - t > ENCAP_WINDOW_NS:
-                no_esp[p] = True
-                continue
-            # FIFO: cleartext that entered before the previous ESP left was carried by it or earlier.
-            lo = max(t - ENCAP_WINDOW_NS, int(ts[j - 1]) + 1 if j > 0 else t - ENCAP_WINDOW_NS)
-            if j < len(ts) and ts[j] - t <= ENCAP_WINDOW_NS and _alone(clear, lo, int(ts[j])):
-                ids[p] = (int(spi[j]), int(seq[j]))
-    if dec < len(path.hops) and obs.point_index(path.hops[dec].point) >= 0:
-        ts, spi, seq = _esp_rows(obs, path.hops[last].point, esp)
-        clear = _sa_clear_ts(obs, topo, path.hops[dec].point, esp, inbound=True)
-        for p in range(len(codes)):
-            t = times[p, dec]
-            if t < 0 or ids[p] is not None:
-                continue
-            j = int(np.searchsorted(ts, t, "right")) - 1
-            hi = min(t + ENCAP_WINDOW_NS, int(ts[j + 1]) - 1 if j + 1 < len(ts) else t + ENCAP_WINDOW_NS)
-            if j >= 0 and t - ts[j] <= ENCAP_WINDOW_NS and _alone(clear, int(ts[j]), hi):
-                ids[p] = (int(spi[j]), int(seq[j]))
+            ids[p], none_in_window = _match(rows, clear, t, entering)
+            no_esp[p] |= none_in_window and entering
     for h in range(first, last + 1):
         pidx = obs.point_index(path.hops[h].point)
         if pidx < 0:
@@ -221,6 +209,31 @@ def _follow_esp(
             if len(hit):
                 codes[p, h] = SEEN
                 times[p, h] = key_ts[hit].min()
+
+
+def _match(
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray], clear: np.ndarray, t: int, entering: bool
+) -> tuple[tuple[int, int] | None, bool]:
+    """The ESP packet that carried the cleartext seen at ``t``: entering the SA, the first ESP
+    leaving after t; leaving it, the last ESP arriving before t. Returns (SPI, seq) or None
+    when ambiguous, and whether there was no ESP packet in the window at all.
+
+    FIFO bounds the window by the neighbouring ESP packet: cleartext that entered before the
+    previous ESP left was carried by it or earlier. Any other SA cleartext left in the window
+    could be the one this ESP carried, so then we say "ambiguous" instead of guessing.
+    """
+    ts, spi, seq = rows
+    if entering:
+        j = int(np.searchsorted(ts, t, "left"))
+        if j == len(ts) or ts[j] - t > ENCAP_WINDOW_NS:
+            return None, True
+        lo, hi = max(t - ENCAP_WINDOW_NS, int(ts[j - 1]) + 1 if j > 0 else t - ENCAP_WINDOW_NS), int(ts[j])
+    else:
+        j = int(np.searchsorted(ts, t, "right")) - 1
+        if j < 0 or t - ts[j] > ENCAP_WINDOW_NS:
+            return None, True
+        lo, hi = int(ts[j]), min(t + ENCAP_WINDOW_NS, int(ts[j + 1]) - 1 if j + 1 < len(ts) else t + ENCAP_WINDOW_NS)
+    return ((int(spi[j]), int(seq[j])) if _alone(clear, lo, hi) else None), False
 
 
 def _alone(clear_ts: np.ndarray, lo: int, hi: int) -> bool:
