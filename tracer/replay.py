@@ -85,7 +85,10 @@ def replay_run(
         errors = {int(s["seq"]): str(s["error"]) for s in sent if s.get("error")}
         # MTU probes: ICMP payload size + 8 (ICMP) + 20 (IPv4) = the packet size that meets the MTU.
         sizes = {int(s["seq"]): int(s["size"]) + 28 for s in sent if "size" in s} if m.kind == ProbeKind.MTU else None
-        specs.append(ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, m.count, errors, sizes))
+        # IKE probes record what the responder answered ({} when it said nothing).
+        answers = {int(s["seq"]): str(s["answer"]) for s in sent if s.get("answer")} if m.kind == ProbeKind.IKE else None
+        specs.append(ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, m.count, errors, sizes,
+                               answers=answers))
     else:
         runs = find_runs(loaded.observations)
         if run is not None:

@@ -27,6 +27,11 @@ RUN = 0x5EED1234
 A, B, GW1, GW2, R = "192.0.2.10", "198.51.100.10", "198.18.1.1", "198.18.2.1", "203.0.113.1"
 
 
+def eth(**kw: object) -> Ether:
+    """An Ethernet header with fixed addresses (without them scapy would try to resolve MACs)."""
+    return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", **kw)
+
+
 def _echo(typ: int, seq: int, payload: bytes, **ip: object) -> Packet:
     return IP(src=A, dst=B, id=100 + seq, **ip) / ICMP(type=typ, id=tag.icmp_id_for(RUN), seq=seq) / payload
 
@@ -80,13 +85,15 @@ def _corpus() -> dict[str, Packet]:
         "ike-500-reply-tagged": IP(src=GW2, dst=GW1) / UDP(sport=500, dport=500) / _ike(IKE_TAG, 0x20, resp=b"\x11" * 8),
         "ike-500-untagged": IP(src=GW1, dst=GW2) / UDP(sport=500, dport=500) / _ike(b"\x12\x34\x56\x78\x9a\xbc\xde\xf0"),
         "ike-500-bad-kind": IP(src=GW1, dst=GW2) / UDP(sport=500, dport=500) / _ike(b"\xd7\x09\x00\x00\x00\x01\x00\x02"),
-        "ike-4500-marker-tagged": IP(src=GW1, dst=GW2) / UDP(sport=4500, dport=4500) / (bytes(4) + bytes(_ike(IKE_TAG, 0x08, 35))),
+        "ike-4500-marker-tagged": IP(src=GW1, dst=GW2) / UDP(sport=4500, dport=4500)
+        / (bytes(4) + bytes(_ike(IKE_TAG, 0x08, 35))),
         "udp-500-short": IP(src=GW1, dst=GW2) / UDP(sport=500, dport=500) / bytes(10),
         "nat-keepalive": IP(src=GW1, dst=GW2) / UDP(sport=4500, dport=4500) / b"\xff",
         "icmp-frag-needed-esp": IP(src=R, dst=GW1) / ICMP(type=3, code=4, nexthopmtu=1400) / bytes(INNER_ESP)[:28],
         "icmp-frag-needed-echo": IP(src=R, dst=A) / ICMP(type=3, code=4, nexthopmtu=1280) / bytes(INNER_ECHO),
         "icmp-frag-needed-echo-8": IP(src=R, dst=A) / ICMP(type=3, code=4, nexthopmtu=1280) / bytes(INNER_ECHO)[:28],
-        "icmp-ttl-udp": IP(src=R, dst=A) / ICMP(type=11, code=0) / bytes(IP(src=A, dst=B) / UDP(sport=33434, dport=33435) / bytes(12)),
+        "icmp-ttl-udp": IP(src=R, dst=A) / ICMP(type=11, code=0)
+        / bytes(IP(src=A, dst=B) / UDP(sport=33434, dport=33435) / bytes(12)),
         "icmp-port-unreach-ike": IP(src=GW2, dst=GW1) / ICMP(type=3, code=3)
         / bytes(IP(src=GW1, dst=GW2) / UDP(sport=500, dport=500) / _ike(IKE_TAG)),
         "icmp-unreach-esp-udp": IP(src=R, dst=GW1) / ICMP(type=3, code=1)
@@ -195,10 +202,9 @@ def _null(order: str) -> object:
 
 
 WRAP = {  # name → (linktype, builder(l3 bytes, ethertype) → frame, L2 length)
-    "ethernet": (1, lambda l3, et: bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=et) / l3), 14),
-    "vlan": (1, lambda l3, et: bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1Q(vlan=7, type=et) / l3), 18),
-    "qinq": (1, lambda l3, et: bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-                                     / Dot1AD(vlan=100) / Dot1Q(vlan=7, type=et) / l3), 22),
+    "ethernet": (1, lambda l3, et: bytes(eth(type=et) / l3), 14),
+    "vlan": (1, lambda l3, et: bytes(eth() / Dot1Q(vlan=7, type=et) / l3), 18),
+    "qinq": (1, lambda l3, et: bytes(eth() / Dot1AD(vlan=100) / Dot1Q(vlan=7, type=et) / l3), 22),
     "raw101": (101, lambda l3, et: l3, 0),
     "raw12": (12, lambda l3, et: l3, 0),
     "raw14": (14, lambda l3, et: l3, 0),
@@ -286,10 +292,10 @@ def test_non_ip_and_ipv6():
     v6 = bytes(IPv6(src="2001:db8::1", dst="2001:db8::2") / ICMPv6EchoRequest(id=1, seq=2) / _tagged(1))
     arp = bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst="192.0.2.1"))
     frames = [
-        bytes(Ether(type=0x86DD) / v6), arp, v6, bytes(CookedLinuxV2(proto=0x86DD) / v6),
+        bytes(eth(type=0x86DD) / v6), arp, v6, bytes(CookedLinuxV2(proto=0x86DD) / v6),
         struct.pack("<I", 24) + v6,  # NULL with an OpenBSD AF_INET6
-        bytes(Ether(type=0x0800)) + bytes(CORPUS["udp-dns"])[:10],  # IPv4 ethertype, header cut
-        bytes(Ether(type=0x0800)) + b"\x65" + bytes(CORPUS["udp-dns"])[1:],  # version 6 behind an IPv4 ethertype
+        bytes(eth(type=0x0800)) + bytes(CORPUS["udp-dns"])[:10],  # IPv4 ethertype, header cut
+        bytes(eth(type=0x0800)) + b"\x65" + bytes(CORPUS["udp-dns"])[1:],  # version 6 behind an IPv4 ethertype
         b"\x45" * 10,  # garbage on a raw link
     ]
     lts = [1, 1, 101, 276, 0, 1, 1, 101]
@@ -311,9 +317,9 @@ def test_unknown_link_type_gives_non_ip_rows():
 def test_ethernet_padding_is_not_payload():
     # A 29-byte keepalive and a 28-byte empty echo are padded to 60 bytes on Ethernet.
     # Non-zero padding (some NICs do that) must not be read as a keepalive byte or a tag.
-    frames = [bytes(Ether() / CORPUS[k]) for k in ("nat-keepalive", "echo-empty")]
+    frames = [bytes(eth() / CORPUS[k]) for k in ("nat-keepalive", "echo-empty")]
     frames = [f + b"\xff" * (60 - len(f)) for f in frames]
-    frames.append(bytes(Ether() / CORPUS["echo-empty"]) + ProbeTag(RUN, ProbeKind.PING, 1).encode())
+    frames.append(bytes(eth() / CORPUS["echo-empty"]) + ProbeTag(RUN, ProbeKind.PING, 1).encode())
     buf, off, cap = pack(frames)
     cols = extract(buf, off, cap, 1)
     assert cols["cls"].tolist() == [PacketClass.NAT_KEEPALIVE, PacketClass.ECHO_REQUEST, PacketClass.ECHO_REQUEST]
@@ -347,7 +353,7 @@ def test_truncated_snapshots_never_produce_garbage(name, wrap):
 
 
 def test_tag_needs_all_16_bytes():
-    frame = bytes(Ether() / CORPUS["echo-request-tagged"])
+    frame = bytes(eth() / CORPUS["echo-request-tagged"])
     need = 14 + 20 + 8 + 16
     buf, off, cap = pack([frame, frame], [need - 1, need])
     cols = extract(buf, off, cap, 1)
@@ -378,3 +384,24 @@ def test_unpadded_buffer_is_padded_internally():
     buf = np.frombuffer(frame, np.uint8)  # no padding at all
     cols = extract(buf, np.array([0]), np.array([len(frame)]), 101)
     assert _row(cols, 0) == reference(frame)
+
+
+def test_frames_near_the_end_of_an_unpadded_buffer_in_any_order():
+    """Records ending within PAD bytes of the buffer end take a separate path; order must not matter."""
+    names = ["ike-4500-marker-tagged", "icmp-frag-needed-echo", "echo-request-tagged", "esp-udp4500"]
+    frames = [bytes(CORPUS[k]) for k in names]
+    buf, off, cap = pack(frames)
+    buf = buf[: int(off[-1] + cap[-1])]  # cut the padding and trailing junk away
+    order = np.array([3, 0, 2, 1])  # the last frame of the buffer first
+    cols = extract(buf, off[order], cap[order], 101)
+    for i, j in enumerate(order):
+        assert _row(cols, i) == reference(frames[j]), names[j]
+        assert cols["l3_off"][i] == off[j]
+    cols = extract(buf, off, cap + 100, 101)  # caplen claiming bytes past the buffer: cut, never out of range
+    assert _row(cols, 3)["spi"] == reference(frames[3])["spi"]
+
+
+def test_linktype_table_matches_parser():
+    from tracer.analysis.extract import _L2
+
+    assert set(_L2) == set(LINKTYPES)

@@ -123,7 +123,8 @@ def test_lab_names_are_checked() -> None:
 
 
 def test_every_fault_is_described() -> None:
-    assert set(FAULTS) == {"esp-blocked", "ike-blocked", "no-return-route", "gw-forward-drop", "decap-drop", "mtu-blackhole"}
+    assert set(FAULTS) == {"esp-blocked", "ike-blocked", "no-return-route", "gw-forward-drop", "decap-drop",
+                           "esp-input-drop", "mtu-blackhole"}
     assert all(desc and "\n" not in desc for desc in FAULTS.values())
 
 
@@ -290,7 +291,9 @@ def _fault_breaks_ping(lab: Lab, name: str) -> None:
 
 
 @pytest.mark.lab
-@pytest.mark.parametrize("name", ["esp-blocked", "gw-forward-drop", "decap-drop", "mtu-blackhole", "no-return-route"])
+@pytest.mark.parametrize(
+    "name", ["esp-blocked", "gw-forward-drop", "decap-drop", "esp-input-drop", "mtu-blackhole", "no-return-route"]
+)
 def test_fault_breaks_and_clear_restores(lab: Lab, name: str) -> None:
     _fault_breaks_ping(lab, name)
     assert lab.status()["tunnel_up"]  # these faults leave IKE alone

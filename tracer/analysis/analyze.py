@@ -44,6 +44,7 @@ class ProbeSpec:
     count: int | None = None  # probes sent (seq 0..count-1); None: unknown
     send_errors: dict[int, str] | None = None  # seq → the sender's local error (e.g. EMSGSIZE)
     sizes: dict[int, int] | None = None  # seq → IP packet bytes (MTU probes)
+    answers: dict[int, str] | None = None  # IKE: seq → what the responder answered ({}: nothing; None: unknown)
 
 
 def find_runs(obs: Observations) -> list[tuple[int, ProbeKind, int]]:
@@ -113,6 +114,7 @@ def analyze(
     diagnoses = [f"probe seen in the clear on {pt}, where it should be ESP: traffic leaks unencrypted "
                  "(no SA or policy covers it)" for pt in dict.fromkeys(leaks)]
     diagnoses += _icmp_errors(obs, spec, paths)
+    diagnoses += _answers(spec)
     status = _status(found)
     mtu = _mtu_report(obs, spec, req_path, traces, found) if spec.sizes else None
     summary = _mtu_summary(mtu) if mtu else _summary(found, spec.kind, status, req_path)
@@ -158,7 +160,9 @@ def _mtu_report(
     return MtuReport(tuple(results), max(delivered, default=None), min(lost_sizes, default=None), overhead, point)
 
 
-def _esp_overhead(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: list[ProbeTrace]) -> tuple[int | None, str | None]:
+def _esp_overhead(
+    obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: list[ProbeTrace]
+) -> tuple[int | None, str | None]:
     """Outer ESP packet length minus the cleartext packet it carries, at the encap point."""
     first = next((i for i, h in enumerate(path.hops) if h.esp is not None), None)
     if not first:
@@ -221,6 +225,22 @@ def _summary(found: list[Finding], kind: ProbeKind, status: Status, path: Expect
             verb = "lost" if f.outcome == Outcome.LOST else "inconclusive:"
             parts.append(f"{f.count}/{f.total} {nouns[direction]} {verb} {f.where}")
     return "; ".join(parts)
+
+
+def _answers(spec: ProbeSpec) -> list[str]:
+    """What the IKE responder said, as the prober received it: the capture shows *where*
+    responses went, only the answer's content says *why* a tunnel does not come up."""
+    if spec.answers is None:
+        return []
+    total = spec.count if spec.count is not None else len(spec.answers)
+    if not spec.answers:
+        return [f"responder answered 0/{total}: no IKE answer reached the prober"]
+    groups: dict[str, int] = {}
+    for seq in sorted(spec.answers):
+        groups[spec.answers[seq]] = groups.get(spec.answers[seq], 0) + 1
+    if len(groups) == 1:
+        return [f"responder answered {len(spec.answers)}/{total}: {next(iter(groups))}"]
+    return [f"responder answered {len(spec.answers)}/{total}: " + "; ".join(f"{n}× {a}" for a, n in groups.items())]
 
 
 def _icmp_errors(obs: Observations, spec: ProbeSpec, paths: dict[str, ExpectedPath]) -> list[str]:

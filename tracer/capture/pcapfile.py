@@ -389,7 +389,7 @@ class _Decoder:
                 f"{name}: packet block at offset {int(s[k]) * 4} claims {int(caplen[k])} captured bytes, "
                 f"more than {'its block holds' if caplen[k] > room[k] else 'tracer accepts'} ({limit}) (corrupt file?)"
             )
-        self.parts.append((data, caplen, wire, ticks, gif))
+        self.parts.append((data, caplen, wire, ticks, gif, is_spb))
 
     def _meta(self, typ: int, off: int, length: int, bo: str) -> None:
         raw, end = self.raw, off + length - 4
@@ -424,15 +424,16 @@ class _Decoder:
 
     def result(self, buf: np.ndarray) -> CaptureIndex:
         if self.parts:
-            data, caplen, wire, ticks, gif = (np.concatenate(c) for c in zip(*self.parts, strict=True))
+            data, caplen, wire, ticks, gif, untimed = (np.concatenate(c) for c in zip(*self.parts, strict=True))
         else:
             data, caplen, wire, gif = (np.zeros(0, np.int64) for _ in range(4))
-            ticks = np.zeros(0, np.uint64)
+            ticks, untimed = np.zeros(0, np.uint64), np.zeros(0, bool)
         ts_ns = np.zeros(len(data), np.int64)
         for g in np.unique(gif).tolist():
             m = gif == g
             info = self.ifaces[g]
             ts_ns[m] = _ticks_to_ns(ticks[m], info.tsresol) + info.tsoffset * 1_000_000_000
+        ts_ns[untimed] = 0
         warnings = self.warnings
         if self.untimed:
             warnings.append(f"{self.name}: {self.untimed} simple packet blocks carry no timestamp (set to 0)")

@@ -45,6 +45,12 @@ inner_id       uint16   ICMP error: quoted echo id (or UDP source port)
 inner_seq      uint16   ICMP error: quoted echo seq (or UDP dest port)
 mtu            uint16   ICMP frag-needed: next-hop MTU
 =============  =======  ====================================================
+
+On ``cls == ICMP_ERROR`` rows the identity columns (``tag_*``, ``spi``,
+``esp_seq``, ``udp_encap``, ``ike_*``) describe the *quoted* packet, filled
+when the quote covers them (Linux quotes up to 576 bytes, so a quoted echo
+usually still carries its tag); ``inner_id``/``inner_seq`` hold TCP ports too.
+Fields a truncated snapshot does not fully cover are 0.
 """
 
 from __future__ import annotations

@@ -26,6 +26,40 @@ from tracer.sniff import CaptureResult
 _DROPS = re.compile(r"(\d+) packets? dropped by kernel")
 _CAPTURED = re.compile(r"(\d+) packets? captured")
 STOP_TIMEOUT = 5.0
+READY = b"listening on"  # tcpdump's stderr once the filter is attached: the start barrier
+
+
+# -- shared by every tcpdump backend (local here, remote in tracer.sniff.ssh) -----------------
+
+
+def tcpdump_args(iface: str, write_to: str, bpf: str, buffer_kib: int) -> list[str]:
+    """tcpdump's arguments after the program name: nanosecond pcap to ``write_to`` ("-" = stdout).
+
+    Immediate mode and -U, or the last packets of a short run sit in a buffer
+    and are lost; -Z root keeps a root tcpdump from dropping to a user that
+    could not write the file (a non-root tcpdump ignores it).
+    """
+    return ["-i", iface, "-w", write_to, "-U", "--immediate-mode", "-n", "--time-stamp-precision=nano",
+            "-s", "262144", "-B", str(buffer_kib), "-Z", "root", bpf]
+
+
+def parse_stats(stderr: str) -> tuple[int | None, int]:
+    """(kernel drops, packets captured) from the lines tcpdump prints when stopped.
+
+    Drops are None when tcpdump did not say (killed): unknown, not zero.
+    """
+    drops = int(m.group(1)) if (m := _DROPS.search(stderr)) else None
+    captured = int(m.group(1)) if (m := _CAPTURED.search(stderr)) else 0
+    return drops, captured
+
+
+def finish_capture(point: str, raw: Path, out: Path, drops: int | None, captured: int, stderr: str) -> CaptureResult:
+    """Rewrite the raw pcap as pcapng named ``point`` with its drop count; remove the pcap."""
+    if not raw.exists():
+        raise EnvironmentProblem(f"sniffer on {point} wrote no file: {stderr.strip().splitlines()[-1:]}")
+    convert_pcap_to_pcapng(raw, out, if_name=point, drops=drops)
+    raw.unlink()
+    return CaptureResult(point, out, drops, captured)
 
 
 class TcpdumpSniffer:
@@ -41,9 +75,7 @@ class TcpdumpSniffer:
         self._stderr = b""
 
     def argv(self) -> list[str]:
-        tcpdump = ensure_tool("tcpdump")
-        cmd = [tcpdump, "-i", self.iface, "-w", str(self.raw), "-U", "--immediate-mode", "-n",
-               "--time-stamp-precision=nano", "-s", "262144", "-B", str(self.buffer_kib), "-Z", "root", self.bpf]
+        cmd = [ensure_tool("tcpdump"), *tcpdump_args(self.iface, str(self.raw), self.bpf, self.buffer_kib)]
         return (["ip", "netns", "exec", self.netns] if self.netns else []) + cmd
 
     def start(self) -> None:
@@ -55,17 +87,21 @@ class TcpdumpSniffer:
     def wait_ready(self, deadline: float) -> None:
         assert self.proc is not None and self.proc.stderr is not None
         fd = self.proc.stderr.fileno()
-        while b"listening on" not in self._stderr:
+        while READY not in self._stderr:
             left = deadline - time.monotonic()
             if self.proc.poll() is not None or left <= 0:
                 self._stderr += self._drain()
-                why = self._stderr.decode(errors="replace").strip().splitlines()
                 raise EnvironmentProblem(
-                    f"sniffer on {self.point} did not start: {why[-1] if why else 'no output from tcpdump'}")
+                    f"sniffer on {self.point} did not start: {self._why_not_started(self._stderr.decode(errors='replace'))}")
             ready, _, _ = select.select([fd], [], [], left)
             if ready:
                 chunk = os.read(fd, 4096)
                 self._stderr += chunk
+
+    def _why_not_started(self, stderr: str) -> str:
+        """The stderr line that explains a failed start (backends with chattier stderr override it)."""
+        why = stderr.strip().splitlines()
+        return why[-1] if why else "no output from tcpdump"
 
     def _drain(self) -> bytes:
         assert self.proc is not None and self.proc.stderr is not None
@@ -87,10 +123,4 @@ class TcpdumpSniffer:
                 proc.wait()
         self._stderr += self._drain()
         text = self._stderr.decode(errors="replace")
-        drops = int(m.group(1)) if (m := _DROPS.search(text)) else None
-        captured = int(m.group(1)) if (m := _CAPTURED.search(text)) else 0
-        if not self.raw.exists():
-            raise EnvironmentProblem(f"sniffer on {self.point} wrote no file: {text.strip().splitlines()[-1:]}")
-        convert_pcap_to_pcapng(self.raw, self.out, if_name=self.point, drops=drops)
-        self.raw.unlink()
-        return CaptureResult(self.point, self.out, drops, captured)
+        return finish_capture(self.point, self.raw, self.out, *parse_stats(text), text)

@@ -1,0 +1,206 @@
+"""tcpdump on a remote host, over SSH (the OpenSSH client, key-based, non-interactive).
+
+The remote tcpdump writes its pcap to stdout (``-w -``); the SSH channel
+carries it here, where a reader thread streams it into the same raw pcap file
+the local backend would have written. tcpdump's stderr comes back as ssh's
+stderr, so the local backend's barrier ("listening on") and drop-count parsing
+apply unchanged, and so does the pcap → pcapng conversion.
+
+How the remote tcpdump is stopped, and why this way: the remote command is a
+small POSIX sh wrapper that starts tcpdump in the background and blocks
+reading the SSH channel's stdin; a line or end-of-file there makes it send
+SIGINT to tcpdump, which then prints its statistics (drop count) and exits,
+and the session ends. So stopping is "write a line and close stdin" on the
+one connection we already have:
+
+* no second SSH connection (a handshake per capture point at stop time, and
+  a second way to fail: auth, MaxStartups, a changed route);
+* no pseudo-terminal: ``ssh -tt`` plus ^C would also stop it, but a pty
+  rewrites the binary pcap stream (``\\n`` → ``\\r\\n``) and merges stderr
+  into stdout, losing the barrier and the drop count;
+* no orphan: if tracer dies or the connection drops, sshd closes the channel,
+  ``read`` sees end-of-file and tcpdump is stopped all the same, instead of
+  capturing on a production box forever.
+
+The capture filter excludes the SSH session's own TCP flow (taken from
+``$SSH_CONNECTION`` on the remote side): capturing the stream that carries
+the capture would feed itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import threading
+from pathlib import Path
+
+from tracer.errors import EnvironmentProblem
+from tracer.netns import ensure_tool
+from tracer.sniff import CaptureResult
+from tracer.sniff.tcpdump import STOP_TIMEOUT, TcpdumpSniffer, finish_capture, parse_stats, tcpdump_args
+
+CONNECT_TIMEOUT = 5  # seconds; the start barrier (tracer.sniff.start_all) bounds it anyway
+STOP_LINE = b"stop\n"
+
+# The remote side. {bpf} and {tcpdump} are shell-quoted by remote_script(). fd 3 keeps
+# the channel's stdin for the stop reader: a background job's own stdin is /dev/null (POSIX).
+_REMOTE = """\
+PATH="$PATH:/usr/sbin:/sbin"
+command -v tcpdump >/dev/null 2>&1 || {{ echo "tracer: tcpdump not found on $(uname -n)" >&2; exit 127; }}
+f={bpf}
+if [ -n "$SSH_CONNECTION" ]; then
+  set -- $SSH_CONNECTION
+  f="($f) and not (tcp and host $1 and host $3 and port $4)"
+fi
+exec 3<&0
+{tcpdump} "$f" </dev/null &
+pid=$!
+{{ read -r _ <&3; kill -INT "$pid" 2>/dev/null; }} &
+reader=$!
+wait "$pid"; rc=$?
+kill "$reader" 2>/dev/null
+exit "$rc"
+"""
+
+
+def remote_script(iface: str, bpf: str, buffer_kib: int) -> str:
+    """The sh script run on the remote host: tcpdump to stdout until stdin says stop."""
+    args = tcpdump_args(iface, "-", bpf, buffer_kib)
+    assert args[-1] == bpf  # the filter goes last; here it is "$f", built remotely
+    tcpdump = " ".join(shlex.quote(a) for a in ["tcpdump", *args[:-1]])
+    return _REMOTE.format(bpf=shlex.quote(bpf), tcpdump=tcpdump)
+
+
+def ssh_argv(
+    target: str,
+    remote_command: str,
+    ssh_netns: str | None = None,
+    key: Path | None = None,
+    port: int | None = None,
+    known_hosts: Path | None = None,
+) -> list[str]:
+    """The ssh command line: non-interactive, host key checked, run from ``ssh_netns`` if given."""
+    opts = [
+        "-T",  # no pty: the pcap stream must stay binary and stderr separate
+        "-o", "BatchMode=yes",  # never prompt: a missing key is an error, not a hang
+        "-o", "StrictHostKeyChecking=yes",  # unknown or changed host keys fail, never get accepted
+        "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
+        "-o", "ServerAliveInterval=5",  # notice a dead peer mid-capture
+        "-o", "LogLevel=ERROR",  # stderr is tcpdump's plus real errors: the barrier and the one-line reason
+    ]
+    if key is not None:
+        opts += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
+    if known_hosts is not None:
+        opts += ["-o", f"UserKnownHostsFile={known_hosts}"]
+    if port is not None:
+        opts += ["-p", str(port)]
+    cmd = [ensure_tool("ssh", package="openssh-client"), *opts, "--", target, remote_command]
+    return (["ip", "netns", "exec", ssh_netns] if ssh_netns else []) + cmd
+
+
+class SshTcpdumpSniffer(TcpdumpSniffer):
+    """A remote capture point; same interface as :class:`TcpdumpSniffer` (start, wait_ready, stop)."""
+
+    backend = "ssh"
+
+    def __init__(
+        self,
+        point: str,
+        target: str,
+        iface: str,
+        out: Path,
+        bpf: str,
+        ssh_netns: str | None = None,
+        key: Path | None = None,
+        port: int | None = None,
+        known_hosts: Path | None = None,
+        buffer_kib: int = 16384,
+    ) -> None:
+        super().__init__(point, None, iface, out, bpf, buffer_kib)
+        self.target = target
+        self.ssh_netns = ssh_netns
+        self.key = key
+        self.port = port
+        self.known_hosts = known_hosts
+        self._pump: threading.Thread | None = None
+        self._pump_error: OSError | None = None
+
+    def argv(self) -> list[str]:
+        script = remote_script(self.iface, self.bpf, self.buffer_kib)
+        # ssh hands the command to the remote login shell; exec sh runs our script the same
+        # way whatever that shell is.
+        return ssh_argv(self.target, f"exec sh -c {shlex.quote(script)}", self.ssh_netns, self.key, self.port,
+                        self.known_hosts)
+
+    def start(self) -> None:
+        # Own session, as for the local backend: a Ctrl-C at the terminal must not kill
+        # ssh before we have stopped the remote tcpdump and read its drop count.
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        self._pump = threading.Thread(target=self._copy_stream, name=f"ssh-pcap {self.point}", daemon=True)
+        self._pump.start()
+
+    def _copy_stream(self) -> None:
+        """Stream the remote pcap into the raw file as it arrives (a run cut short keeps its packets)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        try:
+            with open(self.raw, "wb") as f:
+                while chunk := os.read(fd, 1 << 20):
+                    f.write(chunk)
+                    f.flush()
+        except OSError as e:  # a full disk, say: reported by stop()
+            self._pump_error = e
+
+    def wait_ready(self, deadline: float) -> None:
+        try:
+            super().wait_ready(deadline)
+        except EnvironmentProblem:
+            # It will never become ready: end the connection now rather than wait out stop()'s timeout.
+            self._end(graceful=False)
+            raise
+
+    def _why_not_started(self, stderr: str) -> str:
+        # The first line that is not a banner: ssh's own error ("Permission denied (publickey)",
+        # "No route to host", "Host key verification failed") or the remote tcpdump's.
+        lines = [ln.strip() for ln in stderr.splitlines()]
+        useful = [ln for ln in lines if ln and not ln.startswith(("@", "Warning:"))]
+        what = useful[0] if useful else f"no answer within the start timeout (ConnectTimeout {CONNECT_TIMEOUT} s)"
+        return f"{what} (ssh {self.target}{' from netns ' + self.ssh_netns if self.ssh_netns else ''})"
+
+    def _end(self, graceful: bool) -> None:
+        """Stop the remote tcpdump via stdin (graceful) or by dropping the connection; reap ssh."""
+        proc = self.proc
+        assert proc is not None
+        if proc.poll() is None and graceful and proc.stdin is not None:
+            try:
+                proc.stdin.write(STOP_LINE)
+                proc.stdin.flush()
+            except OSError:
+                pass  # ssh already gone: wait() below collects it
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()  # EOF also stops the remote side
+            except OSError:
+                pass
+        try:
+            proc.wait(STOP_TIMEOUT if graceful else 0.5)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # the remote wrapper then sees EOF and stops tcpdump itself
+            proc.wait()
+        if self._pump is not None:
+            self._pump.join(STOP_TIMEOUT)
+
+    def stop(self) -> CaptureResult:
+        if self.proc is None:
+            raise EnvironmentProblem(f"sniffer on {self.point} was never started")
+        self._end(graceful=True)
+        self._stderr += self._drain()
+        text = self._stderr.decode(errors="replace")
+        if self._pump_error is not None:
+            raise EnvironmentProblem(f"sniffer on {self.point}: cannot write {self.raw}: {self._pump_error.strerror}")
+        if not self.raw.exists() or self.raw.stat().st_size == 0:
+            self.raw.unlink(missing_ok=True)
+            raise EnvironmentProblem(f"sniffer on {self.point} received no capture: {self._why_not_started(text)}")
+        return finish_capture(self.point, self.raw, self.out, *parse_stats(text), text)
