@@ -33,11 +33,15 @@ class Sightings:
     seqs: np.ndarray  # probe sequence numbers, sorted
     codes: np.ndarray  # int8 [probe, hop], index into list(Sighting)
     times: np.ndarray  # int64 [probe, hop], -1 where not seen
-    esp_ids: list[list[tuple[int, int] | None]]  # [probe][hop]
+    esp_keys: np.ndarray  # uint64 [probe, hop]: SPI << 32 | ESP seq on ESP hops when associated, else 0
     leaks: list[str]  # ESP hops where the probe was seen in the clear instead
 
     def sighting(self, p: int, h: int) -> Sighting:
         return _CODES[int(self.codes[p, h])]
+
+    def esp_id(self, p: int, h: int) -> tuple[int, int] | None:
+        k = int(self.esp_keys[p, h])
+        return (k >> 32, k & 0xFFFFFFFF) if k else None
 
 
 def direction_mask(obs: Observations, run: int, kind: ProbeKind, direction: str) -> np.ndarray:
@@ -66,7 +70,7 @@ def correlate(
     n, m = len(seqs), len(path.hops)
     codes = np.full((n, m), MISSED, np.int8)
     times = np.full((n, m), -1, np.int64)
-    esp_ids: list[list[tuple[int, int] | None]] = [[None] * m for _ in range(n)]
+    esp_keys = np.zeros((n, m), np.uint64)
     leaks: list[str] = []
 
     probe = obs.select(direction_mask(obs, run, kind, direction))
@@ -91,26 +95,33 @@ def correlate(
             codes[(codes[:, h] == MISSED), h] = UNRELIABLE
 
     for seg in _esp_segments(path):
-        _follow_esp(obs, topo, path, seg, codes, times, esp_ids)
+        _follow_esp(obs, topo, path, seg, codes, times, esp_keys)
 
     # A probe missed at one point but seen further down is capture noise.
-    for p in range(n):
-        seen = np.flatnonzero(codes[p] == SEEN)
-        if len(seen):
-            before = codes[p, : seen[-1]]
-            before[(before == MISSED) | (before == UNRELIABLE) | (before == UNKNOWN)] = GAP
-    return Sightings(seqs, codes, times, esp_ids, leaks)
+    last_seen = last_index(codes == SEEN)
+    before = np.arange(m)[None, :] < last_seen[:, None]
+    codes[before & np.isin(codes, (MISSED, UNRELIABLE, UNKNOWN))] = GAP
+    return Sightings(seqs, codes, times, esp_keys, leaks)
 
 
-def _first_times(seqs: np.ndarray, row_seqs: np.ndarray, row_ts: np.ndarray) -> np.ndarray:
-    """First timestamp per probe seq (rows are time-sorted); -1 where absent."""
-    out = np.full(len(seqs), -1, np.int64)
-    if len(row_seqs) == 0:
+def last_index(mask: np.ndarray) -> np.ndarray:
+    """Per row, the last column where ``mask`` is true; -1 where it never is."""
+    m = mask.shape[1]
+    rev = np.argmax(mask[:, ::-1], axis=1)
+    return np.where(mask.any(axis=1), m - 1 - rev, -1)
+
+
+def _first_times(want: np.ndarray, row_keys: np.ndarray, row_ts: np.ndarray) -> np.ndarray:
+    """Earliest timestamp among rows whose key equals each wanted key; -1 where absent."""
+    out = np.full(len(want), -1, np.int64)
+    if len(row_keys) == 0 or len(want) == 0:
         return out
-    uniq, first = np.unique(row_seqs, return_index=True)
-    pos = np.searchsorted(seqs, uniq)
-    ok = (pos < len(seqs)) & (seqs[np.minimum(pos, len(seqs) - 1)] == uniq)
-    out[pos[ok]] = row_ts[first[ok]]
+    order = np.lexsort((row_ts, row_keys))  # by key, then time: a key's first row is its earliest
+    keys, ts = row_keys[order], row_ts[order]
+    uniq, first = np.unique(keys, return_index=True)
+    pos = np.minimum(np.searchsorted(uniq, want), len(uniq) - 1)
+    ok = uniq[pos] == want
+    out[ok] = ts[first[pos[ok]]]
     return out
 
 
@@ -166,79 +177,74 @@ def _follow_esp(
     seg: tuple[int, int],
     codes: np.ndarray,
     times: np.ndarray,
-    esp_ids: list[list[tuple[int, int] | None]],
+    esp_keys: np.ndarray,
 ) -> None:
     first, last = seg
     esp = path.hops[first].esp
     assert esp is not None
     enc, dec = first - 1, last + 1
-    ids: list[tuple[int, int] | None] = [None] * len(codes)
-    no_esp = np.zeros(len(codes), bool)  # seen entering the SA, and no ESP at all left after it
+    n = len(codes)
+    keys = np.zeros(n, np.uint64)  # the probe's SPI << 32 | seq, 0 while unknown
+    no_esp = np.zeros(n, bool)  # seen entering the SA, and no ESP at all left after it
     # Captured (without drops) where it should enter the SA, and not there: it is on no ESP hop.
-    never_entered = codes[:, enc] == MISSED if enc >= 0 else np.zeros(len(codes), bool)
+    never_entered = codes[:, enc] == MISSED if enc >= 0 else np.zeros(n, bool)
     # Learn each probe's (SPI, seq) where it enters the SA; failing that, where it leaves it.
     for clear_hop, esp_hop, entering in ((enc, first, True), (dec, last, False)):
         if not 0 <= clear_hop < len(path.hops) or obs.point_index(path.hops[clear_hop].point) < 0:
             continue
         if obs.point_index(path.hops[esp_hop].point) < 0:
             continue
-        rows = _esp_rows(obs, path.hops[esp_hop].point, esp)
-        clear = _sa_clear_ts(obs, topo, path.hops[clear_hop].point, esp)
-        for p in range(len(codes)):
-            t = int(times[p, clear_hop])
-            if t < 0 or ids[p] is not None:
-                continue
-            ids[p], none_in_window = _match(rows, clear, t, entering)
-            no_esp[p] |= none_in_window and entering
+        todo = (times[:, clear_hop] >= 0) & (keys == 0)
+        found, none_in_window = _match(_esp_rows(obs, path.hops[esp_hop].point, esp),
+                                       _sa_clear_ts(obs, topo, path.hops[clear_hop].point, esp),
+                                       times[todo, clear_hop], entering)
+        keys[todo] = found
+        if entering:
+            no_esp[todo] = none_in_window
     for h in range(first, last + 1):
         pidx = obs.point_index(path.hops[h].point)
         if pidx < 0:
             continue
+        unknown = (keys == 0) & (codes[:, h] == MISSED)
+        # Nothing left the encapsulating gateway for it: a plain miss at the first
+        # ESP hop; beyond that we cannot tell which ESP packet would be its.
+        plain_miss = (no_esp & (h == first)) | never_entered
+        codes[unknown & ~plain_miss, h] = UNKNOWN
+        known = keys != 0
+        esp_keys[known, h] = keys[known]
         at = (obs["point"] == pidx) & (obs["cls"] == PacketClass.ESP)
-        keys = (obs["spi"][at].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][at].astype(np.uint64)
-        key_ts = obs["ts_ns"][at]
-        for p, ident in enumerate(ids):
-            if ident is None:
-                if codes[p, h] == MISSED:
-                    # Nothing left the encapsulating gateway for it: a plain miss at the
-                    # first ESP hop; beyond that we cannot tell which ESP would be its.
-                    codes[p, h] = MISSED if (no_esp[p] and h == first) or never_entered[p] else UNKNOWN
-                continue
-            esp_ids[p][h] = ident
-            hit = np.flatnonzero(keys == np.uint64((ident[0] << 32) | ident[1]))
-            if len(hit):
-                codes[p, h] = SEEN
-                times[p, h] = key_ts[hit].min()
+        row_keys = (obs["spi"][at].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][at].astype(np.uint64)
+        first_ts = _first_times(keys, row_keys, obs["ts_ns"][at])
+        hit = known & (first_ts >= 0)
+        codes[hit, h] = SEEN
+        times[hit, h] = first_ts[hit]
 
 
 def _match(
-    rows: tuple[np.ndarray, np.ndarray, np.ndarray], clear: np.ndarray, t: int, entering: bool
-) -> tuple[tuple[int, int] | None, bool]:
-    """The ESP packet that carried the cleartext seen at ``t``: entering the SA, the first ESP
-    leaving after t; leaving it, the last ESP arriving before t. Returns (SPI, seq) or None
-    when ambiguous, and whether there was no ESP packet in the window at all.
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray], clear: np.ndarray, t: np.ndarray, entering: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """For cleartext packets seen at times ``t``, the ESP packet that carried each: entering
+    the SA, the first ESP leaving after t; leaving it, the last ESP arriving before t.
+    Returns SPI << 32 | seq per packet (0 when ambiguous or absent) and whether there was
+    no ESP packet in the window at all.
 
     FIFO bounds the window by the neighbouring ESP packet: cleartext that entered before the
     previous ESP left was carried by it or earlier. Any other SA cleartext left in the window
-    could be the one this ESP carried, so then we say "ambiguous" instead of guessing.
+    could be the one this ESP carried, so then we say "unknown" instead of guessing.
     """
     ts, spi, seq = rows
+    t = t.astype(np.int64)
+    big = np.iinfo(np.int64).max // 4
+    pad = np.concatenate(([-big], ts, [big]))  # pad[j + 1] == ts[j]
     if entering:
-        j = int(np.searchsorted(ts, t, "left"))
-        if j == len(ts) or ts[j] - t > ENCAP_WINDOW_NS:
-            return None, True
-        lo, hi = max(t - ENCAP_WINDOW_NS, int(ts[j - 1]) + 1 if j > 0 else t - ENCAP_WINDOW_NS), int(ts[j])
+        j = np.searchsorted(ts, t, "left")
+        found = (j < len(ts)) & (pad[j + 1] - t <= ENCAP_WINDOW_NS)
+        lo, hi = np.maximum(t - ENCAP_WINDOW_NS, pad[j] + 1), pad[j + 1]
     else:
-        j = int(np.searchsorted(ts, t, "right")) - 1
-        if j < 0 or t - ts[j] > ENCAP_WINDOW_NS:
-            return None, True
-        lo, hi = int(ts[j]), min(t + ENCAP_WINDOW_NS, int(ts[j + 1]) - 1 if j + 1 < len(ts) else t + ENCAP_WINDOW_NS)
-    return ((int(spi[j]), int(seq[j])) if _alone(clear, lo, hi) else None), False
-
-
-def _alone(clear_ts: np.ndarray, lo: int, hi: int) -> bool:
-    """True if at most one SA cleartext packet (the probe) lies in [lo, hi]:
-    then the ESP packet that bounds the window can only be the probe's."""
-    a = int(np.searchsorted(clear_ts, lo, side="left"))
-    b = int(np.searchsorted(clear_ts, hi, side="right"))
-    return b - a <= 1
+        j = np.searchsorted(ts, t, "right") - 1
+        found = (j >= 0) & (t - pad[j + 1] <= ENCAP_WINDOW_NS)
+        lo, hi = pad[j + 1], np.minimum(t + ENCAP_WINDOW_NS, pad[j + 2] - 1)
+    alone = np.searchsorted(clear, hi, "right") - np.searchsorted(clear, lo, "left") <= 1
+    jj = np.clip(j, 0, max(len(ts) - 1, 0))
+    key = (spi[jj].astype(np.uint64) << np.uint64(32)) | seq[jj].astype(np.uint64) if len(ts) else np.zeros(len(t), np.uint64)
+    return np.where(found & alone, key, np.uint64(0)), ~found

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from tracer.analysis.correlate import GAP, MISSED, SEEN, Sightings
+import numpy as np
+
+from tracer.analysis.correlate import GAP, MISSED, SEEN, Sightings, last_index
 from tracer.model.flowgraph import EdgeKind
 from tracer.model.path import ExpectedPath
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting
@@ -20,30 +22,42 @@ _DOUBTFUL = (Sighting.UNOBSERVED, Sighting.UNRELIABLE, Sighting.UNKNOWN)
 
 def trace_probes(s: Sightings, path: ExpectedPath, direction: str, sent: list[bool] | None = None) -> list[ProbeTrace]:
     """One ProbeTrace per probe. ``sent[p]`` False means the probe was never
-    expected on this path (a reply whose request did not arrive)."""
+    expected on this path (a reply whose request did not arrive).
+
+    Outcomes are computed for all probes at once with numpy; the loop only
+    builds the result objects (runs can hold many thousands of probes).
+    """
+    m = s.codes.shape[1]
+    codes = s.codes
+    hop = np.arange(m)[None, :]
+    last = last_index(codes == SEEN)
+    start = last + 1
+    missed = (hop >= start[:, None]) & np.isin(codes, (MISSED, GAP))
+    first_missed = np.where(missed.any(axis=1), np.argmax(missed, axis=1), -1)
+    stop = np.where(first_missed >= 0, first_missed, m - 1)
+    doubt_codes = [list(Sighting).index(d) for d in _DOUBTFUL]
+    doubtful = ((hop >= start[:, None]) & (hop <= stop[:, None]) & np.isin(codes, doubt_codes)).any(axis=1)
+    outcome = np.where(doubtful | (first_missed < 0), 2, 1)  # index into _OUTCOMES
+    outcome = np.where(last == m - 1, 0 if path.delivered else 1, outcome)
+    if sent is not None:
+        outcome = np.where(~np.asarray(sent, bool) & (last < 0), 3, outcome)
+
+    names = list(Sighting)
+    row_cache: dict[bytes, tuple[Sighting, ...]] = {}  # few distinct rows: share their tuples
     out = []
-    n_hops = len(path.hops)
-    for p, seq in enumerate(s.seqs):
-        row = s.codes[p]
-        sightings = tuple(s.sighting(p, h) for h in range(n_hops))
-        times = tuple(int(t) if t >= 0 else None for t in s.times[p])
-        esp = tuple(s.esp_ids[p])
-        seen = [h for h in range(n_hops) if row[h] == SEEN]
-        last = seen[-1] if seen else None
-        if sent is not None and not sent[p] and last is None:
-            out.append(ProbeTrace(int(seq), direction, sightings, times, esp, Outcome.NOT_SENT, None, None))
-            continue
-        if last == n_hops - 1:
-            outcome = Outcome.DELIVERED if path.delivered else Outcome.LOST
-            out.append(ProbeTrace(int(seq), direction, sightings, times, esp, outcome, last, None))
-            continue
-        start = 0 if last is None else last + 1
-        first_missed = next((h for h in range(start, n_hops) if row[h] in (MISSED, GAP)), None)
-        stop = first_missed if first_missed is not None else n_hops - 1
-        doubtful = any(sightings[h] in _DOUBTFUL for h in range(start, stop + 1))
-        outcome = Outcome.INCONCLUSIVE if doubtful or first_missed is None else Outcome.LOST
-        out.append(ProbeTrace(int(seq), direction, sightings, times, esp, outcome, last, first_missed))
+    for p, (seq, t_row, k_row) in enumerate(zip(s.seqs.tolist(), s.times.tolist(), s.esp_keys.tolist(), strict=True)):
+        raw = codes[p].tobytes()
+        sightings = row_cache.get(raw) or row_cache.setdefault(raw, tuple(names[c] for c in codes[p].tolist()))
+        times = tuple(t if t >= 0 else None for t in t_row)
+        esp = tuple((k >> 32, k & 0xFFFFFFFF) if k else None for k in k_row)
+        o = _OUTCOMES[outcome[p]]
+        lp = int(last[p]) if last[p] >= 0 and o != Outcome.NOT_SENT else None
+        fm = int(first_missed[p]) if first_missed[p] >= 0 and o in (Outcome.LOST, Outcome.INCONCLUSIVE) else None
+        out.append(ProbeTrace(seq, direction, sightings, times, esp, o, lp, fm))
     return out
+
+
+_OUTCOMES = (Outcome.DELIVERED, Outcome.LOST, Outcome.INCONCLUSIVE, Outcome.NOT_SENT)
 
 
 def findings(
