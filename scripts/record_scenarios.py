@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Record the lab's scenarios into captures/<scenario>/ (root; needs the lab's tools).
 
-Each scenario is one real `tracer ping` run on the built-in lab with one fault.
+Each scenario is one real `tracer ping` (or, where COMMANDS says, `tracer ike`) run on the
+built-in lab with one fault.
 The expected verdict is written here, by hand, per scenario; a recording whose
 live verdict does not match it is refused, so captures/ only holds runs whose
 verdict was checked. Usage: python3 scripts/record_scenarios.py [SCENARIO ...]
@@ -33,18 +34,26 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str, tuple[str, str] | None]] 
     "ike-blocked": ("ike-blocked", [], "loss", ("request", "inside west-gw between lan0 and ipsec0 (forward)")),
     "mtu-blackhole": ("mtu-blackhole", ["--size", "1300", "--df"], "loss",
                       ("request", "inside router between eth0 and eth1 (forward)")),
+    "ike-ok": (None, [], "delivered", None),
+    "ike-blocked-ike": ("ike-blocked", [], "loss", ("request", "inside router between eth0 and eth1 (forward)")),
+}
+# Scenarios that run another command than `tracer ping west east`: (command, ends).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "ike-ok": ("ike", "west-gw", "east-gw"),
+    "ike-blocked-ike": ("ike", "west-gw", "east-gw"),
 }
 
 
 def record(lab: Lab, name: str) -> None:
     fault, extra, status, loss = SCENARIOS[name]
+    command, *ends = COMMANDS.get(name, ("ping", "west", "east"))
     out = ROOT / "captures" / name
     shutil.rmtree(out, ignore_errors=True)
     if fault:
         lab.set_fault(fault)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            code = main(["ping", "--topology", str(lab.topology_path), "west", "east", "--out", str(out), "--json", *extra])
+            code = main([command, "--topology", str(lab.topology_path), *ends, "--out", str(out), "--json", *extra])
     finally:
         if fault:
             lab.clear_fault()
@@ -57,7 +66,8 @@ def record(lab: Lab, name: str) -> None:
     manifest["expected"] = {"status": status, "exit_code": code,
                             "loss": None if loss is None else {"direction": loss[0], "where": loss[1]},
                             "summary": verdict["summary"]}
-    manifest["scenario"] = {"fault": fault, "ping_args": extra, "recorded_with": "scripts/record_scenarios.py"}
+    manifest["scenario"] = {"fault": fault, "command": command, "ping_args": extra,
+                            "recorded_with": "scripts/record_scenarios.py"}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (out / "verdict.json").unlink()  # derived: replay recomputes it; keep scenarios small
     size = sum(p.stat().st_size for p in out.iterdir())

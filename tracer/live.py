@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from tracer.errors import BadInput, EnvironmentProblem
+from tracer.errors import BadInput
 from tracer.model.path import expected_path
 from tracer.model.tag import ProbeKind
 from tracer.model.topology import Node, Topology
@@ -27,7 +27,10 @@ from tracer.replay import load_run, replay_run
 from tracer.rundir import CaptureEntry, Manifest, write_manifest
 from tracer.sniff import CaptureResult, Sniffer, start_all, stop_all
 from tracer.sniff.bpf import capture_filter
+from tracer.sniff.ssh import SshTcpdumpSniffer
 from tracer.sniff.tcpdump import TcpdumpSniffer
+
+SETTLE_S = 0.05
 
 
 @dataclass
@@ -74,10 +77,24 @@ def make_sniffers(topo: Topology, points: list[str], run_dir: Path) -> list[Snif
     for point in points:
         node_name, _, iface = point.rpartition(":")
         node = topo.nodes[node_name]
-        if node.ssh and not node.netns:
-            raise EnvironmentProblem(f"{point}: capture over SSH is not supported yet; put the node in a local netns")
-        sniffers.append(TcpdumpSniffer(point, node.netns, iface, run_dir / f"{point.replace(':', '_')}.pcapng", bpf))
+        out = run_dir / f"{point.replace(':', '_')}.pcapng"
+        if node.capture_backend == "ssh":
+            # The node's own tcpdump, reached over SSH (docs/remote-capture.md).
+            assert node.ssh is not None  # the topology parser guarantees it for capture = "ssh"
+            sniffers.append(SshTcpdumpSniffer(point, node.ssh, iface, out, bpf, ssh_netns=node.ssh_netns,
+                                              key=_topo_path(topo, node.ssh_key), port=node.ssh_port,
+                                              known_hosts=_topo_path(topo, node.ssh_known_hosts)))
+        else:
+            sniffers.append(TcpdumpSniffer(point, node.netns, iface, out, bpf))
     return sniffers
+
+
+def _topo_path(topo: Topology, value: str | None) -> Path | None:
+    """A path from the topology file: ~ expanded, relative to the file's directory."""
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(topo.source).parent / p
 
 
 def new_run_dir(base: Path | None, kind: ProbeKind, run: int) -> Path:
@@ -110,15 +127,21 @@ def record(
         start_all(sniffers)
         extra["sniffers_ready_s"] = round(time.monotonic() - t0, 3)
         extra["probe"] = send()
+        # The prober has its last answer, but a sniffer further along may not have
+        # pulled that packet from its ring yet; stopping now would record a false loss.
+        time.sleep(SETTLE_S)
     finally:
         # Ctrl-C or an error mid-run: stop what was started and keep its packets.
         started = [s for s in sniffers if getattr(s, "proc", None) is not None]
         results = stop_all(started)
+        backends = {s.point: getattr(s, "backend", "tcpdump") for s in started}
         shutil.copy(topo_path, run_dir / "topology.toml")
         manifest = Manifest(
             run=run, kind=kind, src=ends.src, dst=ends.dst, origin=ends.src_node.name, count=count,
             topology="topology.toml",
-            captures=[CaptureEntry(r.point, r.file.name, r.drops) for r in results],
+            # "remote": another host's clock stamped these packets (analysis estimates its offset).
+            captures=[CaptureEntry(r.point, r.file.name, r.drops, backends.get(r.point),
+                                   remote=backends.get(r.point) == SshTcpdumpSniffer.backend) for r in results],
             extra=extra | {"record_s": round(time.monotonic() - t0, 3)},
         )
         write_manifest(run_dir, manifest)

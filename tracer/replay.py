@@ -15,7 +15,7 @@ from tracer.capture.observe import observe_files
 from tracer.errors import BadInput
 from tracer.model.observations import Observations
 from tracer.model.tag import ProbeKind
-from tracer.model.topology import Topology
+from tracer.model.topology import Topology, split_point
 from tracer.model.verdict import Verdict
 from tracer.rundir import MANIFEST, Manifest, read_manifest
 from tracer.topofile import load_topology
@@ -87,8 +87,10 @@ def replay_run(
         sizes = {int(s["seq"]): int(s["size"]) + 28 for s in sent if "size" in s} if m.kind == ProbeKind.MTU else None
         # IKE probes record what the responder answered ({} when it said nothing).
         answers = {int(s["seq"]): str(s["answer"]) for s in sent if s.get("answer")} if m.kind == ProbeKind.IKE else None
+        # Points another host captured (over SSH): analysis estimates that host's clock offset.
+        remote = tuple(dict.fromkeys(split_point(c.point)[0] for c in m.captures if c.remote and c.point))
         specs.append(ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, m.count, errors, sizes,
-                               answers=answers))
+                               answers=answers, remote_nodes=remote))
     else:
         runs = find_runs(loaded.observations)
         if run is not None:

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.live.conftest import fault
 from tracer.cli import main
 
 pytestmark = pytest.mark.lab
@@ -22,18 +23,6 @@ SA_INIT_ANSWER = (
     "it signals NAT on its side (or forces UDP encapsulation)"
 )
 TAG_SPI_PREFIX = "d702"  # IKE tag magic 0xD7, kind 2 (ike): every probe's initiator SPI
-
-
-@pytest.fixture(scope="module")
-def lab():
-    from tracer.lab import Lab
-
-    lab = Lab(LAB)
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture
@@ -131,11 +120,8 @@ def test_cookie_once_three_probes_are_half_open(fresh, tmp_path, capsys):
 
 
 def test_ike_blocked_is_located_at_the_router(lab, tmp_path, capsys):
-    lab.set_fault("ike-blocked")
-    try:
+    with fault(lab, "ike-blocked"):
         code, doc, manifest = ike(lab, tmp_path, capsys)
-    finally:
-        lab.clear_fault()
     assert code == 1, doc["summary"]
     assert doc["summary"] == "3/3 IKE_SA_INIT requests lost inside router between eth0 and eth1 (forward)"
     (f,) = [f for f in doc["findings"] if f["outcome"] == "lost"]
@@ -144,7 +130,7 @@ def test_ike_blocked_is_located_at_the_router(lab, tmp_path, capsys):
     assert all(s["answer"] is None for s in manifest["probe"]["sent"])
 
 
-def test_no_tunnel_node_is_bad_input(lab, capsys):
+def test_same_gateway_twice_is_bad_input(lab, capsys):
     code = main(["ike", "--topology", str(lab.topology_path), "west-gw", "west-gw"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1

@@ -6,21 +6,12 @@ import json
 
 import pytest
 
+from tests.live.conftest import fault
 from tracer.cli import main
 
 pytestmark = pytest.mark.lab
 
-
-@pytest.fixture(scope="module")
-def lab():
-    from tracer.lab import Lab
-
-    lab = Lab("mt")
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
+LAB = "mt"
 
 
 def mtu(lab, tmp_path, capsys, *extra):
@@ -30,11 +21,8 @@ def mtu(lab, tmp_path, capsys, *extra):
 
 
 def test_blackhole_link_is_named(lab, tmp_path, capsys):
-    lab.set_fault("mtu-blackhole")
-    try:
+    with fault(lab, "mtu-blackhole"):
         code, doc = mtu(lab, tmp_path, capsys, "--sizes", "576,1000,1200,1250,1300")
-    finally:
-        lab.clear_fault()
     m = doc["mtu"]
     assert code == 1
     assert (m["largest_delivered"], m["smallest_lost"]) == (1200, 1250)

@@ -7,23 +7,12 @@ import time
 
 import pytest
 
+from tests.live.conftest import fault
 from tracer.cli import main
 
 pytestmark = pytest.mark.lab
 
 LAB = "tp"  # namespaces trc-tp-*, distinct from a user's default lab
-
-
-@pytest.fixture(scope="module")
-def lab():
-    from tracer.lab import Lab
-
-    lab = Lab(LAB)
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
 
 
 def ping(lab, tmp_path, capsys, *extra):
@@ -50,7 +39,7 @@ def test_healthy_lab_all_delivered(lab, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("fault", "direction", "where", "extra"),
+    ("fault_name", "direction", "where", "extra"),
     [
         ("gw-forward-drop", "request", "inside west-gw between lan0 and ipsec0 (forward)", ()),
         ("esp-blocked", "request", "inside router between eth0 and eth1 (forward)", ()),
@@ -60,32 +49,23 @@ def test_healthy_lab_all_delivered(lab, tmp_path, capsys):
         ("mtu-blackhole", "request", "inside router between eth0 and eth1 (forward)", ("--size", "1300", "--df")),
     ],
 )
-def test_fault_is_located(lab, tmp_path, capsys, fault, direction, where, extra):
-    lab.set_fault(fault)
-    try:
+def test_fault_is_located(lab, tmp_path, capsys, fault_name, direction, where, extra):
+    with fault(lab, fault_name):
         code, doc, _ = ping(lab, tmp_path, capsys, *extra)
-    finally:
-        lab.clear_fault()
     assert code == 1, doc["summary"]
     (f,) = lost(doc, direction)
     assert (f["where"], f["count"], f["total"]) == (where, 3, 3)
 
 
 def test_mtu_blackhole_passes_small_probes(lab, tmp_path, capsys):
-    lab.set_fault("mtu-blackhole")
-    try:
+    with fault(lab, "mtu-blackhole"):
         code, doc, _ = ping(lab, tmp_path, capsys)
-    finally:
-        lab.clear_fault()
     assert code == 0, doc["summary"]
 
 
 def test_ike_blocked_names_leak(lab, tmp_path, capsys):
-    lab.set_fault("ike-blocked")
-    try:
+    with fault(lab, "ike-blocked"):
         code, doc, _ = ping(lab, tmp_path, capsys)
-    finally:
-        lab.clear_fault()
     assert code == 1, doc["summary"]
     f = lost(doc, "request")[0]
     assert f["where"] == "inside west-gw between lan0 and ipsec0 (forward)"

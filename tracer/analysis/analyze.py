@@ -10,6 +10,7 @@ from ipaddress import IPv4Address
 
 import numpy as np
 
+from tracer.analysis.clock import correct_clocks
 from tracer.analysis.correlate import correlate, direction_mask
 from tracer.analysis.locate import findings, trace_probes
 from tracer.errors import BadInput
@@ -45,6 +46,7 @@ class ProbeSpec:
     send_errors: dict[int, str] | None = None  # seq → the sender's local error (e.g. EMSGSIZE)
     sizes: dict[int, int] | None = None  # seq → IP packet bytes (MTU probes)
     answers: dict[int, str] | None = None  # IKE: seq → what the responder answered ({}: nothing; None: unknown)
+    remote_nodes: tuple[str, ...] = ()  # nodes captured on another host (SSH): their clocks may be offset
 
 
 def find_runs(obs: Observations) -> list[tuple[int, ProbeKind, int]]:
@@ -91,6 +93,12 @@ def analyze(
     warn = list(warnings)
     if spec.count is None:
         warn.append("no manifest: probes seen in no capture at all are not counted")
+    if spec.remote_nodes:
+        # Remote capture points are stamped by their host's own clock: estimate each remote
+        # node's offset from packets seen at both ends of a wire to it and move its timestamps
+        # onto our clock before anything compares times across nodes (analysis/clock.py).
+        obs, clock_notes = correct_clocks(obs, topo, [p for p in (req_path, rep_path) if p], spec.remote_nodes)
+        warn += clock_notes
 
     s_req = correlate(obs, topo, req_path, spec.run, spec.kind, "request", seqs, drops)
     req_traces = trace_probes(s_req, req_path, "request")

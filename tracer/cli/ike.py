@@ -13,6 +13,7 @@ from dataclasses import asdict
 from ipaddress import IPv4Address
 
 from tracer.cli.ping import add_common, check_counts, topology_path, trace_and_report
+from tracer.errors import BadInput
 from tracer.model.topology import Topology
 
 EPILOG = """\
@@ -120,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     from tracer.topofile import load_topology
 
     check_counts(args)
+    if args.count > 0x10000:
+        # The initiator SPI carries only 16 bits of the probe seq (model/tag.py).
+        raise BadInput(f"--count {args.count}: tracer ike sends at most 65536 probes per run")
     gateway_args(load_topology(topology_path(args)), args)
     return trace_and_report(args, ProbeKind.IKE, lambda ctx: _send_ike(ctx, args))
 

@@ -44,12 +44,12 @@ from scapy.contrib.ikev2 import (
 from tracer.errors import BadInput, EnvironmentProblem
 from tracer.model.tag import ProbeKind, ProbeTag
 from tracer.netns import netns_socket
+from tracer.probe.pacer import exchange
 
 IKE_PORT = 500
 NATT_PORT = 4500
 NON_ESP_MARKER = bytes(4)  # before IKE on port 4500, so it is not taken for ESP (RFC 3948)
 HEADER_LEN = 28
-SETTLE_S = 0.05  # after the last answer, before the sniffers are stopped
 
 IKE_SA_INIT = 34
 FLAG_INITIATOR = 0x08
@@ -168,7 +168,7 @@ class Notify:
 
     @property
     def name(self) -> str:
-        return NOTIFY_NAMES.get(self.type, f"notify type {self.type}")
+        return NOTIFY_NAMES.get(self.type, f"type {self.type}")
 
     @property
     def is_error(self) -> bool:
@@ -367,39 +367,25 @@ def send_probes(
     sock = open_socket(netns, src)
     sport = sock.getsockname()[1]
     marker = NON_ESP_MARKER if port == NATT_PORT else b""
-    sent: dict[int, Sent] = {}
     by_spi: dict[bytes, int] = {}
+
+    def send_one(seq: int) -> Sent:
+        tag = ProbeTag(run, ProbeKind.IKE, seq)
+        rec = Sent(seq, time.time_ns())
+        try:
+            sock.sendto(marker + sa_init_request(tag, src, sport, dst, port), (str(dst), port))
+        except OSError as e:
+            rec.error = e.strerror or str(e)
+        by_spi[tag.ike_spi()] = seq
+        return rec
+
     try:
         sock.setblocking(False)
-        next_send = time.monotonic()
-        seq = 0
-        last_sent: float | None = None
-        while True:
-            now = time.monotonic()
-            if seq < count and now >= next_send:
-                tag = ProbeTag(run, ProbeKind.IKE, seq)
-                msg = marker + sa_init_request(tag, src, sport, dst, port)
-                rec = Sent(seq, time.time_ns())
-                try:
-                    sock.sendto(msg, (str(dst), port))
-                except OSError as e:
-                    rec.error = e.strerror or str(e)
-                sent[seq] = rec
-                by_spi[tag.ike_spi()] = seq
-                seq += 1
-                last_sent = now
-                next_send += interval
-            done = seq >= count and all(s.answer is not None or s.error for s in sent.values())
-            if done or (seq >= count and last_sent is not None and now - last_sent >= timeout):
-                break
-            wait = max(0.0, min(next_send if seq < count else (last_sent or now) + timeout, now + 0.05) - now)
-            _read_answers(sock, marker, by_spi, sent, (src, sport, dst, port), wait)
-        # The last answer reached our socket, but the sniffers stop as soon as we return: give
-        # them a moment to read it from their ring buffers, or it looks lost on the last hop.
-        time.sleep(SETTLE_S)
+        return exchange(count, interval, timeout, send_one,
+                        lambda sent, wait: _read_answers(sock, marker, by_spi, sent, (src, sport, dst, port), wait),
+                        lambda r: r.answer is not None)
     finally:
         sock.close()
-    return [sent[k] for k in sorted(sent)]
 
 
 def _read_answers(

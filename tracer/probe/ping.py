@@ -19,6 +19,7 @@ from scapy.layers.inet import ICMP
 from tracer.errors import BadInput, EnvironmentProblem
 from tracer.model.tag import TAG_LEN, ProbeKind, ProbeTag, decode, icmp_id_for
 from tracer.netns import netns_socket
+from tracer.probe.pacer import exchange
 
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2  # set DF and never fragment locally
@@ -75,35 +76,24 @@ def send_probes(
     """Send ``count`` probes ``interval`` seconds apart; return when every reply is
     in or ``timeout`` seconds after the last probe left."""
     sock = open_socket(netns, source, df)
-    sent: dict[int, Sent] = {}
     ident = icmp_id_for(run)
+
+    def send_one(seq: int) -> Sent:
+        size_i = sizes[seq] if sizes else size
+        rec = Sent(seq, time.time_ns(), size_i)
+        try:
+            sock.sendto(echo_request(ProbeTag(run, kind, seq), size_i), (str(dst), 0))
+        except OSError as e:
+            rec.error = e.strerror or str(e)
+        return rec
+
     try:
         sock.setblocking(False)
-        next_send = time.monotonic()
-        seq = 0
-        last_sent = None
-        while True:
-            now = time.monotonic()
-            if seq < count and now >= next_send:
-                size_i = sizes[seq] if sizes else size
-                msg = echo_request(ProbeTag(run, kind, seq), size_i)
-                rec = Sent(seq, time.time_ns(), size_i)
-                try:
-                    sock.sendto(msg, (str(dst), 0))
-                except OSError as e:
-                    rec.error = e.strerror or str(e)
-                sent[seq] = rec
-                seq += 1
-                last_sent = now
-                next_send += interval
-            done = seq >= count and all(s.rtt_ms is not None or s.error for s in sent.values())
-            if done or (seq >= count and last_sent is not None and now - last_sent >= timeout):
-                break
-            wait = max(0.0, min(next_send if seq < count else (last_sent or now) + timeout, now + 0.05) - now)
-            _read_replies(sock, ident, run, kind, sent, wait)
+        return exchange(count, interval, timeout, send_one,
+                        lambda sent, wait: _read_replies(sock, ident, run, kind, sent, wait),
+                        lambda r: r.rtt_ms is not None)
     finally:
         sock.close()
-    return [sent[k] for k in sorted(sent)]
 
 
 def _read_replies(sock: socket.socket, ident: int, run: int, kind: ProbeKind, sent: dict[int, Sent], wait: float) -> None:

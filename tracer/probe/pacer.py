@@ -1,0 +1,47 @@
+"""The send/receive rhythm every probe kind shares: one probe every ``interval``
+seconds, answers read in between, done when all are answered or ``timeout``
+seconds after the last one left."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+
+class Record(Protocol):
+    error: str | None
+
+
+R = TypeVar("R", bound=Record)
+
+
+def exchange(
+    count: int,
+    interval: float,
+    timeout: float,
+    send_one: Callable[[int], R],
+    receive: Callable[[dict[int, R], float], None],
+    answered: Callable[[R], bool],
+) -> list[R]:
+    """``send_one(seq)`` sends probe ``seq`` and returns its record (with ``error`` set if
+    the local stack refused it); ``receive(sent, wait)`` reads answers for up to ``wait``
+    seconds and fills the records; ``answered(record)`` says whether one is complete."""
+    sent: dict[int, R] = {}
+    next_send = time.monotonic()
+    seq = 0
+    last_sent: float | None = None
+    while True:
+        now = time.monotonic()
+        if seq < count and now >= next_send:
+            sent[seq] = send_one(seq)
+            seq += 1
+            last_sent = now
+            next_send += interval
+        done = seq >= count and all(answered(r) or r.error for r in sent.values())
+        if done or (seq >= count and last_sent is not None and now - last_sent >= timeout):
+            break
+        # Wake for the next send, the timeout, or at least every 50 ms.
+        wait = max(0.0, min(next_send if seq < count else (last_sent or now) + timeout, now + 0.05) - now)
+        receive(sent, wait)
+    return [sent[k] for k in sorted(sent)]
