@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Record the lab's scenarios into captures/<scenario>/ (root; needs the lab's tools).
 
-Each scenario is one real `tracer ping` (or, where COMMANDS says, `tracer ike`) run on the
+Each scenario is one real `tracer ping` (or, where COMMANDS says, `tracer ike` / `tracer mtu`) run on the
 built-in lab with one fault.
 The expected verdict is written here, by hand, per scenario; a recording whose
 live verdict does not match it is refused, so captures/ only holds runs whose
@@ -36,11 +36,14 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str, tuple[str, str] | None]] 
                       ("request", "inside router between eth0 and eth1 (forward)")),
     "ike-ok": (None, [], "delivered", None),
     "ike-blocked-ike": ("ike-blocked", [], "loss", ("request", "inside router between eth0 and eth1 (forward)")),
+    "mtu-ladder-blackhole": ("mtu-blackhole", ["--sizes", "1000,1200,1250,1300"], "loss",
+                             ("request", "inside router between eth0 and eth1 (forward)")),
 }
 # Scenarios that run another command than `tracer ping west east`: (command, ends).
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "ike-ok": ("ike", "west-gw", "east-gw"),
     "ike-blocked-ike": ("ike", "west-gw", "east-gw"),
+    "mtu-ladder-blackhole": ("mtu", "west", "east"),
 }
 
 
