@@ -14,16 +14,32 @@ onto matplotlib axes you pass in.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracer.errors import TracerError
-from tracer.model.observations import Observations
-from tracer.model.topology import Topology
-from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting, Status, Verdict
+
+if TYPE_CHECKING:
+    from tracer.model.observations import Observations
+    from tracer.model.topology import Topology
+    from tracer.model.verdict import Verdict
 
 __version__ = "0.1.0"
+
+# Re-exported lazily: `tracer --help` or `tracer lab down` need not pay for numpy and networkx.
+_LAZY = {
+    "Observations": "tracer.model.observations",
+    "Topology": "tracer.model.topology",
+    **{name: "tracer.model.verdict" for name in ("Finding", "Outcome", "ProbeTrace", "Sighting", "Status", "Verdict")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tracer' has no attribute {name!r}")
 
 
 @dataclass

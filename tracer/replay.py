@@ -103,11 +103,4 @@ def replay_run(
     return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings)) for s in specs]
 
 
-def parse_run_id(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise BadInput(f"run id '{text}' is not a number (like 0x1234abcd)") from None
-
-
-__all__ = ["LoadedRun", "ProbeKind", "load_run", "parse_run_id", "replay_run"]
+__all__ = ["LoadedRun", "ProbeKind", "load_run", "replay_run"]

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
 from tracer.cli.ping import add_common, check_counts, topology_path, trace_and_report
 from tracer.errors import BadInput
-from tracer.model.topology import Topology
+
+if TYPE_CHECKING:
+    from tracer.model.topology import Topology
 
 EPILOG = """\
 what it does:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracer.cli.replay import add_capture_inputs
 from tracer.errors import EXIT_DELIVERED
-from tracer.model.verdict import Verdict
-from tracer.replay import load_run, replay_run
+
+if TYPE_CHECKING:
+    from tracer.model.verdict import Verdict
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tracer.plot.figure import check_output  # matplotlib loads only when a figure is wanted
+    from tracer.replay import load_run, replay_run
 
     check_output(args.output)  # before the (possibly slow) replay
     verdicts = replay_run(load_run(args.inputs, args.topology), args.run)

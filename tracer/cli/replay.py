@@ -7,9 +7,7 @@ import json
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from tracer.cli.render import render_text
 from tracer.errors import EXIT_DELIVERED, BadInput
-from tracer.replay import load_run, parse_run_id, replay_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +46,16 @@ def _addr(text: str) -> IPv4Address:
         raise BadInput(f"'{text}' is not an IPv4 address") from None
 
 
+def parse_run_id(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise BadInput(f"run id '{text}' is not a number (like 0x1a2b3c4d)") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    from tracer.replay import load_run, replay_run
+
     loaded = load_run(args.inputs, args.topology)
     verdicts = replay_run(loaded, args.run, args.src, args.dst)
     emit(verdicts, args.json)
@@ -56,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def emit(verdicts: list, as_json: bool) -> None:
+    from tracer.cli.render import render_text
+
     if as_json:
         docs = [v.to_dict() for v in verdicts]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
