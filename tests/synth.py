@@ -53,8 +53,12 @@ class Scenario:
     sniffer_drops: dict[str, int] = field(default_factory=dict)
     raw_esp: bool = False  # ESP as IP protocol 50 instead of UDP 4500
     background: int = 0  # untagged packets per probe in the SA, both directions
+    # When background packets leave, relative to their probe: long before (the default) is
+    # unambiguous; within the gateway's encap time (e.g. +20 µs) makes ESP association ambiguous.
+    background_offset_ns: int = -30_000_000
     leak: bool = False  # no SA: probes cross the untrusted net in the clear
     send_errors: dict[int, str] = field(default_factory=dict)  # seq → the sender's local error
+    esp_key: bytes | None = None  # real AES-GCM-16 ESP with this 20-byte key (+salt); else random bytes
 
 
 def _hit(table: dict, key: object, seq: int) -> bool:
@@ -87,9 +91,12 @@ def build(sc: Scenario, out: Path) -> Path:
                 if my_esp is None:
                     esp_seq[direction] += 1
                     my_esp = esp_seq[direction]
-                esp = struct.pack(">II", spi, my_esp) + rng.randbytes(len(bytes(inner)) + 18)
-                pkt = IP(src=outer_src, dst=outer_dst, proto=50, id=rng.randrange(65536)) / esp if sc.raw_esp \
-                    else IP(src=outer_src, dst=outer_dst, id=rng.randrange(65536)) / UDP(sport=4500, dport=4500) / esp
+                if sc.esp_key:
+                    pkt = _encrypt(inner, spi, my_esp, sc.esp_key, outer_src, outer_dst, sc.raw_esp)
+                else:
+                    esp = struct.pack(">II", spi, my_esp) + rng.randbytes(len(bytes(inner)) + 18)
+                    pkt = IP(src=outer_src, dst=outer_dst, proto=50, id=rng.randrange(65536)) / esp if sc.raw_esp \
+                        else IP(src=outer_src, dst=outer_dst, id=rng.randrange(65536)) / UDP(sport=4500, dport=4500) / esp
             else:
                 pkt = inner
             ts = t + i * 40_000
@@ -109,10 +116,15 @@ def build(sc: Scenario, out: Path) -> Path:
         t = t0 + seq * 200_000_000
         payload = ProbeTag(sc.run, ProbeKind.PING, seq).encode() + bytes(40)
         req = IP(src=WEST, dst=EAST, id=rng.randrange(65536)) / ICMP(type=8, id=icmp_id_for(sc.run), seq=seq) / payload
-        for b in range(sc.background):
-            bg = IP(src=WEST, dst=EAST) / UDP(sport=5000 + b, dport=9) / bytes(20)
-            emit("request", bg, t - 30_000_000 + b * 1_000_000, None)
-        if emit("request", req, t, seq):
+        bgs = [IP(src=WEST, dst=EAST) / UDP(sport=5000 + b, dport=9) / bytes(20) for b in range(sc.background)]
+        if sc.background_offset_ns < 0:
+            for b, bg in enumerate(bgs):
+                emit("request", bg, t + sc.background_offset_ns + b * 1_000_000, None)
+        arrived = emit("request", req, t, seq)
+        if sc.background_offset_ns >= 0:
+            for b, bg in enumerate(bgs):
+                emit("request", bg, t + sc.background_offset_ns + b * 1_000, None)
+        if arrived:
             rep = IP(src=EAST, dst=WEST, id=rng.randrange(65536)) / ICMP(type=0, id=icmp_id_for(sc.run), seq=seq) / payload
             emit("reply", rep, t + 1_000_000, seq)
 
@@ -124,6 +136,13 @@ def build(sc: Scenario, out: Path) -> Path:
         linktype = 101 if point.endswith("ipsec0") else 1
         write_pcapng(out / name, sorted(recs), if_name=point, linktype=linktype, drops=sc.sniffer_drops.get(point, 0))
         captures.append({"point": point, "file": name, "drops": sc.sniffer_drops.get(point, 0)})
+    if sc.esp_key:
+        from tracer.esp import EspSA, write_esp_sa_file
+        from tracer.esp.keys import GCM16
+
+        write_esp_sa_file(out.parent / f"{out.name}.esp_sa", [
+            EspSA(WEST_GW_WAN, EAST_GW_WAN, SPI_WE, GCM16, sc.esp_key),
+            EspSA(EAST_GW_WAN, WEST_GW_WAN, SPI_EW, GCM16, sc.esp_key)])
     shutil.copy(TOPOLOGY, out / "topology.toml")
     manifest = {
         "format": "tracer-run/1", "run": sc.run, "kind": "ping", "src": WEST, "dst": EAST,
@@ -132,3 +151,12 @@ def build(sc: Scenario, out: Path) -> Path:
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
+
+
+def _encrypt(inner: IP, spi: int, seq: int, key: bytes, src: str, dst: str, raw: bool) -> IP:
+    """Tunnel-mode ESP as a gateway would send it (scapy's SecurityAssociation)."""
+    from scapy.layers.ipsec import ESP, SecurityAssociation
+
+    sa = SecurityAssociation(ESP, spi=spi, crypt_algo="AES-GCM", crypt_key=key, tunnel_header=IP(src=src, dst=dst),
+                             nat_t_header=None if raw else UDP(sport=4500, dport=4500))
+    return sa.encrypt(IP(bytes(inner)), seq_num=seq)

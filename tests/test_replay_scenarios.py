@@ -9,7 +9,7 @@ import pytest
 
 from tests.synth import POINTS, Scenario, build
 from tracer.cli import main
-from tracer.model.verdict import Outcome, Status
+from tracer.model.verdict import Outcome, Sighting, Status
 from tracer.replay import load_run, replay_run
 
 
@@ -111,14 +111,23 @@ def test_raw_esp(tmp_path):
     assert f.where == "inside router between eth0 and eth1 (forward)"
 
 
-def test_background_traffic_in_sa_is_said_not_guessed(tmp_path):
-    # Background packets right next to each probe make the ESP association ambiguous:
-    # delivered probes are still delivered, and no ESP hop is claimed seen for them.
-    v = verdict_of(Scenario(background=3), tmp_path)
-    assert v.status == Status.DELIVERED
-    v2 = verdict_of(Scenario(background=3, drop_after={("request", "router:eth0"): None}), tmp_path / "b")
-    assert v2.status in (Status.INCONCLUSIVE, Status.LOSS)
-    assert "ESP" in v2.findings[0].reason or v2.findings[0].edge == "forward"
+def test_background_long_before_probes_keeps_association(tmp_path):
+    # Background in the SA whose ESP left before the probe entered: FIFO rules it out.
+    v = verdict_of(Scenario(background=3, drop_after={("request", "router:eth0"): None}), tmp_path)
+    assert v.status == Status.LOSS
+    assert lost(v, "request")[0].where == "inside router between eth0 and eth1 (forward)"
+
+
+def test_background_inside_the_encap_window_is_said_not_guessed(tmp_path):
+    # Background entering the SA while the probe is inside the gateway: which ESP packet is
+    # the probe's is ambiguous, so the ESP hops are "unknown" rather than guessed.
+    v = verdict_of(Scenario(background=2, background_offset_ns=20_000), tmp_path)
+    assert v.status == Status.DELIVERED  # seen after decap, so delivered regardless
+    assert {t.sightings[3] for t in v.probes if t.direction == "request"} == {Sighting.GAP}
+    sc = Scenario(background=2, background_offset_ns=20_000, drop_after={("request", "router:eth0"): None})
+    v2 = verdict_of(sc, tmp_path / "b")
+    assert v2.status == Status.INCONCLUSIVE
+    assert "could not be tied to the probe" in v2.findings[0].reason
 
 
 def test_leak_in_clear_is_diagnosed(tmp_path):
@@ -180,3 +189,33 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("tracer: ") and err.count("\n") == 1, err
+
+
+KEY = bytes(range(20))  # 16-byte AES key + 4-byte salt
+
+
+@pytest.mark.parametrize("raw_esp", [False, True])
+def test_keys_pin_a_loss_that_keyless_association_cannot(tmp_path, raw_esp):
+    # Background traffic in the SA next to every probe: without keys the ESP hops are
+    # unknown and the loss between the gateways is inconclusive; with keys the tag inside
+    # each ESP packet identifies it, and the loss is located.
+    sc = Scenario(background=2, background_offset_ns=20_000, esp_key=KEY, raw_esp=raw_esp,
+                  drop_after={("request", "router:eth0"): None})
+    run_dir = build(sc, tmp_path / "run")
+    (keyless,) = replay_run(load_run([run_dir]))
+    assert keyless.status == Status.INCONCLUSIVE
+    (with_keys,) = replay_run(load_run([run_dir]), esp_keys=tmp_path / "run.esp_sa")
+    assert with_keys.status == Status.LOSS
+    (f,) = lost(with_keys, "request")
+    assert f.where == "inside router between eth0 and eth1 (forward)"
+    assert f.reason.startswith("router did not forward the ESP (SPI 0xc0000001)")
+    assert "ESP decrypted with keys: 3 probe carriers identified by the tag inside" in with_keys.diagnoses
+
+
+def test_keys_cli_and_no_key_in_output(tmp_path, capsys):
+    run_dir = build(Scenario(esp_key=KEY), tmp_path / "run")
+    assert main(["replay", str(run_dir), "--esp-keys", str(tmp_path / "run.esp_sa"), "--json"]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out)
+    assert "ESP decrypted with keys: 6 probe carriers identified by the tag inside" in doc["diagnoses"]
+    assert KEY.hex() not in out.lower()

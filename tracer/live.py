@@ -148,5 +148,6 @@ def record(
     return run_dir
 
 
-def analyse(run_dir: Path) -> list[Verdict]:
-    return replay_run(load_run([run_dir]))
+def analyse(run_dir: Path, esp_keys: Path | None = None) -> list[Verdict]:
+    # Keys are read from their own file at analysis time and never copied into the run directory.
+    return replay_run(load_run([run_dir]), esp_keys=esp_keys)

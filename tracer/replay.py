@@ -75,8 +75,10 @@ def replay_run(
     run: int | None = None,
     src: IPv4Address | None = None,
     dst: IPv4Address | None = None,
+    esp_keys: Path | None = None,
 ) -> list[Verdict]:
-    """One verdict per probe run found (or the one asked for)."""
+    """One verdict per probe run found (or the one asked for). With ``esp_keys`` (an SA file
+    in Wireshark's esp_sa format) ESP is decrypted and the probe tags inside identify it."""
     m = loaded.manifest
     specs: list[ProbeSpec] = []
     if m is not None and m.run is not None and m.kind is not None and run in (None, m.run):
@@ -100,7 +102,21 @@ def replay_run(
         if not runs:
             raise BadInput("no tracer probes found in the captures (no tagged packets); were they captured with tracer?")
         specs = [ProbeSpec(r, k, src, dst) for r, k, _ in runs]
-    return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings)) for s in specs]
+    decrypted, notes = _decrypt(loaded, esp_keys) if esp_keys else (None, ())
+    return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings), decrypted, notes)
+            for s in specs]
+
+
+def _decrypt(loaded: LoadedRun, esp_keys: Path) -> tuple[dict[tuple[int, int], tuple[int, int, int, str]], tuple[str, ...]]:
+    """Decrypt the captures' ESP with the SAs in ``esp_keys``: which probe each packet carries."""
+    from tracer.esp import read_esp_sa_file
+    from tracer.esp.confirm import confirm
+
+    conf = confirm(loaded.observations, read_esp_sa_file(esp_keys))
+    echo_dir = {8: "request", 0: "reply"}
+    decrypted = {key: (tag.run, int(tag.kind), tag.seq, echo_dir[icmp_type])
+                 for key, (tag, icmp_type) in conf.tags.items() if tag is not None and icmp_type in echo_dir}
+    return decrypted, (conf.summary(),)
 
 
 __all__ = ["LoadedRun", "ProbeKind", "load_run", "replay_run"]

@@ -80,7 +80,11 @@ def analyze(
     spec: ProbeSpec,
     drops: dict[str, int] | None = None,
     warnings: tuple[str, ...] = (),
+    decrypted: dict[tuple[int, int], tuple[int, int, int, str]] | None = None,
+    esp_notes: tuple[str, ...] = (),
 ) -> Verdict:
+    """``decrypted``: (SPI, ESP seq) → (run, kind, seq, direction) found inside with keys;
+    ``esp_notes``: what the decryption edge has to say (counts, failures; never keys)."""
     drops = {k: v for k, v in (drops or {}).items() if v}
     if spec.src is None or spec.dst is None:
         spec = infer_spec(obs, spec.run, spec.kind) if spec.src is None else spec
@@ -100,7 +104,7 @@ def analyze(
         obs, clock_notes = correct_clocks(obs, topo, [p for p in (req_path, rep_path) if p], spec.remote_nodes)
         warn += clock_notes
 
-    s_req = correlate(obs, topo, req_path, spec.run, spec.kind, "request", seqs, drops)
+    s_req = correlate(obs, topo, req_path, spec.run, spec.kind, "request", seqs, drops, decrypted)
     req_traces = trace_probes(s_req, req_path, "request")
     found = findings(req_traces, req_path, "request", req_path.hops[-1].node if req_path.hops else "?", s_req.leaks,
                      spec.send_errors)
@@ -110,7 +114,7 @@ def analyze(
     if rep_path is not None:
         # A reply is only expected once the request is known to have arrived.
         sent = [t.outcome == Outcome.DELIVERED for t in req_traces]
-        s_rep = correlate(obs, topo, rep_path, spec.run, spec.kind, "reply", seqs, drops)
+        s_rep = correlate(obs, topo, rep_path, spec.run, spec.kind, "reply", seqs, drops, decrypted)
         rep_traces = trace_probes(s_rep, rep_path, "reply", sent)
         found += findings(rep_traces, rep_path, "reply", rep_path.hops[-1].node if rep_path.hops else "?", s_rep.leaks)
         traces += rep_traces
@@ -122,6 +126,14 @@ def analyze(
     diagnoses = [f"probe seen in the clear on {pt}, where it should be ESP: traffic leaks unencrypted "
                  "(no SA or policy covers it)" for pt in dict.fromkeys(leaks)]
     diagnoses += _icmp_errors(obs, spec, paths)
+    diagnoses += list(esp_notes)
+    sightings = [s_req] + ([s_rep] if rep_path is not None else [])
+    if decrypted is not None:
+        confirmed = sum(s.confirmed for s in sightings)
+        diagnoses.append(f"ESP decrypted with keys: {confirmed} probe carriers identified by the tag inside")
+        if disagreements := sum(s.disagreements for s in sightings):
+            diagnoses.append(f"keyless ESP association disagreed with decryption for {disagreements} probes "
+                             "(decryption wins; background traffic in the SA?)")
     diagnoses += _answers(spec)
     status = _status(found)
     mtu = _mtu_report(obs, spec, req_path, traces, found) if spec.sizes else None

@@ -35,6 +35,8 @@ class Sightings:
     times: np.ndarray  # int64 [probe, hop], -1 where not seen
     esp_keys: np.ndarray  # uint64 [probe, hop]: SPI << 32 | ESP seq on ESP hops when associated, else 0
     leaks: list[str]  # ESP hops where the probe was seen in the clear instead
+    confirmed: int = 0  # probes whose ESP carrier was identified by decryption
+    disagreements: int = 0  # probes where the keyless association named another ESP packet
 
     def sighting(self, p: int, h: int) -> Sighting:
         return _CODES[int(self.codes[p, h])]
@@ -65,13 +67,19 @@ def correlate(
     direction: str,
     seqs: np.ndarray,
     drops: dict[str, int] | None = None,
+    decrypted: dict[tuple[int, int], tuple[int, int, int, str]] | None = None,
 ) -> Sightings:
+    """``decrypted``: (SPI, ESP seq) → (run, kind, seq, direction) of the probe found inside
+    that ESP packet with keys; it identifies ESP hops directly, and the keyless association
+    is then only the fallback (and is cross-checked)."""
     drops = drops or {}
     n, m = len(seqs), len(path.hops)
     codes = np.full((n, m), MISSED, np.int8)
     times = np.full((n, m), -1, np.int64)
     esp_keys = np.zeros((n, m), np.uint64)
     leaks: list[str] = []
+    known = _decrypted_keys(decrypted or {}, seqs, run, kind, direction)
+    disagreements = 0
 
     probe = obs.select(direction_mask(obs, run, kind, direction))
     order = np.argsort(probe["ts_ns"], kind="stable")
@@ -95,13 +103,26 @@ def correlate(
             codes[(codes[:, h] == MISSED), h] = UNRELIABLE
 
     for seg in _esp_segments(path):
-        _follow_esp(obs, topo, path, seg, codes, times, esp_keys)
+        disagreements += _follow_esp(obs, topo, path, seg, codes, times, esp_keys, known)
 
     # A probe missed at one point but seen further down is capture noise.
     last_seen = last_index(codes == SEEN)
     before = np.arange(m)[None, :] < last_seen[:, None]
     codes[before & np.isin(codes, (MISSED, UNRELIABLE, UNKNOWN))] = GAP
-    return Sightings(seqs, codes, times, esp_keys, leaks)
+    return Sightings(seqs, codes, times, esp_keys, leaks, int((known != 0).sum()), disagreements)
+
+
+def _decrypted_keys(
+    decrypted: dict[tuple[int, int], tuple[int, int, int, str]], seqs: np.ndarray, run: int, kind: ProbeKind, direction: str
+) -> np.ndarray:
+    """Per probe, the SPI << 32 | seq of the ESP packet that decryption showed carries it (0: none)."""
+    out = np.zeros(len(seqs), np.uint64)
+    for (spi, esp_seq), (r, k, q, d) in decrypted.items():
+        if r == run and k == int(kind) and d == direction:
+            p = int(np.searchsorted(seqs, q))
+            if p < len(seqs) and seqs[p] == q and out[p] == 0:
+                out[p] = (spi << 32) | esp_seq
+    return out
 
 
 def last_index(mask: np.ndarray) -> np.ndarray:
@@ -178,7 +199,10 @@ def _follow_esp(
     codes: np.ndarray,
     times: np.ndarray,
     esp_keys: np.ndarray,
-) -> None:
+    decrypted_keys: np.ndarray,
+) -> int:
+    """Fill the ESP hops of one tunnel segment; return how many keyless associations
+    contradicted decryption."""
     first, last = seg
     esp = path.hops[first].esp
     assert esp is not None
@@ -201,6 +225,11 @@ def _follow_esp(
         keys[todo] = found
         if entering:
             no_esp[todo] = none_in_window
+    # With keys, the tag inside the ESP packet says which probe it carries.
+    with_keys = decrypted_keys != 0
+    disagreements = int((with_keys & (keys != 0) & (keys != decrypted_keys)).sum())
+    keys[with_keys] = decrypted_keys[with_keys]
+    no_esp[with_keys] = False
     for h in range(first, last + 1):
         pidx = obs.point_index(path.hops[h].point)
         if pidx < 0:
@@ -218,6 +247,7 @@ def _follow_esp(
         hit = known & (first_ts >= 0)
         codes[hit, h] = SEEN
         times[hit, h] = first_ts[hit]
+    return disagreements
 
 
 def _match(

@@ -47,6 +47,11 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "-o", type=Path, help="run directory to write (default runs/<time>-<kind>-<run>)")
     p.add_argument("--json", action="store_true", help="machine-readable verdict on stdout")
     p.add_argument("--plot", type=Path, metavar="FILE", help="also draw the verdict to FILE.png/.svg")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--esp-keys", type=Path, metavar="FILE",
+                      help="SAs (Wireshark esp_sa format) to decrypt ESP and confirm the probe tags inside "
+                      "(default: the topology's esp_keys file, which the built-in lab keeps current)")
+    keys.add_argument("--no-decrypt", action="store_true", help="tie ESP to probes by (SPI, seq) only, even with keys")
 
 
 def topology_path(args: argparse.Namespace) -> Path:
@@ -56,6 +61,20 @@ def topology_path(args: argparse.Namespace) -> Path:
             raise BadInput("no topology given and the built-in lab is not up: run 'tracer lab up' or pass --topology")
         raise BadInput(f"{path}: topology file not found")
     return path
+
+
+def esp_keys_for(args: argparse.Namespace, topo, tpath: Path) -> Path | None:
+    """The SA file to decrypt with: --esp-keys, else the topology's (if it exists yet)."""
+    if args.no_decrypt:
+        return None
+    if args.esp_keys:
+        if not args.esp_keys.is_file():
+            raise BadInput(f"--esp-keys {args.esp_keys}: no such file")
+        return args.esp_keys
+    if topo.esp_keys:
+        path = tpath.parent / topo.esp_keys
+        return path if path.is_file() else None
+    return None
 
 
 def check_counts(args: argparse.Namespace) -> None:
@@ -104,7 +123,7 @@ def trace_and_report(args: argparse.Namespace, kind, sender, total: int | None =
     run_dir = new_run_dir(args.out, kind, run_id)
     ctx = _Ctx(ends, run_id)
     record(topo, tpath, ends, kind, run_id, run_dir, lambda: sender(ctx), total or args.count)
-    verdicts = analyse(run_dir)
+    verdicts = analyse(run_dir, esp_keys_for(args, topo, tpath))
     (run_dir / "verdict.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
     emit(verdicts, args.json)
     if not args.json:

@@ -37,6 +37,9 @@ def add_capture_inputs(p: argparse.ArgumentParser) -> None:
                    "interfaces are named node:iface")
     p.add_argument("--topology", "-t", type=Path, help="topology TOML (run directories carry their own)")
     p.add_argument("--run", type=parse_run_id, help="only this run id (hex like 0x1a2b3c4d)")
+    p.add_argument("--esp-keys", type=Path, metavar="FILE",
+                   help="SAs in Wireshark's esp_sa format (docs/esp-keys.md): decrypt ESP and find the probe tags "
+                   "inside; without it, ESP is tied to probes by (SPI, seq)")
 
 
 def _addr(text: str) -> IPv4Address:
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from tracer.replay import load_run, replay_run
 
     loaded = load_run(args.inputs, args.topology)
-    verdicts = replay_run(loaded, args.run, args.src, args.dst)
+    verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys)
     emit(verdicts, args.json)
     return max((v.exit_code for v in verdicts), default=EXIT_DELIVERED)
 
