@@ -26,6 +26,8 @@ class CaptureEntry:
     point: str | None  # None: take the names inside the pcapng
     file: str  # relative to the run directory
     drops: int | None = None  # sniffer kernel drops; None: unknown
+    backend: str | None = None  # sniffer that recorded it ("tcpdump", "ssh"); None: not said
+    remote: bool = False  # captured on another host: its clock may be offset from ours
 
 
 @dataclass
@@ -50,9 +52,18 @@ class Manifest:
             "origin": self.origin,
             "count": self.count,
             "topology": self.topology,
-            "captures": [{"point": c.point, "file": c.file, "drops": c.drops} for c in self.captures],
+            "captures": [_capture_dict(c) for c in self.captures],
             **self.extra,
         }
+
+
+def _capture_dict(c: CaptureEntry) -> dict[str, Any]:
+    d: dict[str, Any] = {"point": c.point, "file": c.file, "drops": c.drops}
+    if c.backend is not None:
+        d["backend"] = c.backend
+    if c.remote:  # only when true: manifests of local runs stay as they were
+        d["remote"] = True
+    return d
 
 
 def write_manifest(run_dir: Path, manifest: Manifest) -> Path:
@@ -75,7 +86,8 @@ def read_manifest(run_dir: Path) -> Manifest:
         raise BadInput(f"{path}: not a tracer manifest (expected \"format\": \"{FORMAT}\")")
     known = {"format", "run", "kind", "src", "dst", "origin", "count", "topology", "captures"}
     try:
-        caps = [CaptureEntry(c.get("point"), str(c["file"]), c.get("drops")) for c in data.get("captures", [])]
+        caps = [CaptureEntry(c.get("point"), str(c["file"]), c.get("drops"), c.get("backend"), c.get("remote") is True)
+                for c in data.get("captures", [])]
         kind = ProbeKind[data["kind"].upper()] if data.get("kind") else None
         m = Manifest(
             run=int(data["run"]) if data.get("run") is not None else None,

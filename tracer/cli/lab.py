@@ -42,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "  tracer ping west east              # traced ping through the tunnel\n"
         "  tracer lab fault esp-blocked       # break it, then trace again\n"
         "  tracer lab fault clear\n"
+        "  tracer lab up --ssh                # east-gw captured over SSH (real sshd), see docs/remote-capture.md\n"
         "  tracer lab down\n\n"
         "faults:\n" + _fault_list(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -66,6 +67,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     up.add_argument("--fault", choices=sorted(FAULTS), metavar="FAULT", help="inject FAULT (see below)")
     up.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the tunnel (default 10)")
+    up.add_argument(
+        "--ssh", action="store_true",
+        help="also run a real sshd in east-gw, reachable only from a management namespace trc-NAME-mgmt "
+        "(203.0.113.10 → east-gw:mgmt0 203.0.113.2), and mark east-gw to be captured over SSH",
+    )
     up.add_argument("--json", action="store_true", help="print the full status as JSON")
     up.set_defaults(func=_up)
 
@@ -110,7 +116,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     lab = Lab(args.name)
-    path = lab.up(fault=args.fault, wait=args.wait)
+    path = lab.up(fault=args.fault, wait=args.wait, ssh=args.ssh)
     if args.json:
         print(json.dumps(lab.status(), indent=2))
         return 0
@@ -157,6 +163,10 @@ def _clear(args: argparse.Namespace) -> int:
 def _print_summary(st: dict[str, Any]) -> None:
     drops = ", ".join(f"{n} {c}" for n, c in st.get("fault_drops", {}).items())
     print(f"  fault: {st['fault'] or 'none'}" + (f" (packets dropped by it so far: {drops})" if drops else ""))
+    if "ssh" in st:
+        s = st["ssh"]
+        state = "running" if s["sshd_alive"] else "NOT running"
+        print(f"  ssh: {s['node']} captured over SSH ({s['target']}, from netns {s['netns']}); sshd pid {s['sshd_pid']} {state}")
     for gw in GATEWAYS:
         g = st["gateways"][gw]
         sas = g["ike_sas"]

@@ -21,6 +21,7 @@ from typing import Any
 from tracer import netns
 from tracer.errors import EnvironmentProblem, LabError
 from tracer.lab import faults, layout, strongswan, toml_writer
+from tracer.lab import ssh as lab_ssh
 
 DEFAULT_STATE_DIR = Path("/run/tracer")
 STATE_FILE = "state.json"
@@ -35,6 +36,18 @@ _SYSCTLS = {
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
 }
+
+# ssh mode: east-gw must never route between its management link and the lab's data
+# path (the management namespace is the engineer's laptop, not part of the network
+# under test). Its own table, so clearing a fault never touches it.
+_MGMT_ISOLATION = f"""table inet tracer_mgmt {{
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname "{layout.MGMT.gw_iface}" counter drop comment "management link: not routed"
+    oifname "{layout.MGMT.gw_iface}" counter drop comment "management link: not routed"
+  }}
+}}
+"""
 
 
 class Lab:
@@ -64,21 +77,31 @@ class Lab:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def up(self, fault: str | None = None, wait: float = 10.0) -> Path:
+    def up(self, fault: str | None = None, wait: float = 10.0, ssh: bool = False) -> Path:
         """Build the lab (or keep it if already up), apply ``fault``, return topology.toml.
 
         Waits until the CHILD_SA is installed on both gateways, unless the
         fault keeps IKE from completing. A failed build is torn down again.
+        ``ssh``: also run sshd in east-gw, reachable from a management
+        namespace, and mark east-gw in the topology to be captured over SSH
+        (added to a running lab if missing; never removed by a plain ``up``).
         """
         _ensure_root()
         wanted = faults.get(fault) if fault else None
         state = self._load_state()
         if state is not None and self._healthy(state):
+            if ssh and not state.get("ssh"):
+                try:
+                    self._add_ssh(state)
+                except BaseException:
+                    self._remove_ssh(state)  # leave the running lab as it was
+                    raise
+                self._write_topology(state)
             self._set_fault(state, wanted, wait)
             return self.topology_path
         self.down()  # stale or partial leftovers of an earlier run
         try:
-            self._build(wanted, wait)
+            self._build(wanted, wait, ssh)
         except BaseException as err:
             try:
                 self.down()
@@ -94,6 +117,11 @@ class Lab:
         _ensure_root()
         state = self._load_state() or {}
         procs = [(p["pid"], p["start"]) for p in state.get("charon", {}).values()]
+        sshd = (state.get("ssh") or {}).get("sshd")
+        if sshd and _alive(sshd["pid"], sshd["start"]):
+            # sshd -D leaves open sessions running when it exits: stop them too, by PID.
+            procs += [(pid, _start_time(pid)) for pid in lab_ssh.descendants(sshd["pid"])]
+            procs.append((sshd["pid"], sshd["start"]))
         self._stop_processes(procs)
         # Our namespaces are recorded, and the name prefix is ours alone (lab
         # names contain no '-'), which also catches a run that died before
@@ -101,6 +129,8 @@ class Lab:
         names = set(state.get("namespaces", {}).values()) | set(
             netns.list_with_prefix(layout.ns_prefix(self.name))
         )
+        if state.get("ssh"):
+            names.add(state["ssh"]["netns"])
         if names:
             netns.ip_batch([f"netns delete {ns}" for ns in sorted(names)], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -150,6 +180,15 @@ class Lab:
         result["routes"] = {node: _routes(ns) for node, ns in self.namespaces.items() if netns.exists(ns)}
         if state.get("fault"):
             result["fault_drops"] = faults.counters(faults.get(state["fault"]), self.namespace)
+        if state.get("ssh"):
+            sshd = state["ssh"]["sshd"] or {}
+            result["ssh"] = {
+                "netns": state["ssh"]["netns"],
+                "node": layout.MGMT.gw,
+                "target": f"{lab_ssh.USER}@{layout.MGMT.gw_address.split('/')[0]}",
+                "sshd_pid": sshd.get("pid"),
+                "sshd_alive": bool(sshd) and _alive(sshd["pid"], sshd["start"]),
+            }
         result["up"] = self._healthy(state)
         return result
 
@@ -163,8 +202,10 @@ class Lab:
 
     # -- building ----------------------------------------------------------------
 
-    def _build(self, fault: faults.Fault | None, wait: float) -> None:
+    def _build(self, fault: faults.Fault | None, wait: float, ssh: bool = False) -> None:
         _check_tools()
+        if ssh:
+            lab_ssh.check_tools()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)
         state: dict[str, Any] = {"name": self.name, "namespaces": {}, "charon": {}, "fault": None}
@@ -214,8 +255,49 @@ class Lab:
             strongswan.wait_vici(gw_dir, lambda pid=pid: self._child_alive(pid))
             strongswan.load(gw_dir)
 
-        self._write_topology()
+        if ssh:
+            self._add_ssh(state)
+        self._write_topology(state)
         self._set_fault(state, fault, wait)
+
+    def _add_ssh(self, state: dict[str, Any]) -> None:
+        """Management namespace ↔ east-gw:mgmt0, and a real sshd in east-gw listening there."""
+        lab_ssh.check_tools()
+        m = layout.MGMT
+        mgmt_ns, gw_ns = layout.netns_name(self.name, m.node), self.namespace(m.gw)
+        address = m.gw_address.split("/")[0]
+        state["ssh"] = {"netns": mgmt_ns, "sshd": None}
+        self._save_state(state)  # record first, create second
+        netns.ip_batch([f"netns add {mgmt_ns}"])
+        netns.write_sysctls(mgmt_ns, _SYSCTLS)
+        netns.ip_batch([f"link add {m.gw_iface} netns {gw_ns} type veth peer name {m.iface} netns {mgmt_ns}"])
+        # Connected routes only: the management namespace reaches 203.0.113.0/24 and nothing else.
+        netns.ip_batch(["link set lo up", f"addr add {m.address} dev {m.iface}", f"link set {m.iface} up"], ns=mgmt_ns)
+        netns.ip_batch([f"addr add {m.gw_address} dev {m.gw_iface}", f"link set {m.gw_iface} up"], ns=gw_ns)
+        netns.write_sysctls(gw_ns, {f"net.ipv4.conf.{m.gw_iface}.forwarding": "0"})
+        netns.ns_run(gw_ns, ["nft", "-f", "-"], input=_MGMT_ISOLATION)
+        lab_ssh.write_files(self.dir, self.name, address)
+        proc = lab_ssh.start_sshd(gw_ns, self.dir)
+        self._children[proc.pid] = proc
+        state["ssh"]["sshd"] = {"pid": proc.pid, "start": _start_time(proc.pid)}
+        self._save_state(state)
+        lab_ssh.wait_listening(self.dir, proc.pid, lambda: self._child_alive(proc.pid))
+        lab_ssh.check_login(mgmt_ns, self.dir, address)
+
+    def _remove_ssh(self, state: dict[str, Any]) -> None:
+        """Undo :meth:`_add_ssh` on a lab that stays up (deleting the namespace removes the veth)."""
+        ssh = state.get("ssh") or {}
+        sshd = ssh.get("sshd")
+        if sshd and _alive(sshd["pid"], sshd["start"]):
+            self._stop_processes([*((pid, _start_time(pid)) for pid in lab_ssh.descendants(sshd["pid"])),
+                                  (sshd["pid"], sshd["start"])])
+        if ssh.get("netns"):
+            netns.delete(ssh["netns"])
+        gw_ns = self.namespace(layout.MGMT.gw)
+        netns.ns_run(gw_ns, ["nft", "-f", "-"], input="add table inet tracer_mgmt\ndelete table inet tracer_mgmt\n",
+                     check=False)
+        state.pop("ssh", None)
+        self._save_state(state)
 
     def _set_fault(self, state: dict[str, Any], fault: faults.Fault | None, wait: float) -> None:
         """Make ``fault`` the active one (None: no fault) and the tunnel state match it."""
@@ -240,7 +322,7 @@ class Lab:
         ):
             self._establish(wait)
         if not self.topology_path.exists():
-            self._write_topology()
+            self._write_topology(state)
 
     def _terminate_all(self) -> None:
         for gw in layout.GATEWAYS:
@@ -273,8 +355,12 @@ class Lab:
         self._save_state(state)
         return fault
 
-    def _write_topology(self) -> None:
-        doc = layout.topology_document(self.name)
+    def _write_topology(self, state: dict[str, Any] | None = None) -> None:
+        ssh_keys = None
+        if state and state.get("ssh"):
+            m = layout.MGMT
+            ssh_keys = {m.gw: lab_ssh.topology_keys(self.dir, m.gw_address.split("/")[0], state["ssh"]["netns"])}
+        doc = layout.topology_document(self.name, ssh_keys)
         text = (
             f"# Topology of tracer lab '{self.name}', written by 'tracer lab up'.\n"
             "# Describes the intended network; an injected fault is deliberately not in it.\n\n"
@@ -307,10 +393,13 @@ class Lab:
         return state
 
     def _healthy(self, state: dict[str, Any]) -> bool:
+        ssh = state.get("ssh")
         return (
             all(netns.exists(ns) for ns in state.get("namespaces", {}).values())
             and set(state.get("charon", {})) == set(layout.GATEWAYS)
             and all(_alive(p["pid"], p["start"]) for p in state["charon"].values())
+            and (not ssh or (netns.exists(ssh["netns"]) and bool(ssh["sshd"])
+                             and _alive(ssh["sshd"]["pid"], ssh["sshd"]["start"])))
         )
 
     def _child_alive(self, pid: int) -> bool:

@@ -140,6 +140,25 @@ TUNNEL = Tunnel(
 GATEWAYS: tuple[str, ...] = (TUNNEL.left.node, TUNNEL.right.node)
 
 
+@dataclass(frozen=True)
+class Mgmt:
+    """The opt-in management link of ``Lab.up(ssh=True)``: a laptop namespace and one gateway's sshd.
+
+    Not part of the topology: it is how tracer reaches the box, not a path
+    probes take. The gateway neither forwards from nor into ``gw_iface``.
+    """
+
+    node: str  # the management namespace's node name (trc-<lab>-mgmt)
+    iface: str
+    address: str
+    gw: str  # the node that runs sshd, captured over SSH
+    gw_iface: str
+    gw_address: str
+
+
+MGMT = Mgmt("mgmt", "eth0", "203.0.113.10/24", "east-gw", "mgmt0", "203.0.113.2/24")
+
+
 def node(name: str) -> Node:
     for n in NODES:
         if n.name == name:
@@ -166,8 +185,12 @@ def netns_name(lab: str, node_name: str) -> str:
     return ns_prefix(lab) + node_name.replace("-", "")
 
 
-def topology_document(lab: str) -> dict[str, Any]:
-    """The lab as a topology dict in the format of docs/topology.md."""
+def topology_document(lab: str, ssh: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The lab as a topology dict in the format of docs/topology.md.
+
+    ``ssh``: extra keys per node (``capture``, ``ssh``, ``ssh_netns``, ...) for
+    nodes captured over SSH; their ``netns`` stays, probes and faults use it.
+    """
     nodes: dict[str, Any] = {}
     for n in NODES:
         ifaces: dict[str, Any] = {}
@@ -184,7 +207,8 @@ def topology_document(lab: str) -> dict[str, Any]:
                 route["via"] = r.via
             route["dev"] = r.dev
             routes.append(route)
-        nodes[n.name] = {"role": n.role, "netns": netns_name(lab, n.name), "interfaces": ifaces}
+        nodes[n.name] = {"role": n.role, "netns": netns_name(lab, n.name), **(ssh or {}).get(n.name, {}),
+                         "interfaces": ifaces}
         if routes:
             nodes[n.name]["routes"] = routes
 

@@ -13,6 +13,7 @@ from typing import Any
 from tracer.errors import TopologyError
 
 NODE_ROLES = ("host", "gateway", "router")
+CAPTURE_BACKENDS = ("local", "ssh")  # local: tcpdump in the node's netns (or here); ssh: tcpdump over SSH
 IFACE_ROLES = ("lan", "wan", "tunnel")
 ENCAPSULATIONS = ("udp", "esp")
 
@@ -53,7 +54,19 @@ class Node:
     interfaces: dict[str, Interface]
     routes: tuple[Route, ...] = ()
     netns: str | None = None
-    ssh: str | None = None
+    ssh: str | None = None  # "user@host" (or a Host alias of ~/.ssh/config) to capture on over SSH
+    ssh_netns: str | None = None  # local netns the ssh client runs in (None: this one)
+    ssh_key: str | None = None  # identity file; relative paths are relative to the topology file
+    ssh_port: int | None = None
+    ssh_known_hosts: str | None = None  # known_hosts file to check the host key against
+    capture: str | None = None  # "local" | "ssh"; None: ssh if the node has ssh and no netns
+
+    @property
+    def capture_backend(self) -> str:
+        """How this node's points are captured: explicit ``capture``, else by what the node has."""
+        if self.capture:
+            return self.capture
+        return "ssh" if self.ssh and not self.netns else "local"
 
     def owns(self, addr: IPv4Address) -> bool:
         return any(a.ip == addr for i in self.interfaces.values() for a in i.addresses)
@@ -113,6 +126,7 @@ class Topology:
     links: tuple[Link, ...] = ()
     tunnels: tuple[Tunnel, ...] = ()
     source: str = "<topology>"
+    esp_keys: str | None = None  # SA file (Wireshark esp_sa format), relative to the topology file
     _peers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -205,9 +219,12 @@ class _Parser:
 
     def topology(self, data: dict[str, Any]) -> Topology:
         data = self.table(data, "<top>")
-        unknown = set(data) - {"name", "nodes", "links", "tunnels", "lab"}
+        unknown = set(data) - {"name", "nodes", "links", "tunnels", "lab", "esp_keys"}
         if unknown:
-            raise self.fail(sorted(unknown)[0], "unknown top-level key (expected name, nodes, links, tunnels)")
+            raise self.fail(sorted(unknown)[0], "unknown top-level key (expected name, nodes, links, tunnels, esp_keys)")
+        esp_keys = data.get("esp_keys")
+        if esp_keys is not None and (not isinstance(esp_keys, str) or not esp_keys):
+            raise self.fail("esp_keys", "expected the path of an SA file (Wireshark esp_sa format)")
         nodes_raw = self.table(data.get("nodes", {}), "nodes")
         if not nodes_raw:
             raise self.fail("nodes", "no nodes defined")
@@ -217,7 +234,7 @@ class _Parser:
             self.tunnel(i, raw, nodes) for i, raw in enumerate(self.array(data.get("tunnels", []), "tunnels"))
         )
         name = data.get("name", "topology")
-        return Topology(str(name), nodes, links, tunnels, self.source)
+        return Topology(str(name), nodes, links, tunnels, self.source, esp_keys)
 
     def node(self, name: str, raw: Any) -> Node:
         path = f"nodes.{name}"
@@ -251,12 +268,18 @@ class _Parser:
                 raise self.fail(f"{rpath}.dev", f"node '{name}' has no interface '{dev}' (has {', '.join(ifaces)})")
             via = self.convert(ip_address, rraw["via"], f"{rpath}.via", "address") if "via" in rraw else None
             routes.append(Route(dst, dev, via))
-        netns = raw.get("netns")
-        ssh = raw.get("ssh")
-        for key, val in (("netns", netns), ("ssh", ssh)):
-            if val is not None and not isinstance(val, str):
-                raise self.fail(f"{path}.{key}", "expected a string")
-        return Node(name, role, ifaces, tuple(routes), netns, ssh)
+        strings = {k: raw.get(k) for k in ("netns", "ssh", "ssh_netns", "ssh_key", "ssh_known_hosts")}
+        for key, val in strings.items():
+            if val is not None and (not isinstance(val, str) or not val):
+                raise self.fail(f"{path}.{key}", "expected a non-empty string")
+        port = raw.get("ssh_port")
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+            raise self.fail(f"{path}.ssh_port", "expected an integer from 1 to 65535")
+        capture = self.string(raw, "capture", path, CAPTURE_BACKENDS) if "capture" in raw else None
+        if capture == "ssh" and not strings["ssh"]:
+            raise self.fail(f"{path}.capture", "'ssh' needs the node's ssh key (like ssh = \"root@192.0.2.50\")")
+        return Node(name, role, ifaces, tuple(routes), strings["netns"], strings["ssh"], strings["ssh_netns"],
+                    strings["ssh_key"], port, strings["ssh_known_hosts"], capture)
 
     def point(self, value: Any, path: str, nodes: dict[str, Node]) -> str:
         if not isinstance(value, str) or ":" not in value:

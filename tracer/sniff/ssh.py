@@ -9,7 +9,7 @@ apply unchanged, and so does the pcap → pcapng conversion.
 How the remote tcpdump is stopped, and why this way: the remote command is a
 small POSIX sh wrapper that starts tcpdump in the background and blocks
 reading the SSH channel's stdin; a line or end-of-file there makes it send
-SIGINT to tcpdump, which then prints its statistics (drop count) and exits,
+SIGTERM to tcpdump, which then prints its statistics (drop count) and exits,
 and the session ends. So stopping is "write a line and close stdin" on the
 one connection we already have:
 
@@ -21,6 +21,11 @@ one connection we already have:
 * no orphan: if tracer dies or the connection drops, sshd closes the channel,
   ``read`` sees end-of-file and tcpdump is stopped all the same, instead of
   capturing on a production box forever.
+
+SIGTERM rather than the local backend's SIGINT: a background job of a
+non-interactive shell starts with SIGINT ignored (POSIX), and whether a
+program re-enables it is its business; tcpdump handles TERM exactly like INT
+(statistics, complete pcap), and nothing ignores TERM on the way.
 
 The capture filter excludes the SSH session's own TCP flow (taken from
 ``$SSH_CONNECTION`` on the remote side): capturing the stream that carries
@@ -47,7 +52,7 @@ STOP_LINE = b"stop\n"
 # the channel's stdin for the stop reader: a background job's own stdin is /dev/null (POSIX).
 _REMOTE = """\
 PATH="$PATH:/usr/sbin:/sbin"
-command -v tcpdump >/dev/null 2>&1 || {{ echo "tracer: tcpdump not found on $(uname -n)" >&2; exit 127; }}
+command -v tcpdump >/dev/null 2>&1 || {{ echo "tcpdump not found on the remote host (PATH=$PATH)" >&2; exit 127; }}
 f={bpf}
 if [ -n "$SSH_CONNECTION" ]; then
   set -- $SSH_CONNECTION
@@ -56,7 +61,7 @@ fi
 exec 3<&0
 {tcpdump} "$f" </dev/null &
 pid=$!
-{{ read -r _ <&3; kill -INT "$pid" 2>/dev/null; }} &
+{{ read -r _ <&3; kill -TERM "$pid" 2>/dev/null; }} &
 reader=$!
 wait "$pid"; rc=$?
 kill "$reader" 2>/dev/null
@@ -125,6 +130,7 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         self.known_hosts = known_hosts
         self._pump: threading.Thread | None = None
         self._pump_error: OSError | None = None
+        self._start_error: EnvironmentProblem | None = None
 
     def argv(self) -> list[str]:
         script = remote_script(self.iface, self.bpf, self.buffer_kib)
@@ -156,9 +162,10 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
     def wait_ready(self, deadline: float) -> None:
         try:
             super().wait_ready(deadline)
-        except EnvironmentProblem:
+        except EnvironmentProblem as err:
             # It will never become ready: end the connection now rather than wait out stop()'s timeout.
             self._end(graceful=False)
+            self._start_error = err
             raise
 
     def _why_not_started(self, stderr: str) -> str:
@@ -196,6 +203,9 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         if self.proc is None:
             raise EnvironmentProblem(f"sniffer on {self.point} was never started")
         self._end(graceful=True)
+        if self._start_error is not None:
+            self.raw.unlink(missing_ok=True)
+            raise self._start_error  # the reason it never ran, not a second symptom of it
         self._stderr += self._drain()
         text = self._stderr.decode(errors="replace")
         if self._pump_error is not None:

@@ -63,6 +63,8 @@ def finish_capture(point: str, raw: Path, out: Path, drops: int | None, captured
 
 
 class TcpdumpSniffer:
+    backend = "tcpdump"  # recorded in the run manifest per capture point
+
     def __init__(self, point: str, netns: str | None, iface: str, out: Path, bpf: str, buffer_kib: int = 16384) -> None:
         self.point = point
         self.netns = netns

@@ -1,0 +1,196 @@
+"""A real OpenSSH server inside a lab gateway, for remote capture (``Lab.up(ssh=True)``).
+
+east-gw plays a remote box: ``sshd -D -f <labdir>/sshd_config`` runs in its
+network namespace, listening only on its management interface ``mgmt0``
+(203.0.113.2). The management namespace ``trc-<name>-mgmt`` plays the
+engineer's laptop: the only thing it is linked to is ``mgmt0``, and the ssh
+client runs inside it. Nothing here touches the root namespace, the host's
+sshd or its keys:
+
+* the host key and the client key are generated with ssh-keygen into the lab
+  directory (mode 0600); ``authorized_keys`` there holds the client key with
+  ``restrict`` (no pty, no forwarding), ``known_hosts`` there pins the host
+  key, so the client keeps strict host key checking;
+* the only host path used is ``/run/sshd``, the privilege-separation
+  directory every sshd needs (created if missing, as the Debian service does);
+* ``UsePAM no``: PAM's session modules (pam_loginuid) fail in containers and
+  we only need key authentication.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tracer import netns
+from tracer.errors import LabError
+from tracer.sniff.ssh import ssh_argv
+
+SSHD = "/usr/sbin/sshd"  # absolute: sshd re-executes itself and refuses a relative path
+SSH_KEYGEN = "ssh-keygen"
+PRIVSEP_DIR = Path("/run/sshd")
+PORT = 22
+USER = "root"  # tcpdump needs CAP_NET_RAW; in the lab, root is the simple honest choice
+
+CONFIG = "sshd_config"
+HOST_KEY = "ssh_host_ed25519_key"
+CLIENT_KEY = "id_ed25519"
+AUTHORIZED_KEYS = "authorized_keys"
+KNOWN_HOSTS = "known_hosts"
+PID_FILE = "sshd.pid"
+LOG = "sshd.log"
+
+
+def check_tools() -> None:
+    if not os.access(SSHD, os.X_OK):
+        raise LabError(f"{SSHD} not found: apt-get install openssh-server")
+    for tool, package in (("ssh", "openssh-client"), (SSH_KEYGEN, "openssh-client")):
+        try:
+            netns.ensure_tool(tool, package=package)
+        except Exception as err:
+            raise LabError(str(err)) from None
+
+
+def write_files(lab_dir: Path, lab_name: str, address: str) -> None:
+    """Keys, authorized_keys, known_hosts and sshd_config in ``lab_dir`` (private files 0600)."""
+    for key, comment in ((HOST_KEY, f"tracer-lab-{lab_name}-host"), (CLIENT_KEY, f"tracer-lab-{lab_name}-client")):
+        path = lab_dir / key
+        path.unlink(missing_ok=True)
+        path.with_suffix(".pub").unlink(missing_ok=True)
+        _run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+        path.chmod(0o600)
+    client_pub = (lab_dir / f"{CLIENT_KEY}.pub").read_text().strip()
+    host_pub = " ".join((lab_dir / f"{HOST_KEY}.pub").read_text().split()[:2])  # type and key, no comment
+    _private(lab_dir / AUTHORIZED_KEYS, f"restrict {client_pub}\n")
+    host = address if PORT == 22 else f"[{address}]:{PORT}"
+    _private(lab_dir / KNOWN_HOSTS, f"{host} {host_pub}\n")
+    _private(
+        lab_dir / CONFIG,
+        f"""# Written by tracer lab: the sshd of lab '{lab_name}' (east-gw's namespace only).
+ListenAddress {address}:{PORT}
+HostKey {lab_dir / HOST_KEY}
+PidFile {lab_dir / PID_FILE}
+AuthorizedKeysFile {lab_dir / AUTHORIZED_KEYS}
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+AllowUsers {USER}
+AllowTcpForwarding no
+AllowAgentForwarding no
+X11Forwarding no
+PermitTunnel no
+PrintMotd no
+# Several capture points open their sessions at the same moment.
+MaxStartups 50:30:100
+""",
+    )
+
+
+def start_sshd(ns: str, lab_dir: Path) -> subprocess.Popen[bytes]:
+    """Start sshd in the foreground inside ``ns``; the returned PID is sshd's (ip netns exec execs)."""
+    # The privilege-separation directory is compiled in; the Debian unit creates it at boot.
+    PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+    (lab_dir / PID_FILE).unlink(missing_ok=True)
+    return netns.ns_popen(
+        ns,
+        [SSHD, "-D", "-f", str(lab_dir / CONFIG), "-E", str(lab_dir / LOG)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # -E: everything goes to sshd.log
+        start_new_session=True,  # a Ctrl-C meant for tracer must not kill the lab
+    )
+
+
+def wait_listening(lab_dir: Path, pid: int, alive: Callable[[], bool], timeout: float = 5.0) -> None:
+    """sshd writes its PidFile after binding the listen socket: that file is the barrier."""
+    deadline = time.monotonic() + timeout
+    path = lab_dir / PID_FILE
+    while True:
+        try:
+            if path.read_text().strip() == str(pid):
+                return
+        except FileNotFoundError:
+            pass
+        if not alive():
+            raise LabError(f"sshd exited at startup: {last_log_line(lab_dir)}")
+        if time.monotonic() > deadline:
+            raise LabError(f"sshd did not listen within {timeout:.0f} s: {last_log_line(lab_dir)}")
+        time.sleep(0.005)
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of the process tree under ``pid`` (sshd's per-connection children and their sessions).
+
+    sshd -D does not take its open sessions down with it, so ``Lab.down()``
+    stops these too, by PID: they exist only because our sshd started them.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def topology_keys(lab_dir: Path, address: str, ssh_netns: str) -> dict[str, Any]:
+    """The node keys (docs/topology.md) that make tracer capture on this node over SSH."""
+    return {
+        "capture": "ssh",
+        "ssh": f"{USER}@{address}",
+        "ssh_netns": ssh_netns,
+        "ssh_key": str(lab_dir / CLIENT_KEY),
+        "ssh_known_hosts": str(lab_dir / KNOWN_HOSTS),
+    }
+
+
+def check_login(ssh_netns: str, lab_dir: Path, address: str, timeout: float = 10.0) -> None:
+    """One real login with the lab's key and known_hosts: a broken setup fails ``lab up``, not a trace."""
+    # The very command line the SSH capture backend uses, so this proves what a trace needs.
+    argv = ssh_argv(f"{USER}@{address}", 'PATH="$PATH:/usr/sbin:/sbin"; command -v tcpdump', ssh_netns,
+                    lab_dir / CLIENT_KEY, PORT, lab_dir / KNOWN_HOSTS)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"ssh login to the lab's sshd timed out after {timeout:.0f} s: {last_log_line(lab_dir)}") from None
+    if proc.returncode != 0:
+        why = (proc.stderr.strip() or "tcpdump not found on the remote side").splitlines()[0]
+        raise LabError(f"ssh login to the lab's sshd failed: {why}; sshd says: {last_log_line(lab_dir)}")
+
+
+def last_log_line(lab_dir: Path) -> str:
+    try:
+        lines = (lab_dir / LOG).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(sshd logged nothing)"
+    return lines[-1] if lines else "(sshd logged nothing)"
+
+
+def _private(path: Path, text: str) -> None:
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(text)
+
+
+def _run(argv: list[str]) -> None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL, check=False)
+    except FileNotFoundError:
+        raise LabError(f"'{argv[0]}' not found: apt-get install openssh-client") from None
+    if proc.returncode != 0:
+        raise LabError(f"{argv[0]} failed: {(proc.stderr.strip() or 'no output').splitlines()[0]}")
