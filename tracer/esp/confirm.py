@@ -276,6 +276,9 @@ def wireshark_decode(pcap_path: str | os.PathLike[str], sas: Iterable[EspSA]) ->
                     found = [_ws_record(p) for p in cap]
                 finally:
                     cap.close()
+                    # pyshark leaves its event loop open, and with it the SIGCHLD wakeup fd it
+                    # installed: every later child exit would then fail to write to a full pipe.
+                    cap.eventloop.close()
             except pyshark.tshark.tshark.TSharkNotFoundException:
                 raise EnvironmentProblem("tshark not found: apt-get install tshark") from None
             finally:
