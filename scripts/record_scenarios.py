@@ -32,11 +32,11 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str, tuple[str, str] | None]] 
                        ("request", "inside east-gw between wan0 and ipsec0 (decap, tunnel west-east)")),
     "no-return-route": ("no-return-route", [], "loss", ("reply", "at east, before leaving east:eth0")),
     "ike-blocked": ("ike-blocked", [], "loss", ("request", "inside west-gw between lan0 and ipsec0 (forward)")),
-    "mtu-blackhole": ("mtu-blackhole", ["--size", "1300", "--df"], "loss",
+    "mtu-blackhole": ("mtu-blackhole", ["--size", "1300", "--df", "--snaplen", "128"], "loss",
                       ("request", "inside router between eth0 and eth1 (forward)")),
     "ike-ok": (None, [], "delivered", None),
     "ike-blocked-ike": ("ike-blocked", [], "loss", ("request", "inside router between eth0 and eth1 (forward)")),
-    "mtu-ladder-blackhole": ("mtu-blackhole", ["--sizes", "1000,1200,1250,1300"], "loss",
+    "mtu-ladder-blackhole": ("mtu-blackhole", ["--sizes", "1000,1200,1250,1300", "--snaplen", "128"], "loss",
                              ("request", "inside router between eth0 and eth1 (forward)")),
 }
 # Scenarios that run another command than `tracer ping west east`: (command, ends).

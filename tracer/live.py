@@ -28,7 +28,7 @@ from tracer.rundir import CaptureEntry, Manifest, write_manifest
 from tracer.sniff import CaptureResult, Sniffer, start_all, stop_all
 from tracer.sniff.bpf import capture_filter
 from tracer.sniff.ssh import SshTcpdumpSniffer
-from tracer.sniff.tcpdump import TcpdumpSniffer
+from tracer.sniff.tcpdump import MAX_SNAPLEN, TcpdumpSniffer
 
 SETTLE_S = 0.05
 
@@ -71,7 +71,7 @@ def capture_points(topo: Topology, ends: Endpoints) -> list[str]:
     return list(dict.fromkeys(h.point for p in (req, rep) for h in p.hops))
 
 
-def make_sniffers(topo: Topology, points: list[str], run_dir: Path) -> list[Sniffer]:
+def make_sniffers(topo: Topology, points: list[str], run_dir: Path, snaplen: int = MAX_SNAPLEN) -> list[Sniffer]:
     bpf = capture_filter(topo)
     sniffers: list[Sniffer] = []
     for point in points:
@@ -83,9 +83,9 @@ def make_sniffers(topo: Topology, points: list[str], run_dir: Path) -> list[Snif
             assert node.ssh is not None  # the topology parser guarantees it for capture = "ssh"
             sniffers.append(SshTcpdumpSniffer(point, node.ssh, iface, out, bpf, ssh_netns=node.ssh_netns,
                                               key=_topo_path(topo, node.ssh_key), port=node.ssh_port,
-                                              known_hosts=_topo_path(topo, node.ssh_known_hosts)))
+                                              known_hosts=_topo_path(topo, node.ssh_known_hosts), snaplen=snaplen))
         else:
-            sniffers.append(TcpdumpSniffer(point, node.netns, iface, out, bpf))
+            sniffers.append(TcpdumpSniffer(point, node.netns, iface, out, bpf, snaplen=snaplen))
     return sniffers
 
 
@@ -115,11 +115,12 @@ def record(
     run_dir: Path,
     send: Callable[[], dict],
     count: int,
+    snaplen: int = MAX_SNAPLEN,
 ) -> Path:
     """Sniff every point while ``send()`` runs; always leave a valid run directory."""
     ensure_root()
     points = capture_points(topo, ends)
-    sniffers = make_sniffers(topo, points, run_dir)
+    sniffers = make_sniffers(topo, points, run_dir, snaplen)
     results: list[CaptureResult] = []
     extra: dict = {"started": datetime.now(UTC).isoformat()}
     t0 = time.monotonic()

@@ -36,6 +36,11 @@ def test_healthy_lab_all_delivered(lab, tmp_path, capsys):
     assert all(p["esp"][3] is not None for p in req)
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["captures"]) == 10 and all(c["drops"] == 0 for c in manifest["captures"])
+    # The lab's topology names its key file: ESP is decrypted by default, and the tag inside
+    # each ESP packet agrees with the keyless (SPI, seq) association.
+    assert "ESP decrypted with keys: 6 probe carriers identified by the tag inside" in doc["diagnoses"]
+    assert not any("disagreed" in d for d in doc["diagnoses"])
+    assert not (out / "esp_sa").exists() and "esp_sa" not in (out / "manifest.json").read_text()
 
 
 @pytest.mark.parametrize(

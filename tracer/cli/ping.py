@@ -46,6 +46,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", "-I", help="source address or interface on SRC, like ping -I")
     p.add_argument("--out", "-o", type=Path, help="run directory to write (default runs/<time>-<kind>-<run>)")
     p.add_argument("--json", action="store_true", help="machine-readable verdict on stdout")
+    p.add_argument("--snaplen", type=int, default=262144, metavar="BYTES",
+                   help="bytes kept per packet (default: all; 128 keeps every header and tag the analysis reads, "
+                   "not enough to decrypt ESP)")
     p.add_argument("--plot", type=Path, metavar="FILE", help="also draw the verdict to FILE.png/.svg")
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--esp-keys", type=Path, metavar="FILE",
@@ -78,6 +81,8 @@ def esp_keys_for(args: argparse.Namespace, topo, tpath: Path) -> Path | None:
 
 
 def check_counts(args: argparse.Namespace) -> None:
+    if not 96 <= args.snaplen <= 262144:
+        raise BadInput(f"--snaplen {args.snaplen}: expected 96 to 262144 bytes (headers and tags need 96)")
     if not 1 <= args.count <= 100000:
         raise BadInput(f"--count {args.count}: expected 1 to 100000")
     if not 0.001 <= args.interval <= 60:
@@ -122,7 +127,7 @@ def trace_and_report(args: argparse.Namespace, kind, sender, total: int | None =
     run_id = random_run_id()
     run_dir = new_run_dir(args.out, kind, run_id)
     ctx = _Ctx(ends, run_id)
-    record(topo, tpath, ends, kind, run_id, run_dir, lambda: sender(ctx), total or args.count)
+    record(topo, tpath, ends, kind, run_id, run_dir, lambda: sender(ctx), total or args.count, args.snaplen)
     verdicts = analyse(run_dir, esp_keys_for(args, topo, tpath))
     (run_dir / "verdict.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
     emit(verdicts, args.json)

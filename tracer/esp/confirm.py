@@ -13,14 +13,17 @@ Neither function logs anything, and nothing they return contains key material.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import struct
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -271,14 +274,7 @@ def wireshark_decode(pcap_path: str | os.PathLike[str], sas: Iterable[EspSA]) ->
             saved = os.environ.get("WIRESHARK_CONFIG_DIR")
             os.environ["WIRESHARK_CONFIG_DIR"] = conf
             try:
-                cap = pyshark.FileCapture(str(path), display_filter="esp", keep_packets=False)
-                try:
-                    found = [_ws_record(p) for p in cap]
-                finally:
-                    cap.close()
-                    # pyshark leaves its event loop open, and with it the SIGCHLD wakeup fd it
-                    # installed: every later child exit would then fail to write to a full pipe.
-                    cap.eventloop.close()
+                found = _ws_decode(pyshark, path)
             except pyshark.tshark.tshark.TSharkNotFoundException:
                 raise EnvironmentProblem("tshark not found: apt-get install tshark") from None
             finally:
@@ -287,6 +283,22 @@ def wireshark_decode(pcap_path: str | os.PathLike[str], sas: Iterable[EspSA]) ->
                 else:
                     os.environ["WIRESHARK_CONFIG_DIR"] = saved
     return found
+
+
+def _ws_decode(pyshark: Any, path: Path) -> list[WiresharkEsp]:
+    cap = pyshark.FileCapture(str(path), display_filter="esp", keep_packets=False)
+    try:
+        return [_ws_record(p) for p in cap]
+    finally:
+        cap.close()
+        # pyshark installs a SafeChildWatcher on SIGCHLD for the whole process; left in place it
+        # reaps other code's children and keeps a signal wakeup fd that later fills up. Undo it
+        # (pyshark installs a fresh one on its next capture).
+        if threading.current_thread() is threading.main_thread():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # child watchers are deprecated in 3.12
+                asyncio.get_child_watcher().close()
+                asyncio.set_child_watcher(None)
 
 
 def _ws_record(packet: object) -> WiresharkEsp:

@@ -315,6 +315,7 @@ class Lab:
                 # charon keeps retransmitting it in the background.
                 self._terminate_all()
                 strongswan.initiate(self.gateway_dir(layout.TUNNEL.left.node), layout.TUNNEL.name, timeout=1)
+            self._export_esp_keys()
             return
         if not all(
             strongswan.child_installed(strongswan.list_sas(self.gateway_dir(gw)), layout.TUNNEL.name)
@@ -323,6 +324,22 @@ class Lab:
             self._establish(wait)
         if not self.topology_path.exists():
             self._write_topology(state)
+        self._export_esp_keys()
+
+    def _export_esp_keys(self) -> None:
+        """Keep ``esp_sa`` (mode 0600, named by the topology) in step with the CHILD_SAs charon
+        logged, so tracer decrypts the lab's ESP by default. Only tracer's analysis reads it."""
+        from tracer.esp.keys import sas_from_lab, write_esp_sa_file
+
+        path = self.dir / layout.ESP_SA_FILE
+        try:
+            sas = sas_from_lab(self)
+        except LabError:
+            sas = []  # no CHILD_SA yet (e.g. IKE blocked): better no file than a wrong one
+        if sas:
+            write_esp_sa_file(path, sas)
+        else:
+            path.unlink(missing_ok=True)
 
     def _terminate_all(self) -> None:
         for gw in layout.GATEWAYS:

@@ -185,6 +185,9 @@ def netns_name(lab: str, node_name: str) -> str:
     return ns_prefix(lab) + node_name.replace("-", "")
 
 
+ESP_SA_FILE = "esp_sa"  # the lab's CHILD_SA keys, Wireshark esp_sa format, beside topology.toml
+
+
 def topology_document(lab: str, ssh: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The lab as a topology dict in the format of docs/topology.md.
 
@@ -222,6 +225,7 @@ def topology_document(lab: str, ssh: dict[str, dict[str, Any]] | None = None) ->
 
     return {
         "name": lab,
+        "esp_keys": ESP_SA_FILE,
         "nodes": nodes,
         "links": [{"ends": [f"{a}:{ai}", f"{b}:{bi}"]} for (a, ai), (b, bi) in LINKS],
         "tunnels": [

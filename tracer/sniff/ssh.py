@@ -43,7 +43,7 @@ from pathlib import Path
 from tracer.errors import EnvironmentProblem
 from tracer.netns import ensure_tool
 from tracer.sniff import CaptureResult
-from tracer.sniff.tcpdump import STOP_TIMEOUT, TcpdumpSniffer, finish_capture, parse_stats, tcpdump_args
+from tracer.sniff.tcpdump import MAX_SNAPLEN, STOP_TIMEOUT, TcpdumpSniffer, finish_capture, parse_stats, tcpdump_args
 
 CONNECT_TIMEOUT = 5  # seconds; the start barrier (tracer.sniff.start_all) bounds it anyway
 STOP_LINE = b"stop\n"
@@ -69,9 +69,9 @@ exit "$rc"
 """
 
 
-def remote_script(iface: str, bpf: str, buffer_kib: int) -> str:
+def remote_script(iface: str, bpf: str, buffer_kib: int, snaplen: int = MAX_SNAPLEN) -> str:
     """The sh script run on the remote host: tcpdump to stdout until stdin says stop."""
-    args = tcpdump_args(iface, "-", bpf, buffer_kib)
+    args = tcpdump_args(iface, "-", bpf, buffer_kib, snaplen)
     assert args[-1] == bpf  # the filter goes last; here it is "$f", built remotely
     tcpdump = " ".join(shlex.quote(a) for a in ["tcpdump", *args[:-1]])
     return _REMOTE.format(bpf=shlex.quote(bpf), tcpdump=tcpdump)
@@ -121,8 +121,9 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         port: int | None = None,
         known_hosts: Path | None = None,
         buffer_kib: int = 16384,
+        snaplen: int = MAX_SNAPLEN,
     ) -> None:
-        super().__init__(point, None, iface, out, bpf, buffer_kib)
+        super().__init__(point, None, iface, out, bpf, buffer_kib, snaplen)
         self.target = target
         self.ssh_netns = ssh_netns
         self.key = key
@@ -133,7 +134,7 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         self._start_error: EnvironmentProblem | None = None
 
     def argv(self) -> list[str]:
-        script = remote_script(self.iface, self.bpf, self.buffer_kib)
+        script = remote_script(self.iface, self.bpf, self.buffer_kib, self.snaplen)
         # ssh hands the command to the remote login shell; exec sh runs our script the same
         # way whatever that shell is.
         return ssh_argv(self.target, f"exec sh -c {shlex.quote(script)}", self.ssh_netns, self.key, self.port,

@@ -32,7 +32,10 @@ READY = b"listening on"  # tcpdump's stderr once the filter is attached: the sta
 # -- shared by every tcpdump backend (local here, remote in tracer.sniff.ssh) -----------------
 
 
-def tcpdump_args(iface: str, write_to: str, bpf: str, buffer_kib: int) -> list[str]:
+MAX_SNAPLEN = 262144
+
+
+def tcpdump_args(iface: str, write_to: str, bpf: str, buffer_kib: int, snaplen: int = MAX_SNAPLEN) -> list[str]:
     """tcpdump's arguments after the program name: nanosecond pcap to ``write_to`` ("-" = stdout).
 
     Immediate mode and -U, or the last packets of a short run sit in a buffer
@@ -40,7 +43,7 @@ def tcpdump_args(iface: str, write_to: str, bpf: str, buffer_kib: int) -> list[s
     could not write the file (a non-root tcpdump ignores it).
     """
     return ["-i", iface, "-w", write_to, "-U", "--immediate-mode", "-n", "--time-stamp-precision=nano",
-            "-s", "262144", "-B", str(buffer_kib), "-Z", "root", bpf]
+            "-s", str(snaplen), "-B", str(buffer_kib), "-Z", "root", bpf]
 
 
 def parse_stats(stderr: str) -> tuple[int | None, int]:
@@ -65,8 +68,12 @@ def finish_capture(point: str, raw: Path, out: Path, drops: int | None, captured
 class TcpdumpSniffer:
     backend = "tcpdump"  # recorded in the run manifest per capture point
 
-    def __init__(self, point: str, netns: str | None, iface: str, out: Path, bpf: str, buffer_kib: int = 16384) -> None:
+    def __init__(
+        self, point: str, netns: str | None, iface: str, out: Path, bpf: str, buffer_kib: int = 16384,
+        snaplen: int = MAX_SNAPLEN,
+    ) -> None:
         self.point = point
+        self.snaplen = snaplen
         self.netns = netns
         self.iface = iface
         self.out = out
@@ -77,7 +84,7 @@ class TcpdumpSniffer:
         self._stderr = b""
 
     def argv(self) -> list[str]:
-        cmd = [ensure_tool("tcpdump"), *tcpdump_args(self.iface, str(self.raw), self.bpf, self.buffer_kib)]
+        cmd = [ensure_tool("tcpdump"), *tcpdump_args(self.iface, str(self.raw), self.bpf, self.buffer_kib, self.snaplen)]
         return (["ip", "netns", "exec", self.netns] if self.netns else []) + cmd
 
     def start(self) -> None:
