@@ -4,7 +4,8 @@ Start a sniffer on every capture point of the expected request and reply
 paths, send tagged probes, stop the sniffers, write the run directory
 (one pcapng per point, manifest, topology), then hand it to the same replay
 code as ``tracer replay``. Works on any topology whose nodes live in local
-network namespaces; the built-in lab is just one such topology file.
+network namespaces or are reachable over SSH; the built-in lab is just one
+such topology file.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Send tagged ICMP echo requests from SRC to DST while a sniffer runs on every "
         "capture point of the expected request and reply paths, then replay the captures and "
         "name the hop where probes disappeared. SRC and DST are node names or addresses of the "
-        "topology; its nodes must live in local network namespaces. Needs root.",
+        "topology; its nodes live in local network namespaces or are captured over SSH "
+        "(docs/remote-capture.md). Needs root.",
         epilog="examples:\n"
         "  tracer lab up && tracer ping west east\n"
         "  tracer ping west-gw east --source lan0        # test the tunnel from the gateway's private side\n"

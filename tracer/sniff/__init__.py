@@ -2,8 +2,9 @@
 before the first probe leaves, stopped cleanly, each leaving a pcapng named
 ``node:iface`` with its kernel drop count.
 
-Backends are modules here (``tcpdump`` for a local network namespace); each
-provides a class with ``start()``, ``wait_ready(deadline)`` and ``stop()``.
+Backends are modules here (``tcpdump`` in a local network namespace, ``ssh``
+for tcpdump on a remote host); each provides a class with ``start()``,
+``wait_ready(deadline)`` and ``stop()``.
 """
 
 from __future__ import annotations
