@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -201,17 +199,6 @@ def test_wireshark_agrees_with_confirm(mixed: Path, tmp_path: Path) -> None:
 LAB = "ek"
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (CI runs as root)")
-    lab = Lab(LAB)
-    lab.down()
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
 
 
 @pytest.mark.lab

@@ -25,6 +25,8 @@ from tracer.errors import EXIT_ENVIRONMENT, EnvironmentProblem, LabError
 from tracer.lab import FAULTS, Lab, faults, layout, strongswan, toml_writer
 from tracer.model.topology import Topology
 
+LAB = "t1"  # namespaces trc-t1-*; the module's lab comes from tests/conftest.py
+
 WEST_HOST = "192.0.2.10"
 EAST_HOST = "198.51.100.10"
 

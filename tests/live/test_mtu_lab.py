@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.live.conftest import fault
+from tests.lab_faults import fault
 from tracer.cli import main
 
 pytestmark = pytest.mark.lab

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from tracer.model.topology import Topology
 from tracer.sniff.ssh import SshTcpdumpSniffer, remote_script, ssh_argv
 
 LAB = "sh"  # namespaces trc-sh-*
+LAB_SSH = True  # sshd in east-gw, east-gw captured over SSH
 EAST_GW_POINTS = ("east-gw:wan0", "east-gw:ipsec0", "east-gw:lan0")
 
 
@@ -132,17 +132,6 @@ def test_topology_ssh_keys_are_checked() -> None:
 # -- the real thing -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (CI runs as root)")
-    lab = Lab(LAB)
-    lab.down()  # leftovers of a run killed half-way
-    try:
-        lab.up(ssh=True)
-        yield lab
-    finally:
-        lab.down()
 
 
 def ping(lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str], topology: Path | None = None) -> tuple[int, dict, Path]:

@@ -41,10 +41,8 @@ from scapy.contrib.ikev2 import (
     IKEv2NotifyMessageTypes,
 )
 
-from tracer.errors import BadInput, EnvironmentProblem
 from tracer.model.tag import ProbeKind, ProbeTag
-from tracer.netns import netns_socket
-from tracer.probe.pacer import exchange
+from tracer.probe.pacer import exchange, probe_socket
 
 IKE_PORT = 500
 NATT_PORT = 4500
@@ -336,22 +334,6 @@ class Sent:
     peer_nat: bool | None = None  # responder signals NAT on its side (or fakes it to force UDP encapsulation)
 
 
-def open_socket(netns: str | None, source: IPv4Address) -> socket.socket:
-    try:
-        sock = netns_socket(netns, socket.AF_INET, socket.SOCK_DGRAM) if netns \
-            else socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    except PermissionError:
-        raise EnvironmentProblem("entering the gateway's network namespace needs root") from None
-    try:
-        # Port 0: an ephemeral port. 500/4500 belong to the gateway's own IKE daemon,
-        # and responders answer whatever port the request came from.
-        sock.bind((str(source), 0))
-    except OSError as e:
-        sock.close()
-        raise BadInput(f"cannot send IKE from {source} ({e.strerror}): is it an address of the initiating node?") from None
-    return sock
-
-
 def send_probes(
     netns: str | None,
     src: IPv4Address,
@@ -364,7 +346,7 @@ def send_probes(
 ) -> list[Sent]:
     """Send ``count`` IKE_SA_INIT probes ``interval`` s apart to ``dst:port``; return when every
     one is answered or ``timeout`` s after the last left."""
-    sock = open_socket(netns, src)
+    sock = probe_socket(netns, socket.SOCK_DGRAM, 0, src)
     sport = sock.getsockname()[1]
     marker = NON_ESP_MARKER if port == NATT_PORT else b""
     by_spi: dict[bytes, int] = {}

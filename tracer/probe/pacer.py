@@ -1,12 +1,17 @@
-"""The send/receive rhythm every probe kind shares: one probe every ``interval``
-seconds, answers read in between, done when all are answered or ``timeout``
-seconds after the last one left."""
+"""What every probe kind shares: its socket inside the sending node's namespace, and
+the send/receive rhythm: one probe every ``interval`` seconds, answers read in
+between, done when all are answered or ``timeout`` seconds after the last left."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
+from ipaddress import IPv4Address
 from typing import Protocol, TypeVar
+
+from tracer.errors import BadInput, EnvironmentProblem
+from tracer.netns import netns_socket
 
 
 class Record(Protocol):
@@ -45,3 +50,21 @@ def exchange(
         wait = max(0.0, min(next_send if seq < count else (last_sent or now) + timeout, now + 0.05) - now)
         receive(sent, wait)
     return [sent[k] for k in sorted(sent)]
+
+
+def probe_socket(netns: str | None, sock_type: int, proto: int, source: IPv4Address | None) -> socket.socket:
+    """A socket inside ``netns`` (None: this namespace), bound to ``source`` when given,
+    so the kernel routes and builds headers exactly as for the node's own traffic."""
+    try:
+        sock = netns_socket(netns, socket.AF_INET, sock_type, proto) if netns \
+            else socket.socket(socket.AF_INET, sock_type, proto)
+    except PermissionError:
+        raise EnvironmentProblem("sending probes needs root (raw sockets, network namespaces)") from None
+    if source is not None:
+        try:
+            # Port 0: ephemeral (for UDP; IKE's 500/4500 belong to the node's own daemon).
+            sock.bind((str(source), 0))
+        except OSError as e:
+            sock.close()
+            raise BadInput(f"cannot send from {source} ({e.strerror}): is it an address of the sending node?") from None
+    return sock

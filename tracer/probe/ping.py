@@ -16,10 +16,9 @@ from ipaddress import IPv4Address
 
 from scapy.layers.inet import ICMP
 
-from tracer.errors import BadInput, EnvironmentProblem
+from tracer.errors import BadInput
 from tracer.model.tag import TAG_LEN, ProbeKind, ProbeTag, decode, icmp_id_for
-from tracer.netns import netns_socket
-from tracer.probe.pacer import exchange
+from tracer.probe.pacer import exchange, probe_socket
 
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2  # set DF and never fragment locally
@@ -45,18 +44,8 @@ def echo_request(tag: ProbeTag, size: int) -> bytes:
 
 
 def open_socket(netns: str | None, source: IPv4Address | None, df: bool) -> socket.socket:
-    try:
-        sock = netns_socket(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) if netns \
-            else socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    except PermissionError:
-        raise EnvironmentProblem("sending probes needs a raw socket: run as root") from None
+    sock = probe_socket(netns, socket.SOCK_RAW, socket.IPPROTO_ICMP, source)
     sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT)
-    if source:
-        try:
-            sock.bind((str(source), 0))
-        except OSError as e:
-            sock.close()
-            raise BadInput(f"--source {source}: cannot send from this address ({e.strerror})") from None
     return sock
 
 
