@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import select
 import socket
 import struct
 import time
@@ -42,7 +41,7 @@ from scapy.contrib.ikev2 import (
 )
 
 from tracer.model.tag import ProbeKind, ProbeTag
-from tracer.probe.pacer import exchange, probe_socket
+from tracer.probe.pacer import drain, exchange, probe_socket
 
 IKE_PORT = 500
 NATT_PORT = 4500
@@ -379,13 +378,7 @@ def _read_answers(
     wait: float,
 ) -> None:
     src, sport, dst, dport = flow
-    ready, _, _ = select.select([sock], [], [], wait)
-    while ready:
-        try:
-            data = sock.recv(65535)
-        except BlockingIOError:
-            return
-        now = time.time_ns()
+    for data, now in drain(sock, wait):
         if marker:
             if data[:4] != marker:
                 continue  # ESP or a keepalive: not an answer to us
@@ -403,4 +396,3 @@ def _read_answers(
         s.answer = summarize(a) + nat_note(s.nat, s.peer_nat)
         s.responder_spi = f"0x{a.spi_r.hex()}"
         s.notifies = [n.name for n in a.notifies]
-        ready, _, _ = select.select([sock], [], [], 0)

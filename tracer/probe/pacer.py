@@ -4,9 +4,10 @@ between, done when all are answered or ``timeout`` seconds after the last left."
 
 from __future__ import annotations
 
+import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from typing import Protocol, TypeVar
 
@@ -68,3 +69,15 @@ def probe_socket(netns: str | None, sock_type: int, proto: int, source: IPv4Addr
             sock.close()
             raise BadInput(f"cannot send from {source} ({e.strerror}): is it an address of the sending node?") from None
     return sock
+
+
+def drain(sock: socket.socket, wait: float) -> Iterator[tuple[bytes, int]]:
+    """(datagram, arrival ns) for what arrives within ``wait`` seconds, then for everything
+    already queued; ``sock`` is non-blocking."""
+    ready, _, _ = select.select([sock], [], [], wait)
+    while ready:
+        try:
+            data = sock.recv(65535)
+        except BlockingIOError:
+            return
+        yield data, time.time_ns()

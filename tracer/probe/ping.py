@@ -18,7 +18,7 @@ from scapy.layers.inet import ICMP
 
 from tracer.errors import BadInput
 from tracer.model.tag import TAG_LEN, ProbeKind, ProbeTag, decode, icmp_id_for
-from tracer.probe.pacer import exchange, probe_socket
+from tracer.probe.pacer import drain, exchange, probe_socket
 
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2  # set DF and never fragment locally
@@ -86,22 +86,13 @@ def send_probes(
 
 
 def _read_replies(sock: socket.socket, ident: int, run: int, kind: ProbeKind, sent: dict[int, Sent], wait: float) -> None:
-    import select
-
-    ready, _, _ = select.select([sock], [], [], wait)
-    while ready:
-        try:
-            data = sock.recv(65535)
-        except BlockingIOError:
-            return
-        now = time.time_ns()
+    for data, now in drain(sock, wait):
         ihl = (data[0] & 0x0F) * 4
         icmp = data[ihl:]
         if len(icmp) >= ICMP_HEADER + TAG_LEN and icmp[0] == 0 and int.from_bytes(icmp[4:6], "big") == ident:
             tag = decode(icmp[ICMP_HEADER:])
             if tag and tag.run == run and tag.kind == kind and tag.seq in sent and sent[tag.seq].rtt_ms is None:
                 sent[tag.seq].rtt_ms = (now - sent[tag.seq].sent_ns) / 1e6
-        ready, _, _ = select.select([sock], [], [], 0)
 
 
 def random_run_id() -> int:
