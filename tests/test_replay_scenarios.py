@@ -219,3 +219,16 @@ def test_keys_cli_and_no_key_in_output(tmp_path, capsys):
     doc = json.loads(out)
     assert "ESP decrypted with keys: 6 probe carriers identified by the tag inside" in doc["diagnoses"]
     assert KEY.hex() not in out.lower()
+
+
+def test_keys_prove_absence_at_encap(tmp_path):
+    # The gateway drops the probe between ipsec0 and ESP while background keeps the SA busy:
+    # without keys the ESP hops are ambiguous; with keys every ESP packet there was opened and
+    # none was the probe, so the loss is at the encap point.
+    sc = Scenario(background=2, background_offset_ns=20_000, esp_key=KEY, drop_after={("request", "west-gw:ipsec0"): None})
+    run_dir = build(sc, tmp_path / "run")
+    (keyless,) = replay_run(load_run([run_dir]))
+    assert keyless.status == Status.INCONCLUSIVE
+    (with_keys,) = replay_run(load_run([run_dir]), esp_keys=tmp_path / "run.esp_sa")
+    (f,) = lost(with_keys, "request")
+    assert f.where == "inside west-gw between ipsec0 and wan0 (encap, tunnel west-east)"

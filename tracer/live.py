@@ -29,7 +29,7 @@ from tracer.rundir import CaptureEntry, Manifest, write_manifest
 from tracer.sniff import CaptureResult, Sniffer, start_all, stop_all
 from tracer.sniff.bpf import capture_filter
 from tracer.sniff.ssh import SshTcpdumpSniffer
-from tracer.sniff.tcpdump import MAX_SNAPLEN, TcpdumpSniffer
+from tracer.sniff.tcpdump import DEFAULT_SNAPLEN, TcpdumpSniffer
 
 SETTLE_S = 0.05
 
@@ -72,7 +72,7 @@ def capture_points(topo: Topology, ends: Endpoints) -> list[str]:
     return list(dict.fromkeys(h.point for p in (req, rep) for h in p.hops))
 
 
-def make_sniffers(topo: Topology, points: list[str], run_dir: Path, snaplen: int = MAX_SNAPLEN) -> list[Sniffer]:
+def make_sniffers(topo: Topology, points: list[str], run_dir: Path, snaplen: int = DEFAULT_SNAPLEN) -> list[Sniffer]:
     bpf = capture_filter(topo)
     sniffers: list[Sniffer] = []
     for point in points:
@@ -116,7 +116,7 @@ def record(
     run_dir: Path,
     send: Callable[[], dict],
     count: int,
-    snaplen: int = MAX_SNAPLEN,
+    snaplen: int = DEFAULT_SNAPLEN,
 ) -> Path:
     """Sniff every point while ``send()`` runs; always leave a valid run directory."""
     ensure_root()

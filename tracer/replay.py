@@ -107,15 +107,19 @@ def replay_run(
             for s in specs]
 
 
-def _decrypt(loaded: LoadedRun, esp_keys: Path) -> tuple[dict[tuple[int, int], tuple[int, int, int, str]], tuple[str, ...]]:
-    """Decrypt the captures' ESP with the SAs in ``esp_keys``: which probe each packet carries."""
+def _decrypt(
+    loaded: LoadedRun, esp_keys: Path
+) -> tuple[dict[tuple[int, int], tuple[int, int, int, str] | None], tuple[str, ...]]:
+    """Decrypt the captures' ESP with the SAs in ``esp_keys``: for every packet opened, the
+    probe it carries (None: other traffic). Packets that failed are left out."""
     from tracer.esp import read_esp_sa_file
     from tracer.esp.confirm import confirm
 
     conf = confirm(loaded.observations, read_esp_sa_file(esp_keys))
     echo_dir = {8: "request", 0: "reply"}
     decrypted = {key: (tag.run, int(tag.kind), tag.seq, echo_dir[icmp_type])
-                 for key, (tag, icmp_type) in conf.tags.items() if tag is not None and icmp_type in echo_dir}
+                 if tag is not None and icmp_type in echo_dir else None
+                 for key, (tag, icmp_type) in conf.tags.items()}
     return decrypted, (conf.summary(),)
 
 

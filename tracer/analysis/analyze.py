@@ -80,10 +80,11 @@ def analyze(
     spec: ProbeSpec,
     drops: dict[str, int] | None = None,
     warnings: tuple[str, ...] = (),
-    decrypted: dict[tuple[int, int], tuple[int, int, int, str]] | None = None,
+    decrypted: dict[tuple[int, int], tuple[int, int, int, str] | None] | None = None,
     esp_notes: tuple[str, ...] = (),
 ) -> Verdict:
-    """``decrypted``: (SPI, ESP seq) → (run, kind, seq, direction) found inside with keys;
+    """``decrypted``: every (SPI, ESP seq) opened with keys → (run, kind, seq, direction) of the
+    probe inside, or None for other traffic;
     ``esp_notes``: what the decryption edge has to say (counts, failures; never keys)."""
     drops = {k: v for k, v in (drops or {}).items() if v}
     if spec.src is None or spec.dst is None:

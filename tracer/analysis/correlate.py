@@ -67,11 +67,12 @@ def correlate(
     direction: str,
     seqs: np.ndarray,
     drops: dict[str, int] | None = None,
-    decrypted: dict[tuple[int, int], tuple[int, int, int, str]] | None = None,
+    decrypted: dict[tuple[int, int], tuple[int, int, int, str] | None] | None = None,
 ) -> Sightings:
-    """``decrypted``: (SPI, ESP seq) → (run, kind, seq, direction) of the probe found inside
-    that ESP packet with keys; it identifies ESP hops directly, and the keyless association
-    is then only the fallback (and is cross-checked)."""
+    """``decrypted``: every (SPI, ESP seq) decrypted with keys → (run, kind, seq, direction) of
+    the probe inside, or None for other traffic. It identifies ESP hops directly; the keyless
+    association is then only the fallback (and is cross-checked). Where every ESP packet at a
+    hop decrypted, a probe none of them carries was positively not there."""
     drops = drops or {}
     n, m = len(seqs), len(path.hops)
     codes = np.full((n, m), MISSED, np.int8)
@@ -79,6 +80,7 @@ def correlate(
     esp_keys = np.zeros((n, m), np.uint64)
     leaks: list[str] = []
     known = _decrypted_keys(decrypted or {}, seqs, run, kind, direction)
+    all_decrypted = np.array([(spi << 32) | q for spi, q in decrypted], np.uint64) if decrypted is not None else None
     disagreements = 0
 
     probe = obs.select(direction_mask(obs, run, kind, direction))
@@ -103,7 +105,7 @@ def correlate(
             codes[(codes[:, h] == MISSED), h] = UNRELIABLE
 
     for seg in _esp_segments(path):
-        disagreements += _follow_esp(obs, topo, path, seg, codes, times, esp_keys, known)
+        disagreements += _follow_esp(obs, topo, path, seg, codes, times, esp_keys, known, all_decrypted)
 
     # A probe missed at one point but seen further down is capture noise.
     last_seen = last_index(codes == SEEN)
@@ -117,7 +119,10 @@ def _decrypted_keys(
 ) -> np.ndarray:
     """Per probe, the SPI << 32 | seq of the ESP packet that decryption showed carries it (0: none)."""
     out = np.zeros(len(seqs), np.uint64)
-    for (spi, esp_seq), (r, k, q, d) in decrypted.items():
+    for (spi, esp_seq), probe in decrypted.items():
+        if probe is None:
+            continue
+        r, k, q, d = probe
         if r == run and k == int(kind) and d == direction:
             p = int(np.searchsorted(seqs, q))
             if p < len(seqs) and seqs[p] == q and out[p] == 0:
@@ -200,6 +205,7 @@ def _follow_esp(
     times: np.ndarray,
     esp_keys: np.ndarray,
     decrypted_keys: np.ndarray,
+    all_decrypted: np.ndarray | None,
 ) -> int:
     """Fill the ESP hops of one tunnel segment; return how many keyless associations
     contradicted decryption."""
@@ -234,15 +240,18 @@ def _follow_esp(
         pidx = obs.point_index(path.hops[h].point)
         if pidx < 0:
             continue
-        unknown = (keys == 0) & (codes[:, h] == MISSED)
-        # Nothing left the encapsulating gateway for it: a plain miss at the first
-        # ESP hop; beyond that we cannot tell which ESP packet would be its.
-        plain_miss = (no_esp & (h == first)) | never_entered
-        codes[unknown & ~plain_miss, h] = UNKNOWN
-        known = keys != 0
-        esp_keys[known, h] = keys[known]
         at = (obs["point"] == pidx) & (obs["cls"] == PacketClass.ESP)
         row_keys = (obs["spi"][at].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][at].astype(np.uint64)
+        unknown = (keys == 0) & (codes[:, h] == MISSED)
+        # Nothing left the encapsulating gateway for it: a plain miss at the first
+        # ESP hop; beyond that we cannot tell which ESP packet would be its, unless
+        # keys opened every ESP packet here and none was the probe.
+        plain_miss = (no_esp & (h == first)) | never_entered
+        opened_all = all_decrypted is not None and bool(np.isin(row_keys, all_decrypted).all())
+        if not opened_all:
+            codes[unknown & ~plain_miss, h] = UNKNOWN
+        known = keys != 0
+        esp_keys[known, h] = keys[known]
         first_ts = _first_times(keys, row_keys, obs["ts_ns"][at])
         hit = known & (first_ts >= 0)
         codes[hit, h] = SEEN

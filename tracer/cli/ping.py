@@ -47,9 +47,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", "-I", help="source address or interface on SRC, like ping -I")
     p.add_argument("--out", "-o", type=Path, help="run directory to write (default runs/<time>-<kind>-<run>)")
     p.add_argument("--json", action="store_true", help="machine-readable verdict on stdout")
-    p.add_argument("--snaplen", type=int, default=262144, metavar="BYTES",
-                   help="bytes kept per packet (default: all; 128 keeps every header and tag the analysis reads, "
-                   "not enough to decrypt ESP)")
+    p.add_argument("--snaplen", type=int, default=2048, metavar="BYTES",
+                   help="bytes kept per packet (default 2048: a 1500-byte MTU plus headers, so ESP can be decrypted; "
+                   "raise it for jumbo frames; 128 keeps every header and tag the analysis reads)")
     p.add_argument("--plot", type=Path, metavar="FILE", help="also draw the verdict to FILE.png/.svg")
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--esp-keys", type=Path, metavar="FILE",

@@ -43,7 +43,7 @@ from pathlib import Path
 from tracer.errors import EnvironmentProblem
 from tracer.netns import ensure_tool
 from tracer.sniff import CaptureResult
-from tracer.sniff.tcpdump import MAX_SNAPLEN, STOP_TIMEOUT, TcpdumpSniffer, finish_capture, parse_stats, tcpdump_args
+from tracer.sniff.tcpdump import DEFAULT_SNAPLEN, STOP_TIMEOUT, TcpdumpSniffer, finish_capture, parse_stats, tcpdump_args
 
 CONNECT_TIMEOUT = 5  # seconds; the start barrier (tracer.sniff.start_all) bounds it anyway
 STOP_LINE = b"stop\n"
@@ -69,7 +69,7 @@ exit "$rc"
 """
 
 
-def remote_script(iface: str, bpf: str, buffer_kib: int, snaplen: int = MAX_SNAPLEN) -> str:
+def remote_script(iface: str, bpf: str, buffer_kib: int, snaplen: int = DEFAULT_SNAPLEN) -> str:
     """The sh script run on the remote host: tcpdump to stdout until stdin says stop."""
     args = tcpdump_args(iface, "-", bpf, buffer_kib, snaplen)
     assert args[-1] == bpf  # the filter goes last; here it is "$f", built remotely
@@ -121,7 +121,7 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         port: int | None = None,
         known_hosts: Path | None = None,
         buffer_kib: int = 16384,
-        snaplen: int = MAX_SNAPLEN,
+        snaplen: int = DEFAULT_SNAPLEN,
     ) -> None:
         super().__init__(point, None, iface, out, bpf, buffer_kib, snaplen)
         self.target = target
