@@ -31,6 +31,7 @@ def test_blackhole_link_is_named(lab, tmp_path, capsys):
     # kernel-libipsec, aes128gcm16 in UDP 4500: 20 IP + 8 UDP + 8 ESP + 8 IV + 2..5 trailer + 16 ICV, padded.
     assert m["esp_overhead"] == 64 and m["encap_point"] == "west-gw:ipsec0"
     assert doc["summary"].startswith("path MTU below 1250 bytes: 1200-byte probes delivered")
+    assert any("PMTUD blackhole" in d for d in doc["diagnoses"])
 
 
 def test_healthy_lab_tunnel_mtu(lab, tmp_path, capsys):

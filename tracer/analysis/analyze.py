@@ -138,6 +138,8 @@ def analyze(
     diagnoses += _answers(spec)
     status = _status(found)
     mtu = _mtu_report(obs, spec, req_path, traces, found) if spec.sizes else None
+    if mtu is not None:
+        diagnoses += _mtu_diagnosis(mtu, diagnoses)
     summary = _mtu_summary(mtu) if mtu else _summary(found, spec.kind, status, req_path)
     return Verdict(
         run=spec.run,
@@ -199,6 +201,19 @@ def _esp_overhead(
         if at_esp.any() and at_enc.any():
             return int(obs["ip_len"][at_esp][0]) - int(obs["ip_len"][at_enc][0]), enc
     return None, None
+
+
+def _mtu_diagnosis(m: MtuReport, notes: list[str]) -> list[str]:
+    """Large probes vanish where small ones pass: say what that means in PMTUD terms."""
+    lost = next((r for r in m.sizes if r.size == m.smallest_lost), None)
+    if lost is None or lost.where is None or not m.largest_delivered:
+        return []
+    if any("fragmentation needed" in n for n in notes):
+        return [f"{m.smallest_lost}-byte probes vanish {lost.where} while {m.largest_delivered}-byte ones pass; "
+                "an ICMP 'fragmentation needed' was sent (see above): path MTU discovery is working"]
+    return [f"{m.smallest_lost}-byte probes vanish {lost.where} while {m.largest_delivered}-byte ones pass, and no "
+            "ICMP 'fragmentation needed' came back: a PMTUD blackhole (a link MTU below the packet size, with its "
+            "ICMP errors filtered or never sent)"]
 
 
 def _mtu_summary(m: MtuReport) -> str:
