@@ -12,26 +12,21 @@ import numpy as np
 
 from tracer.analysis.clock import correct_clocks
 from tracer.analysis.correlate import correlate, direction_mask
+from tracer.analysis.icmp import icmp_errors
 from tracer.analysis.locate import findings, trace_probes
+from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_summary
 from tracer.errors import BadInput
-from tracer.model.observations import Observations, PacketClass
+from tracer.model.observations import Observations
 from tracer.model.path import ExpectedPath, expected_path
-from tracer.model.tag import ProbeKind, icmp_id_for
+from tracer.model.tag import ProbeKind
 from tracer.model.topology import Topology
-from tracer.model.verdict import Finding, MtuReport, Outcome, ProbeTrace, SizeResult, Status, Verdict
+from tracer.model.verdict import Finding, Outcome, Status, Verdict
 
 NOUNS = {
     ProbeKind.PING: ("echo requests", "echo replies"),
     ProbeKind.MTU: ("large echo requests", "large echo replies"),
     ProbeKind.IKE: ("IKE_SA_INIT requests", "IKE responses"),
 }
-
-_ICMP_NAMES = {
-    (3, 0): "net unreachable", (3, 1): "host unreachable", (3, 3): "port unreachable",
-    (3, 4): "fragmentation needed", (3, 13): "administratively prohibited",
-    (11, 0): "TTL exceeded", (3, 10): "host prohibited",
-}
-
 
 @dataclass(frozen=True)
 class ProbeSpec:
@@ -126,7 +121,7 @@ def analyze(
     unobserved = tuple(sorted(p for p in all_points if obs.point_index(p) < 0))
     diagnoses = [f"probe seen in the clear on {pt}, where it should be ESP: traffic leaks unencrypted "
                  "(no SA or policy covers it)" for pt in dict.fromkeys(leaks)]
-    diagnoses += _icmp_errors(obs, spec, paths)
+    diagnoses += icmp_errors(obs, spec, paths)
     diagnoses += list(esp_notes)
     sightings = [s_req] + ([s_rep] if rep_path is not None else [])
     if decrypted is not None:
@@ -137,10 +132,10 @@ def analyze(
                              "(decryption wins; background traffic in the SA?)")
     diagnoses += _answers(spec)
     status = _status(found)
-    mtu = _mtu_report(obs, spec, req_path, traces, found) if spec.sizes else None
+    mtu = mtu_report(obs, spec, req_path, traces, found) if spec.sizes else None
     if mtu is not None:
-        diagnoses += _mtu_diagnosis(mtu, diagnoses)
-    summary = _mtu_summary(mtu) if mtu else _summary(found, spec.kind, status, req_path)
+        diagnoses += mtu_diagnosis(mtu, diagnoses)
+    summary = mtu_summary(mtu) if mtu else _summary(found, spec.kind, status, req_path)
     return Verdict(
         run=spec.run,
         kind=spec.kind.name.lower(),
@@ -155,75 +150,6 @@ def analyze(
         warnings=tuple(warn),
         mtu=mtu,
     )
-
-
-def _mtu_report(
-    obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: list[ProbeTrace], found: list[Finding]
-) -> MtuReport:
-    """Per size: delivered or where lost; the largest that passed, the smallest that did not."""
-    sizes = spec.sizes or {}
-    errors = spec.send_errors or {}
-    fate: dict[int, list[bool]] = {}
-    for t in traces:
-        if t.direction == "request":
-            fate.setdefault(t.seq, []).append(t.outcome == Outcome.DELIVERED)
-        elif t.outcome not in (Outcome.DELIVERED, Outcome.NOT_SENT):
-            fate.setdefault(t.seq, []).append(False)
-    where_of = {q: f.where for f in found if f.outcome != Outcome.DELIVERED for q in f.seqs}
-    results = []
-    for size in sorted(set(sizes.values())):
-        seqs = [q for q, sz in sizes.items() if sz == size]
-        ok = sum(all(fate.get(q, [False])) for q in seqs)
-        lost = [q for q in seqs if not all(fate.get(q, [False]))]
-        results.append(SizeResult(size, len(seqs), ok, where_of.get(lost[0]) if lost else None,
-                                  next((errors[q] for q in lost if q in errors), None)))
-    delivered = [r.size for r in results if r.delivered == r.sent]
-    lost_sizes = [r.size for r in results if r.delivered < r.sent and r.size > max(delivered, default=0)]
-    overhead, point = _esp_overhead(obs, spec, path, traces)
-    return MtuReport(tuple(results), max(delivered, default=None), min(lost_sizes, default=None), overhead, point)
-
-
-def _esp_overhead(
-    obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: list[ProbeTrace]
-) -> tuple[int | None, str | None]:
-    """Outer ESP packet length minus the cleartext packet it carries, at the encap point."""
-    first = next((i for i, h in enumerate(path.hops) if h.esp is not None), None)
-    if not first:
-        return None, None
-    enc = path.hops[first - 1].point
-    for t in traces:
-        if t.direction != "request" or t.esp[first] is None:
-            continue
-        spi, seq = t.esp[first]
-        at_esp = (obs["point"] == obs.point_index(path.hops[first].point)) & (obs["spi"] == spi) & (obs["esp_seq"] == seq)
-        at_enc = (obs["point"] == obs.point_index(enc)) & (obs["tag_run"] == spec.run) & (obs["tag_seq"] == t.seq)
-        at_enc &= obs["cls"] == PacketClass.ECHO_REQUEST
-        if at_esp.any() and at_enc.any():
-            return int(obs["ip_len"][at_esp][0]) - int(obs["ip_len"][at_enc][0]), enc
-    return None, None
-
-
-def _mtu_diagnosis(m: MtuReport, notes: list[str]) -> list[str]:
-    """Large probes vanish where small ones pass: say what that means in PMTUD terms."""
-    lost = next((r for r in m.sizes if r.size == m.smallest_lost), None)
-    if lost is None or lost.where is None or not m.largest_delivered:
-        return []
-    if any("fragmentation needed" in n for n in notes):
-        return [f"{m.smallest_lost}-byte probes vanish {lost.where} while {m.largest_delivered}-byte ones pass; "
-                "an ICMP 'fragmentation needed' was sent (see above): path MTU discovery is working"]
-    return [f"{m.smallest_lost}-byte probes vanish {lost.where} while {m.largest_delivered}-byte ones pass, and no "
-            "ICMP 'fragmentation needed' came back: a PMTUD blackhole (a link MTU below the packet size, with its "
-            "ICMP errors filtered or never sent)"]
-
-
-def _mtu_summary(m: MtuReport) -> str:
-    if m.smallest_lost is None:
-        top = f"all sizes up to {m.largest_delivered} bytes delivered" if m.largest_delivered else "no size delivered"
-        return top
-    lost = next(r for r in m.sizes if r.size == m.smallest_lost)
-    how = f"refused by the sender ({lost.error})" if lost.error else f"lost {lost.where}"
-    below = f"{m.largest_delivered}-byte probes delivered, " if m.largest_delivered else "no size delivered; "
-    return f"path MTU below {m.smallest_lost} bytes: {below}{m.smallest_lost}-byte probes {how}"
 
 
 def _probe_seqs(obs: Observations, spec: ProbeSpec) -> np.ndarray:
@@ -279,30 +205,3 @@ def _answers(spec: ProbeSpec) -> list[str]:
     return [f"responder answered {len(spec.answers)}/{total}: " + "; ".join(f"{n}× {a}" for a, n in groups.items())]
 
 
-def _icmp_errors(obs: Observations, spec: ProbeSpec, paths: dict[str, ExpectedPath]) -> list[str]:
-    """ICMP errors quoting the probes or the tunnel's ESP carriers: the network saying why."""
-    err = obs["cls"] == PacketClass.ICMP_ERROR
-    if not err.any():
-        return []
-    pairs = {(int(spec.src), int(spec.dst)), (int(spec.dst), int(spec.src))}
-    for p in paths.values():
-        pairs |= {(int(h.esp.src), int(h.esp.dst)) for h in p.hops if h.esp}
-    out = []
-    seen: set[tuple] = set()
-    for i in np.flatnonzero(err):
-        pair = (int(obs["inner_src"][i]), int(obs["inner_dst"][i]))
-        if pair not in pairs:
-            continue
-        if obs["inner_proto"][i] == 1 and obs["inner_id"][i] != icmp_id_for(spec.run):
-            continue
-        t, c = int(obs["icmp_type"][i]), int(obs["icmp_code"][i])
-        key = (t, c, int(obs["src"][i]), int(obs["point"][i]))
-        if key in seen:
-            continue
-        seen.add(key)
-        name = _ICMP_NAMES.get((t, c), f"type {t} code {c}")
-        mtu = f", next-hop MTU {int(obs['mtu'][i])}" if (t, c) == (3, 4) else ""
-        about = "ESP" if pair not in {(int(spec.src), int(spec.dst)), (int(spec.dst), int(spec.src))} else "the probe"
-        out.append(f"ICMP {name} from {IPv4Address(int(obs['src'][i]))} about {about}{mtu}, "
-                   f"seen at {obs.points[int(obs['point'][i])]}")
-    return out

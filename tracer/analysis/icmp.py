@@ -1,0 +1,51 @@
+"""ICMP errors as evidence: the network saying why (unreachable, fragmentation needed,
+TTL exceeded), tied to the probes or to the tunnel's ESP carriers they quote."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tracer.model.observations import Observations, PacketClass
+from tracer.model.path import ExpectedPath
+from tracer.model.tag import icmp_id_for
+
+if TYPE_CHECKING:
+    from tracer.analysis.analyze import ProbeSpec
+
+_ICMP_NAMES = {
+    (3, 0): "net unreachable", (3, 1): "host unreachable", (3, 3): "port unreachable",
+    (3, 4): "fragmentation needed", (3, 13): "administratively prohibited",
+    (11, 0): "TTL exceeded", (3, 10): "host prohibited",
+}
+
+
+def icmp_errors(obs: Observations, spec: ProbeSpec, paths: dict[str, ExpectedPath]) -> list[str]:
+    """ICMP errors quoting the probes or the tunnel's ESP carriers: the network saying why."""
+    err = obs["cls"] == PacketClass.ICMP_ERROR
+    if not err.any():
+        return []
+    pairs = {(int(spec.src), int(spec.dst)), (int(spec.dst), int(spec.src))}
+    for p in paths.values():
+        pairs |= {(int(h.esp.src), int(h.esp.dst)) for h in p.hops if h.esp}
+    out = []
+    seen: set[tuple] = set()
+    for i in np.flatnonzero(err):
+        pair = (int(obs["inner_src"][i]), int(obs["inner_dst"][i]))
+        if pair not in pairs:
+            continue
+        if obs["inner_proto"][i] == 1 and obs["inner_id"][i] != icmp_id_for(spec.run):
+            continue
+        t, c = int(obs["icmp_type"][i]), int(obs["icmp_code"][i])
+        key = (t, c, int(obs["src"][i]), int(obs["point"][i]))
+        if key in seen:
+            continue
+        seen.add(key)
+        name = _ICMP_NAMES.get((t, c), f"type {t} code {c}")
+        mtu = f", next-hop MTU {int(obs['mtu'][i])}" if (t, c) == (3, 4) else ""
+        about = "ESP" if pair not in {(int(spec.src), int(spec.dst)), (int(spec.dst), int(spec.src))} else "the probe"
+        out.append(f"ICMP {name} from {IPv4Address(int(obs['src'][i]))} about {about}{mtu}, "
+                   f"seen at {obs.points[int(obs['point'][i])]}")
+    return out
