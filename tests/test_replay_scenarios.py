@@ -232,3 +232,32 @@ def test_keys_prove_absence_at_encap(tmp_path):
     (with_keys,) = replay_run(load_run([run_dir]), esp_keys=tmp_path / "run.esp_sa")
     (f,) = lost(with_keys, "request")
     assert f.where == "inside west-gw between ipsec0 and wan0 (encap, tunnel west-east)"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--src", "nope"], "'nope' is not an IPv4 address"),
+        (["--run", "zz"], "run id 'zz' is not a number"),
+        (["--src", "192.0.2.10", "--dst", "192.0.2.10"], "the path crosses no capture point"),
+    ],
+)
+def test_bad_option_values_are_one_line_exit_2(tmp_path, capsys, extra, message):
+    run_dir = build(Scenario(), tmp_path / "run")
+    assert main(["replay", str(run_dir), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_src_alone_takes_dst_from_the_captures(tmp_path, capsys):
+    run_dir = build(Scenario(), tmp_path / "run")
+    files = sorted(str(p) for p in run_dir.glob("*.pcapng"))
+    assert main(["replay", "--topology", str(run_dir / "topology.toml"), "--src", "192.0.2.10", *files]) == 0
+    assert "3/3 echo requests delivered and answered (west → east)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["mtu", "--sizes", "1,x", "west", "east"], ["ping", "west", "east", "--snaplen", "10"]])
+def test_live_commands_refuse_bad_values_before_capturing(tmp_path, capsys, argv):
+    assert main([*argv, "--topology", str(Path(__file__).parent / "data" / "site2site.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tracer: "), err

@@ -101,9 +101,12 @@ def _topo_path(topo: Topology, value: str | None) -> Path | None:
 def new_run_dir(base: Path | None, kind: ProbeKind, run: int) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     d = base or Path("runs") / f"{stamp}-{kind.name.lower()}-{run:08x}"
-    if d.exists() and any(d.iterdir()):
-        raise BadInput(f"--out {d}: directory exists and is not empty")
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        if d.exists() and (not d.is_dir() or any(d.iterdir())):
+            raise BadInput(f"--out {d}: exists and is not an empty directory")
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInput(f"--out {d}: cannot create the run directory ({e.strerror})") from None
     return d
 
 
@@ -133,10 +136,11 @@ def record(
         # pulled that packet from its ring yet; stopping now would record a false loss.
         time.sleep(SETTLE_S)
     finally:
-        # Ctrl-C or an error mid-run: stop what was started and keep its packets.
-        started = [s for s in sniffers if getattr(s, "proc", None) is not None]
-        results = stop_all(started)
-        backends = {s.point: getattr(s, "backend", "tcpdump") for s in started}
+        # Ctrl-C or an error mid-run: stop what was started and keep its packets. If an
+        # exception is on its way out, it stays the one reported; stop errors come after.
+        started = [s for s in sniffers if s.proc is not None]
+        results, stop_errors = stop_all(started)
+        backends = {s.point: s.backend for s in started}
         shutil.copy(topo_path, run_dir / "topology.toml")
         manifest = Manifest(
             run=run, kind=kind, src=ends.src, dst=ends.dst, origin=ends.src_node.name, count=count,
@@ -147,6 +151,8 @@ def record(
             extra=extra | {"record_s": round(time.monotonic() - t0, 3)},
         )
         write_manifest(run_dir, manifest)
+    if stop_errors:
+        raise stop_errors[0]
     return run_dir
 
 

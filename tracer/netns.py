@@ -109,8 +109,12 @@ def entered(ns: str) -> Iterator[None]:
         target = os.open(NETNS_DIR / ns, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise EnvironmentProblem(f"network namespace '{ns}' does not exist") from None
-    # /proc/thread-self, not /proc/self: we must come back to *this thread's* netns.
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        # /proc/thread-self, not /proc/self: we must come back to *this thread's* netns.
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(target)
+        raise
     try:
         _libc_setns(target)
         try:

@@ -27,7 +27,8 @@ def lost(doc, direction):
 
 
 def test_healthy_lab_all_delivered(lab, tmp_path, capsys):
-    code, doc, out = ping(lab, tmp_path, capsys)
+    code, doc, out = ping(lab, tmp_path, capsys, "--plot", str(tmp_path / "fig.png"))
+    assert (tmp_path / "fig.png").stat().st_size > 10_000  # --plot drew the verdict
     assert code == 0, doc["summary"]
     assert doc["status"] == "delivered"
     # Ten capture points per direction, every probe seen at each, ESP tied by (SPI, seq).

@@ -90,3 +90,28 @@ def test_routing_loop_detected():
     topo = Topology.from_dict(d)
     p = expected_path(topo, A("192.0.2.10"), A("198.51.100.10"))
     assert not p.delivered and "loop" in p.end_note
+
+
+def test_every_path_is_a_walk_in_the_flow_graph():
+    from tracer.model.flowgraph import build_flow_graph
+    from tracer.model.path import check_walk
+
+    topo = load_topology(TOPOLOGY)
+    graph = build_flow_graph(topo)
+    for src, dst in [("192.0.2.10", "198.51.100.10"), ("198.51.100.10", "192.0.2.10"), ("198.18.1.1", "198.18.2.1")]:
+        check_walk(expected_path(topo, A(src), A(dst)), graph, "t")
+
+
+def test_forwarding_host_contradicts_the_flow_graph():
+    import pytest
+
+    from tracer.errors import TopologyError
+    from tracer.model.flowgraph import build_flow_graph
+    from tracer.model.path import check_walk
+
+    d = data()
+    d["nodes"]["router"]["role"] = "host"  # but its routes still forward between eth0 and eth1
+    topo = Topology.from_dict(d, "t.toml")
+    path = expected_path(topo, A("192.0.2.10"), A("198.51.100.10"))
+    with pytest.raises(TopologyError, match=r"router:eth0 → router:eth1 \(forward\), which the topology's flow graph"):
+        check_walk(path, build_flow_graph(topo), "t.toml")

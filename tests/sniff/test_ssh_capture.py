@@ -24,7 +24,8 @@ from tracer.errors import EnvironmentProblem, TopologyError
 from tracer.lab import Lab, layout, toml_writer
 from tracer.lab import ssh as lab_ssh
 from tracer.model.topology import Topology
-from tracer.sniff.ssh import SshTcpdumpSniffer, remote_script, ssh_argv
+from tracer.sniff.ssh import SshTcpdumpSniffer, remote_script
+from tracer.ssh import ssh_argv
 
 LAB = "sh"  # namespaces trc-sh-*
 LAB_SSH = True  # sshd in east-gw, east-gw captured over SSH

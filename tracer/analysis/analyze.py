@@ -5,7 +5,7 @@ Live traces and offline replays both end here. Pure: no files, no sockets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
 import numpy as np
@@ -16,8 +16,9 @@ from tracer.analysis.icmp import icmp_errors
 from tracer.analysis.locate import findings, trace_probes
 from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_summary
 from tracer.errors import BadInput
+from tracer.model.flowgraph import build_flow_graph
 from tracer.model.observations import Observations
-from tracer.model.path import ExpectedPath, expected_path
+from tracer.model.path import ExpectedPath, check_walk, expected_path
 from tracer.model.tag import ProbeKind
 from tracer.model.topology import Topology
 from tracer.model.verdict import Finding, Outcome, Status, Verdict
@@ -83,12 +84,20 @@ def analyze(
     ``esp_notes``: what the decryption edge has to say (counts, failures; never keys)."""
     drops = {k: v for k, v in (drops or {}).items() if v}
     if spec.src is None or spec.dst is None:
-        spec = infer_spec(obs, spec.run, spec.kind) if spec.src is None else spec
+        seen = infer_spec(obs, spec.run, spec.kind)
+        spec = replace(spec, src=spec.src or seen.src, dst=spec.dst or seen.dst)
     assert spec.src is not None and spec.dst is not None
     origin = topo.nodes.get(spec.origin) if spec.origin else None
     req_path = expected_path(topo, spec.src, spec.dst, origin)
+    if not req_path.hops:
+        raise BadInput(f"{spec.src} → {spec.dst}: both on {topo.owner(spec.src).name if topo.owner(spec.src) else '?'}; "
+                       "the path crosses no capture point")
     reply_origin = topo.owner(spec.dst)
     rep_path = expected_path(topo, spec.dst, spec.src, reply_origin) if reply_origin else None
+    graph = build_flow_graph(topo)
+    for p in (req_path, rep_path):
+        if p is not None:
+            check_walk(p, graph, topo.source)
     seqs = _probe_seqs(obs, spec)
     warn = list(warnings)
     if spec.count is None:

@@ -38,13 +38,6 @@ class Sightings:
     confirmed: int = 0  # probes whose ESP carrier was identified by decryption
     disagreements: int = 0  # probes where the keyless association named another ESP packet
 
-    def sighting(self, p: int, h: int) -> Sighting:
-        return _CODES[int(self.codes[p, h])]
-
-    def esp_id(self, p: int, h: int) -> tuple[int, int] | None:
-        k = int(self.esp_keys[p, h])
-        return (k >> 32, k & 0xFFFFFFFF) if k else None
-
 
 def direction_mask(obs: Observations, run: int, kind: ProbeKind, direction: str) -> np.ndarray:
     """Rows that carry this run's tag, travelling in ``direction``."""

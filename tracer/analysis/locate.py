@@ -157,7 +157,3 @@ def _edge_reason(path: ExpectedPath, i: int, leaks: list[str], spi: int | None) 
         return (f"ESP{spi_text} left {a.point} but never arrived at {b.point}: filtered on the untrusted path "
                 "(UDP 4500 / protocol 50)")
     return f"left {a.point} but never arrived at {b.point}: link down, filtered, or wrong next hop"
-
-
-def seen_at_end(traces: list[ProbeTrace]) -> list[bool]:
-    return [t.outcome == Outcome.DELIVERED for t in traces]

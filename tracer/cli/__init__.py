@@ -15,7 +15,8 @@ exit codes:
   1  loss located: the verdict names the hop
   2  bad input: unreadable capture, bad topology or arguments
   3  inconclusive: a capture point is missing or a sniffer dropped packets
-  4  missing privilege or tool (root, tcpdump, charon, ...)
+  4  environment: missing privilege or tool (root, tcpdump, charon, ...),
+     the lab not up, or a sniffer that could not capture
   130 interrupted (captures recorded so far are kept)
 """
 
@@ -51,11 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_BAD_INPUT
     try:
+        # Inside the try: option converters raise TracerError (one line, exit 2) too.
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_BAD_INPUT
         return int(args.func(args))
     except TracerError as e:
         print(f"tracer: {e}", file=sys.stderr)

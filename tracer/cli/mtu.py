@@ -28,11 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "  tracer lab fault mtu-blackhole && tracer mtu west east --sizes 1100,1200,1250,1300\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_common(p)
-    p.set_defaults(count=1, interval=0.1)
+    add_common(p, count=1, interval=0.1)
     p.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
                    help="comma-separated IP packet sizes in bytes (default: "
-                   f"{','.join(map(str, DEFAULT_SIZES))}); --count probes each")
+                   f"{','.join(map(str, DEFAULT_SIZES))}); --count probes of each size")
     p.set_defaults(func=run)
 
 

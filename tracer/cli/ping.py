@@ -9,8 +9,6 @@ from pathlib import Path
 
 from tracer.errors import BadInput
 
-DEFAULT_LAB_TOPOLOGY = Path("/run/tracer/lab-lab/topology.toml")
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -35,13 +33,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
+def add_common(p: argparse.ArgumentParser, count: int = 3, interval: float = 0.2) -> None:
     p.add_argument("src", metavar="SRC", help="source node name or address")
     p.add_argument("dst", metavar="DST", help="destination node name or address")
     p.add_argument("--topology", "-t", type=Path,
-                   help=f"topology TOML (default: the built-in lab's, {DEFAULT_LAB_TOPOLOGY})")
-    p.add_argument("--count", "-c", type=int, default=3, help="probes to send (default 3)")
-    p.add_argument("--interval", "-i", type=float, default=0.2, help="seconds between probes (default 0.2)")
+                   help="topology TOML (default: the built-in lab's, written by 'tracer lab up')")
+    p.add_argument("--count", "-c", type=int, default=count, help=f"probes to send (default {count})")
+    p.add_argument("--interval", "-i", type=float, default=interval, help=f"seconds between probes (default {interval})")
     p.add_argument("--timeout", "-W", type=float, default=1.0,
                    help="seconds to wait for replies after the last probe (default 1)")
     p.add_argument("--source", "-I", help="source address or interface on SRC, like ping -I")
@@ -59,7 +57,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def topology_path(args: argparse.Namespace) -> Path:
-    path = args.topology or DEFAULT_LAB_TOPOLOGY
+    from tracer.lab import Lab
+
+    path = args.topology or Lab().topology_path
     if not path.exists():
         if args.topology is None:
             raise BadInput("no topology given and the built-in lab is not up: run 'tracer lab up' or pass --topology")
@@ -119,12 +119,18 @@ def trace_and_report(args: argparse.Namespace, kind, sender, total: int | None =
     """Shared by ping, mtu and ike: record a run directory, replay it, print the verdict."""
     from tracer.cli.replay import emit
     from tracer.live import analyse, new_run_dir, record, resolve_endpoints
+    from tracer.netns import ensure_root
     from tracer.probe.ping import random_run_id
     from tracer.topofile import load_topology
 
+    if args.plot:
+        from tracer.plot.figure import check_output
+
+        check_output(args.plot)  # a bad name fails now, not after the capture
     tpath = topology_path(args)
     topo = load_topology(tpath)
     ends = resolve_endpoints(topo, args.src, args.dst, args.source)
+    ensure_root()  # before anything is created: a non-root run leaves nothing behind
     run_id = random_run_id()
     run_dir = new_run_dir(args.out, kind, run_id)
     ctx = _Ctx(ends, run_id)
@@ -135,7 +141,7 @@ def trace_and_report(args: argparse.Namespace, kind, sender, total: int | None =
     if not args.json:
         print(f"\nrun directory: {run_dir}  (tracer replay {run_dir})")
     if args.plot:
-        from tracer.plot import plot_verdict_to
+        from tracer.cli.plot import plot_verdict_to
 
         plot_verdict_to(args.plot, verdicts[0])
     return max(v.exit_code for v in verdicts)

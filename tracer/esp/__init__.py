@@ -25,7 +25,6 @@ from tracer.esp.keys import (
     format_esp_sa,
     parse_esp_sa,
     read_esp_sa_file,
-    sas_from_lab,
     write_esp_sa_file,
 )
 
@@ -44,6 +43,5 @@ __all__ = [
     "open_esp",
     "parse_esp_sa",
     "read_esp_sa_file",
-    "sas_from_lab",
     "write_esp_sa_file",
 ]

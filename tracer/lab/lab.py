@@ -305,9 +305,10 @@ class Lab:
         if changed:
             self._clear(state)
             if fault is not None:
-                faults.apply(fault, self.namespace)
+                # Record first, apply second: a half-applied fault is still known and cleared.
                 state["fault"] = fault.name
                 self._save_state(state)
+                faults.apply(fault, self.namespace)
         if fault is not None and fault.stops_ike:
             if changed:
                 # A blocked path does not tear down existing SAs (no DPD here),
@@ -329,7 +330,8 @@ class Lab:
     def _export_esp_keys(self) -> None:
         """Keep ``esp_sa`` (mode 0600, named by the topology) in step with the CHILD_SAs charon
         logged, so tracer decrypts the lab's ESP by default. Only tracer's analysis reads it."""
-        from tracer.esp.keys import sas_from_lab, write_esp_sa_file
+        from tracer.esp.keys import write_esp_sa_file
+        from tracer.lab.keys import sas_from_lab
 
         path = self.dir / layout.ESP_SA_FILE
         try:
@@ -475,8 +477,22 @@ def _check_tools() -> None:
             raise LabError(str(err)) from None
     if not os.access(strongswan.CHARON, os.X_OK):
         raise LabError(f"{strongswan.CHARON} not found: apt-get install strongswan-charon libcharon-extra-plugins")
-    if not Path("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so").exists():
-        raise LabError("strongSwan kernel-libipsec plugin missing: apt-get install libcharon-extra-plugins")
+    # Each plugin charon is told to load must be there, or IKE fails later with an obscure
+    # "no ... proposal" (openssl, for instance, is only a Recommends of Debian's libstrongswan).
+    for plugin in strongswan.CHARON_PLUGINS.split():
+        if not Path(f"/usr/lib/ipsec/plugins/libstrongswan-{plugin}.so").exists():
+            package = _PLUGIN_PACKAGES.get(plugin, "libstrongswan")
+            raise LabError(f"strongSwan plugin '{plugin}' missing: apt-get install {package}")
+    if not Path("/dev/net/tun").exists():
+        raise LabError("/dev/net/tun missing: kernel-libipsec needs TUN devices (modprobe tun)")
+
+
+_PLUGIN_PACKAGES = {
+    "openssl": "libstrongswan-standard-plugins",
+    "kernel-libipsec": "libcharon-extra-plugins",
+    "socket-default": "strongswan-libcharon",
+    "vici": "strongswan-swanctl",
+}
 
 
 def _start_time(pid: int) -> int | None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+import networkx as nx
+
 from tracer.errors import TopologyError
 from tracer.model.flowgraph import EdgeKind
 from tracer.model.topology import Node, Topology, Tunnel, TunnelEnd, point_name
@@ -149,3 +151,15 @@ def topo_tunnel_end(topo: Topology, name: str, node: str) -> TunnelEnd:
     if ends is None:
         raise TopologyError(f"{topo.source}: ESP of tunnel {name} reaches {node}, which is not one of its ends")
     return ends[0]
+
+
+def check_walk(path: ExpectedPath, graph: nx.MultiDiGraph, source: str) -> None:
+    """Every step of the route walk must be an edge of the capture-point flow graph with the
+    same kind: both are views of one topology, and a step the graph lacks means the topology
+    contradicts itself (a host that forwards, a tunnel end without its interface, ...)."""
+    for i, kind in enumerate(path.edges):
+        a, b = path.hops[i].point, path.hops[i + 1].point
+        if not graph.has_edge(a, b, key=kind):
+            hint = " (a host that forwards? give it role = \"router\")" if kind == EdgeKind.FORWARD else ""
+            raise TopologyError(f"{source}: the routes send packets {a} → {b} ({kind.value}), "
+                                f"which the topology's flow graph does not allow{hint}")

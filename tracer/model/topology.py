@@ -329,6 +329,8 @@ class _Parser:
         )
         if not subnets:
             raise self.fail(f"{path}.subnets", "a tunnel end needs at least one subnet")
+        if any(n.version != 4 for n in subnets):
+            raise self.fail(f"{path}.subnets", "only IPv4 is supported for now")
         spi = raw.get("spi_in")
         spi_in = None
         if spi is not None:

@@ -24,7 +24,6 @@ IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2  # set DF and never fragment locally
 IP_PMTUDISC_DONT = 0
 ICMP_HEADER = 8
-IP_HEADER = 20
 
 
 @dataclass
@@ -45,7 +44,11 @@ def echo_request(tag: ProbeTag, size: int) -> bytes:
 
 def open_socket(netns: str | None, source: IPv4Address | None, df: bool) -> socket.socket:
     sock = probe_socket(netns, socket.SOCK_RAW, socket.IPPROTO_ICMP, source)
-    sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 

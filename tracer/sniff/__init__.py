@@ -27,6 +27,8 @@ class CaptureResult:
 
 class Sniffer(Protocol):
     point: str
+    backend: str  # recorded per capture point in the manifest ("tcpdump", "ssh")
+    proc: object | None  # the capturing process once started
 
     def start(self) -> None: ...
 
@@ -44,14 +46,13 @@ def start_all(sniffers: list[Sniffer], timeout: float = 5.0) -> None:
         s.wait_ready(deadline)
 
 
-def stop_all(sniffers: list[Sniffer]) -> list[CaptureResult]:
-    """Stop every sniffer, even if some fail: what was recorded is kept."""
+def stop_all(sniffers: list[Sniffer]) -> tuple[list[CaptureResult], list[EnvironmentProblem]]:
+    """Stop every sniffer, even if some fail (what was recorded is kept); the failures are
+    returned, not raised, so the caller can still write its manifest first."""
     results, errors = [], []
     for s in sniffers:
         try:
             results.append(s.stop())
-        except EnvironmentProblem as e:
-            errors.append(e)
-    if errors:
-        raise errors[0]
-    return results
+        except Exception as e:  # one broken sniffer must not leave the others running
+            errors.append(e if isinstance(e, EnvironmentProblem) else EnvironmentProblem(f"sniffer on {s.point}: {e}"))
+    return results, errors

@@ -41,11 +41,10 @@ import threading
 from pathlib import Path
 
 from tracer.errors import EnvironmentProblem
-from tracer.netns import ensure_tool
 from tracer.sniff import CaptureResult
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN, STOP_TIMEOUT, TcpdumpSniffer, finish_capture, parse_stats, tcpdump_args
+from tracer.ssh import CONNECT_TIMEOUT, ssh_argv
 
-CONNECT_TIMEOUT = 5  # seconds; the start barrier (tracer.sniff.start_all) bounds it anyway
 STOP_LINE = b"stop\n"
 
 # The remote side. {bpf} and {tcpdump} are shell-quoted by remote_script(). fd 3 keeps
@@ -75,33 +74,6 @@ def remote_script(iface: str, bpf: str, buffer_kib: int, snaplen: int = DEFAULT_
     assert args[-1] == bpf  # the filter goes last; here it is "$f", built remotely
     tcpdump = " ".join(shlex.quote(a) for a in ["tcpdump", *args[:-1]])
     return _REMOTE.format(bpf=shlex.quote(bpf), tcpdump=tcpdump)
-
-
-def ssh_argv(
-    target: str,
-    remote_command: str,
-    ssh_netns: str | None = None,
-    key: Path | None = None,
-    port: int | None = None,
-    known_hosts: Path | None = None,
-) -> list[str]:
-    """The ssh command line: non-interactive, host key checked, run from ``ssh_netns`` if given."""
-    opts = [
-        "-T",  # no pty: the pcap stream must stay binary and stderr separate
-        "-o", "BatchMode=yes",  # never prompt: a missing key is an error, not a hang
-        "-o", "StrictHostKeyChecking=yes",  # unknown or changed host keys fail, never get accepted
-        "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-        "-o", "ServerAliveInterval=5",  # notice a dead peer mid-capture
-        "-o", "LogLevel=ERROR",  # stderr is tcpdump's plus real errors: the barrier and the one-line reason
-    ]
-    if key is not None:
-        opts += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
-    if known_hosts is not None:
-        opts += ["-o", f"UserKnownHostsFile={known_hosts}"]
-    if port is not None:
-        opts += ["-p", str(port)]
-    cmd = [ensure_tool("ssh", package="openssh-client"), *opts, "--", target, remote_command]
-    return (["ip", "netns", "exec", ssh_netns] if ssh_netns else []) + cmd
 
 
 class SshTcpdumpSniffer(TcpdumpSniffer):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from tracer.capture.pcapng_writer import convert_pcap_to_pcapng
-from tracer.errors import EnvironmentProblem
+from tracer.errors import CaptureError, EnvironmentProblem
 from tracer.netns import ensure_tool
 from tracer.sniff import CaptureResult
 
@@ -63,8 +63,13 @@ def parse_stats(stderr: str) -> tuple[int | None, int]:
 def finish_capture(point: str, raw: Path, out: Path, drops: int | None, captured: int, stderr: str) -> CaptureResult:
     """Rewrite the raw pcap as pcapng named ``point`` with its drop count; remove the pcap."""
     if not raw.exists():
-        raise EnvironmentProblem(f"sniffer on {point} wrote no file: {stderr.strip().splitlines()[-1:]}")
-    convert_pcap_to_pcapng(raw, out, if_name=point, drops=drops)
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
+        raise EnvironmentProblem(f"sniffer on {point} wrote no file: {last}")
+    try:
+        convert_pcap_to_pcapng(raw, out, if_name=point, drops=drops)
+    except CaptureError as e:
+        # The sniffer's own file is broken: a capture problem here, not the user's input.
+        raise EnvironmentProblem(f"sniffer on {point}: {e}") from None
     raw.unlink()
     return CaptureResult(point, out, drops, captured)
 
