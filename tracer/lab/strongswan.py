@@ -125,6 +125,9 @@ connections {{
         remote_ts = {", ".join(cfg.remote_ts)}
         esp_proposals = {ESP_PROPOSAL}
         start_action = none
+        # No time-based rekeying: the CHILD_SA keys the lab exports (esp_sa) stay valid
+        # for as long as the lab runs; lab commands that re-establish SAs re-export them.
+        rekey_time = 0
       }}
     }}
   }}
