@@ -41,7 +41,6 @@ _AUTH_BY_KEYLEN = {20: "HMAC-SHA-1-96 [RFC2404]", 32: "HMAC-SHA-256-128 [RFC4868
 _USING = re.compile(r"^(\d+)\[CHD\]\s+using (\S+) for (encryption|integrity)")
 _SPI_LINE = re.compile(r"^(\d+)\[CHD\]\s+SPI 0x([0-9a-f]{8}), src (\S+) dst (\S+)")
 _INITIATING = re.compile(r"^\d+\[IKE\] (?:<[^>]*> )?establishing CHILD_SA (\S+)\{(\d+)\}")
-_EST = re.compile(r"^(\d+)\[IKE\] (?:<[^>]*> )?CHILD_SA (\S+)\{(\d+)\} established with SPIs ([0-9a-f]{8})_i ([0-9a-f]{8})_o")
 
 
 @dataclass
@@ -63,7 +62,7 @@ def _log_facts(text: str) -> _LogFacts:
             facts.addrs[int(m.group(2), 16)] = (m.group(3), m.group(4))
         elif m := _INITIATING.match(line):
             facts.initiated.add((m.group(1), int(m.group(2))))
-        elif m := _EST.match(line):
+        elif m := strongswan.CHILD_ESTABLISHED.match(line):
             facts.algos[(m.group(2), int(m.group(3)))] = using.pop(m.group(1), {})
     return facts
 
@@ -83,12 +82,11 @@ def sas_from_lab(lab: Lab) -> list[EspSA]:
     by_spi: dict[int, EspSA] = {}
     views: dict[str, tuple[list[strongswan.ChildSaKeys], _LogFacts]] = {}
     for gw in layout.GATEWAYS:
-        keys = lab.child_sa_keys(gw)
         try:
             text = (lab.gateway_dir(gw) / strongswan.KEYS_LOG).read_text(errors="replace")
         except OSError as e:
             raise LabError(f"cannot read the key log of {gw}: {e.strerror or e}") from None
-        views[gw] = (keys, _log_facts(text))
+        views[gw] = (strongswan.child_sa_keys(text), _log_facts(text))
     for gw, (keys, facts) in views.items():
         peers = [(g, v) for g, v in views.items() if g != gw]
         for k in keys:

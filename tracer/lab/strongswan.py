@@ -335,7 +335,7 @@ def last_log_line(gw_dir: Path) -> str:
 
 _KEY_HDR = re.compile(r"^(\d+)\[CHD\] (encryption|integrity) (initiator|responder) key => (\d+) bytes")
 _HEX = re.compile(r"^(\d+)\[CHD\]\s+\d+: ((?:[0-9A-F]{2} )+)")
-_ESTABLISHED = re.compile(
+CHILD_ESTABLISHED = re.compile(
     r"^(\d+)\[IKE\] (?:<[^>]*> )?CHILD_SA (\S+)\{(\d+)\} established with SPIs ([0-9a-f]{8})_i ([0-9a-f]{8})_o"
 )
 
@@ -370,7 +370,7 @@ def child_sa_keys(keys_log: str) -> list[ChildSaKeys]:
             current[thread] = buf
         elif (m := _HEX.match(line)) and current.get(m.group(1)) is not None:
             current[m.group(1)].extend(bytes.fromhex(m.group(2)))  # type: ignore[union-attr]
-        elif m := _ESTABLISHED.match(line):
+        elif m := CHILD_ESTABLISHED.match(line):
             thread = m.group(1)
             keys = pending.pop(thread, {})
             current.pop(thread, None)
