@@ -21,7 +21,7 @@ from tracer import netns
 from tracer.capture.pcapfile import read_capture
 from tracer.cli import main
 from tracer.errors import EnvironmentProblem, TopologyError
-from tracer.lab import Lab, layout, toml_writer
+from tracer.lab import Lab, layout, process, toml_writer
 from tracer.lab import ssh as lab_ssh
 from tracer.model.topology import Topology
 from tracer.sniff.ssh import SshTcpdumpSniffer, remote_script
@@ -289,7 +289,7 @@ def test_down_leaves_no_sshd_and_no_namespace(lab: Lab) -> None:
     st = lab.status()
     assert st["up"] and st["ssh"]["sshd_alive"] and st["ssh"]["netns"] == f"trc-{LAB}-mgmt"
     lab.down()
-    assert not _running(sshd)
+    assert not process.alive(sshd, None)
     assert netns.list_with_prefix(layout.ns_prefix(LAB)) == []
     assert not lab.dir.exists()
     # No sshd of ours anywhere (its config path is unique to this lab).
@@ -302,10 +302,3 @@ def _cmdline_has(proc: Path, text: str) -> bool:
     except OSError:
         return False
 
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")

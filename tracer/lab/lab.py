@@ -20,7 +20,7 @@ from typing import Any
 
 from tracer import netns
 from tracer.errors import EnvironmentProblem, LabError
-from tracer.lab import faults, layout, strongswan, toml_writer
+from tracer.lab import faults, layout, process, strongswan, toml_writer
 from tracer.lab import ssh as lab_ssh
 
 DEFAULT_STATE_DIR = Path("/run/tracer")
@@ -118,9 +118,9 @@ class Lab:
         state = self._load_state() or {}
         procs = [(p["pid"], p["start"]) for p in state.get("charon", {}).values()]
         sshd = (state.get("ssh") or {}).get("sshd")
-        if sshd and _alive(sshd["pid"], sshd["start"]):
+        if sshd and process.alive(sshd["pid"], sshd["start"]):
             # sshd -D leaves open sessions running when it exits: stop them too, by PID.
-            procs += [(pid, _start_time(pid)) for pid in lab_ssh.descendants(sshd["pid"])]
+            procs += [(pid, process.start_time(pid)) for pid in process.descendants(sshd["pid"])]
             procs.append((sshd["pid"], sshd["start"]))
         self._stop_processes(procs)
         # Our namespaces are recorded, and the name prefix is ours alone (lab
@@ -162,7 +162,7 @@ class Lab:
         if state is None:
             return result
         result["charon"] = {
-            gw: {"pid": p["pid"], "alive": _alive(p["pid"], p["start"])} for gw, p in state["charon"].items()
+            gw: {"pid": p["pid"], "alive": process.alive(p["pid"], p["start"])} for gw, p in state["charon"].items()
         }
         gateways: dict[str, Any] = {}
         for gw in layout.GATEWAYS:
@@ -187,7 +187,7 @@ class Lab:
                 "node": layout.MGMT.gw,
                 "target": f"{lab_ssh.USER}@{layout.MGMT.gw_address.split('/')[0]}",
                 "sshd_pid": sshd.get("pid"),
-                "sshd_alive": bool(sshd) and _alive(sshd["pid"], sshd["start"]),
+                "sshd_alive": bool(sshd) and process.alive(sshd["pid"], sshd["start"]),
             }
         result["up"] = self._healthy(state)
         return result
@@ -247,7 +247,7 @@ class Lab:
             strongswan.write_config(gw_dir, cfg)
             proc = strongswan.start_charon(ns[gw], gw_dir)
             self._children[proc.pid] = proc
-            state["charon"][gw] = {"pid": proc.pid, "start": _start_time(proc.pid)}
+            state["charon"][gw] = {"pid": proc.pid, "start": process.start_time(proc.pid)}
             self._save_state(state)
         for gw in layout.GATEWAYS:
             gw_dir = self.gateway_dir(gw)
@@ -279,7 +279,7 @@ class Lab:
         lab_ssh.write_files(self.dir, self.name, address)
         proc = lab_ssh.start_sshd(gw_ns, self.dir)
         self._children[proc.pid] = proc
-        state["ssh"]["sshd"] = {"pid": proc.pid, "start": _start_time(proc.pid)}
+        state["ssh"]["sshd"] = {"pid": proc.pid, "start": process.start_time(proc.pid)}
         self._save_state(state)
         lab_ssh.wait_listening(self.dir, proc.pid, lambda: self._child_alive(proc.pid))
         lab_ssh.check_login(mgmt_ns, self.dir, address)
@@ -288,8 +288,8 @@ class Lab:
         """Undo :meth:`_add_ssh` on a lab that stays up (deleting the namespace removes the veth)."""
         ssh = state.get("ssh") or {}
         sshd = ssh.get("sshd")
-        if sshd and _alive(sshd["pid"], sshd["start"]):
-            self._stop_processes([*((pid, _start_time(pid)) for pid in lab_ssh.descendants(sshd["pid"])),
+        if sshd and process.alive(sshd["pid"], sshd["start"]):
+            self._stop_processes([*((pid, process.start_time(pid)) for pid in process.descendants(sshd["pid"])),
                                   (sshd["pid"], sshd["start"])])
         if ssh.get("netns"):
             netns.delete(ssh["netns"])
@@ -416,24 +416,24 @@ class Lab:
         return (
             all(netns.exists(ns) for ns in state.get("namespaces", {}).values())
             and set(state.get("charon", {})) == set(layout.GATEWAYS)
-            and all(_alive(p["pid"], p["start"]) for p in state["charon"].values())
+            and all(process.alive(p["pid"], p["start"]) for p in state["charon"].values())
             and (not ssh or (netns.exists(ssh["netns"]) and bool(ssh["sshd"])
-                             and _alive(ssh["sshd"]["pid"], ssh["sshd"]["start"])))
+                             and process.alive(ssh["sshd"]["pid"], ssh["sshd"]["start"])))
         )
 
     def _child_alive(self, pid: int) -> bool:
         proc = self._children.get(pid)
-        return proc.poll() is None if proc else _alive(pid, None)
+        return proc.poll() is None if proc else process.alive(pid, None)
 
     def _stop_processes(self, procs: list[tuple[int, int | None]]) -> None:
         """SIGTERM our recorded PIDs (only if still the same process), SIGKILL after 3 s."""
-        live = [(pid, start) for pid, start in procs if _alive(pid, start)]
+        live = [(pid, start) for pid, start in procs if process.alive(pid, start)]
         for pid, _ in live:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + 3.0
         while live and time.monotonic() < deadline:
             time.sleep(0.01)
-            live = [(pid, start) for pid, start in live if self._reap(pid) and _alive(pid, start)]
+            live = [(pid, start) for pid, start in live if self._reap(pid) and process.alive(pid, start)]
         for pid, _ in live:
             _signal(pid, signal.SIGKILL)
             self._reap(pid, block=True)
@@ -493,27 +493,6 @@ _PLUGIN_PACKAGES = {
     "socket-default": "strongswan-libcharon",
     "vici": "strongswan-swanctl",
 }
-
-
-def _start_time(pid: int) -> int | None:
-    """Process start time (clock ticks since boot): tells a PID from its reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _alive(pid: int, start: int | None) -> bool:
-    """True if ``pid`` runs, is not a zombie, and (if known) started at ``start``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return False
-    return start is None or int(fields[19]) == start
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -124,30 +124,6 @@ def wait_listening(lab_dir: Path, pid: int, alive: Callable[[], bool], timeout: 
         time.sleep(0.005)
 
 
-def descendants(pid: int) -> list[int]:
-    """PIDs of the process tree under ``pid`` (sshd's per-connection children and their sessions).
-
-    sshd -D does not take its open sessions down with it, so ``Lab.down()``
-    stops these too, by PID: they exist only because our sshd started them.
-    """
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    out: list[int] = []
-    todo = list(children.get(pid, []))
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
-
-
 def topology_keys(lab_dir: Path, address: str, ssh_netns: str) -> dict[str, Any]:
     """The node keys (docs/topology.md) that make tracer capture on this node over SSH."""
     return {
