@@ -14,7 +14,7 @@ from tracer.analysis.analyze import ProbeSpec, analyze, find_runs
 from tracer.capture.observe import observe_files
 from tracer.errors import BadInput
 from tracer.model.observations import Observations
-from tracer.model.tag import ProbeKind
+from tracer.model.tag import ECHO_OVERHEAD, ProbeKind
 from tracer.model.topology import Topology, split_point
 from tracer.model.verdict import Verdict
 from tracer.rundir import MANIFEST, Manifest, read_manifest
@@ -85,8 +85,7 @@ def replay_run(
         sent = m.extra.get("probe", {}).get("sent", []) if isinstance(m.extra.get("probe"), dict) else []
         sent = [s for s in sent if isinstance(s, dict) and "seq" in s]
         errors = {int(s["seq"]): str(s["error"]) for s in sent if s.get("error")}
-        # MTU probes: ICMP payload size + 8 (ICMP) + 20 (IPv4) = the packet size that meets the MTU.
-        sizes = {int(s["seq"]): int(s["size"]) + 28 for s in sent if "size" in s} if m.kind == ProbeKind.MTU else None
+        sizes = {int(s["seq"]): int(s["size"]) + ECHO_OVERHEAD for s in sent if "size" in s} if m.kind == ProbeKind.MTU else None
         # IKE probes record what the responder answered ({} when it said nothing).
         answers = {int(s["seq"]): str(s["answer"]) for s in sent if s.get("answer")} if m.kind == ProbeKind.IKE else None
         # Points another host captured (over SSH): analysis estimates that host's clock offset.

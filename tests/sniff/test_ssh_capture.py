@@ -96,9 +96,13 @@ def test_remote_script_stops_on_a_line_or_eof_and_excludes_its_own_session(tmp_p
 
 
 def test_remote_script_says_when_tcpdump_is_missing() -> None:
-    if any(Path(d, "tcpdump").exists() for d in ("/usr/sbin", "/sbin")):
-        pytest.skip("tcpdump is in /usr/sbin or /sbin here, which the script always searches")
-    proc = subprocess.run(["/bin/sh", "-c", remote_script("eth0", "icmp", 1024)], env={"PATH": "/nonexistent"},
+    # A host without tcpdump, for real: the script always searches /usr/sbin and /sbin, so
+    # hide them behind empty tmpfs mounts in a private mount namespace (root, as in CI).
+    if os.geteuid() != 0:
+        pytest.skip("hiding /usr/sbin needs a mount namespace (root)")
+    hide = 'for d in /usr/sbin /sbin; do [ -L "$d" ] || /usr/bin/mount -t tmpfs none "$d"; done; exec /bin/sh -c "$0"'
+    proc = subprocess.run(["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide,
+                           remote_script("eth0", "icmp", 1024)], env={"PATH": "/nonexistent"},
                           capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL)
     assert proc.returncode == 127
     assert proc.stderr.startswith("tcpdump not found on the remote host (PATH=/nonexistent:/usr/sbin:/sbin)")

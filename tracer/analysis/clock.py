@@ -70,9 +70,7 @@ class ClockEstimate:
         return f"clock of {self.node} estimated at {ms:+.3f} ms{ref} {how}; its timestamps are corrected by it"
 
 
-def estimate(
-    obs: Observations, topo: Topology, paths: Sequence[ExpectedPath], remote_nodes: Iterable[str]
-) -> dict[str, ClockEstimate]:
+def estimate(obs: Observations, paths: Sequence[ExpectedPath], remote_nodes: Iterable[str]) -> dict[str, ClockEstimate]:
     """A :class:`ClockEstimate` per remote node on ``paths`` that shares a wire with a known clock."""
     remote = set(remote_nodes)
     on_paths = {h.node for p in paths for h in p.hops}
@@ -119,13 +117,6 @@ def estimate(
     return found
 
 
-def estimate_offsets(
-    obs: Observations, topo: Topology, paths: Sequence[ExpectedPath], remote_nodes: Iterable[str]
-) -> dict[str, int]:
-    """Offset in ns (node's clock − reference clock) per remote node that could be estimated."""
-    return {n: e.offset_ns for n, e in estimate(obs, topo, paths, remote_nodes).items()}
-
-
 def apply_offsets(obs: Observations, topo: Topology, offsets: dict[str, int]) -> Observations:
     """Observations with each node's timestamps moved onto the reference clock (ts − offset)."""
     if not any(offsets.values()) or len(obs) == 0:
@@ -144,7 +135,7 @@ def correct_clocks(
 ) -> tuple[Observations, list[str]]:
     """Estimate and apply remote clock offsets; one line per remote node for the verdict."""
     remote = list(dict.fromkeys(remote_nodes))
-    found = estimate(obs, topo, paths, remote)
+    found = estimate(obs, paths, remote)
     notes = [found[n].describe() for n in remote if n in found]
     on_paths = {h.node for p in paths for h in p.hops}
     notes += [f"clock of {n} unknown: no packet was seen at both ends of a wire to it; its timestamps are used "

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
-from tracer.cli.ping import add_common, check_counts, topology_path, trace_and_report
+from tracer.cli.ping import add_common, check_counts, trace_and_report
 from tracer.errors import BadInput
 
 if TYPE_CHECKING:
@@ -121,20 +121,18 @@ def gateway_args(topo: Topology, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tracer.model.tag import ProbeKind
-    from tracer.topofile import load_topology
 
     check_counts(args)
     if args.count > 0x10000:
         # The initiator SPI carries only 16 bits of the probe seq (model/tag.py).
         raise BadInput(f"--count {args.count}: tracer ike sends at most 65536 probes per run")
-    gateway_args(load_topology(topology_path(args)), args)
-    return trace_and_report(args, ProbeKind.IKE, lambda ctx: _send_ike(ctx, args))
+    return trace_and_report(args, ProbeKind.IKE, lambda ends, run: _send_ike(ends, run, args), prepare=gateway_args)
 
 
-def _send_ike(ctx, args: argparse.Namespace) -> dict:
+def _send_ike(ends, run: int, args: argparse.Namespace) -> dict:
     from tracer.probe.ike import send_probes
 
-    sent = send_probes(ctx.ends.src_node.netns, ctx.ends.src, ctx.ends.dst, ctx.run, args.count, args.interval,
+    sent = send_probes(ends.src_node.netns, ends.src, ends.dst, run, args.count, args.interval,
                        args.timeout, port=args.port)
     return {"kind": "ike", "port": args.port, "count": args.count, "interval": args.interval,
             "sent": [asdict(s) for s in sent]}

@@ -7,11 +7,11 @@ from dataclasses import asdict
 
 from tracer.cli.ping import add_common, check_counts, trace_and_report
 from tracer.errors import BadInput
+from tracer.model.tag import ECHO_OVERHEAD, TAG_LEN
 
 # IP packet sizes: fine steps where tunnels and small links usually cut (1280 is
 # IPv6's minimum MTU and a common WAN setting; ESP adds 50–80 bytes).
 DEFAULT_SIZES = (576, 1000, 1100, 1150, 1200, 1250, 1280, 1300, 1350, 1400, 1450, 1500)
-IP_ICMP_HEADERS = 28
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +40,8 @@ def _sizes(text: str) -> tuple[int, ...]:
         sizes = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
     except ValueError:
         raise BadInput(f"--sizes {text}: expected comma-separated integers like 1200,1300,1400") from None
-    if not sizes or sizes[0] < IP_ICMP_HEADERS + 16 or sizes[-1] > 65535:
-        raise BadInput(f"--sizes {text}: sizes must be {IP_ICMP_HEADERS + 16} to 65535 bytes")
+    if not sizes or sizes[0] < ECHO_OVERHEAD + TAG_LEN or sizes[-1] > 65535:
+        raise BadInput(f"--sizes {text}: sizes must be {ECHO_OVERHEAD + TAG_LEN} to 65535 bytes")
     return sizes
 
 
@@ -49,15 +49,16 @@ def run(args: argparse.Namespace) -> int:
     from tracer.model.tag import ProbeKind
 
     check_counts(args)
-    payloads = [s - IP_ICMP_HEADERS for s in args.sizes for _ in range(args.count)]
-    return trace_and_report(args, ProbeKind.MTU, lambda ctx: _send(ctx, args, payloads), total=len(payloads))
+    payloads = [s - ECHO_OVERHEAD for s in args.sizes for _ in range(args.count)]
+    return trace_and_report(args, ProbeKind.MTU, lambda ends, run: _send(ends, run, args, payloads),
+                            total=len(payloads))
 
 
-def _send(ctx, args: argparse.Namespace, payloads: list[int]) -> dict:
+def _send(ends, run: int, args: argparse.Namespace, payloads: list[int]) -> dict:
     from tracer.model.tag import ProbeKind
     from tracer.probe.ping import send_probes
 
-    sent = send_probes(ctx.ends.src_node.netns, ctx.ends.dst, ctx.run, len(payloads), args.interval, payloads[0],
-                       args.timeout, source=ctx.ends.src, kind=ProbeKind.MTU, df=True, sizes=payloads)
+    sent = send_probes(ends.src_node.netns, ends.dst, run, len(payloads), args.interval, payloads[0],
+                       args.timeout, source=ends.src, kind=ProbeKind.MTU, df=True, sizes=payloads)
     return {"kind": "mtu", "sizes": list(args.sizes), "per_size": args.count, "interval": args.interval,
             "sent": [asdict(s) for s in sent]}

@@ -98,25 +98,22 @@ def run(args: argparse.Namespace) -> int:
     check_counts(args)
     if not 16 <= args.size <= 65507:
         raise BadInput(f"--size {args.size}: expected 16 to 65507 bytes")
-    return trace_and_report(args, ProbeKind.PING, lambda ctx: _send_echo(ctx, args, args.size, args.df))
+    return trace_and_report(args, ProbeKind.PING, lambda ends, run: _send_echo(ends, run, args, args.size, args.df))
 
 
-def _send_echo(ctx, args: argparse.Namespace, size: int, df: bool) -> dict:
+def _send_echo(ends, run: int, args: argparse.Namespace, size: int, df: bool) -> dict:
     from tracer.probe.ping import send_probes
 
-    sent = send_probes(ctx.ends.src_node.netns, ctx.ends.dst, ctx.run, args.count, args.interval, size,
-                       args.timeout, source=ctx.ends.src, df=df)
+    sent = send_probes(ends.src_node.netns, ends.dst, run, args.count, args.interval, size,
+                       args.timeout, source=ends.src, df=df)
     return {"kind": "ping", "count": args.count, "interval": args.interval, "size": size, "df": df,
             "sent": [asdict(s) for s in sent]}
 
 
-class _Ctx:
-    def __init__(self, ends, run: int) -> None:
-        self.ends, self.run = ends, run
-
-
-def trace_and_report(args: argparse.Namespace, kind, sender, total: int | None = None) -> int:
-    """Shared by ping, mtu and ike: record a run directory, replay it, print the verdict."""
+def trace_and_report(args: argparse.Namespace, kind, sender, total: int | None = None, prepare=None) -> int:
+    """Shared by ping, mtu and ike: record a run directory, replay it, print the verdict.
+    ``sender(ends, run)`` sends the probes and returns the manifest's ``probe`` block;
+    ``prepare(topo, args)`` may rewrite the endpoints from the topology first."""
     from tracer.cli.replay import emit
     from tracer.live import analyse, new_run_dir, record, resolve_endpoints
     from tracer.netns import ensure_root
@@ -129,12 +126,13 @@ def trace_and_report(args: argparse.Namespace, kind, sender, total: int | None =
         check_output(args.plot)  # a bad name fails now, not after the capture
     tpath = topology_path(args)
     topo = load_topology(tpath)
+    if prepare is not None:
+        prepare(topo, args)
     ends = resolve_endpoints(topo, args.src, args.dst, args.source)
     ensure_root()  # before anything is created: a non-root run leaves nothing behind
     run_id = random_run_id()
     run_dir = new_run_dir(args.out, kind, run_id)
-    ctx = _Ctx(ends, run_id)
-    record(topo, tpath, ends, kind, run_id, run_dir, lambda: sender(ctx), total or args.count, args.snaplen)
+    record(topo, tpath, ends, kind, run_id, run_dir, lambda: sender(ends, run_id), total or args.count, args.snaplen)
     verdicts = analyse(run_dir, esp_keys_for(args, topo, tpath))
     (run_dir / "verdict.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
     emit(verdicts, args.json)

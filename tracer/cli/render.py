@@ -5,9 +5,7 @@ from __future__ import annotations
 import statistics
 
 from tracer.model.path import ExpectedPath
-from tracer.model.verdict import Outcome, ProbeTrace, Sighting, Status, Verdict
-
-_MARK = {Status.DELIVERED: "OK", Status.LOSS: "LOSS", Status.INCONCLUSIVE: "INCONCLUSIVE"}
+from tracer.model.verdict import Outcome, ProbeTrace, Sighting, Verdict
 
 
 def render_text(v: Verdict) -> str:
@@ -15,7 +13,7 @@ def render_text(v: Verdict) -> str:
     lines = [
         f"tracer {v.kind}: {req.hops[0].node if req.hops else '?'} ({req.src}) → "
         f"{req.hops[-1].node if req.hops else '?'} ({req.dst})  run {v.run:#010x}",
-        f"{_MARK[v.status]:<5} {v.summary}",
+        f"{v.status.word:<5} {v.summary}",
     ]
     if v.mtu:
         lines.extend(_render_mtu(v))
@@ -23,13 +21,7 @@ def render_text(v: Verdict) -> str:
         traces = [t for t in v.probes if t.direction == direction]
         lines.append("")
         lines.extend(_render_path(direction, path, traces, v))
-    for f in v.findings:
-        if f.outcome != Outcome.DELIVERED and f.reason:
-            lines.append(f"why ({f.direction}): {f.reason}")
-    for d in v.diagnoses:
-        lines.append(f"note: {d}")
-    for w in v.warnings:
-        lines.append(f"warning: {w}")
+    lines.extend(v.explanations())
     return "\n".join(lines)
 
 

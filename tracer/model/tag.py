@@ -41,6 +41,7 @@ from enum import IntEnum
 
 MAGIC = b"TRC1"
 TAG_LEN = 16
+ECHO_OVERHEAD = 28  # IPv4 header + ICMP echo header: echo payload + 28 = the packet an MTU meets
 IKE_MAGIC = 0xD7
 _CHECK_XOR = 0x5A5A
 

@@ -35,6 +35,11 @@ class Status(StrEnum):
     def exit_code(self) -> int:
         return {Status.DELIVERED: EXIT_DELIVERED, Status.LOSS: EXIT_LOSS, Status.INCONCLUSIVE: EXIT_INCONCLUSIVE}[self]
 
+    @property
+    def word(self) -> str:
+        """The word a person scans for at the head of a verdict."""
+        return {Status.DELIVERED: "OK", Status.LOSS: "LOSS", Status.INCONCLUSIVE: "INCONCLUSIVE"}[self]
+
 
 @dataclass(frozen=True)
 class ProbeTrace:
@@ -104,6 +109,11 @@ class Verdict:
     @property
     def exit_code(self) -> int:
         return self.status.exit_code
+
+    def explanations(self) -> list[str]:
+        """The lines under a verdict: why each loss happened, then notes, then warnings."""
+        lines = [f"why ({f.direction}): {f.reason}" for f in self.findings if f.outcome != Outcome.DELIVERED and f.reason]
+        return lines + [f"note: {d}" for d in self.diagnoses] + [f"warning: {w}" for w in self.warnings]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (addresses as strings, enums as their values)."""

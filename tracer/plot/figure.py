@@ -13,18 +13,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tracer.errors import BadInput
-from tracer.model.verdict import Outcome, Status, Verdict
+from tracer.model.verdict import Status, Verdict
 from tracer.plot.latency import draw_latency
 from tracer.plot.path_diagram import DOUBT_COLOR, LOST_COLOR, draw_path
 from tracer.plot.timeline import draw_timeline
 
 FORMATS = {".png": "png", ".svg": "svg"}
 STATUS_COLOR = {Status.DELIVERED: "#2ca02c", Status.LOSS: LOST_COLOR, Status.INCONCLUSIVE: DOUBT_COLOR}
-STATUS_WORD = {Status.DELIVERED: "OK", Status.LOSS: "LOSS", Status.INCONCLUSIVE: "INCONCLUSIVE"}
-
-
 def title(verdict: Verdict) -> str:
-    return f"{STATUS_WORD[verdict.status]}  {verdict.summary}"
+    return f"{verdict.status.word}  {verdict.summary}"
 
 
 def figure(verdict: Verdict) -> Figure:
@@ -41,9 +38,7 @@ def figure(verdict: Verdict) -> Figure:
     draw_latency(fig.add_subplot(grid[1, 2]), verdict)
     head = "\n".join(textwrap.wrap(title(verdict), int(width * 9)))
     fig.suptitle(head, fontsize=13, fontweight="bold", color=STATUS_COLOR[verdict.status])
-    notes = [f"why ({f.direction}): {f.reason}" for f in verdict.findings
-             if f.outcome != Outcome.DELIVERED and f.reason]
-    notes += [f"note: {d}" for d in verdict.diagnoses] + [f"warning: {w}" for w in verdict.warnings]
+    notes = verdict.explanations()
     footer = f"run {verdict.run:#010x} ({verdict.kind})"
     if notes:
         footer += "\n" + "\n".join(textwrap.shorten(n, int(width * 13), placeholder=" …") for n in notes[:5])
