@@ -11,21 +11,12 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_in
 from typing import Any
 
 from tracer.errors import TopologyError
+from tracer.model.point import point_name, split_point
 
 NODE_ROLES = ("host", "gateway", "router")
 CAPTURE_BACKENDS = ("local", "ssh")  # local: tcpdump in the node's netns (or here); ssh: tcpdump over SSH
 IFACE_ROLES = ("lan", "wan", "tunnel")
 ENCAPSULATIONS = ("udp", "esp")
-
-
-def point_name(node: str, iface: str) -> str:
-    """Capture points are written ``node:iface`` everywhere (files, graphs, JSON)."""
-    return f"{node}:{iface}"
-
-
-def split_point(point: str) -> tuple[str, str]:
-    node, _, iface = point.rpartition(":")
-    return node, iface
 
 
 @dataclass(frozen=True)
