@@ -252,8 +252,9 @@ def run_correlate(cols: dict[str, np.ndarray], extract_s: float) -> str:
     The rows are dealt round-robin to the ten capture points of the test topology's request
     path, so correlation does its real per-point work over all of them.
     """
-    from tracer.analysis.analyze import ProbeSpec, analyze
+    from tracer.analysis.analyze import analyze
     from tracer.model.observations import Observations
+    from tracer.model.probe import ProbeSpec
     from tracer.topofile import load_topology
 
     topo = load_topology(Path(__file__).resolve().parents[1] / "tests" / "data" / "site2site.toml")

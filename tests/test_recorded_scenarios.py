@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer.replay import load_run, replay_run
+from tracer.run.replay import load_run, replay_run
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures"
 SCENARIOS = sorted(p for p in CAPTURES.iterdir() if (p / "manifest.json").exists()) if CAPTURES.exists() else []

@@ -10,7 +10,7 @@ import pytest
 from tests.synth import POINTS, Scenario, build
 from tracer.cli import main
 from tracer.model.verdict import Outcome, Sighting, Status
-from tracer.replay import load_run, replay_run
+from tracer.run.replay import load_run, replay_run
 
 
 def verdict_of(sc: Scenario, tmp_path: Path):

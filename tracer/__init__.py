@@ -77,7 +77,7 @@ class Run:
 
 def load(*inputs: str | Path, topology: str | Path | None = None) -> Run:
     """Load a run directory / recorded scenario (or capture files plus ``topology``) and analyse it."""
-    from tracer.replay import load_run, replay_run
+    from tracer.run.replay import load_run, replay_run
 
     loaded = load_run([Path(p) for p in inputs], Path(topology) if topology else None)
     return Run(loaded.topology, loaded.observations, replay_run(loaded), loaded.drops, loaded.warnings)

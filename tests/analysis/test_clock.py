@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 from tests.synth import TOPOLOGY, Scenario, build
-from tracer.analysis.analyze import ProbeSpec, analyze
+from tracer.analysis.analyze import analyze
 from tracer.analysis.clock import apply_offsets, correct_clocks, estimate
 from tracer.capture.pcapfile import read_capture
 from tracer.capture.pcapng_writer import write_pcapng
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.path import expected_path
+from tracer.model.probe import ProbeSpec
 from tracer.model.tag import ProbeKind
-from tracer.replay import load_run, replay_run
+from tracer.run.replay import load_run, replay_run
 from tracer.topofile import load_topology
 
 TOPO = load_topology(TOPOLOGY)

@@ -47,7 +47,7 @@ def _bad_check(seq: int) -> bytes:
 
 
 def _bad_kind(seq: int) -> bytes:
-    head = tag.MAGIC + struct.pack(">BBII", 9, 0, RUN, seq)
+    head = tag.MAGIC + struct.pack(">BBII", 0, 0, RUN, seq)  # kind 0: never a probe
     return head + struct.pack(">H", tag.tag_check(head)) + bytes(8)
 
 
@@ -84,7 +84,7 @@ def _corpus() -> dict[str, Packet]:
         "ike-500-tagged": IP(src=GW1, dst=GW2) / UDP(sport=500, dport=500) / _ike(IKE_TAG),
         "ike-500-reply-tagged": IP(src=GW2, dst=GW1) / UDP(sport=500, dport=500) / _ike(IKE_TAG, 0x20, resp=b"\x11" * 8),
         "ike-500-untagged": IP(src=GW1, dst=GW2) / UDP(sport=500, dport=500) / _ike(b"\x12\x34\x56\x78\x9a\xbc\xde\xf0"),
-        "ike-500-bad-kind": IP(src=GW1, dst=GW2) / UDP(sport=500, dport=500) / _ike(b"\xd7\x09\x00\x00\x00\x01\x00\x02"),
+        "ike-500-bad-kind": IP(src=GW1, dst=GW2) / UDP(sport=500, dport=500) / _ike(b"\xd7\x00\x00\x00\x00\x01\x00\x02"),
         "ike-4500-marker-tagged": IP(src=GW1, dst=GW2) / UDP(sport=4500, dport=4500)
         / (bytes(4) + bytes(_ike(IKE_TAG, 0x08, 35))),
         "udp-500-short": IP(src=GW1, dst=GW2) / UDP(sport=500, dport=500) / bytes(10),

@@ -24,7 +24,7 @@ from tracer.lab import Lab
 from tracer.lab.keys import sas_from_lab
 from tracer.model.observations import PacketClass
 from tracer.model.tag import ProbeKind, ProbeTag
-from tracer.replay import load_run, replay_run
+from tracer.run.replay import load_run, replay_run
 
 GW_W, GW_E = "198.18.1.1", "198.18.2.1"
 HOST_W, HOST_E = "192.0.2.10", "198.51.100.10"

@@ -43,10 +43,14 @@ def forget_probes(lab) -> None:
 
 
 def ike(lab, tmp_path, capsys, *extra, ends=("west-gw", "east-gw")):
+    """Run tracer ike; (exit code, JSON verdict, manifest with the probe report as "probe")."""
     out = tmp_path / f"run{time.monotonic_ns()}"
     code = main(["ike", "--topology", str(lab.topology_path), *ends, "--out", str(out), "--json", *extra])
     doc = json.loads(capsys.readouterr().out)
-    return code, doc, json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    report = json.loads((out / manifest["report"]).read_text())
+    assert report["format"] == "tracer-probes/1" and report["kind"] == "ike" and report["interrupted"] is False
+    return code, doc, manifest | {"probe": report}
 
 
 def sa_snapshot(lab) -> dict[str, list[tuple]]:
@@ -82,7 +86,7 @@ def test_sa_init_answered_and_existing_sas_untouched(fresh, tmp_path, capsys):
     assert all_seen(doc, "request") and all_seen(doc, "reply")
     assert f"responder answered 3/3: {SA_INIT_ANSWER}" in doc["diagnoses"]
     sent = manifest["probe"]["sent"]
-    assert manifest["probe"]["port"] == 500 and manifest["src"] == "198.18.1.1" and manifest["dst"] == "198.18.2.1"
+    assert manifest["probe"]["options"]["port"] == 500 and manifest["src"] == "198.18.1.1" and manifest["dst"] == "198.18.2.1"
     assert all(s["answer"] == SA_INIT_ANSWER and s["rtt_ms"] > 0 and s["error"] is None for s in sent)
     spis = {s["responder_spi"] for s in sent}
     assert len(spis) == 3 and "0x0000000000000000" not in spis
@@ -101,7 +105,7 @@ def test_port_4500_with_non_esp_marker(fresh, tmp_path, capsys):
     assert code == 0, doc["summary"]
     assert all_seen(doc, "request") and all_seen(doc, "reply")
     assert f"responder answered 3/3: {SA_INIT_ANSWER}" in doc["diagnoses"]
-    assert manifest["probe"]["port"] == 4500
+    assert manifest["probe"]["options"]["port"] == 4500
     # charon took them on its NAT-T port.
     assert {sa["local"] for sa in probe_sas(lab)} == {"198.18.2.1[4500]"}
     assert sa_snapshot(lab) == before

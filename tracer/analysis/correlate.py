@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tracer.model.direction import Direction
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.path import Esp, ExpectedPath
-from tracer.model.tag import ProbeKind
+from tracer.model.probe import DecryptedTags
 from tracer.model.topology import Topology
 from tracer.model.verdict import Sighting
+from tracer.probes import probe_type
 
 # Longest time a gateway may hold a packet between its cleartext and ESP
 # sides; user-space ESP (kernel-libipsec) takes well under a millisecond.
@@ -39,16 +41,11 @@ class Sightings:
     disagreements: int = 0  # probes where the keyless association named another ESP packet
 
 
-def direction_mask(obs: Observations, run: int, kind: ProbeKind, direction: str) -> np.ndarray:
-    """Rows that carry this run's tag, travelling in ``direction``."""
+def probe_rows(obs: Observations, run: int, kind: int, direction: Direction) -> np.ndarray:
+    """Rows that carry this run's tag, travelling in ``direction`` (the kind says what its
+    requests and replies look like)."""
     tagged = (obs["tag_run"] == run) & (obs["tag_kind"] == int(kind))
-    if kind == ProbeKind.IKE:
-        is_reply = (obs["cls"] == PacketClass.IKE) & ((obs["ike_flags"] & 0x20) != 0)
-        is_req = (obs["cls"] == PacketClass.IKE) & ((obs["ike_flags"] & 0x20) == 0)
-    else:
-        is_reply = obs["cls"] == PacketClass.ECHO_REPLY
-        is_req = obs["cls"] == PacketClass.ECHO_REQUEST
-    return tagged & (is_req if direction == "request" else is_reply)
+    return tagged & probe_type(kind).rows(obs, direction)
 
 
 def correlate(
@@ -56,27 +53,27 @@ def correlate(
     topo: Topology,
     path: ExpectedPath,
     run: int,
-    kind: ProbeKind,
-    direction: str,
+    kind: int,
+    direction: Direction,
     seqs: np.ndarray,
     drops: dict[str, int] | None = None,
-    decrypted: dict[tuple[int, int], tuple[int, int, int, str] | None] | None = None,
+    decrypted: DecryptedTags | None = None,
 ) -> Sightings:
-    """``decrypted``: every (SPI, ESP seq) decrypted with keys → (run, kind, seq, direction) of
-    the probe inside, or None for other traffic. It identifies ESP hops directly; the keyless
-    association is then only the fallback (and is cross-checked). Where every ESP packet at a
-    hop decrypted, a probe none of them carries was positively not there."""
+    """``decrypted``: what ESP decryption with keys found inside each opened packet. It
+    identifies ESP hops directly; the keyless association is then only the fallback (and is
+    cross-checked). Where every ESP packet at a hop decrypted, a probe none of them carries
+    was positively not there."""
     drops = drops or {}
     n, m = len(seqs), len(path.hops)
     codes = np.full((n, m), MISSED, np.int8)
     times = np.full((n, m), -1, np.int64)
     esp_keys = np.zeros((n, m), np.uint64)
     leaks: list[str] = []
-    known = _decrypted_keys(decrypted or {}, seqs, run, kind, direction)
-    all_decrypted = np.array([(spi << 32) | q for spi, q in decrypted], np.uint64) if decrypted is not None else None
+    known = _decrypted_keys(decrypted.keys_of(run, kind, direction) if decrypted else {}, seqs)
+    all_decrypted = np.array([(spi << 32) | q for spi, q in decrypted.carriers], np.uint64) if decrypted else None
     disagreements = 0
 
-    probe = obs.select(direction_mask(obs, run, kind, direction))
+    probe = obs.select(probe_rows(obs, run, kind, direction))
     order = np.argsort(probe["ts_ns"], kind="stable")
     p_point, p_seq, p_ts = probe["point"][order], probe["tag_seq"][order], probe["ts_ns"][order]
 
@@ -107,19 +104,13 @@ def correlate(
     return Sightings(seqs, codes, times, esp_keys, leaks, int((known != 0).sum()), disagreements)
 
 
-def _decrypted_keys(
-    decrypted: dict[tuple[int, int], tuple[int, int, int, str]], seqs: np.ndarray, run: int, kind: ProbeKind, direction: str
-) -> np.ndarray:
+def _decrypted_keys(carriers: dict[int, tuple[int, int]], seqs: np.ndarray) -> np.ndarray:
     """Per probe, the SPI << 32 | seq of the ESP packet that decryption showed carries it (0: none)."""
     out = np.zeros(len(seqs), np.uint64)
-    for (spi, esp_seq), probe in decrypted.items():
-        if probe is None:
-            continue
-        r, k, q, d = probe
-        if r == run and k == int(kind) and d == direction:
-            p = int(np.searchsorted(seqs, q))
-            if p < len(seqs) and seqs[p] == q and out[p] == 0:
-                out[p] = (spi << 32) | esp_seq
+    for q, (spi, esp_seq) in carriers.items():
+        p = int(np.searchsorted(seqs, q))
+        if p < len(seqs) and seqs[p] == q:
+            out[p] = (spi << 32) | esp_seq
     return out
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from tracer.model.observations import COLUMNS, PacketClass
-from tracer.model.tag import IKE_MAGIC, MAGIC, ProbeKind, tag_check
+from tracer.model.tag import IKE_MAGIC, MAGIC, tag_check
 
 # Link types (pcap LINKTYPE_* numbers) that extract understands.
 LINKTYPES: dict[int, str] = {
@@ -55,8 +55,8 @@ _AF_INET6 = np.array([10, 24, 28, 30], np.uint32)  # Linux, OpenBSD/NetBSD, Free
 _TAG_MAGIC = int.from_bytes(MAGIC, "big")
 _MAGIC_SUM = (_TAG_MAGIC >> 16) + (_TAG_MAGIC & 0xFFFF)  # the magic's two words of the check sum
 _CHECK_XOR = tag_check(bytes(14))  # the words of an all-zero head sum to 0, leaving the xor constant
-_KIND_OK = np.zeros(256, bool)  # lookup: is this byte a known probe kind?
-_KIND_OK[[int(k) for k in ProbeKind]] = True
+_KIND_OK = np.ones(256, bool)  # lookup: can this byte be a probe kind? (any registered one: not 0)
+_KIND_OK[0] = False
 
 # Link type → (offset of its protocol field or -1, offset of L3, what the field is).
 _L2: dict[int, tuple[int, int, str]] = {

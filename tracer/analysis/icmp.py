@@ -4,16 +4,13 @@ TTL exceeded), tied to the probes or to the tunnel's ESP carriers they quote."""
 from __future__ import annotations
 
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.path import ExpectedPath
+from tracer.model.probe import ProbeSpec
 from tracer.model.tag import icmp_id_for
-
-if TYPE_CHECKING:
-    from tracer.analysis.analyze import ProbeSpec
 
 _ICMP_NAMES = {
     (3, 0): "net unreachable", (3, 1): "host unreachable", (3, 3): "port unreachable",

@@ -9,18 +9,21 @@ whose identity is unknown, the honest answer is *inconclusive*.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
 from tracer.analysis.correlate import GAP, MISSED, SEEN, Sightings, last_index
+from tracer.model.direction import Direction
 from tracer.model.flowgraph import EdgeKind
 from tracer.model.path import ExpectedPath
+from tracer.model.point import CapturePoint
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting
 
 _DOUBTFUL = (Sighting.UNOBSERVED, Sighting.UNRELIABLE, Sighting.UNKNOWN)
 
 
-def trace_probes(s: Sightings, path: ExpectedPath, direction: str, sent: list[bool] | None = None) -> list[ProbeTrace]:
+def trace_probes(s: Sightings, path: ExpectedPath, direction: Direction, sent: list[bool] | None = None) -> list[ProbeTrace]:
     """One ProbeTrace per probe. ``sent[p]`` False means the probe was never
     expected on this path (a reply whose request did not arrive).
 
@@ -63,8 +66,7 @@ _OUTCOMES = (Outcome.DELIVERED, Outcome.LOST, Outcome.INCONCLUSIVE, Outcome.NOT_
 def findings(
     traces: list[ProbeTrace],
     path: ExpectedPath,
-    direction: str,
-    dst_node: str,
+    direction: Direction,
     leaks: list[str] | None = None,
     send_errors: dict[int, str] | None = None,
 ) -> list[Finding]:
@@ -79,33 +81,46 @@ def findings(
             continue
         seqs = tuple(t.seq for t in members)
         hops = path.hops
-        last_pt = hops[last].point if last is not None else None
-        miss_pt = hops[missed].point if missed is not None else None
-        edge = None
-        reason = None
         if outcome == Outcome.DELIVERED:
-            where = f"delivered to {dst_node}"
-        elif outcome == Outcome.LOST and last is not None and missed == last + 1:
-            where = path.describe_edge(last)
-            edge = path.edges[last].value
-            spi = next((t.esp[last][0] for t in members if t.esp[last] is not None), None)
-            reason = _edge_reason(path, last, leaks or [], spi)
-        elif outcome == Outcome.LOST and last is None and missed == 0:
-            where = f"at {hops[0].node}, before leaving {hops[0].point}"
-            errors = sorted({send_errors[q] for q in seqs if q in (send_errors or {})})
-            reason = (f"sending failed on {hops[0].node}: {', '.join(errors)}" if errors
-                      else _origin_reason(direction, hops[0].node))
-        elif outcome == Outcome.LOST and last == len(hops) - 1:
-            where = f"at {hops[last].node}: {path.end_note}"
-            reason = path.end_note
-        elif outcome == Outcome.LOST:
-            # Missed at `missed` and captured in between as gaps: loss is after last.
-            where = f"between {last_pt or 'the source'} and {miss_pt}"
+            fate = _Fate(f"delivered to {hops[-1].node if hops else '?'}")
+        elif outcome == Outcome.INCONCLUSIVE:
+            fate = _Fate(*_inconclusive(members, path))
+        elif last is not None and missed == last + 1:
+            fate = _lost_on_edge(path, last, members, leaks or [])
+        elif last is None and missed == 0:
+            fate = _lost_at_origin(path, direction, seqs, send_errors or {})
+        elif last == len(hops) - 1:
+            fate = _Fate(f"at {hops[last].node}: {path.end_note}", path.end_note)
         else:
-            where, reason = _inconclusive(traces=members, path=path)
-        out.append(Finding(direction, outcome, len(members), total, where, last_pt, miss_pt, edge, reason, seqs))
+            # Missed at `missed` and captured in between as gaps: the loss is after `last`.
+            fate = _Fate(f"between {hops[last].point if last is not None else 'the source'} and {hops[missed].point}")
+        out.append(Finding(direction, outcome, len(members), total, fate.where,
+                           hops[last].point if last is not None else None,
+                           hops[missed].point if missed is not None else None,
+                           fate.edge, fate.reason, seqs))
     rank = {Outcome.LOST: 0, Outcome.INCONCLUSIVE: 1, Outcome.DELIVERED: 2}
     return sorted(out, key=lambda f: (rank.get(f.outcome, 3), -f.count))
+
+
+@dataclass(frozen=True)
+class _Fate:
+    where: str
+    reason: str | None = None
+    edge: str | None = None
+
+
+def _lost_on_edge(path: ExpectedPath, last: int, members: list[ProbeTrace], leaks: list[str]) -> _Fate:
+    """Seen at hop ``last``, captured and missing at the next one: lost on the edge between."""
+    spi = next((t.esp[last][0] for t in members if t.esp[last] is not None), None)
+    return _Fate(path.describe_edge(last), _edge_reason(path, last, leaks, spi), path.edges[last].value)
+
+
+def _lost_at_origin(path: ExpectedPath, direction: Direction, seqs: tuple[int, ...], send_errors: dict[int, str]) -> _Fate:
+    """Not even the first capture point saw it: it never left the node it starts from."""
+    first = path.hops[0]
+    errors = sorted({send_errors[q] for q in seqs if q in send_errors})
+    reason = f"sending failed on {first.node}: {', '.join(errors)}" if errors else _origin_reason(direction, first.node)
+    return _Fate(f"at {first.node}, before leaving {first.point}", reason)
 
 
 def _inconclusive(traces: list[ProbeTrace], path: ExpectedPath) -> tuple[str, str]:
@@ -126,8 +141,8 @@ _DOUBT_TEXT = {
 }
 
 
-def _origin_reason(direction: str, node: str) -> str:
-    if direction == "reply":
+def _origin_reason(direction: Direction, node: str) -> str:
+    if direction == Direction.REPLY:
         return f"{node} received the request but no reply left it: check its route back, its firewall, or whether it answers"
     return f"the probe never left {node}: check its routes and OUTPUT firewall"
 
@@ -139,7 +154,7 @@ def _edge_reason(path: ExpectedPath, i: int, leaks: list[str], spi: int | None) 
     leaked_here = [p for p in leaks if p.startswith(f"{a.node}:")]
     enters_tunnel = kind == EdgeKind.ENCAP or (i + 1 < len(path.edges) and path.edges[i + 1] == EdgeKind.ENCAP)
     if leaked_here and enters_tunnel:
-        return (f"{a.node} sent it out {leaked_here[0].rpartition(':')[2]} in the clear instead of into the tunnel: "
+        return (f"{a.node} sent it out {CapturePoint.parse(leaked_here[0]).iface} in the clear instead of into the tunnel: "
                 "no SA covers this traffic (is IKE up? see tracer lab status / swanctl --list-sas)")
     if kind == EdgeKind.ENCAP:
         return (f"cleartext reached {a.point} but no ESP for it left {b.point}: "

@@ -3,14 +3,10 @@ overhead, and what large probes vanishing where small ones pass means (PMTUD bla
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.path import ExpectedPath
+from tracer.model.probe import ProbeSpec
 from tracer.model.verdict import Finding, MtuReport, Outcome, ProbeTrace, SizeResult
-
-if TYPE_CHECKING:
-    from tracer.analysis.analyze import ProbeSpec
 
 
 def mtu_report(

@@ -20,8 +20,10 @@ exit codes:
   130 interrupted (captures recorded so far are kept)
 """
 
-# Subcommand modules, in --help order; each has add_parser(subparsers).
-SUBCOMMANDS = ("replay", "ping", "ike", "mtu", "lab", "plot")
+# Subcommand modules, in --help order; each has add_parser(subparsers). Live traces come
+# between replay and lab: one subcommand per registered probe kind (tracer/probes/).
+BEFORE_TRACES = ("replay",)
+AFTER_TRACES = ("lab", "plot")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,14 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"tracer.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"tracer.cli.{name}":
-                raise
-            continue
-        module.add_parser(sub)
+    for name in BEFORE_TRACES:
+        importlib.import_module(f"tracer.cli.{name}").add_parser(sub)
+    from tracer.cli import trace
+    from tracer.probes import all_types
+
+    for ptype in all_types():
+        trace.add_parser(sub, ptype)
+    for name in AFTER_TRACES:
+        importlib.import_module(f"tracer.cli.{name}").add_parser(sub)
     return parser
 
 

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tracer.plot.figure import check_output  # matplotlib loads only when a figure is wanted
-    from tracer.replay import load_run, replay_run
+    from tracer.run.replay import load_run, replay_run
 
     check_output(args.output)  # before the (possibly slow) replay
     verdicts = replay_run(load_run(args.inputs, args.topology), args.run, esp_keys=args.esp_keys)

@@ -57,7 +57,7 @@ def parse_run_id(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tracer.replay import load_run, replay_run
+    from tracer.run.replay import load_run, replay_run
 
     loaded = load_run(args.inputs, args.topology)
     verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys)

@@ -16,7 +16,7 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from tracer.model.direction import Direction
-from tracer.model.tag import ProbeKind
+from tracer.model.topology import Node
 
 REPORT_FORMAT = "tracer-probes/1"
 
@@ -31,13 +31,14 @@ class SentProbe:
     rtt_ms: float | None = None  # round trip of its answer; None: no answer
     error: str | None = None  # the sender's local error (e.g. EMSGSIZE); the probe never left
     answer: str | None = None  # what the responder said, in words (IKE)
+    details: dict[str, Any] = field(default_factory=dict, compare=False)  # kind-specific report fields
 
 
 @dataclass(frozen=True)
 class ProbeReport:
     """The prober's record of one run."""
 
-    kind: ProbeKind
+    kind: str  # the probe kind's name (tracer.probes): "ping", "ike", "mtu"
     planned: int  # probes the run meant to send
     sent: tuple[SentProbe, ...] = ()
     interrupted: bool = False  # the run was cut short (Ctrl-C): only ``sent`` left
@@ -46,7 +47,7 @@ class ProbeReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": REPORT_FORMAT,
-            "kind": self.kind.name.lower(),
+            "kind": self.kind,
             "planned": self.planned,
             "interrupted": self.interrupted,
             "options": self.options,
@@ -59,7 +60,7 @@ class ProbeReport:
         if data.get("format") != REPORT_FORMAT:
             raise ValueError(f"expected \"format\": \"{REPORT_FORMAT}\"")
         return cls(
-            kind=ProbeKind[str(data["kind"]).upper()],
+            kind=str(data["kind"]),
             planned=_int(data["planned"]),
             sent=tuple(_sent(s) for s in data.get("sent", [])),
             interrupted=data.get("interrupted") is True,
@@ -67,7 +68,7 @@ class ProbeReport:
         )
 
     @classmethod
-    def from_legacy(cls, kind: ProbeKind, count: int | None, probe: dict[str, Any]) -> ProbeReport:
+    def from_legacy(cls, kind: str, count: int | None, probe: dict[str, Any]) -> ProbeReport:
         """The untyped ``probe`` block older manifests carried (recorded scenarios use it)."""
         sent = tuple(_sent(s) for s in probe.get("sent", []) if isinstance(s, dict) and "seq" in s)
         options = {k: v for k, v in probe.items() if k not in ("kind", "count", "sent")}
@@ -91,15 +92,27 @@ def _sent(d: dict[str, Any]) -> SentProbe:
         v = d.get(key)
         return None if v is None else conv(v)
 
+    details = {k: v for k, v in d.items() if k not in _SENT_FIELDS}
     return SentProbe(_int(d["seq"]), opt("sent_ns", _int), opt("size", _int), opt("rtt_ms", float),
-                     opt("error", str), opt("answer", str))
+                     opt("error", str), opt("answer", str), details)
+
+
+_SENT_FIELDS = ("seq", "sent_ns", "size", "rtt_ms", "error", "answer")
 
 
 def _sent_dict(s: SentProbe) -> dict[str, Any]:
-    d: dict[str, Any] = {"seq": s.seq, "sent_ns": s.sent_ns, "size": s.size, "rtt_ms": s.rtt_ms, "error": s.error}
-    if s.answer is not None:
-        d["answer"] = s.answer
-    return d
+    return {"seq": s.seq, "sent_ns": s.sent_ns, "size": s.size, "rtt_ms": s.rtt_ms, "error": s.error,
+            "answer": s.answer} | s.details
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a trace's probes leave from and go to, resolved against the topology."""
+
+    src_node: Node
+    src: IPv4Address
+    dst_node: Node
+    dst: IPv4Address
 
 
 @dataclass(frozen=True)
@@ -107,7 +120,7 @@ class ProbeSpec:
     """What was sent; from a probe report, or inferred from the captures."""
 
     run: int
-    kind: ProbeKind
+    kind: int  # tag kind code (a ProbeKind for the built-in kinds)
     src: IPv4Address | None = None
     dst: IPv4Address | None = None
     origin: str | None = None  # node the probes left from
@@ -123,7 +136,7 @@ class ProbeIdentity:
     """The tracer probe a decrypted ESP packet carried."""
 
     run: int
-    kind: ProbeKind
+    kind: int
     seq: int
     direction: Direction
 
@@ -136,7 +149,10 @@ class DecryptedTags:
     carriers: dict[tuple[int, int], ProbeIdentity | None] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # what decryption has to say (counts, failures; never keys)
 
-    def keys_of(self, run: int, kind: ProbeKind, direction: Direction) -> dict[int, tuple[int, int]]:
-        """Probe seq → (SPI, ESP seq) of the packet that carried it, for one run and direction."""
-        return {p.seq: key for key, p in self.carriers.items()
-                if p is not None and p.run == run and p.kind == kind and p.direction == direction}
+    def keys_of(self, run: int, kind: int, direction: Direction) -> dict[int, tuple[int, int]]:
+        """Probe seq → (SPI, ESP seq) of the first packet that carried it, for one run and direction."""
+        out: dict[int, tuple[int, int]] = {}
+        for key, p in self.carriers.items():
+            if p is not None and p.run == run and p.kind == kind and p.direction == direction:
+                out.setdefault(p.seq, key)
+        return out

@@ -9,7 +9,8 @@ carries the same payload back, so requests and replies share the tag)::
     +------+--------+-------+----------+---------+--------+
 
 * ``TRC1``: magic, also the format version.
-* ``kind``: 1 ping, 2 ike, 3 mtu (see :class:`ProbeKind`).
+* ``kind``: 1 ping, 2 ike, 3 mtu (see :class:`ProbeKind`); any other non-zero
+  byte is a kind some module registered (tracer.probes).
 * ``flags``: reserved, 0.
 * ``run``: 32-bit run id, random per run, so runs never mix.
 * ``seq``: 32-bit probe sequence number within the run.
@@ -55,7 +56,7 @@ class ProbeKind(IntEnum):
 @dataclass(frozen=True, slots=True)
 class ProbeTag:
     run: int
-    kind: ProbeKind
+    kind: int  # a ProbeKind for the built-in kinds
     seq: int
 
     def encode(self) -> bytes:
@@ -81,10 +82,7 @@ def decode(payload: bytes) -> ProbeTag | None:
     if struct.unpack(">H", payload[14:16])[0] != tag_check(payload[:14]):
         return None
     kind, _flags, run, seq = struct.unpack(">BBII", payload[4:14])
-    try:
-        return ProbeTag(run, ProbeKind(kind), seq)
-    except ValueError:
-        return None
+    return ProbeTag(run, _kind(kind), seq) if kind else None
 
 
 def decode_ike_spi(spi: bytes) -> ProbeTag | None:
@@ -92,10 +90,12 @@ def decode_ike_spi(spi: bytes) -> ProbeTag | None:
     if len(spi) != 8 or spi[0] != IKE_MAGIC:
         return None
     _m, kind, run, seq = struct.unpack(">BBIH", spi)
-    try:
-        return ProbeTag(run, ProbeKind(kind), seq)
-    except ValueError:
-        return None
+    return ProbeTag(run, _kind(kind), seq) if kind else None
+
+
+def _kind(code: int) -> int:
+    """The built-in kinds as their enum (readable in reprs), others as the plain byte."""
+    return ProbeKind(code) if code in ProbeKind._value2member_map_ else code
 
 
 def icmp_id_for(run: int) -> int:

@@ -3,18 +3,26 @@ before the first probe leaves, stopped cleanly, each leaving a pcapng named
 ``node:iface`` with its kernel drop count.
 
 Backends are modules here (``tcpdump`` in a local network namespace, ``ssh``
-for tcpdump on a remote host); each provides a class with ``start()``,
-``wait_ready(deadline)`` and ``stop()``.
+for tcpdump on a remote host); each provides a class with ``for_node(...)``,
+``start()``, ``wait_ready(deadline)`` and ``stop()``, registered in :data:`BACKENDS`
+under the name a topology node's ``capture`` key uses.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tracer.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    from tracer.model.topology import Node, Topology
+
+# capture backend name (topology: node.capture) → "module:class"
+BACKENDS = {"local": "tracer.sniff.tcpdump:TcpdumpSniffer", "ssh": "tracer.sniff.ssh:SshTcpdumpSniffer"}
 
 
 @dataclass
@@ -35,6 +43,12 @@ class Sniffer(Protocol):
     def wait_ready(self, deadline: float) -> None: ...
 
     def stop(self) -> CaptureResult: ...
+
+
+def sniffer_for(topo: Topology, node: Node, iface: str, out: Path, bpf: str, snaplen: int) -> Sniffer:
+    """The sniffer for one capture point, by the node's capture backend."""
+    module, _, cls = BACKENDS[node.capture_backend].partition(":")
+    return getattr(importlib.import_module(module), cls).for_node(topo, node, iface, out, bpf, snaplen)
 
 
 def start_all(sniffers: list[Sniffer], timeout: float = 5.0) -> None:

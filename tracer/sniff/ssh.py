@@ -39,11 +39,16 @@ import shlex
 import subprocess
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracer.errors import EnvironmentProblem
+from tracer.model.point import point_name
 from tracer.sniff import CaptureResult
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN, STOP_TIMEOUT, TcpdumpSniffer, finish_capture, parse_stats, tcpdump_args
 from tracer.ssh import CONNECT_TIMEOUT, ssh_argv
+
+if TYPE_CHECKING:
+    from tracer.model.topology import Node, Topology
 
 STOP_LINE = b"stop\n"
 
@@ -104,6 +109,14 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         self._pump: threading.Thread | None = None
         self._pump_error: OSError | None = None
         self._start_error: EnvironmentProblem | None = None
+
+    @classmethod
+    def for_node(cls, topo: Topology, node: Node, iface: str, out: Path, bpf: str, snaplen: int) -> SshTcpdumpSniffer:
+        """The node's own tcpdump, reached over SSH (docs/remote-capture.md)."""
+        assert node.ssh is not None  # the topology parser guarantees it for capture = "ssh"
+        return cls(point_name(node.name, iface), node.ssh, iface, out, bpf, ssh_netns=node.ssh_netns,
+                   key=_topo_path(topo, node.ssh_key), port=node.ssh_port,
+                   known_hosts=_topo_path(topo, node.ssh_known_hosts), snaplen=snaplen)
 
     def argv(self) -> list[str]:
         script = remote_script(self.iface, self.bpf, self.buffer_kib, self.snaplen)
@@ -187,3 +200,11 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
             self.raw.unlink(missing_ok=True)
             raise EnvironmentProblem(f"sniffer on {self.point} received no capture: {self._why_not_started(text)}")
         return finish_capture(self.point, self.raw, self.out, *parse_stats(text), text)
+
+
+def _topo_path(topo: Topology, value: str | None) -> Path | None:
+    """A path from the topology file: ~ expanded, relative to the file's directory."""
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(topo.source).parent / p

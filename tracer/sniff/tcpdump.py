@@ -17,11 +17,16 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracer.capture.pcapng_writer import convert_pcap_to_pcapng
 from tracer.errors import CaptureError, EnvironmentProblem
+from tracer.model.point import point_name
 from tracer.netns import ensure_tool
 from tracer.sniff import CaptureResult
+
+if TYPE_CHECKING:
+    from tracer.model.topology import Node, Topology
 
 _DROPS = re.compile(r"(\d+) packets? dropped by kernel")
 _CAPTURED = re.compile(r"(\d+) packets? captured")
@@ -91,6 +96,10 @@ class TcpdumpSniffer:
         self.buffer_kib = buffer_kib
         self.proc: subprocess.Popen[bytes] | None = None
         self._stderr = b""
+
+    @classmethod
+    def for_node(cls, topo: Topology, node: Node, iface: str, out: Path, bpf: str, snaplen: int) -> TcpdumpSniffer:
+        return cls(point_name(node.name, iface), node.netns, iface, out, bpf, snaplen=snaplen)
 
     def argv(self) -> list[str]:
         cmd = [ensure_tool("tcpdump"), *tcpdump_args(self.iface, str(self.raw), self.bpf, self.buffer_kib, self.snaplen)]

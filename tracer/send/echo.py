@@ -18,7 +18,7 @@ from scapy.layers.inet import ICMP
 
 from tracer.errors import BadInput
 from tracer.model.tag import TAG_LEN, ProbeKind, ProbeTag, decode, icmp_id_for
-from tracer.probe.pacer import drain, exchange, probe_socket
+from tracer.send.pacer import drain, exchange, probe_socket
 
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2  # set DF and never fragment locally

@@ -1,10 +1,6 @@
-"""``tracer ike GW_A GW_B``: is the IKE responder reachable, and what does it answer?
-
-The modern "stuck at STATE_MAIN_I1: open port 500" test (FreeS/WAN guide):
-tagged IKE_SA_INIT requests from GW_A's namespace to GW_B, sniffed on every
-hop of the path between the gateways, so a silent responder is told apart
-from a path that eats UDP 500/4500.
-"""
+"""IKE probes: tagged IKEv2 IKE_SA_INIT requests (the tag is the initiator SPI, which every
+responder copies into its answer). "Is the responder reachable, and what does it answer?" —
+the modern "stuck at STATE_MAIN_I1: open port 500" test (FreeS/WAN guide)."""
 
 from __future__ import annotations
 
@@ -13,11 +9,19 @@ from dataclasses import asdict
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
-from tracer.cli.ping import add_common, check_counts, trace_and_report
 from tracer.errors import BadInput
+from tracer.model.tag import ProbeKind
+from tracer.probes import ProbeType, register
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from tracer.model.direction import Direction
+    from tracer.model.observations import Observations
+    from tracer.model.probe import Endpoints, ProbeReport
     from tracer.model.topology import Topology
+
+FLAG_RESPONSE = 0x20  # IKE header flag R
 
 EPILOG = """\
 what it does:
@@ -73,29 +77,60 @@ The run directory (pcapng per capture point + manifest with every answer) is kep
 """
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "ike",
-        help="is the IKE responder reachable? tagged IKE_SA_INIT probes, traced hop by hop",
-        description="Send tagged IKEv2 IKE_SA_INIT requests from gateway GW_A to gateway GW_B while a "
+class Ike(ProbeType):
+    code = ProbeKind.IKE
+    name = "ike"
+    nouns = ("IKE_SA_INIT requests", "IKE responses")
+    help = "is the IKE responder reachable? tagged IKE_SA_INIT probes, traced hop by hop"
+    description = (
+        "Send tagged IKEv2 IKE_SA_INIT requests from gateway GW_A to gateway GW_B while a "
         "sniffer runs on every capture point between them; report where requests or responses "
         "disappear and what the responder answered. GW_A and GW_B are node names (meaning the "
-        "address each uses as its tunnel endpoint in the topology) or addresses. Needs root.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "address each uses as its tunnel endpoint in the topology) or addresses. Needs root."
     )
-    add_common(p)
-    # add_common names them SRC/DST; for IKE they are gateways.
-    for action in p._actions:
-        if action.dest == "src":
-            action.metavar, action.help = "GW_A", "initiating gateway: node name or address (the probes leave from it)"
-        elif action.dest == "dst":
-            action.metavar, action.help = "GW_B", "responding gateway: node name or address"
-        elif action.dest == "source":
-            action.help = "address or interface on GW_A to send from (default: GW_A's tunnel endpoint address)"
-    p.add_argument("--port", type=int, choices=(500, 4500), default=500,
-                   help="responder port: 500 (default), or 4500 with the non-ESP marker, as after NAT detection")
-    p.set_defaults(func=run)
+    epilog = EPILOG
+    labels = (
+        ("src", "GW_A", "initiating gateway: node name or address (the probes leave from it)"),
+        ("dst", "GW_B", "responding gateway: node name or address"),
+        ("source", "ADDR|IFACE", "address or interface on GW_A to send from (default: GW_A's tunnel endpoint address)"),
+    )
+
+    def rows(self, obs: Observations, direction: Direction) -> np.ndarray:
+        from tracer.model.direction import Direction
+        from tracer.model.observations import PacketClass
+
+        response = (obs["ike_flags"] & FLAG_RESPONSE) != 0
+        return (obs["cls"] == PacketClass.IKE) & (response if direction == Direction.REPLY else ~response)
+
+    def spec_fields(self, report: ProbeReport) -> dict[str, object]:
+        # What the responder said, as the prober received it ({}: it said nothing).
+        return {"answers": report.answers()}
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--port", type=int, choices=(500, 4500), default=500,
+                            help="responder port: 500 (default), or 4500 with the non-ESP marker, as after NAT detection")
+
+    def check(self, args: argparse.Namespace) -> None:
+        if args.count > 0x10000:
+            # The initiator SPI carries only 16 bits of the probe seq (model/tag.py).
+            raise BadInput(f"--count {args.count}: tracer ike sends at most 65536 probes per run")
+
+    def prepare(self, topo: Topology, args: argparse.Namespace) -> None:
+        gateway_args(topo, args)
+
+    def send(self, ends: Endpoints, run: int, args: argparse.Namespace) -> ProbeReport:
+        from tracer.model.probe import ProbeReport, SentProbe
+        from tracer.send.ike import send_probes
+
+        sent = send_probes(ends.src_node.netns, ends.src, ends.dst, run, args.count, args.interval,
+                           args.timeout, port=args.port)
+        probes = []
+        for s in sent:
+            d = asdict(s)
+            core = {k: d.pop(k) for k in ("seq", "sent_ns", "rtt_ms", "error", "answer")}
+            probes.append(SentProbe(**core, details=d))
+        return ProbeReport(self.name, args.count, tuple(probes),
+                           options={"port": args.port, "interval": args.interval})
 
 
 def tunnel_address(topo: Topology, node: str, peer: str | None = None) -> IPv4Address | None:
@@ -119,20 +154,4 @@ def gateway_args(topo: Topology, args: argparse.Namespace) -> None:
         args.source = str(addr)
 
 
-def run(args: argparse.Namespace) -> int:
-    from tracer.model.tag import ProbeKind
-
-    check_counts(args)
-    if args.count > 0x10000:
-        # The initiator SPI carries only 16 bits of the probe seq (model/tag.py).
-        raise BadInput(f"--count {args.count}: tracer ike sends at most 65536 probes per run")
-    return trace_and_report(args, ProbeKind.IKE, lambda ends, run: _send_ike(ends, run, args), prepare=gateway_args)
-
-
-def _send_ike(ends, run: int, args: argparse.Namespace) -> dict:
-    from tracer.probe.ike import send_probes
-
-    sent = send_probes(ends.src_node.netns, ends.src, ends.dst, run, args.count, args.interval,
-                       args.timeout, port=args.port)
-    return {"kind": "ike", "port": args.port, "count": args.count, "interval": args.interval,
-            "sent": [asdict(s) for s in sent]}
+IKE = register(Ike())

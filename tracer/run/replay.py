@@ -10,14 +10,17 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from tracer.analysis.analyze import ProbeSpec, analyze, find_runs
+from tracer.analysis.analyze import analyze, find_runs
 from tracer.capture.observe import observe_files
 from tracer.errors import BadInput
+from tracer.model.direction import Direction
 from tracer.model.observations import Observations
-from tracer.model.tag import ECHO_OVERHEAD, ProbeKind
-from tracer.model.topology import Topology, split_point
+from tracer.model.point import CapturePoint
+from tracer.model.probe import DecryptedTags, ProbeIdentity, ProbeReport, ProbeSpec
+from tracer.model.topology import Topology
 from tracer.model.verdict import Verdict
-from tracer.rundir import MANIFEST, Manifest, read_manifest
+from tracer.probes import spec_from_report
+from tracer.run.manifest import MANIFEST, Manifest, read_manifest, read_probe_report
 from tracer.topofile import load_topology
 
 
@@ -28,6 +31,7 @@ class LoadedRun:
     drops: dict[str, int]
     warnings: list[str]
     manifest: Manifest | None
+    report: ProbeReport | None = None  # what the prober sent (run directories of live traces)
 
 
 def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
@@ -35,10 +39,12 @@ def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
     if not inputs:
         raise BadInput("nothing to replay: give a run directory or capture files")
     manifest = None
+    report = None
     if len(inputs) == 1 and inputs[0].is_dir():
         run_dir = inputs[0]
         if (run_dir / MANIFEST).exists():
             manifest = read_manifest(run_dir)
+            report = read_probe_report(run_dir, manifest)
             files = [(run_dir / c.file, c.point) for c in manifest.captures]
             if topology is None and manifest.topology:
                 topology = run_dir / manifest.topology
@@ -67,7 +73,7 @@ def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
             f"capture point '{unknown[0]}' is not an interface of topology {topology} "
             "(name captures node:iface, or map them in a manifest)"
         )
-    return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, manifest)
+    return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, manifest, report)
 
 
 def replay_run(
@@ -80,18 +86,8 @@ def replay_run(
     """One verdict per probe run found (or the one asked for). With ``esp_keys`` (an SA file
     in Wireshark's esp_sa format) ESP is decrypted and the probe tags inside identify it."""
     m = loaded.manifest
-    specs: list[ProbeSpec] = []
     if m is not None and m.run is not None and m.kind is not None and run in (None, m.run):
-        sent = m.extra.get("probe", {}).get("sent", []) if isinstance(m.extra.get("probe"), dict) else []
-        sent = [s for s in sent if isinstance(s, dict) and "seq" in s]
-        errors = {int(s["seq"]): str(s["error"]) for s in sent if s.get("error")}
-        sizes = {int(s["seq"]): int(s["size"]) + ECHO_OVERHEAD for s in sent if "size" in s} if m.kind == ProbeKind.MTU else None
-        # IKE probes record what the responder answered ({} when it said nothing).
-        answers = {int(s["seq"]): str(s["answer"]) for s in sent if s.get("answer")} if m.kind == ProbeKind.IKE else None
-        # Points another host captured (over SSH): analysis estimates that host's clock offset.
-        remote = tuple(dict.fromkeys(split_point(c.point)[0] for c in m.captures if c.remote and c.point))
-        specs.append(ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, m.count, errors, sizes,
-                               answers=answers, remote_nodes=remote))
+        specs = [_spec_from_manifest(loaded, m, src, dst)]
     else:
         runs = find_runs(loaded.observations)
         if run is not None:
@@ -101,25 +97,32 @@ def replay_run(
         if not runs:
             raise BadInput("no tracer probes found in the captures (no tagged packets); were they captured with tracer?")
         specs = [ProbeSpec(r, k, src, dst) for r, k, _ in runs]
-    decrypted, notes = _decrypt(loaded, esp_keys) if esp_keys else (None, ())
-    return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings), decrypted, notes)
+    decrypted = _decrypt(loaded, esp_keys) if esp_keys else None
+    return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings), decrypted)
             for s in specs]
 
 
-def _decrypt(
-    loaded: LoadedRun, esp_keys: Path
-) -> tuple[dict[tuple[int, int], tuple[int, int, int, str] | None], tuple[str, ...]]:
+def _spec_from_manifest(loaded: LoadedRun, m: Manifest, src: IPv4Address | None, dst: IPv4Address | None) -> ProbeSpec:
+    assert m.run is not None and m.kind is not None
+    # Points another host captured (over SSH): analysis estimates that host's clock offset.
+    remote = tuple(dict.fromkeys(CapturePoint.parse(c.point).node for c in m.captures if c.remote and c.point))
+    base = ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, m.count, remote_nodes=remote)
+    report = loaded.report
+    return spec_from_report(report, base) if report is not None else base
+
+
+def _decrypt(loaded: LoadedRun, esp_keys: Path) -> DecryptedTags:
     """Decrypt the captures' ESP with the SAs in ``esp_keys``: for every packet opened, the
     probe it carries (None: other traffic). Packets that failed are left out."""
     from tracer.esp import read_esp_sa_file
     from tracer.esp.confirm import confirm
 
     conf = confirm(loaded.observations, read_esp_sa_file(esp_keys))
-    echo_dir = {8: "request", 0: "reply"}
-    decrypted = {key: (tag.run, int(tag.kind), tag.seq, echo_dir[icmp_type])
-                 if tag is not None and icmp_type in echo_dir else None
-                 for key, (tag, icmp_type) in conf.tags.items()}
-    return decrypted, (conf.summary(),)
+    echo_dir = {8: Direction.REQUEST, 0: Direction.REPLY}
+    carriers = {key: ProbeIdentity(tag.run, tag.kind, tag.seq, echo_dir[icmp_type])
+                if tag is not None and icmp_type in echo_dir else None
+                for key, (tag, icmp_type) in conf.tags.items()}
+    return DecryptedTags(carriers, (conf.summary(),))
 
 
-__all__ = ["LoadedRun", "ProbeKind", "load_run", "replay_run"]
+__all__ = ["LoadedRun", "load_run", "replay_run"]

@@ -1,48 +1,43 @@
-"""``tracer ping``: a traced ping — sniff every hop, send tagged echoes, locate loss."""
+"""Live trace subcommands, one per registered probe kind (``tracer ping``, ``tracer ike``,
+``tracer mtu``, …): the options every kind shares, then record a run directory, replay it
+and print the verdict. What differs per kind lives in its module under tracer/probes/."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracer.errors import BadInput
+from tracer.probes import ProbeType
+
+if TYPE_CHECKING:
+    from tracer.model.topology import Topology
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "ping",
-        help="traced ping: capture on every hop of the expected path and name where echoes die",
-        description="Send tagged ICMP echo requests from SRC to DST while a sniffer runs on every "
-        "capture point of the expected request and reply paths, then replay the captures and "
-        "name the hop where probes disappeared. SRC and DST are node names or addresses of the "
-        "topology; its nodes live in local network namespaces or are captured over SSH "
-        "(docs/remote-capture.md). Needs root.",
-        epilog="examples:\n"
-        "  tracer lab up && tracer ping west east\n"
-        "  tracer ping west-gw east --source lan0        # test the tunnel from the gateway's private side\n"
-        "  tracer ping --topology my-testbed.toml h1 h2 --count 10 --json\n"
-        "\nThe run directory (pcapng per capture point + manifest) is kept: replay it any time with\n"
-        "  tracer replay RUN_DIR",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_common(p)
-    p.add_argument("--size", type=int, default=56, help="ICMP payload bytes (default 56, like ping; ≥16 for the tag)")
-    p.add_argument("--df", action="store_true", help="set Don't Fragment (for MTU questions)")
-    p.set_defaults(func=run)
+def add_parser(sub: argparse._SubParsersAction, ptype: ProbeType) -> None:
+    p = sub.add_parser(ptype.name, help=ptype.help, description=ptype.description, epilog=ptype.epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(p, ptype.default_count, ptype.default_interval, {dest: (mv, text) for dest, mv, text in ptype.labels})
+    ptype.add_arguments(p)
+    p.set_defaults(func=lambda args: run(args, ptype))
 
 
-def add_common(p: argparse.ArgumentParser, count: int = 3, interval: float = 0.2) -> None:
-    p.add_argument("src", metavar="SRC", help="source node name or address")
-    p.add_argument("dst", metavar="DST", help="destination node name or address")
+def add_common(p: argparse.ArgumentParser, count: int = 3, interval: float = 0.2,
+               labels: dict[str, tuple[str, str]] | None = None) -> None:
+    """``labels``: dest → (metavar, help) where a kind names the endpoints its own way (GW_A, GW_B)."""
+    words = {"src": ("SRC", "source node name or address"), "dst": ("DST", "destination node name or address"),
+             "source": (None, "source address or interface on SRC, like ping -I")} | (labels or {})
+    p.add_argument("src", metavar=words["src"][0], help=words["src"][1])
+    p.add_argument("dst", metavar=words["dst"][0], help=words["dst"][1])
     p.add_argument("--topology", "-t", type=Path,
                    help="topology TOML (default: the built-in lab's, written by 'tracer lab up')")
     p.add_argument("--count", "-c", type=int, default=count, help=f"probes to send (default {count})")
     p.add_argument("--interval", "-i", type=float, default=interval, help=f"seconds between probes (default {interval})")
     p.add_argument("--timeout", "-W", type=float, default=1.0,
                    help="seconds to wait for replies after the last probe (default 1)")
-    p.add_argument("--source", "-I", help="source address or interface on SRC, like ping -I")
+    p.add_argument("--source", "-I", metavar=words["source"][0], help=words["source"][1])
     p.add_argument("--out", "-o", type=Path, help="run directory to write (default runs/<time>-<kind>-<run>)")
     p.add_argument("--json", action="store_true", help="machine-readable verdict on stdout")
     p.add_argument("--snaplen", type=int, default=2048, metavar="BYTES",
@@ -67,7 +62,7 @@ def topology_path(args: argparse.Namespace) -> Path:
     return path
 
 
-def esp_keys_for(args: argparse.Namespace, topo, tpath: Path) -> Path | None:
+def esp_keys_for(args: argparse.Namespace, topo: Topology, tpath: Path) -> Path | None:
     """The SA file to decrypt with: --esp-keys, else the topology's (if it exists yet)."""
     if args.no_decrypt:
         return None
@@ -81,7 +76,7 @@ def esp_keys_for(args: argparse.Namespace, topo, tpath: Path) -> Path | None:
     return None
 
 
-def check_counts(args: argparse.Namespace) -> None:
+def check_common(args: argparse.Namespace) -> None:
     if not 96 <= args.snaplen <= 262144:
         raise BadInput(f"--snaplen {args.snaplen}: expected 96 to 262144 bytes (headers and tags need 96)")
     if not 1 <= args.count <= 100000:
@@ -92,48 +87,31 @@ def check_counts(args: argparse.Namespace) -> None:
         raise BadInput(f"--timeout {args.timeout}: expected 0.05 to 60 seconds")
 
 
-def run(args: argparse.Namespace) -> int:
-    from tracer.model.tag import ProbeKind
-
-    check_counts(args)
-    if not 16 <= args.size <= 65507:
-        raise BadInput(f"--size {args.size}: expected 16 to 65507 bytes")
-    return trace_and_report(args, ProbeKind.PING, lambda ends, run: _send_echo(ends, run, args, args.size, args.df))
-
-
-def _send_echo(ends, run: int, args: argparse.Namespace, size: int, df: bool) -> dict:
-    from tracer.probe.ping import send_probes
-
-    sent = send_probes(ends.src_node.netns, ends.dst, run, args.count, args.interval, size,
-                       args.timeout, source=ends.src, df=df)
-    return {"kind": "ping", "count": args.count, "interval": args.interval, "size": size, "df": df,
-            "sent": [asdict(s) for s in sent]}
-
-
-def trace_and_report(args: argparse.Namespace, kind, sender, total: int | None = None, prepare=None) -> int:
-    """Shared by ping, mtu and ike: record a run directory, replay it, print the verdict.
-    ``sender(ends, run)`` sends the probes and returns the manifest's ``probe`` block;
-    ``prepare(topo, args)`` may rewrite the endpoints from the topology first."""
+def run(args: argparse.Namespace, ptype: ProbeType) -> int:
+    """Record a run directory, replay it, print the verdict."""
     from tracer.cli.replay import emit
-    from tracer.live import analyse, new_run_dir, record, resolve_endpoints
     from tracer.netns import ensure_root
-    from tracer.probe.ping import random_run_id
+    from tracer.run.record import new_run_dir, record, replay_recorded, resolve_endpoints
+    from tracer.send.echo import random_run_id
     from tracer.topofile import load_topology
 
+    check_common(args)
+    ptype.check(args)
     if args.plot:
         from tracer.plot.figure import check_output
 
         check_output(args.plot)  # a bad name fails now, not after the capture
     tpath = topology_path(args)
     topo = load_topology(tpath)
-    if prepare is not None:
-        prepare(topo, args)
+    ptype.prepare(topo, args)
     ends = resolve_endpoints(topo, args.src, args.dst, args.source)
+    keys = esp_keys_for(args, topo, tpath)
     ensure_root()  # before anything is created: a non-root run leaves nothing behind
     run_id = random_run_id()
-    run_dir = new_run_dir(args.out, kind, run_id)
-    record(topo, tpath, ends, kind, run_id, run_dir, lambda: sender(ends, run_id), total or args.count, args.snaplen)
-    verdicts = analyse(run_dir, esp_keys_for(args, topo, tpath))
+    run_dir = new_run_dir(args.out, ptype, run_id)
+    record(topo, tpath, ends, ptype, run_id, run_dir, lambda: ptype.send(ends, run_id, args), ptype.planned(args),
+           args.snaplen)
+    verdicts = replay_recorded(run_dir, keys)
     (run_dir / "verdict.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
     emit(verdicts, args.json)
     if not args.json:

@@ -14,19 +14,17 @@ keeps a half-open IKE_SA until its half-open timeout (strongSwan: 30 s) and
 existing IKE and CHILD SAs are untouched. The KE payload is random bytes of
 the right length: nobody ever needs the shared secret.
 
-Message building (:func:`sa_init_request`) and answer parsing
-(:func:`parse_answer`, by hand, so it also reads what scapy would not) are
-pure; only :func:`send_probes` does I/O.
+This module is pure: message building (:func:`sa_init_request`) and answer
+parsing (:func:`parse_answer`, by hand, so it also reads what scapy would not).
+Sending is :mod:`tracer.send.ike`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import struct
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from scapy.contrib.ikev2 import (
@@ -40,8 +38,7 @@ from scapy.contrib.ikev2 import (
     IKEv2NotifyMessageTypes,
 )
 
-from tracer.model.tag import ProbeKind, ProbeTag
-from tracer.probe.pacer import drain, exchange, probe_socket
+from tracer.model.tag import ProbeTag
 
 IKE_PORT = 500
 NATT_PORT = 4500
@@ -315,84 +312,3 @@ def nat_note(us: bool | None, them: bool | None) -> str:
     if them:
         notes.append("it signals NAT on its side (or forces UDP encapsulation)")
     return "".join(f"; {n}" for n in notes)
-
-
-# -- sending -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Sent:
-    seq: int
-    sent_ns: int
-    rtt_ms: float | None = None
-    error: str | None = None  # local send error (unreachable, EMSGSIZE, ...)
-    answer: str | None = None  # summarize() of the first answer
-    responder_spi: str | None = None  # "0x…" (0 when the answer is a bare notify)
-    notifies: list[str] = field(default_factory=list)
-    nat: bool | None = None  # responder saw us NATed (from its NAT-detection hash)
-    peer_nat: bool | None = None  # responder signals NAT on its side (or fakes it to force UDP encapsulation)
-
-
-def send_probes(
-    netns: str | None,
-    src: IPv4Address,
-    dst: IPv4Address,
-    run: int,
-    count: int,
-    interval: float,
-    timeout: float,
-    port: int = IKE_PORT,
-) -> list[Sent]:
-    """Send ``count`` IKE_SA_INIT probes ``interval`` s apart to ``dst:port``; return when every
-    one is answered or ``timeout`` s after the last left."""
-    sock = probe_socket(netns, socket.SOCK_DGRAM, 0, src)
-    sport = sock.getsockname()[1]
-    marker = NON_ESP_MARKER if port == NATT_PORT else b""
-    by_spi: dict[bytes, int] = {}
-
-    def send_one(seq: int) -> Sent:
-        tag = ProbeTag(run, ProbeKind.IKE, seq)
-        rec = Sent(seq, time.time_ns())
-        try:
-            sock.sendto(marker + sa_init_request(tag, src, sport, dst, port), (str(dst), port))
-        except OSError as e:
-            rec.error = e.strerror or str(e)
-        by_spi[tag.ike_spi()] = seq
-        return rec
-
-    try:
-        sock.setblocking(False)
-        return exchange(count, interval, timeout, send_one,
-                        lambda sent, wait: _read_answers(sock, marker, by_spi, sent, (src, sport, dst, port), wait),
-                        lambda r: r.answer is not None)
-    finally:
-        sock.close()
-
-
-def _read_answers(
-    sock: socket.socket,
-    marker: bytes,
-    by_spi: dict[bytes, int],
-    sent: dict[int, Sent],
-    flow: tuple[IPv4Address, int, IPv4Address, int],
-    wait: float,
-) -> None:
-    src, sport, dst, dport = flow
-    for data, now in drain(sock, wait):
-        if marker:
-            if data[:4] != marker:
-                continue  # ESP or a keepalive: not an answer to us
-            data = data[4:]
-        try:
-            a = parse_answer(data)
-        except ValueError:
-            continue
-        seq = by_spi.get(a.spi_i)
-        if seq is None or not a.is_response or sent[seq].answer is not None:
-            continue
-        s = sent[seq]
-        s.rtt_ms = (now - s.sent_ns) / 1e6
-        s.nat, s.peer_nat = nat_seen(a, src, sport, dst, dport)
-        s.answer = summarize(a) + nat_note(s.nat, s.peer_nat)
-        s.responder_spi = f"0x{a.spi_r.hex()}"
-        s.notifies = [n.name for n in a.notifies]

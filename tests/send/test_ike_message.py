@@ -14,13 +14,14 @@ import pytest
 from scapy.contrib.ikev2 import IKEv2, IKEv2_KE, IKEv2_Nonce, IKEv2_Notify, IKEv2_Proposal, IKEv2_SA, IKEv2_Transform
 from scapy.layers.inet import IP, UDP
 
-from tracer.analysis.analyze import ProbeSpec, _answers
+from tracer.analysis.analyze import _answers
 from tracer.analysis.extract import PAD, extract
 from tracer.model.observations import PacketClass
+from tracer.model.probe import ProbeSpec
 from tracer.model.tag import ProbeKind, ProbeTag, decode_ike_spi
 from tracer.model.topology import Topology
-from tracer.probe import ike
-from tracer.probe.ike import nat_hash, nat_note, nat_seen, parse_answer, sa_init_request, summarize
+from tracer.send import ike_message as ike
+from tracer.send.ike_message import nat_hash, nat_note, nat_seen, parse_answer, sa_init_request, summarize
 
 SRC, DST = IPv4Address("198.18.1.1"), IPv4Address("198.18.2.1")
 SPORT = 40123
@@ -250,7 +251,7 @@ def test_verdict_line_groups_answers():
 
 
 def test_gateways_default_to_their_tunnel_endpoint_address():
-    from tracer.cli.ike import gateway_args, tunnel_address
+    from tracer.probes.ike import gateway_args, tunnel_address
 
     doc = tomllib.loads((ROOT / "tests/data/site2site.toml").read_text())
     # west-gw gets a second WAN address that its tunnel (its IKE daemon) uses; the default

@@ -1,9 +1,11 @@
-"""Run directories: one capture file per capture point plus ``manifest.json``.
+"""Run directories: one capture file per capture point, ``manifest.json`` and ``probes.json``.
 
-Written by live traces, read by replay. The manifest says what was sent (run
-id, probe kind, source, destination, count), which file belongs to which
-capture point, and how many packets each sniffer's kernel dropped. Recorded
-scenarios in ``captures/`` are run directories with an ``expected`` block.
+Written by live traces, read by replay. The manifest says what the run was (run id,
+probe kind, source, destination, count), which file belongs to which capture point,
+and how many packets each sniffer's kernel dropped; the probe report
+(:class:`tracer.model.probe.ProbeReport`) says what the prober sent and heard back.
+Older manifests carried the report as an untyped ``probe`` block; it is still read.
+Recorded scenarios in ``captures/`` are run directories with an ``expected`` block.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from tracer.errors import BadInput
-from tracer.model.tag import ProbeKind
+from tracer.model.probe import ProbeReport
+from tracer.probes import probe_type
 
 MANIFEST = "manifest.json"
 FORMAT = "tracer-run/1"
+PROBE_REPORT = "probes.json"
 
 
 @dataclass
@@ -33,26 +37,28 @@ class CaptureEntry:
 @dataclass
 class Manifest:
     run: int | None = None
-    kind: ProbeKind | None = None
+    kind: int | None = None  # tag kind code (tracer.probes)
     src: IPv4Address | None = None
     dst: IPv4Address | None = None
     origin: str | None = None
     count: int | None = None
     topology: str | None = "topology.toml"
     captures: list[CaptureEntry] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # anything else: options, expected verdict, timings
+    report: str | None = None  # the probe report's file (probes.json); None: none, or an old manifest's block
+    extra: dict[str, Any] = field(default_factory=dict)  # anything else: expected verdict, timings
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "run": self.run,
-            "kind": self.kind.name.lower() if self.kind else None,
+            "kind": probe_type(self.kind).name if self.kind else None,
             "src": str(self.src) if self.src else None,
             "dst": str(self.dst) if self.dst else None,
             "origin": self.origin,
             "count": self.count,
             "topology": self.topology,
             "captures": [_capture_dict(c) for c in self.captures],
+            **({"report": self.report} if self.report else {}),
             **self.extra,
         }
 
@@ -67,11 +73,37 @@ def _capture_dict(c: CaptureEntry) -> dict[str, Any]:
 
 
 def write_manifest(run_dir: Path, manifest: Manifest) -> Path:
-    path = run_dir / MANIFEST
+    return _write_json(run_dir / MANIFEST, manifest.to_dict())
+
+
+def write_probe_report(run_dir: Path, report: ProbeReport) -> Path:
+    return _write_json(run_dir / PROBE_REPORT, report.to_dict())
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> Path:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
-    tmp.replace(path)  # atomic: an interrupted run never leaves half a manifest
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)  # atomic: an interrupted run never leaves half a file
     return path
+
+
+def read_probe_report(run_dir: Path, m: Manifest) -> ProbeReport | None:
+    """What the prober sent: the report file, else an old manifest's ``probe`` block; None if neither."""
+    if m.report is not None:
+        path = run_dir / m.report
+        try:
+            return ProbeReport.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise BadInput(f"{path}: the manifest names this probe report, but it is missing") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise BadInput(f"{path}: malformed probe report ({type(e).__name__}: {e})") from None
+    legacy = m.extra.get("probe")
+    if isinstance(legacy, dict) and m.kind is not None:
+        try:
+            return ProbeReport.from_legacy(probe_type(m.kind).name, m.count, legacy)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise BadInput(f"{run_dir / MANIFEST}: malformed probe block ({type(e).__name__}: {e})") from None
+    return None
 
 
 def read_manifest(run_dir: Path) -> Manifest:
@@ -84,11 +116,11 @@ def read_manifest(run_dir: Path) -> Manifest:
         raise BadInput(f"{path}: unreadable manifest ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BadInput(f"{path}: not a tracer manifest (expected \"format\": \"{FORMAT}\")")
-    known = {"format", "run", "kind", "src", "dst", "origin", "count", "topology", "captures"}
+    known = {"format", "run", "kind", "src", "dst", "origin", "count", "topology", "captures", "report"}
     try:
         caps = [CaptureEntry(c.get("point"), str(c["file"]), c.get("drops"), c.get("backend"), c.get("remote") is True)
                 for c in data.get("captures", [])]
-        kind = ProbeKind[data["kind"].upper()] if data.get("kind") else None
+        kind = probe_type(str(data["kind"])).code if data.get("kind") else None
         m = Manifest(
             run=int(data["run"]) if data.get("run") is not None else None,
             kind=kind,
@@ -98,6 +130,7 @@ def read_manifest(run_dir: Path) -> Manifest:
             count=int(data["count"]) if data.get("count") is not None else None,
             topology=data.get("topology"),
             captures=caps,
+            report=str(data["report"]) if data.get("report") else None,
             extra={k: v for k, v in data.items() if k not in known},
         )
     except (KeyError, ValueError, TypeError, AttributeError) as e:
