@@ -450,3 +450,18 @@ def test_scapy_written_pcapng_is_read(tmp_path):
     assert fo.obs["tag_kind"].tolist() == [ProbeKind.PING, ProbeKind.IKE, 0]
     assert [int(t) for t in fo.obs["ts_ns"]] == [1_700_000_000_000_000_000 + i * 250_000_000 for i in range(3)]
     _ = IP  # scapy layer import keeps the corpus' bindings loaded
+
+
+@pytest.mark.parametrize(("opts", "message"), [
+    ({"tsresol": 0x7F}, "impossible timestamp resolution (if_tsresol 0x7f"),
+    ({"tsresol": 0xFF}, "impossible timestamp resolution (if_tsresol 0xff"),
+    ({"tsresol": 20}, "impossible timestamp resolution (if_tsresol 0x14"),
+    ({"tsoffset": 1 << 62}, f"shifts its timestamps by {1 << 62} s"),
+])
+def test_implausible_clock_options_are_one_line_errors(tmp_path, opts, message):
+    # Found by mutating real captures: these once raised OverflowError (a traceback, exit 1).
+    ether = frames()[0][1]
+    path = _write(tmp_path / "bad.pcapng", shb("<") + idb("<", 1, "a:eth0", **opts) + epb("<", 0, 1, ether))
+    with pytest.raises(CaptureError) as e:
+        read_capture(path)
+    assert message in str(e.value) and "\n" not in str(e.value)

@@ -19,12 +19,13 @@ from scapy.packet import Packet, raw
 from tracer.capture.observe import observe_files
 from tracer.capture.pcapng_writer import write_pcapng
 from tracer.esp import EspSA
-from tracer.esp.confirm import Confirmation, confirm, wireshark_decode
+from tracer.esp.confirm import Confirmation, confirm
 from tracer.lab import Lab
 from tracer.lab.keys import sas_from_lab
 from tracer.model.observations import PacketClass
 from tracer.model.tag import ProbeKind, ProbeTag
 from tracer.run.replay import load_run, replay_run
+from tracer.wireshark import wireshark_decode
 
 GW_W, GW_E = "198.18.1.1", "198.18.2.1"
 HOST_W, HOST_E = "192.0.2.10", "198.51.100.10"

@@ -25,7 +25,7 @@ from tracer.lab import Lab, layout, process, toml_writer
 from tracer.lab import ssh as lab_ssh
 from tracer.model.topology import Topology
 from tracer.sniff.ssh import SshTcpdumpSniffer, remote_script
-from tracer.ssh import ssh_argv
+from tracer.ssh_client import ssh_argv
 
 LAB = "sh"  # namespaces trc-sh-*
 LAB_SSH = True  # sshd in east-gw, east-gw captured over SSH

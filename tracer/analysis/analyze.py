@@ -11,7 +11,7 @@ from ipaddress import IPv4Address
 import numpy as np
 
 from tracer.analysis.clock import correct_clocks
-from tracer.analysis.correlate import Sightings, correlate, probe_rows
+from tracer.analysis.correlate import SightingMatrix, correlate, probe_rows
 from tracer.analysis.icmp import icmp_errors
 from tracer.analysis.locate import findings, trace_probes
 from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_summary
@@ -72,7 +72,7 @@ def analyze(
     seqs = _probe_seqs(obs, spec)
     traces: list[ProbeTrace] = []
     found: list[Finding] = []
-    sightings: list[Sightings] = []
+    sightings: list[SightingMatrix] = []
     arrived: list[bool] | None = None
     for direction, path in paths.items():
         s = correlate(obs, topo, path, spec.run, spec.kind, direction, seqs, drops, decrypted)
@@ -136,7 +136,7 @@ def _expected_paths(topo: Topology, spec: ProbeSpec) -> dict[Direction, Expected
 
 
 def _diagnoses(obs: Observations, spec: ProbeSpec, paths: dict[Direction, ExpectedPath],
-               sightings: list[Sightings], decrypted: DecryptedTags | None) -> list[str]:
+               sightings: list[SightingMatrix], decrypted: DecryptedTags | None) -> list[str]:
     """Notes beside the findings: leaks, ICMP errors, what decryption found, the IKE answers."""
     leaks = [pt for s in sightings for pt in s.leaks]
     out = [f"probe seen in the clear on {pt}, where it should be ESP: traffic leaks unencrypted "

@@ -31,7 +31,7 @@ SEEN, MISSED, UNOBSERVED, UNRELIABLE, UNKNOWN, GAP = (np.int8(_CODES.index(s)) f
 
 
 @dataclass
-class Sightings:
+class SightingMatrix:
     seqs: np.ndarray  # probe sequence numbers, sorted
     codes: np.ndarray  # int8 [probe, hop], index into list(Sighting)
     times: np.ndarray  # int64 [probe, hop], -1 where not seen
@@ -58,7 +58,7 @@ def correlate(
     seqs: np.ndarray,
     drops: dict[str, int] | None = None,
     decrypted: DecryptedTags | None = None,
-) -> Sightings:
+) -> SightingMatrix:
     """``decrypted``: what ESP decryption with keys found inside each opened packet. It
     identifies ESP hops directly; the keyless association is then only the fallback (and is
     cross-checked). Where every ESP packet at a hop decrypted, a probe none of them carries
@@ -101,7 +101,7 @@ def correlate(
     last_seen = last_index(codes == SEEN)
     before = np.arange(m)[None, :] < last_seen[:, None]
     codes[before & np.isin(codes, (MISSED, UNRELIABLE, UNKNOWN))] = GAP
-    return Sightings(seqs, codes, times, esp_keys, leaks, int((known != 0).sum()), disagreements)
+    return SightingMatrix(seqs, codes, times, esp_keys, leaks, int((known != 0).sum()), disagreements)
 
 
 def _decrypted_keys(carriers: dict[int, tuple[int, int]], seqs: np.ndarray) -> np.ndarray:

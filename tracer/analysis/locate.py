@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracer.analysis.correlate import GAP, MISSED, SEEN, Sightings, last_index
+from tracer.analysis.correlate import GAP, MISSED, SEEN, SightingMatrix, last_index
 from tracer.model.direction import Direction
 from tracer.model.flowgraph import EdgeKind
 from tracer.model.path import ExpectedPath
@@ -23,7 +23,7 @@ from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting
 _DOUBTFUL = (Sighting.UNOBSERVED, Sighting.UNRELIABLE, Sighting.UNKNOWN)
 
 
-def trace_probes(s: Sightings, path: ExpectedPath, direction: Direction, sent: list[bool] | None = None) -> list[ProbeTrace]:
+def trace_probes(s: SightingMatrix, path: ExpectedPath, direction: Direction, sent: list[bool] | None = None) -> list[ProbeTrace]:
     """One ProbeTrace per probe. ``sent[p]`` False means the probe was never
     expected on this path (a reply whose request did not arrive).
 

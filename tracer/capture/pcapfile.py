@@ -392,35 +392,53 @@ class _Decoder:
         self.parts.append((data, caplen, wire, ticks, gif, is_spb))
 
     def _meta(self, typ: int, off: int, length: int, bo: str) -> None:
-        raw, end = self.raw, off + length - 4
-        if typ == _SHB:
-            self.sec_base.append(len(self.ifaces))
-            self.sec_count.append(0)
-        elif typ == _IDB:
-            if length < 20:
-                raise CaptureError(f"{self.name}: interface block at offset {off} is too short ({length} bytes)")
-            linktype, _reserved, snaplen = struct.unpack_from(bo + "HHI", raw, off + 8)
-            info = _Iface(linktype, snaplen)
-            for code, val in _options(raw, off + 16, end, bo):
-                if code == 2:
-                    info.name = _text(val)
-                elif code == 3:
-                    info.description = _text(val)
-                elif code == 9 and val:
-                    info.tsresol = val[0]
-                elif code == 14 and len(val) >= 8:
-                    info.tsoffset = struct.unpack_from(bo + "q", val)[0]
-            self.ifaces.append(info)
-            self.sec_count[-1] += 1
-        elif typ == _ISB and length >= 24:
-            (ifid,) = struct.unpack_from(bo + "I", raw, off + 8)
-            if ifid >= self.sec_count[-1]:
-                self.warnings.append(f"{self.name}: statistics block at offset {off} names unknown interface {ifid}")
-                return
-            drops = [struct.unpack_from(bo + "Q", val)[0] for code, val in _options(raw, off + 20, end, bo)
-                     if code in (5, 7) and len(val) >= 8]
-            if drops:  # counters are cumulative: the last statistics block wins
-                self.ifaces[self.sec_base[-1] + ifid].drops = sum(drops)
+        _META_BLOCKS[typ](self, off, length, bo)
+
+    def _section(self, off: int, length: int, bo: str) -> None:
+        self.sec_base.append(len(self.ifaces))
+        self.sec_count.append(0)
+
+    def _interface(self, off: int, length: int, bo: str) -> None:
+        if length < 20:
+            raise CaptureError(f"{self.name}: interface block at offset {off} is too short ({length} bytes)")
+        linktype, _reserved, snaplen = struct.unpack_from(bo + "HHI", self.raw, off + 8)
+        info = _Iface(linktype, snaplen)
+        for code, val in _options(self.raw, off + 16, off + length - 4, bo):
+            if code == 2:
+                info.name = _text(val)
+            elif code == 3:
+                info.description = _text(val)
+            elif code == 9 and val:
+                info.tsresol = self._tsresol(val[0], off)
+            elif code == 14 and len(val) >= 8:
+                info.tsoffset = self._tsoffset(struct.unpack_from(bo + "q", val)[0], off)
+        self.ifaces.append(info)
+        self.sec_count[-1] += 1
+
+    def _statistics(self, off: int, length: int, bo: str) -> None:
+        if length < 24:
+            return
+        (ifid,) = struct.unpack_from(bo + "I", self.raw, off + 8)
+        if ifid >= self.sec_count[-1]:
+            self.warnings.append(f"{self.name}: statistics block at offset {off} names unknown interface {ifid}")
+            return
+        drops = [struct.unpack_from(bo + "Q", val)[0] for code, val in _options(self.raw, off + 20, off + length - 4, bo)
+                 if code in (5, 7) and len(val) >= 8]
+        if drops:  # counters are cumulative: the last statistics block wins
+            self.ifaces[self.sec_base[-1] + ifid].drops = sum(drops)
+
+    def _tsresol(self, value: int, off: int) -> int:
+        # Beyond 10**-19 s or 2**-63 s a tick no longer fits the 64-bit arithmetic: not a real clock.
+        if value > (0x80 | 63) or (not value & 0x80 and value > 19):
+            raise CaptureError(f"{self.name}: interface block at offset {off} has an impossible timestamp "
+                               f"resolution (if_tsresol 0x{value:02x}; corrupt file?)")
+        return value
+
+    def _tsoffset(self, value: int, off: int) -> int:
+        if abs(value) > _MAX_TSOFFSET_S:
+            raise CaptureError(f"{self.name}: interface block at offset {off} shifts its timestamps by {value} s "
+                               "(if_tsoffset beyond ±272 years; corrupt file?)")
+        return value
 
     def result(self, buf: np.ndarray) -> CaptureIndex:
         if self.parts:
@@ -442,6 +460,10 @@ class _Decoder:
             self.name, "pcapng", buf, data, caplen.astype(np.uint32), wire.astype(np.uint32), ts_ns,
             gif.astype(np.int16), ifaces, warnings,
         )
+
+
+_META_BLOCKS = {_SHB: _Decoder._section, _IDB: _Decoder._interface, _ISB: _Decoder._statistics}
+_MAX_TSOFFSET_S = 1 << 33  # ±272 years: keeps offset * 1e9 inside int64
 
 
 def _ticks_to_ns(ticks: np.ndarray, tsresol: int) -> np.ndarray:

@@ -20,13 +20,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
         "  tracer replay captures/gw-forward-drop\n"
         "  tracer replay --topology lab.toml west.pcapng west-gw.pcapng east.pcapng\n"
-        "  tracer replay captures/all-delivered --json | jq .status",
+        "  tracer replay captures/all-delivered --json | jq .status\n"
+        "  tracer replay captures/esp-blocked --dissect    # Wireshark's view of the last packet seen",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_capture_inputs(p)
     p.add_argument("--src", type=_addr, help="probe source address (default: from manifest or captures)")
     p.add_argument("--dst", type=_addr, help="probe destination address")
     p.add_argument("--json", action="store_true", help="machine-readable verdicts on stdout")
+    p.add_argument("--dissect", action="store_true",
+                   help="after the verdict, show Wireshark's full dissection (tshark, through pyshark) of each lost "
+                   "group's packet at the last capture point that saw it; ESP decrypted with --esp-keys")
     p.set_defaults(func=run)
 
 
@@ -62,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_run(args.inputs, args.topology)
     verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys)
     emit(verdicts, args.json)
+    if args.dissect and not args.json:
+        from tracer.run.dissect import dissect_lost
+
+        for v in verdicts:
+            for block in dissect_lost(loaded.observations, v, args.esp_keys):
+                print(f"\n{block}")
     return max((v.exit_code for v in verdicts), default=EXIT_DELIVERED)
 
 

@@ -5,32 +5,25 @@ Without keys, an ESP packet on an untrusted hop is tied to a probe by its
 SAs' keys, :func:`confirm` goes back to each ESP packet's bytes (the
 observation's ``file`` and ``l3_off``), decrypts it and reports, per
 ``(SPI, seq)``, the probe tag and ICMP type of the inner packet — proof
-instead of inference. :func:`wireshark_decode` asks Wireshark (tshark, through
-pyshark) for the same, for users who want Wireshark's dissection.
+instead of inference. :func:`tracer.wireshark.wireshark_decode` asks Wireshark
+(tshark, through pyshark) for the same.
 
-Neither function logs anything, and nothing they return contains key material.
+It logs nothing, and nothing they return contains key material.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import socket
 import struct
-import tempfile
-import threading
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from tracer.capture.pcapfile import CaptureIndex, read_capture
-from tracer.errors import BadInput, CaptureError, EnvironmentProblem
+from tracer.errors import CaptureError
 from tracer.esp.decrypt import EspError, EspPlain, esp_offset, open_esp
-from tracer.esp.keys import EspSA, write_esp_sa_file
+from tracer.esp.keys import EspSA
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.tag import ProbeTag, decode
 
@@ -232,86 +225,3 @@ def parse_inner(plain: EspPlain) -> InnerPacket:
 
 
 # --- Wireshark's view -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WiresharkEsp:
-    """One ESP packet as tshark dissected it with the keys."""
-
-    frame: int
-    spi: int
-    seq: int
-    icmp_type: int | None  # None: tshark found no inner ICMP (not decrypted, or not ICMP)
-    icmp_seq: int | None
-    tag: ProbeTag | None
-
-
-_ENV_LOCK = threading.Lock()
-
-
-def wireshark_decode(pcap_path: str | os.PathLike[str], sas: Iterable[EspSA]) -> list[WiresharkEsp]:
-    """Let tshark (via pyshark) decrypt the ESP packets of ``pcap_path`` with ``sas``.
-
-    The SAs go into a private, temporary Wireshark configuration directory
-    (``esp_sa`` mode 0600, directory 0700, removed afterwards) selected with
-    ``WIRESHARK_CONFIG_DIR``, not into ``-o uat:esp_sa:…`` options: command
-    lines are visible to every local user and pyshark repeats them in debug
-    logs and crash messages. Needs tshark; raises :class:`EnvironmentProblem`
-    without it.
-    """
-    try:
-        import pyshark
-    except ImportError:
-        raise EnvironmentProblem("pyshark is not installed: pip install pyshark") from None
-    path = Path(pcap_path)
-    if not path.is_file():
-        raise BadInput(f"{path}: no such capture file")
-    with tempfile.TemporaryDirectory(prefix="tracer-wireshark-") as conf:
-        write_esp_sa_file(Path(conf) / "esp_sa", sas)
-        (Path(conf) / "preferences").write_text("esp.enable_encryption_decode: TRUE\nesp.enable_authentication_check: TRUE\n")
-        # pyshark starts tshark with this process's environment; the lock keeps concurrent callers apart.
-        with _ENV_LOCK:
-            saved = os.environ.get("WIRESHARK_CONFIG_DIR")
-            os.environ["WIRESHARK_CONFIG_DIR"] = conf
-            try:
-                found = _ws_decode(pyshark, path)
-            except pyshark.tshark.tshark.TSharkNotFoundException:
-                raise EnvironmentProblem("tshark not found: apt-get install tshark") from None
-            finally:
-                if saved is None:
-                    os.environ.pop("WIRESHARK_CONFIG_DIR", None)
-                else:
-                    os.environ["WIRESHARK_CONFIG_DIR"] = saved
-    return found
-
-
-def _ws_decode(pyshark: Any, path: Path) -> list[WiresharkEsp]:
-    cap = pyshark.FileCapture(str(path), display_filter="esp", keep_packets=False)
-    try:
-        return [_ws_record(p) for p in cap]
-    finally:
-        cap.close()
-        # pyshark installs a SafeChildWatcher on SIGCHLD for the whole process; left in place it
-        # reaps other code's children and keeps a signal wakeup fd that later fills up. Undo it
-        # (pyshark installs a fresh one on its next capture).
-        if threading.current_thread() is threading.main_thread():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # child watchers are deprecated in 3.12
-                asyncio.get_child_watcher().close()
-                asyncio.set_child_watcher(None)
-
-
-def _ws_record(packet: object) -> WiresharkEsp:
-    esp = packet.esp  # type: ignore[attr-defined]
-    icmp = next((layer for layer in packet.layers if layer.layer_name in ("icmp", "icmpv6")), None)  # type: ignore[attr-defined]
-    icmp_type = icmp_seq = None
-    tag = None
-    if icmp is not None:
-        icmp_type = int(icmp.type)
-        seq_field = icmp.get_field_value("seq")
-        icmp_seq = int(seq_field) if seq_field is not None else None
-        # pyshark nests the echo payload in the ICMP layer: "data_data" is data.data, hex with colons.
-        raw = icmp.get_field_value("data_data") or icmp.get_field_value("data")
-        if raw:
-            tag = decode(bytes.fromhex(str(raw).replace(":", "")))
-    return WiresharkEsp(int(packet.number), int(esp.spi, 16), int(esp.sequence), icmp_type, icmp_seq, tag)  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ from typing import Any
 
 from tracer import netns
 from tracer.errors import LabError
-from tracer.ssh import ssh_argv
+from tracer.ssh_client import ssh_argv
 
 SSHD = "/usr/sbin/sshd"  # absolute: sshd re-executes itself and refuses a relative path
 SSH_KEYGEN = "ssh-keygen"

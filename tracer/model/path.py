@@ -10,14 +10,15 @@ asymmetric routing comes out as it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 import networkx as nx
 
 from tracer.errors import TopologyError
 from tracer.model.flowgraph import EdgeKind
-from tracer.model.topology import Node, Topology, Tunnel, TunnelEnd, point_name
+from tracer.model.point import CapturePoint, point_name
+from tracer.model.topology import Node, Topology, Tunnel, TunnelEnd
 
 MAX_HOPS = 64
 
@@ -41,7 +42,7 @@ class Hop:
 
     @property
     def iface(self) -> str:
-        return self.point.rpartition(":")[2]
+        return CapturePoint.parse(self.point).iface
 
 
 @dataclass(frozen=True)
@@ -70,71 +71,96 @@ class ExpectedPath:
         return f"inside {a.node} between {a.iface} and {b.iface} ({kind.value}{extra})"
 
 
+@dataclass
+class _Walk:
+    """Where the route walk stands: the node the packet is at, the interface it came in by,
+    its ESP form (None: cleartext), the in-node edge kind pending when it is not forward, and
+    the hops and edges so far."""
+
+    topo: Topology
+    src: IPv4Address
+    dst: IPv4Address
+    node: Node
+    ingress: str | None = None
+    esp: Esp | None = None
+    pending: EdgeKind | None = None
+    hops: list[Hop] = field(default_factory=list)
+    edges: list[EdgeKind] = field(default_factory=list)
+
+    def add(self, iface: str, node: str, kind: EdgeKind | None, esp_form: Esp | None) -> None:
+        point = point_name(node, iface)
+        if self.hops and self.hops[-1].point == point:
+            return  # hairpin: the same capture point sees it again
+        if self.hops and kind is not None:
+            self.edges.append(kind)
+        self.hops.append(Hop(point, node, esp_form))
+
+    def in_node(self) -> EdgeKind:
+        """The kind of the next in-node edge, consuming a pending encap/decap."""
+        kind, self.pending = self.pending or EdgeKind.FORWARD, None
+        return kind
+
+    def end(self, delivered: bool, note: str) -> ExpectedPath:
+        return ExpectedPath(self.src, self.dst, tuple(self.hops), tuple(self.edges), delivered, note)
+
+    def decapsulate(self) -> None:
+        """ESP addressed to this gateway: it comes out of the tunnel in the clear."""
+        assert self.esp is not None
+        end = topo_tunnel_end(self.topo, self.esp.tunnel, self.node.name)
+        self.esp = None
+        if end.interface:
+            self.add(end.interface, self.node.name, EdgeKind.DECAP, None)
+            self.ingress = end.interface
+        else:
+            self.pending = EdgeKind.DECAP
+
+    def encapsulate(self, tunnel: Tunnel, local: TunnelEnd, remote: TunnelEnd) -> None:
+        """Cleartext matching a tunnel's selectors here: into the tunnel (via its interface, if any)."""
+        if local.interface:
+            self.add(local.interface, self.node.name, self.in_node(), None)
+        self.pending = EdgeKind.ENCAP
+        self.esp = Esp(tunnel.name, local.address, remote.address, remote.spi_in, tunnel.encapsulation == "udp")
+
+    def leave(self, dev: str) -> str | None:
+        """Out of ``dev`` and across its link; the peer point, or None if the link is not in the topology."""
+        self.add(dev, self.node.name, self.in_node(), self.esp)  # (the first hop has no edge before it)
+        egress = point_name(self.node.name, dev)
+        peer = self.topo.peer(egress)
+        if peer is None:
+            return None
+        cp = CapturePoint.parse(peer)
+        self.add(cp.iface, cp.node, EdgeKind.WIRE, self.esp)
+        self.node, self.ingress = self.topo.nodes[cp.node], cp.iface
+        return peer
+
+
 def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: Node | None = None) -> ExpectedPath:
     """Path of a packet from ``src`` to ``dst`` starting at ``origin`` (default: the owner of src)."""
     node = origin or topo.owner(src)
     if node is None:
         raise TopologyError(f"{topo.source}: no node owns source address {src}")
-    hops: list[Hop] = []
-    edges: list[EdgeKind] = []
-    esp: Esp | None = None
-    ingress: str | None = None  # interface the packet arrived on at `node`
-    pending: EdgeKind | None = None  # the kind of the next in-node edge, when not forward
+    walk = _Walk(topo, src, dst, node)
     seen: set[tuple[str, str | None, bool]] = set()
-
-    def add(point: str, nodename: str, kind: EdgeKind | None, esp_form: Esp | None) -> None:
-        if hops and hops[-1].point == point:
-            return  # hairpin: the same capture point sees it again
-        if hops and kind is not None:
-            edges.append(kind)
-        hops.append(Hop(point, nodename, esp_form))
-
     for _ in range(MAX_HOPS):
-        state = (node.name, ingress, esp is not None)
+        state = (walk.node.name, walk.ingress, walk.esp is not None)
         if state in seen:
-            return ExpectedPath(src, dst, tuple(hops), tuple(edges), False, f"routing loop at {node.name}")
+            return walk.end(False, f"routing loop at {walk.node.name}")
         seen.add(state)
-        pkt_dst = esp.dst if esp else dst
-        if node.owns(pkt_dst):
-            if esp is None:
-                return ExpectedPath(src, dst, tuple(hops), tuple(edges), True, f"delivered to {node.name}")
-            # ESP for this gateway: decapsulate.
-            ends = topo_tunnel_end(topo, esp.tunnel, node.name)
-            esp = None
-            if ends.interface:
-                add(point_name(node.name, ends.interface), node.name, EdgeKind.DECAP, None)
-                ingress = ends.interface
-            else:
-                pending = EdgeKind.DECAP
+        if walk.node.owns(walk.esp.dst if walk.esp else dst):
+            if walk.esp is None:
+                return walk.end(True, f"delivered to {walk.node.name}")
+            walk.decapsulate()
             seen.clear()
             continue
-        inner_tunnel = _tunnel_for(topo, node, src, dst) if esp is None else None
-        if inner_tunnel is not None:
-            local, remote = inner_tunnel[1], inner_tunnel[2]
-            tunnel = inner_tunnel[0]
-            if local.interface:
-                add(point_name(node.name, local.interface), node.name, pending or EdgeKind.FORWARD, None)
-                pending = EdgeKind.ENCAP
-            else:
-                pending = EdgeKind.ENCAP
-            esp = Esp(tunnel.name, local.address, remote.address, remote.spi_in, tunnel.encapsulation == "udp")
-            pkt_dst = esp.dst
-        route = node.lookup(pkt_dst)
+        if walk.esp is None and (tunnel := _tunnel_for(topo, walk.node, src, dst)) is not None:
+            walk.encapsulate(*tunnel)
+        pkt_dst = walk.esp.dst if walk.esp else dst
+        route = walk.node.lookup(pkt_dst)
         if route is None:
-            return ExpectedPath(src, dst, tuple(hops), tuple(edges), False, f"{node.name} has no route to {pkt_dst}")
-        egress = point_name(node.name, route.dev)
-        if not hops:
-            add(egress, node.name, None, esp)
-        else:
-            add(egress, node.name, pending or EdgeKind.FORWARD, esp)
-        pending = None
-        peer = topo.peer(egress)
-        if peer is None:
-            return ExpectedPath(src, dst, tuple(hops), tuple(edges), False, f"{egress} has no link in the topology")
-        peer_node = topo.nodes[peer.rpartition(":")[0]]
-        add(peer, peer_node.name, EdgeKind.WIRE, esp)
-        node, ingress = peer_node, peer.rpartition(":")[2]
-    return ExpectedPath(src, dst, tuple(hops), tuple(edges), False, f"more than {MAX_HOPS} hops")
+            return walk.end(False, f"{walk.node.name} has no route to {pkt_dst}")
+        if walk.leave(route.dev) is None:
+            return walk.end(False, f"{point_name(walk.node.name, route.dev)} has no link in the topology")
+    return walk.end(False, f"more than {MAX_HOPS} hops")
 
 
 def _tunnel_for(topo: Topology, node: Node, src: IPv4Address, dst: IPv4Address) -> tuple[Tunnel, TunnelEnd, TunnelEnd] | None:

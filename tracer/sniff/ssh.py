@@ -45,7 +45,7 @@ from tracer.errors import EnvironmentProblem
 from tracer.model.point import point_name
 from tracer.sniff import CaptureResult
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN, STOP_TIMEOUT, TcpdumpSniffer, finish_capture, parse_stats, tcpdump_args
-from tracer.ssh import CONNECT_TIMEOUT, ssh_argv
+from tracer.ssh_client import CONNECT_TIMEOUT, ssh_argv
 
 if TYPE_CHECKING:
     from tracer.model.topology import Node, Topology
