@@ -34,46 +34,62 @@ class LoadedRun:
     report: ProbeReport | None = None  # what the prober sent (run directories of live traces)
 
 
+@dataclass
+class _Inputs:
+    """What the user pointed at, before anything is read: capture files with their points
+    (None: named inside the file), and the run directory's manifest and report if there is one."""
+
+    files: list[tuple[Path, str | None]]
+    topology: Path | None = None
+    manifest: Manifest | None = None
+    report: ProbeReport | None = None
+
+
 def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
     """A run directory (with manifest) or a list of capture files."""
-    if not inputs:
-        raise BadInput("nothing to replay: give a run directory or capture files")
-    manifest = None
-    report = None
-    if len(inputs) == 1 and inputs[0].is_dir():
-        run_dir = inputs[0]
-        if (run_dir / MANIFEST).exists():
-            manifest = read_manifest(run_dir)
-            report = read_probe_report(run_dir, manifest)
-            files = [(run_dir / c.file, c.point) for c in manifest.captures]
-            if topology is None and manifest.topology:
-                topology = run_dir / manifest.topology
-        else:
-            files = [(p, None) for p in sorted(run_dir.iterdir()) if p.suffix in (".pcap", ".pcapng", ".cap")]
-            if not files:
-                raise BadInput(f"{run_dir}: no {MANIFEST} and no .pcap/.pcapng files")
-    else:
-        for p in inputs:
-            if p.is_dir():
-                raise BadInput(f"{p}: a directory can only be replayed on its own")
-            if not p.exists():
-                raise BadInput(f"{p}: no such capture file")
-        files = [(p, None) for p in inputs]
+    found = _inputs(inputs)
+    topology = topology or found.topology
     if topology is None:
         raise BadInput("no topology: pass --topology FILE (run directories carry their own)")
     topo = load_topology(topology)
-    obs, drops, warnings = observe_files(files)
-    if manifest is not None:
-        for c in manifest.captures:
-            if c.point and c.drops:
-                drops[c.point] = max(drops.get(c.point) or 0, c.drops)
+    obs, drops, warnings = observe_files(found.files)
+    for c in found.manifest.captures if found.manifest else []:
+        if c.point and c.drops:
+            drops[c.point] = max(drops.get(c.point) or 0, c.drops)
     unknown = [p for p in obs.points if topo.interface(p) is None]
     if unknown:
         raise BadInput(
             f"capture point '{unknown[0]}' is not an interface of topology {topology} "
             "(name captures node:iface, or map them in a manifest)"
         )
-    return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, manifest, report)
+    return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, found.manifest, found.report)
+
+
+def _inputs(inputs: list[Path]) -> _Inputs:
+    if not inputs:
+        raise BadInput("nothing to replay: give a run directory or capture files")
+    if len(inputs) == 1 and inputs[0].is_dir():
+        return _run_dir(inputs[0])
+    for p in inputs:
+        if p.is_dir():
+            raise BadInput(f"{p}: a directory can only be replayed on its own")
+        if not p.exists():
+            raise BadInput(f"{p}: no such capture file")
+    return _Inputs([(p, None) for p in inputs])
+
+
+def _run_dir(run_dir: Path) -> _Inputs:
+    """A run directory: its manifest says which file is which point; without one, every capture in it."""
+    if not (run_dir / MANIFEST).exists():
+        files: list[tuple[Path, str | None]] = [(p, None) for p in sorted(run_dir.iterdir())
+                                                if p.suffix in (".pcap", ".pcapng", ".cap")]
+        if not files:
+            raise BadInput(f"{run_dir}: no {MANIFEST} and no .pcap/.pcapng files")
+        return _Inputs(files)
+    manifest = read_manifest(run_dir)
+    return _Inputs([(run_dir / c.file, c.point) for c in manifest.captures],
+                   run_dir / manifest.topology if manifest.topology else None,
+                   manifest, read_probe_report(run_dir, manifest))
 
 
 def replay_run(
