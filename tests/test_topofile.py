@@ -9,6 +9,7 @@ import pytest
 
 from tests.synth import TOPOLOGY
 from tracer.errors import TopologyError
+from tracer.lab import layout
 from tracer.model.topology import Topology
 from tracer.topofile import dump_topology, load_topology, save_topology, topology_to_dict
 
@@ -54,8 +55,8 @@ def _round_trip(topo: Topology) -> Topology:
 
 @pytest.mark.parametrize(
     "topo",
-    [load_topology(TOPOLOGY), Topology.from_dict(EVERYTHING, source="everything")],
-    ids=["site2site", "everything"],
+    [load_topology(TOPOLOGY), layout.topology("t1"), Topology.from_dict(EVERYTHING, source="everything")],
+    ids=["site2site", "lab", "everything"],
 )
 def test_to_dict_is_the_inverse_of_from_dict(topo: Topology) -> None:
     assert _round_trip(topo) == topo
