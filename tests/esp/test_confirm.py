@@ -21,7 +21,7 @@ from tracer.capture.pcapng_writer import write_pcapng
 from tracer.esp import EspSA
 from tracer.esp.confirm import Confirmation, confirm
 from tracer.lab import Lab
-from tracer.lab.keys import sas_from_lab
+from tracer.lab.espkeys import sas_from_lab
 from tracer.model.observations import PacketClass
 from tracer.model.tag import ProbeKind, ProbeTag
 from tracer.run.replay import load_run, replay_run

@@ -11,7 +11,7 @@ import pytest
 from tracer.errors import BadInput, LabError
 from tracer.esp import EspSA, format_esp_sa, parse_esp_sa, read_esp_sa_file, write_esp_sa_file
 from tracer.lab import strongswan
-from tracer.lab.keys import sas_from_lab
+from tracer.lab.espkeys import sas_from_lab
 
 GCM16 = "AES-GCM with 16 octet ICV [RFC4106]"
 K20 = bytes(range(0xA0, 0xB4))  # 20 bytes: AES-128 key + salt

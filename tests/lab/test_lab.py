@@ -22,7 +22,8 @@ import pytest
 
 from tracer import netns
 from tracer.errors import EXIT_ENVIRONMENT, EnvironmentProblem, LabError
-from tracer.lab import FAULTS, Lab, faults, layout, strongswan, toml_writer
+from tracer.lab import Lab, faults, layout, strongswan
+from tracer.lab.state import STATE_FILE, read_state
 from tracer.model.topology import Topology
 
 LAB = "t1"  # namespaces trc-t1-*; the module's lab comes from tests/conftest.py
@@ -99,66 +100,7 @@ class Sniffer:
         return out
 
 
-# -- pure parts (no root needed) ------------------------------------------------------
-
-
-def test_topology_document_round_trips_and_loads() -> None:
-    doc = layout.topology_document("t1")
-    text = toml_writer.dumps(doc)
-    assert tomllib.loads(text) == doc
-    topo = Topology.from_dict(tomllib.loads(text), source="lab")
-    assert topo.nodes["west-gw"].netns == "trc-t1-westgw"
-    assert topo.tunnels[0].encapsulation == "udp"
-    assert {"west:eth0", "router:eth1", "east-gw:ipsec0"} <= set(topo.points())
-
-
-def test_toml_writer_quotes_what_needs_it() -> None:
-    doc = {"a b": 'q"\n', "t": {"x": [1, 2], "ok": True}, "arr": [{"k": "v"}, {"k": "w"}]}
-    assert tomllib.loads(toml_writer.dumps(doc)) == doc
-
-
-def test_lab_names_are_checked() -> None:
-    for bad in ("", "Lab", "a-b", "x" * 11, "../x"):
-        with pytest.raises(Exception, match="not allowed"):
-            Lab(bad)
-    assert Lab("t1").namespace("east-gw") == "trc-t1-eastgw"
-
-
-def test_every_fault_is_described() -> None:
-    assert set(FAULTS) == {"esp-blocked", "ike-blocked", "no-return-route", "gw-forward-drop", "decap-drop",
-                           "esp-input-drop", "mtu-blackhole"}
-    assert all(desc and "\n" not in desc for desc in FAULTS.values())
-
-
-def test_parse_swanctl_raw() -> None:
-    raw = (
-        "list-sa event {west-east {uniqueid=1 state=ESTABLISHED initiator=yes child-sas "
-        "{west-east-1 {name=west-east state=INSTALLED spi-in=c1 spi-out=c2 local-ts=[192.0.2.0/24 10.0.0.0/8]}}}}"
-    )
-    parsed = strongswan.parse_raw(raw[raw.index("{") :])
-    child = parsed["west-east"]["child-sas"]["west-east-1"]
-    assert child["spi-in"] == "c1" and child["local-ts"] == ["192.0.2.0/24", "10.0.0.0/8"]
-    assert strongswan.child_installed([{"name": "west-east", **parsed["west-east"]}], "west-east")
-
-
-def test_child_sa_keys_from_log() -> None:
-    log = "\n".join(
-        [
-            "07[CHD] encryption initiator key => 20 bytes @ 0x7f",
-            "07[CHD]    0: 00 01 02 03 04 05 06 07 08 09 0A 0B 0C 0D 0E 0F  ................",
-            "09[IKE] unrelated line of another thread",
-            "07[CHD]   16: 10 11 12 13                                      ....",
-            "07[CHD] encryption responder key => 20 bytes @ 0x7f",
-            "07[CHD]    0: FF FF FF FF FF FF FF FF FF FF FF FF FF FF FF FF  ................",
-            "07[CHD]   16: FF FF FF FF                                      ....",
-            "07[CHD] adding inbound ESP SA",
-            "07[IKE] CHILD_SA west-east{3} established with SPIs c1a2b3c4_i 0d0e0f10_o and TS 192.0.2.0/24 === x",
-        ]
-    )
-    (keys,) = strongswan.child_sa_keys(log)
-    assert keys.unique_id == 3 and keys.spi_in == 0xC1A2B3C4 and keys.spi_out == 0x0D0E0F10
-    assert keys.encr_initiator == bytes(range(20)) and keys.encr_responder == b"\xff" * 20
-    assert "00 01" not in repr(keys) and "000102" not in repr(keys)
+# -- no root needed --------------------------------------------------------------------
 
 
 def test_not_root_is_an_environment_problem(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,32 +111,6 @@ def test_not_root_is_an_environment_problem(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 # -- the real lab ------------------------------------------------------------------------
-
-
-@pytest.mark.lab
-def test_netns_helpers() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    ns = "trc-t9n-a"
-    netns.delete(ns)
-    home = os.readlink("/proc/thread-self/ns/net")
-    netns.add(ns)
-    try:
-        assert netns.exists(ns) and ns in netns.list_with_prefix("trc-t9n-")
-        netns.write_sysctls(ns, {"net.ipv4.ip_forward": "1"})
-        assert netns.ns_run(ns, ["cat", "/proc/sys/net/ipv4/ip_forward"]).stdout.strip() == "1"
-        with netns.netns_socket(ns, socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            with pytest.raises(OSError):  # lo is down and there is no route: a fresh namespace
-                sock.connect(("192.0.2.1", 9))
-        assert os.readlink("/proc/thread-self/ns/net") == home  # we came back
-        with pytest.raises(EnvironmentProblem, match="failed"):
-            netns.ns_run(ns, ["false"])
-    finally:
-        netns.delete(ns)
-    assert not netns.exists(ns)
-    with pytest.raises(EnvironmentProblem, match="does not exist"):
-        netns.netns_socket(ns)
-
 
 
 @pytest.mark.lab
@@ -213,9 +129,11 @@ def test_up_brings_the_tunnel_up(lab: Lab) -> None:
 
 @pytest.mark.lab
 def test_topology_file_is_written(lab: Lab) -> None:
-    data = tomllib.loads(lab.topology_path.read_text())
-    assert data == layout.topology_document("t1")
-    assert Topology.from_dict(data).nodes["east"].netns == lab.namespace("east")
+    text = lab.topology_path.read_text()
+    assert text.startswith("# Topology of tracer lab 't1', written by 'tracer lab up'.\n")
+    topo = lab.topology()
+    assert Topology.from_dict(tomllib.loads(text), source=topo.source) == topo == layout.topology("t1")
+    assert topo.nodes["east"].netns == lab.namespace("east")
 
 
 @pytest.mark.lab
@@ -366,6 +284,24 @@ def test_failed_up_cleans_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert not broken.dir.exists()
 
 
+@pytest.mark.lab
+def test_unreadable_state_is_refused_but_down_still_cleans_up(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    broken = Lab("t5", state_dir=tmp_path)
+    broken.dir.mkdir()
+    (broken.dir / STATE_FILE).write_text('{"name": "t5", "version": 99}')
+    netns.add(broken.namespace("west"))  # something a lab of another tracer version left behind
+    try:
+        for action in (broken.up, broken.status, broken.clear_fault):
+            with pytest.raises(LabError, match=r"lab state not understood \(version 99, .*'tracer lab down --name t5'"):
+                action()
+        broken.down()
+        assert netns.list_with_prefix("trc-t5-") == [] and not broken.dir.exists()
+    finally:
+        netns.delete(broken.namespace("west"))
+
+
 def _running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -376,8 +312,9 @@ def _running(pid: int) -> bool:
 
 @pytest.mark.lab
 def test_down_from_another_process_leaves_nothing(lab: Lab) -> None:
-    state = json.loads((lab.dir / "state.json").read_text())
-    pids = [p["pid"] for p in state["charon"].values()]
+    state = read_state(lab.dir / STATE_FILE)
+    assert state is not None and state.namespaces == lab.namespaces
+    pids = [p.pid for p in state.charon.values()]
     assert all(_running(pid) for pid in pids)
     code = f"from tracer.lab import Lab; Lab({lab.name!r}).down()"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30, cwd=Path(__file__).parents[2])

@@ -21,11 +21,11 @@ from tracer import netns
 from tracer.capture.pcapfile import read_capture
 from tracer.cli import main
 from tracer.errors import EnvironmentProblem, TopologyError
-from tracer.lab import Lab, layout, process, toml_writer
-from tracer.lab import ssh as lab_ssh
+from tracer.lab import Lab, layout, process, sshmode
 from tracer.model.topology import Topology
 from tracer.sniff.ssh import SshTcpdumpSniffer, remote_script
 from tracer.ssh_client import ssh_argv
+from tracer.topofile import dump_topology
 
 LAB = "sh"  # namespaces trc-sh-*
 LAB_SSH = True  # sshd in east-gw, east-gw captured over SSH
@@ -109,15 +109,14 @@ def test_remote_script_says_when_tcpdump_is_missing() -> None:
 
 
 def test_lab_topology_marks_east_gw_for_ssh() -> None:
-    keys = lab_ssh.topology_keys(Path("/run/tracer/lab-sh"), "203.0.113.2", "trc-sh-mgmt")
-    doc = layout.topology_document("sh", {"east-gw": keys})
-    assert tomllib.loads(toml_writer.dumps(doc)) == doc
-    topo = Topology.from_dict(doc)
+    fields = sshmode.node_fields(Path("/run/tracer/lab-sh"), "trc-sh-mgmt")
+    topo = layout.topology("sh", {"east-gw": fields})
+    assert Topology.from_dict(tomllib.loads(dump_topology(topo)), source=topo.source) == topo
     gw = topo.nodes["east-gw"]
     assert (gw.capture_backend, gw.ssh, gw.ssh_netns, gw.netns) == ("ssh", "root@203.0.113.2", "trc-sh-mgmt", "trc-sh-eastgw")
     assert gw.ssh_key == "/run/tracer/lab-sh/id_ed25519" and gw.ssh_known_hosts == "/run/tracer/lab-sh/known_hosts"
     assert topo.nodes["west-gw"].capture_backend == "local"
-    assert layout.topology_document("sh") == layout.topology_document("sh", None)  # the default lab is unchanged
+    assert layout.topology("sh") == layout.topology("sh", None)  # the default lab is unchanged
 
 
 def _node(**extra: object) -> dict:
@@ -206,7 +205,7 @@ def test_ssh_failures_are_one_line_environment_problems(lab: Lab, tmp_path: Path
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
     empty_known_hosts = tmp_path / "known_hosts"
     empty_known_hosts.write_text("")
-    keys = {"key": lab.dir / lab_ssh.CLIENT_KEY, "known_hosts": lab.dir / lab_ssh.KNOWN_HOSTS}
+    keys = {"key": lab.dir / sshmode.CLIENT_KEY, "known_hosts": lab.dir / sshmode.KNOWN_HOSTS}
     cases = [
         ("root@203.0.113.2", "wan0", {"key": other_key}, "Permission denied (publickey)"),
         ("root@203.0.113.2", "wan0", {"known_hosts": empty_known_hosts}, "host key is known"),
@@ -228,7 +227,7 @@ def test_ssh_failures_are_one_line_environment_problems(lab: Lab, tmp_path: Path
 
 
 def lab_ssh_netns(lab: Lab) -> str:
-    return layout.netns_name(lab.name, layout.MGMT.node)
+    return sshmode.mgmt_netns(lab.name)
 
 
 @pytest.mark.lab
@@ -236,7 +235,7 @@ def test_cli_with_a_wrong_key_exits_4_in_one_line(lab: Lab, tmp_path: Path, caps
     other_key = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
     topo = tmp_path / "topology.toml"
-    topo.write_text(lab.topology_path.read_text().replace(str(lab.dir / lab_ssh.CLIENT_KEY), str(other_key)))
+    topo.write_text(lab.topology_path.read_text().replace(str(lab.dir / sshmode.CLIENT_KEY), str(other_key)))
     code = main(["ping", "--topology", str(topo), "west", "east", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 4 and err.count("\n") == 1, err
@@ -248,8 +247,8 @@ def test_cli_with_a_wrong_key_exits_4_in_one_line(lab: Lab, tmp_path: Path, caps
 def test_remote_tcpdump_never_outlives_its_session(lab: Lab, tmp_path: Path) -> None:
     # tracer killed hard mid-capture: the connection drops, the remote wrapper reads EOF and stops tcpdump.
     s = SshTcpdumpSniffer("east-gw:wan0", "root@203.0.113.2", "wan0", tmp_path / "w.pcapng", "icmp",
-                          ssh_netns=lab_ssh_netns(lab), key=lab.dir / lab_ssh.CLIENT_KEY,
-                          known_hosts=lab.dir / lab_ssh.KNOWN_HOSTS)
+                          ssh_netns=lab_ssh_netns(lab), key=lab.dir / sshmode.CLIENT_KEY,
+                          known_hosts=lab.dir / sshmode.KNOWN_HOSTS)
     s.start()
     s.wait_ready(time.monotonic() + 5)
     assert len(_remote_tcpdumps(lab)) == 1
@@ -289,7 +288,7 @@ def test_management_link_is_not_routed_into_the_lab(lab: Lab) -> None:
 def test_down_leaves_no_sshd_and_no_namespace(lab: Lab) -> None:
     state = json.loads((lab.dir / "state.json").read_text())
     sshd = state["ssh"]["sshd"]["pid"]
-    assert Path(f"/proc/{sshd}/exe").resolve() == Path(lab_ssh.SSHD).resolve()
+    assert Path(f"/proc/{sshd}/exe").resolve() == Path(sshmode.SSHD).resolve()
     st = lab.status()
     assert st["up"] and st["ssh"]["sshd_alive"] and st["ssh"]["netns"] == f"trc-{LAB}-mgmt"
     lab.down()

@@ -8,8 +8,7 @@ import textwrap
 from typing import Any
 
 from tracer.errors import BadInput
-from tracer.lab import FAULTS, Lab
-from tracer.lab.layout import GATEWAYS
+from tracer.lab import FAULTS, GATEWAYS, Lab
 
 LAYOUT = """\
   west ── west-gw ══ router ══ east-gw ── east

@@ -2,7 +2,7 @@
 
     from tracer.lab import Lab, FAULTS
     lab = Lab("t1")
-    topology = lab.up(fault="esp-blocked")
+    path = lab.up(fault="esp-blocked")  # its topology.toml; lab.topology() is the Topology itself
     ...
     lab.down()
 """

@@ -1,4 +1,4 @@
-"""The lab's fixed layout: five nodes, four links, one route-based IPsec tunnel.
+"""The lab's fixed layout, as the model's own Topology: five nodes, four links, one route-based IPsec tunnel.
 
 ::
 
@@ -8,162 +8,116 @@
 
 Only documentation/benchmark address ranges (RFC 5737, RFC 2544) are used and
 no lab namespace is connected to the root namespace, so the lab can never
-leak onto a real network. This module is pure data; ``topology_document``
-turns it into the dict that ``topology.toml`` is written from.
+leak onto a real network. This module is pure data plus the naming rules of
+lab namespaces; ``topology(lab)`` is what ``topology.toml`` is written from.
+
+Facts of the lab the model does not need stay here as plain constants: the
+tunnel interface charon creates and the table it routes into.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from tracer.errors import BadInput
+from tracer.model.point import split_point
+from tracer.model.topology import Interface, Link, Node, Route, Topology, Tunnel, TunnelEnd
 
 NS_PREFIX = "trc-"
 LAB_NAME_RE = re.compile(r"^[a-z0-9]{1,10}$")
 TUNNEL_IFACE = "ipsec0"  # the TUN device charon's kernel-libipsec creates
-ROUTE_TABLE = 220  # charon installs its tunnel routes here
+ROUTE_TABLE = 220  # charon installs its tunnel routes (those via TUNNEL_IFACE) here
+ESP_SA_FILE = "esp_sa"  # the lab's CHILD_SA keys, Wireshark esp_sa format, beside topology.toml
+
+WEST_LAN = IPv4Network("192.0.2.0/24")
+EAST_LAN = IPv4Network("198.51.100.0/24")
+DEFAULT = IPv4Network("0.0.0.0/0")
 
 
-@dataclass(frozen=True)
-class Iface:
-    name: str
-    addresses: tuple[str, ...]
-    role: str  # lan | wan | tunnel
+def _node(name: str, role: str, ifaces: tuple[tuple[str, str, str | None], ...], *routes: Route) -> Node:
+    """A node from (interface, role, address/prefix or None) rows, in the order they are listed."""
+    interfaces = {
+        i: Interface(name, i, (IPv4Interface(addr),) if addr else (), irole) for i, irole, addr in ifaces
+    }
+    return Node(name, role, interfaces, routes)
 
 
-@dataclass(frozen=True)
-class Route:
-    dst: str
-    dev: str
-    via: str | None = None
-    by_charon: bool = False  # installed by charon into table 220 once the CHILD_SA is up
+def _via(dst: IPv4Network, dev: str, gateway: str) -> Route:
+    return Route(dst, dev, IPv4Address(gateway))
 
 
-@dataclass(frozen=True)
-class Node:
-    name: str
-    role: str  # host | gateway | router
-    interfaces: tuple[Iface, ...]
-    routes: tuple[Route, ...]
-
-    @property
-    def forwards(self) -> bool:
-        return self.role in ("gateway", "router")
-
-
-@dataclass(frozen=True)
-class TunnelEnd:
-    node: str
-    address: str
-    interface: str
-    subnets: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Tunnel:
-    name: str
-    encapsulation: str
-    left: TunnelEnd  # the initiator
-    right: TunnelEnd
-
-
-WEST_LAN = "192.0.2.0/24"
-EAST_LAN = "198.51.100.0/24"
-
-NODES: tuple[Node, ...] = (
-    Node(
-        "west",
-        "host",
-        (Iface("eth0", ("192.0.2.10/24",), "lan"),),
-        (Route("0.0.0.0/0", "eth0", "192.0.2.1"),),
+_NODES = (
+    _node("west", "host", (("eth0", "lan", "192.0.2.10/24"),), _via(DEFAULT, "eth0", "192.0.2.1")),
+    _node(
+        "west-gw", "gateway",
+        (("lan0", "lan", "192.0.2.1/24"), ("wan0", "wan", "198.18.1.1/24"), (TUNNEL_IFACE, "tunnel", None)),
+        Route(EAST_LAN, TUNNEL_IFACE),
+        _via(DEFAULT, "wan0", "198.18.1.254"),
     ),
-    Node(
-        "west-gw",
-        "gateway",
-        (
-            Iface("lan0", ("192.0.2.1/24",), "lan"),
-            Iface("wan0", ("198.18.1.1/24",), "wan"),
-            Iface(TUNNEL_IFACE, (), "tunnel"),
-        ),
-        (
-            Route(EAST_LAN, TUNNEL_IFACE, by_charon=True),
-            Route("0.0.0.0/0", "wan0", "198.18.1.254"),
-        ),
+    _node("router", "router", (("eth0", "wan", "198.18.1.254/24"), ("eth1", "wan", "198.18.2.254/24"))),
+    _node(
+        "east-gw", "gateway",
+        (("wan0", "wan", "198.18.2.1/24"), ("lan0", "lan", "198.51.100.1/24"), (TUNNEL_IFACE, "tunnel", None)),
+        Route(WEST_LAN, TUNNEL_IFACE),
+        _via(DEFAULT, "wan0", "198.18.2.254"),
     ),
-    Node(
-        "router",
-        "router",
-        (
-            Iface("eth0", ("198.18.1.254/24",), "wan"),
-            Iface("eth1", ("198.18.2.254/24",), "wan"),
-        ),
-        (),
-    ),
-    Node(
-        "east-gw",
-        "gateway",
-        (
-            Iface("wan0", ("198.18.2.1/24",), "wan"),
-            Iface("lan0", ("198.51.100.1/24",), "lan"),
-            Iface(TUNNEL_IFACE, (), "tunnel"),
-        ),
-        (
-            Route(WEST_LAN, TUNNEL_IFACE, by_charon=True),
-            Route("0.0.0.0/0", "wan0", "198.18.2.254"),
-        ),
-    ),
-    Node(
-        "east",
-        "host",
-        (Iface("eth0", ("198.51.100.10/24",), "lan"),),
-        (Route("0.0.0.0/0", "eth0", "198.51.100.1"),),
-    ),
+    _node("east", "host", (("eth0", "lan", "198.51.100.10/24"),), _via(DEFAULT, "eth0", "198.51.100.1")),
 )
 
-# (node, iface) pairs joined by a veth pair.
-LINKS: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = (
-    (("west", "eth0"), ("west-gw", "lan0")),
-    (("west-gw", "wan0"), ("router", "eth0")),
-    (("router", "eth1"), ("east-gw", "wan0")),
-    (("east-gw", "lan0"), ("east", "eth0")),
+# Nodes without a namespace: ``topology(lab)`` names each lab's.
+NODES: dict[str, Node] = {n.name: n for n in _NODES}
+
+# Each link is one veth pair.
+LINKS: tuple[Link, ...] = (
+    Link("west:eth0", "west-gw:lan0"),
+    Link("west-gw:wan0", "router:eth0"),
+    Link("router:eth1", "east-gw:wan0"),
+    Link("east-gw:lan0", "east:eth0"),
 )
 
 TUNNEL = Tunnel(
     name="west-east",
+    left=TunnelEnd("west-gw", IPv4Address("198.18.1.1"), (WEST_LAN,), TUNNEL_IFACE),  # the initiator
+    right=TunnelEnd("east-gw", IPv4Address("198.18.2.1"), (EAST_LAN,), TUNNEL_IFACE),
     encapsulation="udp",  # kernel-libipsec always sends ESP in UDP 4500
-    left=TunnelEnd("west-gw", "198.18.1.1", TUNNEL_IFACE, (WEST_LAN,)),
-    right=TunnelEnd("east-gw", "198.18.2.1", TUNNEL_IFACE, (EAST_LAN,)),
 )
 
 GATEWAYS: tuple[str, ...] = (TUNNEL.left.node, TUNNEL.right.node)
 
 
-@dataclass(frozen=True)
-class Mgmt:
-    """The opt-in management link of ``Lab.up(ssh=True)``: a laptop namespace and one gateway's sshd.
+def topology(lab: str, node_fields: Mapping[str, Mapping[str, Any]] | None = None) -> Topology:
+    """Lab ``lab`` as a Topology, every node in its namespace.
 
-    Not part of the topology: it is how tracer reaches the box, not a path
-    probes take. The gateway neither forwards from nor into ``gw_iface``.
+    ``node_fields``: extra Node fields per node (``capture``, ``ssh``, ...) for
+    nodes captured over SSH; their ``netns`` stays, probes and faults use it.
     """
-
-    node: str  # the management namespace's node name (trc-<lab>-mgmt)
-    iface: str
-    address: str
-    gw: str  # the node that runs sshd, captured over SSH
-    gw_iface: str
-    gw_address: str
-
-
-MGMT = Mgmt("mgmt", "eth0", "203.0.113.10/24", "east-gw", "mgmt0", "203.0.113.2/24")
+    extra = node_fields or {}
+    nodes = {
+        name: replace(n, netns=netns_name(lab, name), **extra.get(name, {})) for name, n in NODES.items()
+    }
+    return Topology(lab, nodes, LINKS, (TUNNEL,), source=f"lab {lab}", esp_keys=ESP_SA_FILE)
 
 
 def node(name: str) -> Node:
-    for n in NODES:
-        if n.name == name:
-            return n
-    raise KeyError(name)
+    return NODES[name]  # KeyError for a node the lab does not have
+
+
+def veth_ends(link: Link) -> tuple[tuple[str, str], tuple[str, str]]:
+    """((node, iface), (node, iface)) of a link."""
+    return split_point(link.a), split_point(link.b)
+
+
+def by_charon(route: Route) -> bool:
+    """Routes into the tunnel are charon's: it installs them in table 220 once the CHILD_SA is up."""
+    return route.dev == TUNNEL_IFACE
+
+
+def forwards(n: Node) -> bool:
+    return n.role in ("gateway", "router")
 
 
 def check_lab_name(name: str) -> str:
@@ -183,57 +137,3 @@ def ns_prefix(lab: str) -> str:
 def netns_name(lab: str, node_name: str) -> str:
     """``trc-lab-westgw``: the node name without dashes, so the prefix stays unambiguous."""
     return ns_prefix(lab) + node_name.replace("-", "")
-
-
-ESP_SA_FILE = "esp_sa"  # the lab's CHILD_SA keys, Wireshark esp_sa format, beside topology.toml
-
-
-def topology_document(lab: str, ssh: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The lab as a topology dict in the format of docs/topology.md.
-
-    ``ssh``: extra keys per node (``capture``, ``ssh``, ``ssh_netns``, ...) for
-    nodes captured over SSH; their ``netns`` stays, probes and faults use it.
-    """
-    nodes: dict[str, Any] = {}
-    for n in NODES:
-        ifaces: dict[str, Any] = {}
-        for i in n.interfaces:
-            entry: dict[str, Any] = {}
-            if i.addresses:
-                entry["addresses"] = list(i.addresses)
-            entry["role"] = i.role
-            ifaces[i.name] = entry
-        routes = []
-        for r in n.routes:
-            route: dict[str, Any] = {"dst": r.dst}
-            if r.via:
-                route["via"] = r.via
-            route["dev"] = r.dev
-            routes.append(route)
-        nodes[n.name] = {"role": n.role, "netns": netns_name(lab, n.name), **(ssh or {}).get(n.name, {}),
-                         "interfaces": ifaces}
-        if routes:
-            nodes[n.name]["routes"] = routes
-
-    def end(e: TunnelEnd) -> dict[str, Any]:
-        return {
-            "node": e.node,
-            "address": e.address,
-            "interface": e.interface,
-            "subnets": list(e.subnets),
-        }
-
-    return {
-        "name": lab,
-        "esp_keys": ESP_SA_FILE,
-        "nodes": nodes,
-        "links": [{"ends": [f"{a}:{ai}", f"{b}:{bi}"]} for (a, ai), (b, bi) in LINKS],
-        "tunnels": [
-            {
-                "name": TUNNEL.name,
-                "encapsulation": TUNNEL.encapsulation,
-                "left": end(TUNNEL.left),
-                "right": end(TUNNEL.right),
-            }
-        ],
-    }

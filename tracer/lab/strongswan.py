@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from tracer import netns
-from tracer.errors import LabError
+from tracer.errors import EnvironmentProblem, LabError
+from tracer.model.topology import Tunnel, TunnelEnd
 
 CHARON = "/usr/lib/ipsec/charon"
 SWANCTL = "swanctl"
@@ -59,6 +60,42 @@ class GatewayConfig:
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
     psk: str
+
+
+def gateway_configs(tunnel: Tunnel, psk: str) -> dict[str, GatewayConfig]:
+    """Both ends of ``tunnel``, by gateway node: each end's view of the same connection."""
+    def config(local: TunnelEnd, remote: TunnelEnd) -> GatewayConfig:
+        return GatewayConfig(tunnel.name, str(local.address), str(remote.address),
+                             tuple(map(str, local.subnets)), tuple(map(str, remote.subnets)), psk)
+
+    return {tunnel.left.node: config(tunnel.left, tunnel.right), tunnel.right.node: config(tunnel.right, tunnel.left)}
+
+
+def check_tools() -> None:
+    """swanctl, charon, every plugin charon is told to load, and TUN devices."""
+    for tool, package in ((SWANCTL, "strongswan-swanctl"), ("unshare", "util-linux")):
+        try:
+            netns.ensure_tool(tool, package=package)
+        except EnvironmentProblem as err:
+            raise LabError(str(err)) from None
+    if not os.access(CHARON, os.X_OK):
+        raise LabError(f"{CHARON} not found: apt-get install strongswan-charon libcharon-extra-plugins")
+    # Each plugin charon is told to load must be there, or IKE fails later with an obscure
+    # "no ... proposal" (openssl, for instance, is only a Recommends of Debian's libstrongswan).
+    for plugin in CHARON_PLUGINS.split():
+        if not Path(f"/usr/lib/ipsec/plugins/libstrongswan-{plugin}.so").exists():
+            package = _PLUGIN_PACKAGES.get(plugin, "libstrongswan")
+            raise LabError(f"strongSwan plugin '{plugin}' missing: apt-get install {package}")
+    if not Path("/dev/net/tun").exists():
+        raise LabError("/dev/net/tun missing: kernel-libipsec needs TUN devices (modprobe tun)")
+
+
+_PLUGIN_PACKAGES = {
+    "openssl": "libstrongswan-standard-plugins",
+    "kernel-libipsec": "libcharon-extra-plugins",
+    "socket-default": "strongswan-libcharon",
+    "vici": "strongswan-swanctl",
+}
 
 
 def write_config(gw_dir: Path, cfg: GatewayConfig) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tracer.errors import LabError
-from tracer.esp.keys import GCM16, EspSA
+from tracer.esp.keys import GCM16, EspSA, write_esp_sa_file
 from tracer.lab import layout, strongswan
 
 if TYPE_CHECKING:
@@ -119,3 +119,17 @@ def sas_from_lab(lab: Lab) -> list[EspSA]:
                 if old is None or old.src == "*":
                     by_spi[spi] = sa
     return list(by_spi.values())
+
+
+def export(lab: Lab) -> None:
+    """Keep the lab's ``esp_sa`` (mode 0600, named by its topology) in step with the CHILD_SAs charon
+    logged, so tracer decrypts the lab's ESP by default. Only tracer's analysis reads it."""
+    path = lab.dir / layout.ESP_SA_FILE
+    try:
+        sas = sas_from_lab(lab)
+    except LabError:
+        sas = []  # no CHILD_SA yet (e.g. IKE blocked): better no file than a wrong one
+    if sas:
+        write_esp_sa_file(path, sas)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""A real OpenSSH server inside a lab gateway, for remote capture (``Lab.up(ssh=True)``).
+"""The lab's SSH mode (``Lab.up(ssh=True)``): a real OpenSSH server inside a gateway, for remote capture.
 
 east-gw plays a remote box: ``sshd -D -f <labdir>/sshd_config`` runs in its
 network namespace, listening only on its management interface ``mgmt0``
@@ -23,11 +23,13 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
 from pathlib import Path
-from typing import Any
 
 from tracer import netns
 from tracer.errors import LabError
+from tracer.lab import build, layout
 from tracer.ssh_client import ssh_argv
 
 SSHD = "/usr/sbin/sshd"  # absolute: sshd re-executes itself and refuses a relative path
@@ -45,6 +47,62 @@ PID_FILE = "sshd.pid"
 LOG = "sshd.log"
 
 
+@dataclass(frozen=True)
+class Mgmt:
+    """The management link: a laptop namespace and one gateway's sshd.
+
+    Not part of the topology: it is how tracer reaches the box, not a path
+    probes take. The gateway neither forwards from nor into ``gw_iface``.
+    """
+
+    node: str  # the management namespace's node name (trc-<lab>-mgmt)
+    iface: str
+    address: IPv4Interface
+    gw: str  # the node that runs sshd, captured over SSH
+    gw_iface: str
+    gw_address: IPv4Interface
+
+
+MGMT = Mgmt("mgmt", "eth0", IPv4Interface("203.0.113.10/24"), "east-gw", "mgmt0", IPv4Interface("203.0.113.2/24"))
+ADDRESS = str(MGMT.gw_address.ip)  # where sshd listens
+TARGET = f"{USER}@{ADDRESS}"
+
+# The gateway must never route between its management link and the lab's data path
+# (the management namespace is the engineer's laptop, not part of the network under
+# test). Its own table, so clearing a fault never touches it.
+NFT_TABLE = "tracer_mgmt"
+_ISOLATION = f"""table inet {NFT_TABLE} {{
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname "{MGMT.gw_iface}" counter drop comment "management link: not routed"
+    oifname "{MGMT.gw_iface}" counter drop comment "management link: not routed"
+  }}
+}}
+"""
+
+
+def mgmt_netns(lab: str) -> str:
+    return layout.netns_name(lab, MGMT.node)
+
+
+def link(mgmt_ns: str, gw_ns: str) -> None:
+    """Management namespace ↔ gateway's ``mgmt0``, never routed into the lab."""
+    m = MGMT
+    build.add_namespaces([mgmt_ns])
+    netns.ip_batch([f"link add {m.gw_iface} netns {gw_ns} type veth peer name {m.iface} netns {mgmt_ns}"])
+    # Connected routes only: the management namespace reaches 203.0.113.0/24 and nothing else.
+    netns.ip_batch(["link set lo up", f"addr add {m.address} dev {m.iface}", f"link set {m.iface} up"], ns=mgmt_ns)
+    netns.ip_batch([f"addr add {m.gw_address} dev {m.gw_iface}", f"link set {m.gw_iface} up"], ns=gw_ns)
+    netns.write_sysctls(gw_ns, {f"net.ipv4.conf.{m.gw_iface}.forwarding": "0"})
+    netns.ns_run(gw_ns, ["nft", "-f", "-"], input=_ISOLATION)
+
+
+def unlink(gw_ns: str) -> None:
+    """Undo :func:`link` on the gateway side (deleting the management namespace removes the veth)."""
+    netns.ns_run(gw_ns, ["nft", "-f", "-"], input=f"add table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n",
+                 check=False)
+
+
 def check_tools() -> None:
     if not os.access(SSHD, os.X_OK):
         raise LabError(f"{SSHD} not found: apt-get install openssh-server")
@@ -55,7 +113,7 @@ def check_tools() -> None:
             raise LabError(str(err)) from None
 
 
-def write_files(lab_dir: Path, lab_name: str, address: str) -> None:
+def write_files(lab_dir: Path, lab_name: str) -> None:
     """Keys, authorized_keys, known_hosts and sshd_config in ``lab_dir`` (private files 0600)."""
     for key, comment in ((HOST_KEY, f"tracer-lab-{lab_name}-host"), (CLIENT_KEY, f"tracer-lab-{lab_name}-client")):
         path = lab_dir / key
@@ -66,12 +124,12 @@ def write_files(lab_dir: Path, lab_name: str, address: str) -> None:
     client_pub = (lab_dir / f"{CLIENT_KEY}.pub").read_text().strip()
     host_pub = " ".join((lab_dir / f"{HOST_KEY}.pub").read_text().split()[:2])  # type and key, no comment
     _private(lab_dir / AUTHORIZED_KEYS, f"restrict {client_pub}\n")
-    host = address if PORT == 22 else f"[{address}]:{PORT}"
+    host = ADDRESS if PORT == 22 else f"[{ADDRESS}]:{PORT}"
     _private(lab_dir / KNOWN_HOSTS, f"{host} {host_pub}\n")
     _private(
         lab_dir / CONFIG,
         f"""# Written by tracer lab: the sshd of lab '{lab_name}' (east-gw's namespace only).
-ListenAddress {address}:{PORT}
+ListenAddress {ADDRESS}:{PORT}
 HostKey {lab_dir / HOST_KEY}
 PidFile {lab_dir / PID_FILE}
 AuthorizedKeysFile {lab_dir / AUTHORIZED_KEYS}
@@ -124,21 +182,21 @@ def wait_listening(lab_dir: Path, pid: int, alive: Callable[[], bool], timeout: 
         time.sleep(0.005)
 
 
-def topology_keys(lab_dir: Path, address: str, ssh_netns: str) -> dict[str, Any]:
-    """The node keys (docs/topology.md) that make tracer capture on this node over SSH."""
+def node_fields(lab_dir: Path, ssh_netns: str) -> dict[str, str]:
+    """The Node fields (docs/topology.md) that make tracer capture on the gateway over SSH."""
     return {
         "capture": "ssh",
-        "ssh": f"{USER}@{address}",
+        "ssh": TARGET,
         "ssh_netns": ssh_netns,
         "ssh_key": str(lab_dir / CLIENT_KEY),
         "ssh_known_hosts": str(lab_dir / KNOWN_HOSTS),
     }
 
 
-def check_login(ssh_netns: str, lab_dir: Path, address: str, timeout: float = 10.0) -> None:
+def check_login(ssh_netns: str, lab_dir: Path, timeout: float = 10.0) -> None:
     """One real login with the lab's key and known_hosts: a broken setup fails ``lab up``, not a trace."""
     # The very command line the SSH capture backend uses, so this proves what a trace needs.
-    argv = ssh_argv(f"{USER}@{address}", 'PATH="$PATH:/usr/sbin:/sbin"; command -v tcpdump', ssh_netns,
+    argv = ssh_argv(TARGET, 'PATH="$PATH:/usr/sbin:/sbin"; command -v tcpdump', ssh_netns,
                     lab_dir / CLIENT_KEY, PORT, lab_dir / KNOWN_HOSTS)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
