@@ -118,7 +118,7 @@ class Topology:
     tunnels: tuple[Tunnel, ...] = ()
     source: str = "<topology>"
     esp_keys: str | None = None  # SA file (Wireshark esp_sa format), relative to the topology file
-    _peers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    _peers: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for link in self.links:
