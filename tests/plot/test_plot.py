@@ -20,7 +20,7 @@ from tracer.model.flowgraph import EdgeKind
 from tracer.model.path import ExpectedPath, Hop
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting, Status, Verdict
 from tracer.plot.path_diagram import seen_color
-from tracer.plot.stats import point_stats
+from tracer.analysis.hopstats import path_stats
 from tracer.plot.timeline import CODE
 
 NODES = ["west", "west-gw", "router", "east-gw", "east"]
@@ -121,7 +121,7 @@ def test_points_coloured_by_fraction_seen(runs):
         r, g, _ = faces[i]
         assert r > g + 0.3, POINTS[i]
     # The colour is a function of the fraction, for every point the verdict has an opinion on.
-    for i, s in enumerate(point_stats(v, "request")):
+    for i, s in enumerate(path_stats(v, "request").points):
         if s.fraction is not None:
             assert faces[i] == pytest.approx(rgb(seen_color(s.fraction)))
 
