@@ -5,7 +5,8 @@ directions), so a slow link shows as one row with two boxes. Delays between
 capture points on different hosts include the clock offset estimate's error.
 Every probe sent that way counts, as in the path diagram's edge labels and the
 text verdict (see :mod:`tracer.analysis.hopstats`); ``delivered_only`` narrows
-the boxes to the probes that arrived.
+the boxes to the probes that arrived. Artists carry ``gid``s for tests:
+``latency-box:<dir>``, ``latency-median:<dir>``, ``latency-points:<dir>`` (one per row).
 """
 
 from __future__ import annotations
@@ -80,10 +81,11 @@ def draw_latency(ax: Axes, verdict: Verdict, delivered_only: bool = False) -> di
         bp = ax.boxplot([d for _, d in data], positions=[i + offsets[direction] for i, _ in data],
                         **_HORIZONTAL, widths=0.32, patch_artist=True, showfliers=False,
                         medianprops={"color": "black"}, flierprops={"markersize": 3})
-        for box in bp["boxes"]:
+        for box, med in zip(bp["boxes"], bp["medians"], strict=True):
             box.set_facecolor(COLORS[direction])
             box.set_alpha(0.55)
             box.set_gid(f"latency-box:{direction}")
+            med.set_gid(f"latency-median:{direction}")
         # The probes themselves, jittered: with a handful of probes a box alone hides how few there are.
         rng = np.random.default_rng(0)
         for i, d in data:
