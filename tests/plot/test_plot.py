@@ -27,6 +27,7 @@ from tracer.errors import BadInput
 from tracer.model.flowgraph import EdgeKind
 from tracer.model.path import ExpectedPath, Hop
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting, Status, Verdict
+from tracer.plot.path_diagram import seen_color
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = ["west", "west-gw", "router", "east-gw", "east"]
@@ -479,3 +480,7 @@ def test_empty_path_does_not_crash():
     assert [t.get_text() for t in path_ax.texts] == ["no expected path (the topology has no route for these probes)"]
     assert [t.get_text() for t in timeline_ax.texts] == ["no request probes"]
     assert [t.get_text() for t in latency_ax.texts] == ["no hops to time"]
+
+
+def test_seen_color_takes_whole_numbers_as_fractions():
+    assert [to_hex(seen_color(f)) for f in (1, 0, 1.0, 0.0)] == [ALL_SEEN, NONE_SEEN] * 2

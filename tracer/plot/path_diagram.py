@@ -50,7 +50,7 @@ EDGE_COLOR = {EdgeKind.WIRE: "#444444", EdgeKind.FORWARD: "#444444", EdgeKind.EN
 
 def seen_color(fraction: float) -> tuple[float, float, float, float]:
     """Marker colour for a point that saw ``fraction`` of the probes."""
-    return CMAP(fraction)
+    return CMAP(float(fraction))  # a colormap reads an int as a table index: seen_color(1) would be red
 
 
 def flow_graph(v: Verdict) -> nx.DiGraph:
