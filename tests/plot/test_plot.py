@@ -1,4 +1,9 @@
-"""Figures checked through their matplotlib objects (names, positions, colours, arrays), not pixels."""
+"""Figures checked through their matplotlib objects (names, positions, colours, arrays), not pixels.
+
+Expected values are literals: colours as hex strings, delays worked out by hand from the capture
+files' own timestamps (``tcpdump -nn -tt --nano -r captures/<run>/<point>.pcapng``), never from
+the functions under test.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.image import imread
 
 import tracer
 import tracer.plot
 from tests.synth import POINTS, REPLY_HOPS, SPI_EW, SPI_WE, Scenario, build
 from tracer.cli import main
 from tracer.cli.plot import plot_verdict_to
+from tracer.cli.render import render_text
 from tracer.errors import BadInput
 from tracer.model.flowgraph import EdgeKind
 from tracer.model.path import ExpectedPath, Hop
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting, Status, Verdict
 from tracer.plot.path_diagram import seen_color
-from tracer.plot.stats import point_stats
-from tracer.plot.timeline import CODE
 
+ROOT = Path(__file__).resolve().parents[2]
 NODES = ["west", "west-gw", "router", "east-gw", "east"]
 LOST_AFTER_LAN0 = Scenario(drop_after={("request", "west-gw:lan0"): None})
+
+# Capture point faces: RdYlGn cut to 8 %…92 %, at 1, 3/4, 2/3, 1/2 and 0 of the probes seen.
+ALL_SEEN, THREE_QUARTERS, TWO_THIRDS, HALF, NONE_SEEN = "#148e4b", "#9dd569", "#c5e67e", "#feffbe", "#cc2627"
+NOT_CAPTURED, NOT_SENT = "#ffffff", "#f2f2f2"
+LOST_RED, DOUBT_ORANGE = "#d62728", "#ff7f0e"
+# Timeline cells.
+SEEN, MISSED, GAP, UNOBSERVED, EMPTY = "#2ca02c", "#d62728", "#ffbb78", "#d9d9d9", "#ffffff"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +55,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {name: build(sc, base / name) for name, sc in scenarios.items()}
 
 
+@pytest.fixture(scope="module")
+def recorded() -> dict[str, Verdict]:
+    """Real lab runs: ESP dropped by the router (no request arrives, no reply sent), and all delivered."""
+    return {name: tracer.load(ROOT / "captures" / name).verdict for name in ("esp-blocked", "all-delivered")}
+
+
 def verdict(runs: dict[str, Path], name: str) -> Verdict:
     return tracer.load(runs[name]).verdict
 
@@ -55,8 +75,36 @@ def by_gid(ax, prefix: str) -> list:
     return [a for a in ax.findobj() if (a.get_gid() or "").startswith(prefix)]
 
 
-def rgb(c) -> tuple[float, float, float]:
-    return tuple(float(x) for x in np.asarray(c)[:3])
+def faces(ax, direction: str) -> list[str]:
+    """The fill colour of each capture point of ``direction``, in path order."""
+    (points,) = by_gid(ax, f"capture-points:{direction}")
+    return [to_hex(c) for c in points.get_facecolors()]
+
+
+def cells(ax) -> list[list[str]]:
+    """The colour of every timeline cell as drawn: probe rows × capture point columns."""
+    (im,) = ax.images
+    return [[to_hex(c) for c in row] for row in im.to_rgba(im.get_array())]
+
+
+def dots(ax, direction: str) -> dict[int, list[float]]:
+    """Latency plot: the delays (x) of the probe dots of ``direction``, by row."""
+    out = {}
+    for coll in by_gid(ax, f"latency-points:{direction}"):
+        xy = np.asarray(coll.get_offsets())
+        out[round(float(xy[:, 1].mean()))] = sorted(float(x) for x in xy[:, 0])
+    return out
+
+
+def medians(ax, direction: str) -> dict[int, float]:
+    """Latency plot: the median line of each box of ``direction``, by row."""
+    return {round(float(np.mean(m.get_ydata()))): float(m.get_xdata()[0]) for m in by_gid(ax, f"latency-median:{direction}")}
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels of a PNG written at 100 dpi."""
+    h, w, _ = imread(path).shape
+    return w, h
 
 
 # --- path diagram -------------------------------------------------------------------------------
@@ -110,43 +158,73 @@ def test_no_lost_edge_when_delivered(runs):
 
 def test_points_coloured_by_fraction_seen(runs):
     ax = axes()
-    v = verdict(runs, "lost")
-    tracer.plot.draw_path(ax, v)
-    (req,) = by_gid(ax, "capture-points:request")
-    faces = [rgb(c) for c in req.get_facecolors()]
-    for i in (0, 1):  # before the loss: green
-        r, g, _ = faces[i]
-        assert g > r + 0.3, POINTS[i]
-    for i in (2, 7, 8, 9):  # after it (cleartext points): red
-        r, g, _ = faces[i]
-        assert r > g + 0.3, POINTS[i]
-    # The colour is a function of the fraction, for every point the verdict has an opinion on.
-    for i, s in enumerate(point_stats(v, "request")):
-        if s.fraction is not None:
-            assert faces[i] == pytest.approx(rgb(seen_color(s.fraction)))
+    tracer.plot.draw_path(ax, verdict(runs, "lost"))
+    # Seen up to west-gw:lan0, then missed everywhere (the ESP hops too: no ESP left west-gw).
+    assert faces(ax, "request") == [ALL_SEEN] * 2 + [NONE_SEEN] * 8
+    assert faces(ax, "reply") == [NOT_SENT] * 10  # no request arrived, so no reply was expected
+
+
+def test_recorded_loss_colours_every_capture_point(recorded):
+    ax = axes()
+    tracer.plot.draw_path(ax, recorded["esp-blocked"])
+    # west:eth0 … router:eth0 saw 3/3, router:eth1 … east:eth0 saw 0/3; no reply was sent.
+    assert faces(ax, "request") == [ALL_SEEN] * 5 + [NONE_SEEN] * 5
+    assert faces(ax, "reply") == [NOT_SENT] * 10
+    counts = {t.get_gid().removeprefix("count:request:"): t.get_text() for t in by_gid(ax, "count:request:")}
+    assert counts == {p: "3/3" for p in POINTS[:5]} | {p: "0/3" for p in POINTS[5:]}
+    assert {t.get_text() for t in by_gid(ax, "count:reply:")} == {"–"}
+
+
+def test_recorded_delivery_is_green_both_ways(recorded):
+    ax = axes()
+    tracer.plot.draw_path(ax, recorded["all-delivered"])
+    assert faces(ax, "request") == [ALL_SEEN] * 10
+    assert faces(ax, "reply") == [ALL_SEEN] * 10
+    assert not by_gid(ax, "lost-")
 
 
 def test_partial_loss_gets_an_intermediate_colour(runs):
     ax = axes()
     tracer.plot.draw_path(ax, verdict(runs, "partial"))
-    (req,) = by_gid(ax, "capture-points:request")
-    ipsec0 = rgb(req.get_facecolors()[POINTS.index("west-gw:ipsec0")])
-    assert ipsec0 == pytest.approx(rgb(seen_color(0.75)))
+    # 4 probes, seq 1 dropped after west-gw:lan0: 3/4 seen from west-gw:ipsec0 on.
+    assert faces(ax, "request") == [ALL_SEEN] * 2 + [THREE_QUARTERS] * 8
     assert [t.get_text() for t in by_gid(ax, "count:request:west-gw:ipsec0")] == ["3/4"]
+
+
+def test_recorded_lost_edge_has_its_mark(recorded):
+    ax = axes()
+    tracer.plot.draw_path(ax, recorded["esp-blocked"])
+    (edge,) = [line for line in ax.lines if line.get_label() == "lost-edge"]
+    assert edge.get_gid() == "lost-edge:request:router:eth0->router:eth1"
+    assert (list(edge.get_xdata()), list(edge.get_ydata())) == ([4, 5], [1.0, 1.0])  # request row
+    assert edge.get_color() == LOST_RED
+    (mark,) = by_gid(ax, "lost-mark:")
+    assert (mark.get_gid(), mark.get_text(), mark.get_position()) == ("lost-mark:request", "✗", (4.5, 1.0))
+    assert to_hex(mark.get_color()) == LOST_RED
+    (note,) = by_gid(ax, "lost-note:")
+    assert note.get_text().replace("\n", " ") == "✗ 3/3 requests lost inside router between eth0 and eth1 (forward)"
+    assert note.xy[0] == 4.5  # the arrow points at the ✗
 
 
 def test_unobserved_point_is_hollow_and_says_so(runs):
     ax = axes()
     tracer.plot.draw_path(ax, verdict(runs, "unobserved"))
+    assert faces(ax, "request") == [NOT_CAPTURED] + [ALL_SEEN] * 9
     (req,) = by_gid(ax, "capture-points:request")
-    assert rgb(req.get_facecolors()[0]) == (1.0, 1.0, 1.0)
+    assert to_hex(req.get_edgecolors()[0]) == "#9e9e9e"  # a grey rim: nothing to colour inside
     assert [t.get_text() for t in by_gid(ax, "note:request:west:eth0")] == ["not captured"]
 
 
 def test_capture_gap_is_drawn_distinctly(runs):
     ax = axes()
     tracer.plot.draw_path(ax, verdict(runs, "gap"))
-    assert by_gid(ax, "gap:request:west-gw:ipsec0")
+    (ring,) = by_gid(ax, "gap:")
+    assert ring.get_gid() == "gap:request:west-gw:ipsec0"
+    assert [tuple(xy) for xy in ring.get_offsets()] == [(2.0, 1.0)]
+    assert to_hex(ring.get_edgecolors()[0]) == DOUBT_ORANGE
+    assert [t.get_text() for t in by_gid(ax, "note:request:west-gw:ipsec0")] == ["capture gap ×1"]
+    # The point recorded 2 of the 3 probes it certainly carried: coloured for 2/3, never as a loss.
+    assert faces(ax, "request") == [ALL_SEEN] * 2 + [TWO_THIRDS] + [ALL_SEEN] * 7
     assert not [line for line in ax.lines if line.get_label() == "lost-edge"]
 
 
@@ -157,6 +235,24 @@ def test_esp_band_names_the_spi(runs):
     assert bands == {"esp-band:request": f"ESP SPI 0x{SPI_WE:08x}", "esp-band:reply": f"ESP SPI 0x{SPI_EW:08x}"}
     (caption,) = by_gid(ax, "esp-label:request")
     assert "tunnel west-east" in caption.get_text()
+
+
+def test_recorded_esp_bands(recorded):
+    ax = axes()
+    tracer.plot.draw_path(ax, recorded["esp-blocked"])
+    bands = {p.get_gid(): p for p in ax.patches if (p.get_gid() or "").startswith("esp-band:")}
+    # The SPI the probes were tied to; the reply was never sent and the topology names no SPI.
+    assert {g: p.get_label() for g, p in bands.items()} == {
+        "esp-band:request": "ESP SPI 0xce20a626", "esp-band:reply": "ESP (SPI unknown)"}
+    # Over west-gw:wan0 … east-gw:wan0 (x 3 … 6), 0.3 of margin either side.
+    assert (bands["esp-band:request"].get_x(), bands["esp-band:request"].get_width()) == pytest.approx((2.7, 3.6))
+    captions = {t.get_gid(): t.get_text() for t in by_gid(ax, "esp-label:")}
+    assert captions == {"esp-label:request": "ESP SPI 0xce20a626  (UDP 4500, tunnel west-east)",
+                        "esp-label:reply": "ESP (SPI unknown)  (UDP 4500, tunnel west-east)"}
+    ax = axes()
+    tracer.plot.draw_path(ax, recorded["all-delivered"])
+    labels = {p.get_gid(): p.get_label() for p in ax.patches if (p.get_gid() or "").startswith("esp-band:")}
+    assert labels == {"esp-band:request": "ESP SPI 0x6066f6e6", "esp-band:reply": "ESP SPI 0x6601f9be"}
 
 
 def test_edges_labelled_by_kind_with_latency(runs):
@@ -174,29 +270,81 @@ def test_edges_labelled_by_kind_with_latency(runs):
 # --- timeline and latency -----------------------------------------------------------------------
 
 
-def test_timeline_matrix_values(runs):
+def test_timeline_cells_of_a_recorded_loss(recorded):
     ax = axes()
-    m = tracer.plot.draw_timeline(ax, verdict(runs, "lost"), "request")
-    (im,) = ax.images
-    assert np.array_equal(im.get_array(), m)
-    assert m.shape == (3, len(POINTS))
-    assert (m[:, :2] == CODE["seen"]).all() and (m[:, 2] == CODE["missed"]).all()
+    tracer.plot.draw_timeline(ax, recorded["esp-blocked"], "request")
+    assert cells(ax) == [[SEEN] * 5 + [MISSED] * 5] * 3
     assert [t.get_text() for t in ax.get_xticklabels()] == POINTS
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "2"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["seen", "missed"]
     ax = axes()
-    reply = tracer.plot.draw_timeline(ax, verdict(runs, "lost"), "reply")
-    assert (reply == CODE["not-sent"]).all()
+    tracer.plot.draw_timeline(ax, recorded["esp-blocked"], "reply")
+    assert cells(ax) == [[EMPTY] * 10] * 3
+    (empty,) = by_gid(ax, "timeline-empty:reply")
+    assert empty.get_text() == "none sent:\nno request arrived"
+    assert ax.get_title() == "replies: which capture point saw which probe"
+
+
+def test_timeline_cells_of_a_recorded_delivery(recorded):
+    for direction in ("request", "reply"):
+        ax = axes()
+        tracer.plot.draw_timeline(ax, recorded["all-delivered"], direction)
+        assert cells(ax) == [[SEEN] * 10] * 3
 
 
 def test_timeline_shows_gaps_and_unobserved(runs):
-    m, seqs, points = tracer.plot.timeline_matrix(verdict(runs, "gap"), "request")
-    assert seqs == [0, 1, 2] and points == POINTS
-    assert m[1, POINTS.index("west-gw:ipsec0")] == CODE["gap"]
-    m, _, _ = tracer.plot.timeline_matrix(verdict(runs, "unobserved"), "request")
-    assert (m[:, 0] == CODE["unobserved"]).all()
     ax = axes()
     tracer.plot.draw_timeline(ax, verdict(runs, "gap"))
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == ["seen", "capture gap"]
+    assert cells(ax) == [[SEEN] * 10, [SEEN] * 2 + [GAP] + [SEEN] * 7, [SEEN] * 10]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["seen", "capture gap"]
+    ax = axes()
+    tracer.plot.draw_timeline(ax, verdict(runs, "unobserved"))
+    assert cells(ax) == [[UNOBSERVED] + [SEEN] * 9] * 3
+    m, seqs, points = tracer.plot.timeline_matrix(verdict(runs, "gap"), "request")
+    assert m.shape == (3, 10) and seqs == [0, 1, 2] and points == POINTS
+
+
+def test_recorded_latency_boxes(recorded):
+    ax = axes()
+    tracer.plot.draw_latency(ax, recorded["esp-blocked"])
+    # Nothing was delivered: the probes still timed the four edges before the router dropped them.
+    assert dots(ax, "request") == {
+        0: pytest.approx([0.009238, 0.015395, 0.01841]),  # west:eth0 → west-gw:lan0
+        1: pytest.approx([0.020498, 0.022896, 0.030443]),  # west-gw lan0 → ipsec0
+        2: pytest.approx([0.239513, 0.265809, 0.369679]),  # ipsec0 → wan0 (encap, in user space)
+        3: pytest.approx([0.008171, 0.022691, 0.03508]),  # west-gw:wan0 → router:eth0
+    }
+    assert medians(ax, "request") == pytest.approx({0: 0.015395, 1: 0.022896, 2: 0.265809, 3: 0.022691})
+    assert not dots(ax, "reply")
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[:5] == ["west:eth0 ↔ west-gw:lan0", "west-gw: lan0 ↔ ipsec0", "west-gw: ipsec0 ↔ wan0",
+                          "west-gw:wan0 ↔ router:eth0", "router: eth0 ↔ eth1"]
+    assert ax.get_title() == "per-hop delay"
+
+
+def test_recorded_latency_both_directions_share_a_row(recorded):
+    ax = axes()
+    drawn = tracer.plot.draw_latency(ax, recorded["all-delivered"])
+    # Row 0 is the pair west:eth0 ↔ west-gw:lan0: the request's first edge and the reply's last.
+    request, reply = dots(ax, "request"), dots(ax, "reply")
+    assert sorted(request) == sorted(reply) == list(range(9))
+    assert request[0] == pytest.approx([0.023583, 0.024158, 0.05033])
+    assert reply[0] == pytest.approx([0.004156, 0.019153, 0.020044])
+    assert medians(ax, "request")[0] == pytest.approx(0.024158)
+    assert medians(ax, "reply")[0] == pytest.approx(0.019153)
+    assert drawn["reply"][0] == pytest.approx([0.004156, 0.019153, 0.020044])  # the seq order, as returned
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["request", "reply"]
+
+
+def test_figure_and_text_agree_on_the_first_hop(recorded):
+    v = recorded["all-delivered"]
+    ax = axes()
+    tracer.plot.draw_path(ax, v)
+    delays = {t.get_gid(): t.get_text() for t in by_gid(ax, "edge-delay:")}
+    assert delays["edge-delay:request:west:eth0->west-gw:lan0"] == "0.0242 ms"
+    assert delays["edge-delay:reply:west-gw:lan0->west:eth0"] == "0.0192 ms"
+    line = next(x for x in render_text(v).splitlines() if x.lstrip().startswith("west-gw:lan0"))
+    assert line.split()[1:3] == ["3/3", "0.024"]  # the same median, to the text's 3 decimals
 
 
 def test_latency_per_hop_pair(runs):
@@ -206,7 +354,8 @@ def test_latency_per_hop_pair(runs):
     assert len(drawn["request"]) == len(POINTS) - 1
     assert drawn["request"][0] == pytest.approx([0.04, 0.04, 0.04])
     assert ax.get_yticklabels()[0].get_text() == "west:eth0 ↔ west-gw:lan0"
-    assert by_gid(ax, "latency-box:request")
+    assert len(by_gid(ax, "latency-box:request")) == len(POINTS) - 1
+    assert medians(ax, "request") == pytest.approx(dict.fromkeys(range(len(POINTS) - 1), 0.04))
 
 
 # --- combined figure, save, CLI -----------------------------------------------------------------
@@ -223,8 +372,12 @@ def test_figure_title_is_the_summary(runs):
 @pytest.mark.parametrize("suffix", [".png", ".svg"])
 def test_save_png_and_svg(runs, tmp_path, suffix):
     out = tracer.plot.save(verdict(runs, "lost"), tmp_path / f"f{suffix}")
-    data = out.read_bytes()
-    assert data.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in data[:2000]
+    if suffix == ".png":
+        assert png_size(out) == (1400, 1050)  # 14 × 10.5 in at 100 dpi: the whole figure
+    else:
+        svg = out.read_text()
+        assert svg.lstrip().startswith("<?xml") and "<svg" in svg[:2000]
+        assert 'id="lost-edge:request:west-gw:lan0-&gt;west-gw:ipsec0"' in svg
 
 
 def test_save_rejects_unknown_suffix(runs, tmp_path):
@@ -234,22 +387,28 @@ def test_save_rejects_unknown_suffix(runs, tmp_path):
 
 
 def test_plot_verdict_to(runs, tmp_path):
-    assert plot_verdict_to(tmp_path / "ping.png", verdict(runs, "delivered")).stat().st_size > 10_000
+    out = plot_verdict_to(tmp_path / "ping.png", verdict(runs, "delivered"))
+    assert out == tmp_path / "ping.png"
+    assert png_size(out) == (1400, 1050)
 
 
 @pytest.mark.parametrize("suffix", [".png", ".svg"])
 def test_cli_writes_figure(runs, tmp_path, capsys, suffix):
     out = tmp_path / f"lost{suffix}"
     assert main(["plot", str(runs["lost"]), "-o", str(out)]) == 0
-    assert out.stat().st_size > 10_000
+    if suffix == ".png":
+        assert png_size(out) == (1400, 1050)
+    else:
+        assert 'id="lost-mark:request"' in out.read_text()
     assert capsys.readouterr().out.strip() == f"wrote {out}"
 
 
 def test_cli_capture_files_and_topology(runs, tmp_path):
     files = sorted(str(p) for p in runs["lost"].glob("*.pcapng"))
-    out = tmp_path / "files.png"
+    out = tmp_path / "files.svg"
     assert main(["plot", *files, "--topology", str(runs["lost"] / "topology.toml"), "-o", str(out)]) == 0
-    assert out.stat().st_size > 10_000
+    # The same verdict as from the run directory: the same lost edge.
+    assert 'id="lost-edge:request:west-gw:lan0-&gt;west-gw:ipsec0"' in out.read_text()
 
 
 def test_cli_bad_run_dir(tmp_path, capsys):
@@ -304,11 +463,12 @@ def test_many_points_and_asymmetric_reply(n, tmp_path):
     assert g.nodes[detour]["pos"][1] == 0.0  # on the reply row, with an x of its own
     (lost,) = [line for line in ax.lines if line.get_label() == "lost-edge"]
     assert list(lost.get_xdata()) == [n // 2, n // 2 + 1]
-    (req,) = by_gid(ax, "capture-points:request")
-    faces = [rgb(c) for c in req.get_facecolors()]
-    assert faces[0] == pytest.approx(rgb(seen_color(1.0)))
-    assert faces[n - 1] == pytest.approx(rgb(seen_color(0.5)))  # after the loss: half the probes
-    assert tracer.plot.save(v, tmp_path / "long.png").stat().st_size > 10_000
+    # All 8 seen up to the cut, then the 4 delivered ones; the 4 unanswered replies are not counted.
+    cut = n // 2
+    assert faces(ax, "request") == [ALL_SEEN] * (cut + 1) + [HALF] * (n - cut - 1)
+    assert faces(ax, "reply") == [ALL_SEEN] * n
+    width = {5: 1400, 30: 2400}[n]  # max(14, 0.6 in per point + 6) in at 100 dpi
+    assert png_size(tracer.plot.save(v, tmp_path / "long.png")) == (width, 1050)
 
 
 def test_empty_path_does_not_crash():
@@ -316,3 +476,11 @@ def test_empty_path_does_not_crash():
     v = Verdict(1, "ping", Status.INCONCLUSIVE, "no probes found in the captures", {"request": p}, (), ())
     fig = tracer.plot.figure(v)
     assert fig._suptitle is not None and "no probes found" in fig._suptitle.get_text()
+    path_ax, timeline_ax, latency_ax = fig.axes[:3]
+    assert [t.get_text() for t in path_ax.texts] == ["no expected path (the topology has no route for these probes)"]
+    assert [t.get_text() for t in timeline_ax.texts] == ["no request probes"]
+    assert [t.get_text() for t in latency_ax.texts] == ["no hops to time"]
+
+
+def test_seen_color_takes_whole_numbers_as_fractions():
+    assert [to_hex(seen_color(f)) for f in (1, 0, 1.0, 0.0)] == [ALL_SEEN, NONE_SEEN] * 2

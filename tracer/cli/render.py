@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import statistics
-
-from tracer.model.path import ExpectedPath
-from tracer.model.verdict import Outcome, ProbeTrace, Sighting, Verdict
+from tracer.analysis.hopstats import PathStats, all_path_stats, median
+from tracer.model.direction import Direction
+from tracer.model.verdict import Verdict
 
 
 def render_text(v: Verdict) -> str:
-    req = v.paths["request"]
+    req = v.paths[Direction.REQUEST]
     lines = [
         f"tracer {v.kind}: {req.hops[0].node if req.hops else '?'} ({req.src}) → "
         f"{req.hops[-1].node if req.hops else '?'} ({req.dst})  run {v.run:#010x}",
@@ -17,49 +16,39 @@ def render_text(v: Verdict) -> str:
     ]
     if v.mtu:
         lines.extend(_render_mtu(v))
-    for direction, path in v.paths.items():
-        traces = [t for t in v.probes if t.direction == direction]
+    for stats in all_path_stats(v).values():
         lines.append("")
-        lines.extend(_render_path(direction, path, traces, v))
+        lines.extend(_render_path(stats, v.drops))
     lines.extend(v.explanations())
     return "\n".join(lines)
 
 
-def _render_path(direction: str, path: ExpectedPath, traces: list[ProbeTrace], v: Verdict) -> list[str]:
-    sent = [t for t in traces if t.outcome != Outcome.NOT_SENT]
-    head = f"{direction} path ({len(path.hops)} capture points)"
+def _render_path(stats: PathStats, drops: dict[str, int]) -> list[str]:
+    path = stats.path
+    head = f"{stats.direction} path ({len(path.hops)} capture points)"
     if not path.delivered:
         head += f"  [topology: {path.end_note}]"
-    if not sent:
+    if not stats.sent:
         return [head, "  not sent: no request arrived"]
-    lost_edges = {t.last_seen for t in sent if t.outcome == Outcome.LOST and t.first_missed == (t.last_seen or 0) + 1}
     out = [head, f"  {'capture point':<26}{'seen':>6}  {'gap':>4}  {'+ms':>8}  note"]
-    t0 = [t.times_ns[0] for t in sent]
-    for h, hop in enumerate(path.hops):
-        seen = sum(t.sightings[h] == Sighting.SEEN for t in sent)
-        gaps = sum(t.sightings[h] == Sighting.GAP for t in sent)
-        delays = [
-            (t.times_ns[h] - base) / 1e6
-            for t, base in zip(sent, t0, strict=True)
-            if t.times_ns[h] is not None and base is not None
-        ]
-        delay = f"{statistics.median(delays):8.3f}" if delays and h else " " * 8
+    elapsed = stats.elapsed_ms()
+    for h, (hop, s) in enumerate(zip(path.hops, stats.points, strict=True)):
+        med = median(elapsed[h])
+        delay = f"{med:8.3f}" if med is not None and h else " " * 8
         notes = []
-        states = {t.sightings[h] for t in sent}
-        if Sighting.UNOBSERVED in states:
+        if s.unobserved:
             notes.append("not captured")
-        if Sighting.UNRELIABLE in states:
-            notes.append(f"sniffer dropped {v.drops.get(hop.point, '?')} packets")
-        if Sighting.UNKNOWN in states:
+        if s.unreliable:
+            notes.append(f"sniffer dropped {drops.get(hop.point, '?')} packets")
+        if s.unknown:
             notes.append("ESP not tied to probe")
         if hop.esp is not None:
-            spis = {t.esp[h][0] for t in sent if t.esp[h] is not None}
-            spi = ", ".join(f"SPI 0x{s:08x}" for s in sorted(spis)) or (f"SPI 0x{hop.esp.spi:08x}" if hop.esp.spi else "")
+            spi = ", ".join(f"SPI 0x{x:08x}" for x in s.spis)
             notes.append(f"ESP{'-in-UDP' if hop.esp.udp else ''} {spi}".rstrip())
-        cnt = f"{seen}/{len(sent)}" if Sighting.UNOBSERVED not in states else "-"
-        out.append(f"  {hop.point:<26}{cnt:>6}  {gaps or '':>4}  {delay}  {'; '.join(notes)}")
+        cnt = f"{s.seen}/{s.sent}" if not s.unobserved else "-"
+        out.append(f"  {hop.point:<26}{cnt:>6}  {s.gap or '':>4}  {delay}  {'; '.join(notes)}")
         if h < len(path.edges):
-            mark = "  ✗ lost here" if h in lost_edges else ""
+            mark = "  ✗ lost here" if stats.lost[h] else ""
             out.append(f"  {'  │ ' + path.edges[h].value:<26}{mark}")
     return out
 

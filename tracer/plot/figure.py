@@ -13,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tracer.errors import BadInput
+from tracer.model.direction import Direction
 from tracer.model.verdict import Status, Verdict
 from tracer.plot.latency import draw_latency
 from tracer.plot.path_diagram import DOUBT_COLOR, LOST_COLOR, draw_path
@@ -32,9 +33,9 @@ def figure(verdict: Verdict) -> Figure:
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, 3, height_ratios=(1.25, 1.0), width_ratios=(1.0, 1.0, 1.15))
     draw_path(fig.add_subplot(grid[0, :]), verdict)
-    draw_timeline(fig.add_subplot(grid[1, 0]), verdict, "request")
-    if "reply" in verdict.paths:
-        draw_timeline(fig.add_subplot(grid[1, 1]), verdict, "reply")
+    draw_timeline(fig.add_subplot(grid[1, 0]), verdict, Direction.REQUEST)
+    if Direction.REPLY in verdict.paths:
+        draw_timeline(fig.add_subplot(grid[1, 1]), verdict, Direction.REPLY)
     draw_latency(fig.add_subplot(grid[1, 2]), verdict)
     head = "\n".join(textwrap.wrap(title(verdict), int(width * 9)))
     fig.suptitle(head, fontsize=13, fontweight="bold", color=STATUS_COLOR[verdict.status])

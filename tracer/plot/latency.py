@@ -3,6 +3,10 @@
 Request and reply share a row when they cross the same pair (in opposite
 directions), so a slow link shows as one row with two boxes. Delays between
 capture points on different hosts include the clock offset estimate's error.
+Every probe sent that way counts, as in the path diagram's edge labels and the
+text verdict (see :mod:`tracer.analysis.hopstats`); ``delivered_only`` narrows
+the boxes to the probes that arrived. Artists carry ``gid``s for tests:
+``latency-box:<dir>``, ``latency-median:<dir>``, ``latency-points:<dir>`` (one per row).
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.patches import Patch
 
+from tracer.analysis.hopstats import path_stats
+from tracer.model.direction import DIRECTIONS, Direction
+from tracer.model.point import CapturePoint
 from tracer.model.verdict import Verdict
-from tracer.plot.stats import DIRECTIONS, hop_delays_ms, short_point
+from tracer.plot.labels import short_point
 
 # matplotlib 3.10 renamed vert=False to orientation= (and deprecated the old spelling).
 _HORIZONTAL: dict[str, Any] = (
     {"orientation": "horizontal"} if tuple(int(p) for p in mpl.__version__.split(".")[:2]) >= (3, 10) else {"vert": False}
 )
-COLORS = {"request": "#1f77b4", "reply": "#ff7f0e"}
+COLORS = {Direction.REQUEST: "#1f77b4", Direction.REPLY: "#ff7f0e"}
 
 
 def hop_pairs(verdict: Verdict) -> list[tuple[str, str, str]]:
@@ -40,12 +47,12 @@ def hop_pairs(verdict: Verdict) -> list[tuple[str, str, str]]:
 
 
 def _pair_label(a: str, b: str) -> str:
-    na, _, ia = a.rpartition(":")
-    nb, _, ib = b.rpartition(":")
+    na, ia = CapturePoint.parse(a)
+    nb, ib = CapturePoint.parse(b)
     return f"{na}: {ia} ↔ {ib}" if na == nb else f"{short_point(a, 18)} ↔ {short_point(b, 18)}"
 
 
-def draw_latency(ax: Axes, verdict: Verdict, delivered_only: bool = True) -> dict[str, list[list[float]]]:
+def draw_latency(ax: Axes, verdict: Verdict, delivered_only: bool = False) -> dict[str, list[list[float]]]:
     """Box plot of per-hop delay (ms) onto ``ax``; return {direction: delays per row of :func:`hop_pairs`}."""
     rows = hop_pairs(verdict)
     if not rows:
@@ -55,12 +62,13 @@ def draw_latency(ax: Axes, verdict: Verdict, delivered_only: bool = True) -> dic
     index = {frozenset((a, b)): i for i, (a, b, _) in enumerate(rows)}
     drawn: dict[str, list[list[float]]] = {}
     note = ""
-    delays_by_dir = {d: hop_delays_ms(verdict, d, delivered_only) for d in DIRECTIONS if d in verdict.paths}
+    stats = [s for s in (path_stats(verdict, d) for d in DIRECTIONS) if s is not None]
+    delays_by_dir = {s.direction: s.edge_delays_ms(delivered_only) for s in stats}
     if delivered_only and not any(x for ds in delays_by_dir.values() for x in ds):
         # Nothing arrived: the hops before the loss still have timings worth seeing.
-        delays_by_dir = {d: hop_delays_ms(verdict, d, False) for d in delays_by_dir}
+        delays_by_dir = {s.direction: s.edge_delays_ms() for s in stats}
         note = " (no probe delivered: all probes)"
-    offsets = {"request": -0.19, "reply": 0.19} if len(delays_by_dir) > 1 else {"request": 0.0}
+    offsets = {Direction.REQUEST: -0.19, Direction.REPLY: 0.19} if len(delays_by_dir) > 1 else {Direction.REQUEST: 0.0}
     for direction, delays in delays_by_dir.items():
         path = verdict.paths[direction]
         per_row: list[list[float]] = [[] for _ in rows]
@@ -73,10 +81,11 @@ def draw_latency(ax: Axes, verdict: Verdict, delivered_only: bool = True) -> dic
         bp = ax.boxplot([d for _, d in data], positions=[i + offsets[direction] for i, _ in data],
                         **_HORIZONTAL, widths=0.32, patch_artist=True, showfliers=False,
                         medianprops={"color": "black"}, flierprops={"markersize": 3})
-        for box in bp["boxes"]:
+        for box, med in zip(bp["boxes"], bp["medians"], strict=True):
             box.set_facecolor(COLORS[direction])
             box.set_alpha(0.55)
             box.set_gid(f"latency-box:{direction}")
+            med.set_gid(f"latency-median:{direction}")
         # The probes themselves, jittered: with a handful of probes a box alone hides how few there are.
         rng = np.random.default_rng(0)
         for i, d in data:

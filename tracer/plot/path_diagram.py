@@ -28,24 +28,16 @@ from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch, Patch
 
+from tracer.analysis.hopstats import PathStats, PointStats, median, path_stats
+from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.flowgraph import EdgeKind
 from tracer.model.path import ExpectedPath
 from tracer.model.verdict import Finding, Outcome, Verdict
-from tracer.plot.stats import (
-    DIRECTIONS,
-    PointStats,
-    esp_spis,
-    fmt_ms,
-    hop_delays_ms,
-    median_ms,
-    point_stats,
-    sent_traces,
-    short,
-)
+from tracer.plot.labels import fmt_ms, short
 
 # 0 seen → red, all seen → green; the colormap's darkest ends are cut so counts stay legible.
 CMAP = ListedColormap(mpl.colormaps["RdYlGn"](np.linspace(0.08, 0.92, 256)), name="seen")
-ROW_Y = {"request": 1.0, "reply": 0.0}
+ROW_Y = {Direction.REQUEST: 1.0, Direction.REPLY: 0.0}
 LOST_COLOR = "#d62728"
 DOUBT_COLOR = "#ff7f0e"
 ESP_COLOR = "#9467bd"
@@ -55,18 +47,16 @@ NOT_SENT_COLOR = "#f2f2f2"
 NODE_SIZE = 620
 EDGE_COLOR = {EdgeKind.WIRE: "#444444", EdgeKind.FORWARD: "#444444", EdgeKind.ENCAP: ESP_COLOR, EdgeKind.DECAP: ESP_COLOR}
 
-_PLURAL = {"request": "requests", "reply": "replies"}
-
 
 def seen_color(fraction: float) -> tuple[float, float, float, float]:
     """Marker colour for a point that saw ``fraction`` of the probes."""
-    return CMAP(fraction)
+    return CMAP(float(fraction))  # a colormap reads an int as a table index: seen_color(1) would be red
 
 
 def flow_graph(v: Verdict) -> nx.DiGraph:
     """Capture points of both directions with positions: path order on x, direction on y."""
     g = nx.DiGraph()
-    req = v.paths.get("request")
+    req = v.paths.get(Direction.REQUEST)
     x_of: dict[str, float] = {}
     for h, hop in enumerate(req.hops if req else ()):
         x_of.setdefault(hop.point, float(h))
@@ -74,7 +64,7 @@ def flow_graph(v: Verdict) -> nx.DiGraph:
         path = v.paths.get(direction)
         if path is None:
             continue
-        xs = [float(h) for h in range(len(path.hops))] if direction == "request" else _place(path, x_of)
+        xs = [float(h) for h in range(len(path.hops))] if direction == Direction.REQUEST else _place(path, x_of)
         for h, hop in enumerate(path.hops):
             g.add_node((direction, h), point=hop.point, node=hop.node, iface=hop.iface, direction=direction,
                        pos=(xs[h], ROW_Y[direction]), esp=hop.esp)
@@ -114,19 +104,19 @@ def draw_path(ax: Axes, verdict: Verdict, colorbar: bool = True, legend: bool = 
     pos: dict[Any, tuple[float, float]] = nx.get_node_attributes(g, "pos")
     xs = [p[0] for p in pos.values()]
     x_min, x_max = min(xs), max(xs)
-    two_rows = "reply" in verdict.paths and bool(verdict.paths["reply"].hops)
+    reply = verdict.paths.get(Direction.REPLY)
+    two_rows = reply is not None and bool(reply.hops)
+    paths = [s for s in (path_stats(verdict, d) for d in DIRECTIONS) if s is not None]
 
     _node_bands(ax, g, pos, two_rows)
-    for direction in DIRECTIONS:
-        if direction in verdict.paths:
-            _esp_band(ax, verdict, direction, g, pos)
-    for direction in DIRECTIONS:
-        path = verdict.paths.get(direction)
-        if path is None or not path.hops:
+    for stats in paths:
+        _esp_band(ax, stats, pos)
+    for stats in paths:
+        if not stats.path.hops:
             continue
-        _edges(ax, verdict, direction, g, pos)
-        _nodes(ax, verdict, direction, g, pos)
-        _row_label(ax, verdict, direction, x_min)
+        _edges(ax, stats, g, pos)
+        _nodes(ax, stats, verdict.drops, g, pos)
+        _row_label(ax, stats, x_min)
     _point_labels(ax, g, pos, two_rows)
     # Losses get the annotation nearest their row, and are drawn last so their ✗ sits on
     # top of an inconclusive span over the same edges.
@@ -142,8 +132,9 @@ def draw_path(ax: Axes, verdict: Verdict, colorbar: bool = True, legend: bool = 
         _mark_finding(ax, verdict, f, pos, (x_min, x_max), lv)
 
     ax.set_xlim(x_min - 1.5, x_max + 0.9)
-    top = 1.8 + (0.25 + 0.3 * level["request"] if level["request"] else 0)
-    bottom = (-0.6 - (0.3 + 0.3 * level["reply"] if level["reply"] else 0)) if two_rows else 0.35
+    up, down = level[Direction.REQUEST], level[Direction.REPLY]
+    top = 1.8 + (0.25 + 0.3 * up if up else 0)
+    bottom = (-0.6 - (0.3 + 0.3 * down if down else 0)) if two_rows else 0.35
     ax.set_ylim(bottom, top)
     ax.set_frame_on(False)
     ax.set_xticks([])
@@ -184,9 +175,8 @@ def _node_bands(ax: Axes, g: nx.DiGraph, pos: dict, two_rows: bool) -> None:
                 fontweight="bold", color="#333333", zorder=1, gid=f"node-label:{node}")
 
 
-def _esp_band(ax: Axes, v: Verdict, direction: str, g: nx.DiGraph, pos: dict) -> None:
-    path = v.paths[direction]
-    spis = esp_spis(v, direction)
+def _esp_band(ax: Axes, stats: PathStats, pos: dict) -> None:
+    path, direction = stats.path, stats.direction
     runs: list[list[int]] = []
     for h, hop in enumerate(path.hops):
         if hop.esp is None:
@@ -196,30 +186,31 @@ def _esp_band(ax: Axes, v: Verdict, direction: str, g: nx.DiGraph, pos: dict) ->
         else:
             runs.append([h])
     y = ROW_Y[direction]
+    faded = not stats.sent
     for run in runs:
         xs = [pos[(direction, h)][0] for h in run]
         a, b = min(xs), max(xs)
-        spi = next((spis[h] for h in run if spis[h] is not None), None)
+        spis = sorted({spi for h in run for spi in stats.points[h].spis})
         esp = path.hops[run[0]].esp
         assert esp is not None
-        text = f"ESP SPI 0x{spi:08x}" if spi is not None else "ESP (SPI unknown)"
-        faded = not sent_traces(v, direction)
+        text = "ESP " + ", ".join(f"SPI 0x{spi:08x}" for spi in spis) if spis else "ESP (SPI unknown)"
         band = FancyBboxPatch((a - 0.3, y - 0.3), b - a + 0.6, 0.6, boxstyle="round,pad=0,rounding_size=0.08",
                               fc=ESP_COLOR, alpha=0.06 if faded else 0.16, ec=ESP_COLOR, lw=1.2, ls="--",
                               zorder=0.5, gid=f"esp-band:{direction}", label=text)
         ax.add_patch(band)
         detail = f"{text}  ({'UDP 4500' if esp.udp else 'proto 50'}, tunnel {esp.tunnel})"
-        ty, va = (y + 0.31, "bottom") if direction == "request" else (y - 0.31, "top")
+        ty, va = (y + 0.31, "bottom") if direction == Direction.REQUEST else (y - 0.31, "top")
         ax.text((a + b) / 2, ty, detail, ha="center", va=va, fontsize=7.5, color=ESP_COLOR, fontweight="bold",
                 zorder=2, gid=f"esp-label:{direction}", alpha=0.45 if faded else 1.0)
 
 
-def _edges(ax: Axes, v: Verdict, direction: str, g: nx.DiGraph, pos: dict) -> None:
+def _edges(ax: Axes, stats: PathStats, g: nx.DiGraph, pos: dict) -> None:
+    direction = stats.direction
     edges = [(u, w) for u, w in g.edges if u[0] == direction]
     if not edges:
         return
     kinds = [g.edges[e]["kind"] for e in edges]
-    faded = not sent_traces(v, direction)
+    faded = not stats.sent
     arrows = nx.draw_networkx_edges(
         g, pos, edgelist=edges, ax=ax, node_size=NODE_SIZE, arrows=True, arrowstyle="-|>", arrowsize=12,
         width=1.4, edge_color=["#cccccc" if faded else EDGE_COLOR[k] for k in kinds],
@@ -228,24 +219,24 @@ def _edges(ax: Axes, v: Verdict, direction: str, g: nx.DiGraph, pos: dict) -> No
     for (u, w), a in zip(edges, arrows or [], strict=False):
         a.set_gid(f"edge:{direction}:{g.nodes[u]['point']}->{g.nodes[w]['point']}")
     # Kind above the line, median delay below it: the line itself stays free for the ✗.
-    delays = hop_delays_ms(v, direction)
+    delays = stats.edge_delays_ms()
     y = ROW_Y[direction]
     for (u, w), kind, d in zip(edges, kinds, delays, strict=True):
         xm = (pos[u][0] + pos[w][0]) / 2
         ident = f"{direction}:{g.nodes[u]['point']}->{g.nodes[w]['point']}"
         ax.text(xm, y + 0.09, kind.value, ha="center", va="bottom", fontsize=6.5, zorder=2,
                 color="#bbbbbb" if faded else EDGE_COLOR[kind], gid=f"edge-label:{ident}")
-        med = median_ms(d)
+        med = median(d)
         if med is not None:
             ax.text(xm, y - 0.09, fmt_ms(med), ha="center", va="top", fontsize=6, color="#666666", zorder=2,
                     gid=f"edge-delay:{ident}")
 
 
-def _nodes(ax: Axes, v: Verdict, direction: str, g: nx.DiGraph, pos: dict) -> None:
-    stats = point_stats(v, direction)
-    nodelist = [(direction, h) for h in range(len(stats))]
+def _nodes(ax: Axes, stats: PathStats, drops: dict[str, int], g: nx.DiGraph, pos: dict) -> None:
+    direction = stats.direction
+    nodelist = [(direction, h) for h in range(len(stats.points))]
     faces, edges, styles = [], [], []
-    for s in stats:
+    for s in stats.points:
         f = s.fraction
         if s.sent == 0:
             face, edge, style = NOT_SENT_COLOR, "#bbbbbb", "solid"
@@ -264,8 +255,8 @@ def _nodes(ax: Axes, v: Verdict, direction: str, g: nx.DiGraph, pos: dict) -> No
     coll.set_gid(f"capture-points:{direction}")
     coll.set_zorder(3)
     y = ROW_Y[direction]
-    out = 0.3 if direction == "request" else -0.3  # outside the row, away from the other one
-    for h, s in enumerate(stats):
+    out = 0.3 if direction == Direction.REQUEST else -0.3  # outside the row, away from the other one
+    for h, s in enumerate(stats.points):
         x = pos[(direction, h)][0]
         ax.text(x, y, _count(s), ha="center", va="center", fontsize=7, zorder=4, gid=f"count:{direction}:{s.point}",
                 color="#222222" if s.captured else UNOBSERVED_COLOR)
@@ -278,11 +269,11 @@ def _nodes(ax: Axes, v: Verdict, direction: str, g: nx.DiGraph, pos: dict) -> No
             ax.scatter([x], [y], s=NODE_SIZE * 1.9, facecolors="none", edgecolors=DOUBT_COLOR, linewidths=1.6,
                        linestyle=(0, (2, 1.5)), zorder=2.9, gid=f"gap:{direction}:{s.point}", label="capture-gap")
             notes.append(f"capture gap ×{s.gap}")
-        if s.unreliable or v.drops.get(s.point):
+        if s.unreliable or drops.get(s.point):
             ax.scatter([x], [y], s=NODE_SIZE * 1.9, marker="s", facecolors="none", edgecolors=DOUBT_COLOR,
                        linewidths=1.6, zorder=2.9, gid=f"sniffer-drops:{direction}:{s.point}", label="sniffer-drops")
-            notes.append(f"sniffer dropped {v.drops.get(s.point, '?')}")
-        if notes and v.paths[direction].hops[h].esp is None:  # ESP hops: the band's caption is there
+            notes.append(f"sniffer dropped {drops.get(s.point, '?')}")
+        if notes and stats.path.hops[h].esp is None:  # ESP hops: the band's caption is there
             ax.text(x, y + out, "\n".join(notes), ha="center", va="bottom" if out > 0 else "top", fontsize=6.5,
                     style="italic", color=UNOBSERVED_COLOR if not s.captured else DOUBT_COLOR, zorder=4,
                     gid=f"note:{direction}:{s.point}")
@@ -296,11 +287,11 @@ def _count(s: PointStats) -> str:
     return f"{s.seen}/{s.sent}" + ("?" if s.unknown else "")
 
 
-def _row_label(ax: Axes, v: Verdict, direction: str, x_min: float) -> None:
-    path = v.paths[direction]
-    arrow = "request  →" if direction == "request" else "←  reply"
+def _row_label(ax: Axes, stats: PathStats, x_min: float) -> None:
+    path, direction = stats.path, stats.direction
+    arrow = "request  →" if direction == Direction.REQUEST else "←  reply"
     text = f"{arrow}\n{path.src} → {path.dst}"
-    faded = not sent_traces(v, direction)
+    faded = not stats.sent
     if faded:
         text += "\n(none sent: no request arrived)"
     ax.text(x_min - 0.55, ROW_Y[direction], text, ha="right", va="center", fontsize=8.5, fontweight="bold",
@@ -310,14 +301,14 @@ def _row_label(ax: Axes, v: Verdict, direction: str, x_min: float) -> None:
 def _point_labels(ax: Axes, g: nx.DiGraph, pos: dict, two_rows: bool) -> None:
     """Interface names once per column, between the rows (a symmetric reply shares the columns)."""
     done: set[tuple[float, str]] = set()
-    for n in sorted(g.nodes, key=lambda k: (k[0] != "request", k[1])):
+    for n in sorted(g.nodes, key=lambda k: (k[0] != Direction.REQUEST, k[1])):
         data = g.nodes[n]
         key = (round(pos[n][0], 3), data["point"])
         if key in done:
             continue
         done.add(key)
         # Reply-only points (asymmetric routing) get their label under the reply row.
-        y = (0.5 if n[0] == "request" else -0.62) if two_rows else 0.62
+        y = (0.5 if n[0] == Direction.REQUEST else -0.62) if two_rows else 0.62
         ax.text(pos[n][0], y, short(data["iface"], 9), ha="center", va="center", fontsize=8, color="#333333",
                 zorder=2, gid=f"point-label:{data['point']}", rotation=0 if len(data["iface"]) <= 6 else 30)
 
@@ -326,7 +317,7 @@ def _mark_finding(ax: Axes, v: Verdict, f: Finding, pos: dict, x_span: tuple[flo
     path = v.paths.get(f.direction)
     if path is None or not path.hops:
         return
-    d = f.direction
+    d = Direction(f.direction)
     n = len(path.hops)
     last = path.index(f.last_seen) if f.last_seen else None
     missed = path.index(f.first_missed) if f.first_missed else None
@@ -350,13 +341,13 @@ def _mark_finding(ax: Axes, v: Verdict, f: Finding, pos: dict, x_span: tuple[flo
         (line,) = ax.plot([xa, xb], [y, y], color=LOST_COLOR, lw=6, alpha=0.85, solid_capstyle="round",
                           zorder=2.5, label="lost-edge")
         line.set_gid(f"lost-edge:{d}:{a_pt}->{b_pt}")
-        text = f"✗ {f.count}/{f.total} {_PLURAL.get(d, d)} lost {f.where}"
+        text = f"✗ {f.count}/{f.total} {d.plural} lost {f.where}"
     else:
         color, mark, kind = DOUBT_COLOR, "?", "inconclusive"
         (line,) = ax.plot([xa, xb], [y, y], color=DOUBT_COLOR, lw=5, alpha=0.7, ls=(0, (2, 1.2)), zorder=2.5,
                           label="inconclusive-span")
         line.set_gid(f"inconclusive:{d}:{a_pt}->{b_pt}")
-        text = f"? {f.count}/{f.total} {_PLURAL.get(d, d)} inconclusive: {f.where}"
+        text = f"? {f.count}/{f.total} {d.plural} inconclusive: {f.where}"
         if abs(xb - xa) > 1.5:
             mid = xa + (xb - xa) / 4  # off the middle, where a ✗ of the same edges would sit
     ax.text(mid, y, mark, ha="center", va="center", fontsize=14, fontweight="bold", color=color, zorder=5,
@@ -364,9 +355,9 @@ def _mark_finding(ax: Axes, v: Verdict, f: Finding, pos: dict, x_span: tuple[flo
     lo, hi = x_span
     third = (hi - lo) / 3 or 1
     ha = "left" if mid < lo + third else ("right" if mid > hi - third else "center")
-    ty = 1.95 + 0.3 * level if d == "request" else -0.85 - 0.3 * level
+    ty = 1.95 + 0.3 * level if d == Direction.REQUEST else -0.85 - 0.3 * level
     ax.annotate(
-        "\n".join(textwrap.wrap(text, 70)), xy=(mid, y + (0.16 if d == "request" else -0.16)), xytext=(mid, ty),
+        "\n".join(textwrap.wrap(text, 70)), xy=(mid, y + (0.16 if d == Direction.REQUEST else -0.16)), xytext=(mid, ty),
         ha=ha, va="center", fontsize=9, fontweight="bold", color=color, zorder=6, gid=f"{kind}-note:{d}",
         arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.6, "shrinkA": 2, "shrinkB": 2},
         bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": color, "lw": 1.2},

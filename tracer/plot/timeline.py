@@ -11,11 +11,12 @@ from matplotlib.axes import Axes
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.patches import Patch
 
-from tracer.model.verdict import Outcome, Sighting, Verdict
-from tracer.plot.stats import short_point
+from tracer.analysis.hopstats import is_sent
+from tracer.model.direction import Direction
+from tracer.model.verdict import Sighting, Verdict
+from tracer.plot.labels import short_point
 
 NOT_SENT = "not-sent"
-_PLURAL = {"request": "requests", "reply": "replies"}
 # Cell value → (state, colour, legend text). The value is what the image array holds.
 STATES: tuple[tuple[str, str, str], ...] = (
     (Sighting.SEEN.value, "#2ca02c", "seen"),
@@ -29,22 +30,22 @@ STATES: tuple[tuple[str, str, str], ...] = (
 CODE = {state: i for i, (state, _, _) in enumerate(STATES)}
 
 
-def timeline_matrix(verdict: Verdict, direction: str = "request") -> tuple[np.ndarray, list[int], list[str]]:
+def timeline_matrix(verdict: Verdict, direction: str = Direction.REQUEST) -> tuple[np.ndarray, list[int], list[str]]:
     """(codes[probe, hop], probe seqs, capture points) for ``direction``; codes index :data:`STATES`."""
     path = verdict.paths.get(direction)
     points = [h.point for h in path.hops] if path else []
     traces = sorted((t for t in verdict.probes if t.direction == direction), key=lambda t: t.seq)
     m = np.full((len(traces), len(points)), CODE[NOT_SENT], dtype=np.int8)
     for i, t in enumerate(traces):
-        if t.outcome != Outcome.NOT_SENT:
+        if is_sent(t):
             m[i] = [CODE[s.value] for s in t.sightings]
     return m, [t.seq for t in traces], points
 
 
-def draw_timeline(ax: Axes, verdict: Verdict, direction: str = "request", legend: bool = True) -> np.ndarray:
+def draw_timeline(ax: Axes, verdict: Verdict, direction: str = Direction.REQUEST, legend: bool = True) -> np.ndarray:
     """Draw the sighting matrix of ``direction`` onto ``ax``; return the matrix drawn."""
     m, seqs, points = timeline_matrix(verdict, direction)
-    ax.set_title(f"{_PLURAL.get(direction, direction)}: which capture point saw which probe", fontsize=10)
+    ax.set_title(f"{Direction(direction).plural}: which capture point saw which probe", fontsize=10)
     if m.size == 0:
         ax.text(0.5, 0.5, f"no {direction} probes", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()

@@ -1,0 +1,140 @@
+"""Per-hop statistics of a verdict: what each capture point saw of the probes, and when.
+
+The one place that decides, for the text verdict and every figure alike:
+
+* which probes count on a path: those sent that way (a reply whose request
+  never arrived was not expected anywhere, so it is neither seen nor missed);
+* a probe's time at a hop: the first time it was seen there, on the run's
+  common clock (None where it was not seen);
+* the SPI at an ESP hop: what the probes were tied to there, else what the
+  topology says.
+
+Elapsed times (since the path's first hop) and per-edge delays are both
+differences of that one arrival time, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tracer.model.direction import Direction
+from tracer.model.path import ExpectedPath
+from tracer.model.verdict import Outcome, ProbeTrace, Sighting, Verdict
+
+
+def is_sent(t: ProbeTrace) -> bool:
+    """Whether ``t`` was expected on its path at all (not the reply of a request that died)."""
+    return t.outcome != Outcome.NOT_SENT
+
+
+def arrival_ns(t: ProbeTrace, hop: int) -> int | None:
+    """The probe's time at ``hop``: first seen there, on the common clock; None if not seen."""
+    return t.times_ns[hop]
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+@dataclass(frozen=True)
+class PointStats:
+    """What one capture point of one direction saw of the probes sent that way."""
+
+    point: str
+    sent: int  # probes expected on this path (not-sent replies excluded)
+    seen: int
+    missed: int
+    gap: int
+    unobserved: int
+    unreliable: int
+    unknown: int
+    spis: tuple[int, ...] = ()  # ESP hop: SPIs the probes were tied to, else the topology's; () in the clear
+
+    @property
+    def captured(self) -> bool:
+        """False when no capture file exists for the point (nothing to colour)."""
+        return self.sent > 0 and self.unobserved < self.sent
+
+    @property
+    def decided(self) -> int:
+        """Probes whose presence here is known either way (not unobserved, not untied ESP)."""
+        return self.sent - self.unobserved - self.unknown
+
+    @property
+    def fraction(self) -> float | None:
+        """Fraction of the decidable probes this point saw; None when nothing is known."""
+        return self.seen / self.decided if self.decided > 0 else None
+
+
+@dataclass(frozen=True)
+class PathStats:
+    """One direction's path: per-hop counts, per-edge losses, and timings of the probes sent that way."""
+
+    direction: Direction
+    path: ExpectedPath
+    probes: tuple[ProbeTrace, ...]  # the probes that count: sent this way, in verdict order
+    points: tuple[PointStats, ...]  # one per hop
+    lost: tuple[int, ...]  # one per edge (hop i → i+1): probes lost exactly there
+
+    @property
+    def sent(self) -> int:
+        return len(self.probes)
+
+    def elapsed_ms(self, delivered_only: bool = False) -> list[list[float]]:
+        """Per hop: time since the path's first hop (ms), one value per probe timed at both."""
+        return [self._between(0, h, delivered_only) for h in range(len(self.path.hops))]
+
+    def edge_delays_ms(self, delivered_only: bool = False) -> list[list[float]]:
+        """Per edge (hop i → i+1): one-way delay (ms), one value per probe timed at both ends."""
+        return [self._between(h, h + 1, delivered_only) for h in range(len(self.path.hops) - 1)]
+
+    def _between(self, a: int, b: int, delivered_only: bool) -> list[float]:
+        out = []
+        for t in self.probes:
+            if delivered_only and t.outcome != Outcome.DELIVERED:
+                continue
+            ta, tb = arrival_ns(t, a), arrival_ns(t, b)
+            if ta is not None and tb is not None:
+                out.append((tb - ta) / 1e6)
+        return out
+
+
+def path_stats(v: Verdict, direction: str) -> PathStats | None:
+    """Statistics of ``direction``'s path in ``v``; None when the verdict has no such path."""
+    path = v.paths.get(direction)
+    if path is None:
+        return None
+    probes = tuple(t for t in v.probes if t.direction == direction and is_sent(t))
+    points = tuple(_point(path, h, probes) for h in range(len(path.hops)))
+    lost = tuple(
+        sum(t.outcome == Outcome.LOST and t.last_seen == h and t.first_missed == h + 1 for t in probes)
+        for h in range(len(path.edges))
+    )
+    return PathStats(Direction(direction), path, probes, points, lost)
+
+
+def all_path_stats(v: Verdict) -> dict[Direction, PathStats]:
+    """Statistics of every path of ``v``, in the verdict's order."""
+    return {s.direction: s for s in (path_stats(v, d) for d in v.paths) if s is not None}
+
+
+def _point(path: ExpectedPath, h: int, probes: Sequence[ProbeTrace]) -> PointStats:
+    hop = path.hops[h]
+    col = [t.sightings[h] for t in probes]
+    return PointStats(
+        hop.point, len(col),
+        seen=col.count(Sighting.SEEN), missed=col.count(Sighting.MISSED), gap=col.count(Sighting.GAP),
+        unobserved=col.count(Sighting.UNOBSERVED), unreliable=col.count(Sighting.UNRELIABLE),
+        unknown=col.count(Sighting.UNKNOWN), spis=_spis(path, h, probes),
+    )
+
+
+def _spis(path: ExpectedPath, h: int, probes: Sequence[ProbeTrace]) -> tuple[int, ...]:
+    esp = path.hops[h].esp
+    if esp is None:
+        return ()
+    tied = sorted({e[0] for t in probes if (e := t.esp[h]) is not None})
+    # SPI 0 is reserved (RFC 4303 §2.1): never on the wire, so a 0 in the topology means unknown.
+    return tuple(tied) or ((esp.spi,) if esp.spi else ())
