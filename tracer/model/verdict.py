@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from tracer.errors import EXIT_DELIVERED, EXIT_INCONCLUSIVE, EXIT_LOSS
+from tracer.model.direction import Direction
 from tracer.model.path import ExpectedPath
 
 
@@ -46,7 +47,7 @@ class ProbeTrace:
     """One probe in one direction along its expected path."""
 
     seq: int
-    direction: str  # "request" | "reply"
+    direction: Direction
     sightings: tuple[Sighting, ...]  # one per hop of the direction's path
     times_ns: tuple[int | None, ...]  # first time seen per hop
     esp: tuple[tuple[int, int] | None, ...]  # (SPI, ESP seq) per ESP hop when associated
@@ -59,7 +60,7 @@ class ProbeTrace:
 class Finding:
     """Probes of one direction that share a fate."""
 
-    direction: str
+    direction: Direction
     outcome: Outcome
     count: int
     total: int
@@ -97,7 +98,7 @@ class Verdict:
     kind: str
     status: Status
     summary: str
-    paths: dict[str, ExpectedPath]  # "request" / "reply"
+    paths: dict[Direction, ExpectedPath]
     findings: tuple[Finding, ...]
     probes: tuple[ProbeTrace, ...]
     unobserved: tuple[str, ...] = ()
