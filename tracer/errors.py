@@ -11,6 +11,7 @@ EXIT_LOSS = 1
 EXIT_BAD_INPUT = 2
 EXIT_INCONCLUSIVE = 3
 EXIT_ENVIRONMENT = 4
+EXIT_INTERNAL = 70  # a bug in tracer (sysexits' EX_SOFTWARE): never mistaken for "loss located"
 EXIT_INTERRUPTED = 130
 
 

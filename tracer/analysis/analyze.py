@@ -75,6 +75,11 @@ def analyze(
     sightings: list[SightingMatrix] = []
     arrived: list[bool] | None = None
     for direction, path in paths.items():
+        if not path.hops:
+            # The topology itself leaves the packet nowhere to go (no route from its first node).
+            found += _nowhere(path, direction, len(seqs) if arrived is None else sum(arrived), topo, spec)
+            arrived = [False] * len(seqs)
+            continue
         s = correlate(obs, topo, path, spec.run, spec.kind, direction, seqs, drops, decrypted)
         mine = trace_probes(s, path, direction, arrived)
         errors = spec.send_errors if direction == Direction.REQUEST else None
@@ -122,10 +127,9 @@ def _expected_paths(topo: Topology, spec: ProbeSpec) -> dict[Direction, Expected
     assert spec.src is not None and spec.dst is not None
     origin = topo.nodes.get(spec.origin) if spec.origin else None
     paths = {Direction.REQUEST: expected_path(topo, spec.src, spec.dst, origin)}
-    if not paths[Direction.REQUEST].hops:
-        owner = topo.owner(spec.src)
-        raise BadInput(f"{spec.src} → {spec.dst}: both on {owner.name if owner else '?'}; "
-                       "the path crosses no capture point")
+    owner = origin or topo.owner(spec.src)
+    if owner is not None and owner is topo.owner(spec.dst):
+        raise BadInput(f"{spec.src} → {spec.dst}: both on {owner.name}; the path crosses no capture point")
     reply_origin = topo.owner(spec.dst)
     if reply_origin is not None:
         paths[Direction.REPLY] = expected_path(topo, spec.dst, spec.src, reply_origin)
@@ -133,6 +137,15 @@ def _expected_paths(topo: Topology, spec: ProbeSpec) -> dict[Direction, Expected
     for p in paths.values():
         check_walk(p, graph, topo.source)
     return paths
+
+
+def _nowhere(path: ExpectedPath, direction: Direction, n: int, topo: Topology, spec: ProbeSpec) -> list[Finding]:
+    """Probes of a direction whose first node has no route for them: lost there, by the topology's own word."""
+    if n == 0:
+        return []
+    start = topo.owner(spec.src if direction == Direction.REQUEST else spec.dst)
+    name = start.name if start else "?"
+    return [Finding(direction, Outcome.LOST, n, n, f"at {name}: {path.end_note}", reason=path.end_note)]
 
 
 def _diagnoses(obs: Observations, spec: ProbeSpec, paths: dict[Direction, ExpectedPath],

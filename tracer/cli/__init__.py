@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from tracer.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, TracerError
+from tracer.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, TracerError
 
 EPILOG = """\
 exit codes:
@@ -17,6 +18,7 @@ exit codes:
   3  inconclusive: a capture point is missing or a sniffer dropped packets
   4  environment: missing privilege or tool (root, tcpdump, charon, ...),
      the lab not up, or a sniffer that could not capture
+  70  internal error: a bug in tracer (TRACER_DEBUG=1 shows the traceback)
   130 interrupted (captures recorded so far are kept)
 """
 
@@ -70,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except Exception as e:
+        if os.environ.get("TRACER_DEBUG"):
+            raise
+        what = " ".join(str(e).split())[:200]  # one line, whatever the exception carries
+        print(f"tracer: internal error ({type(e).__name__}: {what}); this is a bug in tracer — "
+              "run again with TRACER_DEBUG=1 for the traceback and report it", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def run() -> None:

@@ -28,6 +28,8 @@ def _render_path(stats: PathStats, drops: dict[str, int]) -> list[str]:
     head = f"{stats.direction} path ({len(path.hops)} capture points)"
     if not path.delivered:
         head += f"  [topology: {path.end_note}]"
+    if not path.hops:
+        return [head, f"  no capture point: the packet has nowhere to go ({path.end_note})"]
     if not stats.sent:
         return [head, "  not sent: no request arrived"]
     out = [head, f"  {'capture point':<26}{'seen':>6}  {'gap':>4}  {'+ms':>8}  note"]

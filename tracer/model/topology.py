@@ -6,6 +6,7 @@ path so the user can find it in the file. See docs/topology.md.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_interface, ip_network
 from typing import Any
@@ -13,6 +14,10 @@ from typing import Any
 from tracer.errors import TopologyError
 from tracer.model.point import point_name, split_point
 
+# Names become file names, command arguments and namespace paths: one safe set, checked once here.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # nodes, tunnels, namespaces
+IFACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}")  # Linux interface names: at most 15 bytes
+SSH_TARGET_RE = re.compile(r"[A-Za-z0-9_.@\[\]:%-]{1,255}")  # user@host, an ssh_config alias, [v6]
 NODE_ROLES = ("host", "gateway", "router")
 CAPTURE_BACKENDS = ("local", "ssh")  # local: tcpdump in the node's netns (or here); ssh: tcpdump over SSH
 IFACE_ROLES = ("lan", "wan", "tunnel")
@@ -227,10 +232,17 @@ class _Parser:
         name = data.get("name", "topology")
         return Topology(str(name), nodes, links, tunnels, self.source, esp_keys)
 
+    def name(self, value: str, path: str, pattern: re.Pattern[str] = NAME_RE, what: str = "name") -> str:
+        if not pattern.fullmatch(value) or value in (".", ".."):
+            shown = value.encode("unicode_escape").decode()[:70]
+            longest = int(pattern.pattern.rsplit(",", 1)[1].rstrip("}")) + 1
+            extra = ", '@'" if "@" in pattern.pattern else ""
+            raise self.fail(path, f"'{shown}' is not a valid {what}: 1-{longest} letters, digits, '_', '.', '-'{extra}, "
+                            "starting with a letter or digit")
+        return value
+
     def node(self, name: str, raw: Any) -> Node:
-        path = f"nodes.{name}"
-        if ":" in name:
-            raise self.fail(path, "node names cannot contain ':'")
+        path = f"nodes.{self.name(name, 'nodes', what='node name')}"
         raw = self.table(raw, path)
         role = self.string(raw, "role", path, NODE_ROLES, default="host")
         ifaces_raw = self.table(raw.get("interfaces", {}), f"{path}.interfaces")
@@ -238,7 +250,7 @@ class _Parser:
             raise self.fail(f"{path}.interfaces", "a node needs at least one interface")
         ifaces: dict[str, Interface] = {}
         for iname, iraw in ifaces_raw.items():
-            ipath = f"{path}.interfaces.{iname}"
+            ipath = f"{path}.interfaces.{self.name(iname, f'{path}.interfaces', IFACE_RE, 'interface name')}"
             iraw = self.table(iraw, ipath)
             addrs = tuple(
                 self.convert(ip_interface, a, f"{ipath}.addresses[{k}]", "address/prefix (like 192.0.2.1/24)")
@@ -263,6 +275,11 @@ class _Parser:
         for key, val in strings.items():
             if val is not None and (not isinstance(val, str) or not val):
                 raise self.fail(f"{path}.{key}", "expected a non-empty string")
+        for key in ("netns", "ssh_netns"):
+            if strings[key] is not None:
+                self.name(strings[key], f"{path}.{key}", what="namespace name")
+        if strings["ssh"] is not None and (strings["ssh"].startswith("-") or not SSH_TARGET_RE.fullmatch(strings["ssh"])):
+            raise self.fail(f"{path}.ssh", "expected user@host or a Host alias (no spaces, not starting with '-')")
         port = raw.get("ssh_port")
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
             raise self.fail(f"{path}.ssh_port", "expected an integer from 1 to 65535")
@@ -298,7 +315,7 @@ class _Parser:
     def tunnel(self, k: int, raw: Any, nodes: dict[str, Node]) -> Tunnel:
         path = f"tunnels[{k}]"
         raw = self.table(raw, path)
-        name = self.string(raw, "name", path, default=f"tunnel{k}")
+        name = self.name(self.string(raw, "name", path, default=f"tunnel{k}"), f"{path}.name", what="tunnel name")
         encap = self.string(raw, "encapsulation", path, ENCAPSULATIONS, default="udp")
         left = self.tunnel_end(self.table(raw.get("left"), f"{path}.left"), f"{path}.left", nodes)
         right = self.tunnel_end(self.table(raw.get("right"), f"{path}.right"), f"{path}.right", nodes)
