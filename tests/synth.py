@@ -4,7 +4,9 @@ Packets are built with scapy and placed hop by hop along hand-written hop
 lists (deliberately not computed by tracer.model.path, so the tests check the
 path code instead of reusing it). A scenario says where a probe dies, which
 capture points are missing, which sniffer dropped packets and which single
-packets a sniffer failed to record (capture gaps).
+packets a sniffer failed to record (capture gaps), which node answers a probe
+with an ICMP error (and where that error is captured on its way back), and any
+hand-built packets to add.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import Ether
+from scapy.utils import checksum
 
 from tracer.model.tag import ProbeKind, ProbeTag, icmp_id_for
 
@@ -38,6 +41,32 @@ REPLY_HOPS = [
     ("west-gw:wan0", "esp"), ("west-gw:ipsec0", "clear"), ("west-gw:lan0", "clear"), ("west:eth0", "clear"),
 ]
 POINTS = [p for p, _ in REQUEST_HOPS]
+ICMP_QUOTE = 548  # bytes of the offending packet an ICMP error quotes: Linux fills 576 bytes (RFC 1812)
+
+
+@dataclass(frozen=True)
+class IcmpError:
+    """A node answers a probe with an ICMP error: about the packet as it was when last captured
+    at ``at`` going ``direction`` (the cleartext probe, or its ESP carrier on an ESP hop). The
+    error quotes that packet's first :data:`ICMP_QUOTE` bytes, goes from ``sender`` to the quoted
+    packet's source, and is captured at each point of ``seen_at`` in turn (40 µs apart)."""
+
+    direction: str
+    at: str
+    sender: str
+    type: int
+    code: int
+    seen_at: tuple[str, ...]
+    mtu: int = 0  # next-hop MTU (type 3 code 4)
+    seqs: frozenset[int] | None = None  # the probes answered; None: all
+
+
+def icmp_error_bytes(sender: str, to: str, type_: int, code: int, quoted: bytes, mtu: int = 0) -> bytes:
+    """An IPv4 ICMP error written field by field: type, code, checksum, unused (or, for
+    fragmentation needed, 16 unused bits and the next-hop MTU), the quote."""
+    body = struct.pack(">BBHHH", type_, code, 0, 0, mtu) + quoted
+    body = body[:2] + struct.pack(">H", checksum(body)) + body[4:]
+    return bytes(IP(src=sender, dst=to, proto=1, ttl=64, id=0) / body)
 
 
 @dataclass
@@ -59,6 +88,12 @@ class Scenario:
     leak: bool = False  # no SA: probes cross the untrusted net in the clear
     send_errors: dict[int, str] = field(default_factory=dict)  # seq → the sender's local error
     esp_key: bytes | None = None  # real AES-GCM-16 ESP with this 20-byte key (+salt); else random bytes
+    kind: ProbeKind = ProbeKind.PING  # MTU: the manifest records every probe's size
+    sizes: dict[int, int] = field(default_factory=dict)  # seq → ICMP payload bytes (default 56, as ping)
+    df: bool = False  # Don't Fragment on the probes
+    icmp_errors: list[IcmpError] = field(default_factory=list)
+    # Hand-built IP packets to add: (capture point, ns after the first probe left, packet bytes).
+    extra: list[tuple[str, int, bytes]] = field(default_factory=list)
 
 
 def _hit(table: dict, key: object, seq: int) -> bool:
@@ -77,6 +112,12 @@ def build(sc: Scenario, out: Path) -> Path:
     frames: dict[str, list[tuple[int, bytes, int]]] = {p: [] for p in POINTS}
     esp_seq = {"request": 0, "reply": 0}
     t0 = 1_700_000_000_000_000_000
+
+    def record(point: str, ts: int, ip: bytes) -> None:
+        # ipsec0 is a TUN device (raw IP); the others are Ethernet.
+        frame = ip if point.endswith("ipsec0") else \
+            bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=0x0800) / ip)
+        frames[point].append((ts, frame, len(frame)))
 
     def emit(direction: str, inner: IP, t: int, seq: int | None) -> bool:
         """Carry ``inner`` along the direction's hops; return True if it arrived."""
@@ -100,22 +141,26 @@ def build(sc: Scenario, out: Path) -> Path:
             else:
                 pkt = inner
             ts = t + i * 40_000
-            if point.endswith("ipsec0"):
-                if sc.leak:
-                    continue  # without an SA nothing goes through the tunnel device
-                frame = bytes(pkt)
-            else:
-                frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / pkt)
+            if point.endswith("ipsec0") and sc.leak:
+                continue  # without an SA nothing goes through the tunnel device
             if seq is None or (direction, point, seq) not in sc.gaps:
-                frames[point].append((ts, frame, len(frame)))
+                record(point, ts, bytes(pkt))
+            for err in sc.icmp_errors:
+                if seq is not None and (err.direction, err.at) == (direction, point) \
+                        and (err.seqs is None or seq in err.seqs):
+                    quoted = bytes(pkt)
+                    icmp = icmp_error_bytes(err.sender, IP(quoted).src, err.type, err.code, quoted[:ICMP_QUOTE], err.mtu)
+                    for k, where in enumerate(err.seen_at):
+                        record(where, ts + 10_000 + k * 40_000, icmp)
             if seq is not None and _hit(sc.drop_after, (direction, point), seq):
                 return False
         return True
 
     for seq in range(sc.count):
         t = t0 + seq * 200_000_000
-        payload = ProbeTag(sc.run, ProbeKind.PING, seq).encode() + bytes(40)
-        req = IP(src=WEST, dst=EAST, id=rng.randrange(65536)) / ICMP(type=8, id=icmp_id_for(sc.run), seq=seq) / payload
+        payload = ProbeTag(sc.run, sc.kind, seq).encode() + bytes(sc.sizes.get(seq, 56) - 16)
+        req = IP(src=WEST, dst=EAST, id=rng.randrange(65536), flags="DF" if sc.df else 0) \
+            / ICMP(type=8, id=icmp_id_for(sc.run), seq=seq) / payload
         bgs = [IP(src=WEST, dst=EAST) / UDP(sport=5000 + b, dport=9) / bytes(20) for b in range(sc.background)]
         if sc.background_offset_ns < 0:
             for b, bg in enumerate(bgs):
@@ -127,6 +172,9 @@ def build(sc: Scenario, out: Path) -> Path:
         if arrived:
             rep = IP(src=EAST, dst=WEST, id=rng.randrange(65536)) / ICMP(type=0, id=icmp_id_for(sc.run), seq=seq) / payload
             emit("reply", rep, t + 1_000_000, seq)
+
+    for point, offset, packet in sc.extra:
+        record(point, t0 + offset, packet)
 
     captures = []
     for point, recs in frames.items():
@@ -144,10 +192,14 @@ def build(sc: Scenario, out: Path) -> Path:
             EspSA(WEST_GW_WAN, EAST_GW_WAN, SPI_WE, GCM16, sc.esp_key),
             EspSA(EAST_GW_WAN, WEST_GW_WAN, SPI_EW, GCM16, sc.esp_key)])
     shutil.copy(TOPOLOGY, out / "topology.toml")
+    if sc.kind == ProbeKind.MTU:
+        sent = [{"seq": q, "size": sc.sizes.get(q, 56), "error": sc.send_errors.get(q)} for q in range(sc.count)]
+    else:
+        sent = [{"seq": q, "error": e} for q, e in sc.send_errors.items()]
     manifest = {
-        "format": "tracer-run/1", "run": sc.run, "kind": "ping", "src": WEST, "dst": EAST,
+        "format": "tracer-run/1", "run": sc.run, "kind": sc.kind.name.lower(), "src": WEST, "dst": EAST,
         "origin": "west", "count": sc.count, "topology": "topology.toml", "captures": captures,
-        "probe": {"sent": [{"seq": q, "error": e} for q, e in sc.send_errors.items()]},
+        "probe": {"sent": sent},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out

@@ -171,8 +171,18 @@ def test_local_send_error_is_the_reason(tmp_path):
     assert f.reason == "sending failed on west: Message too long"
 
 
-@pytest.mark.parametrize("case", ["garbage", "empty", "missing-file-in-manifest", "unknown-point", "bad-topology"])
-def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("garbage", "{run}/west_eth0.pcapng: not a pcap or pcapng file (starts with 67617262)"),
+        ("empty", "{run}/west_eth0.pcapng: empty file (no capture header)"),
+        ("missing-file-in-manifest", "{run}/manifest.json: capture file 'router_eth0.pcapng' for router:eth0 is missing"),
+        ("unknown-point", "capture point 'router:eth0' is not an interface of topology {tmp}/other.toml "
+                          "(name captures node:iface, or map them in a manifest)"),
+        ("bad-topology", "{run}/topology.toml: nodes.a.role: 'switch' is not one of host, gateway, router"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case, message):
     run_dir = build(Scenario(), tmp_path / "run")
     args = ["replay", str(run_dir)]
     if case in ("garbage", "empty"):
@@ -180,15 +190,16 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
     elif case == "missing-file-in-manifest":
         (run_dir / "router_eth0.pcapng").unlink()
     elif case == "unknown-point":
+        # The router is called core in this topology (its role stays router), so router:eth0 is unknown.
         files = sorted(str(p) for p in run_dir.glob("*.pcapng"))
         other = tmp_path / "other.toml"
-        other.write_text((run_dir / "topology.toml").read_text().replace("router", "core"))
+        other.write_text((run_dir / "topology.toml").read_text().replace("nodes.router", "nodes.core")
+                         .replace('"router:', '"core:'))
         args = ["replay", "--topology", str(other), *files]
     else:
         (run_dir / "topology.toml").write_text('[nodes.a]\nrole = "switch"\n')
     assert main(args) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("tracer: ") and err.count("\n") == 1, err
+    assert capsys.readouterr().err == "tracer: " + message.format(run=run_dir, tmp=tmp_path) + "\n"
 
 
 KEY = bytes(range(20))  # 16-byte AES key + 4-byte salt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import struct
@@ -275,11 +276,10 @@ def test_empty_file(tmp_path):
     assert "empty file" in _error(_write(tmp_path / "e.pcap", b""))
 
 
+# Fixed random bytes (seeded, so they never start with a capture magic by chance: they start 6d688da3).
 @pytest.mark.parametrize("data", [b"\x00", b"hello world, this is not a capture at all" * 3,
-                                  b"\x89PNG\r\n\x1a\n" + bytes(100), os.urandom(3000)])
+                                  b"\x89PNG\r\n\x1a\n" + bytes(100), random.Random(3000).randbytes(3000)])
 def test_garbage_and_wrong_magic(tmp_path, data):
-    if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x0a\x0d\x0d\x0a"):
-        pytest.skip("random bytes happened to start with a magic")
     assert "not a pcap or pcapng file" in _error(_write(tmp_path / "g.pcap", data))
 
 

@@ -89,7 +89,31 @@ def test_routing_loop_detected():
     d["nodes"]["router"]["interfaces"]["eth1"]["addresses"] = ["198.18.9.254/24"]
     topo = Topology.from_dict(d)
     p = expected_path(topo, A("192.0.2.10"), A("198.51.100.10"))
-    assert not p.delivered and "loop" in p.end_note
+    # The router sends the ESP for 198.18.2.1 back out eth0 to west-gw, whose default route
+    # returns it: the walk stops when it comes back to the router.
+    assert not p.delivered and p.end_note == "routing loop at router"
+    assert [h.point for h in p.hops] == ["west:eth0", "west-gw:lan0", "west-gw:ipsec0", "west-gw:wan0", "router:eth0",
+                                         "west-gw:wan0", "router:eth0"]
+
+
+# Each path of the site-to-site topology as (from, to, edge kind) steps, written out by hand.
+WALKS = {
+    ("192.0.2.10", "198.51.100.10"): [
+        ("west:eth0", "west-gw:lan0", "wire"), ("west-gw:lan0", "west-gw:ipsec0", "forward"),
+        ("west-gw:ipsec0", "west-gw:wan0", "encap"), ("west-gw:wan0", "router:eth0", "wire"),
+        ("router:eth0", "router:eth1", "forward"), ("router:eth1", "east-gw:wan0", "wire"),
+        ("east-gw:wan0", "east-gw:ipsec0", "decap"), ("east-gw:ipsec0", "east-gw:lan0", "forward"),
+        ("east-gw:lan0", "east:eth0", "wire")],
+    ("198.51.100.10", "192.0.2.10"): [
+        ("east:eth0", "east-gw:lan0", "wire"), ("east-gw:lan0", "east-gw:ipsec0", "forward"),
+        ("east-gw:ipsec0", "east-gw:wan0", "encap"), ("east-gw:wan0", "router:eth1", "wire"),
+        ("router:eth1", "router:eth0", "forward"), ("router:eth0", "west-gw:wan0", "wire"),
+        ("west-gw:wan0", "west-gw:ipsec0", "decap"), ("west-gw:ipsec0", "west-gw:lan0", "forward"),
+        ("west-gw:lan0", "west:eth0", "wire")],
+    ("198.18.1.1", "198.18.2.1"): [
+        ("west-gw:wan0", "router:eth0", "wire"), ("router:eth0", "router:eth1", "forward"),
+        ("router:eth1", "east-gw:wan0", "wire")],
+}
 
 
 def test_every_path_is_a_walk_in_the_flow_graph():
@@ -98,8 +122,29 @@ def test_every_path_is_a_walk_in_the_flow_graph():
 
     topo = load_topology(TOPOLOGY)
     graph = build_flow_graph(topo)
-    for src, dst in [("192.0.2.10", "198.51.100.10"), ("198.51.100.10", "192.0.2.10"), ("198.18.1.1", "198.18.2.1")]:
-        check_walk(expected_path(topo, A(src), A(dst)), graph, "t")
+    for (src, dst), steps in WALKS.items():
+        path = expected_path(topo, A(src), A(dst))
+        walk = [(a.point, b.point, e.value) for a, b, e in zip(path.hops[:-1], path.hops[1:], path.edges, strict=True)]
+        assert walk == steps, (src, dst)
+        for a, b, kind in steps:
+            assert graph.edges[a, b, kind]["kind"] == kind
+        assert check_walk(path, graph, "t") is None  # raises TopologyError on a step the graph lacks
+
+
+def test_flow_graph_edges_of_a_gateway():
+    from tracer.model.flowgraph import build_flow_graph
+
+    graph = build_flow_graph(load_topology(TOPOLOGY))
+    out = {p: sorted((b, k) for _, b, k in graph.out_edges(p, keys=True))
+           for p in ("west-gw:lan0", "west-gw:ipsec0", "west-gw:wan0", "west:eth0")}
+    assert out == {
+        "west-gw:lan0": [("west-gw:ipsec0", "forward"), ("west-gw:wan0", "forward"), ("west:eth0", "wire")],
+        "west-gw:ipsec0": [("west-gw:lan0", "forward"), ("west-gw:wan0", "encap"), ("west-gw:wan0", "forward")],
+        "west-gw:wan0": [("router:eth0", "wire"), ("west-gw:ipsec0", "decap"), ("west-gw:ipsec0", "forward"),
+                         ("west-gw:lan0", "forward")],
+        "west:eth0": [("west-gw:lan0", "wire")],  # a host does not forward
+    }
+    assert graph.edges["west-gw:ipsec0", "west-gw:wan0", "encap"]["tunnel"] == "west-east"
 
 
 def test_forwarding_host_contradicts_the_flow_graph():

@@ -274,7 +274,6 @@ def test_gateways_default_to_their_tunnel_endpoint_address():
 # -- what charon really answered (recorded in the lab) --------------------------------------------
 
 
-@pytest.mark.skipif(not (ROOT / "captures/ike-ok/manifest.json").exists(), reason="captures/ike-ok not recorded")
 def test_recorded_charon_answer_parses_like_the_prober_said():
     from tracer.capture.pcapfile import read_capture
 

@@ -1,0 +1,56 @@
+"""``--help`` of the real command line: every subcommand answers with exit 0, its usage and
+examples that start with the command itself; the top level lists the commands and exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli.tracer_cmd import tracer
+
+# Subcommand → one example line its --help must show, copied from the help texts.
+EXAMPLES = {
+    "replay": "  tracer replay captures/gw-forward-drop",
+    "ping": "  tracer lab up && tracer ping west east",
+    "ike": "  tracer lab up && tracer ike west-gw east-gw",
+    "mtu": "  tracer mtu west east",
+    "lab": "  tracer lab up                      # build it (about 0.1 s), print the topology file",
+    "plot": "  tracer plot captures/gw-forward-drop -o drop.png",
+}
+
+
+@pytest.mark.parametrize("command", list(EXAMPLES))
+def test_subcommand_help_shows_examples(command: str) -> None:
+    r = tracer(command, "--help")
+    assert (r.code, r.err) == (0, "")
+    assert r.out.startswith(f"usage: tracer {command} ")
+    lines = r.out.splitlines()
+    examples = lines[lines.index("examples:") + 1:]
+    assert EXAMPLES[command] in examples
+    assert examples[0].startswith("  tracer "), examples[0]
+
+
+def test_top_level_help_lists_commands_and_exit_codes() -> None:
+    r = tracer("--help")
+    assert (r.code, r.err) == (0, "")
+    assert r.out.startswith("usage: tracer [-h] COMMAND ...\n")
+    commands = [line.split()[0] for line in r.out.splitlines() if line.startswith("    ") and not line.startswith("     ")]
+    assert commands == ["replay", "ping", "ike", "mtu", "lab", "plot"]
+    for line in ("  0  all probes delivered (or the command succeeded)",
+                 "  1  loss located: the verdict names the hop",
+                 "  2  bad input: unreadable capture, bad topology or arguments",
+                 "  3  inconclusive: a capture point is missing or a sniffer dropped packets",
+                 "  130 interrupted (captures recorded so far are kept)"):
+        assert line in r.out.splitlines()
+
+
+def test_no_command_prints_help_and_exits_2() -> None:
+    r = tracer()
+    assert (r.code, r.err) == (2, "")
+    assert r.out.startswith("usage: tracer [-h] COMMAND ...\n")
+
+
+@pytest.mark.parametrize("action", ["up", "down", "status", "fault"])
+def test_lab_action_help(action: str) -> None:
+    r = tracer("lab", action, "--help")
+    assert (r.code, r.err) == (0, "")
+    assert r.out.startswith(f"usage: tracer lab {action} [-h] [--name NAME]")

@@ -1,0 +1,67 @@
+"""``tracer replay captures/<scenario>``, the real command line on the recorded lab runs: the exit
+code says delivered (0) or loss (1), and ``--json`` is one JSON document with the status and
+summary that the text's first verdict line shows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli.tracer_cmd import CAPTURES, tracer
+
+# Scenario → (exit code, status, summary), written from what each recorded fault is (README table).
+SCENARIOS = {
+    "all-delivered": (0, "delivered", "3/3 echo requests delivered and answered (west → east)"),
+    "ike-ok": (0, "delivered", "3/3 IKE_SA_INIT requests delivered and answered (west-gw → east-gw)"),
+    "gw-forward-drop": (1, "loss", "3/3 echo requests lost inside west-gw between lan0 and ipsec0 (forward)"),
+    "esp-blocked": (1, "loss", "3/3 echo requests lost inside router between eth0 and eth1 (forward)"),
+    "decap-drop": (1, "loss", "3/3 echo requests lost inside east-gw between ipsec0 and lan0 (forward)"),
+    "esp-input-drop": (1, "loss",
+                       "3/3 echo requests lost inside east-gw between wan0 and ipsec0 (decap, tunnel west-east)"),
+    "no-return-route": (1, "loss", "echo requests delivered; 3/3 echo replies lost at east, before leaving east:eth0"),
+    "ike-blocked": (1, "loss", "3/3 echo requests lost inside west-gw between lan0 and ipsec0 (forward)"),
+    "ike-blocked-ike": (1, "loss", "3/3 IKE_SA_INIT requests lost inside router between eth0 and eth1 (forward)"),
+    "mtu-blackhole": (1, "loss", "3/3 echo requests lost inside router between eth0 and eth1 (forward)"),
+    "mtu-ladder-blackhole": (1, "loss", "path MTU below 1250 bytes: 1200-byte probes delivered, "
+                                        "1250-byte probes lost inside router between eth0 and eth1 (forward)"),
+}
+
+
+def test_every_recorded_scenario_is_listed() -> None:
+    assert sorted(p.name for p in CAPTURES.iterdir() if (p / "manifest.json").exists()) == sorted(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_replay_json_exit_code_status_summary(scenario: str) -> None:
+    code, status, summary = SCENARIOS[scenario]
+    r = tracer("replay", CAPTURES / scenario, "--json")
+    assert (r.code, r.err) == (code, ""), r
+    doc = json.loads(r.out)
+    assert (doc["status"], doc["summary"]) == (status, summary)
+    manifest = json.loads((CAPTURES / scenario / "manifest.json").read_text())
+    assert (doc["run"], doc["kind"]) == (manifest["run"], manifest["kind"])
+
+
+@pytest.mark.parametrize(("scenario", "word"), [("all-delivered", "OK   "), ("esp-blocked", "LOSS ")])
+def test_replay_text_first_lines(scenario: str, word: str) -> None:
+    code, _, summary = SCENARIOS[scenario]
+    r = tracer("replay", CAPTURES / scenario)
+    assert (r.code, r.err) == (code, ""), r
+    manifest = json.loads((CAPTURES / scenario / "manifest.json").read_text())
+    head, verdict = r.out.splitlines()[:2]
+    assert head == f"tracer ping: west (192.0.2.10) → east (198.51.100.10)  run {manifest['run']:#010x}"
+    assert verdict == f"{word} {summary}"
+
+
+def test_replay_of_files_needs_no_manifest() -> None:
+    # The esp-blocked captures as bare files plus the topology: same loss, and a warning that
+    # without a manifest probes seen nowhere are not counted.
+    run = CAPTURES / "esp-blocked"
+    files = sorted(run.glob("*.pcapng"))
+    assert len(files) == 10
+    r = tracer("replay", "--topology", run / "topology.toml", *files, "--json")
+    assert (r.code, r.err) == (1, ""), r
+    doc = json.loads(r.out)
+    assert (doc["status"], doc["summary"]) == ("loss", SCENARIOS["esp-blocked"][2])
+    assert doc["warnings"] == ["no manifest: probes seen in no capture at all are not counted"]
