@@ -15,21 +15,22 @@ import tomli_w
 
 from tracer.errors import TopologyError
 from tracer.model.topology import Interface, Link, Node, Route, Topology, Tunnel, TunnelEnd
+from tracer.textfile import read_text
 
 
 def load_topology(path: str | Path) -> Topology:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_text(p, "topology file")
     except FileNotFoundError:
         raise TopologyError(f"{p}: topology file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TopologyError(f"{p}: cannot read topology file ({e})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         # tomllib puts "(at line N, column M)" in the message: keep it, it is the useful part.
         raise TopologyError(f"{p}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise TopologyError(f"{p}: not a topology (arrays or tables nested too deep)") from None
     return Topology.from_dict(data, source=str(p))
 
 

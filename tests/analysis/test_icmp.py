@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.inet import ICMP, IP, UDP
-from tracer.run.replay import load_run, replay_run
 
 from tests.synth import EAST, WEST, IcmpError, Scenario, build, icmp_error_bytes
 from tracer.cli import main
 from tracer.model.tag import ProbeKind, ProbeTag, icmp_id_for
 from tracer.model.verdict import Outcome, Status, Verdict
+from tracer.run.replay import load_run, replay_run
 
 ROUTER_ETH0 = "198.18.1.254"  # router's address on the west-gw side
 ROUTER_ETH1 = "198.18.2.254"  # router's address on the east-gw side

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,6 +108,9 @@ def run(args: argparse.Namespace, ptype: ProbeType) -> int:
     ends = resolve_endpoints(topo, args.src, args.dst, args.source)
     keys = esp_keys_for(args, topo, tpath)
     ensure_root()  # before anything is created: a non-root run leaves nothing behind
+    # Captured traffic is private: the run directory 0700 and every file in it 0600, the
+    # sniffers' included (they inherit the mask).
+    os.umask(0o077)
     run_id = random_run_id()
     run_dir = new_run_dir(args.out, ptype, run_id)
     record(topo, tpath, ends, ptype, run_id, run_dir, lambda: ptype.send(ends, run_id, args), ptype.planned(args),

@@ -36,9 +36,9 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tracer.errors import BadInput
+from tracer.textfile import read_text
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def read_esp_sa_file(path: str | os.PathLike[str]) -> list[EspSA]:
     """Parse a Wireshark ``esp_sa`` file. Raises :class:`BadInput` naming the file and line."""
     name = os.fspath(path)
     try:
-        text = Path(name).read_text(encoding="utf-8", errors="strict")
+        text = read_text(name, "SA file")
     except FileNotFoundError:
         raise BadInput(f"{name}: no such ESP key file") from None
     except UnicodeDecodeError:

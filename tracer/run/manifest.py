@@ -19,6 +19,7 @@ from typing import Any
 from tracer.errors import BadInput
 from tracer.model.probe import ProbeReport
 from tracer.probes import probe_type
+from tracer.textfile import read_text
 
 MANIFEST = "manifest.json"
 FORMAT = "tracer-run/1"
@@ -92,7 +93,7 @@ def read_probe_report(run_dir: Path, m: Manifest) -> ProbeReport | None:
     if m.report is not None:
         path = run_dir / m.report
         try:
-            return ProbeReport.from_dict(json.loads(path.read_text()))
+            return ProbeReport.from_dict(json.loads(read_text(path, "probe report")))
         except FileNotFoundError:
             raise BadInput(f"{path}: the manifest names this probe report, but it is missing") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -109,7 +110,7 @@ def read_probe_report(run_dir: Path, m: Manifest) -> ProbeReport | None:
 def read_manifest(run_dir: Path) -> Manifest:
     path = run_dir / MANIFEST
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, "manifest"))
     except FileNotFoundError:
         raise BadInput(f"{run_dir}: not a run directory (no {MANIFEST}); pass capture files and --topology instead") from None
     except (OSError, ValueError) as e:

@@ -1,0 +1,81 @@
+"""Hostile or damaged inputs: one clear line and exit 2 (or a correct verdict), never a traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tracer(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "tracer", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=ROOT)
+
+
+def one_line_error(r: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    assert r.returncode == code, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    return r.stderr.strip()
+
+
+def test_a_host_without_routes_is_a_located_loss(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / "captures" / "all-delivered", run)
+    topo = run / "topology.toml"
+    text = topo.read_text()
+    start = text.index("[[nodes.east.routes]]")
+    topo.write_text(text[:start] + text[text.index("\n\n", start) + 2:])
+    r = tracer("replay", str(run))
+    assert r.returncode == 1, r.stderr
+    assert "LOSS  echo requests delivered; 3/3 echo replies lost at east: east has no route to 192.0.2.10" in r.stdout
+    assert "reply path (0 capture points)  [topology: east has no route to 192.0.2.10]" in r.stdout
+
+
+@pytest.mark.parametrize("name", ["../../x", "/abs/path", "a\\u0000b", "new\\nline"])
+def test_unsafe_node_names_are_refused(tmp_path, name):
+    topo = tmp_path / "t.toml"
+    topo.write_text(f'[nodes."{name}".interfaces.eth0]\naddresses = ["192.0.2.1/24"]\n')
+    cap = ROOT / "captures" / "all-delivered" / "west_eth0.pcapng"
+    err = one_line_error(tracer("replay", "-t", str(topo), str(cap)))
+    assert "is not a valid node name: 1-63 letters, digits" in err
+
+
+def test_deeply_nested_topology_is_refused(tmp_path):
+    topo = tmp_path / "deep.toml"
+    topo.write_text("x = " + "[" * 100000 + "]" * 100000 + "\n")
+    cap = ROOT / "captures" / "all-delivered" / "west_eth0.pcapng"
+    assert "nested too deep" in one_line_error(tracer("replay", "-t", str(topo), str(cap)))
+
+
+def test_fifo_and_device_as_topology_are_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    cap = str(ROOT / "captures" / "all-delivered" / "west_eth0.pcapng")
+    assert "must be a regular file, this is a FIFO" in one_line_error(tracer("replay", "-t", str(fifo), cap, timeout=10))
+    assert "must be a regular file" in one_line_error(tracer("replay", "-t", "/dev/zero", cap, timeout=10))
+
+
+def test_internal_errors_are_one_line_with_their_own_exit_code(monkeypatch, capsys):
+    # A bug anywhere below the command line (here: the analysis raising something unexpected)
+    # must not read as exit 1, "loss located".
+    import tracer.run.replay
+    from tracer.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("synthetic\nfailure")
+
+    monkeypatch.setattr(tracer.run.replay, "replay_run", broken)
+    monkeypatch.delenv("TRACER_DEBUG", raising=False)
+    assert main(["replay", str(ROOT / "captures" / "all-delivered")]) == 70
+    assert capsys.readouterr().err == ("tracer: internal error (RuntimeError: synthetic failure); this is a bug in "
+                                       "tracer — run again with TRACER_DEBUG=1 for the traceback and report it\n")
+    monkeypatch.setenv("TRACER_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["replay", str(ROOT / "captures" / "all-delivered")])

@@ -1,0 +1,37 @@
+"""Small text inputs (topology, manifest, probe report, SA file), read safely: regular files
+only, bounded in size, never blocking on a FIFO or reading a device forever."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from tracer.errors import BadInput
+
+LIMIT = 4 * 1024 * 1024  # far above any real topology, manifest or key file
+
+
+def read_text(path: str | os.PathLike[str], what: str, limit: int = LIMIT) -> str:
+    """The file's text; BadInput (one line) when it is missing, not a regular file, too big or not UTF-8.
+    FileNotFoundError is left to the caller, which knows what a missing file means there."""
+    p = Path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise BadInput(f"{p}: cannot read {what} ({e.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+            raise BadInput(f"{p}: {what} must be a regular file, this is {kind}")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise BadInput(f"{p}: {what} is larger than {limit // (1024 * 1024)} MiB; not a {what}?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{p}: {what} is not UTF-8 text (byte {e.start})") from None
