@@ -59,6 +59,8 @@ class Scenario:
     leak: bool = False  # no SA: probes cross the untrusted net in the clear
     send_errors: dict[int, str] = field(default_factory=dict)  # seq → the sender's local error
     esp_key: bytes | None = None  # real AES-GCM-16 ESP with this 20-byte key (+salt); else random bytes
+    kind: int = ProbeKind.PING  # tag kind of the echo probes (any kind registered in tracer.probes)
+    kind_name: str = "ping"  # its name, for the manifest
 
 
 def _hit(table: dict, key: object, seq: int) -> bool:
@@ -114,7 +116,7 @@ def build(sc: Scenario, out: Path) -> Path:
 
     for seq in range(sc.count):
         t = t0 + seq * 200_000_000
-        payload = ProbeTag(sc.run, ProbeKind.PING, seq).encode() + bytes(40)
+        payload = ProbeTag(sc.run, sc.kind, seq).encode() + bytes(40)
         req = IP(src=WEST, dst=EAST, id=rng.randrange(65536)) / ICMP(type=8, id=icmp_id_for(sc.run), seq=seq) / payload
         bgs = [IP(src=WEST, dst=EAST) / UDP(sport=5000 + b, dport=9) / bytes(20) for b in range(sc.background)]
         if sc.background_offset_ns < 0:
@@ -145,7 +147,7 @@ def build(sc: Scenario, out: Path) -> Path:
             EspSA(EAST_GW_WAN, WEST_GW_WAN, SPI_EW, GCM16, sc.esp_key)])
     shutil.copy(TOPOLOGY, out / "topology.toml")
     manifest = {
-        "format": "tracer-run/1", "run": sc.run, "kind": "ping", "src": WEST, "dst": EAST,
+        "format": "tracer-run/1", "run": sc.run, "kind": sc.kind_name, "src": WEST, "dst": EAST,
         "origin": "west", "count": sc.count, "topology": "topology.toml", "captures": captures,
         "probe": {"sent": [{"seq": q, "error": e} for q, e in sc.send_errors.items()]},
     }
