@@ -88,7 +88,8 @@ class Scenario:
     leak: bool = False  # no SA: probes cross the untrusted net in the clear
     send_errors: dict[int, str] = field(default_factory=dict)  # seq → the sender's local error
     esp_key: bytes | None = None  # real AES-GCM-16 ESP with this 20-byte key (+salt); else random bytes
-    kind: ProbeKind = ProbeKind.PING  # MTU: the manifest records every probe's size
+    kind: int = ProbeKind.PING  # tag kind of the echo probes (any kind registered in tracer.probes)
+    kind_name: str = ""  # its name for the manifest ("": the built-in kind's own name)
     sizes: dict[int, int] = field(default_factory=dict)  # seq → ICMP payload bytes (default 56, as ping)
     df: bool = False  # Don't Fragment on the probes
     icmp_errors: list[IcmpError] = field(default_factory=list)
@@ -197,7 +198,8 @@ def build(sc: Scenario, out: Path) -> Path:
     else:
         sent = [{"seq": q, "error": e} for q, e in sc.send_errors.items()]
     manifest = {
-        "format": "tracer-run/1", "run": sc.run, "kind": sc.kind.name.lower(), "src": WEST, "dst": EAST,
+        "format": "tracer-run/1", "run": sc.run, "kind": sc.kind_name or ProbeKind(sc.kind).name.lower(),
+        "src": WEST, "dst": EAST,
         "origin": "west", "count": sc.count, "topology": "topology.toml", "captures": captures,
         "probe": {"sent": sent},
     }

@@ -126,7 +126,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="no such ESP key file"):
         read_esp_sa_file(tmp_path / "missing")
     (tmp_path / "bin").write_bytes(b"\xff\xfe\x00binary")
-    with pytest.raises(BadInput, match="not a text file"):
+    with pytest.raises(BadInput, match="SA file is not UTF-8 text"):
         read_esp_sa_file(tmp_path / "bin")
     (tmp_path / "empty").write_text("# only a comment\n\n")
     assert read_esp_sa_file(tmp_path / "empty") == []

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from tracer.errors import LabError
 from tracer.esp.keys import GCM16, EspSA, write_esp_sa_file
 from tracer.lab import layout, strongswan
 
-if TYPE_CHECKING:
-    from tracer.lab.lab import Lab
+
+class LabFiles(Protocol):
+    """What the key export needs of a lab (tracer.lab.Lab has it): its name and directories."""
+
+    name: str
+    dir: Path
+
+    def gateway_dir(self, gw: str) -> Path: ...
 
 # strongSwan algorithm names (as logged: "using AES_GCM_16 for encryption") → Wireshark's.
 _SWAN_ENC = {
@@ -67,7 +74,7 @@ def _log_facts(text: str) -> _LogFacts:
     return facts
 
 
-def sas_from_lab(lab: Lab) -> list[EspSA]:
+def sas_from_lab(lab: LabFiles) -> list[EspSA]:
     """Both directions of every CHILD_SA the lab's gateways logged, as :class:`EspSA`.
 
     IKEv2 derives one key per direction (RFC 7296 2.17): the "initiator" key
@@ -121,7 +128,7 @@ def sas_from_lab(lab: Lab) -> list[EspSA]:
     return list(by_spi.values())
 
 
-def export(lab: Lab) -> None:
+def export(lab: LabFiles) -> None:
     """Keep the lab's ``esp_sa`` (mode 0600, named by its topology) in step with the CHILD_SAs charon
     logged, so tracer decrypts the lab's ESP by default. Only tracer's analysis reads it."""
     path = lab.dir / layout.ESP_SA_FILE

@@ -79,13 +79,22 @@ _REGISTRY: dict[int, ProbeType] = {}
 _loaded = False
 
 
+# Other subcommands: a probe kind's name becomes a subcommand and must not shadow one.
+RESERVED_NAMES = ("replay", "lab", "plot")
+
+
 def register(ptype: ProbeType) -> ProbeType:
     """Make a kind known to the analysis and the command line (by tag code and by name)."""
+    _load()  # the built-in kinds first, so a clash with them is refused here, not at some later lookup
+    if not 1 <= ptype.code <= 255:
+        raise ValueError(f"probe tag kind {ptype.code}: must fit the tag's kind byte (1-255)")
     other = _REGISTRY.get(ptype.code)
     if other is not None and other.name != ptype.name:
         raise ValueError(f"probe tag kind {ptype.code} is taken by '{other.name}'")
-    if not 1 <= ptype.code <= 255:
-        raise ValueError(f"probe tag kind {ptype.code}: must fit the tag's kind byte (1-255)")
+    twin = next((t for t in _REGISTRY.values() if t.name == ptype.name and t.code != ptype.code), None)
+    if twin is not None or ptype.name in RESERVED_NAMES:
+        taken = f"by probe kind {twin.code}" if twin is not None else "by a subcommand"
+        raise ValueError(f"probe kind name '{ptype.name}' is taken {taken}")
     _REGISTRY[ptype.code] = ptype
     return ptype
 
