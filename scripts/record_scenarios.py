@@ -31,7 +31,8 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str, tuple[str, str] | None]] 
     "esp-input-drop": ("esp-input-drop", [], "loss",
                        ("request", "inside east-gw between wan0 and ipsec0 (decap, tunnel west-east)")),
     "no-return-route": ("no-return-route", [], "loss", ("reply", "at east, before leaving east:eth0")),
-    "ike-blocked": ("ike-blocked", [], "loss", ("request", "inside west-gw between lan0 and ipsec0 (forward)")),
+    "ike-blocked": ("ike-blocked", [], "loss", ("request", "inside router after arriving on eth0, having left west-gw "
+                                                "by wan0 in the clear instead of into ipsec0")),
     "mtu-blackhole": ("mtu-blackhole", ["--size", "1300", "--df", "--snaplen", "128"], "loss",
                       ("request", "inside router between eth0 and eth1 (forward)")),
     "ike-ok": (None, [], "delivered", None),

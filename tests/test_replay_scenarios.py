@@ -130,9 +130,18 @@ def test_background_inside_the_encap_window_is_said_not_guessed(tmp_path):
     assert "could not be tied to the probe" in v2.findings[0].reason
 
 
-def test_leak_in_clear_is_diagnosed(tmp_path):
+def test_leak_in_clear_that_still_arrives_is_a_divergence_not_a_loss(tmp_path):
     v = verdict_of(Scenario(leak=True), tmp_path)
-    assert any("traffic leaks unencrypted" in d and "west-gw:wan0" in d for d in v.diagnoses)
+    assert v.status == Status.DELIVERED
+    req, rep = (next(f for f in v.findings if f.direction == d) for d in ("request", "reply"))
+    assert req.divergence == ("left west-gw by wan0 in the clear instead of into ipsec0, "
+                              "and rejoined the expected path at east-gw:lan0")
+    assert rep.divergence == ("left east-gw by wan0 in the clear instead of into ipsec0, "
+                              "and rejoined the expected path at west-gw:lan0")
+    t = next(t for t in v.probes if t.direction == "request")
+    # The ESP hops saw it in the clear (a leak) or not at all (it went around them): never "gap".
+    assert [s.value for s in t.sightings] == ["seen", "seen", "elsewhere", "leaked", "leaked", "leaked", "leaked",
+                                              "elsewhere", "seen", "seen"]
 
 
 def test_cli_json_and_exit_code(tmp_path, capsys):

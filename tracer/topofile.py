@@ -98,7 +98,9 @@ def _link(link: Link) -> dict[str, Any]:
 
 
 def _tunnel(t: Tunnel) -> dict[str, Any]:
-    return {"name": t.name, "encapsulation": t.encapsulation, "left": _tunnel_end(t.left), "right": _tunnel_end(t.right)}
+    keying = {"keying": t.keying} if t.keying != "ike" else {}  # the default stays unsaid, as in hand-written files
+    return {"name": t.name, "encapsulation": t.encapsulation, **keying, "left": _tunnel_end(t.left),
+            "right": _tunnel_end(t.right)}
 
 
 def _tunnel_end(e: TunnelEnd) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def reference(l3: bytes) -> dict[str, int]:
     """The expected columns of one IPv4 packet, from scapy's dissection (tags by the test's own decoders)."""
     e = _zero()
     p = IP(l3)
-    e.update(ipver=4, src=_ip(p.src), dst=_ip(p.dst), proto=p.proto, ip_len=p.len, ipid=p.id,
+    e.update(ipver=4, src=_ip(p.src), dst=_ip(p.dst), proto=p.proto, ip_len=p.len, ipid=p.id, ttl=p.ttl,
              df=int("DF" in p.flags), mf=int("MF" in p.flags), frag=p.frag)
     if p.frag:
         e["cls"] = PacketClass.FRAGMENT

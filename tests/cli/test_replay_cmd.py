@@ -20,7 +20,8 @@ SCENARIOS = {
     "esp-input-drop": (1, "loss",
                        "3/3 echo requests lost inside east-gw between wan0 and ipsec0 (decap, tunnel west-east)"),
     "no-return-route": (1, "loss", "echo requests delivered; 3/3 echo replies lost at east, before leaving east:eth0"),
-    "ike-blocked": (1, "loss", "3/3 echo requests lost inside west-gw between lan0 and ipsec0 (forward)"),
+    "ike-blocked": (1, "loss", "3/3 echo requests lost inside router after arriving on eth0, having left west-gw by "
+                           "wan0 in the clear instead of into ipsec0"),
     "ike-blocked-ike": (1, "loss", "3/3 IKE_SA_INIT requests lost inside router between eth0 and eth1 (forward)"),
     "mtu-blackhole": (1, "loss", "3/3 echo requests lost inside router between eth0 and eth1 (forward)"),
     "mtu-ladder-blackhole": (1, "loss", "path MTU below 1250 bytes: 1200-byte probes delivered, "

@@ -74,9 +74,13 @@ def test_ike_blocked_names_leak(lab, tmp_path, capsys):
         code, doc, _ = ping(lab, tmp_path, capsys)
     assert code == 1, doc["summary"]
     f = lost(doc, "request")[0]
-    assert f["where"] == "inside west-gw between lan0 and ipsec0 (forward)"
-    assert "in the clear instead of into the tunnel" in f["reason"]
-    assert any("leaks unencrypted" in d for d in doc["diagnoses"])
+    # Believe the packets: they left west-gw in the clear and died in the router, which has no route.
+    assert f["where"] == ("inside router after arriving on eth0, "
+                          "having left west-gw by wan0 in the clear instead of into ipsec0")
+    assert f["divergence"] == "left west-gw by wan0 in the clear instead of into ipsec0"
+    assert f["reason"].startswith("no SA or policy on west-gw covered 192.0.2.10 → 198.51.100.10, which tunnel "
+                                  "west-east should carry: is its IKE SA up?")
+    assert (f["last_seen"], f["first_missed"]) == ("router:eth0", None)
 
 
 def test_gateway_private_side_source(lab, tmp_path, capsys):

@@ -11,14 +11,17 @@ from ipaddress import IPv4Address
 import numpy as np
 
 from tracer.analysis.clock import correct_clocks
+from tracer.analysis.compare import leak_cause
 from tracer.analysis.correlate import SightingMatrix, correlate, probe_rows
 from tracer.analysis.icmp import icmp_errors
-from tracer.analysis.locate import findings, trace_probes
+from tracer.analysis.locate import ObservedFate, findings, locate_observed, trace_probes, went_elsewhere
 from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_summary
+from tracer.analysis.observed import observe
 from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.flowgraph import build_flow_graph
-from tracer.model.observations import Observations
+from tracer.model.observations import Observations, PacketClass
+from tracer.model.observed import ObservedProbe
 from tracer.model.path import ExpectedPath, check_walk, expected_path
 from tracer.model.probe import DecryptedTags, ProbeSpec
 from tracer.model.topology import Topology
@@ -74,6 +77,7 @@ def analyze(
     found: list[Finding] = []
     sightings: list[SightingMatrix] = []
     arrived: list[bool] | None = None
+    observed: list[ObservedProbe] = []
     for direction, path in paths.items():
         if not path.hops:
             # The topology itself leaves the packet nowhere to go (no route from its first node).
@@ -82,8 +86,11 @@ def analyze(
             continue
         s = correlate(obs, topo, path, spec.run, spec.kind, direction, seqs, drops, decrypted)
         mine = trace_probes(s, path, direction, arrived)
+        off = observe(obs, topo, path, spec.run, spec.kind, direction, s)
+        detours = _detours(obs, topo, path, mine, off, drops)
         errors = spec.send_errors if direction == Direction.REQUEST else None
-        found += findings(mine, path, direction, s.leaks, errors)
+        found += findings(mine, path, direction, s.leaks, errors, detours)
+        observed += [off[p] for p in sorted(off)]
         # A reply is only expected once its request is known to have arrived.
         arrived = [t.outcome == Outcome.DELIVERED for t in mine]
         traces += mine
@@ -110,7 +117,39 @@ def analyze(
         diagnoses=tuple(diagnoses),
         warnings=tuple(warn),
         mtu=mtu,
+        observed=tuple(observed),
     )
+
+
+def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: list[ProbeTrace],
+             off: dict[int, ObservedProbe], drops: dict[str, int]) -> dict[int, ObservedFate]:
+    """Probes that left the expected path: where they really ended (seq → fate); their traces are
+    rewritten in place so the expected-path table shows them as gone elsewhere, not missed."""
+    captured, unreliable = set(obs.points), set(drops)
+    out = {}
+    for p, op in off.items():
+        t = traces[p]
+        if t.outcome == Outcome.NOT_SENT or op.divergence is None:
+            continue
+        cause = None
+        if op.divergence.kind == "leak":
+            cause = leak_cause(topo, path, op.divergence.at, _tunnel_esp_seen(obs, path, op.divergence.at))
+        fate = locate_observed(topo, path, op, t.outcome == Outcome.DELIVERED, captured, unreliable, cause)
+        if fate is not None:
+            out[op.seq] = fate
+            traces[p] = went_elsewhere(t, path, op, fate.outcome)
+    return out
+
+
+def _tunnel_esp_seen(obs: Observations, path: ExpectedPath, point: str) -> bool:
+    """Whether ESP of the tunnel expected at ``point`` crossed the network at all (either way)."""
+    i = path.index(point)
+    esp = path.hops[i].esp if i >= 0 else None
+    if esp is None:
+        return False
+    a, b = int(esp.src), int(esp.dst)
+    m = obs["cls"] == PacketClass.ESP
+    return bool((m & (((obs["src"] == a) & (obs["dst"] == b)) | ((obs["src"] == b) & (obs["dst"] == a)))).any())
 
 
 def _with_endpoints(obs: Observations, spec: ProbeSpec) -> ProbeSpec:
@@ -151,10 +190,8 @@ def _nowhere(path: ExpectedPath, direction: Direction, n: int, topo: Topology, s
 def _diagnoses(obs: Observations, spec: ProbeSpec, paths: dict[Direction, ExpectedPath],
                sightings: list[SightingMatrix], decrypted: DecryptedTags | None) -> list[str]:
     """Notes beside the findings: leaks, ICMP errors, what decryption found, the IKE answers."""
-    leaks = [pt for s in sightings for pt in s.leaks]
-    out = [f"probe seen in the clear on {pt}, where it should be ESP: traffic leaks unencrypted "
-           "(no SA or policy covers it)" for pt in dict.fromkeys(leaks)]
-    out += icmp_errors(obs, spec, paths)
+    # Leaks are told by the findings' divergence lines (where the probe left the tunnel's path).
+    out = icmp_errors(obs, spec, paths)
     if decrypted is not None:
         out += list(decrypted.notes)
         confirmed = sum(s.confirmed for s in sightings)

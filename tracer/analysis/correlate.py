@@ -27,7 +27,7 @@ from tracer.probes import probe_type
 ENCAP_WINDOW_NS = 200_000_000
 
 _CODES = list(Sighting)
-SEEN, MISSED, UNOBSERVED, UNRELIABLE, UNKNOWN, GAP = (np.int8(_CODES.index(s)) for s in _CODES)
+SEEN, MISSED, UNOBSERVED, UNRELIABLE, UNKNOWN, GAP, ELSEWHERE, LEAKED = (np.int8(_CODES.index(s)) for s in _CODES)
 
 
 @dataclass

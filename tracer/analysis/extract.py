@@ -298,6 +298,7 @@ def _ipv4(buf: np.ndarray, w: np.ndarray, l3abs: np.ndarray, avail: np.ndarray, 
         out.put("proto", rows, proto)
         out.put("ip_len", rows, ip_len)
         out.put("ipid", rows, word1 >> 16)
+        out.put("ttl", rows, w[:, 8])
         out.put("df", rows, (word1 & 0x4000) != 0)
         out.put("mf", rows, (word1 & 0x2000) != 0)
         out.put("frag", rows, frag)

@@ -51,6 +51,8 @@ class PointStats:
     unreliable: int
     unknown: int
     spis: tuple[int, ...] = ()  # ESP hop: SPIs the probes were tied to, else the topology's; () in the clear
+    elsewhere: int = 0  # probes that had left the expected path before this point
+    leaked: int = 0  # probes seen here in the clear where ESP belongs
 
     @property
     def captured(self) -> bool:
@@ -127,7 +129,8 @@ def _point(path: ExpectedPath, h: int, probes: Sequence[ProbeTrace]) -> PointSta
         hop.point, len(col),
         seen=col.count(Sighting.SEEN), missed=col.count(Sighting.MISSED), gap=col.count(Sighting.GAP),
         unobserved=col.count(Sighting.UNOBSERVED), unreliable=col.count(Sighting.UNRELIABLE),
-        unknown=col.count(Sighting.UNKNOWN), spis=_spis(path, h, probes),
+        unknown=col.count(Sighting.UNKNOWN), elsewhere=col.count(Sighting.ELSEWHERE),
+        leaked=col.count(Sighting.LEAKED), spis=_spis(path, h, probes),
     )
 
 

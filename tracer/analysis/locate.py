@@ -9,15 +9,18 @@ whose identity is unknown, the honest answer is *inconclusive*.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address
 
 import numpy as np
 
 from tracer.analysis.correlate import GAP, MISSED, SEEN, SightingMatrix, last_index
 from tracer.model.direction import Direction
 from tracer.model.flowgraph import EdgeKind
+from tracer.model.observed import Form, ObservedProbe, Place
 from tracer.model.path import ExpectedPath
-from tracer.model.point import CapturePoint
+from tracer.model.point import CapturePoint, point_name
+from tracer.model.topology import Topology
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting
 
 _DOUBTFUL = (Sighting.UNOBSERVED, Sighting.UNRELIABLE, Sighting.UNKNOWN)
@@ -69,17 +72,24 @@ def findings(
     direction: Direction,
     leaks: list[str] | None = None,
     send_errors: dict[int, str] | None = None,
+    detours: dict[int, ObservedFate] | None = None,
 ) -> list[Finding]:
-    """Group probes of one direction by fate, worst first."""
+    """Group probes of one direction by fate, worst first. ``detours``: seq → where a probe that
+    left its expected path really went and died (those are grouped by that, not by hop)."""
     groups: dict[tuple, list[ProbeTrace]] = defaultdict(list)
+    detours = detours or {}
     for t in traces:
-        groups[(t.outcome, t.last_seen, t.first_missed)].append(t)
+        groups[(t.outcome, t.last_seen, t.first_missed, detours.get(t.seq))].append(t)
     total = sum(1 for t in traces if t.outcome != Outcome.NOT_SENT)
     out = []
-    for (outcome, last, missed), members in groups.items():
+    for (outcome, last, missed, detour), members in groups.items():
         if outcome == Outcome.NOT_SENT:
             continue
         seqs = tuple(t.seq for t in members)
+        if detour is not None:
+            out.append(Finding(direction, outcome, len(members), total, detour.where, detour.last, detour.next,
+                               detour.edge, detour.reason, seqs, detour.divergence))
+            continue
         hops = path.hops
         if outcome == Outcome.DELIVERED:
             fate = _Fate(f"delivered to {hops[-1].node if hops else '?'}")
@@ -100,6 +110,111 @@ def findings(
                            fate.edge, fate.reason, seqs))
     rank = {Outcome.LOST: 0, Outcome.INCONCLUSIVE: 1, Outcome.DELIVERED: 2}
     return sorted(out, key=lambda f: (rank.get(f.outcome, 3), -f.count))
+
+
+@dataclass(frozen=True)
+class ObservedFate:
+    """Where a probe that left its expected path went and ended, located on its observed path."""
+
+    outcome: Outcome
+    where: str
+    divergence: str  # how it left the expected path
+    last: str | None = None  # the last capture point that saw it
+    next: str | None = None  # the next captured point on the way it was going, which did not
+    edge: str | None = None
+    reason: str | None = None
+
+
+def locate_observed(
+    topo: Topology, path: ExpectedPath, op: ObservedProbe, delivered: bool, captured: set[str], unreliable: set[str],
+    leak_cause: str | None = None,
+) -> ObservedFate | None:
+    """Believe the packets: follow the probe where it really went. None when it did not diverge."""
+    div = op.divergence
+    if div is None:
+        return None
+    if delivered:
+        return ObservedFate(Outcome.DELIVERED, f"delivered to {path.hops[-1].node}", div.text)
+    last = op.seen[-1]
+    if op.loop is not None:
+        return ObservedFate(Outcome.LOST, f"in a routing loop between {' and '.join(op.loop.nodes)}", div.text,
+                            last.point, reason=div.text)
+    nxt, edge, why = _next_point(topo, path, op)
+    cause = leak_cause if div.kind == "leak" else None
+    having = f", having {div.text}"
+    if nxt is None:
+        # It arrived at a node and nothing left it: a death inside that node, if every other
+        # interface the node has was captured without drops; otherwise we cannot tell.
+        node = topo.nodes.get(CapturePoint.parse(last.point).node)
+        others = [i.point for i in node.interfaces.values() if i.point != last.point] if node else []
+        blind = [p for p in others if p not in captured or p in unreliable]
+        where = f"inside {CapturePoint.parse(last.point).node} after arriving on {CapturePoint.parse(last.point).iface}"
+        if blind or node is None:
+            return ObservedFate(Outcome.INCONCLUSIVE, f"somewhere after {last.point}{having}", div.text, last.point,
+                                reason=f"{', '.join(blind) or 'its node'} not captured (or with sniffer drops)")
+        return ObservedFate(Outcome.LOST, where + having, div.text, last.point, reason=_join(cause, why))
+    if nxt not in captured or nxt in unreliable:
+        doubt = "was not captured" if nxt not in captured else "had sniffer drops, so its silence proves nothing"
+        return ObservedFate(Outcome.INCONCLUSIVE, f"somewhere between {last.point} and {nxt}{having}", div.text,
+                            last.point, nxt, reason=f"{nxt} {doubt}")
+    return ObservedFate(Outcome.LOST, (edge or f"between {last.point} and {nxt}") + having, div.text, last.point, nxt,
+                        "wire" if edge and edge.startswith("on the wire") else "forward", _join(cause, why))
+
+
+def went_elsewhere(t: ProbeTrace, path: ExpectedPath, op: ObservedProbe, outcome: Outcome) -> ProbeTrace:
+    """The trace of a probe that left the expected path: the hops past the divergence that did not
+    see it are ELSEWHERE (it was, just not here), not missed or a capture gap; those that saw it in
+    the clear where ESP belongs are LEAKED."""
+    after = op.divergence.after if op.divergence else None
+    start = path.index(after) + 1 if after else 0
+    leaked = {s.point for s in op.seen if s.place == Place.LEAK}
+    bypassed = (Sighting.MISSED, Sighting.GAP, Sighting.UNKNOWN)
+
+    def code(h: int, s: Sighting) -> Sighting:
+        if path.hops[h].point in leaked:
+            return Sighting.LEAKED
+        return Sighting.ELSEWHERE if h >= start and s in bypassed else s
+
+    sightings = tuple(code(h, s) for h, s in enumerate(t.sightings))
+    last = path.index(after) if after else None
+    return replace(t, sightings=sightings, outcome=outcome, last_seen=last, first_missed=None)
+
+
+def _join(*parts: str | None) -> str | None:
+    text = "; ".join(p for p in parts if p)
+    return text or None
+
+
+def _next_point(topo: Topology, path: ExpectedPath, op: ObservedProbe) -> tuple[str | None, str | None, str | None]:
+    """(next point, edge text, why) on the way the probe was going from its last sighting.
+
+    Its last point was an egress if the sighting before it was on the same node (it was moving
+    through that node) or it is where the probe started; the next point is then the link's other
+    end. Otherwise it had just arrived: the node's route for it (from the topology) says where it
+    would have left; no route: it stops there (next None, and why).
+    """
+    last = op.seen[-1]
+    cp = CapturePoint.parse(last.point)
+    prev = next((s for s in reversed(op.seen[:-1]) if s.point != last.point), None)
+    egress = (prev is not None and CapturePoint.parse(prev.point).node == cp.node) or \
+        (prev is None and path.hops and cp.node == path.hops[0].node)
+    if egress:
+        peer = topo.peer(last.point)
+        if peer is None:
+            return None, None, f"{last.point} has no link in the topology"
+        return peer, f"on the wire {last.point} → {peer}", f"left {last.point} but never arrived at {peer}"
+    node = topo.nodes.get(cp.node)
+    if node is None:
+        return None, None, None
+    dst = IPv4Address(last.outer[2]) if last.form == Form.ESP and last.outer else path.dst
+    route = node.lookup(dst)
+    if route is None:
+        return None, None, f"then {cp.node} dropped it: it has no route to {dst} (by the topology)"
+    out = point_name(cp.node, route.dev)
+    if out == last.point:
+        return None, None, f"{cp.node} would send it back out {cp.iface} (its route to {dst})"
+    return out, f"inside {cp.node} between {cp.iface} and {route.dev} (forward)", \
+        f"{cp.node} did not forward it from {cp.iface} to {route.dev}: firewall (forward chain), rp_filter or routing"
 
 
 @dataclass(frozen=True)

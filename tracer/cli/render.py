@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tracer.analysis.hopstats import PathStats, all_path_stats, median
 from tracer.model.direction import Direction
-from tracer.model.verdict import Verdict
+from tracer.model.verdict import Outcome, Verdict
 
 
 def render_text(v: Verdict) -> str:
@@ -19,8 +19,24 @@ def render_text(v: Verdict) -> str:
     for stats in all_path_stats(v).values():
         lines.append("")
         lines.extend(_render_path(stats, v.drops))
+    lines.extend(_render_observed(v))
     lines.extend(v.explanations())
     return "\n".join(lines)
+
+
+def _render_observed(v: Verdict) -> list[str]:
+    """Where the probes that left the expected path really went: one line per finding (its first probe)."""
+    out = []
+    for f in v.findings:
+        if not f.divergence or not f.seqs:
+            continue
+        op = next((o for o in v.observed if o.direction == f.direction and o.seq == f.seqs[0]), None)
+        if op is None:
+            continue
+        end = {Outcome.LOST: "  ✗", Outcome.INCONCLUSIVE: "  ?"}.get(f.outcome, "")
+        loop = f" (×{op.loop.count} at {op.loop.point})" if op.loop else ""
+        out.append(f"observed path ({f.direction} seq {op.seq}, {f.count} alike): {op.path_text()}{loop}{end}")
+    return ([""] if out else []) + out
 
 
 def _render_path(stats: PathStats, drops: dict[str, int]) -> list[str]:
@@ -44,6 +60,10 @@ def _render_path(stats: PathStats, drops: dict[str, int]) -> list[str]:
             notes.append(f"sniffer dropped {drops.get(hop.point, '?')} packets")
         if s.unknown:
             notes.append("ESP not tied to probe")
+        if s.leaked:
+            notes.append(f"{s.leaked} seen in the clear (a leak)")
+        if s.elsewhere:
+            notes.append(f"{s.elsewhere} went elsewhere")
         if hop.esp is not None:
             spi = ", ".join(f"SPI 0x{x:08x}" for x in s.spis)
             notes.append(f"ESP{'-in-UDP' if hop.esp.udp else ''} {spi}".rstrip())

@@ -19,6 +19,7 @@ src, dst       uint32   IPv4 addresses (host order ints)
 proto          uint8    IP protocol
 ip_len         uint16   IP total length
 ipid           uint16   IP identification
+ttl            uint8    IP time to live (falls hop by hop: a probe seen again lower is looping)
 df             bool     Don't Fragment set
 frag           uint16   fragment offset in 8-byte units; >0 means no L4 here
 mf             bool     more-fragments flag
@@ -88,6 +89,7 @@ COLUMNS: dict[str, np.dtype] = {
         ("proto", "u1"),
         ("ip_len", "u2"),
         ("ipid", "u2"),
+        ("ttl", "u1"),
         ("df", "?"),
         ("frag", "u2"),
         ("mf", "?"),

@@ -22,6 +22,7 @@ NODE_ROLES = ("host", "gateway", "router")
 CAPTURE_BACKENDS = ("local", "ssh")  # local: tcpdump in the node's netns (or here); ssh: tcpdump over SSH
 IFACE_ROLES = ("lan", "wan", "tunnel")
 ENCAPSULATIONS = ("udp", "esp")
+KEYINGS = ("ike", "manual")
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class Tunnel:
     left: TunnelEnd
     right: TunnelEnd
     encapsulation: str = "udp"
+    keying: str = "ike"  # "ike": an IKE daemon negotiates its SAs; "manual": SAs and policies set by hand
 
     def ends_from(self, node: str) -> tuple[TunnelEnd, TunnelEnd] | None:
         """(local, remote) ends as seen from ``node``; None if it is not an end."""
@@ -317,9 +319,10 @@ class _Parser:
         raw = self.table(raw, path)
         name = self.name(self.string(raw, "name", path, default=f"tunnel{k}"), f"{path}.name", what="tunnel name")
         encap = self.string(raw, "encapsulation", path, ENCAPSULATIONS, default="udp")
+        keying = self.string(raw, "keying", path, KEYINGS, default="ike")
         left = self.tunnel_end(self.table(raw.get("left"), f"{path}.left"), f"{path}.left", nodes)
         right = self.tunnel_end(self.table(raw.get("right"), f"{path}.right"), f"{path}.right", nodes)
-        return Tunnel(name, left, right, encap)
+        return Tunnel(name, left, right, encap, keying)
 
     def tunnel_end(self, raw: dict[str, Any], path: str, nodes: dict[str, Node]) -> TunnelEnd:
         node = self.string(raw, "node", path)

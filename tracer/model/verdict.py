@@ -8,6 +8,7 @@ from typing import Any
 
 from tracer.errors import EXIT_DELIVERED, EXIT_INCONCLUSIVE, EXIT_LOSS
 from tracer.model.direction import Direction
+from tracer.model.observed import ObservedProbe
 from tracer.model.path import ExpectedPath
 
 
@@ -18,6 +19,8 @@ class Sighting(StrEnum):
     UNRELIABLE = "unreliable"  # captured, but the sniffer dropped packets: absence proves nothing
     UNKNOWN = "unknown"  # ESP hop whose (SPI, seq) could not be associated with the probe
     GAP = "gap"  # missed here but seen further down the path: capture noise, not loss
+    ELSEWHERE = "elsewhere"  # not here: it left the expected path before (seen off it, or leaking)
+    LEAKED = "leaked"  # here, but in the clear where it should have been ESP
 
 
 class Outcome(StrEnum):
@@ -70,6 +73,7 @@ class Finding:
     edge: str | None = None  # edge kind between them
     reason: str | None = None  # why, when the evidence says
     seqs: tuple[int, ...] = ()
+    divergence: str | None = None  # how these probes left the expected path, when they did
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class Verdict:
     diagnoses: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     mtu: MtuReport | None = None
+    observed: tuple[ObservedProbe, ...] = ()  # probes whose sightings left the expected path (or looped)
 
     @property
     def exit_code(self) -> int:
@@ -113,7 +118,8 @@ class Verdict:
 
     def explanations(self) -> list[str]:
         """The lines under a verdict: why each loss happened, then notes, then warnings."""
-        lines = [f"why ({f.direction}): {f.reason}" for f in self.findings if f.outcome != Outcome.DELIVERED and f.reason]
+        lines = [f"diverged ({f.direction}): {f.divergence}" for f in self.findings if f.divergence]
+        lines += [f"why ({f.direction}): {f.reason}" for f in self.findings if f.outcome != Outcome.DELIVERED and f.reason]
         return lines + [f"note: {d}" for d in self.diagnoses] + [f"warning: {w}" for w in self.warnings]
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,6 +25,8 @@ STATES: tuple[tuple[str, str, str], ...] = (
     (Sighting.UNOBSERVED.value, "#d9d9d9", "not captured"),
     (Sighting.UNRELIABLE.value, "#ff7f0e", "sniffer drops"),
     (Sighting.UNKNOWN.value, "#c5b0d5", "ESP not tied"),
+    (Sighting.ELSEWHERE.value, "#9edae5", "off the path"),
+    (Sighting.LEAKED.value, "#e377c2", "in the clear (leak)"),
     (NOT_SENT, "#ffffff", "not sent"),
 )
 CODE = {state: i for i, (state, _, _) in enumerate(STATES)}

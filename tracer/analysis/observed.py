@@ -1,0 +1,147 @@
+"""Observed paths: every sighting of each probe anywhere in the captures — in the clear by
+its tag, as ESP by its carrier's (SPI, seq) — in time order, and what that says beside the
+expected path: a leak, a detour, a point the topology lacks, a loop.
+
+Built for the probes whose sightings do not simply follow the expected path (finding them
+is vectorised; objects are made only for those), so a run that went as expected costs
+almost nothing here.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import networkx as nx
+import numpy as np
+
+from tracer.analysis.compare import divergence
+from tracer.analysis.correlate import SightingMatrix, probe_rows
+from tracer.model.direction import Direction
+from tracer.model.observations import Observations, PacketClass
+from tracer.model.observed import Form, Loop, ObservedProbe, Place, Seen
+from tracer.model.path import ExpectedPath
+from tracer.model.point import CapturePoint
+from tracer.model.topology import Topology
+
+_PLACES = list(Place)
+_EXPECTED, _LEAK, _OFF, _UNMAPPED = (np.int8(_PLACES.index(p)) for p in _PLACES)
+ICMP_TIME_EXCEEDED = 11
+
+
+def observe(obs: Observations, topo: Topology, path: ExpectedPath, run: int, kind: int, direction: Direction,
+            m: SightingMatrix) -> dict[int, ObservedProbe]:
+    """Probe index (row of ``m``) → its observed path, for probes that left the expected path,
+    were seen where the topology has no interface, or looped."""
+    exp_form = np.zeros(max(len(obs.points), 1), np.int8)  # per point: 0 off the path, 1 clear, 2 ESP
+    for hop in path.hops:
+        i = obs.point_index(hop.point)
+        if i >= 0:
+            exp_form[i] = 2 if hop.esp else 1
+    in_topo = np.array([topo.interface(p) is not None for p in obs.points] or [False])
+
+    clear = _clear_rows(obs, run, kind, direction, m.seqs)
+    esp = _esp_rows(obs, m)
+    rows = np.concatenate([clear[0], esp[0]])
+    probe = np.concatenate([clear[1], esp[1]])
+    form = np.concatenate([np.zeros(len(clear[0]), np.int8), np.ones(len(esp[0]), np.int8)])
+    pt = obs["point"][rows]
+    want = np.where(form == 0, 1, 2)
+    place = np.where(exp_form[pt] == want, _EXPECTED,
+                     np.where((form == 0) & (exp_form[pt] == 2), _LEAK, np.where(in_topo[pt], _OFF, _UNMAPPED)))
+    interesting = set(np.unique(probe[place != _EXPECTED]).tolist()) | _looping(probe, pt, obs["ttl"][rows], form)
+    out = {}
+    for p in sorted(interesting):
+        mine = probe == p
+        order = np.argsort(obs["ts_ns"][rows[mine]], kind="stable")
+        seen = tuple(_seen(obs, int(r), Form.CLEAR if f == 0 else Form.ESP, _PLACES[int(pl)])
+                     for r, f, pl in zip(rows[mine][order].tolist(), form[mine][order].tolist(),
+                                         place[mine][order].tolist(), strict=True))
+        seq = int(m.seqs[p])
+        loop = find_loop(seen, _expired_from(obs, run, kind, seq))
+        out[p] = ObservedProbe(seq, direction, seen, divergence(topo, path, seen, loop), loop)
+    return out
+
+
+def _clear_rows(obs: Observations, run: int, kind: int, direction: Direction, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, probe index) of the tagged probe itself, anywhere."""
+    rows = np.flatnonzero(probe_rows(obs, run, kind, direction))
+    return _known(rows, obs["tag_seq"][rows], seqs)
+
+
+def _esp_rows(obs: Observations, m: SightingMatrix) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, probe index) of ESP packets whose (SPI, seq) is a probe's carrier, anywhere."""
+    keyed = m.esp_keys != 0
+    if not keyed.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    p_idx, h_idx = np.nonzero(keyed)
+    keys, first = np.unique(m.esp_keys[p_idx, h_idx], return_index=True)
+    owner = p_idx[first]
+    rows = np.flatnonzero(obs["cls"] == PacketClass.ESP)
+    row_keys = (obs["spi"][rows].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][rows].astype(np.uint64)
+    pos = np.minimum(np.searchsorted(keys, row_keys), len(keys) - 1)
+    hit = keys[pos] == row_keys
+    return rows[hit], owner[pos[hit]]
+
+
+def _known(rows: np.ndarray, row_seq: np.ndarray, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(seqs) == 0 or len(rows) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pos = np.minimum(np.searchsorted(seqs, row_seq), len(seqs) - 1)
+    ok = seqs[pos] == row_seq
+    return rows[ok], pos[ok]
+
+
+def _looping(probe: np.ndarray, pt: np.ndarray, ttl: np.ndarray, form: np.ndarray) -> set[int]:
+    """Probes seen at one point with more than one TTL (in the clear): the same packet came round again."""
+    c = form == 0
+    if not c.any():
+        return set()
+    trip = np.unique(np.stack([probe[c], pt[c], ttl[c]]), axis=1)
+    pairs, counts = np.unique(trip[:2], axis=1, return_counts=True)
+    return set(pairs[0][counts > 1].tolist())
+
+
+def _seen(obs: Observations, r: int, form: Form, place: Place) -> Seen:
+    esp = outer = None
+    if form == Form.ESP:
+        esp = (int(obs["spi"][r]), int(obs["esp_seq"][r]))
+        outer = (int(obs["src"][r]), int(obs["sport"][r]), int(obs["dst"][r]), int(obs["dport"][r]))
+    return Seen(obs.points[int(obs["point"][r])], int(obs["ts_ns"][r]), form, place, int(obs["ttl"][r]), esp, outer)
+
+
+def _expired_from(obs: Observations, run: int, kind: int, seq: int) -> str | None:
+    """Who sent an ICMP time exceeded quoting this probe (the quote carries its tag)."""
+    m = (obs["cls"] == PacketClass.ICMP_ERROR) & (obs["icmp_type"] == ICMP_TIME_EXCEEDED)
+    m &= (obs["tag_run"] == run) & (obs["tag_kind"] == kind) & (obs["tag_seq"] == seq)
+    rows = np.flatnonzero(m)
+    return str(IPv4Address(int(obs["src"][rows[0]]))) if len(rows) else None
+
+
+def find_loop(seen: tuple[Seen, ...], expired_from: str | None = None) -> Loop | None:
+    """A loop: some point saw the probe in the clear with several TTLs (each pass one lower)."""
+    by_point: dict[str, list[int]] = {}
+    for s in seen:
+        if s.form == Form.CLEAR:
+            by_point.setdefault(s.point, []).append(s.ttl)
+    repeated = {p: ttls for p, ttls in by_point.items() if len(set(ttls)) > 1}
+    if not repeated:
+        return None
+    point = max(repeated, key=lambda p: len(repeated[p]))
+    nodes = tuple(dict.fromkeys(CapturePoint.parse(p).node for p in repeated))
+    ttls = repeated[point]
+    return Loop(nodes, point, len(ttls), ttls[0], ttls[-1], expired_from)
+
+
+def observed_graph(op: ObservedProbe) -> nx.DiGraph:
+    """The probe's observed path as a graph of capture points, edges in the order it moved;
+    node attributes say how it was seen there (form, place, times)."""
+    g = nx.DiGraph(seq=op.seq, direction=str(op.direction))
+    prev = None
+    for i, s in enumerate(op.seen):
+        if s.point not in g:
+            g.add_node(s.point, form=str(s.form), place=str(s.place), first_ns=s.time_ns, times=0)
+        g.nodes[s.point]["times"] += 1
+        if prev is not None and prev != s.point:
+            g.add_edge(prev, s.point, order=i)
+        prev = s.point
+    return g
