@@ -16,7 +16,7 @@ from tracer.analysis.correlate import SightingMatrix, correlate, probe_rows
 from tracer.analysis.icmp import icmp_errors
 from tracer.analysis.locate import ObservedFate, findings, locate_observed, trace_probes, went_elsewhere
 from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_summary
-from tracer.analysis.observed import observe
+from tracer.analysis.observed import observe, rewrites
 from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.flowgraph import build_flow_graph
@@ -78,6 +78,7 @@ def analyze(
     sightings: list[SightingMatrix] = []
     arrived: list[bool] | None = None
     observed: list[ObservedProbe] = []
+    nat: list[str] = []
     for direction, path in paths.items():
         if not path.hops:
             # The topology itself leaves the packet nowhere to go (no route from its first node).
@@ -91,12 +92,13 @@ def analyze(
         errors = spec.send_errors if direction == Direction.REQUEST else None
         found += findings(mine, path, direction, s.leaks, errors, detours)
         observed += [off[p] for p in sorted(off)]
+        nat += rewrites(obs, s)
         # A reply is only expected once its request is known to have arrived.
         arrived = [t.outcome == Outcome.DELIVERED for t in mine]
         traces += mine
         sightings.append(s)
 
-    diagnoses = _diagnoses(obs, spec, paths, sightings, decrypted)
+    diagnoses = list(dict.fromkeys(nat)) + _diagnoses(obs, spec, paths, sightings, decrypted)
     status = _status(found)
     req_path = paths[Direction.REQUEST]
     mtu = mtu_report(obs, spec, req_path, traces, found) if spec.sizes else None

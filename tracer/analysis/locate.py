@@ -142,6 +142,9 @@ def locate_observed(
     nxt, edge, why = _next_point(topo, path, op)
     cause = leak_cause if div.kind == "leak" else None
     having = f", having {div.text}"
+    if nxt is None and edge == _NO_LINK:
+        return ObservedFate(Outcome.INCONCLUSIVE, f"somewhere after {last.point}{having}", div.text, last.point,
+                            reason=f"{why}: where it leads was not captured")
     if nxt is None:
         # It arrived at a node and nothing left it: a death inside that node, if every other
         # interface the node has was captured without drops; otherwise we cannot tell.
@@ -180,6 +183,9 @@ def went_elsewhere(t: ProbeTrace, path: ExpectedPath, op: ObservedProbe, outcome
     return replace(t, sightings=sightings, outcome=outcome, last_seen=last, first_missed=None)
 
 
+_NO_LINK = "no link"
+
+
 def _join(*parts: str | None) -> str | None:
     text = "; ".join(p for p in parts if p)
     return text or None
@@ -201,7 +207,7 @@ def _next_point(topo: Topology, path: ExpectedPath, op: ObservedProbe) -> tuple[
     if egress:
         peer = topo.peer(last.point)
         if peer is None:
-            return None, None, f"{last.point} has no link in the topology"
+            return None, _NO_LINK, f"it left by {last.point}, which has no link in the topology"
         return peer, f"on the wire {last.point} → {peer}", f"left {last.point} but never arrived at {peer}"
     node = topo.nodes.get(cp.node)
     if node is None:

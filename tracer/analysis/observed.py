@@ -145,3 +145,32 @@ def observed_graph(op: ObservedProbe) -> nx.DiGraph:
             g.add_edge(prev, s.point, order=i)
         prev = s.point
     return g
+
+
+def rewrites(obs: Observations, m: SightingMatrix) -> list[str]:
+    """NAT on the path: the same ESP packet (same SPI and sequence: its identity survives NAT) seen
+    with other outer addresses or ports at a later capture point. One line per distinct rewrite."""
+    rows, _ = _esp_rows(obs, m)
+    if not len(rows):
+        return []
+    key = (obs["spi"][rows].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][rows].astype(np.uint64)
+    order = np.lexsort((obs["ts_ns"][rows], key))
+    rows, key = rows[order], key[order]
+    out: dict[str, None] = {}
+    for i in np.flatnonzero(key[1:] == key[:-1]).tolist():
+        a, b = int(rows[i]), int(rows[i + 1])
+        before, after = _outer(obs, a), _outer(obs, b)
+        if before == after or obs["point"][a] == obs["point"][b]:
+            continue
+        where = f"between {obs.points[int(obs['point'][a])]} and {obs.points[int(obs['point'][b])]}"
+        for side, x, y in (("source", before[0], after[0]), ("destination", before[1], after[1])):
+            if x != y:
+                out[f"outer {side} rewritten {x} → {y} {where} (NAT); the ESP was followed by SPI and sequence"] = None
+    return list(out)
+
+
+def _outer(obs: Observations, r: int) -> tuple[str, str]:
+    def ep(addr: int, port: int) -> str:
+        return f"{IPv4Address(addr)}:{port}" if port else str(IPv4Address(addr))
+
+    return ep(int(obs["src"][r]), int(obs["sport"][r])), ep(int(obs["dst"][r]), int(obs["dport"][r]))

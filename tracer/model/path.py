@@ -53,6 +53,7 @@ class ExpectedPath:
     edges: tuple[EdgeKind, ...]  # edges[i] joins hops[i] and hops[i+1]
     delivered: bool  # False: the topology itself says the packet cannot arrive
     end_note: str  # why the path ends where it ends
+    dst_node: str | None = None  # the node that owns dst (None: no node does)
 
     def index(self, point: str) -> int:
         return next((i for i, h in enumerate(self.hops) if h.point == point), -1)
@@ -101,7 +102,9 @@ class _Walk:
         return kind
 
     def end(self, delivered: bool, note: str) -> ExpectedPath:
-        return ExpectedPath(self.src, self.dst, tuple(self.hops), tuple(self.edges), delivered, note)
+        owner = self.topo.owner(self.dst)
+        return ExpectedPath(self.src, self.dst, tuple(self.hops), tuple(self.edges), delivered, note,
+                            owner.name if owner else None)
 
     def decapsulate(self) -> None:
         """ESP addressed to this gateway: it comes out of the tunnel in the clear."""
@@ -158,9 +161,25 @@ def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: No
         route = walk.node.lookup(pkt_dst)
         if route is None:
             return walk.end(False, f"{walk.node.name} has no route to {pkt_dst}")
+        if walk.esp is None and (device_of := _tunnel_of_device(topo, walk.node.name, route.dev)) is not None:
+            # Routed into a tunnel's device, yet no tunnel's selectors take it: nothing will carry it.
+            walk.add(route.dev, walk.node.name, walk.in_node(), None)
+            return walk.end(False, _selector_mismatch(walk.node.name, route.dev, device_of, src, dst))
         if walk.leave(route.dev) is None:
             return walk.end(False, f"{point_name(walk.node.name, route.dev)} has no link in the topology")
     return walk.end(False, f"more than {MAX_HOPS} hops")
+
+
+def _tunnel_of_device(topo: Topology, node: str, dev: str) -> Tunnel | None:
+    return next((t for t in topo.tunnels for e in (t.left, t.right) if e.node == node and e.interface == dev), None)
+
+
+def _selector_mismatch(node: str, dev: str, tunnel: Tunnel, src: IPv4Address, dst: IPv4Address) -> str:
+    def nets(end: TunnelEnd) -> str:
+        return ", ".join(map(str, end.subnets))
+
+    return (f"{node} routes {dst} into {dev} (tunnel {tunnel.name}), but {src} → {dst} is outside the tunnel's "
+            f"selectors ({nets(tunnel.left)} ↔ {nets(tunnel.right)}): no SA carries it (selector mismatch)")
 
 
 def _tunnel_for(topo: Topology, node: Node, src: IPv4Address, dst: IPv4Address) -> tuple[Tunnel, TunnelEnd, TunnelEnd] | None:

@@ -133,6 +133,7 @@ def _path_dict(p: ExpectedPath) -> dict[str, Any]:
         "dst": str(p.dst),
         "delivered": p.delivered,
         "end_note": p.end_note,
+        "dst_node": p.dst_node,
         "hops": [
             {"point": h.point, "node": h.node, "esp": None if h.esp is None else {
                 "tunnel": h.esp.tunnel, "src": str(h.esp.src), "dst": str(h.esp.dst),
