@@ -35,6 +35,12 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str, tuple[str, str] | None]] 
                                                 "by wan0 in the clear instead of into ipsec0")),
     "mtu-blackhole": ("mtu-blackhole", ["--size", "1300", "--df", "--snaplen", "128"], "loss",
                       ("request", "inside router between eth0 and eth1 (forward)")),
+    "asymmetric-return": ("asymmetric-return", [], "loss",
+                          ("reply", "inside router after arriving on eth1, having left east-gw by wan0 in the clear "
+                           "instead of into ipsec0")),
+    "asymmetric-return-routed": ("asymmetric-return-routed", [], "delivered", None),
+    "routing-loop": ("routing-loop", ["--snaplen", "128", "--count", "1"], "loss",
+                     ("request", "in a routing loop between west-gw and router")),
     "ike-ok": (None, [], "delivered", None),
     "ike-blocked-ike": ("ike-blocked", [], "loss", ("request", "inside router between eth0 and eth1 (forward)")),
     "mtu-ladder-blackhole": ("mtu-blackhole", ["--sizes", "1000,1200,1250,1300", "--snaplen", "128"], "loss",

@@ -22,6 +22,10 @@ SCENARIOS = {
     "no-return-route": (1, "loss", "echo requests delivered; 3/3 echo replies lost at east, before leaving east:eth0"),
     "ike-blocked": (1, "loss", "3/3 echo requests lost inside router after arriving on eth0, having left west-gw by "
                            "wan0 in the clear instead of into ipsec0"),
+    "asymmetric-return": (1, "loss", "echo requests delivered; 3/3 echo replies lost inside router after arriving on "
+                                     "eth1, having left east-gw by wan0 in the clear instead of into ipsec0"),
+    "asymmetric-return-routed": (0, "delivered", "3/3 echo requests delivered and answered (west → east)"),
+    "routing-loop": (1, "loss", "1/1 echo requests lost in a routing loop between west-gw and router"),
     "ike-blocked-ike": (1, "loss", "3/3 IKE_SA_INIT requests lost inside router between eth0 and eth1 (forward)"),
     "mtu-blackhole": (1, "loss", "3/3 echo requests lost inside router between eth0 and eth1 (forward)"),
     "mtu-ladder-blackhole": (1, "loss", "path MTU below 1250 bytes: 1200-byte probes delivered, "

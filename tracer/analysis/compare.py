@@ -13,10 +13,9 @@ from tracer.model.topology import Topology
 def divergence(topo: Topology, path: ExpectedPath, seen: tuple[Seen, ...], loop: Loop | None) -> Divergence | None:
     """The first sighting off the expected path (or the loop), described against the expected path."""
     off = next((i for i, s in enumerate(seen) if s.place != Place.EXPECTED), None)
-    if loop is not None:
-        return Divergence("loop", _last_expected(seen, len(seen)), loop.point, loop_text(loop))
     if off is None:
-        return None
+        # Only a loop over points of the expected path itself: the loop is the divergence.
+        return Divergence("loop", _last_expected(seen, len(seen)), loop.point, loop_text(loop)) if loop else None
     s = seen[off]
     after = _last_expected(seen, off)
     rejoined = next((t.point for t in seen[off + 1:] if t.place == Place.EXPECTED and t.point != after), None)
@@ -37,7 +36,7 @@ def divergence(topo: Topology, path: ExpectedPath, seen: tuple[Seen, ...], loop:
     else:
         came = f" after {after}" if after else ""
         text = f"went through {cp.node} ({s.point}){came}, which the expected path does not cross"
-    if rejoined:
+    if rejoined and loop is None:
         text += f", and rejoined the expected path at {rejoined}"
     kind = {Place.LEAK: "leak", Place.UNMAPPED: "not-in-topology"}.get(s.place, "off-path")
     return Divergence(kind, after, s.point, text, rejoined)

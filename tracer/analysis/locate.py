@@ -14,6 +14,7 @@ from ipaddress import IPv4Address
 
 import numpy as np
 
+from tracer.analysis.compare import loop_text
 from tracer.analysis.correlate import GAP, MISSED, SEEN, SightingMatrix, last_index
 from tracer.model.direction import Direction
 from tracer.model.flowgraph import EdgeKind
@@ -136,11 +137,12 @@ def locate_observed(
     if delivered:
         return ObservedFate(Outcome.DELIVERED, f"delivered to {path.hops[-1].node}", div.text)
     last = op.seen[-1]
-    if op.loop is not None:
-        return ObservedFate(Outcome.LOST, f"in a routing loop between {' and '.join(op.loop.nodes)}", div.text,
-                            last.point, reason=div.text)
-    nxt, edge, why = _next_point(topo, path, op)
     cause = leak_cause if div.kind == "leak" else None
+    if op.loop is not None:
+        between = " and ".join(op.loop.nodes)
+        return ObservedFate(Outcome.LOST, f"in a routing loop {'between' if len(op.loop.nodes) > 1 else 'at'} {between}",
+                            div.text, last.point, reason=_join(cause, loop_text(op.loop)))
+    nxt, edge, why = _next_point(topo, path, op)
     having = f", having {div.text}"
     if nxt is None and edge == _NO_LINK:
         return ObservedFate(Outcome.INCONCLUSIVE, f"somewhere after {last.point}{having}", div.text, last.point,

@@ -39,6 +39,17 @@ def _chain(hook: str, *rules: str) -> str:
 
 
 _east_default = layout.node("east").routes[-1]
+_east_gw_default = layout.node("east-gw").routes[-1]  # via the router
+_west_gw_wan = layout.node("west-gw").interfaces["wan0"].addresses[0].ip
+_IKE_BLOCKED = _chain("forward", 'udp dport { 500, 4500 } counter drop comment "IKE and ESP-in-UDP"')
+# A policy rule ahead of strongSwan's (priority 220) sends east's replies to the west LAN out
+# the WAN by a table of its own: the SA stays up, the replies just never enter it.
+_POLICY_TABLE = 100
+_ROUTE_AROUND = {"east-gw": [
+    f"rule add from {layout.EAST_LAN} to {layout.WEST_LAN} iif lan0 lookup {_POLICY_TABLE} pref {_POLICY_TABLE}",
+    f"route add default via {_east_gw_default.via} dev {_east_gw_default.dev} table {_POLICY_TABLE}",
+]}
+_UNROUTE_AROUND = {"east-gw": [f"rule del pref {_POLICY_TABLE}", f"route flush table {_POLICY_TABLE}"]}
 
 _FAULTS = (
     Fault(
@@ -54,7 +65,30 @@ _FAULTS = (
         "router drops UDP 500 and 4500, so no SA: west-gw has no tunnel route and leaks the "
         "cleartext via its default route; the router has no route to 198.51.100.0/24 (nor back "
         "for an ICMP error) and drops it silently",
-        nft={"router": _chain("forward", 'udp dport { 500, 4500 } counter drop comment "IKE and ESP-in-UDP"')},
+        nft={"router": _IKE_BLOCKED},
+        stops_ike=True,
+    ),
+    Fault(
+        "asymmetric-return",
+        "east-gw policy-routes east's replies out wan0 in the clear (a rule ahead of strongSwan's table 220) "
+        "while the SA is up; the router has no route to 192.0.2.0/24 and drops them",
+        ip_apply=_ROUTE_AROUND,
+        ip_clear=_UNROUTE_AROUND,
+    ),
+    Fault(
+        "asymmetric-return-routed",
+        "as asymmetric-return, and the router routes 192.0.2.0/24 back to west-gw: the replies arrive, "
+        "in the clear, around the tunnel",
+        ip_apply=_ROUTE_AROUND | {"router": [f"route add {layout.WEST_LAN} via {_west_gw_wan} dev eth0"]},
+        ip_clear=_UNROUTE_AROUND | {"router": [f"route del {layout.WEST_LAN}"]},
+    ),
+    Fault(
+        "routing-loop",
+        "IKE blocked (no SA, west-gw leaks the cleartext via its default route to the router) and the router "
+        "routes 198.51.100.0/24 back to west-gw: each probe bounces between them until its TTL runs out",
+        nft={"router": _IKE_BLOCKED},
+        ip_apply={"router": [f"route add {layout.EAST_LAN} via {_west_gw_wan} dev eth0"]},
+        ip_clear={"router": [f"route del {layout.EAST_LAN}"]},
         stops_ike=True,
     ),
     Fault(

@@ -68,13 +68,22 @@ class ObservedProbe:
     loop: Loop | None = None
 
     def path_text(self) -> str:
-        """"west:eth0 → west-gw:wan0 [clear, leak] → router:eth0 [clear, leak]": repeats folded."""
+        """"west:eth0 → west-gw:wan0 [clear, leak] → router:eth0 [clear, leak]"; a loop is shown
+        once, up to where it comes round again ("⟲ west-gw:wan0")."""
         parts: list[str] = []
-        last = None
+        been: set[str] = set()
         for s in self.seen:
-            if s.point == last:
+            if parts and s.point == _step_point(parts):
                 continue
-            last = s.point
+            if s.point in been:
+                parts.append(f"⟲ {s.point}")
+                break
+            been.add(s.point)
             tag = "" if s.place == Place.EXPECTED else f" [{s.form}, {s.place}]"
             parts.append(s.point + tag)
         return " → ".join(parts)
+
+
+def _step_point(parts: list[str]) -> str:
+    """The point of the last rendered step (its text up to the first space)."""
+    return parts[-1].split(" ", 1)[0]
