@@ -50,8 +50,9 @@ def observe_capture(cap: CaptureIndex, point: str | None = None) -> FileObservat
     """Observations of an already indexed capture (``file`` index 0, ``sources=[cap.path]``)."""
     cols = extract(cap.buf, cap.data_off, cap.caplen, cap.linktypes(), ts_ns=cap.ts_ns, wire_len=cap.wire_len)
     names = point_names(cap, point)
-    points: list[str] = []
-    pmap = np.array([_intern(points, n) for n in names] or [0], np.int16)
+    index: dict[str, int] = {}  # point name → number, in order of first appearance (a dict: files may name many)
+    pmap = np.array([index.setdefault(n, len(index)) for n in names] or [0], np.int16)
+    points = list(index)
     cols["point"] = pmap[cap.iface] if len(cap) else np.zeros(0, np.int16)
     cols["file"] = np.zeros(len(cap), np.int16)
     drops: Drops = {}
@@ -80,9 +81,3 @@ def observe_files(items: Iterable[tuple[str | os.PathLike[str], str | None]]) ->
 
 def _add(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else a + b
-
-
-def _intern(names: list[str], name: str) -> int:
-    if name not in names:
-        names.append(name)
-    return names.index(name)

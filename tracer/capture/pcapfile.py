@@ -355,14 +355,23 @@ class _Decoder:
             return
         s, t, ln, sec = st[pk], types[pk], lens[pk], sec[pk]
         is_spb, is_pb = t == _SPB, t == _PB
-        ifid = w[s + 2].astype(np.int64)
+        bad = ln < np.where(is_spb, 16, 32)  # shorter than the block's fixed fields
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise CaptureError(f"{name}: packet block at offset {int(s[k]) * 4} is too short ({int(ln[k])} bytes; "
+                               "corrupt file)")
+
+        def word(k: int) -> np.ndarray:  # word k of each block (an SPB ends sooner: clipped, overwritten below)
+            return w[np.minimum(s + k, len(w) - 1)]
+
+        ifid = word(2).astype(np.int64)
         if is_pb.any():  # obsolete PB: 16-bit interface id, then a 16-bit drop count
             ifid = np.where(is_pb, (ifid & 0xFFFF) if bo == "<" else (ifid >> 16), ifid)
         ifid[is_spb] = 0
-        caplen = w[s + 5].astype(np.int64)
-        wire = w[s + 6].copy()
+        caplen = word(5).astype(np.int64)
+        wire = word(6)
         data = s * 4 + 28
-        ticks = (w[s + 3].astype(np.uint64) << np.uint64(32)) | w[s + 4]
+        ticks = (word(3).astype(np.uint64) << np.uint64(32)) | word(4)
         counts = np.array(self.sec_count, np.int64)[sec]
         bad = ifid >= counts
         if bad.any():
@@ -402,6 +411,9 @@ class _Decoder:
         if length < 20:
             raise CaptureError(f"{self.name}: interface block at offset {off} is too short ({length} bytes)")
         linktype, _reserved, snaplen = struct.unpack_from(bo + "HHI", self.raw, off + 8)
+        if len(self.ifaces) >= _MAX_IFACES:
+            raise CaptureError(f"{self.name}: interface block at offset {off} is interface {len(self.ifaces) + 1}; "
+                               f"tracer reads at most {_MAX_IFACES} per file (corrupt file?)")
         info = _Iface(linktype, snaplen)
         for code, val in _options(self.raw, off + 16, off + length - 4, bo):
             if code == 2:
@@ -463,6 +475,7 @@ class _Decoder:
 
 
 _META_BLOCKS = {_SHB: _Decoder._section, _IDB: _Decoder._interface, _ISB: _Decoder._statistics}
+_MAX_IFACES = 32767  # interface numbers are int16 columns
 _MAX_TSOFFSET_S = 1 << 33  # ±272 years: keeps offset * 1e9 inside int64
 
 
