@@ -61,6 +61,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from tracer.errors import BadInput
+
 
 class PacketClass(IntEnum):
     OTHER = 0
@@ -152,11 +154,14 @@ class Observations:
     @staticmethod
     def concat(parts: list[Observations]) -> Observations:
         """Merge observations from several files, re-indexing points and files."""
-        points: list[str] = []
+        index: dict[str, int] = {}  # point name → its number in the merged set
         sources: list[str] = []
         cols: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
         for part in parts:
-            pmap = np.array([_intern(points, p) for p in part.points] or [0], dtype=np.int16)
+            numbers = [index.setdefault(p, len(index)) for p in part.points]
+            if len(index) > MAX_POINTS or len(sources) + len(part.sources) > MAX_POINTS:
+                raise BadInput(f"more than {MAX_POINTS} capture points or files in one run: split the captures")
+            pmap = np.array(numbers or [0], dtype=np.int16)
             fbase = len(sources)
             sources.extend(part.sources)
             for k in COLUMNS:
@@ -167,10 +172,7 @@ class Observations:
                     v = (v + fbase).astype(np.int16)
                 cols[k].append(v)
         merged = {k: np.concatenate(v) if v else np.zeros(0, COLUMNS[k]) for k, v in cols.items()}
-        return Observations(merged, points, sources)
+        return Observations(merged, list(index), sources)
 
 
-def _intern(names: list[str], name: str) -> int:
-    if name not in names:
-        names.append(name)
-    return names.index(name)
+MAX_POINTS = np.iinfo(np.int16).max  # points and files are numbered in int16 columns
