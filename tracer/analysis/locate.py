@@ -278,7 +278,7 @@ def _edge_reason(path: ExpectedPath, i: int, leaks: list[str], spi: int | None) 
     enters_tunnel = kind == EdgeKind.ENCAP or (i + 1 < len(path.edges) and path.edges[i + 1] == EdgeKind.ENCAP)
     if leaked_here and enters_tunnel:
         return (f"{a.node} sent it out {CapturePoint.parse(leaked_here[0]).iface} in the clear instead of into the tunnel: "
-                "no SA covers this traffic (is IKE up? see tracer lab status / swanctl --list-sas)")
+                f"no SA or policy on {a.node} covers this traffic")
     if kind == EdgeKind.ENCAP:
         return (f"cleartext reached {a.point} but no ESP for it left {b.point}: "
                 "no SA or policy for this traffic, or encapsulation failed")
