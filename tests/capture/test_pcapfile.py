@@ -241,7 +241,8 @@ def test_observe_files_merges_points_and_drops(tmp_path):
     b = _write(tmp_path / "b.pcapng", shb("<") + idb("<", 101, "r:eth0") + epb("<", 0, 20, bytes(CORPUS["tcp-syn"]))
                + isb("<", 0, ifdrop=4))
     c = _write(tmp_path / "c.pcap", pcap_bytes([(30_000, bytes(CORPUS["gre"]), 44)], linktype=101))
-    obs, drops, warnings = observe_files([(a, None), (b, None), (c, "r:eth1")])
+    merged = observe_files([(a, None), (b, None), (c, "r:eth1")])
+    obs, drops, warnings = merged.obs, merged.drops, merged.warnings
     assert obs.points == ["r:eth0", "r:eth1"] and obs.sources == [str(a), str(b), str(c)]
     assert obs["point"].tolist() == [0, 0, 1] and obs["file"].tolist() == [0, 1, 2]
     assert drops == {"r:eth0": 7, "r:eth1": None}

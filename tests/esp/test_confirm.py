@@ -98,7 +98,7 @@ def no_key_material(text: str) -> bool:
 
 
 def test_confirm_finds_the_tag_inside_each_esp_packet(mixed: Path) -> None:
-    obs, _, _ = observe_files([(mixed, None)])
+    obs = observe_files([(mixed, None)]).obs
     assert obs.points == ["a:b"]
     assert int((obs["cls"] == PacketClass.ESP).sum()) == 10
     conf = confirm(obs, SAS)
@@ -121,7 +121,7 @@ def test_confirm_finds_the_tag_inside_each_esp_packet(mixed: Path) -> None:
 
 
 def test_confirm_without_matching_keys_or_rows(mixed: Path) -> None:
-    obs, _, _ = observe_files([(mixed, None)])
+    obs = observe_files([(mixed, None)]).obs
     conf = confirm(obs, [])
     assert conf.tags == {} and conf.failures == {} and conf.rows == 0
     assert conf.spis_without_sa == {SPI_REQ, SPI_REP, SPI_CBC, SPI_NOKEY}
@@ -134,7 +134,7 @@ def test_confirm_without_matching_keys_or_rows(mixed: Path) -> None:
 def test_shared_spi_is_resolved_by_outer_addresses(mixed: Path) -> None:
     # Two SAs with the SPI of the requests: the one whose addresses match is the one that works.
     decoy = EspSA(GW_E, GW_W, SPI_REQ, GCM16, bytes(20))
-    obs, _, _ = observe_files([(mixed, None)])
+    obs = observe_files([(mixed, None)]).obs
     conf = confirm(obs, [decoy, *SAS])
     assert conf.tags[(SPI_REQ, 1)][0] == ProbeTag(RUN, ProbeKind.PING, 0)
     assert set(conf.failures) == {(SPI_REQ, 4)}
@@ -146,7 +146,7 @@ def test_a_copy_cut_short_at_one_point_is_read_at_another(tmp_path: Path) -> Non
     short, full = tmp_path / "short.pcapng", tmp_path / "full.pcapng"
     write_pcapng(short, recs, if_name="west-gw:wan0", linktype=1, snaplen=64)
     write_pcapng(full, recs[:2], if_name="router:eth0", linktype=1)
-    obs, _, _ = observe_files([(short, None), (full, None)])
+    obs = observe_files([(short, None), (full, None)]).obs
     conf = confirm(obs, SAS)
     assert conf.rows == 5
     assert {k: v[0].seq for k, v in conf.tags.items() if v[0]} == {(SPI_REQ, 1): 0, (SPI_REQ, 2): 1}
@@ -173,7 +173,7 @@ def test_thousands_of_packets(tmp_path: Path) -> None:
     recs = [(T0 + s, f, len(f)) for s in range(n) for f in [fast_gcm_frame(SPI_REQ, K_REQ, s + 1, inner[s % 50])]]
     path = tmp_path / "many.pcapng"
     write_pcapng(path, recs, if_name="router:eth0", linktype=1)
-    obs, _, _ = observe_files([(path, None)])
+    obs = observe_files([(path, None)]).obs
     t = time.perf_counter()
     conf = confirm(obs, SAS)
     took = time.perf_counter() - t
@@ -185,7 +185,7 @@ def test_thousands_of_packets(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed (apt-get install tshark)")
 def test_wireshark_agrees_with_confirm(mixed: Path, tmp_path: Path) -> None:
     ws = wireshark_decode(mixed, SAS)
-    obs, _, _ = observe_files([(mixed, None)])
+    obs = observe_files([(mixed, None)]).obs
     conf = confirm(obs, SAS)
     by_key = {(w.spi, w.seq): w for w in ws}
     assert len(ws) == 10  # every ESP packet, IKE and cleartext excluded by the "esp" filter

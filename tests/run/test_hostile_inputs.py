@@ -79,3 +79,22 @@ def test_internal_errors_are_one_line_with_their_own_exit_code(monkeypatch, caps
     monkeypatch.setenv("TRACER_DEBUG", "1")
     with pytest.raises(RuntimeError):
         main(["replay", str(ROOT / "captures" / "all-delivered")])
+
+
+def test_a_capture_cut_short_makes_the_verdict_inconclusive_not_a_loss(tmp_path):
+    # Found by tests/cli: a file that lost its last bytes used to turn "delivered" into
+    # "1/3 echo replies lost on the wire": what a damaged file lacks proves nothing.
+    topo = ROOT / "captures" / "all-delivered" / "topology.toml"
+    files = []
+    for src in sorted((ROOT / "captures" / "all-delivered").glob("*.pcapng")):
+        node, iface = src.stem.split("_", 1)
+        dst = tmp_path / f"{node}:{iface}.pcap"
+        subprocess.run(["tcpdump", "-r", str(src), "-w", str(dst)], check=True, capture_output=True)
+        files.append(str(dst))
+    west = tmp_path / "west:eth0.pcap"
+    west.write_bytes(west.read_bytes()[:-10])
+    r = tracer("replay", "-t", str(topo), *files)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "INCONCLUSIVE echo requests delivered; 1/3 echo replies inconclusive" in r.stdout
+    assert "capture file damaged" in r.stdout
+    assert f"{west}: truncated after" in r.stdout  # the warning names the file

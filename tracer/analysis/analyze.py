@@ -57,9 +57,14 @@ def analyze(
     drops: dict[str, int] | None = None,
     warnings: tuple[str, ...] = (),
     decrypted: DecryptedTags | None = None,
+    damaged: dict[str, str] | None = None,
 ) -> Verdict:
-    """``decrypted``: what ESP decryption with keys found inside each opened packet (None: no keys)."""
+    """``decrypted``: what ESP decryption with keys found inside each opened packet (None: no keys);
+    ``damaged``: capture points whose file is damaged (cut short): like sniffer drops, their
+    silence proves nothing."""
     drops = {k: v for k, v in (drops or {}).items() if v}
+    damaged = damaged or {}
+    suspect = drops | {p: 1 for p in damaged}  # points whose absence proves nothing
     spec = _with_endpoints(obs, spec)
     paths = _expected_paths(topo, spec)
     warn = list(warnings)
@@ -85,10 +90,10 @@ def analyze(
             found += _nowhere(path, direction, len(seqs) if arrived is None else sum(arrived), topo, spec)
             arrived = [False] * len(seqs)
             continue
-        s = correlate(obs, topo, path, spec.run, spec.kind, direction, seqs, drops, decrypted)
+        s = correlate(obs, topo, path, spec.run, spec.kind, direction, seqs, suspect, decrypted)
         mine = trace_probes(s, path, direction, arrived)
         off = observe(obs, topo, path, spec.run, spec.kind, direction, s)
-        detours = _detours(obs, topo, path, mine, off, drops)
+        detours = _detours(obs, topo, path, mine, off, suspect)
         errors = spec.send_errors if direction == Direction.REQUEST else None
         found += findings(mine, path, direction, s.leaks, errors, detours)
         observed += [off[p] for p in sorted(off)]
@@ -116,6 +121,7 @@ def analyze(
         probes=tuple(traces),
         unobserved=tuple(sorted(p for p in all_points if obs.point_index(p) < 0)),
         drops={k: v for k, v in drops.items() if k in all_points},
+        damaged={k: v for k, v in damaged.items() if k in all_points},
         diagnoses=tuple(diagnoses),
         warnings=tuple(warn),
         mtu=mtu,

@@ -159,7 +159,7 @@ def locate_observed(
                                 reason=f"{', '.join(blind) or 'its node'} not captured (or with sniffer drops)")
         return ObservedFate(Outcome.LOST, where + having, div.text, last.point, reason=_join(cause, why))
     if nxt not in captured or nxt in unreliable:
-        doubt = "was not captured" if nxt not in captured else "had sniffer drops, so its silence proves nothing"
+        doubt = "was not captured" if nxt not in captured else _DOUBT_TEXT[Sighting.UNRELIABLE]
         return ObservedFate(Outcome.INCONCLUSIVE, f"somewhere between {last.point} and {nxt}{having}", div.text,
                             last.point, nxt, reason=f"{nxt} {doubt}")
     return ObservedFate(Outcome.LOST, (edge or f"between {last.point} and {nxt}") + having, div.text, last.point, nxt,
@@ -259,7 +259,7 @@ def _inconclusive(traces: list[ProbeTrace], path: ExpectedPath) -> tuple[str, st
 
 _DOUBT_TEXT = {
     Sighting.UNOBSERVED: "was not captured",
-    Sighting.UNRELIABLE: "had sniffer drops, so its silence proves nothing",
+    Sighting.UNRELIABLE: "had sniffer drops or a damaged capture, so its silence proves nothing",
     Sighting.UNKNOWN: "carried ESP that could not be tied to the probe",
 }
 

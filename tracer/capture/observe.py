@@ -33,6 +33,7 @@ class FileObservations:
     obs: Observations
     drops: Drops = field(default_factory=dict)  # capture point → kernel drops (None: unknown)
     warnings: list[str] = field(default_factory=list)
+    damaged: dict[str, str] = field(default_factory=dict)  # capture point → why its file cannot prove absence
 
 
 def point_names(cap: CaptureIndex, point: str | None = None) -> list[str]:
@@ -58,7 +59,8 @@ def observe_capture(cap: CaptureIndex, point: str | None = None) -> FileObservat
     drops: Drops = {}
     for n, info in zip(names, cap.interfaces, strict=True):
         drops[n] = _add(drops.get(n), info.drops)
-    return FileObservations(Observations(cols, points, [cap.path]), drops, list(cap.warnings))
+    damaged = {n: cap.damage[0] for n in names} if cap.damage else {}
+    return FileObservations(Observations(cols, points, [cap.path]), drops, list(cap.warnings), damaged)
 
 
 def observe_file(path: str | os.PathLike[str], point: str | None = None) -> FileObservations:
@@ -66,17 +68,19 @@ def observe_file(path: str | os.PathLike[str], point: str | None = None) -> File
     return observe_capture(read_capture(path), point)
 
 
-def observe_files(items: Iterable[tuple[str | os.PathLike[str], str | None]]) -> tuple[Observations, Drops, list[str]]:
+def observe_files(items: Iterable[tuple[str | os.PathLike[str], str | None]]) -> FileObservations:
     """Observe several ``(path, point or None)`` files and merge them; drops of a point seen in several files add up."""
     parts = [observe_file(p, pt) for p, pt in items]
     drops: Drops = {}
     warnings: list[str] = []
+    damaged: dict[str, str] = {}
     for part in parts:
         for k, v in part.drops.items():
             drops[k] = _add(drops.get(k), v) if k in drops else v
         warnings += part.warnings
+        damaged |= part.damaged
     obs = Observations.concat([p.obs for p in parts]) if parts else Observations.empty()
-    return obs, drops, warnings
+    return FileObservations(obs, drops, warnings, damaged)
 
 
 def _add(a: int | None, b: int | None) -> int | None:

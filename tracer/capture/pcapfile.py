@@ -93,6 +93,11 @@ class CaptureIndex:
     interfaces: list[IfaceInfo] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def damage(self) -> list[str]:
+        """Warnings that mean a packet missing from this file may still have been there (a lost end)."""
+        return [w for w in self.warnings if f": {TRUNCATED} " in w]
+
     def __len__(self) -> int:
         return len(self.data_off)
 
@@ -207,10 +212,13 @@ def _read_pcap(name: str, raw: Buffer, buf: np.ndarray, size: int, bo: str, ns: 
     )
 
 
+TRUNCATED = "truncated after"  # in a warning: the file lost its end, so what it lacks proves nothing
+
+
 def _tail(name: str, kept: int, warnings: list[str], what: str) -> None:
     if kept == 0:
         raise CaptureError(f"{name}: record 1 runs past end of file ({what})")
-    warnings.append(f"{name}: truncated after {kept} records ({what})")
+    warnings.append(f"{name}: {TRUNCATED} {kept} records ({what})")
 
 
 # --- pcapng ---------------------------------------------------------------------------------------

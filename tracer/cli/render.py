@@ -57,7 +57,7 @@ def _render_path(stats: PathStats, drops: dict[str, int]) -> list[str]:
         if s.unobserved:
             notes.append("not captured")
         if s.unreliable:
-            notes.append(f"sniffer dropped {drops.get(hop.point, '?')} packets")
+            notes.append(f"sniffer dropped {drops[hop.point]} packets" if hop.point in drops else "capture file damaged")
         if s.unknown:
             notes.append("ESP not tied to probe")
         if s.leaked:

@@ -107,6 +107,7 @@ class Verdict:
     probes: tuple[ProbeTrace, ...]
     unobserved: tuple[str, ...] = ()
     drops: dict[str, int] = field(default_factory=dict)
+    damaged: dict[str, str] = field(default_factory=dict)  # point → why its capture file cannot prove absence
     diagnoses: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     mtu: MtuReport | None = None

@@ -6,7 +6,7 @@ directory and then calls :func:`replay_run` on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -32,6 +32,7 @@ class LoadedRun:
     warnings: list[str]
     manifest: Manifest | None
     report: ProbeReport | None = None  # what the prober sent (run directories of live traces)
+    damaged: dict[str, str] = field(default_factory=dict)  # point → why its capture cannot prove absence
 
 
 @dataclass
@@ -52,7 +53,8 @@ def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
     if topology is None:
         raise BadInput("no topology: pass --topology FILE (run directories carry their own)")
     topo = load_topology(topology)
-    obs, drops, warnings = observe_files(found.files)
+    seen = observe_files(found.files)
+    obs, drops, warnings = seen.obs, seen.drops, seen.warnings
     for c in found.manifest.captures if found.manifest else []:
         if c.point and c.drops:
             drops[c.point] = max(drops.get(c.point) or 0, c.drops)
@@ -62,7 +64,8 @@ def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
             f"capture point '{unknown[0]}' is not an interface of topology {topology} "
             "(name captures node:iface, or map them in a manifest)"
         )
-    return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, found.manifest, found.report)
+    return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, found.manifest, found.report,
+                     seen.damaged)
 
 
 def _inputs(inputs: list[Path]) -> _Inputs:
@@ -114,8 +117,8 @@ def replay_run(
             raise BadInput("no tracer probes found in the captures (no tagged packets); were they captured with tracer?")
         specs = [ProbeSpec(r, k, src, dst) for r, k, _ in runs]
     decrypted = _decrypt(loaded, esp_keys) if esp_keys else None
-    return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings), decrypted)
-            for s in specs]
+    return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings), decrypted,
+                    loaded.damaged) for s in specs]
 
 
 def _spec_from_manifest(loaded: LoadedRun, m: Manifest, src: IPv4Address | None, dst: IPv4Address | None) -> ProbeSpec:
