@@ -35,3 +35,11 @@ def ssh_argv(
         opts += ["-p", str(port)]
     cmd = [ensure_tool("ssh", package="openssh-client"), *opts, "--", target, remote_command]
     return (["ip", "netns", "exec", ssh_netns] if ssh_netns else []) + cmd
+
+
+def topology_relative(topo_source: str, value: str | None) -> Path | None:
+    """A path a topology file gives (ssh_key, ssh_known_hosts): ~ expanded, relative to the file's directory."""
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(topo_source).parent / p

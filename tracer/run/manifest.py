@@ -5,18 +5,25 @@ probe kind, source, destination, count), which file belongs to which capture poi
 and how many packets each sniffer's kernel dropped; the probe report
 (:class:`tracer.model.probe.ProbeReport`) says what the prober sent and heard back.
 Older manifests carried the report as an untyped ``probe`` block; it is still read.
+``netstate`` (optional) names the folder of live network state snapshots, one
+``<node>.json`` (:class:`tracer.model.netstate.NodeState`) per node read when the run
+started; ``netstate_unread`` says why a node could not be read. Manifests without them
+(older runs, capture files) simply have no live state to compare the topology with.
 Recorded scenarios in ``captures/`` are run directories with an ``expected`` block.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 from tracer.errors import BadInput
+from tracer.model.netstate import NodeState
 from tracer.model.probe import ProbeReport
 from tracer.probes import probe_type
 from tracer.textfile import read_text
@@ -24,6 +31,7 @@ from tracer.textfile import read_text
 MANIFEST = "manifest.json"
 FORMAT = "tracer-run/1"
 PROBE_REPORT = "probes.json"
+NETSTATE = "netstate"  # folder of live network state snapshots, one <node>.json each
 
 
 @dataclass
@@ -46,6 +54,8 @@ class Manifest:
     topology: str | None = "topology.toml"
     captures: list[CaptureEntry] = field(default_factory=list)
     report: str | None = None  # the probe report's file (probes.json); None: none, or an old manifest's block
+    netstate: str | None = None  # folder of live state snapshots (netstate/); None: not taken
+    netstate_unread: dict[str, str] = field(default_factory=dict)  # node -> why its state could not be read
     extra: dict[str, Any] = field(default_factory=dict)  # anything else: expected verdict, timings
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,6 +70,8 @@ class Manifest:
             "topology": self.topology,
             "captures": [_capture_dict(c) for c in self.captures],
             **({"report": self.report} if self.report else {}),
+            **({"netstate": self.netstate} if self.netstate else {}),
+            **({"netstate_unread": dict(self.netstate_unread)} if self.netstate_unread else {}),
             **self.extra,
         }
 
@@ -117,7 +129,8 @@ def read_manifest(run_dir: Path) -> Manifest:
         raise BadInput(f"{path}: unreadable manifest ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BadInput(f"{path}: not a tracer manifest (expected \"format\": \"{FORMAT}\")")
-    known = {"format", "run", "kind", "src", "dst", "origin", "count", "topology", "captures", "report"}
+    known = {"format", "run", "kind", "src", "dst", "origin", "count", "topology", "captures", "report", "netstate",
+             "netstate_unread"}
     try:
         caps = [CaptureEntry(c.get("point"), str(c["file"]), c.get("drops"), c.get("backend"), c.get("remote") is True)
                 for c in data.get("captures", [])]
@@ -132,6 +145,8 @@ def read_manifest(run_dir: Path) -> Manifest:
             topology=data.get("topology"),
             captures=caps,
             report=str(data["report"]) if data.get("report") else None,
+            netstate=str(data["netstate"]) if data.get("netstate") else None,
+            netstate_unread={str(k): str(v) for k, v in (data.get("netstate_unread") or {}).items()},
             extra={k: v for k, v in data.items() if k not in known},
         )
     except (KeyError, ValueError, TypeError, AttributeError) as e:
@@ -140,3 +155,44 @@ def read_manifest(run_dir: Path) -> Manifest:
         if not (run_dir / c.file).is_file():
             raise BadInput(f"{path}: capture file '{c.file}' for {c.point or 'a capture point'} is missing")
     return m
+
+
+def write_netstate(run_dir: Path, states: dict[str, NodeState]) -> str:
+    """``run_dir/netstate/<node>.json`` per state, owner-only like the captures; the folder's name."""
+    folder = run_dir / NETSTATE
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for name, state in states.items():  # node names are safe file names (checked by the topology parser)
+        path = folder / f"{name}.json"
+        tmp = folder / f".{name}.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(state.to_dict(), indent=2) + "\n")
+        tmp.replace(path)
+    return NETSTATE
+
+
+def read_netstate(run_dir: Path, m: Manifest, nodes: Iterable[str]) -> tuple[dict[str, NodeState], list[str]]:
+    """The live states the manifest's netstate folder holds for ``nodes`` (the topology's), and a
+    note for each one that is unreadable or was never read. Live state is evidence beside the
+    captures: a broken snapshot costs its comparison, not the verdict."""
+    notes = [f"{node}: live state not read ({why}); not compared with the topology"
+             for node, why in m.netstate_unread.items()]
+    if m.netstate is None:
+        return {}, notes
+    if Path(m.netstate).name != m.netstate or m.netstate in (".", ".."):
+        return {}, [*notes, f"{run_dir / MANIFEST}: netstate '{m.netstate}' is not a folder name; live state not read"]
+    states: dict[str, NodeState] = {}
+    for node in nodes:
+        path = run_dir / m.netstate / f"{node}.json"
+        try:
+            state = NodeState.from_dict(json.loads(read_text(path, "live network state")))
+        except FileNotFoundError:
+            continue  # not on the paths, or not read (then netstate_unread says why)
+        except (BadInput, ValueError) as e:
+            notes.append(f"{path}: {e}; not compared with the topology")
+            continue
+        if state.node != node:
+            notes.append(f"{path}: holds the state of '{state.node}', not '{node}'; not compared with the topology")
+            continue
+        states[node] = state
+    return states, notes

@@ -1,7 +1,9 @@
 """Live traces: record, then replay.
 
-Start a sniffer on every capture point of the expected request and reply paths, send
-tagged probes, stop the sniffers, write the run directory (one pcapng per point, the
+Snapshot the live state of every node on the expected request and reply paths
+(``netstate/``), start a sniffer on every capture point of those paths and on every other
+interface those nodes really have (witnesses, including interfaces the topology lacks),
+send tagged probes, stop the sniffers, write the run directory (one pcapng per point, the
 manifest, the probe report, the topology), then hand it to the same replay code as
 ``tracer replay``. Works on any topology whose nodes live in local network namespaces or
 are reachable over SSH; the built-in lab is just one such topology file.
@@ -16,7 +18,10 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from tracer.analysis.topocheck import live_interfaces
 from tracer.errors import BadInput
+from tracer.evidence.netstate import snapshot_nodes
+from tracer.model.netstate import NodeState
 from tracer.model.path import expected_path
 from tracer.model.point import CapturePoint
 from tracer.model.probe import Endpoints, ProbeReport
@@ -24,7 +29,7 @@ from tracer.model.topology import Topology
 from tracer.model.verdict import Verdict
 from tracer.netns import ensure_root
 from tracer.probes import ProbeType
-from tracer.run.manifest import PROBE_REPORT, CaptureEntry, Manifest, write_manifest, write_probe_report
+from tracer.run.manifest import PROBE_REPORT, CaptureEntry, Manifest, write_manifest, write_netstate, write_probe_report
 from tracer.run.replay import load_run, replay_run
 from tracer.sniff import CaptureResult, Sniffer, sniffer_for, start_all, stop_all
 from tracer.sniff.bpf import capture_filter
@@ -64,6 +69,13 @@ def capture_points(topo: Topology, ends: Endpoints) -> list[str]:
     return list(dict.fromkeys(h.point for p in (req, rep) for h in p.hops))
 
 
+def witness_points(topo: Topology, states: dict[str, NodeState], points: list[str]) -> list[str]:
+    """The interfaces the nodes on the paths really have besides ``points`` (off the paths, or
+    missing from the topology: a router re-wired through a new eth2), captured as witnesses."""
+    nodes = list(dict.fromkeys(CapturePoint.parse(p).node for p in points))
+    return [p for p in live_interfaces(topo, states, nodes) if p not in points]
+
+
 def make_sniffers(topo: Topology, points: list[str], run_dir: Path, snaplen: int = DEFAULT_SNAPLEN) -> list[Sniffer]:
     bpf = capture_filter(topo)
     out = []
@@ -98,14 +110,30 @@ def record(
 ) -> Path:
     """Sniff every point while ``send()`` runs; always leave a valid run directory."""
     ensure_root()
-    sniffers = make_sniffers(topo, capture_points(topo, ends), run_dir, snaplen)
-    results: list[CaptureResult] = []
     extra: dict = {"started": datetime.now(UTC).isoformat()}
-    report: ProbeReport | None = None
     t0 = time.monotonic()
+    points = capture_points(topo, ends)
+    sniffers: list[Sniffer] = []
+    witnesses: list[Sniffer] = []
+    failed: dict[str, str] = {}  # witness points that could not capture, and why
+    results: list[CaptureResult] = []
+    report: ProbeReport | None = None
+    netstate: str | None = None
+    unread: dict[str, str] = {}
     try:
-        start_all(sniffers)
-        extra["sniffers_ready_s"] = round(time.monotonic() - t0, 3)
+        # The live state of every node on the paths, before any sniffer starts: replay compares
+        # it with the topology, and the interfaces the nodes really have become witness points.
+        states, unread = snapshot_nodes(topo, [CapturePoint.parse(p).node for p in points])
+        netstate = write_netstate(run_dir, states)
+        extra["netstate_s"] = round(time.monotonic() - t0, 3)
+        sniffers = make_sniffers(topo, points, run_dir, snaplen)
+        witnesses = make_sniffers(topo, witness_points(topo, states, points), run_dir, snaplen)
+        t_start = time.monotonic()
+        # A witness that cannot capture costs its own file, never the trace.
+        failed = start_all(sniffers, optional=witnesses)
+        if failed:
+            extra["witnesses_failed"] = failed
+        extra["sniffers_ready_s"] = round(time.monotonic() - t_start, 3)
         report = send()
         # The prober has its last answer, but a sniffer further along may not have
         # pulled that packet from its ring yet; stopping now would record a false loss.
@@ -113,7 +141,7 @@ def record(
     finally:
         # Ctrl-C or an error mid-run: stop what was started and keep its packets. If an
         # exception is on its way out, it stays the one reported; stop errors come after.
-        started = [s for s in sniffers if s.proc is not None]
+        started = [s for s in [*sniffers, *witnesses] if s.proc is not None and s.point not in failed]
         results, stop_errors = stop_all(started)
         backends = {s.point: s.backend for s in started}
         shutil.copy(topo_path, run_dir / "topology.toml")
@@ -126,6 +154,7 @@ def record(
             captures=[CaptureEntry(r.point, r.file.name, r.drops, backends.get(r.point),
                                    remote=backends.get(r.point) == SshTcpdumpSniffer.backend) for r in results],
             report=PROBE_REPORT if report is not None else None,
+            netstate=netstate, netstate_unread=unread,
             extra=extra | {"record_s": round(time.monotonic() - t0, 3)},
         )
         write_manifest(run_dir, manifest)

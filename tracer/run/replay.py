@@ -11,16 +11,18 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from tracer.analysis.analyze import analyze, find_runs
+from tracer.analysis.topocheck import compare
 from tracer.capture.observe import observe_files
 from tracer.errors import BadInput
 from tracer.model.direction import Direction
+from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations
-from tracer.model.point import CapturePoint
+from tracer.model.point import CapturePoint, split_point
 from tracer.model.probe import DecryptedTags, ProbeIdentity, ProbeReport, ProbeSpec
 from tracer.model.topology import Topology
 from tracer.model.verdict import Verdict
 from tracer.probes import spec_from_report
-from tracer.run.manifest import MANIFEST, Manifest, read_manifest, read_probe_report
+from tracer.run.manifest import MANIFEST, Manifest, read_manifest, read_netstate, read_probe_report
 from tracer.topofile import load_topology
 
 
@@ -33,6 +35,7 @@ class LoadedRun:
     manifest: Manifest | None
     report: ProbeReport | None = None  # what the prober sent (run directories of live traces)
     damaged: dict[str, str] = field(default_factory=dict)  # point → why its capture cannot prove absence
+    netstate: dict[str, NodeState] = field(default_factory=dict)  # live state per node when the run started
 
 
 @dataclass
@@ -44,6 +47,7 @@ class _Inputs:
     topology: Path | None = None
     manifest: Manifest | None = None
     report: ProbeReport | None = None
+    run_dir: Path | None = None
 
 
 def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
@@ -58,14 +62,22 @@ def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
     for c in found.manifest.captures if found.manifest else []:
         if c.point and c.drops:
             drops[c.point] = max(drops.get(c.point) or 0, c.drops)
-    unknown = [p for p in obs.points if topo.interface(p) is None]
+    unknown = [p for p in obs.points if split_point(p)[0] not in topo.nodes]
     if unknown:
         raise BadInput(
             f"capture point '{unknown[0]}' is not an interface of topology {topology} "
             "(name captures node:iface, or map them in a manifest)"
         )
+    # An interface the topology lacks on a node it has: a live trace captured it because the
+    # node really has it (witness capture); its packets are sightings off the expected paths.
+    warnings += [f"{p} is not in the topology: used as a witness only" for p in obs.points if topo.interface(p) is None]
+    states: dict[str, NodeState] = {}
+    if found.manifest is not None and found.run_dir is not None:
+        states, notes = read_netstate(found.run_dir, found.manifest, topo.nodes)
+        # First among the warnings: a stale topology changes how every other line reads.
+        warnings = [f"topology differs from the live network: {d.text}" for d in compare(topo, states)] + notes + warnings
     return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, found.manifest, found.report,
-                     seen.damaged)
+                     seen.damaged, states)
 
 
 def _inputs(inputs: list[Path]) -> _Inputs:
@@ -92,7 +104,7 @@ def _run_dir(run_dir: Path) -> _Inputs:
     manifest = read_manifest(run_dir)
     return _Inputs([(run_dir / c.file, c.point) for c in manifest.captures],
                    run_dir / manifest.topology if manifest.topology else None,
-                   manifest, read_probe_report(run_dir, manifest))
+                   manifest, read_probe_report(run_dir, manifest), run_dir)
 
 
 def replay_run(

@@ -51,13 +51,35 @@ def sniffer_for(topo: Topology, node: Node, iface: str, out: Path, bpf: str, sna
     return getattr(importlib.import_module(module), cls).for_node(topo, node, iface, out, bpf, snaplen)
 
 
-def start_all(sniffers: list[Sniffer], timeout: float = 5.0) -> None:
-    """Start every sniffer, then wait until all of them listen (a barrier, not a sleep)."""
-    for s in sniffers:
+def start_all(sniffers: list[Sniffer], timeout: float = 5.0, optional: list[Sniffer] | None = None) -> dict[str, str]:
+    """Start every sniffer, then wait until all of them listen (a barrier, not a sleep).
+
+    ``optional`` sniffers (witnesses) start alongside; one that does not get ready is stopped,
+    its file removed, and left out: the returned dict says which point and why. A required
+    one that does not get ready raises."""
+    optional = optional or []
+    for s in [*sniffers, *optional]:
         s.start()
     deadline = time.monotonic() + timeout
     for s in sniffers:
         s.wait_ready(deadline)
+    failed: dict[str, str] = {}
+    for s in optional:
+        try:
+            s.wait_ready(deadline)
+        except EnvironmentProblem as e:
+            failed[s.point] = str(e)
+            _discard(s)
+    return failed
+
+
+def _discard(s: Sniffer) -> None:
+    """Stop a sniffer that never got ready and remove whatever it wrote."""
+    try:
+        result = s.stop()
+    except Exception:  # it wrote nothing (or nothing usable): nothing to remove
+        return
+    result.file.unlink(missing_ok=True)
 
 
 def stop_all(sniffers: list[Sniffer]) -> tuple[list[CaptureResult], list[EnvironmentProblem]]:

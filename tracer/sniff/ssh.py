@@ -45,7 +45,7 @@ from tracer.errors import EnvironmentProblem
 from tracer.model.point import point_name
 from tracer.sniff import CaptureResult
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN, STOP_TIMEOUT, TcpdumpSniffer, finish_capture, parse_stats, tcpdump_args
-from tracer.ssh_client import CONNECT_TIMEOUT, ssh_argv
+from tracer.ssh_client import CONNECT_TIMEOUT, ssh_argv, topology_relative
 
 if TYPE_CHECKING:
     from tracer.model.topology import Node, Topology
@@ -203,8 +203,4 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
 
 
 def _topo_path(topo: Topology, value: str | None) -> Path | None:
-    """A path from the topology file: ~ expanded, relative to the file's directory."""
-    if value is None:
-        return None
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else Path(topo.source).parent / p
+    return topology_relative(topo.source, value)
