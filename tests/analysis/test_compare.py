@@ -84,8 +84,6 @@ def test_device_based_end_sending_out_another_wan_names_the_device_it_skipped():
         "off-path", "edge1:lan0", "edge1:wan1", "left edge1 by wan1 instead of xfrm0")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _expected_exit returns the last cleartext hop before the ESP hops; "
-                   "at a policy-based end (no tunnel device) that is the ingress lan0, not the way out (wan0)")
 def test_policy_based_end_sending_out_another_wan_names_its_real_exit():
     s = seen(("h2:eth0", CLEAR, EXPECTED), ("edge2:lan0", CLEAR, EXPECTED), ("edge2:wan1", CLEAR, OFF))
     assert divergence(TOPO, reply_path(), s, None) == Divergence(

@@ -20,11 +20,13 @@ def divergence(topo: Topology, path: ExpectedPath, seen: tuple[Seen, ...], loop:
     after = _last_expected(seen, off)
     rejoined = next((t.point for t in seen[off + 1:] if t.place == Place.EXPECTED and t.point != after), None)
     cp = CapturePoint.parse(s.point)
-    instead = _expected_exit(path, cp.node)
+    instead = _expected_exit(topo, path, cp.node)
     if s.place == Place.LEAK:
         into = f"into {instead.iface}" if instead and _is_tunnel_device(topo, instead) \
             else f"into tunnel {_tunnel_at(path, s.point)}"
         text = f"left {cp.node} by {cp.iface} in the clear instead of {into}"
+    elif s.place == Place.UNMAPPED and cp.node not in topo.nodes:
+        text = f"reached {cp.node} ({s.point}), a node the topology does not have"
     elif s.place == Place.UNMAPPED:
         text = f"left {cp.node} by {cp.iface}, which the topology does not have"
         if instead is not None:
@@ -55,16 +57,19 @@ def _last_expected(seen: tuple[Seen, ...], before: int) -> str | None:
     return next((s.point for s in reversed(seen[:before]) if s.place == Place.EXPECTED), None)
 
 
-def _expected_exit(path: ExpectedPath, node: str) -> CapturePoint | None:
-    """Where the expected path leaves ``node``: into its tunnel (the last cleartext point before the
-    ESP hops), else its last point there."""
+def _expected_exit(topo: Topology, path: ExpectedPath, node: str) -> CapturePoint | None:
+    """Where the expected path leaves ``node``: into its tunnel's device when it has one (the
+    cleartext point right before the ESP hops), else its last point there (a policy-based
+    tunnel end sends the ESP straight out of its WAN interface)."""
     mine = [i for i, h in enumerate(path.hops) if h.node == node]
     if not mine:
         return None
     for i in mine:
         nxt = i + 1
         if nxt < len(path.hops) and path.hops[i].esp is None and path.hops[nxt].esp is not None:
-            return CapturePoint.parse(path.hops[i].point)
+            cp = CapturePoint.parse(path.hops[i].point)
+            if _is_tunnel_device(topo, cp):
+                return cp
     return CapturePoint.parse(path.hops[mine[-1]].point)
 
 

@@ -135,7 +135,7 @@ def locate_observed(
     if div is None:
         return None
     if delivered:
-        return ObservedFate(Outcome.DELIVERED, f"delivered to {path.hops[-1].node}", div.text)
+        return ObservedFate(Outcome.DELIVERED, f"delivered to {path.hops[-1].node}", div.text, path.hops[-1].point)
     last = op.seen[-1]
     cause = leak_cause if div.kind == "leak" else None
     if op.loop is not None:
@@ -154,9 +154,13 @@ def locate_observed(
         others = [i.point for i in node.interfaces.values() if i.point != last.point] if node else []
         blind = [p for p in others if p not in captured or p in unreliable]
         where = f"inside {CapturePoint.parse(last.point).node} after arriving on {CapturePoint.parse(last.point).iface}"
-        if blind or node is None:
+        if node is None:
             return ObservedFate(Outcome.INCONCLUSIVE, f"somewhere after {last.point}{having}", div.text, last.point,
-                                reason=f"{', '.join(blind) or 'its node'} not captured (or with sniffer drops)")
+                                reason=f"{CapturePoint.parse(last.point).node} is not in the topology: where it "
+                                "sends packets, and whether they left it, is not known")
+        if blind:
+            return ObservedFate(Outcome.INCONCLUSIVE, f"somewhere after {last.point}{having}", div.text, last.point,
+                                reason=f"{', '.join(blind)} not captured (or with sniffer drops)")
         return ObservedFate(Outcome.LOST, where + having, div.text, last.point, reason=_join(cause, why))
     if nxt not in captured or nxt in unreliable:
         doubt = "was not captured" if nxt not in captured else _DOUBT_TEXT[Sighting.UNRELIABLE]
@@ -181,7 +185,7 @@ def went_elsewhere(t: ProbeTrace, path: ExpectedPath, op: ObservedProbe, outcome
         return Sighting.ELSEWHERE if h >= start and s in bypassed else s
 
     sightings = tuple(code(h, s) for h, s in enumerate(t.sightings))
-    last = path.index(after) if after else None
+    last = len(path.hops) - 1 if outcome == Outcome.DELIVERED else path.index(after) if after else None
     return replace(t, sightings=sightings, outcome=outcome, last_seen=last, first_missed=None)
 
 
