@@ -564,7 +564,8 @@ def test_forward_into_a_point_with_sniffer_drops_is_inconclusive():
     assert v.status == Status.INCONCLUSIVE
     assert v.findings == (Finding(
         REQ, INCONCLUSIVE, 1, 1, f"somewhere between core2:eth2 and core2:eth1, having {LEAK_EDGE1}", "core2:eth2",
-        "core2:eth1", None, "core2:eth1 had sniffer drops or a damaged capture, so its silence proves nothing", (0,), LEAK_EDGE1),)
+        "core2:eth1", None, "core2:eth1 had sniffer drops or a damaged capture, so its silence proves nothing", (0,),
+        LEAK_EDGE1),)
     went_nowhere_odd(v)
 
 
