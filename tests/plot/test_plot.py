@@ -7,6 +7,7 @@ the functions under test.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tracer.cli.plot import plot_verdict_to
 from tracer.cli.render import render_text
 from tracer.errors import BadInput
 from tracer.model.flowgraph import EdgeKind
+from tracer.model.observed import Form, Place, Seen
 from tracer.model.path import ExpectedPath, Hop
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting, Status, Verdict
 from tracer.plot.path_diagram import seen_color
@@ -39,6 +41,10 @@ NOT_CAPTURED, NOT_SENT = "#ffffff", "#f2f2f2"
 LOST_RED, DOUBT_ORANGE = "#d62728", "#ff7f0e"
 # Timeline cells.
 SEEN, MISSED, GAP, UNOBSERVED, EMPTY = "#2ca02c", "#d62728", "#ffbb78", "#d9d9d9", "#ffffff"
+# The observed path (Okabe–Ito blues): a leak, a point the probes bypassed, the arrows and marks.
+LEAK_BLUE, ELSEWHERE_BLUE, OBSERVED_BLUE = "#0072b2", "#56b4e9", "#0072b2"
+OLD_LEGEND = ["saw all probes", "saw none", "not captured", "ESP not tied to probe", "capture gap / sniffer drops",
+              "probes lost here", "ESP (encrypted)"]
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +65,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def recorded() -> dict[str, Verdict]:
     """Real lab runs: ESP dropped by the router (no request arrives, no reply sent), and all delivered."""
     return {name: tracer.load(ROOT / "captures" / name).verdict for name in ("esp-blocked", "all-delivered")}
+
+
+@pytest.fixture(scope="module")
+def diverged() -> dict[str, Verdict]:
+    """Real lab runs whose probes left the expected path: leaks, a return around the tunnel, a loop."""
+    names = ("ike-blocked", "asymmetric-return", "asymmetric-return-routed", "routing-loop")
+    return {name: tracer.load(ROOT / "captures" / name).verdict for name in names}
 
 
 def verdict(runs: dict[str, Path], name: str) -> Verdict:
@@ -265,6 +278,169 @@ def test_edges_labelled_by_kind_with_latency(runs):
     assert kinds["edge-label:request:east-gw:wan0->east-gw:ipsec0"] == "decap"
     delays = {t.get_gid(): t.get_text() for t in by_gid(ax, "edge-delay:request:")}
     assert delays["edge-delay:request:west:eth0->west-gw:lan0"] == "0.04 ms"  # synth: 40 µs per hop
+
+
+# --- the observed path: leaks, detours, loops, the divergence ---------------------------------------
+
+
+def edge_color(patch) -> str:
+    return to_hex(patch.get_edgecolor())
+
+
+def offsets(ax, gid: str) -> list[tuple[float, float]]:
+    (coll,) = by_gid(ax, gid)
+    return [tuple(float(v) for v in xy) for xy in coll.get_offsets()]
+
+
+def legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_recorded_leak_is_drawn_as_a_leak_not_a_miss(diverged):
+    ax = axes()
+    tracer.plot.draw_path(ax, diverged["ike-blocked"])
+    # Seen at west:eth0 and west-gw:lan0; ipsec0 bypassed; wan0 and router:eth0 saw the probes in the
+    # clear where ESP belongs; nothing after the router, where the probes had gone elsewhere (died).
+    assert faces(ax, "request") == [ALL_SEEN] * 2 + [ELSEWHERE_BLUE] + [LEAK_BLUE] * 2 + [ELSEWHERE_BLUE] * 5
+    counts = {t.get_gid().removeprefix("count:request:"): t.get_text() for t in by_gid(ax, "count:request:")}
+    assert (counts["west-gw:wan0"], counts["router:eth0"], counts["west-gw:ipsec0"]) == ("3/3", "3/3", "↷")
+    assert NONE_SEEN not in faces(ax, "request")
+    assert legend_texts(ax) == [*OLD_LEGEND, "seen in the clear (leak)", "went elsewhere", "observed path",
+                                "left the expected path"]
+
+
+def test_recorded_leak_marks_divergence_and_death(diverged):
+    ax = axes()
+    tracer.plot.draw_path(ax, diverged["ike-blocked"])
+    # The fork: a diamond on west-gw:lan0 (x 1), the last expected point, with the finding's words.
+    assert offsets(ax, "divergence-mark:request") == [(1.0, 1.0)]
+    (mark,) = by_gid(ax, "divergence-mark:")
+    assert [to_hex(c) for c in mark.get_edgecolors()] == [OBSERVED_BLUE]
+    (note,) = by_gid(ax, "divergence-note:")
+    assert (note.get_gid(), note.get_label()) == ("divergence-note:request", "divergence")
+    assert note.get_text().replace("\n", " ") == (
+        "↱ 3/3 requests left the expected path after west-gw:lan0: left west-gw by wan0 in the clear instead of"
+        " into ipsec0")
+    assert all(len(line) <= 70 for line in note.get_text().splitlines()) and "…" not in note.get_text()
+    assert note.xy == (1.0, 1.22)  # its arrow points at the diamond
+    # It went round ipsec0: one blue arrow lan0 → wan0, over the row.
+    (detour,) = by_gid(ax, "observed-edge:")
+    assert detour.get_gid() == "observed-edge:request:west-gw:lan0->west-gw:wan0"
+    assert (edge_color(detour), detour.get_label()) == (OBSERVED_BLUE, "observed-path")
+    # It died inside the router, after router:eth0 (x 4): the ✗ just past it.
+    (mark,) = by_gid(ax, "lost-mark:")
+    assert (mark.get_gid(), mark.get_text(), mark.get_position()) == ("lost-mark:request", "✗", (4.25, 1.0))
+    (edge,) = [line for line in ax.lines if line.get_label() == "lost-edge"]
+    assert edge.get_gid() == "lost-edge:request:router:eth0->end"
+    (lost,) = by_gid(ax, "lost-note:")
+    assert lost.get_text().replace("\n", " ") == (
+        "✗ 3/3 requests lost inside router after arriving on eth0, having left west-gw by wan0 in the clear"
+        " instead of into ipsec0")
+    # Loss nearest the row, the divergence above it.
+    assert lost.get_position()[1] < note.get_position()[1]
+    assert not by_gid(ax, "loop") and not by_gid(ax, "off-path")
+
+
+def test_recorded_loop_is_a_back_and_forth_arrow(diverged):
+    ax = axes()
+    tracer.plot.draw_path(ax, diverged["routing-loop"])
+    arrows = by_gid(ax, "loop:request")
+    assert len(arrows) == 2 and {edge_color(a) for a in arrows} == {OBSERVED_BLUE}
+    assert all(a.get_connectionstyle().rad == -0.5 for a in arrows)  # each way, bent to opposite sides
+    (label,) = by_gid(ax, "loop-label:")
+    assert (label.get_gid(), label.get_text()) == ("loop-label:request", "⟲ ×63, TTL 63→1")
+    assert label.get_position() == (3.5, 0.7)  # between west-gw:wan0 (x 3) and router:eth0 (x 4), inside the rows
+    # The loop's own hops are not drawn twice as detours: only the bypass of ipsec0 is.
+    assert [a.get_gid() for a in by_gid(ax, "observed-edge:")] == ["observed-edge:request:west-gw:lan0->west-gw:wan0"]
+    assert offsets(ax, "divergence-mark:request") == [(1.0, 1.0)]
+    (mark,) = by_gid(ax, "lost-mark:")
+    assert mark.get_position() == (4.25, 1.0)
+
+
+def test_recorded_return_around_the_tunnel_is_a_warning(diverged):
+    ax = axes()
+    tracer.plot.draw_path(ax, diverged["asymmetric-return-routed"])
+    assert not by_gid(ax, "lost-") and not [line for line in ax.lines if line.get_label() == "lost-edge"]
+    # Reply order: east:eth0, east-gw lan0, ipsec0 (bypassed), wan0 … west-gw:wan0 in the clear, ipsec0, lan0, west.
+    assert faces(ax, "reply") == [ALL_SEEN] * 2 + [ELSEWHERE_BLUE] + [LEAK_BLUE] * 4 + [ELSEWHERE_BLUE] + [ALL_SEEN] * 2
+    assert faces(ax, "request") == [ALL_SEEN] * 10
+    assert offsets(ax, "divergence-mark:reply") == [(8.0, 0.0)]  # east-gw:lan0, under its request column
+    (mark,) = by_gid(ax, "divergence-mark:")
+    assert [to_hex(c) for c in mark.get_edgecolors()] == [DOUBT_ORANGE]
+    (note,) = by_gid(ax, "divergence-note:")
+    assert (note.get_gid(), note.get_label(), to_hex(note.get_color())) == (
+        "divergence-note:reply", "divergence-warning", DOUBT_ORANGE)
+    assert note.get_text().replace("\n", " ") == (
+        "⚠ warning: 3/3 replies arrived, but left the expected path after east-gw:lan0: left east-gw by wan0 in the"
+        " clear instead of into ipsec0, and rejoined the expected path at west-gw:lan0")
+    assert note.get_position()[1] < 0  # under the reply row
+    assert sorted(a.get_gid() for a in by_gid(ax, "observed-edge:")) == [
+        "observed-edge:reply:east-gw:lan0->east-gw:wan0", "observed-edge:reply:west-gw:wan0->west-gw:lan0"]
+    assert "left the expected path (arrived: warning)" in legend_texts(ax)
+
+
+def test_recorded_reply_leak_dies_on_the_reply_row(diverged):
+    ax = axes()
+    tracer.plot.draw_path(ax, diverged["asymmetric-return"])
+    (mark,) = by_gid(ax, "lost-mark:")
+    assert (mark.get_gid(), mark.get_position()) == ("lost-mark:reply", (4.75, 0.0))  # past router:eth1 (x 5), leftwards
+    assert offsets(ax, "divergence-mark:reply") == [(8.0, 0.0)]
+    assert [to_hex(c) for c in by_gid(ax, "divergence-mark:")[0].get_edgecolors()] == [OBSERVED_BLUE]
+
+
+def off_path_verdict(v: Verdict) -> Verdict:
+    """ike-blocked, but the requests went on past router:eth0 to a point off the path (router:eth2)
+    and one the topology lacks (dmz:eth0), and died there."""
+    probes = []
+    for o in v.observed:
+        t = o.seen[-1].time_ns
+        probes.append(replace(o, seen=(*o.seen, Seen("router:eth2", t + 10_000, Form.CLEAR, Place.OFF_PATH, 62),
+                                       Seen("dmz:eth0", t + 20_000, Form.CLEAR, Place.UNMAPPED, 61))))
+    lost = replace(v.findings[0], last_seen="dmz:eth0", where="after dmz:eth0")
+    return replace(v, observed=tuple(probes), findings=(lost,))
+
+
+def test_off_path_points_sit_off_the_row(diverged, tmp_path):
+    ax = axes()
+    tracer.plot.draw_path(ax, off_path_verdict(diverged["ike-blocked"]))
+    # router:eth2 over the router's columns (x 4, 5), dmz:eth0 one column on; above the node bands.
+    assert offsets(ax, "off-path:request") == [(4.5, 2.15), (5.5, 2.15)]
+    (squares,) = by_gid(ax, "off-path:")
+    assert [to_hex(c) for c in squares.get_edgecolors()] == [OBSERVED_BLUE]
+    labels = {t.get_gid(): t.get_text() for t in by_gid(ax, "off-path-label:")}
+    assert labels == {"off-path-label:router:eth2": "router:eth2", "off-path-label:dmz:eth0": "dmz:eth0\n(not in topology)"}
+    assert [t.get_text() for t in by_gid(ax, "off-path-count:")] == ["3/3", "3/3"]
+    # Arrows in the order crossed: round ipsec0, out of the router, on to dmz.
+    assert sorted(a.get_gid() for a in by_gid(ax, "observed-edge:")) == [
+        "observed-edge:request:router:eth0->router:eth2", "observed-edge:request:router:eth2->dmz:eth0",
+        "observed-edge:request:west-gw:lan0->west-gw:wan0"]
+    # Died after dmz:eth0: the ✗ off the row, by that point.
+    (mark,) = by_gid(ax, "lost-mark:")
+    assert mark.get_position() == (5.75, 2.15)
+    (edge,) = [line for line in ax.lines if line.get_label() == "lost-edge"]
+    assert edge.get_gid() == "lost-edge:request:dmz:eth0->end"
+    (note,) = by_gid(ax, "lost-note:")
+    assert note.get_position()[1] > 2.3  # above the off-path points
+    assert "off-path point" in legend_texts(ax)
+    assert png_size(tracer.plot.save(off_path_verdict(diverged["ike-blocked"]), tmp_path / "off.png")) == (1400, 1050)
+
+
+def test_plain_runs_draw_no_observed_path(recorded):
+    for name in ("esp-blocked", "all-delivered"):
+        ax = axes()
+        tracer.plot.draw_path(ax, recorded[name])
+        for gid in ("divergence-", "observed-edge:", "loop", "off-path"):
+            assert not by_gid(ax, gid), (name, gid)
+        assert legend_texts(ax) == OLD_LEGEND
+
+
+def test_timeline_of_a_recorded_leak(diverged):
+    ax = axes()
+    tracer.plot.draw_timeline(ax, diverged["ike-blocked"], "request")
+    assert cells(ax) == [[SEEN] * 2 + [ELSEWHERE_BLUE] + [LEAK_BLUE] * 2 + [ELSEWHERE_BLUE] * 5] * 3
+    assert legend_texts(ax) == ["seen", "went elsewhere", "in the clear (leak)"]
+    colours = {state: colour for state, colour, _ in tracer.plot.STATES}
+    assert (colours["elsewhere"], colours["leaked"]) == (ELSEWHERE_BLUE, LEAK_BLUE)
 
 
 # --- timeline and latency -----------------------------------------------------------------------

@@ -11,12 +11,25 @@ Artists carry ``gid``/``label`` so tests (and curious users) can find them:
 ``point-label:<point>``, ``node-band:<node>``, ``edge-label:<dir>:<a>-><b>``,
 ``esp-band:<direction>`` (label ``ESP SPI 0x…``), ``lost-edge:<dir>:<a>-><b>``
 (label ``lost-edge``), ``inconclusive:<dir>:<a>-><b>`` (label ``inconclusive-span``).
+
+Where the probes really went (``verdict.observed``) is drawn over the expected
+path: a point that saw them in the clear where ESP belongs is a leak (dark
+blue), a point they bypassed went elsewhere (light blue, neither seen nor
+missed); capture points off the expected path that saw them are squares off
+the row (``off-path:<dir>``, ``off-path-label:<point>``), joined in the order
+the probes crossed them by blue arrows (``observed-edge:<dir>:<a>-><b>``, label
+``observed-path``); a loop is a pair of curved arrows (``loop:<dir>``) with
+``loop-label:<dir>`` ("⟲ ×63, TTL 63→1"); the last expected point before the
+probes left the path has a diamond (``divergence-mark:<dir>``) and the finding's
+divergence in ``divergence-note:<dir>`` (label ``divergence``, or
+``divergence-warning`` when the probes arrived all the same).
 """
 
 from __future__ import annotations
 
 import textwrap
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib as mpl
@@ -24,16 +37,20 @@ import networkx as nx
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.colors import ListedColormap, Normalize, to_hex
 from matplotlib.lines import Line2D
-from matplotlib.patches import FancyBboxPatch, Patch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
 from tracer.analysis.hopstats import PathStats, PointStats, median, path_stats
+from tracer.analysis.observed import observed_graph
 from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.flowgraph import EdgeKind
+from tracer.model.observed import Form, Loop, ObservedProbe
 from tracer.model.path import ExpectedPath
+from tracer.model.point import CapturePoint
 from tracer.model.verdict import Finding, Outcome, Verdict
-from tracer.plot.labels import fmt_ms, short
+from tracer.plot.labels import fmt_ms, short, short_point
+from tracer.plot.palette import ELSEWHERE_COLOR, LEAK_COLOR, OBSERVED_COLOR
 
 # 0 seen → red, all seen → green; the colormap's darkest ends are cut so counts stay legible.
 CMAP = ListedColormap(mpl.colormaps["RdYlGn"](np.linspace(0.08, 0.92, 256)), name="seen")
@@ -45,6 +62,10 @@ UNOBSERVED_COLOR = "#9e9e9e"
 UNKNOWN_COLOR = "#c5b0d5"  # ESP seen but not tied to a probe: neither seen nor missed
 NOT_SENT_COLOR = "#f2f2f2"
 NODE_SIZE = 620
+NODE_PT = 13.0  # a capture point's radius in points: arrows stop at its rim
+EXTRA_Y = {Direction.REQUEST: 2.15, Direction.REPLY: -1.0}  # off-path points: outside the node bands
+EXTRA_ROOM = 0.6  # how much further out the notes go when a row has off-path points
+NOTE_LINE = 0.14  # height of one more line of a note (data units)
 EDGE_COLOR = {EdgeKind.WIRE: "#444444", EdgeKind.FORWARD: "#444444", EdgeKind.ENCAP: ESP_COLOR, EdgeKind.DECAP: ESP_COLOR}
 
 
@@ -93,6 +114,67 @@ def _place(path: ExpectedPath, known: dict[str, float]) -> list[float]:
     return out
 
 
+@dataclass
+class ObservedLayer:
+    """Where one direction's probes really went, placed on the diagram."""
+
+    direction: Direction
+    graph: nx.DiGraph  # union of the probes' observed graphs: points, edges in the order crossed
+    at: dict[str, tuple[float, float]]  # every point drawn: its row position, or its place off the row
+    extra: list[str] = field(default_factory=list)  # points off the row, in the order first seen
+    loops: list[tuple[tuple[str, ...], Loop, int]] = field(default_factory=list)  # points, longest loop, probes
+    step: float = 1.0  # which way the row runs
+
+
+def observed_layer(v: Verdict, direction: Direction, g: nx.DiGraph, pos: dict) -> ObservedLayer:
+    """The observed paths of ``direction``'s probes, with a position for every point they crossed."""
+    row: dict[str, tuple[float, float]] = {}
+    for n in sorted((n for n in g.nodes if n[0] == direction), key=lambda n: n[1]):
+        row.setdefault(g.nodes[n]["point"], pos[n])
+    xs = [pos[(direction, h)][0] for h in range(2) if (direction, h) in pos]
+    step = xs[1] - xs[0] if len(xs) == 2 else 1.0
+    union = nx.DiGraph()
+    loops: dict[tuple[str, ...], tuple[Loop, int]] = {}
+    for op in (o for o in v.observed if o.direction == direction):
+        og = observed_graph(op)
+        for p, data in og.nodes(data=True):
+            if p not in union:
+                union.add_node(p, **data, probes=0)
+            union.nodes[p]["probes"] += 1
+            union.nodes[p]["first_ns"] = min(union.nodes[p]["first_ns"], data["first_ns"])
+        for a, b in og.edges:
+            if not union.has_edge(a, b):
+                union.add_edge(a, b, probes=0)
+            union.edges[a, b]["probes"] += 1
+        if op.loop is not None:
+            key = loop_points(op)
+            best, k = loops.get(key, (op.loop, 0))
+            loops[key] = (best if best.count >= op.loop.count else op.loop, k + 1)
+    layer = ObservedLayer(direction, union, dict(row), step=step,
+                          loops=[(pts, lp, k) for pts, (lp, k) in loops.items()])
+    taken: list[float] = []
+    for p in sorted((p for p in union if p not in row), key=lambda p: union.nodes[p]["first_ns"]):
+        node = CapturePoint.parse(p).node
+        mine = [xy[0] for q, xy in row.items() if CapturePoint.parse(q).node == node]
+        before = [layer.at[a][0] for a in union.predecessors(p) if a in layer.at]
+        x = float(np.mean(mine)) if mine else (before[0] + step if before else min(x for x, _ in row.values()))
+        while any(abs(x - t) < 0.9 for t in taken):  # room for the point's name under it
+            x += step
+        taken.append(x)
+        layer.at[p] = (x, EXTRA_Y[direction])
+        layer.extra.append(p)
+    return layer
+
+
+def loop_points(op: ObservedProbe) -> tuple[str, ...]:
+    """The points that saw ``op`` come round again (in the clear, with more than one TTL), in the order first seen."""
+    ttls: dict[str, set[int]] = defaultdict(set)
+    for s in op.seen:
+        if s.form == Form.CLEAR:
+            ttls[s.point].add(s.ttl)
+    return tuple(p for p in ttls if len(ttls[p]) > 1)
+
+
 def draw_path(ax: Axes, verdict: Verdict, colorbar: bool = True, legend: bool = True) -> nx.DiGraph:
     """Draw the path diagram of ``verdict`` onto ``ax``; return the graph drawn (with ``pos``)."""
     g = flow_graph(verdict)
@@ -107,6 +189,7 @@ def draw_path(ax: Axes, verdict: Verdict, colorbar: bool = True, legend: bool = 
     reply = verdict.paths.get(Direction.REPLY)
     two_rows = reply is not None and bool(reply.hops)
     paths = [s for s in (path_stats(verdict, d) for d in DIRECTIONS) if s is not None]
+    layers = {s.direction: observed_layer(verdict, s.direction, g, pos) for s in paths if s.path.hops}
 
     _node_bands(ax, g, pos, two_rows)
     for stats in paths:
@@ -117,24 +200,40 @@ def draw_path(ax: Axes, verdict: Verdict, colorbar: bool = True, legend: bool = 
         _edges(ax, stats, g, pos)
         _nodes(ax, stats, verdict.drops, g, pos)
         _row_label(ax, stats, x_min)
+        _observed(ax, stats, layers[stats.direction])
     _point_labels(ax, g, pos, two_rows)
-    # Losses get the annotation nearest their row, and are drawn last so their ✗ sits on
-    # top of an inconclusive span over the same edges.
+    # Losses get the annotation nearest their row, then divergences; losses are drawn last so
+    # their ✗ sits on top of an inconclusive span (or a divergence mark) over the same points.
     marked = [f for f in verdict.findings if f.outcome in (Outcome.LOST, Outcome.INCONCLUSIVE)
               and f.direction in ROW_Y]
     marked.sort(key=lambda f: f.outcome != Outcome.LOST)
-    level = dict.fromkeys(DIRECTIONS, 0)
-    levels = []
-    for f in marked:
-        levels.append(level[f.direction])
-        level[f.direction] += 1
-    for f, lv in reversed(list(zip(marked, levels, strict=True))):
-        _mark_finding(ax, verdict, f, pos, (x_min, x_max), lv)
+    notes: list[tuple[str, Finding]] = [("mark", f) for f in marked]
+    notes += [("divergence", f) for f in verdict.findings if f.divergence and f.direction in layers]
+    texts = [_finding_text(f) if kind == "mark" else _divergence_text(verdict, f) for kind, f in notes]
+    lines = [len(wrap(t)) for t in texts]
+    room = {d: 0.0 for d in DIRECTIONS}  # height of the notes stacked so far, per row
+    centers = []
+    for (_, f), n in zip(notes, lines, strict=True):
+        d = Direction(f.direction)
+        h = 0.3 + NOTE_LINE * (n - 1)
+        base = (1.95 - 0.15 if d == Direction.REQUEST else -0.85 + 0.15) + _extra_room(layers, d)
+        sign = 1 if d == Direction.REQUEST else -1
+        centers.append(base + sign * (room[d] + h / 2))
+        room[d] += h
+    for (kind, f), text, ty in reversed(list(zip(notes, texts, centers, strict=True))):
+        layer = layers.get(Direction(f.direction))
+        at = layer.at if layer else {}
+        if kind == "mark":
+            _mark_finding(ax, verdict, f, pos, at, (x_min, x_max), text, ty)
+        else:
+            _mark_divergence(ax, verdict, f, at, (x_min, x_max), text, ty)
 
-    ax.set_xlim(x_min - 1.5, x_max + 0.9)
-    up, down = level[Direction.REQUEST], level[Direction.REPLY]
-    top = 1.8 + (0.25 + 0.3 * up if up else 0)
-    bottom = (-0.6 - (0.3 + 0.3 * down if down else 0)) if two_rows else 0.35
+    ax.set_xlim(min([x_min] + [x for ly in layers.values() for x, _ in ly.at.values()]) - 1.5,
+                max([x_max] + [x for ly in layers.values() for x, _ in ly.at.values()]) + 0.9)
+    up, down = room[Direction.REQUEST], room[Direction.REPLY]
+    top = 1.8 + (0.25 + up if up else 0) + _extra_room(layers, Direction.REQUEST)
+    bottom = (-0.6 - (0.3 + down if down else 0)) if two_rows else 0.35
+    bottom -= _extra_room(layers, Direction.REPLY)
     ax.set_ylim(bottom, top)
     ax.set_frame_on(False)
     ax.set_xticks([])
@@ -146,9 +245,16 @@ def draw_path(ax: Axes, verdict: Verdict, colorbar: bool = True, legend: bool = 
         cb.ax.tick_params(labelsize=7)
         cax.set_gid("seen-colorbar")
     if legend:
-        ax.legend(handles=_legend_handles(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=7,
+        handles = _legend_handles(ax, paths)
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                  ncol=7 if len(handles) <= 7 else (len(handles) + 1) // 2,
                   fontsize=8, frameon=False, handlelength=1.6, columnspacing=1.4)
     return g
+
+
+def _extra_room(layers: dict[Direction, ObservedLayer], d: Direction) -> float:
+    layer = layers.get(d)
+    return EXTRA_ROOM if layer is not None and layer.extra else 0.0
 
 
 def _node_bands(ax: Axes, g: nx.DiGraph, pos: dict, two_rows: bool) -> None:
@@ -237,15 +343,7 @@ def _nodes(ax: Axes, stats: PathStats, drops: dict[str, int], g: nx.DiGraph, pos
     nodelist = [(direction, h) for h in range(len(stats.points))]
     faces, edges, styles = [], [], []
     for s in stats.points:
-        f = s.fraction
-        if s.sent == 0:
-            face, edge, style = NOT_SENT_COLOR, "#bbbbbb", "solid"
-        elif not s.captured:
-            face, edge, style = "white", UNOBSERVED_COLOR, (0, (2, 2))
-        elif f is None:
-            face, edge, style = UNKNOWN_COLOR, "#333333", "solid"
-        else:
-            face, edge, style = seen_color(f), "#333333", "solid"
+        face, edge, style = _face(s)
         faces.append(face)
         edges.append(edge)
         styles.append(style)
@@ -259,7 +357,7 @@ def _nodes(ax: Axes, stats: PathStats, drops: dict[str, int], g: nx.DiGraph, pos
     for h, s in enumerate(stats.points):
         x = pos[(direction, h)][0]
         ax.text(x, y, _count(s), ha="center", va="center", fontsize=7, zorder=4, gid=f"count:{direction}:{s.point}",
-                color="#222222" if s.captured else UNOBSERVED_COLOR)
+                color=("white" if s.leaked else "#222222") if s.captured else UNOBSERVED_COLOR)
         if s.sent == 0:
             continue
         notes = []
@@ -279,9 +377,31 @@ def _nodes(ax: Axes, stats: PathStats, drops: dict[str, int], g: nx.DiGraph, pos
                     gid=f"note:{direction}:{s.point}")
 
 
+def _face(s: PointStats) -> tuple[Any, str, Any]:
+    """(face, rim, rim style) of a capture point: by the fraction of probes it saw, unless
+    they leaked through it (seen in the clear) or went elsewhere (it never had the chance)."""
+    if s.sent == 0:
+        return NOT_SENT_COLOR, "#bbbbbb", "solid"
+    if not s.captured:
+        return "white", UNOBSERVED_COLOR, (0, (2, 2))
+    if s.leaked:
+        return LEAK_COLOR, "#333333", "solid"
+    stayed = s.decided - s.elsewhere  # probes still on the expected path when they got here
+    if s.elsewhere and stayed <= 0:
+        return ELSEWHERE_COLOR, "#333333", (0, (2, 1.5))
+    if s.elsewhere:
+        return seen_color(s.seen / stayed), "#333333", "solid"
+    f = s.fraction
+    return (UNKNOWN_COLOR if f is None else seen_color(f)), "#333333", "solid"
+
+
 def _count(s: PointStats) -> str:
     if s.sent == 0 or not s.captured:
         return "–"
+    if s.leaked:
+        return f"{s.seen + s.leaked}/{s.sent}"  # it was here, only not encrypted
+    if s.elsewhere and s.decided <= s.elsewhere:
+        return "↷"
     if s.decided == 0:
         return "?"
     return f"{s.seen}/{s.sent}" + ("?" if s.unknown else "")
@@ -313,59 +433,177 @@ def _point_labels(ax: Axes, g: nx.DiGraph, pos: dict, two_rows: bool) -> None:
                 zorder=2, gid=f"point-label:{data['point']}", rotation=0 if len(data["iface"]) <= 6 else 30)
 
 
-def _mark_finding(ax: Axes, v: Verdict, f: Finding, pos: dict, x_span: tuple[float, float], level: int) -> None:
+def _observed(ax: Axes, stats: PathStats, layer: ObservedLayer) -> None:
+    """Where this row's probes really went: off-path points, detours and loops, in blue."""
+    d, path, og = stats.direction, stats.path, layer.graph
+    looped = {p for pts, _, _ in layer.loops for p in pts}
+    for a, b in og.edges:
+        ia, ib = path.index(a), path.index(b)
+        if ia >= 0 and ib == ia + 1:
+            continue  # the row draws this edge already
+        if a in looped and b in looped:
+            continue  # the loop's own arrows
+        on_row = ia >= 0 and ib >= 0  # a detour around expected points: bend away from the other row
+        ax.add_patch(FancyArrowPatch(
+            layer.at[a], layer.at[b], arrowstyle="-|>", mutation_scale=13, color=OBSERVED_COLOR, lw=1.8,
+            connectionstyle=f"arc3,rad={-0.45 if on_row else -0.15}", shrinkA=NODE_PT, shrinkB=NODE_PT, zorder=2.7,
+            gid=f"observed-edge:{d}:{a}->{b}", label="observed-path"))
+    if layer.extra:
+        xy = np.array([layer.at[p] for p in layer.extra])
+        unmapped = [og.nodes[p]["place"] == "not-in-topology" for p in layer.extra]
+        coll = ax.scatter(xy[:, 0], xy[:, 1], s=NODE_SIZE, marker="s", facecolors="white", edgecolors=OBSERVED_COLOR,
+                          linewidths=2.0, zorder=3, gid=f"off-path:{d}", label="off-path-points")
+        coll.set_linestyle([(0, (2, 2)) if u else "solid" for u in unmapped])
+        out, va = (-0.2, "top") if d == Direction.REQUEST else (0.2, "bottom")  # between it and its row
+        for p, (x, y), u in zip(layer.extra, xy.tolist(), unmapped, strict=True):
+            ax.text(x, y, f"{og.nodes[p]['probes']}/{stats.sent}", ha="center", va="center", fontsize=7, zorder=4,
+                    color="#222222", gid=f"off-path-count:{d}:{p}")
+            ax.text(x, y + out, short_point(p, 18) + ("\n(not in topology)" if u else ""), ha="center", va=va,
+                    fontsize=8, color=OBSERVED_COLOR, zorder=4, gid=f"off-path-label:{p}")
+    for pts, loop, k in layer.loops:
+        xy_ = [layer.at[p] for p in pts if p in layer.at]
+        if not xy_:
+            continue
+        if len(xy_) == 1:  # one point saw it come round: a ring beside it
+            (x0, y0), = xy_
+            arcs = [((x0 + 0.12, y0 + 0.1), (x0 - 0.12, y0 + 0.1), 1.6)]
+            shrink = 0.0
+        else:  # back and forth: one arrow each way, bending to opposite sides
+            arcs = [(xy_[i], xy_[(i + 1) % len(xy_)], -0.5) for i in range(len(xy_))]
+            shrink = NODE_PT
+        for a_xy, b_xy, rad in arcs:
+            ax.add_patch(FancyArrowPatch(
+                a_xy, b_xy, arrowstyle="-|>", mutation_scale=14, color=OBSERVED_COLOR, lw=2.2,
+                connectionstyle=f"arc3,rad={rad}", shrinkA=shrink, shrinkB=shrink, zorder=2.8, gid=f"loop:{d}",
+                label="loop"))
+        text = f"⟲ ×{loop.count}, TTL {loop.ttl_first}→{loop.ttl_last}"
+        if k > 1:
+            text += f" ({k} probes)"
+        if loop.expired_from:
+            text += f"\ntime exceeded from {loop.expired_from}"
+        cx, cy = float(np.mean([x for x, _ in xy_])), float(np.mean([y for _, y in xy_]))
+        inward = -0.3 if d == Direction.REQUEST else 0.3  # towards the other row, past the lower arc
+        ax.text(cx, cy + inward, text, ha="center", va="center", fontsize=8, fontweight="bold", color=OBSERVED_COLOR,
+                zorder=5, gid=f"loop-label:{d}",
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": OBSERVED_COLOR, "lw": 0.8})
+
+
+def _finding_text(f: Finding) -> str:
+    d = Direction(f.direction)
+    if f.outcome == Outcome.LOST:
+        return f"✗ {f.count}/{f.total} {d.plural} lost {f.where}"
+    return f"? {f.count}/{f.total} {d.plural} inconclusive: {f.where}"
+
+
+def diverged(v: Verdict, f: Finding) -> tuple[str | None, str | None]:
+    """(last expected point, first point off it) where most of ``f``'s probes left the expected path."""
+    divs = [o.divergence for o in v.observed if o.direction == f.direction and o.seq in f.seqs and o.divergence]
+    if not divs:
+        return None, None
+    return Counter((dv.after, dv.at) for dv in divs).most_common(1)[0][0]
+
+
+def _divergence_text(v: Verdict, f: Finding) -> str:
+    d = Direction(f.direction)
+    after, _ = diverged(v, f)
+    where = f" after {after}" if after else ""
+    if f.outcome == Outcome.DELIVERED:
+        return f"⚠ warning: {f.count}/{f.total} {d.plural} arrived, but left the expected path{where}: {f.divergence}"
+    return f"↱ {f.count}/{f.total} {d.plural} left the expected path{where}: {f.divergence}"
+
+
+def wrap(text: str, width: int = 70) -> list[str]:
+    """Lines of a note: broken at spaces only, so "east-gw:lan0" stays whole (and nothing is cut)."""
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+
+
+def _note(ax: Axes, text: str, xy: tuple[float, float], ty: float, x_span: tuple[float, float], color: str,
+          gid: str, **kw: Any) -> None:
+    """A boxed note at height ``ty`` with an arrow to ``xy``, wrapped (never cut) to 70 characters a line."""
+    lo, hi = x_span
+    third = (hi - lo) / 3 or 1
+    x = xy[0]
+    ha = "left" if x < lo + third else ("right" if x > hi - third else "center")
+    ax.annotate(
+        "\n".join(wrap(text)), xy=xy, xytext=(x, ty),
+        ha=ha, va="center", fontsize=9, fontweight="bold", color=color, zorder=6, gid=gid,
+        arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.6, "shrinkA": 2, "shrinkB": 2},
+        bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": color, "lw": 1.2}, **kw,
+    )
+
+
+def _where(path: ExpectedPath, point: str | None, pos: dict, at: dict[str, tuple[float, float]],
+           d: Direction) -> tuple[float, float] | None:
+    """Where ``point`` is drawn: on the row, else off it (an observed point), else nowhere."""
+    if point is None:
+        return None
+    h = path.index(point)
+    return pos[(d, h)] if h >= 0 else at.get(point)
+
+
+def _mark_finding(ax: Axes, v: Verdict, f: Finding, pos: dict, at: dict[str, tuple[float, float]],
+                  x_span: tuple[float, float], text: str, ty: float) -> None:
     path = v.paths.get(f.direction)
     if path is None or not path.hops:
         return
     d = Direction(f.direction)
     n = len(path.hops)
-    last = path.index(f.last_seen) if f.last_seen else None
-    missed = path.index(f.first_missed) if f.first_missed else None
-    y = ROW_Y[d]
 
     def x(h: int) -> float:
         return pos[(d, h)][0]
 
     step = (x(1) - x(0)) if n > 1 else 1.0  # which way this row runs
+    y = ROW_Y[d]
+    last = _where(path, f.last_seen, pos, at, d)
+    missed = _where(path, f.first_missed, pos, at, d)
     if last is None:  # never left the source
-        xa, xb = x(0) - 0.5 * step, x(0)  # a stub inside the source node
-    elif missed is None:  # seen at the last hop, yet lost: the path itself ends short
-        xa, xb = x(last), x(last) + 0.5 * step
+        (xa, ya), (xb, yb) = (x(0) - 0.5 * step, y), (x(0), y)  # a stub inside the source node
+    elif missed is None:  # seen last here, then nowhere: it died in the node (or the path ends short)
+        (xa, ya), (xb, yb) = last, (last[0] + 0.5 * step, last[1])
     else:
-        xa, xb = x(last), x(missed)
+        (xa, ya), (xb, yb) = last, missed
     a_pt = f.last_seen or "source"
     b_pt = f.first_missed or "end"
-    mid = (xa + xb) / 2
+    mid, ym = (xa + xb) / 2, (ya + yb) / 2
     if f.outcome == Outcome.LOST:
         color, mark, kind = LOST_COLOR, "✗", "lost"
-        (line,) = ax.plot([xa, xb], [y, y], color=LOST_COLOR, lw=6, alpha=0.85, solid_capstyle="round",
+        (line,) = ax.plot([xa, xb], [ya, yb], color=LOST_COLOR, lw=6, alpha=0.85, solid_capstyle="round",
                           zorder=2.5, label="lost-edge")
         line.set_gid(f"lost-edge:{d}:{a_pt}->{b_pt}")
-        text = f"✗ {f.count}/{f.total} {d.plural} lost {f.where}"
     else:
         color, mark, kind = DOUBT_COLOR, "?", "inconclusive"
-        (line,) = ax.plot([xa, xb], [y, y], color=DOUBT_COLOR, lw=5, alpha=0.7, ls=(0, (2, 1.2)), zorder=2.5,
+        (line,) = ax.plot([xa, xb], [ya, yb], color=DOUBT_COLOR, lw=5, alpha=0.7, ls=(0, (2, 1.2)), zorder=2.5,
                           label="inconclusive-span")
         line.set_gid(f"inconclusive:{d}:{a_pt}->{b_pt}")
-        text = f"? {f.count}/{f.total} {d.plural} inconclusive: {f.where}"
         if abs(xb - xa) > 1.5:
-            mid = xa + (xb - xa) / 4  # off the middle, where a ✗ of the same edges would sit
-    ax.text(mid, y, mark, ha="center", va="center", fontsize=14, fontweight="bold", color=color, zorder=5,
+            mid, ym = xa + (xb - xa) / 4, ya + (yb - ya) / 4  # off the middle, where a ✗ of the same edges would sit
+    ax.text(mid, ym, mark, ha="center", va="center", fontsize=14, fontweight="bold", color=color, zorder=5,
             gid=f"{kind}-mark:{d}", bbox={"boxstyle": "circle,pad=0.05", "fc": "white", "ec": color, "lw": 1.5})
-    lo, hi = x_span
-    third = (hi - lo) / 3 or 1
-    ha = "left" if mid < lo + third else ("right" if mid > hi - third else "center")
-    ty = 1.95 + 0.3 * level if d == Direction.REQUEST else -0.85 - 0.3 * level
-    ax.annotate(
-        "\n".join(textwrap.wrap(text, 70)), xy=(mid, y + (0.16 if d == Direction.REQUEST else -0.16)), xytext=(mid, ty),
-        ha=ha, va="center", fontsize=9, fontweight="bold", color=color, zorder=6, gid=f"{kind}-note:{d}",
-        arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.6, "shrinkA": 2, "shrinkB": 2},
-        bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": color, "lw": 1.2},
-    )
+    _note(ax, text, (mid, ym + (0.16 if d == Direction.REQUEST else -0.16)), ty, x_span, color, f"{kind}-note:{d}")
 
 
-def _legend_handles() -> list[Any]:
-    return [
+def _mark_divergence(ax: Axes, v: Verdict, f: Finding, at: dict[str, tuple[float, float]],
+                     x_span: tuple[float, float], text: str, ty: float) -> None:
+    """A diamond on the last expected point before the probes left the path, with the finding's words."""
+    path = v.paths[f.direction]
+    d = Direction(f.direction)
+    after, first_off = diverged(v, f)
+    xy = at.get(after) if after else None
+    if xy is None:
+        xy = at.get(first_off) if first_off else None
+    if xy is None:  # no observed path to say where: the source
+        xy = at.get(path.hops[0].point, (0.0, ROW_Y[d]))
+    warning = f.outcome == Outcome.DELIVERED
+    color = DOUBT_COLOR if warning else OBSERVED_COLOR
+    ax.scatter([xy[0]], [xy[1]], s=NODE_SIZE * 2.3, marker="D", facecolors="none", edgecolors=color, linewidths=2.0,
+               zorder=2.95, gid=f"divergence-mark:{d}", label="divergence")
+    out = 0.22 if d == Direction.REQUEST else -0.22
+    _note(ax, text, (xy[0], xy[1] + out), ty, x_span, color, f"divergence-note:{d}",
+          label="divergence-warning" if warning else "divergence")
+
+
+def _legend_handles(ax: Axes, paths: list[PathStats]) -> list[Any]:
+    handles: list[Any] = [
         Line2D([], [], ls="", marker="o", ms=9, mfc=seen_color(1.0), mec="#333333", label="saw all probes"),
         Line2D([], [], ls="", marker="o", ms=9, mfc=seen_color(0.0), mec="#333333", label="saw none"),
         Line2D([], [], ls="", marker="o", ms=9, mfc="white", mec=UNOBSERVED_COLOR, label="not captured"),
@@ -375,3 +613,23 @@ def _legend_handles() -> list[Any]:
         Line2D([], [], color=LOST_COLOR, lw=5, marker="$✗$", ms=9, mec=LOST_COLOR, label="probes lost here"),
         Patch(fc=ESP_COLOR, alpha=0.3, ec=ESP_COLOR, ls="--", label="ESP (encrypted)"),
     ]
+    # The observed path's entries only when the diagram has them: a plain run keeps its legend.
+    drawn = {(a.get_gid() or "").split(":", 1)[0] for a in ax.get_children()}
+    if any(s.leaked for st in paths for s in st.points):
+        handles.append(Line2D([], [], ls="", marker="o", ms=9, mfc=LEAK_COLOR, mec="#333333",
+                              label="seen in the clear (leak)"))
+    if any(s.elsewhere for st in paths for s in st.points):
+        handles.append(Line2D([], [], ls="", marker="o", ms=9, mfc=ELSEWHERE_COLOR, mec="#333333",
+                              label="went elsewhere"))
+    if "off-path" in drawn:
+        handles.append(Line2D([], [], ls="", marker="s", ms=9, mfc="white", mec=OBSERVED_COLOR, mew=2,
+                              label="off-path point"))
+    if drawn & {"observed-edge", "loop"}:
+        handles.append(Line2D([], [], color=OBSERVED_COLOR, lw=1.8, marker=">", ms=5, label="observed path"))
+    marks = [a for a in ax.collections if (a.get_gid() or "").startswith("divergence-mark:")]
+    if marks:  # blue when the probes were lost, orange (a warning) when they arrived all the same
+        colors = sorted({to_hex(c) for m in marks for c in m.get_edgecolors()}, key=lambda c: c != OBSERVED_COLOR)
+        handles += [Line2D([], [], ls="", marker="D", ms=10, mfc="none", mec=c, mew=2,
+                           label="left the expected path" + (" (arrived: warning)" if c == DOUBT_COLOR else ""))
+                    for c in colors]
+    return handles

@@ -1,7 +1,9 @@
 """The loss timeline: probe sequence × capture point, one coloured cell per sighting.
 
 A column that turns red from some probe on is a hop that started dropping; a
-lone orange cell in a green column is a capture gap, not loss.
+lone orange cell in a green column is a capture gap, not loss. Dark blue is a
+probe seen in the clear where ESP belongs (a leak), light blue a point it never
+reached because it had left the expected path before (it went elsewhere).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from tracer.analysis.hopstats import is_sent
 from tracer.model.direction import Direction
 from tracer.model.verdict import Sighting, Verdict
 from tracer.plot.labels import short_point
+from tracer.plot.palette import ELSEWHERE_COLOR, LEAK_COLOR
 
 NOT_SENT = "not-sent"
 # Cell value → (state, colour, legend text). The value is what the image array holds.
@@ -25,8 +28,8 @@ STATES: tuple[tuple[str, str, str], ...] = (
     (Sighting.UNOBSERVED.value, "#d9d9d9", "not captured"),
     (Sighting.UNRELIABLE.value, "#ff7f0e", "sniffer drops"),
     (Sighting.UNKNOWN.value, "#c5b0d5", "ESP not tied"),
-    (Sighting.ELSEWHERE.value, "#9edae5", "off the path"),
-    (Sighting.LEAKED.value, "#e377c2", "in the clear (leak)"),
+    (Sighting.ELSEWHERE.value, ELSEWHERE_COLOR, "went elsewhere"),
+    (Sighting.LEAKED.value, LEAK_COLOR, "in the clear (leak)"),
     (NOT_SENT, "#ffffff", "not sent"),
 )
 CODE = {state: i for i, (state, _, _) in enumerate(STATES)}
