@@ -41,6 +41,13 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str, tuple[str, str] | None]] 
     "asymmetric-return-routed": ("asymmetric-return-routed", [], "delivered", None),
     "routing-loop": ("routing-loop", ["--snaplen", "128", "--count", "1"], "loss",
                      ("request", "in a routing loop between west-gw and router")),
+    "rewired-router": ("rewired-router", [], "loss",
+                       ("request", "inside east-gw between wan1 and ipsec0 (decap), having left router by eth2, "
+                        "which the topology does not have (expected: eth1)")),
+    "selector-mismatch": (None, ["--source", "wan0"], "loss",
+                          ("request", "at west-gw: west-gw routes 198.51.100.10 into ipsec0 (tunnel west-east), but "
+                           "198.18.1.1 → 198.51.100.10 is outside the tunnel's selectors (192.0.2.0/24 ↔ "
+                           "198.51.100.0/24): no SA carries it (selector mismatch)")),
     "ike-ok": (None, [], "delivered", None),
     "ike-blocked-ike": ("ike-blocked", [], "loss", ("request", "inside router between eth0 and eth1 (forward)")),
     "mtu-ladder-blackhole": ("mtu-blackhole", ["--sizes", "1000,1200,1250,1300", "--snaplen", "128"], "loss",
@@ -51,6 +58,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ike-ok": ("ike", "west-gw", "east-gw"),
     "ike-blocked-ike": ("ike", "west-gw", "east-gw"),
     "mtu-ladder-blackhole": ("mtu", "west", "east"),
+    "selector-mismatch": ("ping", "west-gw", "east"),
 }
 
 

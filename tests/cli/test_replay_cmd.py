@@ -26,6 +26,11 @@ SCENARIOS = {
                                      "eth1, having left east-gw by wan0 in the clear instead of into ipsec0"),
     "asymmetric-return-routed": (0, "delivered", "3/3 echo requests delivered and answered (west → east)"),
     "routing-loop": (1, "loss", "1/1 echo requests lost in a routing loop between west-gw and router"),
+    "rewired-router": (1, "loss", "3/3 echo requests lost inside east-gw between wan1 and ipsec0 (decap), having "
+                                  "left router by eth2, which the topology does not have (expected: eth1)"),
+    "selector-mismatch": (1, "loss", "3/3 echo requests lost at west-gw: west-gw routes 198.51.100.10 into ipsec0 "
+                                     "(tunnel west-east), but 198.18.1.1 → 198.51.100.10 is outside the tunnel's "
+                                     "selectors (192.0.2.0/24 ↔ 198.51.100.0/24): no SA carries it (selector mismatch)"),
     "ike-blocked-ike": (1, "loss", "3/3 IKE_SA_INIT requests lost inside router between eth0 and eth1 (forward)"),
     "mtu-blackhole": (1, "loss", "3/3 echo requests lost inside router between eth0 and eth1 (forward)"),
     "mtu-ladder-blackhole": (1, "loss", "path MTU below 1250 bytes: 1200-byte probes delivered, "

@@ -21,7 +21,7 @@ from tracer.model.flowgraph import EdgeKind
 from tracer.model.observed import Form, ObservedProbe, Place
 from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint, point_name
-from tracer.model.topology import Topology
+from tracer.model.topology import Node, Topology
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting
 
 _DOUBTFUL = (Sighting.UNOBSERVED, Sighting.UNRELIABLE, Sighting.UNKNOWN)
@@ -189,6 +189,22 @@ def went_elsewhere(t: ProbeTrace, path: ExpectedPath, op: ObservedProbe, outcome
     return replace(t, sightings=sightings, outcome=outcome, last_seen=last, first_missed=None)
 
 
+def _decap_next(topo: Topology, node: Node, cp: CapturePoint, outer_dst: IPv4Address,
+                path: ExpectedPath) -> tuple[str | None, str | None, str | None]:
+    """ESP addressed to this gateway: it should come out of its tunnel (device, or the route for
+    the cleartext when the tunnel is policy-based)."""
+    end = next((e for t in topo.tunnels for e in (t.left, t.right) if e.node == node.name and e.address == outer_dst), None)
+    dev = end.interface if end else None
+    if dev is None:
+        route = node.lookup(path.dst)
+        dev = route.dev if route else None
+    if dev is None or dev == cp.iface:
+        return None, None, f"ESP reached {cp} but {node.name} has nowhere to send what it carries"
+    why = (f"ESP arrived at {cp} but nothing came out of {node.name}:{dev}: decapsulation failed (wrong or missing "
+           "SA, integrity failure, replay) or a filter before the IPsec stack")
+    return point_name(node.name, dev), f"inside {node.name} between {cp.iface} and {dev} (decap)", why
+
+
 _NO_LINK = "no link"
 
 
@@ -219,6 +235,8 @@ def _next_point(topo: Topology, path: ExpectedPath, op: ObservedProbe) -> tuple[
     if node is None:
         return None, None, None
     dst = IPv4Address(last.outer[2]) if last.form == Form.ESP and last.outer else path.dst
+    if last.form == Form.ESP and node.owns(dst):
+        return _decap_next(topo, node, cp, dst, path)
     route = node.lookup(dst)
     if route is None:
         return None, None, f"then {cp.node} dropped it: it has no route to {dst} (by the topology)"

@@ -45,6 +45,9 @@ def add_common(p: argparse.ArgumentParser, count: int = 3, interval: float = 0.2
                    help="bytes kept per packet (default 2048: a 1500-byte MTU plus headers, so ESP can be decrypted; "
                    "raise it for jumbo frames; 128 keeps every header and tag the analysis reads)")
     p.add_argument("--plot", type=Path, metavar="FILE", help="also draw the verdict to FILE.png/.svg")
+    p.add_argument("--all-points", action="store_true",
+                   help="capture every interface of every node of the topology, not only the paths' nodes "
+                   "(to see where probes go when they leave the expected path far away)")
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--esp-keys", type=Path, metavar="FILE",
                       help="SAs (Wireshark esp_sa format) to decrypt ESP and confirm the probe tags inside "
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace, ptype: ProbeType) -> int:
     run_id = random_run_id()
     run_dir = new_run_dir(args.out, ptype, run_id)
     record(topo, tpath, ends, ptype, run_id, run_dir, lambda: ptype.send(ends, run_id, args), ptype.planned(args),
-           args.snaplen)
+           args.snaplen, args.all_points)
     verdicts = replay_recorded(run_dir, keys)
     (run_dir / "verdict.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
     emit(verdicts, args.json)

@@ -9,6 +9,7 @@ how many packets each fault actually ate.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,7 +27,7 @@ class Fault:
     description: str
     # node -> chain definitions placed inside "table inet tracer_fault { ... }"
     nft: dict[str, str] = field(default_factory=dict)
-    # node -> ip -batch lines to apply, and the lines that undo them
+    # node -> ip -batch lines to apply, and the lines that undo them ("{ns:NODE}": that node's namespace)
     ip_apply: dict[str, list[str]] = field(default_factory=dict)
     ip_clear: dict[str, list[str]] = field(default_factory=dict)
     # The tunnel cannot (re)establish while the fault is active.
@@ -41,6 +42,7 @@ def _chain(hook: str, *rules: str) -> str:
 _east_default = layout.node("east").routes[-1]
 _east_gw_default = layout.node("east-gw").routes[-1]  # via the router
 _west_gw_wan = layout.node("west-gw").interfaces["wan0"].addresses[0].ip
+_east_gw_wan = layout.node("east-gw").interfaces["wan0"].addresses[0].ip
 _IKE_BLOCKED = _chain("forward", 'udp dport { 500, 4500 } counter drop comment "IKE and ESP-in-UDP"')
 # A policy rule ahead of strongSwan's (priority 220) sends east's replies to the west LAN out
 # the WAN by a table of its own: the SA stays up, the replies just never enter it.
@@ -81,6 +83,20 @@ _FAULTS = (
         "in the clear, around the tunnel",
         ip_apply=_ROUTE_AROUND | {"router": [f"route add {layout.WEST_LAN} via {_west_gw_wan} dev eth0"]},
         ip_clear=_UNROUTE_AROUND | {"router": [f"route del {layout.WEST_LAN}"]},
+    ),
+    Fault(
+        "rewired-router",
+        "the router is re-wired: a new link router:eth2 - east-gw:wan1 (198.18.3.0/24) that the topology "
+        "file does not have, the router sends ESP for east-gw out eth2, and east-gw drops what arrives on wan1",
+        nft={"east-gw": _chain("input", 'iifname "wan1" counter drop comment "re-wired link"') + "\n  "
+             + _chain("forward", 'iifname "wan1" counter drop comment "re-wired link"')},
+        ip_apply={
+            "router": ["link add eth2 type veth peer name wan1 netns {ns:east-gw}",
+                       "addr add 198.18.3.254/24 dev eth2", "link set eth2 up",
+                       f"route add {_east_gw_wan}/32 via 198.18.3.1 dev eth2"],
+            "east-gw": ["addr add 198.18.3.1/24 dev wan1", "link set wan1 up"],
+        },
+        ip_clear={"router": ["link del eth2"]},
     ),
     Fault(
         "routing-loop",
@@ -147,7 +163,11 @@ def apply(fault: Fault, ns_of: NsOf) -> None:
         script = f"table inet {NFT_TABLE} {{\n  {chains}\n}}\n"
         netns.ns_run(ns_of(node), ["nft", "-f", "-"], input=script)
     for node, lines in fault.ip_apply.items():
-        netns.ip_batch(lines, ns=ns_of(node))
+        netns.ip_batch([_with_namespaces(line, ns_of) for line in lines], ns=ns_of(node))
+
+
+def _with_namespaces(line: str, ns_of: NsOf) -> str:
+    return re.sub(r"\{ns:([a-z0-9-]+)\}", lambda m: ns_of(m.group(1)), line)
 
 
 def clear(fault: Fault, ns_of: NsOf) -> None:

@@ -69,10 +69,9 @@ def capture_points(topo: Topology, ends: Endpoints) -> list[str]:
     return list(dict.fromkeys(h.point for p in (req, rep) for h in p.hops))
 
 
-def witness_points(topo: Topology, states: dict[str, NodeState], points: list[str]) -> list[str]:
-    """The interfaces the nodes on the paths really have besides ``points`` (off the paths, or
-    missing from the topology: a router re-wired through a new eth2), captured as witnesses."""
-    nodes = list(dict.fromkeys(CapturePoint.parse(p).node for p in points))
+def witness_points(topo: Topology, states: dict[str, NodeState], points: list[str], nodes: list[str]) -> list[str]:
+    """The interfaces ``nodes`` really have besides ``points`` (off the paths, or missing from the
+    topology: a router re-wired through a new eth2), captured as witnesses."""
     return [p for p in live_interfaces(topo, states, nodes) if p not in points]
 
 
@@ -107,8 +106,10 @@ def record(
     send: Callable[[], ProbeReport],
     count: int,
     snaplen: int = DEFAULT_SNAPLEN,
+    all_points: bool = False,
 ) -> Path:
-    """Sniff every point while ``send()`` runs; always leave a valid run directory."""
+    """Sniff every point while ``send()`` runs; always leave a valid run directory. Witnesses: the
+    other interfaces of the nodes on the paths, or with ``all_points`` of every node."""
     ensure_root()
     extra: dict = {"started": datetime.now(UTC).isoformat()}
     t0 = time.monotonic()
@@ -123,11 +124,12 @@ def record(
     try:
         # The live state of every node on the paths, before any sniffer starts: replay compares
         # it with the topology, and the interfaces the nodes really have become witness points.
-        states, unread = snapshot_nodes(topo, [CapturePoint.parse(p).node for p in points])
+        nodes = list(topo.nodes) if all_points else list(dict.fromkeys(CapturePoint.parse(p).node for p in points))
+        states, unread = snapshot_nodes(topo, nodes)
         netstate = write_netstate(run_dir, states)
         extra["netstate_s"] = round(time.monotonic() - t0, 3)
         sniffers = make_sniffers(topo, points, run_dir, snaplen)
-        witnesses = make_sniffers(topo, witness_points(topo, states, points), run_dir, snaplen)
+        witnesses = make_sniffers(topo, witness_points(topo, states, points, nodes), run_dir, snaplen)
         t_start = time.monotonic()
         # A witness that cannot capture costs its own file, never the trace.
         failed = start_all(sniffers, optional=witnesses)
