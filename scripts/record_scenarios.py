@@ -48,6 +48,7 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str, tuple[str, str] | None]] 
                           ("request", "at west-gw: west-gw routes 198.51.100.10 into ipsec0 (tunnel west-east), but "
                            "198.18.1.1 → 198.51.100.10 is outside the tunnel's selectors (192.0.2.0/24 ↔ "
                            "198.51.100.0/24): no SA carries it (selector mismatch)")),
+    "nat-on-path": ("nat-on-path", [], "delivered", None),
     "ike-ok": (None, [], "delivered", None),
     "ike-blocked-ike": ("ike-blocked", [], "loss", ("request", "inside router between eth0 and eth1 (forward)")),
     "mtu-ladder-blackhole": ("mtu-blackhole", ["--sizes", "1000,1200,1250,1300", "--snaplen", "128"], "loss",

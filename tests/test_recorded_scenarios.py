@@ -36,3 +36,12 @@ def test_scenarios_are_small():
     for scenario in SCENARIOS:
         size = sum(p.stat().st_size for p in scenario.iterdir())
         assert size < 64 * 1024, f"{scenario.name} is {size} bytes"
+
+
+def test_nat_on_the_path_is_noticed_and_followed():
+    # A real stateless NAT on the lab's router: the ESP is followed across it by SPI and sequence.
+    (v,) = replay_run(load_run([CAPTURES / "nat-on-path"]))
+    assert v.status.value == "delivered"
+    assert ("outer source rewritten 198.18.1.1:4500 → 198.18.2.254:1024 between router:eth0 and router:eth1 (NAT); "
+            "the ESP was followed by SPI and sequence") in v.diagnoses
+    assert all(s == "seen" for t in v.probes for s in t.sightings)

@@ -31,6 +31,7 @@ SCENARIOS = {
     "selector-mismatch": (1, "loss", "3/3 echo requests lost at west-gw: west-gw routes 198.51.100.10 into ipsec0 "
                                      "(tunnel west-east), but 198.18.1.1 → 198.51.100.10 is outside the tunnel's "
                                      "selectors (192.0.2.0/24 ↔ 198.51.100.0/24): no SA carries it (selector mismatch)"),
+    "nat-on-path": (0, "delivered", "3/3 echo requests delivered and answered (west → east)"),
     "ike-blocked-ike": (1, "loss", "3/3 IKE_SA_INIT requests lost inside router between eth0 and eth1 (forward)"),
     "mtu-blackhole": (1, "loss", "3/3 echo requests lost inside router between eth0 and eth1 (forward)"),
     "mtu-ladder-blackhole": (1, "loss", "path MTU below 1250 bytes: 1200-byte probes delivered, "

@@ -99,6 +99,14 @@ _FAULTS = (
         ip_clear={"router": ["link del eth2"]},
     ),
     Fault(
+        "nat-on-path",
+        "the router rewrites the outer source of west-gw's ESP-in-UDP as it leaves eth1 (stateless NAT to "
+        "198.18.2.254:1024): delivered, and the rewrite is seen between router:eth0 and router:eth1",
+        nft={"router": "chain nat {\n    type filter hook postrouting priority srcnat; policy accept;\n    "
+             f'oifname "eth1" ip saddr {_west_gw_wan} udp dport 4500 @th,64,32 != 0 '
+             'ip saddr set 198.18.2.254 udp sport set 1024 counter comment "NAT"\n  }'},
+    ),
+    Fault(
         "routing-loop",
         "IKE blocked (no SA, west-gw leaks the cleartext via its default route to the router) and the router "
         "routes 198.51.100.0/24 back to west-gw: each probe bounces between them until its TTL runs out",
