@@ -660,3 +660,14 @@ def test_leak_that_reaches_the_far_gateway_dies_in_it():
         "forward", LEAK_EDGE1)
     assert f.reason is not None and f.reason.startswith(f"{NO_IKE_SA}; ")
     assert trace(v, REQ).sightings == (S, S, E, L, L, L, L, E, E)
+
+
+def test_an_icmp_error_quoting_the_probe_is_cited_as_what_the_network_said():
+    # core1 answers the leaked probe with net unreachable (type 3 code 0), seen back at edge1:wan0.
+    unreachable = {**time_exceeded("edge1:wan0", T(0) + 6 * HOP_NS, 0, CORE1_ETH1), "icmp_type": 3, "icmp_code": 0}
+    v = verdict([*leak_to_core1(), unreachable])
+    (op,) = v.observed
+    assert op.quoted == ("ICMP net unreachable from 198.51.100.2 (seen at edge1:wan0)",)
+    assert only(v, REQ).reason == (f"{NO_IKE_SA}; the network said: ICMP net unreachable from 198.51.100.2 "
+                                   "(seen at edge1:wan0); then core1 dropped it: it has no route to 198.18.2.10 "
+                                   "(by the topology)")

@@ -19,6 +19,10 @@ _ICMP_NAMES = {
 }
 
 
+def icmp_name(icmp_type: int, code: int) -> str:
+    return _ICMP_NAMES.get((icmp_type, code), f"type {icmp_type} code {code}")
+
+
 def icmp_errors(obs: Observations, spec: ProbeSpec, paths: dict[str, ExpectedPath]) -> list[str]:
     """ICMP errors quoting the probes or the tunnel's ESP carriers: the network saying why."""
     err = obs["cls"] == PacketClass.ICMP_ERROR
@@ -40,7 +44,7 @@ def icmp_errors(obs: Observations, spec: ProbeSpec, paths: dict[str, ExpectedPat
         if key in seen:
             continue
         seen.add(key)
-        name = _ICMP_NAMES.get((t, c), f"type {t} code {c}")
+        name = icmp_name(t, c)
         mtu = f", next-hop MTU {int(obs['mtu'][i])}" if (t, c) == (3, 4) else ""
         about = "ESP" if pair not in {(int(spec.src), int(spec.dst)), (int(spec.dst), int(spec.src))} else "the probe"
         out.append(f"ICMP {name} from {IPv4Address(int(obs['src'][i]))} about {about}{mtu}, "

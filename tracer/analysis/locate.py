@@ -137,11 +137,12 @@ def locate_observed(
     if delivered:
         return ObservedFate(Outcome.DELIVERED, f"delivered to {path.hops[-1].node}", div.text, path.hops[-1].point)
     last = op.seen[-1]
-    cause = leak_cause if div.kind == "leak" else None
-    if op.loop is not None:
+    leaked = leak_cause if div.kind == "leak" else None
+    if op.loop is not None:  # the loop text cites its ICMP time exceeded itself
         between = " and ".join(op.loop.nodes)
         return ObservedFate(Outcome.LOST, f"in a routing loop {'between' if len(op.loop.nodes) > 1 else 'at'} {between}",
-                            div.text, last.point, reason=_join(cause, loop_text(op.loop)))
+                            div.text, last.point, reason=_join(leaked, loop_text(op.loop)))
+    cause = _join(leaked, f"the network said: {'; '.join(op.quoted)}" if op.quoted else None)
     nxt, edge, why = _next_point(topo, path, op)
     having = f", having {div.text}"
     if nxt is None and edge == _NO_LINK:

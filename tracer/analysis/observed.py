@@ -16,6 +16,7 @@ import numpy as np
 
 from tracer.analysis.compare import divergence
 from tracer.analysis.correlate import SightingMatrix, probe_rows
+from tracer.analysis.icmp import icmp_name
 from tracer.model.direction import Direction
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.observed import Form, Loop, ObservedProbe, Place, Seen
@@ -58,8 +59,19 @@ def observe(obs: Observations, topo: Topology, path: ExpectedPath, run: int, kin
                                          place[mine][order].tolist(), strict=True))
         seq = int(m.seqs[p])
         loop = find_loop(seen, _expired_from(obs, run, kind, seq))
-        out[p] = ObservedProbe(seq, direction, seen, divergence(topo, path, seen, loop), loop)
+        out[p] = ObservedProbe(seq, direction, seen, divergence(topo, path, seen, loop), loop, _quoted(obs, run, kind, seq))
     return out
+
+
+def _quoted(obs: Observations, run: int, kind: int, seq: int) -> tuple[str, ...]:
+    """ICMP errors whose quote carries this probe's tag: who answered what about it, seen where."""
+    m = (obs["cls"] == PacketClass.ICMP_ERROR) & (obs["tag_run"] == run) & (obs["tag_kind"] == kind)
+    rows = np.flatnonzero(m & (obs["tag_seq"] == seq))
+    out: dict[str, None] = {}
+    for r in rows.tolist():
+        name = icmp_name(int(obs["icmp_type"][r]), int(obs["icmp_code"][r]))
+        out[f"ICMP {name} from {IPv4Address(int(obs['src'][r]))} (seen at {obs.points[int(obs['point'][r])]})"] = None
+    return tuple(out)
 
 
 def _clear_rows(obs: Observations, run: int, kind: int, direction: Direction, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -66,6 +66,8 @@ class ObservedProbe:
     seen: tuple[Seen, ...]  # time order
     divergence: Divergence | None = None
     loop: Loop | None = None
+    # ICMP errors quoting it: the network saying where and why ("ICMP net unreachable from 198.18.1.254")
+    quoted: tuple[str, ...] = ()
 
     def path_text(self) -> str:
         """"west:eth0 → west-gw:wan0 [clear, leak] → router:eth0 [clear, leak]"; a loop is shown
