@@ -1,0 +1,493 @@
+"""Kernel drop reasons for our probes, from the ``skb:kfree_skb`` tracepoint.
+
+For the duration of a trace, a short bpftrace script generated here is attached to
+``tracepoint:skb:kfree_skb`` (tracepoints and BTF only: no kprobes). It runs in the kernel on
+every freed-as-dropped socket buffer of the host, whatever its network namespace, and prints
+one line only for the drops of *our* probes:
+
+* an IPv4 ICMP echo request or reply whose payload starts with the probe tag of this run
+  (magic ``TRC1`` and the run id, read at ``skb->head + skb->network_header + ihl + 8``;
+  the tag's check word is verified here, in Python);
+* an ESP packet (IP protocol 50) or ESP-in-UDP packet (NAT-T port, non-zero SPI) whose SPI is
+  one of the tunnel SPIs the caller gave: SPI and ESP sequence number identify the carrier.
+
+Each line becomes a :class:`Drop`: the reason (the kernel's ``enum skb_drop_reason`` name,
+mapped from the number with the tracepoint's own ``print fmt`` on this kernel, never a table
+written here), the device (``skb->dev->name``), the network namespace inode
+(``skb->dev->nd_net.net->ns.inum``, or the socket's namespace when the buffer has no device),
+the kernel function that dropped it (``ksym(location)``) and the probe's identity. The inode
+is turned into a topology node by the inode of ``/run/netns/<node.netns>``.
+
+The shape of a trace-long evidence source: :func:`start` before the probes (it never raises:
+a source that cannot run says why in :attr:`Session.unavailable` and the trace goes on),
+:meth:`Session.stop` after them, in a ``finally``. bpftrace is our child, stopped by its PID
+(SIGINT, it drains its buffers and exits; SIGKILL if it does not), and it cannot outlive us by
+more than ``max_s``: the script exits by itself after that. What it prints is bounded.
+
+Limits: this host only (a node captured over SSH is listed as unavailable), IPv4, the tag must
+lie in the linear part of the buffer (always so for echo probes as sent by tracer), and a
+packet that is not a first fragment carries no tag to match.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import IO, Any
+
+from tracer.model.tag import MAGIC, TAG_LEN, decode
+from tracer.model.topology import Topology
+from tracer.netns import NETNS_DIR
+
+TRACEPOINT = "skb:kfree_skb"
+TRACEFS_DIRS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+START_TIMEOUT = 20.0  # s: bpftrace compiles the script with LLVM before it attaches (measured ~2 s)
+STOP_TIMEOUT = 5.0  # s after SIGINT before SIGKILL
+MAX_S = 3600  # s: the script exits by itself after this, should tracer die without stopping it
+MAX_DROPS = 10_000  # lines kept; more are counted, not stored
+MAX_SPIS = 256  # SPIs matched in the kernel (one comparison each)
+NAT_T_PORT = 4500
+ECHO_REQUEST, ECHO_REPLY = 8, 0
+IPPROTO_ICMP, IPPROTO_UDP, IPPROTO_ESP = 1, 17, 50
+
+# bpftrace prints this once every probe is attached when the variable is set in its environment
+# (its own runtime tests use it): the start barrier. 0.17 writes it on stderr, later ones on stdout.
+_READY_ENV = "__BPFTRACE_NOTIFY_PROBES_ATTACHED"
+_LINE = "DR1"  # first word of every line the script prints for a drop
+_LOST = re.compile(r"Lost (\d+) events")
+_CHATTER = ("RLIMIT_MEMLOCK", "Attaching ")  # bpftrace's start-up lines that are no error (a warning, a count)
+_SYMBOLIC = re.compile(r'\{\s*(\d+)\s*,\s*"([A-Za-z0-9_]+)"\s*\}')
+
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeMatch:
+    """Which dropped packets are ours: tagged echoes of ``run``, ESP of the tunnels' ``spis``."""
+
+    run: int
+    spis: frozenset[int] = frozenset()
+    nat_t_ports: tuple[int, ...] = (NAT_T_PORT,)
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """One of our probes (or its ESP carrier) dropped by the kernel."""
+
+    reason: str  # enum skb_drop_reason without its prefix: "NETFILTER_DROP", "OTHERHOST", ...
+    code: int  # its number on this kernel
+    function: str  # kernel function that freed it (ksym of the tracepoint's location)
+    device: str | None  # skb->dev->name; None: the buffer had no device
+    netns_inode: int | None  # network namespace inode; None: neither device nor socket to say
+    node: str | None  # topology node whose namespace that is; None: not one of the nodes
+    src: IPv4Address
+    dst: IPv4Address
+    protocol: int  # IP protocol: 1 ICMP (tagged echo), 50 ESP, 17 ESP-in-UDP
+    time_ns: int  # wall clock (CLOCK_REALTIME, like capture stamps) of the drop
+    run: int | None = None  # tagged echo: the tag
+    seq: int | None = None
+    kind: int | None = None
+    icmp_type: int | None = None  # 8 request, 0 reply
+    spi: int | None = None  # ESP: the carrier
+    esp_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["src"], d["dst"] = str(self.src), str(self.dst)
+        d["kind"] = None if self.kind is None else int(self.kind)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Drop:
+        return cls(**{**d, "src": IPv4Address(d["src"]), "dst": IPv4Address(d["dst"])})
+
+    def __str__(self) -> str:
+        who = (f"probe {self.run:08x}/{self.seq}" if self.run is not None
+               else f"ESP spi 0x{self.spi or 0:08x} seq {self.esp_seq}")
+        where = f"{self.node or f'netns {self.netns_inode}'}:{self.device or '-'}"
+        return f"{where} {self.reason} in {self.function}: {who} {self.src} → {self.dst}"
+
+
+@dataclass
+class Session:
+    """A drop-reason recording: running, or unavailable (then :meth:`stop` returns nothing)."""
+
+    unavailable: str | None = None  # why this source could not report (None: it did or does)
+    unavailable_nodes: dict[str, str] = field(default_factory=dict)  # nodes it cannot see, and why
+    pid: int | None = None  # bpftrace's PID while it runs
+    startup_s: float | None = None  # from spawning bpftrace to its probe attached
+    problems: list[str] = field(default_factory=list)  # after stop: lost events, lines over the bound
+    delivered: list[Drop] = field(default_factory=list)  # after stop: freed after delivery (see delivered())
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _reader: _Reader | None = field(default=None, repr=False)
+    _names: dict[int, str] = field(default_factory=dict, repr=False)
+    _nodes: dict[int, str] = field(default_factory=dict, repr=False)
+    _run: int = field(default=0, repr=False)
+    _clock: int = field(default=0, repr=False)  # CLOCK_REALTIME - CLOCK_MONOTONIC at start, ns
+    _started: float = field(default=0.0, repr=False)
+    _drops: list[Drop] | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> str:
+        return f"unavailable: {self.unavailable}" if self.unavailable else "available"
+
+    def wait_ready(self, deadline: float) -> bool:
+        """Wait (until ``time.monotonic()`` reaches ``deadline``) for the probe to be attached.
+        False, with :attr:`unavailable` set and bpftrace stopped, when it did not attach."""
+        if self.unavailable or self._proc is None or self._reader is None:
+            return False
+        if self.startup_s is not None:
+            return True
+        if self._reader.ready.wait(max(0.0, deadline - time.monotonic())) and self._reader.attached:
+            self.startup_s = round(time.monotonic() - self._started, 3)
+            return True
+        why = self._reader.error() or (f"exited with status {self._proc.poll()}" if self._proc.poll() is not None
+                                        else f"not attached within {deadline - self._started:.0f} s")
+        self._end()
+        self.unavailable = f"bpftrace: {why}"
+        return False
+
+    def stop(self) -> list[Drop]:
+        """Stop bpftrace (by PID) and return the drops of our probes, in time order. Safe to call
+        on an unavailable session (nothing) or again (the same drops)."""
+        if self._drops is not None:
+            return list(self._drops)
+        if self._proc is None or self._reader is None:
+            return []
+        reader = self._reader
+        died = self._proc.poll()
+        self._end()
+        if died is not None and self.unavailable is None:
+            self.problems.append(f"bpftrace exited early (status {died}): {reader.error() or 'no message'}")
+        if reader.lost:
+            self.problems.append(f"bpftrace lost {reader.lost} events (its buffer overflowed): drops may be missing")
+        if reader.over:
+            self.problems.append(f"{reader.over} drop lines over the bound of {MAX_DROPS} were not kept")
+        drops = []
+        for line in reader.lines:
+            drop = parse_line(line, self._names, self._nodes, self._run, self._clock)
+            if drop is None:
+                continue
+            (self.delivered if delivered(drop) else drops).append(drop)
+        self._drops = sorted(drops, key=lambda d: d.time_ns)
+        return list(self._drops)
+
+    def _end(self) -> None:
+        """SIGINT bpftrace by its PID, SIGKILL it if it does not exit, reap it, join the readers."""
+        proc, reader = self._proc, self._reader
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        except ProcessLookupError:
+            proc.wait()
+        finally:
+            if reader is not None:
+                reader.join()
+            self.pid = None
+
+
+def delivered(drop: Drop) -> bool:
+    """A drop of ours that is no loss: the packet was freed as dropped after it reached its end.
+
+    * ``NO_SOCKET`` in ``ping_rcv`` for an echo reply: the raw socket of the prober got its own
+      copy, then the kernel frees the original because no ping socket wants it (every reply
+      of every live trace, measured);
+    * ``QUEUE_PURGE``: it sat in a socket's receive queue when the socket was closed (a reply
+      that came after the prober stopped reading)."""
+    return drop.reason == "QUEUE_PURGE" or (
+        drop.reason == "NO_SOCKET" and drop.function == "ping_rcv" and drop.icmp_type == ECHO_REPLY)
+
+
+def start(
+    probes: ProbeMatch,
+    topo: Topology | None = None,
+    nodes: Iterable[str] | None = None,
+    *,
+    wait: bool = True,
+    timeout: float = START_TIMEOUT,
+    bpftrace: str | None = None,
+    max_s: int = MAX_S,
+) -> Session:
+    """Attach to ``skb:kfree_skb`` for the drops of ``probes``; never raises.
+
+    ``topo`` and ``nodes`` (default: all of its nodes) name the namespaces of the drops; a node
+    captured over SSH is in :attr:`Session.unavailable_nodes`. With ``wait`` (default) it returns
+    once the probe is attached; without, call :meth:`Session.wait_ready` (to start it alongside
+    the sniffers). ``bpftrace``: the executable (default: found on PATH)."""
+    inodes, unseen = node_inodes(topo, nodes) if topo is not None else ({}, {})
+    session = Session(unavailable_nodes=unseen, _nodes=inodes, _run=probes.run)
+    why = None
+    try:
+        why = _prepare(session, probes, bpftrace, max_s)
+    except Exception as e:  # best effort: evidence must never cost the trace
+        why = f"{type(e).__name__}: {e}"
+    if why:
+        session._end()
+        session.unavailable = why
+        return session
+    if wait:
+        try:
+            session.wait_ready(time.monotonic() + timeout)
+        except BaseException:  # Ctrl-C while bpftrace compiles: the caller never gets the session
+            session._end()
+            raise
+    return session
+
+
+def _prepare(session: Session, probes: ProbeMatch, bpftrace: str | None, max_s: int) -> str | None:
+    """Check what bpftrace needs, then spawn it; the reason it cannot run, or None."""
+    if os.geteuid() != 0:
+        return "needs root (BPF and the skb:kfree_skb tracepoint): run tracer with sudo"
+    exe = bpftrace if bpftrace else shutil.which("bpftrace")
+    if not exe or not os.access(exe, os.X_OK):
+        return f"'{bpftrace or 'bpftrace'}' not found: install it (Debian: apt-get install bpftrace)"
+    fmt, why = tracepoint_format()
+    if fmt is None:
+        return why
+    names = reason_names(fmt)
+    if not names or "field:enum skb_drop_reason reason" not in fmt:
+        return "this kernel's skb:kfree_skb has no drop reason (needs Linux 5.17 or later)"
+    if len(probes.spis) > MAX_SPIS:
+        return f"{len(probes.spis)} tunnel SPIs: more than the {MAX_SPIS} the script matches"
+    session._names = names
+    env = {**os.environ, _READY_ENV: "1"}
+    session._clock = time.time_ns() - time.monotonic_ns()  # bpftrace's nsecs is CLOCK_MONOTONIC
+    session._started = time.monotonic()
+    # Its own session: a Ctrl-C at the terminal reaches tracer, whose finally stops bpftrace
+    # after the sniffers; bpftrace never outlives us by more than max_s (the script's interval).
+    proc = subprocess.Popen([exe, "-B", "line", "-e", script(probes, max_s)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    session._proc, session.pid = proc, proc.pid
+    assert proc.stdout is not None and proc.stderr is not None
+    session._reader = _Reader(proc.stdout, proc.stderr)
+    return None
+
+
+def tracepoint_format() -> tuple[str | None, str]:
+    """The text of the tracepoint's ``format`` file (mounting tracefs if no one has), or why not."""
+    rel = Path("events", *TRACEPOINT.split(":"), "format")
+    for _ in range(2):
+        for d in TRACEFS_DIRS:
+            if (d / "events").is_dir():
+                try:
+                    return (d / rel).read_text(), ""
+                except FileNotFoundError:
+                    return None, f"this kernel has no {TRACEPOINT} tracepoint"
+                except OSError as e:
+                    return None, f"cannot read {d / rel}: {e.strerror}"
+        # tracefs is not mounted (bpftrace then cannot find the tracepoint): mount it where
+        # systemd would. It stays mounted, as on any ordinary system.
+        if not TRACEFS_DIRS[0].is_dir():
+            break
+        proc = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS_DIRS[0])],
+                              capture_output=True, text=True, timeout=10.0, check=False)
+        if proc.returncode != 0:
+            return None, f"tracefs is not mounted and mounting it failed: {proc.stderr.strip() or proc.returncode}"
+    return None, "tracefs is not available (no /sys/kernel/tracing)"
+
+
+def reason_names(fmt: str) -> dict[int, str]:
+    """``enum skb_drop_reason`` numbers → names on this kernel, from the ``__print_symbolic`` of
+    the tracepoint's print fmt (the kernel writes it from the enum itself)."""
+    _, _, printfmt = fmt.partition("print fmt:")
+    return {int(n): name for n, name in _SYMBOLIC.findall(printfmt)}
+
+
+def node_inodes(topo: Topology, nodes: Iterable[str] | None = None) -> tuple[dict[int, str], dict[str, str]]:
+    """Namespace inode → node for the nodes on this host (``/run/netns/<netns>``, or this
+    process's own namespace for a local node without one); the other nodes, and why not."""
+    inodes: dict[int, str] = {}
+    unseen: dict[str, str] = {}
+    for name in dict.fromkeys(nodes if nodes is not None else topo.nodes):
+        node = topo.nodes[name]
+        if node.capture_backend != "local":
+            unseen[name] = "captured over SSH: kernel drop reasons are read on this host only"
+            continue
+        path = NETNS_DIR / node.netns if node.netns else Path("/proc/self/ns/net")
+        try:
+            inodes.setdefault(os.stat(path).st_ino, name)
+        except OSError as e:
+            unseen[name] = f"cannot find its network namespace ({path}: {e.strerror})"
+    return inodes, unseen
+
+
+def _u32(value: bytes) -> int:
+    """Four bytes as the native-endian integer a 32-bit load from memory gives in the kernel."""
+    return int.from_bytes(value, sys.byteorder)
+
+
+def script(probes: ProbeMatch, max_s: int = MAX_S) -> str:
+    """The bpftrace program: one line per drop of ours, nothing for any other packet.
+
+    Output: ``DR1 nsecs reason inum device function proto saddr daddr w0 w1 w2 w3 type`` with
+    the 32-bit words as the kernel loaded them (native order): for an echo the 16 tag bytes and
+    the ICMP type, for ESP the SPI and sequence. ``device`` is ``-`` when the buffer has none."""
+    magic = _u32(MAGIC)
+    run = _u32(probes.run.to_bytes(4, "big"))
+    spis = sorted({_u32(s.to_bytes(4, "big")) for s in probes.spis})
+    ports = sorted({socket.htons(p) if sys.byteorder == "little" else p for p in probes.nat_t_ports})
+    spi_test = " || ".join(f"$spi == {s}" for s in spis)
+    port_test = " || ".join(f"$sport == {p} || $dport == {p}" for p in ports)
+    esp = ""
+    if spis:
+        esp = f"""
+      if ($proto == {IPPROTO_ESP} && $l4 + 8 <= $tail) {{
+        $spi = *(uint32 *)($head + $l4);
+        if ({spi_test}) {{ $hit = 1; $w0 = $spi; $w1 = *(uint32 *)($head + $l4 + 4); }}
+      }}"""
+        if port_test:
+            esp += f"""
+      if ($proto == {IPPROTO_UDP} && $l4 + 16 <= $tail) {{
+        $sport = *(uint16 *)($head + $l4);
+        $dport = *(uint16 *)($head + $l4 + 2);
+        $spi = *(uint32 *)($head + $l4 + 8);
+        if (({port_test}) && ({spi_test})) {{ $hit = 1; $w0 = $spi; $w1 = *(uint32 *)($head + $l4 + 12); }}
+      }}"""
+    return f"""
+tracepoint:skb:kfree_skb
+/args->protocol == 0x0800 || args->protocol == 0/
+{{
+  $skb = (struct sk_buff *)args->skbaddr;
+  $head = (uint64)$skb->head;
+  $nh = (uint64)$skb->network_header;
+  $tail = (uint64)$skb->tail;
+  if ($nh + 20 <= $tail) {{
+    $ip = $head + $nh;
+    $vihl = *(uint8 *)$ip;
+    $ihl = (uint64)($vihl & 15) * 4;
+    $frag = ((uint64)(*(uint8 *)($ip + 6) & 31) << 8) | (uint64)*(uint8 *)($ip + 7);
+    if (($vihl >> 4) == 4 && $ihl >= 20 && $frag == 0) {{
+      $proto = *(uint8 *)($ip + 9);
+      $l4 = $nh + $ihl;
+      $hit = 0; $type = (uint8)0; $w0 = (uint32)0; $w1 = (uint32)0; $w2 = (uint32)0; $w3 = (uint32)0;
+      if ($proto == {IPPROTO_ICMP} && $l4 + {8 + TAG_LEN} <= $tail) {{
+        $type = *(uint8 *)($head + $l4);
+        if (($type == {ECHO_REQUEST} || $type == {ECHO_REPLY}) && *(uint32 *)($head + $l4 + 8) == {magic}
+            && *(uint32 *)($head + $l4 + 14) == {run}) {{
+          $hit = 1;
+          $w0 = *(uint32 *)($head + $l4 + 8);
+          $w1 = *(uint32 *)($head + $l4 + 12);
+          $w2 = *(uint32 *)($head + $l4 + 16);
+          $w3 = *(uint32 *)($head + $l4 + 20);
+        }}
+      }}{esp}
+      if ($hit) {{
+        $saddr = *(uint32 *)($ip + 12);
+        $daddr = *(uint32 *)($ip + 16);
+        $dev = $skb->dev;
+        if ($dev != 0) {{
+          printf("{_LINE} %llu %u %u %s %s %u %u %u %u %u %u %u %u\\n", nsecs, args->reason,
+                 $dev->nd_net.net->ns.inum, $dev->name, ksym(args->location), $proto, $saddr, $daddr,
+                 $w0, $w1, $w2, $w3, $type);
+        }} else {{
+          $inum = (uint32)0;
+          if ($skb->sk != 0) {{ $inum = $skb->sk->__sk_common.skc_net.net->ns.inum; }}
+          printf("{_LINE} %llu %u %u - %s %u %u %u %u %u %u %u %u\\n", nsecs, args->reason, $inum,
+                 ksym(args->location), $proto, $saddr, $daddr, $w0, $w1, $w2, $w3, $type);
+        }}
+      }}
+    }}
+  }}
+}}
+
+interval:s:{int(max_s)} {{ exit(); }}
+"""
+
+
+def parse_line(line: str, names: Mapping[int, str], nodes: Mapping[int, str], run: int, clock: int) -> Drop | None:
+    """A :class:`Drop` from one line of the script; None for any other line, or a tag that does
+    not check (the kernel matched magic and run only)."""
+    words = line.split()
+    if len(words) != 14 or words[0] != _LINE:
+        return None
+    try:
+        nsecs, code, inum = int(words[1]), int(words[2]), int(words[3])
+        proto, saddr, daddr = (int(w) for w in words[6:9])
+        w = [int(x) for x in words[9:13]]
+        icmp_type = int(words[13])
+    except ValueError:
+        return None
+    common: dict[str, Any] = dict(
+        reason=names.get(code, f"REASON_{code}"), code=code, function=words[5],
+        device=None if words[4] == "-" else words[4], netns_inode=inum or None, node=nodes.get(inum),
+        src=IPv4Address(saddr.to_bytes(4, sys.byteorder)), dst=IPv4Address(daddr.to_bytes(4, sys.byteorder)),
+        protocol=proto, time_ns=nsecs + clock,
+    )
+    if proto == IPPROTO_ICMP:
+        raw = b"".join(x.to_bytes(4, sys.byteorder) for x in w)
+        tag = decode(raw[:TAG_LEN])
+        if tag is None or tag.run != run:
+            return None
+        return Drop(**common, run=tag.run, seq=tag.seq, kind=tag.kind, icmp_type=icmp_type)
+    spi = int.from_bytes(w[0].to_bytes(4, sys.byteorder), "big")
+    seq = int.from_bytes(w[1].to_bytes(4, sys.byteorder), "big")
+    return Drop(**common, spi=spi, esp_seq=seq)
+
+
+class _Reader:
+    """Reads bpftrace's stdout and stderr in two threads: the readiness marker, the drop lines
+    (at most MAX_DROPS kept), lost-event counts and the last error lines."""
+
+    def __init__(self, out: IO[bytes], err: IO[bytes]) -> None:
+        self.ready = threading.Event()
+        self.attached = False
+        self.lines: list[str] = []
+        self.over = 0
+        self.lost = 0
+        self.errors: list[str] = []
+        self._threads = [threading.Thread(target=self._read, args=(s,), daemon=True) for s in (out, err)]
+        self._open = len(self._threads)
+        self._lock = threading.Lock()
+        for t in self._threads:
+            t.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        try:
+            for raw in stream:
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line.startswith(_LINE):
+                    with self._lock:
+                        if len(self.lines) < MAX_DROPS:
+                            self.lines.append(line)
+                        else:
+                            self.over += 1
+                elif _READY_ENV in line:
+                    self.attached = True
+                    self.ready.set()
+                elif m := _LOST.search(line):
+                    self.lost += int(m.group(1))
+                elif line.strip() and not any(w in line for w in _CHATTER):
+                    with self._lock:
+                        self.errors = [*self.errors[-4:], line.strip()]
+        finally:
+            stream.close()
+            with self._lock:
+                self._open -= 1
+                if not self._open:
+                    self.ready.set()  # bpftrace is gone: stop waiting for it
+
+    def error(self) -> str | None:
+        """bpftrace's own error line, if it printed one."""
+        errs = [e for e in self.errors if "ERROR" in e] or self.errors
+        return errs[-1][:300] if errs else None
+
+    def join(self) -> None:
+        for t in self._threads:
+            t.join(STOP_TIMEOUT)
