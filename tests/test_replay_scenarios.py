@@ -228,7 +228,7 @@ def test_keys_pin_a_loss_that_keyless_association_cannot(tmp_path, raw_esp):
     assert with_keys.status == Status.LOSS
     (f,) = lost(with_keys, "request")
     assert f.where == "inside router between eth0 and eth1 (forward)"
-    assert f.reason.startswith("router did not forward the ESP (SPI 0xc0000001)")
+    assert f.reason.startswith("likely: router did not forward the ESP (SPI 0xc0000001)")
     assert "ESP decrypted with keys: 3 probe carriers identified by the tag inside" in with_keys.diagnoses
 
 

@@ -62,7 +62,8 @@ def topology_to_dict(topo: Topology) -> dict[str, Any]:
 
 
 # Node keys that are plain optional values, in the order docs/topology.md shows them.
-_NODE_OPTIONAL = ("netns", "capture", "ssh", "ssh_netns", "ssh_key", "ssh_port", "ssh_known_hosts")
+_NODE_OPTIONAL = ("netns", "capture", "ssh", "ssh_netns", "ssh_key", "ssh_port", "ssh_known_hosts", "ike_vici",
+                  "ike_log")
 
 
 def _node(n: Node) -> dict[str, Any]:

@@ -111,28 +111,28 @@ def test_lost_on_each_edge(last, where, edge, reason):
     traces = trace_probes(s, path(), REQ)
     assert [(t.outcome, t.last_seen, t.first_missed) for t in traces] == [(LOST, last, last + 1)] * 3
     assert findings(traces, path(), REQ) == [
-        Finding("request", LOST, 3, 3, where, HOPS[last], HOPS[last + 1], edge, reason, (0, 1, 2))]
+        Finding("request", LOST, 3, 3, where, HOPS[last], HOPS[last + 1], edge, "likely: " + reason, (0, 1, 2))]
 
 
 def test_esp_loss_without_the_probes_spi_says_esp():
     (f,) = findings(trace_probes(sightings([lost_after(3)]), path(), REQ), path(), REQ)
-    assert f.reason == ("ESP left gwa:wan0 but never arrived at r:eth0: filtered on the untrusted path "
+    assert f.reason == ("likely: ESP left gwa:wan0 but never arrived at r:eth0: filtered on the untrusted path "
                         "(UDP 4500 / protocol 50)")
 
 
 def test_decap_loss_names_the_probes_own_spi_else_the_topologys():
     (f,) = findings(trace_probes(sightings([lost_after(6)], esp={0: (0xC0000AAA, 9)}), path(), REQ), path(), REQ)
-    assert f.reason.startswith("ESP (SPI 0xc0000aaa) arrived at gwb:wan0 but nothing came out of gwb:lan0")
+    assert f.reason.startswith("likely: ESP (SPI 0xc0000aaa) arrived at gwb:wan0 but nothing came out of gwb:lan0")
     # Reply direction, no ESP identity: the SPI gwa receives on (spi_in in the topology).
     s = sightings([lost_after(5)], esp_hops=(2, 3, 4, 5))
     (f,) = findings(trace_probes(s, path(REP), REP), path(REP), REP)
     assert f == Finding(
         "reply", LOST, 1, 1, "inside gwa between wan0 and ipsec0 (decap, tunnel ab)", "gwa:wan0", "gwa:ipsec0",
-        "decap", "ESP (SPI 0xc0000002) arrived at gwa:wan0 but nothing came out of gwa:ipsec0: decapsulation failed "
+        "decap", "likely: ESP (SPI 0xc0000002) arrived at gwa:wan0 but nothing came out of gwa:ipsec0: decapsulation failed "
         "(wrong or missing SA, integrity failure, replay) or a filter before the IPsec stack", (0,))
 
 
-LEAK_REASON = "gwa sent it out wan0 in the clear instead of into the tunnel: no SA or policy on gwa covers this traffic"
+LEAK_REASON = "likely: gwa sent it out wan0 in the clear instead of into the tunnel: no SA or policy on gwa covers this traffic"
 
 
 @pytest.mark.parametrize("last", [1, 2])  # lost before the encap edge, or on it
@@ -145,7 +145,7 @@ def test_leak_explains_a_loss_entering_the_tunnel(last):
 def test_leak_elsewhere_does_not_explain_an_encap_loss():
     traces = trace_probes(sightings([lost_after(2)]), path(), REQ)
     (f,) = findings(traces, path(), REQ, leaks=["r:eth0", "r:eth1"])
-    assert f.reason.startswith("cleartext reached gwa:ipsec0 but no ESP for it left gwa:wan0")
+    assert f.reason.startswith("likely: cleartext reached gwa:ipsec0 but no ESP for it left gwa:wan0")
 
 
 def test_lost_at_the_origin():
@@ -153,7 +153,7 @@ def test_lost_at_the_origin():
     assert [(t.outcome, t.last_seen, t.first_missed) for t in traces] == [(LOST, None, 0)] * 3
     assert findings(traces, path(), REQ) == [
         Finding("request", LOST, 3, 3, "at a, before leaving a:eth0", None, "a:eth0", None,
-                "the probe never left a: check its routes and OUTPUT firewall", (0, 1, 2))]
+                "likely: the probe never left a: check its routes and OUTPUT firewall", (0, 1, 2))]
 
 
 def test_lost_at_the_origin_with_send_errors():
@@ -176,7 +176,7 @@ def test_reply_never_left_the_responder():
     traces = trace_probes(sightings([[M] * 9]), path(REP), REP)
     assert findings(traces, path(REP), REP) == [
         Finding("reply", LOST, 1, 1, "at b, before leaving b:eth0", None, "b:eth0", None,
-                "b received the request but no reply left it: check its route back, its firewall, or whether it answers",
+                "likely: b received the request but no reply left it: check its route back, its firewall, or whether it answers",
                 (0,))]
 
 
@@ -187,7 +187,7 @@ def test_partial_loss_two_of_three():
         (0, LOST, 4, 5), (1, DELIVERED, 8, None), (2, LOST, 4, 5)]
     assert findings(traces, path(), REQ) == [
         Finding("request", LOST, 2, 3, "inside r between eth0 and eth1 (forward)", "r:eth0", "r:eth1", "forward",
-                "r did not forward the ESP (SPI 0xc0000001) from eth0 to eth1: firewall (forward chain), "
+                "likely: r did not forward the ESP (SPI 0xc0000001) from eth0 to eth1: firewall (forward chain), "
                 "rp_filter or routing", (0, 2)),
         Finding("request", DELIVERED, 1, 3, "delivered to b", "b:eth0", None, None, None, (1,)),
     ]
@@ -234,7 +234,7 @@ def test_replies_of_requests_that_did_not_arrive_are_not_sent():
     # Not-sent replies are neither a finding nor counted in the totals.
     assert findings(traces, path(REP), REP) == [
         Finding("reply", LOST, 1, 3, "on the wire b:eth0 → gwb:lan0", "b:eth0", "gwb:lan0", "wire",
-                "left b:eth0 but never arrived at gwb:lan0: link down, filtered, or wrong next hop", (3,)),
+                "likely: left b:eth0 but never arrived at gwb:lan0: link down, filtered, or wrong next hop", (3,)),
         Finding("reply", DELIVERED, 2, 3, "delivered to a", "a:eth0", None, None, None, (1, 4)),
     ]
 

@@ -150,7 +150,7 @@ def test_leak_dies_at_the_next_router(keying: str, cause: str):
     assert v.status == Status.LOSS
     assert v.findings == (Finding(
         REQ, LOST, 1, 1, f"inside core1 after arriving on eth0, having {LEAK_EDGE1}", "core1:eth0", None, None,
-        f"{cause}; then core1 dropped it: it has no route to 198.18.2.10 (by the topology)", (0,), LEAK_EDGE1),)
+        f"{cause}; likely: then core1 dropped it: it has no route to 198.18.2.10 (by the topology)", (0,), LEAK_EDGE1),)
     t = trace(v, REQ)
     assert t.sightings == (S, S, E, L, L, E, E, E, E)
     assert (t.outcome, t.last_seen, t.first_missed) == (LOST, 1, None)
@@ -171,7 +171,7 @@ def test_leak_while_the_tunnels_esp_was_seen_says_the_sas_were_up(keying: str):
     f = only(verdict(rows, keying=keying), REQ)
     assert (f.outcome, f.where, f.divergence) == (LOST, f"inside core1 after arriving on eth0, having {LEAK_EDGE1}",
                                                   LEAK_EDGE1)
-    assert f.reason == f"{SA_UP_EDGE1}; then core1 dropped it: it has no route to 198.18.2.10 (by the topology)"
+    assert f.reason == f"{SA_UP_EDGE1}; likely: then core1 dropped it: it has no route to 198.18.2.10 (by the topology)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_replies_leak_at_the_far_gateway_and_die_at_the_router():
     assert v.findings == (
         Finding(REQ, DELIVERED, 1, 1, "delivered to h2", "h2:eth0", seqs=(0,)),
         Finding(REP, LOST, 1, 1, f"inside core1 after arriving on eth1, having {LEAK_EDGE2}", "core1:eth1", None, None,
-                f"{SA_UP_EDGE2}; then core1 dropped it: it has no route to 198.18.1.10 (by the topology)", (0,),
+                f"{SA_UP_EDGE2}; likely: then core1 dropped it: it has no route to 198.18.1.10 (by the topology)", (0,),
                 LEAK_EDGE2),
     )
     assert trace(v, REQ).sightings == (S,) * 9
@@ -375,7 +375,7 @@ def test_detour_dies_at_the_off_path_router():
     assert v.status == Status.LOSS
     assert v.findings == (Finding(
         REQ, LOST, 1, 1, "inside core2 after arriving on eth2, having left core1 by eth2 instead of eth1",
-        "core2:eth2", None, None, "then core2 dropped it: it has no route to 198.51.100.1 (by the topology)", (0,),
+        "core2:eth2", None, None, "likely: then core2 dropped it: it has no route to 198.51.100.1 (by the topology)", (0,),
         "left core1 by eth2 instead of eth1"),)
     t = trace(v, REQ)
     assert t.sightings == (S, S, S, S, S, E, E, E, E)
@@ -398,7 +398,7 @@ def test_reply_detour_dies_at_the_off_path_router():
     v = verdict(rows)
     f = only(v, REP)
     assert f == Finding(REP, LOST, 1, 1, "inside core2 after arriving on eth2, having left core1 by eth2 instead of eth0",
-                        "core2:eth2", None, None, "then core2 dropped it: it has no route to 192.0.2.1 (by the topology)",
+                        "core2:eth2", None, None, "likely: then core2 dropped it: it has no route to 192.0.2.1 (by the topology)",
                         (0,), "left core1 by eth2 instead of eth0")
     assert trace(v, REP).sightings == (S, S, S, S, E, E, E, E, E)
     assert [(s.point, s.form, s.place) for s in v.observed[0].seen[2:]] == [
@@ -411,7 +411,7 @@ def test_detour_lost_on_the_wire_it_took():
     v = verdict(detour_request(to_core2=False))
     assert v.findings == (Finding(
         REQ, LOST, 1, 1, "on the wire core1:eth2 → core2:eth2, having left core1 by eth2 instead of eth1",
-        "core1:eth2", "core2:eth2", "wire", "left core1:eth2 but never arrived at core2:eth2", (0,),
+        "core1:eth2", "core2:eth2", "wire", "likely: left core1:eth2 but never arrived at core2:eth2", (0,),
         "left core1 by eth2 instead of eth1"),)
     assert trace(v, REQ).sightings == (S, S, S, S, S, E, E, E, E)
 
@@ -423,7 +423,7 @@ def test_leak_detoured_to_a_router_that_routes_it_is_lost_in_that_router():
     assert v.findings == (Finding(
         REQ, LOST, 1, 1, f"inside core2 between eth2 and eth1 (forward), having {LEAK_EDGE1}", "core2:eth2",
         "core2:eth1", "forward",
-        f"{NO_IKE_SA}; core2 did not forward it from eth2 to eth1: firewall (forward chain), rp_filter or routing",
+        f"{NO_IKE_SA}; likely: core2 did not forward it from eth2 to eth1: firewall (forward chain), rp_filter or routing",
         (0,), LEAK_EDGE1),)
     assert trace(v, REQ).sightings == (S, S, E, L, L, E, E, E, E)
     assert [s.place for s in v.observed[0].seen] == [EXPECTED, EXPECTED, LEAK, LEAK, OFF, OFF]
@@ -611,7 +611,7 @@ def test_probes_with_different_fates_are_grouped_by_where_they_really_went():
     assert v.status == Status.LOSS
     assert v.findings == (
         Finding(REQ, LOST, 2, 3, f"inside core1 after arriving on eth0, having {LEAK_EDGE1}", "core1:eth0", None, None,
-                f"{SA_UP_EDGE1}; then core1 dropped it: it has no route to 198.18.2.10 (by the topology)", (0, 2),
+                f"{SA_UP_EDGE1}; likely: then core1 dropped it: it has no route to 198.18.2.10 (by the topology)", (0, 2),
                 LEAK_EDGE1),
         Finding(REQ, DELIVERED, 1, 3, "delivered to h2", "h2:eth0", seqs=(1,)),
         Finding(REP, DELIVERED, 1, 1, "delivered to h1", "h1:eth0", seqs=(1,)),
@@ -669,5 +669,5 @@ def test_an_icmp_error_quoting_the_probe_is_cited_as_what_the_network_said():
     (op,) = v.observed
     assert op.quoted == ("ICMP net unreachable from 198.51.100.2 (seen at edge1:wan0)",)
     assert only(v, REQ).reason == (f"{NO_IKE_SA}; the network said: ICMP net unreachable from 198.51.100.2 "
-                                   "(seen at edge1:wan0); then core1 dropped it: it has no route to 198.18.2.10 "
+                                   "(seen at edge1:wan0); likely: then core1 dropped it: it has no route to 198.18.2.10 "
                                    "(by the topology)")

@@ -13,12 +13,14 @@ import numpy as np
 from tracer.analysis.clock import correct_clocks
 from tracer.analysis.compare import leak_cause
 from tracer.analysis.correlate import SightingMatrix, correlate, probe_rows
+from tracer.analysis.explain import explain
 from tracer.analysis.icmp import icmp_errors
 from tracer.analysis.locate import ObservedFate, findings, locate_observed, trace_probes, went_elsewhere
 from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_summary
 from tracer.analysis.observed import observe, rewrites
 from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
+from tracer.model.evidence import Evidence
 from tracer.model.flowgraph import build_flow_graph
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.observed import ObservedProbe
@@ -58,10 +60,12 @@ def analyze(
     warnings: tuple[str, ...] = (),
     decrypted: DecryptedTags | None = None,
     damaged: dict[str, str] | None = None,
+    evidence: Evidence | None = None,
 ) -> Verdict:
     """``decrypted``: what ESP decryption with keys found inside each opened packet (None: no keys);
     ``damaged``: capture points whose file is damaged (cut short): like sniffer drops, their
-    silence proves nothing."""
+    silence proves nothing; ``evidence``: the snapshots of the evidence sources before and
+    after the trace (None: none taken), which explain ties to each located loss."""
     drops = {k: v for k, v in (drops or {}).items() if v}
     damaged = damaged or {}
     suspect = drops | {p: 1 for p in damaged}  # points whose absence proves nothing
@@ -103,6 +107,7 @@ def analyze(
         traces += mine
         sightings.append(s)
 
+    found = explain(found, paths, traces, evidence)
     diagnoses = list(dict.fromkeys(nat)) + _diagnoses(obs, spec, paths, sightings, decrypted)
     status = _status(found)
     req_path = paths[Direction.REQUEST]

@@ -162,13 +162,13 @@ def locate_observed(
         if blind:
             return ObservedFate(Outcome.INCONCLUSIVE, f"somewhere after {last.point}{having}", div.text, last.point,
                                 reason=f"{', '.join(blind)} not captured (or with sniffer drops)")
-        return ObservedFate(Outcome.LOST, where + having, div.text, last.point, reason=_join(cause, why))
+        return ObservedFate(Outcome.LOST, where + having, div.text, last.point, reason=_join(cause, _likely(why)))
     if nxt not in captured or nxt in unreliable:
         doubt = "was not captured" if nxt not in captured else _DOUBT_TEXT[Sighting.UNRELIABLE]
         return ObservedFate(Outcome.INCONCLUSIVE, f"somewhere between {last.point} and {nxt}{having}", div.text,
                             last.point, nxt, reason=f"{nxt} {doubt}")
     return ObservedFate(Outcome.LOST, (edge or f"between {last.point} and {nxt}") + having, div.text, last.point, nxt,
-                        "wire" if edge and edge.startswith("on the wire") else "forward", _join(cause, why))
+                        "wire" if edge and edge.startswith("on the wire") else "forward", _join(cause, _likely(why)))
 
 
 def went_elsewhere(t: ProbeTrace, path: ExpectedPath, op: ObservedProbe, outcome: Outcome) -> ProbeTrace:
@@ -289,12 +289,25 @@ _DOUBT_TEXT = {
 
 def _origin_reason(direction: Direction, node: str) -> str:
     if direction == Direction.REPLY:
-        return f"{node} received the request but no reply left it: check its route back, its firewall, or whether it answers"
-    return f"the probe never left {node}: check its routes and OUTPUT firewall"
+        return (f"{LIKELY}{node} received the request but no reply left it: check its route back, its firewall, "
+                "or whether it answers")
+    return f"{LIKELY}the probe never left {node}: check its routes and OUTPUT firewall"
+
+
+LIKELY = "likely: "  # an inferred cause: what the edge suggests, not what evidence says (explain replaces it)
+
+
+def _likely(reason: str | None) -> str | None:
+    return None if reason is None else LIKELY + reason
 
 
 def _edge_reason(path: ExpectedPath, i: int, leaks: list[str], spi: int | None) -> str:
-    """Why, in the guide's terms, for a loss on the edge after hop i (``spi``: the probe's, when known)."""
+    """Why, in the guide's terms, for a loss on the edge after hop i (``spi``: the probe's, when known);
+    inferred from the edge, so marked likely."""
+    return LIKELY + _edge_guess(path, i, leaks, spi)
+
+
+def _edge_guess(path: ExpectedPath, i: int, leaks: list[str], spi: int | None) -> str:
     a, b = path.hops[i], path.hops[i + 1]
     kind = path.edges[i]
     leaked_here = [p for p in leaks if p.startswith(f"{a.node}:")]

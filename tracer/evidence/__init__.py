@@ -1,7 +1,114 @@
 """Evidence sources: what the network itself says, read during a live trace and stored in the
 run directory beside the captures (the packets say what happened; evidence says why).
 
-One module per source, each with the same shape: read one node (in its local network
-namespace, or over SSH), return model data (``tracer.model``) or a reason why it could not,
-never a traceback. ``netstate``: live addresses, links, routes and policy rules.
+``netstate`` (live addresses, links, routes, rules; compared with the topology) predates the
+registry and is read on its own. Everything else is a **source** in :data:`SOURCES`, one module
+each, with one of two shapes:
+
+* a **snapshot source** (read before the sniffers start and after the settle)::
+
+      NAME = "nft"
+      def read(topo: Topology, node: Node) -> Snapshot: ...
+
+  ``read`` raises :class:`nodecmd.Unavailable` (or anything) when it cannot: the registry turns
+  that into the node's ``Snapshot(unavailable="why")``, never a failed trace;
+  :func:`before` / :func:`after` call it for every node of the trace (in parallel);
+
+* an **event source** (runs for the duration of the trace, like ``skb:kfree_skb`` drop reasons)::
+
+      NAME = "dropreasons"
+      def start(topo: Topology, nodes: list[Node]) -> Any: ...          # a handle; must not block
+      def stop(topo: Topology, handle: Any) -> list[Snapshot]: ...      # phase EVENTS, one per node
+
+Snapshots (:class:`tracer.model.evidence.Snapshot`) carry named counters (with ``drop``
+marking those whose growth means discarded packets), link states and log lines; explain
+(``tracer.analysis.explain``) keeps what moved in proportion to the lost probes at the
+located hop. Adding a source is one module here and one entry in :data:`SOURCES`.
+Commands run through :mod:`.nodecmd`: in the node's namespace, or over SSH.
 """
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any
+
+from tracer.evidence import ikelog, links, nft, snmp, strongswan
+from tracer.model.evidence import AFTER, BEFORE, EVENTS, Snapshot
+from tracer.model.topology import Node, Topology
+
+# Every source, in the order their evidence is shown. One line per new module.
+SOURCES: tuple[ModuleType, ...] = (links, nft, snmp, strongswan, ikelog)
+
+
+def snapshot_sources() -> list[ModuleType]:
+    return [s for s in SOURCES if hasattr(s, "read")]
+
+
+def event_sources() -> list[ModuleType]:
+    return [s for s in SOURCES if hasattr(s, "start") and hasattr(s, "stop")]
+
+
+def read_one(source: ModuleType, topo: Topology, node: Node, phase: str) -> Snapshot:
+    """One source on one node; whatever goes wrong becomes the snapshot's ``unavailable``."""
+    taken = datetime.now(UTC).isoformat()
+    try:
+        snap = source.read(topo, node)
+    except Exception as e:  # best effort: evidence never costs the trace
+        why = str(e) if type(e).__name__ == "Unavailable" else f"{type(e).__name__}: {e}"
+        return Snapshot(source.NAME, node.name, phase, unavailable=why or type(e).__name__, taken=taken)
+    return replace(snap, source=source.NAME, node=node.name, phase=phase, taken=taken)
+
+
+def take(phase: str, topo: Topology, nodes: Iterable[str]) -> list[Snapshot]:
+    """Every snapshot source on every node (``phase``: before or after), in parallel."""
+    jobs = [(s, topo.nodes[n]) for n in dict.fromkeys(nodes) for s in snapshot_sources()]
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
+        return list(pool.map(lambda job: read_one(job[0], topo, job[1], phase), jobs))
+
+
+def before(topo: Topology, nodes: Iterable[str]) -> list[Snapshot]:
+    return take(BEFORE, topo, nodes)
+
+
+def after(topo: Topology, nodes: Iterable[str]) -> list[Snapshot]:
+    return take(AFTER, topo, nodes)
+
+
+def start(topo: Topology, nodes: Iterable[str]) -> list[tuple[ModuleType, Any]]:
+    """Start every event source; one that cannot start leaves a None handle (stop says why)."""
+    picked = [topo.nodes[n] for n in dict.fromkeys(nodes)]
+    out: list[tuple[ModuleType, Any]] = []
+    for s in event_sources():
+        try:
+            out.append((s, s.start(topo, picked)))
+        except Exception as e:
+            out.append((s, _Failed(picked, f"{type(e).__name__}: {e}" if type(e).__name__ != "Unavailable" else str(e))))
+    return out
+
+
+def stop(topo: Topology, started: list[tuple[ModuleType, Any]]) -> list[Snapshot]:
+    """Stop every event source started; never raises."""
+    out: list[Snapshot] = []
+    for s, handle in started:
+        if isinstance(handle, _Failed):
+            out += [Snapshot(s.NAME, n.name, EVENTS, unavailable=handle.why) for n in handle.nodes]
+            continue
+        try:
+            out += s.stop(topo, handle)
+        except Exception as e:
+            out.append(Snapshot(s.NAME, "*", EVENTS, unavailable=f"{type(e).__name__}: {e}"))
+    return out
+
+
+class _Failed:
+    def __init__(self, nodes: list[Node], why: str) -> None:
+        self.nodes, self.why = nodes, why
+
+
+__all__ = ["AFTER", "BEFORE", "EVENTS", "SOURCES", "after", "before", "start", "stop", "take"]

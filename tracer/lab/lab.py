@@ -294,8 +294,10 @@ class Lab:
         )
 
     def _topology(self, state: LabState | None) -> Topology:
-        ssh = {sshmode.MGMT.gw: sshmode.node_fields(self.dir, state.ssh.netns)} if state and state.ssh else None
-        return layout.topology(self.name, ssh)
+        fields: dict[str, dict[str, Any]] = {gw: strongswan.evidence_fields(self.gateway_dir(gw)) for gw in layout.GATEWAYS}
+        if state and state.ssh:
+            fields[sshmode.MGMT.gw] |= sshmode.node_fields(self.dir, state.ssh.netns)
+        return layout.topology(self.name, fields)
 
     def _write_topology(self, state: LabState | None = None) -> None:
         header = (

@@ -25,6 +25,8 @@ from typing import Any
 from tracer import netns
 from tracer.errors import EnvironmentProblem, LabError
 from tracer.model.topology import Tunnel, TunnelEnd
+from tracer.swanctl_raw import list_sas_events
+from tracer.swanctl_raw import parse_raw as parse_raw  # moved there; still importable from here
 
 CHARON = "/usr/lib/ipsec/charon"
 SWANCTL = "swanctl"
@@ -185,6 +187,11 @@ secrets {{
         path.chmod(mode)
 
 
+def evidence_fields(gw_dir: Path) -> dict[str, str]:
+    """The topology keys that let a trace read this charon's SAs and log as evidence."""
+    return {"ike_vici": f"unix://{gw_dir / VICI}", "ike_log": str(gw_dir / LOG)}
+
+
 def start_charon(ns: str, gw_dir: Path) -> subprocess.Popen[bytes]:
     """Start charon in ``ns`` with ``gw_dir`` on /run; the returned PID is charon's."""
     if not os.access(CHARON, os.X_OK):
@@ -260,45 +267,7 @@ def terminate(gw_dir: Path, ike: str) -> None:
 
 def list_sas(gw_dir: Path) -> list[dict[str, Any]]:
     """IKE_SAs with their CHILD_SAs, from ``swanctl --list-sas --raw``."""
-    out = swanctl(gw_dir, "--list-sas", "--raw", "--noblock").stdout
-    sas: list[dict[str, Any]] = []
-    for line in out.splitlines():
-        if line.startswith("list-sa event"):
-            for name, body in parse_raw(line[line.index("{") :]).items():
-                sas.append({"name": name, **body})
-    return sas
-
-
-_TOKEN = re.compile(r"\{|\}|[^\s{}=]+=\[[^\]]*\]|[^\s{}=]+=[^\s{}]*|[^\s{}]+")
-
-
-def parse_raw(text: str) -> dict[str, Any]:
-    """Parse swanctl's ``--raw`` rendering of a vici message into nested dicts.
-
-    ``{a {k=v l=[x y]}}`` -> ``{"a": {"k": "v", "l": ["x", "y"]}}``.
-    """
-    tokens = _TOKEN.findall(text)
-    pos = 0
-
-    def section() -> dict[str, Any]:
-        nonlocal pos
-        out: dict[str, Any] = {}
-        while pos < len(tokens):
-            tok = tokens[pos]
-            pos += 1
-            if tok == "}":
-                return out
-            if tok == "{":
-                continue  # the outer brace of the message
-            if "=" in tok:
-                key, _, value = tok.partition("=")
-                out[key] = value[1:-1].split() if value.startswith("[") else value
-            elif pos < len(tokens) and tokens[pos] == "{":
-                pos += 1
-                out[tok] = section()
-        return out
-
-    return section()
+    return list_sas_events(swanctl(gw_dir, "--list-sas", "--raw", "--noblock").stdout)
 
 
 def summarize(sas: list[dict[str, Any]]) -> list[dict[str, Any]]:

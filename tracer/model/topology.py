@@ -57,6 +57,8 @@ class Node:
     ssh_port: int | None = None
     ssh_known_hosts: str | None = None  # known_hosts file to check the host key against
     capture: str | None = None  # "local" | "ssh"; None: ssh if the node has ssh and no netns
+    ike_vici: str | None = None  # the IKE daemon's vici socket ("unix:///run/charon.vici"): its SAs as evidence
+    ike_log: str | None = None  # the IKE daemon's log file: its lines during a trace as evidence
 
     @property
     def capture_backend(self) -> str:
@@ -273,7 +275,8 @@ class _Parser:
                 raise self.fail(f"{rpath}.dev", f"node '{name}' has no interface '{dev}' (has {', '.join(ifaces)})")
             via = self.convert(ip_address, rraw["via"], f"{rpath}.via", "address") if "via" in rraw else None
             routes.append(Route(dst, dev, via))
-        strings = {k: raw.get(k) for k in ("netns", "ssh", "ssh_netns", "ssh_key", "ssh_known_hosts")}
+        strings = {k: raw.get(k) for k in ("netns", "ssh", "ssh_netns", "ssh_key", "ssh_known_hosts", "ike_vici",
+                                           "ike_log")}
         for key, val in strings.items():
             if val is not None and (not isinstance(val, str) or not val):
                 raise self.fail(f"{path}.{key}", "expected a non-empty string")
@@ -289,7 +292,8 @@ class _Parser:
         if capture == "ssh" and not strings["ssh"]:
             raise self.fail(f"{path}.capture", "'ssh' needs the node's ssh key (like ssh = \"root@192.0.2.50\")")
         return Node(name, role, ifaces, tuple(routes), strings["netns"], strings["ssh"], strings["ssh_netns"],
-                    strings["ssh_key"], port, strings["ssh_known_hosts"], capture)
+                    strings["ssh_key"], port, strings["ssh_known_hosts"], capture, strings["ike_vici"],
+                    strings["ike_log"])
 
     def point(self, value: Any, path: str, nodes: dict[str, Node]) -> str:
         if not isinstance(value, str) or ":" not in value:

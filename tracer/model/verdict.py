@@ -74,6 +74,7 @@ class Finding:
     reason: str | None = None  # why, when the evidence says
     seqs: tuple[int, ...] = ()
     divergence: str | None = None  # how these probes left the expected path, when they did
+    evidence: tuple[str, ...] = ()  # what the network said at the located hop ("router: nft rule ... +3 packets")
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,12 @@ class Verdict:
     def explanations(self) -> list[str]:
         """The lines under a verdict: why each loss happened, then notes, then warnings."""
         lines = [f"diverged ({f.direction}): {f.divergence}" for f in self.findings if f.divergence]
-        lines += [f"why ({f.direction}): {f.reason}" for f in self.findings if f.outcome != Outcome.DELIVERED and f.reason]
+        for f in self.findings:
+            if f.outcome == Outcome.DELIVERED:
+                continue
+            if f.reason:
+                lines.append(f"why ({f.direction}): {f.reason}")
+            lines += [f"  evidence: {e}" for e in f.evidence]
         return lines + [f"note: {d}" for d in self.diagnoses] + [f"warning: {w}" for w in self.warnings]
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,9 @@ Older manifests carried the report as an untyped ``probe`` block; it is still re
 ``<node>.json`` (:class:`tracer.model.netstate.NodeState`) per node read when the run
 started; ``netstate_unread`` says why a node could not be read. Manifests without them
 (older runs, capture files) simply have no live state to compare the topology with.
+``evidence`` (optional) names the folder of evidence snapshots
+(:class:`tracer.model.evidence.Snapshot`, one ``<phase>.<source>.<node>.json`` each, owner-only);
+a node a source could not read has a snapshot saying why. Older manifests have none.
 Recorded scenarios in ``captures/`` are run directories with an ``expected`` block.
 """
 
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.errors import BadInput
+from tracer.model.evidence import Evidence, Snapshot
 from tracer.model.netstate import NodeState
 from tracer.model.probe import ProbeReport
 from tracer.probes import probe_type
@@ -31,6 +35,7 @@ from tracer.textfile import read_text
 MANIFEST = "manifest.json"
 FORMAT = "tracer-run/1"
 PROBE_REPORT = "probes.json"
+EVIDENCE = "evidence"  # folder of evidence snapshots, one <phase>.<source>.<node>.json each
 NETSTATE = "netstate"  # folder of live network state snapshots, one <node>.json each
 
 
@@ -56,6 +61,7 @@ class Manifest:
     report: str | None = None  # the probe report's file (probes.json); None: none, or an old manifest's block
     netstate: str | None = None  # folder of live state snapshots (netstate/); None: not taken
     netstate_unread: dict[str, str] = field(default_factory=dict)  # node -> why its state could not be read
+    evidence: str | None = None  # folder of evidence snapshots (evidence/); None: not taken
     extra: dict[str, Any] = field(default_factory=dict)  # anything else: expected verdict, timings
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +78,7 @@ class Manifest:
             **({"report": self.report} if self.report else {}),
             **({"netstate": self.netstate} if self.netstate else {}),
             **({"netstate_unread": dict(self.netstate_unread)} if self.netstate_unread else {}),
+            **({"evidence": self.evidence} if self.evidence else {}),
             **self.extra,
         }
 
@@ -130,7 +137,7 @@ def read_manifest(run_dir: Path) -> Manifest:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BadInput(f"{path}: not a tracer manifest (expected \"format\": \"{FORMAT}\")")
     known = {"format", "run", "kind", "src", "dst", "origin", "count", "topology", "captures", "report", "netstate",
-             "netstate_unread"}
+             "netstate_unread", "evidence"}
     try:
         caps = [CaptureEntry(c.get("point"), str(c["file"]), c.get("drops"), c.get("backend"), c.get("remote") is True)
                 for c in data.get("captures", [])]
@@ -147,6 +154,7 @@ def read_manifest(run_dir: Path) -> Manifest:
             report=str(data["report"]) if data.get("report") else None,
             netstate=str(data["netstate"]) if data.get("netstate") else None,
             netstate_unread={str(k): str(v) for k, v in (data.get("netstate_unread") or {}).items()},
+            evidence=str(data["evidence"]) if data.get("evidence") else None,
             extra={k: v for k, v in data.items() if k not in known},
         )
     except (KeyError, ValueError, TypeError, AttributeError) as e:
@@ -155,6 +163,41 @@ def read_manifest(run_dir: Path) -> Manifest:
         if not (run_dir / c.file).is_file():
             raise BadInput(f"{path}: capture file '{c.file}' for {c.point or 'a capture point'} is missing")
     return m
+
+
+def write_evidence(run_dir: Path, snaps: Iterable[Snapshot]) -> str:
+    """``run_dir/evidence/<phase>.<source>.<node>.json`` per snapshot, owner-only; the folder's name."""
+    folder = run_dir / EVIDENCE
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for snap in snaps:
+        name = f"{snap.phase}.{snap.source}.{snap.node}.json".replace("/", "_")
+        _write_private(folder / name, snap.to_dict())
+    return EVIDENCE
+
+
+def read_evidence(run_dir: Path, m: Manifest) -> tuple[Evidence, list[str]]:
+    """The snapshots of the manifest's evidence folder, and a note for each unreadable file."""
+    if m.evidence is None:
+        return Evidence(), []
+    if Path(m.evidence).name != m.evidence or m.evidence in (".", ".."):
+        return Evidence(), [f"{run_dir / MANIFEST}: evidence '{m.evidence}' is not a folder name; evidence not read"]
+    folder = run_dir / m.evidence
+    snaps: list[Snapshot] = []
+    notes: list[str] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            snaps.append(Snapshot.from_dict(json.loads(read_text(path, "evidence snapshot"))))
+        except (BadInput, ValueError, KeyError, TypeError, AttributeError) as e:
+            notes.append(f"{path}: unreadable evidence snapshot ({type(e).__name__}: {e}); left out")
+    return Evidence.of(snaps), notes
+
+
+def _write_private(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def write_netstate(run_dir: Path, states: dict[str, NodeState]) -> str:

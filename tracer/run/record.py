@@ -1,9 +1,10 @@
 """Live traces: record, then replay.
 
 Snapshot the live state of every node on the expected request and reply paths
-(``netstate/``), start a sniffer on every capture point of those paths and on every other
+(``netstate/``) and the evidence sources (``evidence/``: counters, firewall rules, IKE SAs),
+start a sniffer on every capture point of those paths and on every other
 interface those nodes really have (witnesses, including interfaces the topology lacks),
-send tagged probes, stop the sniffers, write the run directory (one pcapng per point, the
+send tagged probes, settle, snapshot the evidence again, stop the sniffers, write the run directory (one pcapng per point, the
 manifest, the probe report, the topology), then hand it to the same replay code as
 ``tracer replay``. Works on any topology whose nodes live in local network namespaces or
 are reachable over SSH; the built-in lab is just one such topology file.
@@ -18,9 +19,11 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from tracer import evidence
 from tracer.analysis.topocheck import live_interfaces
 from tracer.errors import BadInput
 from tracer.evidence.netstate import snapshot_nodes
+from tracer.model.evidence import Snapshot
 from tracer.model.netstate import NodeState
 from tracer.model.path import expected_path
 from tracer.model.point import CapturePoint
@@ -29,7 +32,15 @@ from tracer.model.topology import Topology
 from tracer.model.verdict import Verdict
 from tracer.netns import ensure_root
 from tracer.probes import ProbeType
-from tracer.run.manifest import PROBE_REPORT, CaptureEntry, Manifest, write_manifest, write_netstate, write_probe_report
+from tracer.run.manifest import (
+    PROBE_REPORT,
+    CaptureEntry,
+    Manifest,
+    write_evidence,
+    write_manifest,
+    write_netstate,
+    write_probe_report,
+)
 from tracer.run.replay import load_run, replay_run
 from tracer.sniff import CaptureResult, Sniffer, sniffer_for, start_all, stop_all
 from tracer.sniff.bpf import capture_filter
@@ -121,6 +132,9 @@ def record(
     report: ProbeReport | None = None
     netstate: str | None = None
     unread: dict[str, str] = {}
+    snaps: list[Snapshot] = []
+    events: list = []
+    nodes: list[str] = []
     try:
         # The live state of every node on the paths, before any sniffer starts: replay compares
         # it with the topology, and the interfaces the nodes really have become witness points.
@@ -128,6 +142,11 @@ def record(
         states, unread = snapshot_nodes(topo, nodes)
         netstate = write_netstate(run_dir, states)
         extra["netstate_s"] = round(time.monotonic() - t0, 3)
+        # Evidence before any probe: counters, rules, SAs (tracer/evidence); their deltas say why.
+        t_ev = time.monotonic()
+        snaps = evidence.before(topo, nodes)
+        events = evidence.start(topo, nodes)
+        extra["evidence_before_s"] = round(time.monotonic() - t_ev, 3)
         sniffers = make_sniffers(topo, points, run_dir, snaplen)
         witnesses = make_sniffers(topo, witness_points(topo, states, points, nodes), run_dir, snaplen)
         t_start = time.monotonic()
@@ -140,7 +159,12 @@ def record(
         # The prober has its last answer, but a sniffer further along may not have
         # pulled that packet from its ring yet; stopping now would record a false loss.
         time.sleep(SETTLE_S)
+        t_ev = time.monotonic()
+        snaps += evidence.after(topo, nodes)
+        extra["evidence_after_s"] = round(time.monotonic() - t_ev, 3)
     finally:
+        if events:
+            snaps += evidence.stop(topo, events)
         # Ctrl-C or an error mid-run: stop what was started and keep its packets. If an
         # exception is on its way out, it stays the one reported; stop errors come after.
         started = [s for s in [*sniffers, *witnesses] if s.proc is not None and s.point not in failed]
@@ -157,6 +181,7 @@ def record(
                                    remote=backends.get(r.point) == SshTcpdumpSniffer.backend) for r in results],
             report=PROBE_REPORT if report is not None else None,
             netstate=netstate, netstate_unread=unread,
+            evidence=write_evidence(run_dir, snaps) if snaps else None,
             extra=extra | {"record_s": round(time.monotonic() - t0, 3)},
         )
         write_manifest(run_dir, manifest)

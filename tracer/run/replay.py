@@ -15,6 +15,7 @@ from tracer.analysis.topocheck import compare
 from tracer.capture.observe import observe_files
 from tracer.errors import BadInput
 from tracer.model.direction import Direction
+from tracer.model.evidence import Evidence
 from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations
 from tracer.model.point import CapturePoint, split_point
@@ -22,7 +23,7 @@ from tracer.model.probe import DecryptedTags, ProbeIdentity, ProbeReport, ProbeS
 from tracer.model.topology import Topology
 from tracer.model.verdict import Verdict
 from tracer.probes import spec_from_report
-from tracer.run.manifest import MANIFEST, Manifest, read_manifest, read_netstate, read_probe_report
+from tracer.run.manifest import MANIFEST, Manifest, read_evidence, read_manifest, read_netstate, read_probe_report
 from tracer.topofile import load_topology
 
 
@@ -36,6 +37,7 @@ class LoadedRun:
     report: ProbeReport | None = None  # what the prober sent (run directories of live traces)
     damaged: dict[str, str] = field(default_factory=dict)  # point → why its capture cannot prove absence
     netstate: dict[str, NodeState] = field(default_factory=dict)  # live state per node when the run started
+    evidence: Evidence = field(default_factory=Evidence)  # counter and daemon snapshots, before and after
 
 
 @dataclass
@@ -72,12 +74,15 @@ def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
     # node really has it (witness capture); its packets are sightings off the expected paths.
     warnings += [f"{p} is not in the topology: used as a witness only" for p in obs.points if topo.interface(p) is None]
     states: dict[str, NodeState] = {}
+    evidence = Evidence()
     if found.manifest is not None and found.run_dir is not None:
         states, notes = read_netstate(found.run_dir, found.manifest, topo.nodes)
+        evidence, ev_notes = read_evidence(found.run_dir, found.manifest)
+        notes += ev_notes
         # First among the warnings: a stale topology changes how every other line reads.
         warnings = [f"topology differs from the live network: {d.text}" for d in compare(topo, states)] + notes + warnings
     return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, found.manifest, found.report,
-                     seen.damaged, states)
+                     seen.damaged, states, evidence)
 
 
 def _inputs(inputs: list[Path]) -> _Inputs:
@@ -130,7 +135,7 @@ def replay_run(
         specs = [ProbeSpec(r, k, src, dst) for r, k, _ in runs]
     decrypted = _decrypt(loaded, esp_keys) if esp_keys else None
     return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings), decrypted,
-                    loaded.damaged) for s in specs]
+                    loaded.damaged, loaded.evidence) for s in specs]
 
 
 def _spec_from_manifest(loaded: LoadedRun, m: Manifest, src: IPv4Address | None, dst: IPv4Address | None) -> ProbeSpec:
