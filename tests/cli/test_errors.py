@@ -68,7 +68,12 @@ def test_unknown_option() -> None:
 def test_unknown_command() -> None:
     assert_bad_input(tracer("trace", "west", "east"),
                      "tracer: argument COMMAND: invalid choice: 'trace' "
-                     "(choose from 'replay', 'ping', 'ike', 'mtu', 'lab', 'plot') (see tracer --help)")
+                     "(choose from 'replay', 'check', 'ping', 'ike', 'mtu', 'lab', 'plot') (see tracer --help)")
+
+
+def test_check_unknown_node() -> None:
+    r = tracer("check", "-t", TOPOLOGY, "nosuch")
+    assert r.code == 2 and r.out == "" and r.err.startswith(f"tracer: {TOPOLOGY}: no node 'nosuch' (nodes: ")
 
 
 def test_garbage_file_as_capture(tmp_path: Path) -> None:

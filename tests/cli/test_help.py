@@ -10,6 +10,7 @@ from tests.cli.tracer_cmd import tracer
 # Subcommand → one example line its --help must show, copied from the help texts.
 EXAMPLES = {
     "replay": "  tracer replay captures/gw-forward-drop",
+    "check": "  tracer check                       # every node of the built-in lab",
     "ping": "  tracer lab up && tracer ping west east",
     "ike": "  tracer lab up && tracer ike west-gw east-gw",
     "mtu": "  tracer mtu west east",
@@ -34,7 +35,7 @@ def test_top_level_help_lists_commands_and_exit_codes() -> None:
     assert (r.code, r.err) == (0, "")
     assert r.out.startswith("usage: tracer [-h] COMMAND ...\n")
     commands = [line.split()[0] for line in r.out.splitlines() if line.startswith("    ") and not line.startswith("     ")]
-    assert commands == ["replay", "ping", "ike", "mtu", "lab", "plot"]
+    assert commands == ["replay", "check", "ping", "ike", "mtu", "lab", "plot"]
     for line in ("  0  all probes delivered (or the command succeeded)",
                  "  1  loss located: the verdict names the hop",
                  "  2  bad input: unreadable capture, bad topology or arguments",
