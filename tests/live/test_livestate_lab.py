@@ -48,7 +48,9 @@ def rewired_router(lab: Lab) -> Iterator[None]:
         netns.ip_batch(["link set veth0 up"], ns=WITNESS_NS)
         yield
     finally:
-        netns.delete(WITNESS_NS)  # takes router:eth2 with it (the other end of the veth)
+        # Delete the pair from the router's side first: a namespace's devices go asynchronously.
+        netns.ip(["link", "del", "eth2"], ns=lab.namespace("router"), check=False)
+        netns.delete(WITNESS_NS)
     assert "eth2" not in netns.ip(["-j", "link", "show"], ns=lab.namespace("router")).stdout
 
 
