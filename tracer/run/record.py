@@ -23,7 +23,7 @@ from tracer import evidence
 from tracer.analysis.topocheck import live_interfaces
 from tracer.errors import BadInput
 from tracer.evidence.netstate import snapshot_nodes
-from tracer.model.evidence import Snapshot
+from tracer.model.evidence import EVENTS, ProbeMatch, Snapshot
 from tracer.model.netstate import NodeState
 from tracer.model.path import expected_path
 from tracer.model.point import CapturePoint
@@ -48,6 +48,28 @@ from tracer.sniff.ssh import SshTcpdumpSniffer
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN
 
 SETTLE_S = 0.05
+EVENTS_READY_S = 20.0  # at most this long for an event source to attach (bpftrace: ~2 s measured)
+
+
+CAPTURE_SOURCE = "capture"  # evidence: the points whose sniffer could not start, and why
+
+
+def capture_failures(topo: Topology, failed: dict[str, str]) -> list[Snapshot]:
+    """One ``capture`` snapshot per node with a point that could not be captured: why (tcpdump's
+    own words), so the verdict can say why that point was not observed."""
+    by_node: dict[str, list[str]] = {}
+    for point, why in failed.items():
+        why = why.split(" did not start: ", 1)[-1]  # "sniffer on P did not start: tcpdump: ..."
+        by_node.setdefault(CapturePoint.parse(point).node, []).append(f"{point} not captured: {why}")
+    return [Snapshot(CAPTURE_SOURCE, node, EVENTS, notes=tuple(lines)) for node, lines in by_node.items()]
+
+
+def tunnel_spis(topo: Topology, snaps: list[Snapshot]) -> frozenset[int]:
+    """The ESP SPIs a probe's carrier can have: the SAs the IKE daemons had installed before the
+    trace, and those the topology gives."""
+    live = {c.spi for s in snaps for c in s.counters if c.spi is not None}
+    given = {end.spi_in for t in topo.tunnels for end in (t.left, t.right) if end.spi_in}
+    return frozenset(live | given)
 
 
 def resolve_endpoints(topo: Topology, src: str, dst: str, source: str | None) -> Endpoints:
@@ -145,16 +167,23 @@ def record(
         # Evidence before any probe: counters, rules, SAs (tracer/evidence); their deltas say why.
         t_ev = time.monotonic()
         snaps = evidence.before(topo, nodes)
-        events = evidence.start(topo, nodes)
         extra["evidence_before_s"] = round(time.monotonic() - t_ev, 3)
+        # Event sources (kernel drop reasons) start now and get ready while the sniffers start:
+        # the trace waits for the slower of the two, not for both in turn.
+        events = evidence.start(topo, nodes, ProbeMatch(run, tunnel_spis(topo, snaps)))
+        t_start = time.monotonic()
         sniffers = make_sniffers(topo, points, run_dir, snaplen)
         witnesses = make_sniffers(topo, witness_points(topo, states, points, nodes), run_dir, snaplen)
-        t_start = time.monotonic()
-        # A witness that cannot capture costs its own file, never the trace.
-        failed = start_all(sniffers, optional=witnesses)
+        # A witness that cannot capture costs its own file, never the trace; neither does a
+        # path point that cannot (its interface is down): that point is unobserved, and the
+        # verdict says why.
+        failed = start_all([], optional=[*sniffers, *witnesses])
         if failed:
-            extra["witnesses_failed"] = failed
+            extra["sniffers_failed"] = failed
+            snaps += capture_failures(topo, failed)
         extra["sniffers_ready_s"] = round(time.monotonic() - t_start, 3)
+        evidence.ready(events, t_start + EVENTS_READY_S)
+        extra["events_ready_s"] = round(time.monotonic() - t_start, 3)
         report = send()
         # The prober has its last answer, but a sniffer further along may not have
         # pulled that packet from its ring yet; stopping now would record a false loss.
