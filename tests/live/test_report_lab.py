@@ -123,7 +123,7 @@ def test_key_files_copied_into_the_run_directory_stay_out(lab, tmp_path, capsys)
     run = ping_run(lab, tmp_path, capsys)
     shutil.copy(lab.dir / ESP_SA_FILE, run / ESP_SA_FILE)  # the file the run's topology.toml names
     evidence = run / "evidence"
-    evidence.mkdir()
+    evidence.mkdir(exist_ok=True)  # the run's own evidence snapshots are there already
     for gw in GATEWAYS:
         shutil.copy(lab.gateway_dir(gw) / SWANCTL_CONF, evidence / f"{gw}-swanctl.conf")
         shutil.copy(lab.gateway_dir(gw) / KEYS_LOG, evidence / f"{gw}-keys.txt")
