@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tracer import evidence
 from tracer.analysis.topocheck import live_interfaces
-from tracer.errors import BadInput
+from tracer.errors import BadInput, EnvironmentProblem
 from tracer.evidence.netstate import snapshot_nodes
 from tracer.model.evidence import EVENTS, ProbeMatch, Snapshot
 from tracer.model.netstate import NodeState
@@ -62,6 +62,18 @@ def capture_failures(topo: Topology, failed: dict[str, str]) -> list[Snapshot]:
         why = why.split(" did not start: ", 1)[-1]  # "sniffer on P did not start: tcpdump: ..."
         by_node.setdefault(CapturePoint.parse(point).node, []).append(f"{point} not captured: {why}")
     return [Snapshot(CAPTURE_SOURCE, node, EVENTS, notes=tuple(lines)) for node, lines in by_node.items()]
+
+
+def network_explains(states: dict[str, NodeState], point: str) -> bool:
+    """Whether the node's live state explains why ``point`` could not be captured: its interface
+    is missing or down (a finding about the network). Anything else — an SSH key refused,
+    tcpdump missing — is tracer's environment, and the trace is refused (exit 4)."""
+    cp = CapturePoint.parse(point)
+    state = states.get(cp.node)
+    if state is None:
+        return False
+    live = state.interface(cp.iface)
+    return live is None or not live.up
 
 
 def tunnel_spis(topo: Topology, snaps: list[Snapshot]) -> frozenset[int]:
@@ -149,7 +161,7 @@ def record(
     points = capture_points(topo, ends)
     sniffers: list[Sniffer] = []
     witnesses: list[Sniffer] = []
-    failed: dict[str, str] = {}  # witness points that could not capture, and why
+    failed: dict[str, str] = {}  # points that could not capture, and why
     results: list[CaptureResult] = []
     report: ProbeReport | None = None
     netstate: str | None = None
@@ -175,12 +187,15 @@ def record(
         sniffers = make_sniffers(topo, points, run_dir, snaplen)
         witnesses = make_sniffers(topo, witness_points(topo, states, points, nodes), run_dir, snaplen)
         # A witness that cannot capture costs its own file, never the trace; neither does a
-        # path point that cannot (its interface is down): that point is unobserved, and the
-        # verdict says why.
+        # path point whose interface is down or gone (a finding: that point is unobserved, and
+        # the verdict says why). Any other failure on the path is tracer's environment: exit 4.
         failed = start_all([], optional=[*sniffers, *witnesses])
         if failed:
             extra["sniffers_failed"] = failed
             snaps += capture_failures(topo, failed)
+        refused = [why for p, why in failed.items() if p in points and not network_explains(states, p)]
+        if refused:  # tracer's own environment (an SSH key, tcpdump, privilege): fix that first
+            raise EnvironmentProblem(refused[0])
         extra["sniffers_ready_s"] = round(time.monotonic() - t_start, 3)
         evidence.ready(events, t_start + EVENTS_READY_S)
         extra["events_ready_s"] = round(time.monotonic() - t_start, 3)
