@@ -187,3 +187,16 @@ def test_ike_responses_lost_where_no_daemon_listens():
     assert out.reason == "east-gw's IKE daemon is not running: nothing listens on UDP 500 or 4500 in its namespace"
     alive = run(f, snaps("sockets", "east-gw", [], [], lines=("udp 0.0.0.0:500 charon pid 7",)))
     assert alive == f
+
+
+def test_a_leak_past_a_tunnel_end_without_ike_daemon_names_the_dead_daemon():
+    f = Finding(REQ, Outcome.LOST, 3, 3, "inside router after arriving on eth0", "router:eth0", None, "forward",
+                "no SA or policy on west-gw covered it: is its IKE SA up?", (0, 1, 2),
+                divergence="left west-gw by wan0 in the clear instead of into ipsec0")
+    out = run(f, snaps("sockets", "east-gw", [], []),
+              snaps("sockets", "router", [], [], notes=("not a tunnel end: its IKE sockets are not read",)))
+    assert out.evidence == ("east-gw: nothing listens on UDP 500 or 4500 in its namespace (ss -ulnp)",)
+    assert out.reason == ("no SA or policy on west-gw covered it: is its IKE SA up?; east-gw's IKE daemon is not "
+                          "running (nothing listens on UDP 500 or 4500 in its namespace): no SA can be negotiated")
+    alive = run(f, snaps("sockets", "east-gw", [], [], lines=("udp 0.0.0.0:500 charon pid 7",)))
+    assert alive == f

@@ -105,6 +105,10 @@ def test_dead_responder_is_named_and_the_lab_restarts_it(lab, tmp_path, capsys):
     with fault(lab, "dead-responder"):
         fails = check_failures(lab, capsys)
         code, doc = trace(lab, tmp_path, capsys, "ike", ("west-gw", "east-gw"))
+        ping_code, ping = trace(lab, tmp_path, capsys)  # no SA: the ping leaks, and the dead daemon is why
+    assert ping_code == 1 and not lost(ping)["reason"].startswith("likely")
+    assert "east-gw's IKE daemon is not running" in lost(ping)["reason"]
+    assert "east-gw:ipsec0" in ping["unobserved"]  # its TUN device died with charon: a finding, not exit 4
     assert ("east-gw", "ike-daemon") in [(n, c) for n, c, _ in fails]
     assert code == 1
     f = lost(doc)

@@ -130,6 +130,7 @@ def _explain(f: Finding, path: ExpectedPath | None, traces: list[ProbeTrace], ev
                 items += _socket_items(node, f, before, after)
             if source == SA_SOURCE:
                 items += _sa_items(node, f, before, after, path, traces)
+    items += _no_daemon_items(f, path, ev)
     if not items:
         lines = tuple(dict.fromkeys(unavailable))
         return replace(f, evidence=lines) if lines else f
@@ -261,6 +262,23 @@ def _socket_items(node: str, f: Finding, before: Snapshot, after: Snapshot) -> l
     line = f"{node}: nothing listens on UDP 500 or 4500 in its namespace (ss -ulnp)"
     return [_Item(_DROP_RANK, line, f"{node}'s IKE daemon is not running: nothing listens on UDP 500 or 4500 "
                                     "in its namespace")]
+
+
+def _no_daemon_items(f: Finding, path: ExpectedPath | None, ev: Evidence) -> list[_Item]:
+    """Probes that left a gateway in the clear where the tunnel should carry them (no SA), while
+    a tunnel end on their path has no IKE daemon: that is why there is no SA, wherever the
+    cleartext then died."""
+    if path is None or not f.divergence or " in the clear instead of into " not in f.divergence:
+        return []
+    out = []
+    for node in dict.fromkeys(h.node for h in path.hops):
+        snap = ev.get(BEFORE, SOCKET_SOURCE, node)
+        if snap is None or snap.unavailable or snap.notes or snap.lines:
+            continue
+        line = f"{node}: nothing listens on UDP 500 or 4500 in its namespace (ss -ulnp)"
+        out.append(_Item(_DROP_RANK - 1, line, f"{node}'s IKE daemon is not running (nothing listens on UDP 500 "
+                                                "or 4500 in its namespace): no SA can be negotiated"))
+    return out
 
 
 def _wire_peer(path: ExpectedPath | None, point: str) -> str | None:
