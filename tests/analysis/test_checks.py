@@ -30,6 +30,7 @@ from tracer.model.checkstate import (
     ClockOffset,
     IkeSa,
     IkeState,
+    Neighbour,
     NftChain,
     NftRule,
     NftRuleset,
@@ -282,3 +283,62 @@ def test_exit_codes(statuses: tuple[str, ...], code: int) -> None:
 
 def test_interface_fixture_is_sane() -> None:
     assert state(TOPO, "west-gw").interface("lan0").addresses == (IPv4Interface("192.0.2.1/24"),)
+
+
+def with_state(snap: Snapshot, node: str, st: NodeState) -> Snapshot:
+    return replace(snap, states={**snap.states, node: st})
+
+
+def test_interface_down_and_its_peer_without_carrier() -> None:
+    snap = healthy()
+    east = snap.states["east-gw"]
+    down = tuple(replace(i, admin_up=False, carrier=False, operstate="DOWN") if i.name == "wan0" else i
+                 for i in east.interfaces)
+    router = snap.states["router"]
+    dark = tuple(replace(i, carrier=False, operstate="LOWERLAYERDOWN") if i.name == "eth1" else i
+                 for i in router.interfaces)
+    snap = with_state(with_state(snap, "east-gw", replace(east, interfaces=down)), "router",
+                      replace(router, interfaces=dark))
+    links = [f for f in run_checks(TOPO, snap) if f.check == "link" and f.status == FAIL]
+    assert [(f.node, f.detail.split(" (")[0]) for f in links] == [("router", "eth1 is up but has no carrier"),
+                                                                  ("east-gw", "wan0 is down")]
+    assert links[1].fix.startswith("ip netns exec trc-t-eastgw ip link set wan0 up")
+
+
+def test_static_neighbour_with_a_wrong_mac() -> None:
+    snap = healthy()
+    east = snap.states["east-gw"]
+    macs = tuple(replace(i, mac="26:3d:c7:d3:de:94") if i.name == "wan0" else i for i in east.interfaces)
+    snap = with_state(snap, "east-gw", replace(east, interfaces=macs))
+    wrong = (Neighbour("198.18.2.1", "eth1", "02:00:5e:00:53:99", ("PERMANENT",)),
+             Neighbour("198.18.1.1", "eth0", "02:00:5e:00:53:98", ("REACHABLE",)))  # learnt: not ours to judge
+    f = [f for f in run_checks(TOPO, with_ev(snap, "router", neigh=wrong)) if f.check == "neighbour"]
+    assert [(x.node, x.status) for x in f] == [("router", FAIL)]
+    assert "but east-gw:wan0 has 26:3d:c7:d3:de:94" in f[0].detail
+    right = (Neighbour("198.18.2.1", "eth1", "26:3D:C7:D3:DE:94", ("PERMANENT",)),)
+    assert bad(run_checks(TOPO, with_ev(snap, "router", neigh=right))) == []
+
+
+def test_no_route_to_the_peer() -> None:
+    snap = healthy()
+    west = snap.states["west-gw"]
+    snap = with_state(snap, "west-gw", replace(west, routes=tuple(r for r in west.routes if r.dst.prefixlen)))
+    f = [f for f in run_checks(TOPO, snap) if f.check == "peer-route" and f.status == FAIL]
+    assert [x.node for x in f] == ["west-gw"] and "no route to east-gw's address 198.18.2.1" in f[0].detail
+    assert f[0].fix == "ip netns exec trc-t-westgw ip route replace 0.0.0.0/0 via 198.18.1.254 dev wan0"
+
+
+def test_strict_rp_filter_drops_what_the_peer_sends_around_the_tunnel() -> None:
+    snap = healthy()
+    east = snap.states["east-gw"]
+    around = PolicyRule(100, table="100", src=IPv4Network("198.51.100.0/24"), dst=IPv4Network("192.0.2.0/24"),
+                        iif="lan0")
+    snap = with_state(snap, "east-gw", replace(
+        east, routes=(*east.routes, LiveRoute("100", IPv4Network("0.0.0.0/0"), dev="wan0",
+                                              via=IPv4Address("198.18.2.254"))),
+        rules=(*east.rules, around)))
+    assert not [f for f in run_checks(TOPO, snap, ["west-gw"]) if f.status == FAIL]  # rp_filter off: delivered
+    snap = with_ev(snap, "west-gw", sysctl=sysctls("west-gw", net__ipv4__conf__wan0__rp_filter=1))
+    f = [f for f in run_checks(TOPO, snap, ["west-gw"]) if f.status == FAIL]
+    assert [(x.node, x.check) for x in f] == [("west-gw", "rp_filter")]
+    assert "east-gw sends 198.51.100.0/24 → 192.0.2.0/24 around tunnel west-east" in f[0].detail

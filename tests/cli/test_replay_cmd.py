@@ -36,6 +36,16 @@ SCENARIOS = {
     "mtu-blackhole": (1, "loss", "3/3 echo requests lost inside router between eth0 and eth1 (forward)"),
     "mtu-ladder-blackhole": (1, "loss", "path MTU below 1250 bytes: 1200-byte probes delivered, "
                                         "1250-byte probes lost inside router between eth0 and eth1 (forward)"),
+    "wrong-mac": (1, "loss", "3/3 echo requests lost inside east-gw between wan0 and ipsec0 (decap, tunnel west-east)"),
+    "esp-output-drop": (1, "loss",
+                        "3/3 echo requests lost inside west-gw between ipsec0 and wan0 (encap, tunnel west-east)"),
+    "no-peer-route": (1, "loss",
+                      "3/3 echo requests lost inside west-gw between ipsec0 and wan0 (encap, tunnel west-east)"),
+    "strict-rpfilter": (1, "loss", "echo requests delivered; 3/3 echo replies lost inside west-gw between wan0 and "
+                                   "lan0 (forward), having left east-gw by wan0 in the clear instead of into ipsec0"),
+    "iface-down": (1, "loss", "3/3 echo requests lost inside router between eth0 and eth1 (forward)"),
+    "dead-responder": (1, "loss", "IKE_SA_INIT requests delivered; 3/3 IKE responses lost at east-gw, before leaving "
+                                  "east-gw:wan0"),
 }
 
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tracer import netns
-from tracer.evidence import ikesa, nftables, sockets, sysctl
+from tracer.evidence import nft, sockets, strongswan, sysctl
 from tracer.model.checkstate import Unavailable
 from tracer.model.topology import Interface, Node
 
@@ -53,7 +53,7 @@ def test_ss_lines() -> None:
 
 
 def test_nft_json_and_text() -> None:
-    rs = nftables.parse(NFT_JSON, NFT_TEXT)
+    rs = nft.parse(NFT_JSON, NFT_TEXT)
     assert [(c.name, c.hook, c.policy) for c in rs.chains] == [("forward", "forward", "accept")]
     (rule,) = rs.rules
     assert rule.text == "udp dport 4500 @th,64,32 != 0x0 drop" and rule.comment == "ESP in UDP"
@@ -61,12 +61,12 @@ def test_nft_json_and_text() -> None:
 
 
 def test_swanctl_raw() -> None:
-    (sa,) = ikesa.parse(SWANCTL)
+    (sa,) = strongswan.ike_sas(SWANCTL)
     assert (sa.name, sa.state, sa.local) == ("west-east", "ESTABLISHED", "198.18.1.1")
     (child,) = sa.children
     assert (child.spi_in, child.spi_out, child.encap, child.local_ts) == (0xBED3C109, 0x262CB70D, True, ("192.0.2.0/24",))
-    assert ikesa.read(Node("gw", "gateway", {}), None) == Unavailable(ikesa.NOT_IN_TOPOLOGY)
-    assert ikesa.vici_uri("/run/x.vici") == "unix:///run/x.vici" and ikesa.vici_uri("tcp://h:1") == "tcp://h:1"
+    assert strongswan.state(Node("gw", "gateway", {}), None) == Unavailable(strongswan.NOT_IN_TOPOLOGY)
+    assert strongswan.vici_uri("/run/x.vici") == "unix:///run/x.vici" and strongswan.vici_uri("tcp://h:1") == "tcp://h:1"
 
 
 @pytest.mark.lab
@@ -80,8 +80,8 @@ def test_read_in_a_namespace_of_our_own() -> None:
         node = Node("r", "router", {"lo": Interface("r", "lo")}, netns=ns)
         s = sysctl.read(node)
         assert not isinstance(s, Unavailable) and s.get("net.ipv4.ip_forward") == 0
-        assert sockets.read(node) == ()
-        rs = nftables.read(node)
+        assert sockets.listening(node) == ()
+        rs = nft.ruleset(node)
         assert not isinstance(rs, Unavailable) and rs.rules == ()
     finally:
         netns.delete(ns)

@@ -20,16 +20,15 @@ import pytest
 
 from tracer import netns
 from tracer.evidence.dropreasons import (
-    Drop,
-    ProbeMatch,
     Session,
+    attach,
     node_inodes,
     parse_line,
     reason_names,
     script,
-    start,
     tracepoint_format,
 )
+from tracer.model.evidence import Drop, ProbeMatch
 from tracer.model.tag import ProbeKind, ProbeTag
 from tracer.model.topology import Node, Topology
 from tracer.send.echo import echo_request
@@ -132,7 +131,7 @@ class Recorded:
 @pytest.fixture(scope="module")
 def recorded(network: None) -> Recorded:
     """One session over every scenario, as a trace would run it: start, send, stop."""
-    session = start(ProbeMatch(RUN, frozenset({SPI})), TOPO, ["a", "r", "b", "far"])
+    session = attach(ProbeMatch(RUN, frozenset({SPI})), TOPO, ["a", "r", "b", "far"])
     assert session.unavailable is None, session.status
     pid = session.pid
     assert pid is not None
@@ -218,7 +217,7 @@ def test_remote_nodes_are_unavailable_and_the_rest_mapped(network: None) -> None
 
 
 def test_script_exits_by_itself_after_max_s(network: None) -> None:
-    session = start(ProbeMatch(RUN), TOPO, ["a"], max_s=1)
+    session = attach(ProbeMatch(RUN), TOPO, ["a"], max_s=1)
     assert session.unavailable is None, session.status
     pid = session.pid
     assert pid is not None
@@ -235,7 +234,7 @@ def test_script_exits_by_itself_after_max_s(network: None) -> None:
 
 
 def test_no_bpftrace_is_unavailable_not_an_error(tmp_path: Path) -> None:
-    session = start(ProbeMatch(RUN), bpftrace=str(tmp_path / "bpftrace"))
+    session = attach(ProbeMatch(RUN), bpftrace=str(tmp_path / "bpftrace"))
     assert session.status == f"unavailable: '{tmp_path / 'bpftrace'}' not found: install it (Debian: apt-get install bpftrace)"
     assert session.pid is None and session.stop() == []
 
@@ -246,7 +245,7 @@ def test_a_bpftrace_that_fails_is_unavailable(tmp_path: Path) -> None:
     fake = tmp_path / "bpftrace"
     fake.write_text("#!/bin/sh\necho 'ERROR: no BPF for you' >&2\nexit 1\n")
     fake.chmod(0o755)
-    session = start(ProbeMatch(RUN), bpftrace=str(fake))
+    session = attach(ProbeMatch(RUN), bpftrace=str(fake))
     assert session.status == "unavailable: bpftrace: ERROR: no BPF for you"
     assert session.pid is None and session.stop() == []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import pytest
 
 from tracer import evidence
 from tracer.evidence import links, nft, snmp
+from tracer.model.evidence import ProbeMatch
 from tracer.model.topology import Interface, Node, Topology
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces need root (CI runs as root)")
@@ -107,6 +109,8 @@ def test_registry_never_fails_and_says_why(ns):
     assert by[("nft", "box")].unavailable is None and by[("nft", "box")].counters
     assert "trc-ev-missing" in (by[("nft", "gone")].unavailable or "")
     assert by[("strongswan", "box")].unavailable == "no ike_vici for this node in the topology"
-    started = evidence.start(topo(ns), ["box"])
-    (log,) = evidence.stop(topo(ns), started)
+    started = evidence.start(topo(ns), ["box"], ProbeMatch(0x5EED0D14))
+    evidence.ready(started, time.monotonic() + 20)
+    drops, log = evidence.stop(topo(ns), started)
     assert (log.source, log.unavailable) == ("ikelog", "no ike_log for this node in the topology")
+    assert (drops.source, drops.node, drops.unavailable, drops.drops) == ("dropreasons", "box", None, ())

@@ -11,7 +11,8 @@ from tracer.lab import FAULTS, faults
 def test_every_fault_is_described() -> None:
     assert set(FAULTS) == {"esp-blocked", "ike-blocked", "no-return-route", "gw-forward-drop", "decap-drop",
                            "esp-input-drop", "mtu-blackhole", "asymmetric-return", "asymmetric-return-routed",
-                           "routing-loop", "rewired-router", "nat-on-path"}
+                           "routing-loop", "rewired-router", "nat-on-path", "wrong-mac", "esp-output-drop",
+                           "no-peer-route", "strict-rpfilter", "iface-down", "dead-responder"}
     assert all(desc and "\n" not in desc for desc in FAULTS.values())
 
 

@@ -122,8 +122,8 @@ def test_key_files_copied_into_the_run_directory_stay_out(lab, tmp_path, capsys)
     secrets = lab_secrets(lab)
     run = ping_run(lab, tmp_path, capsys)
     shutil.copy(lab.dir / ESP_SA_FILE, run / ESP_SA_FILE)  # the file the run's topology.toml names
-    evidence = run / "notes"  # (not evidence/: that is the run's own evidence folder now)
-    evidence.mkdir()
+    evidence = run / "evidence"
+    evidence.mkdir(exist_ok=True)  # the run's own evidence snapshots are there already
     for gw in GATEWAYS:
         shutil.copy(lab.gateway_dir(gw) / SWANCTL_CONF, evidence / f"{gw}-swanctl.conf")
         shutil.copy(lab.gateway_dir(gw) / KEYS_LOG, evidence / f"{gw}-keys.txt")
@@ -135,12 +135,12 @@ def test_key_files_copied_into_the_run_directory_stay_out(lab, tmp_path, capsys)
     doc = report(run, bundle, capsys)
     left = {x["file"]: x["why"] for x in doc["left_out"]}
     assert left[ESP_SA_FILE] == "key file named by the topology"
-    assert left["notes/sas.csv"] == "ESP SA file (esp_sa format, holds keys)"
+    assert left["evidence/sas.csv"] == "ESP SA file (esp_sa format, holds keys)"
     for gw in GATEWAYS:
-        assert left[f"notes/{gw}-keys.txt"] == "charon key log (IKE and ESP keys)"
-        assert {"file": f"run/notes/{gw}-swanctl.conf", "what": "pre-shared key or password", "count": 1} \
+        assert left[f"evidence/{gw}-keys.txt"] == "charon key log (IKE and ESP keys)"
+        assert {"file": f"run/evidence/{gw}-swanctl.conf", "what": "pre-shared key or password", "count": 1} \
             in doc["redactions"]
     files = bundle_files(bundle)
-    conf = files[f"{doc['folder']}/run/notes/west-gw-swanctl.conf"].decode()
+    conf = files[f"{doc['folder']}/run/evidence/west-gw-swanctl.conf"].decode()
     assert "secret = REDACTED" in conf and "local_addrs = 198.18.1.1" in conf
     assert_no_secret(bundle, secrets)

@@ -201,6 +201,12 @@ def test_fault_in_the_remote_node_is_located(
     (f,) = [f for f in doc["findings"] if f["direction"] == "request" and f["outcome"] == "lost"]
     assert (f["where"], f["count"], f["total"]) == (where, 3, 3)
     assert any(w.startswith("clock of east-gw estimated") for w in doc["warnings"])
+    # Kernel drop reasons are read on this host only: the verdict says so, once, and still
+    # cites the evidence it has (east-gw's firewall rule counter, read over SSH).
+    unavailable = [e for e in f["evidence"] if e.startswith("kernel drop reasons unavailable")]
+    assert unavailable == ["kernel drop reasons unavailable (captured over SSH: kernel drop reasons are read on "
+                           "this host only)"], f["evidence"]
+    assert f["reason"].startswith("east-gw's firewall dropped them: nft rule"), f["reason"]
 
 
 @pytest.mark.lab

@@ -13,7 +13,7 @@ import numpy as np
 from tracer.analysis.clock import correct_clocks
 from tracer.analysis.compare import leak_cause
 from tracer.analysis.correlate import SightingMatrix, correlate, probe_rows
-from tracer.analysis.explain import explain
+from tracer.analysis.explain import explain, uncaptured
 from tracer.analysis.icmp import icmp_errors
 from tracer.analysis.locate import ObservedFate, findings, locate_observed, trace_probes, went_elsewhere
 from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_summary
@@ -108,6 +108,7 @@ def analyze(
         sightings.append(s)
 
     found = explain(found, paths, traces, evidence)
+    warn += uncaptured(evidence)
     diagnoses = list(dict.fromkeys(nat)) + _diagnoses(obs, spec, paths, sightings, decrypted)
     status = _status(found)
     req_path = paths[Direction.REQUEST]

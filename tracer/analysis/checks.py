@@ -5,9 +5,12 @@ and its live routes (``tracer.model.netstate``) against what the topology's tunn
 and says per node: ok, fail (a misconfiguration, with the fix), warn (probably wrong, or
 the topology file is stale), or unchecked (the evidence could not be read, and why).
 
-The checks, in output order: ``forwarding`` (ip_forward and per-interface forwarding on
+The checks, in output order: ``link`` (every interface of the topology is up, with carrier),
+``neighbour`` (a static neighbour entry for a node of the topology carries that node's real
+link-layer address), ``forwarding`` (ip_forward and per-interface forwarding on
 gateways and routers), ``rp_filter`` (strict reverse-path filtering where the route back
-leaves by another interface), ``ike-daemon`` (something listens on UDP 500/4500),
+leaves by another interface, including cleartext a peer sends around the tunnel),
+``peer-route`` (each tunnel end has a route to its peer's address), ``ike-daemon`` (something listens on UDP 500/4500),
 ``sa`` (an installed CHILD_SA per tunnel end, its SPIs, both ends agreeing), ``route``
 (each tunnel's subnets routed into its device, policy rules and table 220 included),
 ``mtu`` (the outer path's smallest MTU against a full-size inner packet plus ESP),
@@ -24,7 +27,7 @@ selector is "may drop" (warn), never a certain failure.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_network
 from typing import Any
@@ -34,6 +37,7 @@ from tracer.errors import TracerError
 from tracer.model.checkstate import (
     ChildSa,
     IkeState,
+    Neighbour,
     NftChain,
     NftRule,
     NftRuleset,
@@ -49,7 +53,8 @@ from tracer.model.topology import Node, Topology, Tunnel, TunnelEnd
 
 OK, FAIL, WARN, UNCHECKED = "ok", "fail", "warn", "unchecked"
 STATUSES = (OK, FAIL, WARN, UNCHECKED)
-CHECKS = ("forwarding", "rp_filter", "ike-daemon", "sa", "route", "mtu", "firewall", "topology", "clock")
+CHECKS = ("link", "neighbour", "forwarding", "rp_filter", "peer-route", "ike-daemon", "sa", "route", "mtu", "firewall",
+          "topology", "clock")
 IKE_PORTS = (500, 4500)
 CLOCK_TOLERANCE = 0.5  # seconds of offset beyond the measurement's own uncertainty
 
@@ -117,10 +122,10 @@ def forwards(node: Node) -> bool:
 
 
 def needs(topo: Topology, node: str) -> set[str]:
-    """The evidence sources a check run reads on ``node``: sysctl, sockets, nft, ike, clock."""
+    """The evidence sources a check run reads on ``node``: neigh, sysctl, sockets, nft, ike, clock."""
     n = topo.nodes[node]
     ends = tunnel_ends(topo, node)
-    out = set()
+    out = {"neigh"}
     if forwards(n) or ends:
         out |= {"sysctl", "nft"}
     if any(t.keying == "ike" for t, _, _ in ends):
@@ -138,8 +143,11 @@ def run_checks(topo: Topology, snap: Snapshot, nodes: Iterable[str] | None = Non
     node (the topology's order) and check."""
     out: list[Finding] = []
     for node in topo.nodes.values():
+        out += _links(node, snap)
+        out += _neighbours(topo, node, snap)
         out += _forwarding(node, snap)
         out += _rp_filter(topo, node, snap)
+        out += _peer_routes(topo, node, snap)
         out += _daemon(topo, node, snap)
         out += _routes(topo, node, snap)
         out += _firewall(topo, node, snap)
@@ -163,6 +171,93 @@ def _in(node: Node, command: str) -> str:
 
 def _unchecked(node: str, check: str, what: str, why: str) -> Finding:
     return Finding(node, check, UNCHECKED, f"not checked: {what} could not be read ({why})")
+
+
+# -- links and neighbours ------------------------------------------------------------------------
+
+
+def _links(node: Node, snap: Snapshot) -> list[Finding]:
+    """Every interface of the topology is up and has carrier (a veth whose peer is down has none)."""
+    state = snap.states.get(node.name)
+    if state is None:
+        return []  # the topology check says why it was not read
+    out = []
+    for name in node.interfaces:
+        live = state.interface(name)
+        if live is None or live.up:
+            continue  # a missing interface is the topology check's
+        if not live.admin_up:
+            out.append(Finding(node.name, "link", FAIL, f"{name} is down (administratively, operstate "
+                               f"{live.operstate}): nothing is sent or received on it, and its routes are gone",
+                               _in(node, f"ip link set {name} up") + ", then restore its routes"))
+        else:
+            out.append(Finding(node.name, "link", FAIL, f"{name} is up but has no carrier (operstate "
+                               f"{live.operstate}): the link below it, or its peer, is down",
+                               "bring the other end of the link up (for a veth: its peer interface)"))
+    if out:
+        return out
+    return [Finding(node.name, "link", OK, f"{', '.join(node.interfaces)} up with carrier")] if node.interfaces else []
+
+
+def _macs(topo: Topology, snap: Snapshot) -> dict[str, tuple[str, str, str]]:
+    """Address → (node, interface, live MAC) of every topology interface whose MAC was read."""
+    out = {}
+    for n in topo.nodes.values():
+        state = snap.states.get(n.name)
+        for iface in n.interfaces.values():
+            live = state.interface(iface.name) if state else None
+            if live is not None and live.mac:
+                out |= {str(a.ip): (n.name, iface.name, live.mac.lower()) for a in iface.addresses}
+    return out
+
+
+def _neighbours(topo: Topology, node: Node, snap: Snapshot) -> list[Finding]:
+    """A static neighbour entry for an address of the topology must carry that interface's MAC:
+    else every frame for it goes to a MAC no one has, and the peer discards it (OTHERHOST)."""
+    n, neigh = node.name, snap.ev(node.name).neigh
+    if neigh is None:
+        return []
+    if isinstance(neigh, Unavailable):
+        return [_unchecked(n, "neighbour", "its neighbour table", neigh.why)]
+    macs = _macs(topo, snap)
+    out = []
+    static: list[Neighbour] = [e for e in neigh if e.static]
+    for e in static:
+        owner = macs.get(e.address)
+        if owner is None or e.lladdr is None or e.lladdr.lower() == owner[2]:
+            continue
+        out.append(Finding(n, "neighbour", FAIL, f"static neighbour entry {e.address} lladdr {e.lladdr} on {e.dev}, "
+                           f"but {owner[0]}:{owner[1]} has {owner[2]}: frames for {owner[0]} go to a MAC no one has "
+                           f"and {owner[0]} discards them", _in(node, f"ip neigh del {e.address} dev {e.dev}")
+                           + " (or replace it with the right lladdr)"))
+    if out:
+        return out
+    return [Finding(n, "neighbour", OK, f"{len(static)} static neighbour entries, each with its node's MAC"
+                    if static else "no static neighbour entries")]
+
+
+# -- the route to the peer ------------------------------------------------------------------------
+
+
+def _peer_routes(topo: Topology, node: Node, snap: Snapshot) -> list[Finding]:
+    """Each tunnel end can send to its peer's outer address (else charon: Network is unreachable)."""
+    ends = tunnel_ends(topo, node.name)
+    state = snap.states.get(node.name)
+    if not ends or state is None:
+        return []
+    out, good = [], []
+    for t, local, remote in ends:
+        back = kernel_route(state, local.address, remote.address)
+        if back is None:
+            want = node.lookup(remote.address)  # the topology's route
+            add = (f"ip route replace {want.dst} {f'via {want.via} ' if want.via else ''}dev {want.dev}" if want
+                   else f"ip route add {remote.address} via NEXT-HOP")
+            out.append(Finding(node.name, "peer-route", FAIL, f"no route to {remote.node}'s address {remote.address}: "
+                               f"IKE and ESP of tunnel {t.name} cannot be sent (the IKE daemon logs 'Network is "
+                               "unreachable')", _in(node, add)))
+        else:
+            good.append(f"{remote.address} via {back.dev} (table {back.table})")
+    return out or [Finding(node.name, "peer-route", OK, "; ".join(good))]
 
 
 # -- forwarding ---------------------------------------------------------------------------------
@@ -242,10 +337,37 @@ def _rp_filter(topo: Topology, node: Node, snap: Snapshot) -> list[Finding]:
                                _in(node, f"sysctl -w net.ipv4.conf.{iface}.rp_filter=2 "
                                          f"net.ipv4.conf.all.rp_filter=2")
                                + f" (loose), or route {net} back via {iface}"))
+        out += _rp_around(topo, node, snap, sysctl, state, t, local, remote)
     if out:
         return list(dict.fromkeys(out))
     return [Finding(n, "rp_filter", OK, "rp_filter " + ", ".join(dict.fromkeys(seen))
                     + " (0 off, 1 strict, 2 loose): every return route matches")]
+
+
+def _rp_around(topo: Topology, node: Node, snap: Snapshot, sysctl: Sysctls, state: NodeState, t: Tunnel,
+               local: TunnelEnd, remote: TunnelEnd) -> list[Finding]:
+    """The peer routes its subnets' traffic for ours around the tunnel (an asymmetric path): it
+    arrives here in the clear on the interface towards the peer, where strict rp_filter drops it
+    because this end routes those subnets into the tunnel."""
+    peer = snap.states.get(remote.node)
+    wan = node.lookup(remote.address)
+    if peer is None or wan is None or not remote.interface:
+        return []
+    out = []
+    for rnet, lnet, _, d, into in _tunnel_routes(topo, topo.nodes[remote.node], peer, remote, local):
+        if into or d.outcome != "forward" or d.route is None:
+            continue  # into the tunnel (or dropped there): nothing arrives here in the clear
+        src, dst = _host_in(rnet, topo), _host_in(lnet, topo)
+        back = kernel_route(state, dst, src)
+        if sysctl.rp_filter(wan.dev) != 1 or back is None or back.dev == wan.dev:
+            continue
+        out.append(Finding(node.name, "rp_filter", FAIL,
+                           f"strict rp_filter (1) on {wan.dev}: {remote.node} sends {rnet} → {lnet} around tunnel "
+                           f"{t.name} (see its route check), so it arrives here on {wan.dev} in the clear, while "
+                           f"the route back to {rnet} leaves by {back.dev}: the kernel drops it as spoofed",
+                           f"fix {remote.node}'s route (the cause); "
+                           + _in(node, f"sysctl -w net.ipv4.conf.{wan.dev}.rp_filter=2") + " only hides it"))
+    return out
 
 
 # -- the IKE daemon -------------------------------------------------------------------------------
@@ -363,21 +485,29 @@ def _routes(topo: Topology, node: Node, snap: Snapshot) -> list[Finding]:
             out.append(Finding(n, "route", OK, f"tunnel {t.name} is policy-based here: its traffic is chosen by "
                                                "IPsec policy, not by a route (xfrm policies are not read)"))
             continue
-        for lnet in local.subnets:
-            src = _host_in(lnet, topo)
-            lan = node.lookup(src)
-            iif = lan.dev if lan is not None and lan.dev != local.interface else None
-            for rnet in remote.subnets:
-                dst = _host_in(rnet, topo)
-                d = kernel_decision(state, src, dst, iif)
-                if d.outcome == "forward" and d.route is not None and any(
-                        h.dev == local.interface for h in d.route.hops()):
-                    good.append(f"{lnet} → {rnet} via {local.interface} (table {d.table})")
-                    continue
-                out.append(_route_finding(node, snap, t, local, lnet, rnet, iif, d))
+        for lnet, rnet, iif, d, into in _tunnel_routes(topo, node, state, local, remote):
+            if into:
+                good.append(f"{lnet} → {rnet} via {local.interface} (table {d.table})")
+                continue
+            out.append(_route_finding(node, snap, t, local, lnet, rnet, iif, d))
     if out:
         return out
     return [Finding(n, "route", OK, "; ".join(good))]
+
+
+def _tunnel_routes(topo: Topology, node: Node, state: NodeState, local: TunnelEnd,
+                   remote: TunnelEnd) -> Iterator[tuple[IPv4Network, IPv4Network, str | None, Any, bool]]:
+    """How ``node`` (the ``local`` end) routes its subnets' traffic for the remote's, arriving on
+    its LAN: (local net, remote net, iif, the kernel's decision, whether it goes into the tunnel)."""
+    for lnet in local.subnets:
+        src = _host_in(lnet, topo)
+        lan = node.lookup(src)
+        iif = lan.dev if lan is not None and lan.dev != local.interface else None
+        for rnet in remote.subnets:
+            d = kernel_decision(state, src, _host_in(rnet, topo), iif)
+            into = d.outcome == "forward" and d.route is not None and any(
+                h.dev == local.interface for h in d.route.hops())
+            yield lnet, rnet, iif, d, into
 
 
 def _route_finding(node: Node, snap: Snapshot, t: Tunnel, local: TunnelEnd, lnet: IPv4Network,

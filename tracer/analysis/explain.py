@@ -1,12 +1,16 @@
 """Explain: the evidence behind each located loss (pure: snapshots in, evidence lines out).
 
 For every lost finding, only what moved at or beside the located hop counts: the nodes of its
-last-seen and first-missed points, their drop counters (firewall rules that drop, interface
-drops and errors, kernel SNMP drop counters) that grew in proportion to the probes lost there,
-a link of the edge that is down, the CHILD_SA that should have carried the probes and did not
-count them, and the IKE daemon's error lines during the trace. The "why" line cites the
-strongest of them; a finding without any keeps its edge-derived guess, marked ``likely: ``
-by locate. Everything else stays in the run directory.
+last-seen and first-missed points, the kernel's own drops of these very probes (or of their
+ESP carriers) with the drop reason (``skb:kfree_skb``, the strongest evidence there is: the
+kernel says which packet, where and why), their drop counters (firewall rules that drop,
+interface drops and errors, kernel SNMP drop counters) that grew in proportion to the probes
+lost there, a link of the edge that is down (or whose wire peer is), the CHILD_SA that should
+have carried the probes and did not count them, and the IKE daemon's error lines during the
+trace. The "why" line cites the strongest of them; a finding without any keeps its
+edge-derived guess, marked ``likely: `` by locate. Evidence a source could not read is said
+once. A probe lost where a point could not be captured because its link is down is lost there,
+for that reason, not inconclusive. Everything else stays in the run directory.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import re
 from dataclasses import dataclass, replace
 
 from tracer.model.direction import Direction
-from tracer.model.evidence import AFTER, BEFORE, EVENTS, Counter, Evidence, Snapshot
+from tracer.model.evidence import AFTER, BEFORE, EVENTS, Counter, Drop, Evidence, Snapshot
+from tracer.model.flowgraph import EdgeKind
 from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint
 from tracer.model.verdict import Finding, Outcome, ProbeTrace
@@ -23,6 +28,10 @@ from tracer.model.verdict import Finding, Outcome, ProbeTrace
 LIKELY = "likely: "
 SA_SOURCE = "strongswan"
 LOG_SOURCE = "ikelog"
+DROP_SOURCE = "dropreasons"
+CAPTURE_SOURCE = "capture"  # the points whose sniffer could not start (notes: why)
+LINK_SOURCE = "links"
+SOCKET_SOURCE = "sockets"
 DOWN_STATES = ("DOWN", "LOWERLAYERDOWN", "NOTPRESENT")
 MAX_LOG_LINES = 3
 _LOG_TROUBLE = re.compile(
@@ -53,8 +62,43 @@ def explain(
     """The findings with their evidence lines, and the "why" citing the strongest when there is some."""
     if not evidence:
         return findings
-    return [_explain(f, paths.get(f.direction), traces, evidence) if f.outcome == Outcome.LOST else f
-            for f in findings]
+    out = []
+    for f in findings:
+        if f.outcome == Outcome.INCONCLUSIVE:
+            f = _down_point(f, paths.get(f.direction), evidence)
+        out.append(_explain(f, paths.get(f.direction), traces, evidence) if f.outcome == Outcome.LOST else f)
+    return out
+
+
+def uncaptured(evidence: Evidence | None) -> list[str]:
+    """Why each point whose sniffer could not start was not captured (one line each)."""
+    if not evidence:
+        return []
+    return [note for (phase, source, _), snap in sorted(evidence.snapshots.items())
+            if phase == EVENTS and source == CAPTURE_SOURCE for note in snap.notes]
+
+
+def _down_point(f: Finding, path: ExpectedPath | None, ev: Evidence) -> Finding:
+    """An inconclusive finding whose first unseen point was not captured because its link is
+    down: the probes were lost there, and the link state says why."""
+    if not f.last_seen or not f.first_missed or path is None:
+        return f
+    cp = CapturePoint.parse(f.first_missed)
+    state = _link_state(ev, cp.node, cp.iface)
+    if state not in DOWN_STATES:
+        return f
+    last = CapturePoint.parse(f.last_seen)
+    where = (f"inside {cp.node} between {last.iface} and {cp.iface}" if last.node == cp.node
+             else f"on the wire {f.last_seen} → {f.first_missed}")
+    return replace(f, outcome=Outcome.LOST, where=where, reason=None)
+
+
+def _link_state(ev: Evidence, node: str, iface: str) -> str | None:
+    for phase in (AFTER, BEFORE):
+        snap = ev.get(phase, LINK_SOURCE, node)
+        if snap is not None and not snap.unavailable and iface in snap.links:
+            return snap.links[iface]
+    return None
 
 
 def _explain(f: Finding, path: ExpectedPath | None, traces: list[ProbeTrace], ev: Evidence) -> Finding:
@@ -63,6 +107,7 @@ def _explain(f: Finding, path: ExpectedPath | None, traces: list[ProbeTrace], ev
     if not nodes:
         return f
     edge_ifaces = {(cp.node, cp.iface) for cp in points}
+    carriers = _carriers(f, traces)
     items: list[_Item] = []
     unavailable: list[str] = []
     for node in nodes:
@@ -71,21 +116,90 @@ def _explain(f: Finding, path: ExpectedPath | None, traces: list[ProbeTrace], ev
             events = ev.get(EVENTS, source, node)
             for snap in (before, after, events):
                 if snap is not None and snap.unavailable and not snap.unavailable.startswith("no ike_"):
-                    unavailable.append(f"{node}: {source} unavailable ({snap.unavailable})")
+                    unavailable.append(_unavailable_line(node, source, snap.unavailable))
                     break
             if events is not None and not events.unavailable:
                 items += _log_items(node, events)
+                if source == DROP_SOURCE:
+                    items += _drop_items(node, f, events.drops, carriers)
             if before is None or after is None or before.unavailable or after.unavailable:
                 continue
             items += _counter_items(node, before, after, f.count)
-            items += _link_items(node, after, edge_ifaces)
+            items += _link_items(node, after, edge_ifaces, path, ev)
+            if source == SOCKET_SOURCE:
+                items += _socket_items(node, f, before, after)
             if source == SA_SOURCE:
                 items += _sa_items(node, f, before, after, path, traces)
+    items += _no_daemon_items(f, path, ev)
     if not items:
         lines = tuple(dict.fromkeys(unavailable))
         return replace(f, evidence=lines) if lines else f
     items.sort(key=lambda i: i.rank)  # stable: within a rank, the order the sources were read
-    return replace(f, reason=_cite(f.reason, items[0].cause), evidence=tuple(dict.fromkeys(i.line for i in items)))
+    cause = items[0].cause
+    if items[0].rank == _DROP_RANK and "NETFILTER_DROP" in cause:
+        rule = next((i for i in items if i.rank == 0), None)  # the rule whose counter says which
+        cause = f"{cause}: {rule.line.split(': ', 1)[1]}" if rule else cause
+    lines = [i.line for i in items] + [u for u in unavailable if u.startswith(_DROPS_UNAVAILABLE)]
+    return replace(f, reason=_cite(f.reason, cause), evidence=tuple(dict.fromkeys(lines)))
+
+
+_DROP_RANK = -1  # the kernel's own word on these very packets: above every counter
+_DROPS_UNAVAILABLE = "kernel drop reasons unavailable"
+
+
+def _unavailable_line(node: str, source: str, why: str) -> str:
+    """A source that could not be read; drop reasons once per reason (they are read host-wide)."""
+    return f"{_DROPS_UNAVAILABLE} ({why})" if source == DROP_SOURCE else f"{node}: {source} unavailable ({why})"
+
+
+# What a drop reason means, said after the kernel's own words (enum skb_drop_reason names).
+_DROP_MEANING = {
+    "OTHERHOST": "the frames were not addressed to {node}'s MAC",
+    "IP_RPFILTER": "the reverse-path filter (rp_filter) rejected their source on {dev}",
+    "IP_NOROUTE": "no route",
+    "IP_INNOROUTES": "no route",
+    "IP_OUTNOROUTES": "no route",
+    "PKT_TOO_BIG": "too big for the next link's MTU",
+    "NEIGH_FAILED": "the next hop's link-layer address could not be resolved",
+    "XFRM_POLICY": "an IPsec policy refused them",
+    "IP_INHDR": "a bad IP header",
+    "SOCKET_FILTER": "a socket filter discarded them",
+}
+
+
+def _carriers(f: Finding, traces: list[ProbeTrace]) -> set[tuple[int, int]]:
+    """(SPI, ESP seq) of the ESP packets that carried the finding's probes."""
+    mine = set(f.seqs)
+    return {e for t in traces if t.direction == f.direction and t.seq in mine for e in t.esp if e is not None}
+
+
+def _ours(f: Finding, d: Drop, carriers: set[tuple[int, int]]) -> bool:
+    if d.seq is not None:  # a tagged echo: request or reply, by the finding's direction
+        want = 8 if f.direction == Direction.REQUEST else 0
+        return d.seq in f.seqs and (d.icmp_type is None or d.icmp_type == want)
+    if d.spi is None or d.esp_seq is None:
+        return False
+    # Carriers tied to the probes (by keys or by sequence) decide; without any, ESP of the trace's
+    # tunnels dropped at the hop is ours (nothing else ran through them while it was recorded).
+    return (d.spi, d.esp_seq) in carriers if carriers else True
+
+
+def _drop_items(node: str, f: Finding, drops: tuple[Drop, ...], carriers: set[tuple[int, int]]) -> list[_Item]:
+    """The kernel's drops of these probes at ``node``, grouped by reason, function and device."""
+    groups: dict[tuple[str, str, str | None], set[object]] = {}
+    for d in drops:
+        if _ours(f, d, carriers):
+            key = d.seq if d.seq is not None else (d.spi, d.esp_seq)
+            groups.setdefault((d.reason, d.function, d.device), set()).add(key)
+    out = []
+    for (reason, function, dev), keys in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        n = min(len(keys), f.count)
+        where = f", dev {dev}" if dev else ""
+        line = f"{node}: kernel dropped {n}/{f.count} ({reason} in {function}{where})"
+        meaning = _DROP_MEANING.get(reason)
+        cause = f"{line}: {meaning.format(node=node, dev=dev or '?')}" if meaning else line
+        out.append(_Item(_DROP_RANK, line, cause))
+    return out
 
 
 def _cite(reason: str | None, cause: str) -> str:
@@ -118,13 +232,67 @@ def _counter_items(node: str, before: Snapshot, after: Snapshot, lost: int) -> l
     return out
 
 
-def _link_items(node: str, after: Snapshot, edge_ifaces: set[tuple[str, str]]) -> list[_Item]:
+def _link_items(node: str, after: Snapshot, edge_ifaces: set[tuple[str, str]], path: ExpectedPath | None,
+                ev: Evidence) -> list[_Item]:
+    """A link of the located edge that is down; when it only lost its carrier because its wire
+    peer is down, the peer is the cause."""
     out = []
     for iface, state in after.links.items():
-        if (node, iface) in edge_ifaces and state in DOWN_STATES:
-            line = f"{node}: {iface} is {state}"
-            out.append(_Item(1, line, f"{node}:{iface} is {state} (link state)"))
+        if (node, iface) not in edge_ifaces or state not in DOWN_STATES:
+            continue
+        line = f"{node}: {iface} is {state}"
+        peer = _wire_peer(path, f"{node}:{iface}")
+        peer_state = _link_state(ev, *peer.split(":", 1)) if peer else None
+        if peer and peer_state in DOWN_STATES and peer.split(":", 1)[0] != node:
+            out.append(_Item(1, line, f"{peer} is down (operstate {peer_state}): {node}:{iface}, "
+                                      f"its link peer, is {state}"))
+            out.append(_Item(1, f"{peer.replace(':', ': ', 1)} is {peer_state}", ""))
+        else:
+            out.append(_Item(1, line, f"{node}:{iface} is down (operstate {state})"))
     return out
+
+
+def _socket_items(node: str, f: Finding, before: Snapshot, after: Snapshot) -> list[_Item]:
+    """A tunnel end where IKE probes died and nothing listens on UDP 500 or 4500: no IKE daemon."""
+    if before.notes or before.lines or after.lines:
+        return []
+    ike = f.edge is None or f.direction == Direction.REPLY  # an IKE response that was never sent
+    if not ike:
+        return []
+    line = f"{node}: nothing listens on UDP 500 or 4500 in its namespace (ss -ulnp)"
+    return [_Item(_DROP_RANK, line, f"{node}'s IKE daemon is not running: nothing listens on UDP 500 or 4500 "
+                                    "in its namespace")]
+
+
+def _no_daemon_items(f: Finding, path: ExpectedPath | None, ev: Evidence) -> list[_Item]:
+    """Probes that left a gateway in the clear where the tunnel should carry them (no SA), while
+    a tunnel end on their path has no IKE daemon: that is why there is no SA, wherever the
+    cleartext then died."""
+    if path is None or not f.divergence or " in the clear instead of into " not in f.divergence:
+        return []
+    out = []
+    for node in dict.fromkeys(h.node for h in path.hops):
+        snap = ev.get(BEFORE, SOCKET_SOURCE, node)
+        if snap is None or snap.unavailable or snap.notes or snap.lines:
+            continue
+        line = f"{node}: nothing listens on UDP 500 or 4500 in its namespace (ss -ulnp)"
+        out.append(_Item(_DROP_RANK - 1, line, f"{node}'s IKE daemon is not running (nothing listens on UDP 500 "
+                                                "or 4500 in its namespace): no SA can be negotiated"))
+    return out
+
+
+def _wire_peer(path: ExpectedPath | None, point: str) -> str | None:
+    """The point at the other end of ``point``'s wire on the path."""
+    if path is None:
+        return None
+    i = path.index(point)
+    if i < 0:
+        return None
+    if i + 1 < len(path.hops) and i < len(path.edges) and path.edges[i] == EdgeKind.WIRE:
+        return path.hops[i + 1].point
+    if i > 0 and path.edges[i - 1] == EdgeKind.WIRE:
+        return path.hops[i - 1].point
+    return None
 
 
 def _sa_items(node: str, f: Finding, before: Snapshot, after: Snapshot, path: ExpectedPath | None,

@@ -1,6 +1,6 @@
 """``tracer check [NODE…]``: a modern ``ipsec verify`` over the topology's nodes.
 
-Reads each node's live state (addresses, routes, rules), sysctls, listening UDP sockets,
+Reads each node's live state (addresses, routes, rules, MACs), neighbour table, sysctls, listening UDP sockets,
 nftables ruleset and its IKE daemon's SAs, then judges them against the topology's tunnels
 (``tracer.analysis.checks``): one line per finding, naming the node, the check and the fix.
 Nothing is sent and nothing is changed.
@@ -31,8 +31,10 @@ from tracer.model.topology import Node, Topology
 
 DESCRIPTION = """\
 Check every node of the topology the way 'ipsec verify' checked a FreeS/WAN box, before
-(or instead of) tracing: IP forwarding on gateways and routers, rp_filter on the tunnels'
-interfaces, the IKE daemon listening on UDP 500/4500, an installed CHILD_SA per tunnel end
+(or instead of) tracing: every interface up with carrier, static neighbour entries that
+carry the neighbour's real MAC, IP forwarding on gateways and routers, rp_filter on the
+tunnels' interfaces (also against cleartext a peer routes around the tunnel), a route from
+each tunnel end to its peer, the IKE daemon listening on UDP 500/4500, an installed CHILD_SA per tunnel end
 and its SPIs, routes and policy rules that send each tunnel's subnets into it (strongSwan's
 table 220 included), the tunnel path's MTU against ESP overhead, nftables rules that drop
 IKE, ESP or the tunnels' forwarded traffic, differences between the topology and the live
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
 def read(topo: Topology, tpath: Path) -> Snapshot:
     """Everything the checks need, from every node (a tunnel's checks need both ends and the path between)."""
-    from tracer.evidence import ikesa, netstate, nftables, remoteclock, sockets, sysctl
+    from tracer.evidence import neigh, netstate, nft, remoteclock, sockets, strongswan, sysctl
 
     states, unread = netstate.snapshot_nodes(topo, topo.nodes)
     evidence = {}
@@ -103,10 +105,11 @@ def read(topo: Topology, tpath: Path) -> Snapshot:
         uri, conf = ike_daemon(node, tpath) if "ike" in want else (None, None)
         evidence[name] = NodeEvidence(
             sysctl=sysctl.read(node, topo.source) if "sysctl" in want else None,
-            sockets=sockets.read(node, topo.source) if "sockets" in want else None,
-            nft=nftables.read(node, topo.source) if "nft" in want else None,
-            ike=ikesa.read(node, uri, topo.source, conf) if "ike" in want else None,
+            sockets=sockets.listening(node, topo.source) if "sockets" in want else None,
+            nft=nft.ruleset(node, topo.source) if "nft" in want else None,
+            ike=strongswan.state(node, uri, topo.source, conf) if "ike" in want else None,
             clock=remoteclock.read(node, topo.source) if "clock" in want else None,
+            neigh=neigh.read(node, topo.source) if "neigh" in want else None,
         )
     return Snapshot(states, unread, evidence)
 
@@ -114,7 +117,7 @@ def read(topo: Topology, tpath: Path) -> Snapshot:
 def ike_daemon(node: Node, tpath: Path) -> tuple[str | None, Path | None]:
     """(vici URI, strongswan.conf for swanctl) of the node's IKE daemon: the topology's
     ``ike_vici`` when it has one, else the built-in lab's charon of that gateway."""
-    from tracer.evidence.ikesa import vici_uri
+    from tracer.evidence.strongswan import vici_uri
 
     given = getattr(node, "ike_vici", None)
     if given:

@@ -17,14 +17,21 @@ each, with one of two shapes:
 * an **event source** (runs for the duration of the trace, like ``skb:kfree_skb`` drop reasons)::
 
       NAME = "dropreasons"
-      def start(topo: Topology, nodes: list[Node]) -> Any: ...          # a handle; must not block
+      def start(topo: Topology, nodes: list[Node], match: ProbeMatch) -> Any: ...  # a handle; must not block
+      def ready(handle: Any, deadline: float) -> bool: ...              # optional: wait until it sees
       def stop(topo: Topology, handle: Any) -> list[Snapshot]: ...      # phase EVENTS, one per node
+
+  :func:`start` is called before the sniffers start and :func:`ready` once they run, so a slow
+  start (bpftrace compiles its script for 1–3 s) overlaps theirs: the trace waits for the
+  slower of the two, never for their sum. ``match`` says which packets are the trace's.
 
 Snapshots (:class:`tracer.model.evidence.Snapshot`) carry named counters (with ``drop``
 marking those whose growth means discarded packets), link states and log lines; explain
 (``tracer.analysis.explain``) keeps what moved in proportion to the lost probes at the
 located hop. Adding a source is one module here and one entry in :data:`SOURCES`.
-Commands run through :mod:`.nodecmd`: in the node's namespace, or over SSH.
+Commands run through :mod:`.nodecmd`: in the node's namespace, or over SSH. ``tracer check``
+reads some of the same modules (``nft.ruleset``, ``strongswan.state``) and a few of its own
+(``sysctl``, ``sockets``, ``remoteclock``), each returning ``model.checkstate`` records.
 """
 
 from __future__ import annotations
@@ -36,12 +43,12 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
-from tracer.evidence import ikelog, links, nft, snmp, strongswan
-from tracer.model.evidence import AFTER, BEFORE, EVENTS, Snapshot
+from tracer.evidence import dropreasons, ikelog, links, nft, snmp, sockets, strongswan
+from tracer.model.evidence import AFTER, BEFORE, EVENTS, ProbeMatch, Snapshot
 from tracer.model.topology import Node, Topology
 
 # Every source, in the order their evidence is shown. One line per new module.
-SOURCES: tuple[ModuleType, ...] = (links, nft, snmp, strongswan, ikelog)
+SOURCES: tuple[ModuleType, ...] = (dropreasons, links, nft, snmp, sockets, strongswan, ikelog)
 
 
 def snapshot_sources() -> list[ModuleType]:
@@ -80,16 +87,27 @@ def after(topo: Topology, nodes: Iterable[str]) -> list[Snapshot]:
     return take(AFTER, topo, nodes)
 
 
-def start(topo: Topology, nodes: Iterable[str]) -> list[tuple[ModuleType, Any]]:
-    """Start every event source; one that cannot start leaves a None handle (stop says why)."""
+def start(topo: Topology, nodes: Iterable[str], match: ProbeMatch) -> list[tuple[ModuleType, Any]]:
+    """Start every event source without waiting for it; one that cannot start says why at stop."""
     picked = [topo.nodes[n] for n in dict.fromkeys(nodes)]
     out: list[tuple[ModuleType, Any]] = []
     for s in event_sources():
         try:
-            out.append((s, s.start(topo, picked)))
+            out.append((s, s.start(topo, picked, match)))
         except Exception as e:
             out.append((s, _Failed(picked, f"{type(e).__name__}: {e}" if type(e).__name__ != "Unavailable" else str(e))))
     return out
+
+
+def ready(started: list[tuple[ModuleType, Any]], deadline: float) -> None:
+    """Wait (until ``time.monotonic()`` reaches ``deadline``) for the event sources that say when
+    they see; one that does not by then says why at stop. Never raises."""
+    for s, handle in started:
+        if hasattr(s, "ready") and not isinstance(handle, _Failed):
+            try:
+                s.ready(handle, deadline)
+            except Exception:  # best effort: stop reports what it can
+                continue
 
 
 def stop(topo: Topology, started: list[tuple[ModuleType, Any]]) -> list[Snapshot]:
@@ -111,4 +129,4 @@ class _Failed:
         self.nodes, self.why = nodes, why
 
 
-__all__ = ["AFTER", "BEFORE", "EVENTS", "SOURCES", "after", "before", "start", "stop", "take"]
+__all__ = ["AFTER", "BEFORE", "EVENTS", "SOURCES", "ProbeMatch", "after", "before", "ready", "start", "stop", "take"]

@@ -18,9 +18,12 @@ written here), the device (``skb->dev->name``), the network namespace inode
 the kernel function that dropped it (``ksym(location)``) and the probe's identity. The inode
 is turned into a topology node by the inode of ``/run/netns/<node.netns>``.
 
-The shape of a trace-long evidence source: :func:`start` before the probes (it never raises:
-a source that cannot run says why in :attr:`Session.unavailable` and the trace goes on),
-:meth:`Session.stop` after them, in a ``finally``. bpftrace is our child, stopped by its PID
+The shape of a trace-long evidence source (see :mod:`tracer.evidence`): :func:`start` before
+the sniffers (it never blocks: bpftrace compiles its script while the sniffers start),
+:func:`ready` once they run (waits for the attach, at most until a deadline), :func:`stop`
+after the probes, in a ``finally``: one ``events`` snapshot per node with its drops. It never
+raises: a source that cannot run says why in :attr:`Session.unavailable` and the trace goes on.
+:func:`attach` is the same for a caller of its own (tests, a tool). bpftrace is our child, stopped by its PID
 (SIGINT, it drains its buffers and exits; SIGKILL if it does not), and it cannot outlive us by
 more than ``max_s``: the script exits by itself after that. What it prints is bounded.
 
@@ -41,13 +44,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO, Any
 
+from tracer.model.evidence import EVENTS, Drop, ProbeMatch, Snapshot
 from tracer.model.tag import MAGIC, TAG_LEN, decode
-from tracer.model.topology import Topology
+from tracer.model.topology import Node, Topology
 from tracer.netns import NETNS_DIR
 
 TRACEPOINT = "skb:kfree_skb"
@@ -57,7 +61,6 @@ STOP_TIMEOUT = 5.0  # s after SIGINT before SIGKILL
 MAX_S = 3600  # s: the script exits by itself after this, should tracer die without stopping it
 MAX_DROPS = 10_000  # lines kept; more are counted, not stored
 MAX_SPIS = 256  # SPIs matched in the kernel (one comparison each)
-NAT_T_PORT = 4500
 ECHO_REQUEST, ECHO_REPLY = 8, 0
 IPPROTO_ICMP, IPPROTO_UDP, IPPROTO_ESP = 1, 17, 50
 
@@ -69,53 +72,6 @@ _LOST = re.compile(r"Lost (\d+) events")
 _CHATTER = ("RLIMIT_MEMLOCK", "Attaching ")  # bpftrace's start-up lines that are no error (a warning, a count)
 _SYMBOLIC = re.compile(r'\{\s*(\d+)\s*,\s*"([A-Za-z0-9_]+)"\s*\}')
 
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeMatch:
-    """Which dropped packets are ours: tagged echoes of ``run``, ESP of the tunnels' ``spis``."""
-
-    run: int
-    spis: frozenset[int] = frozenset()
-    nat_t_ports: tuple[int, ...] = (NAT_T_PORT,)
-
-
-@dataclass(frozen=True, slots=True)
-class Drop:
-    """One of our probes (or its ESP carrier) dropped by the kernel."""
-
-    reason: str  # enum skb_drop_reason without its prefix: "NETFILTER_DROP", "OTHERHOST", ...
-    code: int  # its number on this kernel
-    function: str  # kernel function that freed it (ksym of the tracepoint's location)
-    device: str | None  # skb->dev->name; None: the buffer had no device
-    netns_inode: int | None  # network namespace inode; None: neither device nor socket to say
-    node: str | None  # topology node whose namespace that is; None: not one of the nodes
-    src: IPv4Address
-    dst: IPv4Address
-    protocol: int  # IP protocol: 1 ICMP (tagged echo), 50 ESP, 17 ESP-in-UDP
-    time_ns: int  # wall clock (CLOCK_REALTIME, like capture stamps) of the drop
-    run: int | None = None  # tagged echo: the tag
-    seq: int | None = None
-    kind: int | None = None
-    icmp_type: int | None = None  # 8 request, 0 reply
-    spi: int | None = None  # ESP: the carrier
-    esp_seq: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["src"], d["dst"] = str(self.src), str(self.dst)
-        d["kind"] = None if self.kind is None else int(self.kind)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Drop:
-        return cls(**{**d, "src": IPv4Address(d["src"]), "dst": IPv4Address(d["dst"])})
-
-    def __str__(self) -> str:
-        who = (f"probe {self.run:08x}/{self.seq}" if self.run is not None
-               else f"ESP spi 0x{self.spi or 0:08x} seq {self.esp_seq}")
-        where = f"{self.node or f'netns {self.netns_inode}'}:{self.device or '-'}"
-        return f"{where} {self.reason} in {self.function}: {who} {self.src} → {self.dst}"
 
 
 @dataclass
@@ -136,6 +92,7 @@ class Session:
     _clock: int = field(default=0, repr=False)  # CLOCK_REALTIME - CLOCK_MONOTONIC at start, ns
     _started: float = field(default=0.0, repr=False)
     _drops: list[Drop] | None = field(default=None, repr=False)
+    _all: list[str] = field(default_factory=list, repr=False)  # the nodes asked for
 
     @property
     def status(self) -> str:
@@ -215,7 +172,34 @@ def delivered(drop: Drop) -> bool:
         drop.reason == "NO_SOCKET" and drop.function == "ping_rcv" and drop.icmp_type == ECHO_REPLY)
 
 
-def start(
+NAME = "dropreasons"
+
+
+def start(topo: Topology, nodes: list[Node], match: ProbeMatch) -> Session:
+    """The event source's start: bpftrace spawned, not waited for (see :func:`ready`)."""
+    return attach(match, topo, [n.name for n in nodes], wait=False)
+
+
+def ready(session: Session, deadline: float) -> bool:
+    return session.wait_ready(deadline)
+
+
+def stop(topo: Topology, session: Session, nodes: list[Node] | None = None) -> list[Snapshot]:
+    """One ``events`` snapshot per node the session watched: its drops, or why it could not see them."""
+    drops = session.stop()
+    names = [n.name for n in nodes] if nodes is not None else session._all
+    notes = tuple(session.problems)
+    out = []
+    for name in names:
+        why = session.unavailable or session.unavailable_nodes.get(name)
+        if why:
+            out.append(Snapshot(NAME, name, EVENTS, unavailable=why))
+            continue
+        out.append(Snapshot(NAME, name, EVENTS, notes=notes, drops=tuple(d for d in drops if d.node == name)))
+    return out
+
+
+def attach(
     probes: ProbeMatch,
     topo: Topology | None = None,
     nodes: Iterable[str] | None = None,
@@ -233,6 +217,7 @@ def start(
     the sniffers). ``bpftrace``: the executable (default: found on PATH)."""
     inodes, unseen = node_inodes(topo, nodes) if topo is not None else ({}, {})
     session = Session(unavailable_nodes=unseen, _nodes=inodes, _run=probes.run)
+    session._all = list(nodes if nodes is not None else topo.nodes) if topo is not None else []
     why = None
     try:
         why = _prepare(session, probes, bpftrace, max_s)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from tracer.evidence import nodecmd
-from tracer.model.evidence import EVENTS, Snapshot
+from tracer.model.evidence import EVENTS, ProbeMatch, Snapshot
 from tracer.model.topology import Node, Topology
 
 NAME = "ikelog"
@@ -24,7 +24,7 @@ class Mark:
     why: str | None = None  # unavailable: why
 
 
-def start(topo: Topology, nodes: list[Node]) -> list[Mark]:
+def start(topo: Topology, nodes: list[Node], match: ProbeMatch | None = None) -> list[Mark]:
     marks = []
     for node in nodes:
         try:

@@ -143,6 +143,7 @@ def _interface(link: dict[str, Any], addrs: list[IPv4Interface], nsid_names: dic
         name=str(link["ifname"]), ifindex=int(link["ifindex"]), admin_up="UP" in flags, carrier="LOWER_UP" in flags,
         operstate=str(link.get("operstate", "UNKNOWN")), mtu=int(mtu) if mtu is not None else None,
         addresses=tuple(addrs), kind=kind, peer=peer,
+        mac=str(link["address"]) if link.get("link_type") == "ether" and link.get("address") else None,
     )
 
 

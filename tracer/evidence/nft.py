@@ -1,9 +1,12 @@
-"""Firewall rule counters: ``nft -j list ruleset`` (rules with counters, by table, chain and
-handle) named by the rule's own text from ``nft -a list ruleset``; and ``iptables-save -c``
-where iptables is installed and has rules.
+"""A node's firewall: ``nft -j list ruleset`` (chains with hooks and policies, rules with their
+JSON expressions and counters) and its text form ``nft -a list ruleset`` (joined by rule handle,
+counter values and comments removed, so the text names the rule, not its history); and
+``iptables-save -c`` where iptables is installed and has rules.
 
-A rule whose verdict is ``drop`` or ``reject`` is marked ``drop``: its counter growing in
-proportion to the lost probes at the located hop is the firewall saying it ate them.
+Two readers over one parse: :func:`read`, the trace's snapshot source (rule counters; a rule
+whose verdict is ``drop`` or ``reject`` is marked ``drop``: its counter growing in proportion
+to the lost probes at the located hop is the firewall saying it ate them), and
+:func:`ruleset`, ``tracer check``'s view of the chains and rules. Parsing is pure.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import re
 from typing import Any
 
 from tracer.evidence import nodecmd
+from tracer.model.checkstate import NftChain, NftRule, NftRuleset, Unavailable
 from tracer.model.evidence import Counter, Snapshot
 from tracer.model.topology import Node, Topology
 
 NAME = "nft"
 _DROP_VERDICTS = ("drop", "reject")
-_HANDLE = re.compile(r"\s*# handle (\d+)\s*$")
-_COUNTER = re.compile(r"\bcounter packets \d+ bytes \d+ ?")
+_HANDLE = re.compile(r"\s+# handle (\d+)\s*$")
+_STATS = re.compile(r"\s+counter packets \d+ bytes \d+|\s+comment \"[^\"]*\"")
 _IPT_RULE = re.compile(r"^\[(\d+):(\d+)\] -A (\S+) (.*)$")
 
 
@@ -37,24 +41,57 @@ def read(topo: Topology, node: Node) -> Snapshot:
     return Snapshot(NAME, node.name, counters=tuple(counters), notes=tuple(notes))
 
 
+def ruleset(node: Node, topo_source: str = "") -> NftRuleset | Unavailable:
+    """The chains and rules ``tracer check`` judges, or why they could not be read."""
+    try:
+        doc = nodecmd.output(node, ["nft", "-j", "list", "ruleset"], topo_source).stdout
+        text = nodecmd.output(node, ["nft", "-a", "list", "ruleset"], topo_source).stdout
+    except nodecmd.Unavailable as e:
+        return Unavailable(str(e))
+    try:
+        return parse(json.loads(doc or "{}"), text)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        return Unavailable(f"unexpected 'nft -j' output ({type(e).__name__}: {e})")
+
+
+def parse(doc: dict[str, Any], text: str = "") -> NftRuleset:
+    """The ruleset from ``nft -j list ruleset``'s JSON and (optional) ``nft -a list ruleset``'s text."""
+    texts = rule_texts(text)
+    chains, rules = [], []
+    for item in doc.get("nftables", []):
+        if "chain" in item:
+            c = item["chain"]
+            chains.append(NftChain(str(c["family"]), str(c["table"]), str(c["name"]), c.get("hook"),
+                                   str(c.get("policy", "accept")), _prio(c.get("prio", 0))))
+        elif "rule" in item:
+            r = item["rule"]
+            key = (str(r["family"]), str(r["table"]), str(r["chain"]), int(r["handle"]))
+            rules.append(NftRule(*key, expr=tuple(r.get("expr", [])), text=texts.get(key, ""),
+                                 comment=r.get("comment")))
+    return NftRuleset(tuple(chains), tuple(rules))
+
+
+def _prio(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    return {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}.get(str(value), 0)
+
+
 def rule_texts(text: str) -> dict[tuple[str, str, str, int], str]:
     """(family, table, chain, handle) -> the rule as ``nft -a list ruleset`` prints it, without
     its counter values, its comment and its handle."""
     out: dict[tuple[str, str, str, int], str] = {}
-    table: tuple[str, str] | None = None
-    chain: str | None = None
+    family = table = chain = ""
     for raw in text.splitlines():
         line = raw.strip()
         if m := re.match(r"table (\S+) (\S+) \{", line):
-            table, chain = (m.group(1), m.group(2)), None
+            family, table, chain = m.group(1), m.group(2), ""
         elif m := re.match(r"chain (\S+) \{", line):
             chain = m.group(1)
-        elif line == "}":
-            chain = None if chain is not None else chain
-        elif table and chain and (h := _HANDLE.search(line)):
-            body = _COUNTER.sub("", line[: h.start()]).strip()
-            body = re.sub(r'\s*comment ".*"$', "", body)
-            out[(*table, chain, int(h.group(1)))] = body
+        elif chain and (m := _HANDLE.search(line)):
+            out[(family, table, chain, int(m.group(1)))] = _STATS.sub("", line[: m.start()]).strip()
+        elif line == "}" and chain:
+            chain = ""
     return out
 
 

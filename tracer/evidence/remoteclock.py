@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tracer.evidence import noderun
+from tracer.evidence import nodecmd
 from tracer.model.checkstate import ClockOffset, Unavailable
 from tracer.model.topology import Node
 
@@ -13,8 +13,8 @@ from tracer.model.topology import Node
 def read(node: Node, topo_source: str = "") -> ClockOffset | Unavailable:
     before = time.time()
     try:
-        out = noderun.run(node, ["date", "+%s.%N"], topo_source)
-    except noderun.Unreadable as e:
+        out = nodecmd.output(node, ["date", "+%s.%N"], topo_source)
+    except nodecmd.Unavailable as e:
         return Unavailable(str(e))
     after = time.time()
     try:

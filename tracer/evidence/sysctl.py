@@ -5,7 +5,7 @@ namespace or on its SSH host; the parsing (:func:`parse`) is pure."""
 
 from __future__ import annotations
 
-from tracer.evidence import noderun
+from tracer.evidence import nodecmd
 from tracer.model.checkstate import Sysctls, Unavailable
 from tracer.model.topology import Node
 
@@ -17,8 +17,8 @@ def read(node: Node, topo_source: str = "") -> Sysctls | Unavailable:
     # grep -r . prints "path:value" for every file; the shell expands the globs where it runs.
     argv = ["sh", "-c", "exec grep -r . " + " ".join(PATHS)]
     try:
-        out = noderun.run(node, argv, topo_source, check=False)
-    except noderun.Unreadable as e:
+        out = nodecmd.output(node, argv, topo_source, ok=None)
+    except nodecmd.Unavailable as e:
         return Unavailable(str(e))
     values = parse(out.stdout)
     if not values:

@@ -1,9 +1,10 @@
 """Faults the lab can inject: each one is real, at packet level, in one place.
 
 A fault is data: nftables rules (one table ``inet tracer_fault`` per node
-namespace, so clearing is a single ``delete table``) and/or ``ip`` commands
-with their inverse. Every drop rule has a counter, so ``Lab.status()`` shows
-how many packets each fault actually ate.
+namespace, so clearing is a single ``delete table``), ``ip`` commands and
+sysctls with their inverse, and a gateway whose IKE daemon the fault stops (the
+lab restarts it when the fault is cleared). Every drop rule has a counter, so
+``Lab.status()`` shows how many packets each fault actually ate.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ class Fault:
     # node -> ip -batch lines to apply, and the lines that undo them ("{ns:NODE}": that node's namespace)
     ip_apply: dict[str, list[str]] = field(default_factory=dict)
     ip_clear: dict[str, list[str]] = field(default_factory=dict)
+    # node -> {sysctl path under /proc/sys: (value while the fault is active, value to restore)}
+    sysctl: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
     # The tunnel cannot (re)establish while the fault is active.
     stops_ike: bool = False
+    # The gateway whose charon the fault stops (restarted, and the tunnel re-established, on clear).
+    stops_charon: str | None = None
 
 
 def _chain(hook: str, *rules: str) -> str:
@@ -52,6 +57,10 @@ _ROUTE_AROUND = {"east-gw": [
     f"route add default via {_east_gw_default.via} dev {_east_gw_default.dev} table {_POLICY_TABLE}",
 ]}
 _UNROUTE_AROUND = {"east-gw": [f"rule del pref {_POLICY_TABLE}", f"route flush table {_POLICY_TABLE}"]}
+_ROUTE_BACK = {"router": [f"route add {layout.WEST_LAN} via {_west_gw_wan} dev eth0"]}
+_UNROUTE_BACK = {"router": [f"route del {layout.WEST_LAN}"]}
+_west_gw_default = layout.node("west-gw").routes[-1]
+WRONG_MAC = "02:00:5e:00:53:99"  # documentation range (RFC 7042), no interface of the lab has it
 
 _FAULTS = (
     Fault(
@@ -81,8 +90,8 @@ _FAULTS = (
         "asymmetric-return-routed",
         "as asymmetric-return, and the router routes 192.0.2.0/24 back to west-gw: the replies arrive, "
         "in the clear, around the tunnel",
-        ip_apply=_ROUTE_AROUND | {"router": [f"route add {layout.WEST_LAN} via {_west_gw_wan} dev eth0"]},
-        ip_clear=_UNROUTE_AROUND | {"router": [f"route del {layout.WEST_LAN}"]},
+        ip_apply=_ROUTE_AROUND | _ROUTE_BACK,
+        ip_clear=_UNROUTE_AROUND | _UNROUTE_BACK,
     ),
     Fault(
         "rewired-router",
@@ -152,8 +161,53 @@ _FAULTS = (
     ),
 )
 
-FAULTS_BY_NAME: dict[str, Fault] = {f.name: f for f in _FAULTS}
-FAULTS: dict[str, str] = {f.name: f.description for f in _FAULTS}
+_EVIDENCE_FAULTS = (
+    Fault(
+        "wrong-mac",
+        f"the router has a static neighbour entry for east-gw's address {_east_gw_wan} with a wrong MAC "
+        f"({WRONG_MAC}): frames reach east-gw:wan0 and east-gw discards them as addressed to another host",
+        ip_apply={"router": [f"neigh replace {_east_gw_wan} lladdr {WRONG_MAC} dev eth1 nud permanent"]},
+        ip_clear={"router": [f"neigh del {_east_gw_wan} dev eth1"]},
+    ),
+    Fault(
+        "esp-output-drop",
+        "west-gw's OUTPUT chain drops the ESP-in-UDP its own charon sends (charon's sendto gets EPERM): "
+        "the cleartext enters ipsec0 and no ESP leaves west-gw:wan0",
+        nft={"west-gw": _chain("output", 'udp dport 4500 @th,64,32 != 0 counter drop comment "ESP out"')},
+    ),
+    Fault(
+        "no-peer-route",
+        f"west-gw loses its default route, hence its route to east-gw ({_east_gw_wan}): charon cannot send "
+        "ESP (Network is unreachable) and nothing leaves west-gw:wan0",
+        ip_apply={"west-gw": ["route del default"]},
+        ip_clear={"west-gw": [f"route replace default via {_west_gw_default.via} dev {_west_gw_default.dev}"]},
+    ),
+    Fault(
+        "strict-rpfilter",
+        "as asymmetric-return-routed, and west-gw:wan0 filters by strict reverse path (rp_filter=1): the replies "
+        "arriving in the clear on wan0 (their source is routed into ipsec0) are dropped by west-gw",
+        ip_apply=_ROUTE_AROUND | _ROUTE_BACK,
+        ip_clear=_UNROUTE_AROUND | _UNROUTE_BACK,
+        sysctl={"west-gw": {"net/ipv4/conf/wan0/rp_filter": ("1", "0"), "net/ipv4/conf/all/rp_filter": ("1", "0")}},
+    ),
+    Fault(
+        "iface-down",
+        "east-gw:wan0 is down (ip link set wan0 down): ESP from the router has nowhere to arrive",
+        ip_apply={"east-gw": ["link set wan0 down"]},
+        ip_clear={"east-gw": ["link set wan0 up",
+                              f"route replace default via {_east_gw_default.via} dev {_east_gw_default.dev}"]},
+    ),
+    Fault(
+        "dead-responder",
+        "east-gw's IKE daemon (charon) is stopped: nothing listens on UDP 500/4500 there, no IKE_SA can be "
+        "set up, and the tunnel is gone",
+        stops_ike=True,
+        stops_charon="east-gw",
+    ),
+)
+
+FAULTS_BY_NAME: dict[str, Fault] = {f.name: f for f in (*_FAULTS, *_EVIDENCE_FAULTS)}
+FAULTS: dict[str, str] = {f.name: f.description for f in FAULTS_BY_NAME.values()}
 
 
 def get(name: str) -> Fault:
@@ -172,6 +226,8 @@ def apply(fault: Fault, ns_of: NsOf) -> None:
         netns.ns_run(ns_of(node), ["nft", "-f", "-"], input=script)
     for node, lines in fault.ip_apply.items():
         netns.ip_batch([_with_namespaces(line, ns_of) for line in lines], ns=ns_of(node))
+    for node, values in fault.sysctl.items():
+        _sysctl(ns_of(node), {k: v for k, (v, _) in values.items()})
 
 
 def _with_namespaces(line: str, ns_of: NsOf) -> str:
@@ -184,6 +240,14 @@ def clear(fault: Fault, ns_of: NsOf) -> None:
         netns.ns_run(ns_of(node), ["nft", "-f", "-"], input=f"add table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n")
     for node, lines in fault.ip_clear.items():
         netns.ip_batch(lines, ns=ns_of(node), check=False)
+    for node, values in fault.sysctl.items():
+        _sysctl(ns_of(node), {k: v for k, (_, v) in values.items()}, check=False)
+
+
+def _sysctl(ns: str, values: dict[str, str], check: bool = True) -> None:
+    """Write /proc/sys values inside ``ns`` (a namespace's own net.* sysctls)."""
+    script = "; ".join(f"echo {v} > /proc/sys/{k}" for k, v in values.items())
+    netns.ns_run(ns, ["sh", "-c", script], check=check)
 
 
 def counters(fault: Fault, ns_of: NsOf) -> dict[str, int]:

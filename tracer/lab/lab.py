@@ -243,6 +243,8 @@ class Lab:
                 # Record first, apply second: a half-applied fault is still known and cleared.
                 state = self._save(replace(state, fault=fault.name))
                 faults.apply(fault, self.namespace)
+                if fault.stops_charon:
+                    self._children.stop([state.charon[fault.stops_charon]])
         if fault is not None and fault.stops_ike:
             if changed:
                 # A blocked path does not tear down existing SAs (no DPD here),
@@ -264,8 +266,23 @@ class Lab:
     def _clear(self, state: LabState) -> LabState:
         if not state.fault:
             return state
-        faults.clear(faults.get(state.fault), self.namespace)
+        fault = faults.get(state.fault)
+        faults.clear(fault, self.namespace)
+        if fault.stops_charon:
+            state = self._restart_charon(state, fault.stops_charon)
         return self._save(replace(state, fault=None))
+
+    def _restart_charon(self, state: LabState, gw: str) -> LabState:
+        """Start ``gw``'s charon again (a fault stopped it) with its configuration loaded."""
+        if state.charon[gw].alive():
+            return state
+        gw_dir = self.gateway_dir(gw)
+        (gw_dir / strongswan.VICI).unlink(missing_ok=True)
+        charon = self._children.add(strongswan.start_charon(self.namespace(gw), gw_dir))
+        state = self._save(replace(state, charon={**state.charon, gw: charon}))
+        strongswan.wait_vici(gw_dir, lambda: self._children.running(charon.pid))
+        strongswan.load(gw_dir)
+        return state
 
     def _export_esp_keys(self) -> None:
         from tracer.lab import espkeys  # imported when used: it pulls in tracer.esp
@@ -325,9 +342,15 @@ class Lab:
         return (
             all(netns.exists(ns) for ns in state.namespaces.values())
             and set(state.charon) == set(layout.GATEWAYS)
-            and all(p.alive() for p in state.charon.values())
+            and all(p.alive() for gw, p in state.charon.items() if gw != _stopped_charon(state))
             and (ssh is None or (netns.exists(ssh.netns) and ssh.sshd is not None and ssh.sshd.alive()))
         )
+
+
+def _stopped_charon(state: LabState) -> str | None:
+    """The gateway whose charon the active fault stopped on purpose, if any."""
+    fault = faults.FAULTS_BY_NAME.get(state.fault) if state.fault else None
+    return fault.stops_charon if fault else None
 
 
 def _ensure_root() -> None:

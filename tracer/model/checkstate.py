@@ -1,7 +1,7 @@
 """What ``tracer check`` reads on a node besides its addresses and routes (pure data, no I/O).
 
 One record per source, each filled by its module in ``tracer/evidence`` (``sysctl``,
-``sockets``, ``nftables``, ``ikesa``, ``remoteclock``) and judged by
+``sockets``, ``nft``, ``strongswan``, ``neigh``, ``remoteclock``) and judged by
 ``tracer.analysis.checks``. A source that could not be read on a node is an
 :class:`Unavailable` carrying the one-line reason, never an exception: the check that
 needed it says "not checked" and why.
@@ -39,6 +39,20 @@ class Sysctls:
         if own is None and every is None:
             return None
         return max(own or 0, every or 0)
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One neighbour (ARP) entry as ``ip -j neigh`` shows it."""
+
+    address: str  # "198.18.2.1"
+    dev: str
+    lladdr: str | None  # "02:00:5e:00:53:99"; None: not resolved
+    states: tuple[str, ...] = ()  # ("PERMANENT",), ("REACHABLE",), ...
+
+    @property
+    def static(self) -> bool:
+        return "PERMANENT" in self.states
 
 
 @dataclass(frozen=True)
@@ -137,3 +151,4 @@ class NodeEvidence:
     nft: NftRuleset | Unavailable | None = None
     ike: IkeState | Unavailable | None = None
     clock: ClockOffset | Unavailable | None = None
+    neigh: tuple[Neighbour, ...] | Unavailable | None = None

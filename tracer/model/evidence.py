@@ -3,20 +3,72 @@
 A :class:`Snapshot` is the shape every evidence source returns, taken before and after a
 trace (or, for event sources, once over its duration): named counters (interface drops,
 firewall rule counters, kernel SNMP counters, CHILD_SA bytes and packets), link states,
-and lines (a daemon's log during the trace). A node a source could not read has a snapshot
+lines (a daemon's log during the trace) and kernel drops of our probes (:class:`Drop`, from the
+``skb:kfree_skb`` tracepoint). A node a source could not read has a snapshot
 whose ``unavailable`` says why, never an exception. Explain (``tracer.analysis.explain``)
 compares the two snapshots of a node; the run directory keeps them as JSON.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address
 from typing import Any
 
 BEFORE = "before"
 AFTER = "after"
 EVENTS = "events"  # one snapshot over the trace's duration (event sources: start, then stop)
 PHASES = (BEFORE, AFTER, EVENTS)
+NAT_T_PORT = 4500
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeMatch:
+    """Which packets of a trace are ours: tagged probes of ``run``, ESP of the tunnels' ``spis``
+    (what an event source watching packets keeps)."""
+
+    run: int
+    spis: frozenset[int] = frozenset()
+    nat_t_ports: tuple[int, ...] = (NAT_T_PORT,)
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """One of our probes (or its ESP carrier) dropped by the kernel."""
+
+    reason: str  # enum skb_drop_reason without its prefix: "NETFILTER_DROP", "OTHERHOST", ...
+    code: int  # its number on this kernel
+    function: str  # kernel function that freed it (ksym of the tracepoint's location)
+    device: str | None  # skb->dev->name; None: the buffer had no device
+    netns_inode: int | None  # network namespace inode; None: neither device nor socket to say
+    node: str | None  # topology node whose namespace that is; None: not one of the nodes
+    src: IPv4Address
+    dst: IPv4Address
+    protocol: int  # IP protocol: 1 ICMP (tagged echo), 50 ESP, 17 ESP-in-UDP
+    time_ns: int  # wall clock (CLOCK_REALTIME, like capture stamps) of the drop
+    run: int | None = None  # tagged echo: the tag
+    seq: int | None = None
+    kind: int | None = None
+    icmp_type: int | None = None  # 8 request, 0 reply
+    spi: int | None = None  # ESP: the carrier
+    esp_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["src"], d["dst"] = str(self.src), str(self.dst)
+        d["kind"] = None if self.kind is None else int(self.kind)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Drop:
+        return cls(**{**d, "src": IPv4Address(d["src"]), "dst": IPv4Address(d["dst"])})
+
+    def __str__(self) -> str:
+        who = (f"probe {self.run:08x}/{self.seq}" if self.run is not None
+               else f"ESP spi 0x{self.spi or 0:08x} seq {self.esp_seq}")
+        where = f"{self.node or f'netns {self.netns_inode}'}:{self.device or '-'}"
+        return f"{where} {self.reason} in {self.function}: {who} {self.src} → {self.dst}"
 
 
 @dataclass(frozen=True)
@@ -61,10 +113,12 @@ class Snapshot:
     notes: tuple[str, ...] = ()  # what the source could not read in part ("no /proc/net/xfrm_stat")
     unavailable: str | None = None
     taken: str | None = None  # ISO time
+    drops: tuple[Drop, ...] = ()  # kernel drops of our probes on this node (event source)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["counters"] = [{k: v for k, v in c.items() if v is not None} for c in d["counters"]]
+        d["drops"] = [x.to_dict() for x in self.drops]
         return d
 
     @classmethod
@@ -74,7 +128,7 @@ class Snapshot:
             tuple(Counter.from_dict(c) for c in d.get("counters", [])),
             {str(k): str(v) for k, v in (d.get("links") or {}).items()},
             tuple(str(x) for x in d.get("lines", [])), tuple(str(x) for x in d.get("notes", [])),
-            d.get("unavailable"), d.get("taken"),
+            d.get("unavailable"), d.get("taken"), tuple(Drop.from_dict(x) for x in d.get("drops", [])),
         )
 
 

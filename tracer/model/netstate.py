@@ -51,6 +51,7 @@ class LiveInterface:
     addresses: tuple[IPv4Interface, ...] = ()
     kind: str | None = None  # linkinfo kind: "veth", "tun", "vlan", ...; None: a plain device
     peer: LinkPeer | None = None  # veths only
+    mac: str | None = None  # link-layer address ("02:..."); None: none, or not read
 
     @property
     def up(self) -> bool:
@@ -69,7 +70,7 @@ class LiveInterface:
             "carrier": self.carrier, "operstate": self.operstate, "mtu": self.mtu,
             "addresses": [str(a) for a in self.addresses],
             "peer": self.peer.to_dict() if self.peer else None,
-        }
+        } | ({"mac": self.mac} if self.mac else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LiveInterface:
@@ -79,6 +80,7 @@ class LiveInterface:
             carrier=_bool(d["carrier"]), operstate=_str(d.get("operstate", "UNKNOWN")), mtu=_opt_int(d.get("mtu")),
             addresses=tuple(IPv4Interface(_str(a)) for a in d.get("addresses", [])),
             kind=_opt_str(d.get("kind")), peer=LinkPeer.from_dict(peer) if isinstance(peer, dict) else None,
+            mac=_opt_str(d.get("mac")),
         )
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from tracer import evidence
 from tracer.analysis.topocheck import live_interfaces
-from tracer.errors import BadInput
+from tracer.errors import BadInput, EnvironmentProblem
 from tracer.evidence.netstate import snapshot_nodes
-from tracer.model.evidence import Snapshot
+from tracer.model.evidence import EVENTS, ProbeMatch, Snapshot
 from tracer.model.netstate import NodeState
 from tracer.model.path import expected_path
 from tracer.model.point import CapturePoint
@@ -48,6 +48,40 @@ from tracer.sniff.ssh import SshTcpdumpSniffer
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN
 
 SETTLE_S = 0.05
+EVENTS_READY_S = 20.0  # at most this long for an event source to attach (bpftrace: ~2 s measured)
+
+
+CAPTURE_SOURCE = "capture"  # evidence: the points whose sniffer could not start, and why
+
+
+def capture_failures(topo: Topology, failed: dict[str, str]) -> list[Snapshot]:
+    """One ``capture`` snapshot per node with a point that could not be captured: why (tcpdump's
+    own words), so the verdict can say why that point was not observed."""
+    by_node: dict[str, list[str]] = {}
+    for point, why in failed.items():
+        why = why.split(" did not start: ", 1)[-1]  # "sniffer on P did not start: tcpdump: ..."
+        by_node.setdefault(CapturePoint.parse(point).node, []).append(f"{point} not captured: {why}")
+    return [Snapshot(CAPTURE_SOURCE, node, EVENTS, notes=tuple(lines)) for node, lines in by_node.items()]
+
+
+def network_explains(states: dict[str, NodeState], point: str) -> bool:
+    """Whether the node's live state explains why ``point`` could not be captured: its interface
+    is missing or down (a finding about the network). Anything else — an SSH key refused,
+    tcpdump missing — is tracer's environment, and the trace is refused (exit 4)."""
+    cp = CapturePoint.parse(point)
+    state = states.get(cp.node)
+    if state is None:
+        return False
+    live = state.interface(cp.iface)
+    return live is None or not live.up
+
+
+def tunnel_spis(topo: Topology, snaps: list[Snapshot]) -> frozenset[int]:
+    """The ESP SPIs a probe's carrier can have: the SAs the IKE daemons had installed before the
+    trace, and those the topology gives."""
+    live = {c.spi for s in snaps for c in s.counters if c.spi is not None}
+    given = {end.spi_in for t in topo.tunnels for end in (t.left, t.right) if end.spi_in}
+    return frozenset(live | given)
 
 
 def resolve_endpoints(topo: Topology, src: str, dst: str, source: str | None) -> Endpoints:
@@ -127,7 +161,7 @@ def record(
     points = capture_points(topo, ends)
     sniffers: list[Sniffer] = []
     witnesses: list[Sniffer] = []
-    failed: dict[str, str] = {}  # witness points that could not capture, and why
+    failed: dict[str, str] = {}  # points that could not capture, and why
     results: list[CaptureResult] = []
     report: ProbeReport | None = None
     netstate: str | None = None
@@ -145,16 +179,26 @@ def record(
         # Evidence before any probe: counters, rules, SAs (tracer/evidence); their deltas say why.
         t_ev = time.monotonic()
         snaps = evidence.before(topo, nodes)
-        events = evidence.start(topo, nodes)
         extra["evidence_before_s"] = round(time.monotonic() - t_ev, 3)
+        # Event sources (kernel drop reasons) start now and get ready while the sniffers start:
+        # the trace waits for the slower of the two, not for both in turn.
+        events = evidence.start(topo, nodes, ProbeMatch(run, tunnel_spis(topo, snaps)))
+        t_start = time.monotonic()
         sniffers = make_sniffers(topo, points, run_dir, snaplen)
         witnesses = make_sniffers(topo, witness_points(topo, states, points, nodes), run_dir, snaplen)
-        t_start = time.monotonic()
-        # A witness that cannot capture costs its own file, never the trace.
-        failed = start_all(sniffers, optional=witnesses)
+        # A witness that cannot capture costs its own file, never the trace; neither does a
+        # path point whose interface is down or gone (a finding: that point is unobserved, and
+        # the verdict says why). Any other failure on the path is tracer's environment: exit 4.
+        failed = start_all([], optional=[*sniffers, *witnesses])
         if failed:
-            extra["witnesses_failed"] = failed
+            extra["sniffers_failed"] = failed
+            snaps += capture_failures(topo, failed)
+        refused = [why for p, why in failed.items() if p in points and not network_explains(states, p)]
+        if refused:  # tracer's own environment (an SSH key, tcpdump, privilege): fix that first
+            raise EnvironmentProblem(refused[0])
         extra["sniffers_ready_s"] = round(time.monotonic() - t_start, 3)
+        evidence.ready(events, t_start + EVENTS_READY_S)
+        extra["events_ready_s"] = round(time.monotonic() - t_start, 3)
         report = send()
         # The prober has its last answer, but a sniffer further along may not have
         # pulled that packet from its ring yet; stopping now would record a false loss.

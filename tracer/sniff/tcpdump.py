@@ -128,7 +128,9 @@ class TcpdumpSniffer:
     def _why_not_started(self, stderr: str) -> str:
         """The stderr line that explains a failed start (backends with chattier stderr override it)."""
         why = stderr.strip().splitlines()
-        return why[-1] if why else "no output from tcpdump"
+        # "tcpdump: ipsec0: No such device exists" then "(No such device exists)": the first says which.
+        named = [line for line in why if line.startswith("tcpdump: ")]
+        return named[-1] if named else why[-1] if why else "no output from tcpdump"
 
     def _drain(self) -> bytes:
         assert self.proc is not None and self.proc.stderr is not None
