@@ -110,10 +110,12 @@ def test_ctrl_c_keeps_valid_captures(lab, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tracer", "ping", "--topology", str(lab.topology_path), "west",
                              "east", "--count", "100", "--interval", "0.1", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while not (out / "west_eth0.tmp.pcap").exists() and time.monotonic() < deadline:
+    # Wait until probes are on the wire (the first capture holds packets beyond its 24-byte header),
+    # not for a fixed time: the sniffers and the kernel drop-reason tracer start at their own pace.
+    raw = out / "west_eth0.tmp.pcap"
+    deadline = time.monotonic() + 20
+    while not (raw.exists() and raw.stat().st_size > 24 + 3 * 100) and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(1.0)  # some probes on the wire
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
