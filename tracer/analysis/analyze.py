@@ -22,6 +22,7 @@ from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.evidence import Evidence
 from tracer.model.flowgraph import build_flow_graph
+from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.observed import ObservedProbe
 from tracer.model.path import ExpectedPath, check_walk, expected_path
@@ -61,6 +62,7 @@ def analyze(
     decrypted: DecryptedTags | None = None,
     damaged: dict[str, str] | None = None,
     evidence: Evidence | None = None,
+    netstate: dict[str, NodeState] | None = None,
 ) -> Verdict:
     """``decrypted``: what ESP decryption with keys found inside each opened packet (None: no keys);
     ``damaged``: capture points whose file is damaged (cut short): like sniffer drops, their
@@ -107,7 +109,7 @@ def analyze(
         traces += mine
         sightings.append(s)
 
-    found = explain(found, paths, traces, evidence)
+    found = explain(found, paths, traces, evidence, netstate)
     warn += uncaptured(evidence)
     diagnoses = list(dict.fromkeys(nat)) + _diagnoses(obs, spec, paths, sightings, decrypted)
     status = _status(found)

@@ -18,9 +18,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from tracer.analysis.topocheck import kernel_route
 from tracer.model.direction import Direction
 from tracer.model.evidence import AFTER, BEFORE, EVENTS, Counter, Drop, Evidence, Snapshot
 from tracer.model.flowgraph import EdgeKind
+from tracer.model.netstate import NodeState
 from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint
 from tracer.model.verdict import Finding, Outcome, ProbeTrace
@@ -58,15 +60,19 @@ def explain(
     paths: dict[Direction, ExpectedPath],
     traces: list[ProbeTrace],
     evidence: Evidence | None,
+    netstate: dict[str, NodeState] | None = None,
 ) -> list[Finding]:
-    """The findings with their evidence lines, and the "why" citing the strongest when there is some."""
-    if not evidence:
+    """The findings with their evidence lines, and the "why" citing the strongest when there is some.
+    ``netstate``: the nodes' live routing state when the run started (a route the kernel lacks)."""
+    if not evidence and not netstate:
         return findings
+    evidence = evidence or Evidence({})
     out = []
     for f in findings:
         if f.outcome == Outcome.INCONCLUSIVE:
             f = _down_point(f, paths.get(f.direction), evidence)
-        out.append(_explain(f, paths.get(f.direction), traces, evidence) if f.outcome == Outcome.LOST else f)
+        out.append(_explain(f, paths.get(f.direction), traces, evidence, netstate or {})
+                   if f.outcome == Outcome.LOST else f)
     return out
 
 
@@ -101,7 +107,8 @@ def _link_state(ev: Evidence, node: str, iface: str) -> str | None:
     return None
 
 
-def _explain(f: Finding, path: ExpectedPath | None, traces: list[ProbeTrace], ev: Evidence) -> Finding:
+def _explain(f: Finding, path: ExpectedPath | None, traces: list[ProbeTrace], ev: Evidence,
+             netstate: dict[str, NodeState]) -> Finding:
     points = [CapturePoint.parse(p) for p in (f.last_seen, f.first_missed) if p]
     nodes = list(dict.fromkeys(cp.node for cp in points))
     if not nodes:
@@ -131,6 +138,7 @@ def _explain(f: Finding, path: ExpectedPath | None, traces: list[ProbeTrace], ev
             if source == SA_SOURCE:
                 items += _sa_items(node, f, before, after, path, traces)
     items += _no_daemon_items(f, path, ev)
+    items += _no_route_items(f, path, netstate)
     if not items:
         lines = tuple(dict.fromkeys(unavailable))
         return replace(f, evidence=lines) if lines else f
@@ -144,6 +152,19 @@ def _explain(f: Finding, path: ExpectedPath | None, traces: list[ProbeTrace], ev
 
 
 _DROP_RANK = -1  # the kernel's own word on these very packets: above every counter
+
+
+def _no_route_items(f: Finding, path: ExpectedPath | None, netstate: dict[str, NodeState]) -> list[_Item]:
+    """A probe that never left the node it starts from, whose live routing tables had no route
+    for it: the kernel consumed the packet without a drop event or a counter, but its routes say why."""
+    if path is None or not path.hops or f.last_seen is not None or f.first_missed != path.hops[0].point:
+        return []
+    node = path.hops[0].node
+    state = netstate.get(node)
+    if state is None or kernel_route(state, path.src, path.dst) is not None:
+        return []
+    line = f"{node}: the kernel had no route to {path.dst} (its live routing tables when the run started)"
+    return [_Item(0, line, f"{node} has no route to {path.dst} (live routing tables)")]
 _DROPS_UNAVAILABLE = "kernel drop reasons unavailable"
 
 

@@ -135,7 +135,7 @@ def replay_run(
         specs = [ProbeSpec(r, k, src, dst) for r, k, _ in runs]
     decrypted = _decrypt(loaded, esp_keys) if esp_keys else None
     return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings), decrypted,
-                    loaded.damaged, loaded.evidence) for s in specs]
+                    loaded.damaged, loaded.evidence, loaded.netstate) for s in specs]
 
 
 def _spec_from_manifest(loaded: LoadedRun, m: Manifest, src: IPv4Address | None, dst: IPv4Address | None) -> ProbeSpec:
