@@ -49,7 +49,7 @@ examples:
   tracer check -t site.toml --json   # a topology of your own; machine-readable
 
 a node's IKE daemon is reached through its 'ike_vici' key in the topology (a vici socket
-path or URI); the built-in lab's gateways are found in the lab's directory.
+path or URI); the built-in lab writes it for its gateways.
 
 exit codes: 0 every check passed, 1 a misconfiguration found, 2 bad input,
   3 some checks could not run, 4 environment (not root, a tool missing)
@@ -102,36 +102,28 @@ def read(topo: Topology, tpath: Path) -> Snapshot:
     evidence = {}
     for name, node in topo.nodes.items():
         want = needs(topo, name)
-        uri, conf = ike_daemon(node, tpath) if "ike" in want else (None, None)
         evidence[name] = NodeEvidence(
             sysctl=sysctl.read(node, topo.source) if "sysctl" in want else None,
             sockets=sockets.listening(node, topo.source) if "sockets" in want else None,
             nft=nft.ruleset(node, topo.source) if "nft" in want else None,
-            ike=strongswan.state(node, uri, topo.source, conf) if "ike" in want else None,
+            ike=strongswan.state(node, ike_daemon(node, tpath), topo.source) if "ike" in want else None,
             clock=remoteclock.read(node, topo.source) if "clock" in want else None,
             neigh=neigh.read(node, topo.source) if "neigh" in want else None,
         )
     return Snapshot(states, unread, evidence)
 
 
-def ike_daemon(node: Node, tpath: Path) -> tuple[str | None, Path | None]:
-    """(vici URI, strongswan.conf for swanctl) of the node's IKE daemon: the topology's
-    ``ike_vici`` when it has one, else the built-in lab's charon of that gateway."""
+def ike_daemon(node: Node, tpath: Path) -> str | None:
+    """The vici URI of the node's IKE daemon: the topology's ``ike_vici`` (a path relative to the
+    topology file, like ``ssh_key``), None when it has none."""
     from tracer.evidence.strongswan import vici_uri
 
-    given = getattr(node, "ike_vici", None)
-    if given:
-        value = str(given)
-        if "://" not in value and not Path(value).is_absolute():
-            value = str(tpath.parent / value)  # relative to the topology file, like ssh_key
-        return vici_uri(value), None
-    from tracer.lab.state import STATE_FILE
-    from tracer.lab.strongswan import CONF, VICI
-
-    gw_dir = tpath.parent / node.name
-    if (tpath.parent / STATE_FILE).is_file() and (gw_dir / VICI).is_socket():
-        return vici_uri(str(gw_dir / VICI)), gw_dir / CONF
-    return None, None
+    if not node.ike_vici:
+        return None
+    value = node.ike_vici
+    if "://" not in value and not Path(value).is_absolute():
+        value = str(tpath.parent / value)
+    return vici_uri(value)
 
 
 def render(findings: list[Finding], quiet: bool = False) -> str:

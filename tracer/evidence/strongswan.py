@@ -11,8 +11,6 @@ vici rendering is parsed by :mod:`tracer.swanctl_raw` (shared with the lab); the
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from tracer.evidence import nodecmd
@@ -41,14 +39,12 @@ def vici_uri(value: str) -> str:
     return value if "://" in value else f"unix://{value}"
 
 
-def state(node: Node, uri: str | None, topo_source: str = "", conf: Path | None = None) -> IkeState | Unavailable:
-    """The SAs of ``node``'s daemon at ``uri`` for ``tracer check``; ``conf``: a strongswan.conf
-    for swanctl (else the system's)."""
+def state(node: Node, uri: str | None, topo_source: str = "") -> IkeState | Unavailable:
+    """The SAs of ``node``'s daemon at ``uri`` for ``tracer check``."""
     if not uri:
         return Unavailable(NOT_IN_TOPOLOGY)
-    env = {**os.environ, "STRONGSWAN_CONF": str(conf)} if conf is not None and not nodecmd.over_ssh(node) else None
     try:
-        out = nodecmd.output(node, _list_sas(uri), topo_source, env=env)
+        out = nodecmd.output(node, _list_sas(uri), topo_source)
     except nodecmd.Unavailable as e:
         return Unavailable(str(e))
     return IkeState(ike_sas(out.stdout), uri)
