@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tracer import netns
+from tests.own_netns import own_namespaces
 from tracer.evidence import nft, sockets, strongswan, sysctl
 from tracer.model.checkstate import Unavailable
 from tracer.model.topology import Interface, Node
@@ -71,17 +69,11 @@ def test_swanctl_raw() -> None:
 
 @pytest.mark.lab
 def test_read_in_a_namespace_of_our_own() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("namespaces need root (CI runs as root)")
     ns = "trc-ck-ev"
-    netns.delete(ns)
-    netns.add(ns)
-    try:
+    with own_namespaces([ns]):
         node = Node("r", "router", {"lo": Interface("r", "lo")}, netns=ns)
         s = sysctl.read(node)
         assert not isinstance(s, Unavailable) and s.get("net.ipv4.ip_forward") == 0
         assert sockets.listening(node) == ()
         rs = nft.ruleset(node)
         assert not isinstance(rs, Unavailable) and rs.rules == ()
-    finally:
-        netns.delete(ns)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.own_netns import own_namespaces
 from tracer import netns
 from tracer.evidence.dropreasons import (
     Session,
@@ -63,19 +64,9 @@ TOPO = Topology("dr", {
 FORWARD_RULE, NO_ROUTE, OTHERHOST, DELIVERED = 1, 2, 3, 4
 
 
-def _cleanup() -> None:
-    for ns in NS.values():  # only the namespaces this module creates
-        netns.delete(ns)
-
-
 @pytest.fixture(scope="module")
 def network() -> Iterator[None]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, BPF)")
-    _cleanup()
-    try:
-        for ns in NS.values():
-            netns.add(ns)
+    with own_namespaces(NS.values(), "needs root (network namespaces, BPF)"):
         # Every veth is created inside our namespaces (never in the root namespace).
         netns.ip_batch([f"link add eth0 type veth peer name r0 netns {NS['r']}", f"addr add {A}/24 dev eth0",
                         "link set eth0 up", "link set lo up", f"route add default via {R0} dev eth0"], ns=NS["a"])
@@ -86,8 +77,6 @@ def network() -> Iterator[None]:
         netns.write_sysctls(NS["r"], {"net.ipv4.ip_forward": "1"})
         netns.ns_run(NS["r"], ["nft", "-f", "-"], input=NFT)
         yield
-    finally:
-        _cleanup()
     assert not any(netns.exists(ns) for ns in NS.values())
 
 

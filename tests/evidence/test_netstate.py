@@ -4,7 +4,6 @@ topology. Every expected line is written by hand."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.own_netns import own_namespaces
 from tracer import netns
 from tracer.analysis.topocheck import (
     ADDRESS,
@@ -189,19 +189,9 @@ ends = ["c:eth0", "c:eth9"]
 """
 
 
-def _cleanup() -> None:
-    for ns in NS.values():  # only the namespaces this module creates
-        netns.delete(ns)
-
-
 @pytest.fixture(scope="module")
 def network() -> Iterator[None]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    _cleanup()
-    try:
-        for ns in NS.values():
-            netns.add(ns)
+    with own_namespaces(NS.values(), "needs root (network namespaces)"):
         a, b, c = NS["a"], NS["b"], NS["c"]
         # Every veth is created inside our namespaces (never in the root namespace).
         netns.ip_batch([f"link add eth0 type veth peer name eth0 netns {b}", "addr add 198.18.10.1/24 dev eth0",
@@ -214,8 +204,6 @@ def network() -> Iterator[None]:
                         "addr add 198.18.12.1/24 dev eth1", "link set eth0 up", "link set eth1 up", "link set eth9 up",
                         "link set lo up"], ns=c)
         yield
-    finally:
-        _cleanup()
     assert not any(netns.exists(ns) for ns in NS.values())
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab_faults import fault
+from tests.own_netns import own_namespaces
 from tracer import netns
 from tracer.cli import main
 from tracer.lab import Lab
@@ -114,15 +115,7 @@ ends = ["r:eth1", "h2:eth0"]
 
 
 def test_router_with_ip_forward_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import os
-
-    if os.geteuid() != 0:
-        pytest.skip("namespaces need root (CI runs as root)")
-    for ns in OWN.values():
-        netns.delete(ns)
-    try:
-        for ns in OWN.values():
-            netns.add(ns)
+    with own_namespaces(OWN.values()):
         netns.ip_batch([f"link add eth0 type veth peer name eth0 netns {OWN['r']}",
                         "addr add 198.18.10.10/24 dev eth0", "link set eth0 up",
                         "route add default via 198.18.10.1 dev eth0"], ns=OWN["h1"])
@@ -142,6 +135,3 @@ def test_router_with_ip_forward_off(tmp_path: Path, capsys: pytest.CaptureFixtur
         netns.write_sysctls(OWN["r"], {"net.ipv4.ip_forward": "1"})
         code, checks = check(capsys, "-t", str(topo))
         assert code == 0, [c for c in checks if c["status"] != "ok"]
-    finally:
-        for ns in OWN.values():
-            netns.delete(ns)
