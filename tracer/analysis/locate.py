@@ -96,15 +96,12 @@ def findings(
             fate = _Fate(f"delivered to {hops[-1].node if hops else '?'}")
         elif outcome == Outcome.INCONCLUSIVE:
             fate = _Fate(*_inconclusive(members, path))
-        elif last is not None and missed == last + 1:
-            fate = _lost_on_edge(path, last, members, leaks or [])
-        elif last is None and missed == 0:
+        elif last is None:  # missed at the first hop
             fate = _lost_at_origin(path, direction, seqs, send_errors or {})
-        elif last == len(hops) - 1:
+        elif missed is None:  # seen at the last hop, where the topology says the path ends undelivered
             fate = _Fate(f"at {hops[last].node}: {path.end_note}", path.end_note)
-        else:
-            # Missed at `missed` and captured in between as gaps: the loss is after `last`.
-            fate = _Fate(f"between {hops[last].point if last is not None else 'the source'} and {hops[missed].point}")
+        else:  # trace_probes: anything doubtful in between makes it inconclusive, so missed == last + 1
+            fate = _lost_on_edge(path, last, members, leaks or [])
         out.append(Finding(direction, outcome, len(members), total, fate.where,
                            hops[last].point if last is not None else None,
                            hops[missed].point if missed is not None else None,
