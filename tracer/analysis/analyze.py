@@ -159,8 +159,7 @@ def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: list
 
 def _tunnel_esp_seen(obs: Observations, path: ExpectedPath, point: str) -> bool:
     """Whether ESP of the tunnel expected at ``point`` crossed the network at all (either way)."""
-    i = path.index(point)
-    esp = path.hops[i].esp if i >= 0 else None
+    esp = path.esp_at(point)
     if esp is None:
         return False
     a, b = int(esp.src), int(esp.dst)

@@ -22,8 +22,9 @@ def divergence(topo: Topology, path: ExpectedPath, seen: tuple[Seen, ...], loop:
     cp = CapturePoint.parse(s.point)
     instead = _expected_exit(topo, path, cp.node)
     if s.place == Place.LEAK:
+        esp = path.esp_at(s.point)
         into = f"into {instead.iface}" if instead and _is_tunnel_device(topo, instead) \
-            else f"into tunnel {_tunnel_at(path, s.point)}"
+            else f"into tunnel {esp.tunnel if esp else '?'}"
         text = f"left {cp.node} by {cp.iface} in the clear instead of {into}"
     elif s.place == Place.UNMAPPED and cp.node not in topo.nodes:
         text = f"reached {cp.node} ({s.point}), a node the topology does not have"
@@ -77,17 +78,10 @@ def _is_tunnel_device(topo: Topology, cp: CapturePoint) -> bool:
     return any(e.node == cp.node and e.interface == cp.iface for t in topo.tunnels for e in (t.left, t.right))
 
 
-def _tunnel_at(path: ExpectedPath, point: str) -> str:
-    i = path.index(point)
-    esp = path.hops[i].esp if i >= 0 else None
-    return esp.tunnel if esp else "?"
-
-
 def leak_cause(topo: Topology, path: ExpectedPath, point: str, sa_seen: bool) -> str | None:
     """Why a probe left ``point`` in the clear where the topology's tunnel covers it. ``sa_seen``:
     ESP of that tunnel crossed the network during the run, so its SAs were up."""
-    i = path.index(point)
-    esp = path.hops[i].esp if i >= 0 else None
+    esp = path.esp_at(point)
     tunnel = next((t for t in topo.tunnels if esp and t.name == esp.tunnel), None)
     if tunnel is None:
         return None

@@ -58,6 +58,11 @@ class ExpectedPath:
     def index(self, point: str) -> int:
         return next((i for i, h in enumerate(self.hops) if h.point == point), -1)
 
+    def esp_at(self, point: str) -> Esp | None:
+        """The ESP form expected at ``point`` (None: in the clear there, or not on this path)."""
+        i = self.index(point)
+        return self.hops[i].esp if i >= 0 else None
+
     def describe_edge(self, i: int) -> str:
         """Human phrase for the edge between hops i and i+1."""
         a, b = self.hops[i], self.hops[i + 1]
