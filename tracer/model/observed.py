@@ -74,18 +74,15 @@ class ObservedProbe:
         once, up to where it comes round again ("⟲ west-gw:wan0")."""
         parts: list[str] = []
         been: set[str] = set()
+        step: str | None = None  # the point of the last step shown
         for s in self.seen:
-            if parts and s.point == _step_point(parts):
+            if s.point == step:
                 continue
             if s.point in been:
                 parts.append(f"⟲ {s.point}")
                 break
             been.add(s.point)
+            step = s.point
             tag = "" if s.place == Place.EXPECTED else f" [{s.form}, {s.place}]"
             parts.append(s.point + tag)
         return " → ".join(parts)
-
-
-def _step_point(parts: list[str]) -> str:
-    """The point of the last rendered step (its text up to the first space)."""
-    return parts[-1].split(" ", 1)[0]
