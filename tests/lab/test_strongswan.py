@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tracer.lab import layout, strongswan
+from tracer.swanctl_raw import parse_raw
 
 
 def test_parse_swanctl_raw() -> None:
@@ -10,7 +11,7 @@ def test_parse_swanctl_raw() -> None:
         "list-sa event {west-east {uniqueid=1 state=ESTABLISHED initiator=yes child-sas "
         "{west-east-1 {name=west-east state=INSTALLED spi-in=c1 spi-out=c2 local-ts=[192.0.2.0/24 10.0.0.0/8]}}}}"
     )
-    parsed = strongswan.parse_raw(raw[raw.index("{") :])
+    parsed = parse_raw(raw[raw.index("{") :])
     child = parsed["west-east"]["child-sas"]["west-east-1"]
     assert child["spi-in"] == "c1" and child["local-ts"] == ["192.0.2.0/24", "10.0.0.0/8"]
     assert strongswan.child_installed([{"name": "west-east", **parsed["west-east"]}], "west-east")

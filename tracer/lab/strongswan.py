@@ -26,7 +26,6 @@ from tracer import netns
 from tracer.errors import EnvironmentProblem, LabError
 from tracer.model.topology import Tunnel, TunnelEnd
 from tracer.swanctl_raw import list_sas_events
-from tracer.swanctl_raw import parse_raw as parse_raw  # moved there; still importable from here
 
 CHARON = "/usr/lib/ipsec/charon"
 SWANCTL = "swanctl"
