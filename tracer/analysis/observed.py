@@ -50,23 +50,34 @@ def observe(obs: Observations, topo: Topology, path: ExpectedPath, run: int, kin
     place = np.where(exp_form[pt] == want, _EXPECTED,
                      np.where((form == 0) & (exp_form[pt] == 2), _LEAK, np.where(in_topo[pt], _OFF, _UNMAPPED)))
     interesting = set(np.unique(probe[place != _EXPECTED]).tolist()) | _looping(probe, pt, obs["ttl"][rows], form)
+    if not interesting:
+        return {}
+    # The interesting probes' sightings, grouped by probe and in time order within each (stable:
+    # equal times keep clear before ESP), cut into one slice per probe.
+    pick = np.flatnonzero(np.isin(probe, list(interesting)))
+    pick = pick[np.lexsort((obs["ts_ns"][rows[pick]], probe[pick]))]
+    cuts = np.flatnonzero(np.diff(probe[pick])) + 1
+    quoting = _quoting(obs, run, kind)
     out = {}
-    for p in sorted(interesting):
-        mine = probe == p
-        order = np.argsort(obs["ts_ns"][rows[mine]], kind="stable")
+    for part in np.split(pick, cuts):
+        p = int(probe[part[0]])
         seen = tuple(_seen(obs, int(r), Form.CLEAR if f == 0 else Form.ESP, _PLACES[int(pl)])
-                     for r, f, pl in zip(rows[mine][order].tolist(), form[mine][order].tolist(),
-                                         place[mine][order].tolist(), strict=True))
+                     for r, f, pl in zip(rows[part].tolist(), form[part].tolist(), place[part].tolist(), strict=True))
         seq = int(m.seqs[p])
-        loop = find_loop(seen, _expired_from(obs, run, kind, seq))
-        out[p] = ObservedProbe(seq, direction, seen, divergence(topo, path, seen, loop), loop, _quoted(obs, run, kind, seq))
+        errors = quoting[obs["tag_seq"][quoting] == seq]
+        loop = find_loop(seen, _expired_from(obs, errors))
+        out[p] = ObservedProbe(seq, direction, seen, divergence(topo, path, seen, loop), loop, _quoted(obs, errors))
     return out
 
 
-def _quoted(obs: Observations, run: int, kind: int, seq: int) -> tuple[str, ...]:
-    """ICMP errors whose quote carries this probe's tag: who answered what about it, seen where."""
+def _quoting(obs: Observations, run: int, kind: int) -> np.ndarray:
+    """Rows of the ICMP errors whose quote carries a tag of this run, in capture order."""
     m = (obs["cls"] == PacketClass.ICMP_ERROR) & (obs["tag_run"] == run) & (obs["tag_kind"] == kind)
-    rows = np.flatnonzero(m & (obs["tag_seq"] == seq))
+    return np.flatnonzero(m)
+
+
+def _quoted(obs: Observations, rows: np.ndarray) -> tuple[str, ...]:
+    """ICMP errors (``rows``) whose quote carries this probe's tag: who answered what about it, seen where."""
     out: dict[str, None] = {}
     for r in rows.tolist():
         name = icmp_name(int(obs["icmp_type"][r]), int(obs["icmp_code"][r]))
@@ -121,11 +132,9 @@ def _seen(obs: Observations, r: int, form: Form, place: Place) -> Seen:
     return Seen(obs.points[int(obs["point"][r])], int(obs["ts_ns"][r]), form, place, int(obs["ttl"][r]), esp, outer)
 
 
-def _expired_from(obs: Observations, run: int, kind: int, seq: int) -> str | None:
-    """Who sent an ICMP time exceeded quoting this probe (the quote carries its tag)."""
-    m = (obs["cls"] == PacketClass.ICMP_ERROR) & (obs["icmp_type"] == ICMP_TIME_EXCEEDED)
-    m &= (obs["tag_run"] == run) & (obs["tag_kind"] == kind) & (obs["tag_seq"] == seq)
-    rows = np.flatnonzero(m)
+def _expired_from(obs: Observations, rows: np.ndarray) -> str | None:
+    """Who sent an ICMP time exceeded quoting this probe (``rows``: the ICMP errors quoting it)."""
+    rows = rows[obs["icmp_type"][rows] == ICMP_TIME_EXCEEDED]
     return str(IPv4Address(int(obs["src"][rows[0]]))) if len(rows) else None
 
 
