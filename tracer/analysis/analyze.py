@@ -142,6 +142,7 @@ def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: list
     """Probes that left the expected path: where they really ended (seq → fate); their traces are
     rewritten in place so the expected-path table shows them as gone elsewhere, not missed."""
     captured, unreliable = set(obs.points), set(drops)
+    leak_causes: dict[str, str | None] = {}  # per point: the same for every probe that leaks there
     out = {}
     for p, op in off.items():
         t = traces[p]
@@ -149,7 +150,10 @@ def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: list
             continue
         cause = None
         if op.divergence.kind == "leak":
-            cause = leak_cause(topo, path, op.divergence.at, _tunnel_esp_seen(obs, path, op.divergence.at))
+            at = op.divergence.at
+            if at not in leak_causes:
+                leak_causes[at] = leak_cause(topo, path, at, _tunnel_esp_seen(obs, path, at))
+            cause = leak_causes[at]
         fate = locate_observed(topo, path, op, t.outcome == Outcome.DELIVERED, captured, unreliable, cause)
         if fate is not None:
             out[op.seq] = fate
