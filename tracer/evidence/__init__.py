@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
-from tracer.evidence import dropreasons, ikelog, links, nft, snmp, sockets, strongswan
+from tracer.evidence import dropreasons, ikelog, links, nft, nodecmd, snmp, sockets, strongswan
 from tracer.model.evidence import AFTER, BEFORE, EVENTS, ProbeMatch, Snapshot
 from tracer.model.topology import Node, Topology
 
@@ -65,8 +65,7 @@ def read_one(source: ModuleType, topo: Topology, node: Node, phase: str) -> Snap
     try:
         snap = source.read(topo, node)
     except Exception as e:  # best effort: evidence never costs the trace
-        why = str(e) if type(e).__name__ == "Unavailable" else f"{type(e).__name__}: {e}"
-        return Snapshot(source.NAME, node.name, phase, unavailable=why or type(e).__name__, taken=taken)
+        return Snapshot(source.NAME, node.name, phase, unavailable=_why(e) or type(e).__name__, taken=taken)
     return replace(snap, source=source.NAME, node=node.name, phase=phase, taken=taken)
 
 
@@ -95,7 +94,7 @@ def start(topo: Topology, nodes: Iterable[str], match: ProbeMatch) -> list[tuple
         try:
             out.append((s, s.start(topo, picked, match)))
         except Exception as e:
-            out.append((s, _Failed(picked, f"{type(e).__name__}: {e}" if type(e).__name__ != "Unavailable" else str(e))))
+            out.append((s, _Failed(picked, _why(e))))
     return out
 
 
@@ -122,6 +121,11 @@ def stop(topo: Topology, started: list[tuple[ModuleType, Any]]) -> list[Snapshot
         except Exception as e:
             out.append(Snapshot(s.NAME, "*", EVENTS, unavailable=f"{type(e).__name__}: {e}"))
     return out
+
+
+def _why(e: Exception) -> str:
+    """One line: a source's own reason, else what went wrong."""
+    return str(e) if isinstance(e, nodecmd.Unavailable) else f"{type(e).__name__}: {e}"
 
 
 class _Failed:
