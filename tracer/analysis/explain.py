@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from tracer.analysis.locate import LIKELY
 from tracer.analysis.topocheck import kernel_route
 from tracer.model.direction import Direction
 from tracer.model.evidence import AFTER, BEFORE, EVENTS, Counter, Drop, Evidence, Snapshot
@@ -27,7 +28,6 @@ from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint
 from tracer.model.verdict import Finding, Outcome, ProbeTrace
 
-LIKELY = "likely: "
 SA_SOURCE = "strongswan"
 LOG_SOURCE = "ikelog"
 DROP_SOURCE = "dropreasons"

@@ -20,6 +20,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from tracer import evidence
+from tracer.analysis.explain import CAPTURE_SOURCE
 from tracer.analysis.topocheck import live_interfaces
 from tracer.errors import BadInput, EnvironmentProblem
 from tracer.evidence.netstate import snapshot_nodes
@@ -49,9 +50,6 @@ from tracer.sniff.tcpdump import DEFAULT_SNAPLEN
 
 SETTLE_S = 0.05
 EVENTS_READY_S = 20.0  # at most this long for an event source to attach (bpftrace: ~2 s measured)
-
-
-CAPTURE_SOURCE = "capture"  # evidence: the points whose sniffer could not start, and why
 
 
 def capture_failures(topo: Topology, failed: dict[str, str]) -> list[Snapshot]:
