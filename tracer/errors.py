@@ -41,5 +41,11 @@ class EnvironmentProblem(TracerError):
     exit_code = EXIT_ENVIRONMENT
 
 
+class Interrupted(TracerError):
+    """Ctrl-C or SIGTERM cut a command short (what it recorded so far is kept)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class LabError(EnvironmentProblem):
     """The namespace lab could not be built, driven or torn down."""

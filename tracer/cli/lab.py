@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import textwrap
 from typing import Any
 
@@ -125,7 +126,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    Lab(args.name).down()
+    for h in Lab(args.name).down():
+        print(f"stopped {h.what} (pid {h.pid}) left by a killed trace", file=sys.stderr)
     return 0
 
 

@@ -61,9 +61,14 @@ def parse_run_id(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tracer.run.replay import load_run, replay_run
+    from tracer.run.replay import check_endpoints, load_run, replay_run
 
+    if args.esp_keys:  # a bad key file is refused before the captures are read, not after
+        from tracer.esp import read_esp_sa_file
+
+        read_esp_sa_file(args.esp_keys)
     loaded = load_run(args.inputs, args.topology)
+    check_endpoints(loaded.topology, args.src, args.dst)
     verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys)
     emit(verdicts, args.json)
     if args.dissect and not args.json:

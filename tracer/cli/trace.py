@@ -7,10 +7,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracer.errors import BadInput
+from tracer.errors import EXIT_INTERRUPTED, BadInput, Interrupted
+from tracer.interrupts import sigterm_as_interrupt
 from tracer.probes import ProbeType
 
 if TYPE_CHECKING:
@@ -73,6 +75,9 @@ def esp_keys_for(args: argparse.Namespace, topo: Topology, tpath: Path) -> Path 
     if args.esp_keys:
         if not args.esp_keys.is_file():
             raise BadInput(f"--esp-keys {args.esp_keys}: no such file")
+        from tracer.esp import read_esp_sa_file
+
+        read_esp_sa_file(args.esp_keys)  # parsed now: a bad key file is refused before any capture
         return args.esp_keys
     if topo.esp_keys:
         path = tpath.parent / topo.esp_keys
@@ -99,6 +104,7 @@ def run(args: argparse.Namespace, ptype: ProbeType) -> int:
     from tracer.send.echo import random_run_id
     from tracer.topofile import load_topology
 
+    sigterm_as_interrupt()  # kill/systemd stop a trace like Ctrl-C: sniffers stopped, manifest written
     check_common(args)
     ptype.check(args)
     if args.plot:
@@ -116,8 +122,11 @@ def run(args: argparse.Namespace, ptype: ProbeType) -> int:
     os.umask(0o077)
     run_id = random_run_id()
     run_dir = new_run_dir(args.out, ptype, run_id)
-    record(topo, tpath, ends, ptype, run_id, run_dir, lambda: ptype.send(ends, run_id, args), ptype.planned(args),
-           args.snaplen, args.all_points)
+    try:
+        interrupted = record(topo, tpath, ends, ptype, run_id, run_dir, lambda: ptype.send(ends, run_id, args),
+                             ptype.planned(args), args.snaplen, args.all_points)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted before any probe was sent; run directory: {run_dir}") from None
     verdicts = replay_recorded(run_dir, keys)
     (run_dir / "verdict.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
     emit(verdicts, args.json)
@@ -127,4 +136,7 @@ def run(args: argparse.Namespace, ptype: ProbeType) -> int:
         from tracer.cli.plot import plot_verdict_to
 
         plot_verdict_to(args.plot, verdicts[0])
+    if interrupted:  # the verdict above covers the probes that left; the exit code says it was cut short
+        print(f"tracer: interrupted; the verdict covers the probes sent (run directory: {run_dir})", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return max(v.exit_code for v in verdicts)

@@ -53,6 +53,7 @@ from tracer.model.evidence import EVENTS, Drop, ProbeMatch, Snapshot
 from tracer.model.tag import MAGIC, TAG_LEN, decode
 from tracer.model.topology import Node, Topology
 from tracer.netns import NETNS_DIR
+from tracer.subprocs import ended, spawn
 
 TRACEPOINT = "skb:kfree_skb"
 TRACEFS_DIRS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
@@ -155,6 +156,7 @@ class Session:
         except ProcessLookupError:
             proc.wait()
         finally:
+            ended(proc)
             if reader is not None:
                 reader.join()
             self.pid = None
@@ -256,9 +258,10 @@ def _prepare(session: Session, probes: ProbeMatch, bpftrace: str | None, max_s: 
     session._clock = time.time_ns() - time.monotonic_ns()  # bpftrace's nsecs is CLOCK_MONOTONIC
     session._started = time.monotonic()
     # Its own session: a Ctrl-C at the terminal reaches tracer, whose finally stops bpftrace
-    # after the sniffers; bpftrace never outlives us by more than max_s (the script's interval).
-    proc = subprocess.Popen([exe, "-B", "line", "-e", script(probes, max_s)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    # after the sniffers; if tracer is killed, bpftrace gets SIGTERM (tracer.subprocs), and never
+    # outlives us by more than max_s (the script's interval) in any case.
+    proc = spawn([exe, "-B", "line", "-e", script(probes, max_s)], "bpftrace", stdin=subprocess.DEVNULL,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     session._proc, session.pid = proc, proc.pid
     assert proc.stdout is not None and proc.stderr is not None
     session._reader = _Reader(proc.stdout, proc.stderr)

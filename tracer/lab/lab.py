@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tracer import netns
+from tracer import netns, subprocs
 from tracer.errors import EnvironmentProblem, LabError
 from tracer.lab import build, faults, layout, process, sshmode, strongswan
 from tracer.lab.state import STATE_FILE, LabState, SshMode, read_state, write_state
@@ -94,9 +94,12 @@ class Lab:
             raise
         return self.topology_path
 
-    def down(self) -> None:
-        """Remove every namespace and process this lab made; fine when nothing is up."""
+    def down(self) -> list[subprocs.Helper]:
+        """Remove every namespace and process this lab made; fine when nothing is up. First,
+        the sniffers and bpftrace of traces killed outright (recorded by PID, start time and
+        command line, whatever lab they captured in): returned, to say what was stopped."""
         _ensure_root()
+        orphans = subprocs.reap_orphans()
         try:
             state = self._load_state()
         except LabError:
@@ -116,6 +119,7 @@ class Lab:
         if names:
             netns.ip_batch([f"netns delete {ns}" for ns in sorted(names)], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
+        return orphans
 
     def set_fault(self, name: str, wait: float = 10.0) -> None:
         """Inject fault ``name`` into the running lab (replacing any other)."""

@@ -1,52 +1,15 @@
-"""Processes the lab started, told apart from PID reuse by their start time (/proc/PID/stat)."""
+"""Processes the lab started, told apart from PID reuse by their start time (/proc/PID/stat,
+read by :mod:`tracer.subprocs`, which the trace's own helpers use too)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-
-def stat_fields(pid: int) -> list[str] | None:
-    """/proc/PID/stat after the command name (field 3 on): state, ppid, ...; None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()  # the command name may contain spaces and ')'
-
-
-def start_time(pid: int) -> int | None:
-    """Process start time (clock ticks since boot): tells a PID from its reuse."""
-    fields = stat_fields(pid)
-    return int(fields[19]) if fields else None
-
-
-def alive(pid: int, start: int | None) -> bool:
-    """True if ``pid`` runs, is not a zombie, and (if known) started at ``start``."""
-    fields = stat_fields(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return False
-    return start is None or int(fields[19]) == start
-
-
-def descendants(pid: int) -> list[int]:
-    """PIDs of the whole process tree under ``pid``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := stat_fields(int(entry.name))):
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    out: list[int] = []
-    todo = list(children.get(pid, []))
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
+from tracer.subprocs import alive, descendants, signal_pid, start_time, stat_fields
 
 
 @dataclass(frozen=True)
@@ -89,13 +52,13 @@ class Children:
         """SIGTERM the given processes (only if still the same ones), SIGKILL after 3 s."""
         live = [p for p in procs if p.alive()]
         for p in live:
-            _signal(p.pid, signal.SIGTERM)
+            signal_pid(p.pid, signal.SIGTERM)
         deadline = time.monotonic() + 3.0
         while live and time.monotonic() < deadline:
             time.sleep(0.01)
             live = [p for p in live if self._reap(p.pid) and p.alive()]
         for p in live:
-            _signal(p.pid, signal.SIGKILL)
+            signal_pid(p.pid, signal.SIGKILL)
             self._reap(p.pid, block=True)
 
     def _reap(self, pid: int, block: bool = False) -> bool:
@@ -114,8 +77,4 @@ class Children:
         return False
 
 
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
+__all__ = ["Children", "Proc", "alive", "descendants", "start_time", "stat_fields"]

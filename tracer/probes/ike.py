@@ -121,15 +121,20 @@ class Ike(ProbeType):
     def send(self, ends: Endpoints, run: int, args: argparse.Namespace) -> ProbeReport:
         from tracer.model.probe import ProbeReport, SentProbe
         from tracer.send.ike import send_probes
+        from tracer.send.pacer import Interrupted
 
-        sent = send_probes(ends.src_node.netns, ends.src, ends.dst, run, args.count, args.interval,
-                           args.timeout, port=args.port)
+        try:
+            sent = send_probes(ends.src_node.netns, ends.src, ends.dst, run, args.count, args.interval,
+                               args.timeout, port=args.port)
+            interrupted = False
+        except Interrupted as stop:  # Ctrl-C: report what left, no more
+            sent, interrupted = stop.records, True
         probes = []
         for s in sent:
             d = asdict(s)
             core = {k: d.pop(k) for k in ("seq", "sent_ns", "rtt_ms", "error", "answer")}
             probes.append(SentProbe(**core, details=d))
-        return ProbeReport(self.name, args.count, tuple(probes),
+        return ProbeReport(self.name, args.count, tuple(probes), interrupted,
                            options={"port": args.port, "interval": args.interval})
 
 

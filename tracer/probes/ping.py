@@ -53,10 +53,15 @@ def send_echoes(kind: ProbeType, ends: Endpoints, run: int, args: argparse.Names
     """Echo probes of the given payload sizes, one per seq (shared by ping and mtu)."""
     from tracer.model.probe import ProbeReport, SentProbe
     from tracer.send.echo import send_probes
+    from tracer.send.pacer import Interrupted
 
-    sent = send_probes(ends.src_node.netns, ends.dst, run, len(payloads), args.interval, payloads[0],
-                       args.timeout, source=ends.src, kind=kind.code, df=df, sizes=payloads)
-    return ProbeReport(kind.name, len(payloads), tuple(SentProbe(**asdict(s)) for s in sent), options=options)
+    try:
+        sent = send_probes(ends.src_node.netns, ends.dst, run, len(payloads), args.interval, payloads[0],
+                           args.timeout, source=ends.src, kind=kind.code, df=df, sizes=payloads)
+        interrupted = False
+    except Interrupted as stop:  # Ctrl-C: report what left, no more
+        sent, interrupted = stop.records, True
+    return ProbeReport(kind.name, len(payloads), tuple(SentProbe(**asdict(s)) for s in sent), interrupted, options)
 
 
 PING = register(Ping())

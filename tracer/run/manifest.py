@@ -13,6 +13,13 @@ started; ``netstate_unread`` says why a node could not be read. Manifests withou
 (:class:`tracer.model.evidence.Snapshot`, one ``<phase>.<source>.<node>.json`` each, owner-only);
 a node a source could not read has a snapshot saying why. Older manifests have none.
 Recorded scenarios in ``captures/`` are run directories with an ``expected`` block.
+
+Interrupted runs: ``count`` is the number of probes that really left (seq 0..count-1),
+``planned`` what the run meant to send and ``interrupted: true`` (both only written then);
+``probes.jsonl`` is the prober's journal, a line per probe as it left, which is all a run
+killed outright (no manifest) has to say. Every number read back is checked (type, range,
+and against the probe report) before anything is sized by it: a bad one is a one-line
+BadInput, not an allocation.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ from tracer.textfile import read_text
 MANIFEST = "manifest.json"
 FORMAT = "tracer-run/1"
 PROBE_REPORT = "probes.json"
+PROBE_JOURNAL = "probes.jsonl"  # a line per probe as it leaves (tracer.send.pacer.journal_to)
+MAX_PROBES = 1_000_000  # per run; the live commands send at most 100,000
+MAX_RUN = 0xFFFFFFFF  # run ids are 32 bits (the probe tag)
+MAX_DROPS = 1 << 62
 EVIDENCE = "evidence"  # folder of evidence snapshots, one <phase>.<source>.<node>.json each
 NETSTATE = "netstate"  # folder of live network state snapshots, one <node>.json each
 
@@ -55,7 +66,9 @@ class Manifest:
     src: IPv4Address | None = None
     dst: IPv4Address | None = None
     origin: str | None = None
-    count: int | None = None
+    count: int | None = None  # probes that left (seq 0..count-1); None: unknown
+    planned: int | None = None  # what an interrupted run meant to send (written only then)
+    interrupted: bool = False  # cut short by Ctrl-C/SIGTERM: count is what left before
     topology: str | None = "topology.toml"
     captures: list[CaptureEntry] = field(default_factory=list)
     report: str | None = None  # the probe report's file (probes.json); None: none, or an old manifest's block
@@ -73,6 +86,8 @@ class Manifest:
             "dst": str(self.dst) if self.dst else None,
             "origin": self.origin,
             "count": self.count,
+            **({"planned": self.planned} if self.planned is not None else {}),
+            **({"interrupted": True} if self.interrupted else {}),
             "topology": self.topology,
             "captures": [_capture_dict(c) for c in self.captures],
             **({"report": self.report} if self.report else {}),
@@ -112,17 +127,19 @@ def read_probe_report(run_dir: Path, m: Manifest) -> ProbeReport | None:
     if m.report is not None:
         path = run_dir / m.report
         try:
-            return ProbeReport.from_dict(json.loads(read_text(path, "probe report")))
+            report = ProbeReport.from_dict(json.loads(read_text(path, "probe report")))
         except FileNotFoundError:
             raise BadInput(f"{path}: the manifest names this probe report, but it is missing") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise BadInput(f"{path}: malformed probe report ({type(e).__name__}: {e})") from None
+        return check_report(path, m, report)
     legacy = m.extra.get("probe")
     if isinstance(legacy, dict) and m.kind is not None:
         try:
-            return ProbeReport.from_legacy(probe_type(m.kind).name, m.count, legacy)
+            report = ProbeReport.from_legacy(probe_type(m.kind).name, m.count, legacy)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise BadInput(f"{run_dir / MANIFEST}: malformed probe block ({type(e).__name__}: {e})") from None
+        return check_report(run_dir / MANIFEST, m, report)
     return None
 
 
@@ -136,20 +153,27 @@ def read_manifest(run_dir: Path) -> Manifest:
         raise BadInput(f"{path}: unreadable manifest ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BadInput(f"{path}: not a tracer manifest (expected \"format\": \"{FORMAT}\")")
-    known = {"format", "run", "kind", "src", "dst", "origin", "count", "topology", "captures", "report", "netstate",
-             "netstate_unread", "evidence"}
+    known = {"format", "run", "kind", "src", "dst", "origin", "count", "planned", "interrupted", "topology", "captures",
+             "report", "netstate", "netstate_unread", "evidence"}
     try:
-        caps = [CaptureEntry(c.get("point"), str(c["file"]), c.get("drops"), c.get("backend"), c.get("remote") is True)
-                for c in data.get("captures", [])]
+        captures = data.get("captures", [])
+        if not isinstance(captures, list) or not all(isinstance(c, dict) for c in captures):
+            raise TypeError("captures: expected a list of objects")
+        caps = [CaptureEntry(_opt_str(c.get("point"), "point"), _file_name(c["file"]),
+                             _number(c.get("drops"), "drops", MAX_DROPS), _opt_str(c.get("backend"), "backend"),
+                             c.get("remote") is True)
+                for c in captures]
         kind = probe_type(str(data["kind"])).code if data.get("kind") else None
         m = Manifest(
-            run=int(data["run"]) if data.get("run") is not None else None,
+            run=_number(data.get("run"), "run", MAX_RUN),
             kind=kind,
             src=IPv4Address(data["src"]) if data.get("src") else None,
             dst=IPv4Address(data["dst"]) if data.get("dst") else None,
-            origin=data.get("origin"),
-            count=int(data["count"]) if data.get("count") is not None else None,
-            topology=data.get("topology"),
+            origin=_opt_str(data.get("origin"), "origin"),
+            count=_number(data.get("count"), "count", MAX_PROBES),
+            planned=_number(data.get("planned"), "planned", MAX_PROBES),
+            interrupted=data.get("interrupted") is True,
+            topology=_opt_str(data.get("topology"), "topology"),
             captures=caps,
             report=str(data["report"]) if data.get("report") else None,
             netstate=str(data["netstate"]) if data.get("netstate") else None,
@@ -159,10 +183,57 @@ def read_manifest(run_dir: Path) -> Manifest:
         )
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise BadInput(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
+    if m.planned is not None and m.count is not None and m.count > m.planned:
+        raise BadInput(f"{path}: malformed manifest (count {m.count} is more than the {m.planned} planned)")
     for c in m.captures:
         if not (run_dir / c.file).is_file():
             raise BadInput(f"{path}: capture file '{c.file}' for {c.point or 'a capture point'} is missing")
     return m
+
+
+def _number(v: Any, what: str, most: int) -> int | None:
+    """A JSON integer in 0..most (None stays None): never a float, a string or a bool."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{what} {v!r}: expected an integer")
+    if not 0 <= v <= most:
+        raise ValueError(f"{what} {v}: expected 0 to {most}")
+    return v
+
+
+def _opt_str(v: Any, what: str) -> str | None:
+    if v is not None and not isinstance(v, str):
+        raise TypeError(f"{what} {v!r}: expected a string")
+    return v
+
+
+def _file_name(v: Any) -> str:
+    """A capture file named relative to the run directory, never outside it."""
+    if not isinstance(v, str) or not v:
+        raise TypeError(f"file {v!r}: expected a file name")
+    parts = Path(v).parts
+    if Path(v).is_absolute() or ".." in parts or "\0" in v:
+        raise ValueError(f"file {v!r}: must name a file inside the run directory")
+    return v
+
+
+def check_report(path: Path, m: Manifest, report: ProbeReport) -> ProbeReport:
+    """The probe report against itself and the manifest: what it says was sent fits what was
+    planned, seqs are distinct and in range, sizes are packet sizes. BadInput otherwise."""
+    if not 0 <= report.planned <= MAX_PROBES:
+        raise BadInput(f"{path}: malformed probe report (planned {report.planned}: expected 0 to {MAX_PROBES})")
+    if len(report.sent) > report.planned:
+        raise BadInput(f"{path}: malformed probe report ({len(report.sent)} probes sent of {report.planned} planned)")
+    seqs = [s.seq for s in report.sent]
+    if len(set(seqs)) != len(seqs) or any(not 0 <= q < report.planned for q in seqs):
+        raise BadInput(f"{path}: malformed probe report (seqs must be distinct, 0 to {report.planned - 1})")
+    if any(s.size is not None and not 0 <= s.size <= 0xFFFF for s in report.sent):
+        raise BadInput(f"{path}: malformed probe report (a size outside 0 to 65535)")
+    if m.count is not None and m.count not in (len(report.sent), report.planned):
+        raise BadInput(f"{path.parent / MANIFEST}: count {m.count} disagrees with {path.name} "
+                       f"({len(report.sent)} sent of {report.planned} planned)")
+    return report
 
 
 def write_evidence(run_dir: Path, snaps: Iterable[Snapshot]) -> str:

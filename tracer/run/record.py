@@ -19,11 +19,12 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from tracer import evidence
+from tracer import evidence, subprocs
 from tracer.analysis.explain import CAPTURE_SOURCE
 from tracer.analysis.topocheck import live_interfaces
 from tracer.errors import BadInput, EnvironmentProblem
 from tracer.evidence.netstate import snapshot_nodes
+from tracer.interrupts import deferred
 from tracer.model.evidence import EVENTS, ProbeMatch, Snapshot
 from tracer.model.netstate import NodeState
 from tracer.model.path import expected_path
@@ -34,6 +35,7 @@ from tracer.model.verdict import Verdict
 from tracer.netns import ensure_root
 from tracer.probes import ProbeType
 from tracer.run.manifest import (
+    PROBE_JOURNAL,
     PROBE_REPORT,
     CaptureEntry,
     Manifest,
@@ -43,7 +45,8 @@ from tracer.run.manifest import (
     write_probe_report,
 )
 from tracer.run.replay import load_run, replay_run
-from tracer.sniff import CaptureResult, Sniffer, sniffer_for, start_all, stop_all
+from tracer.send.pacer import journal_to
+from tracer.sniff import Sniffer, sniffer_for, start_all, stop_all
 from tracer.sniff.bpf import capture_filter
 from tracer.sniff.ssh import SshTcpdumpSniffer
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN
@@ -150,23 +153,59 @@ def record(
     count: int,
     snaplen: int = DEFAULT_SNAPLEN,
     all_points: bool = False,
-) -> Path:
+) -> bool:
     """Sniff every point while ``send()`` runs; always leave a valid run directory. Witnesses: the
-    other interfaces of the nodes on the paths, or with ``all_points`` of every node."""
+    other interfaces of the nodes on the paths, or with ``all_points`` of every node.
+
+    Returns whether the run was interrupted (Ctrl-C or SIGTERM while probing: the manifest and
+    the report then count only the probes that left). An interrupt before any probe left, or
+    any error, is raised after the run directory is written. Everything after the first
+    interrupt runs with further interrupts held (tracer.interrupts)."""
     ensure_root()
+    # Helpers a killed trace left running (its sniffers, bpftrace): stop them before adding ours.
+    subprocs.reap_orphans()
+    subprocs.record_in(run_dir)
     extra: dict = {"started": datetime.now(UTC).isoformat()}
     t0 = time.monotonic()
     points = capture_points(topo, ends)
     sniffers: list[Sniffer] = []
     witnesses: list[Sniffer] = []
     failed: dict[str, str] = {}  # points that could not capture, and why
-    results: list[CaptureResult] = []
     report: ProbeReport | None = None
     netstate: str | None = None
     unread: dict[str, str] = {}
     snaps: list[Snapshot] = []
     events: list = []
     nodes: list[str] = []
+    def finish(interrupted: bool) -> list[EnvironmentProblem]:
+        """Stop what was started (keeping its packets), then write the report and the manifest:
+        with ``interrupted``, it counts only the probes that left."""
+        nonlocal snaps
+        if events:
+            snaps += evidence.stop(topo, events)
+        started = [s for s in [*sniffers, *witnesses] if s.proc is not None and s.point not in failed]
+        results, stop_errors = stop_all(started)
+        backends = {s.point: s.backend for s in started}
+        shutil.copy(topo_path, run_dir / "topology.toml")
+        if report is not None:
+            write_probe_report(run_dir, report)
+        cut = interrupted or report is None  # no report: an error before any probe was sent
+        manifest = Manifest(
+            run=run, kind=kind.code, src=ends.src, dst=ends.dst, origin=ends.src_node.name,
+            count=len(report.sent) if report is not None and cut else 0 if cut else count,
+            planned=count if cut else None, interrupted=interrupted,
+            topology="topology.toml",
+            # "remote": another host's clock stamped these packets (analysis estimates its offset).
+            captures=[CaptureEntry(r.point, r.file.name, r.drops, backends.get(r.point),
+                                   remote=backends.get(r.point) == SshTcpdumpSniffer.backend) for r in results],
+            report=PROBE_REPORT if report is not None else None,
+            netstate=netstate, netstate_unread=unread,
+            evidence=write_evidence(run_dir, snaps) if snaps else None,
+            extra=extra | {"record_s": round(time.monotonic() - t0, 3)},
+        )
+        write_manifest(run_dir, manifest)
+        return stop_errors
+
     try:
         # The live state of every node on the paths, before any sniffer starts: replay compares
         # it with the topology, and the interfaces the nodes really have become witness points.
@@ -197,39 +236,30 @@ def record(
         extra["sniffers_ready_s"] = round(time.monotonic() - t_start, 3)
         evidence.ready(events, t_start + EVENTS_READY_S)
         extra["events_ready_s"] = round(time.monotonic() - t_start, 3)
-        report = send()
-        # The prober has its last answer, but a sniffer further along may not have
-        # pulled that packet from its ring yet; stopping now would record a false loss.
-        time.sleep(SETTLE_S)
-        t_ev = time.monotonic()
-        snaps += evidence.after(topo, nodes)
-        extra["evidence_after_s"] = round(time.monotonic() - t_ev, 3)
-    finally:
-        if events:
-            snaps += evidence.stop(topo, events)
-        # Ctrl-C or an error mid-run: stop what was started and keep its packets. If an
-        # exception is on its way out, it stays the one reported; stop errors come after.
-        started = [s for s in [*sniffers, *witnesses] if s.proc is not None and s.point not in failed]
-        results, stop_errors = stop_all(started)
-        backends = {s.point: s.backend for s in started}
-        shutil.copy(topo_path, run_dir / "topology.toml")
-        if report is not None:
-            write_probe_report(run_dir, report)
-        manifest = Manifest(
-            run=run, kind=kind.code, src=ends.src, dst=ends.dst, origin=ends.src_node.name, count=count,
-            topology="topology.toml",
-            # "remote": another host's clock stamped these packets (analysis estimates its offset).
-            captures=[CaptureEntry(r.point, r.file.name, r.drops, backends.get(r.point),
-                                   remote=backends.get(r.point) == SshTcpdumpSniffer.backend) for r in results],
-            report=PROBE_REPORT if report is not None else None,
-            netstate=netstate, netstate_unread=unread,
-            evidence=write_evidence(run_dir, snaps) if snaps else None,
-            extra=extra | {"record_s": round(time.monotonic() - t0, 3)},
-        )
-        write_manifest(run_dir, manifest)
+        with journal_to(run_dir / PROBE_JOURNAL):
+            report = send()
+        interrupted = report.interrupted
+        with deferred(raise_after=False) as got:
+            # The prober has its last answer, but a sniffer further along may not have
+            # pulled that packet from its ring yet; stopping now would record a false loss.
+            time.sleep(SETTLE_S)
+            t_ev = time.monotonic()
+            snaps += evidence.after(topo, nodes)
+            extra["evidence_after_s"] = round(time.monotonic() - t_ev, 3)
+        interrupted |= bool(got)
+    except BaseException as err:
+        # Ctrl-C or an error before the probes were all out: stop what was started and keep
+        # its packets; a second Ctrl-C meanwhile is held. The exception stays the one reported.
+        with deferred(raise_after=False):
+            finish(isinstance(err, KeyboardInterrupt))
+        subprocs.record_in(None)
+        raise
+    with deferred(raise_after=False) as got:
+        stop_errors = finish(interrupted)
+    subprocs.record_in(None)
     if stop_errors:
         raise stop_errors[0]
-    return run_dir
+    return interrupted or bool(got)
 
 
 def replay_recorded(run_dir: Path, esp_keys: Path | None = None) -> list[Verdict]:

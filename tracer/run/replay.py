@@ -23,7 +23,16 @@ from tracer.model.probe import DecryptedTags, ProbeIdentity, ProbeReport, ProbeS
 from tracer.model.topology import Topology
 from tracer.model.verdict import Verdict
 from tracer.probes import spec_from_report
-from tracer.run.manifest import MANIFEST, Manifest, read_evidence, read_manifest, read_netstate, read_probe_report
+from tracer.run.manifest import (
+    MANIFEST,
+    PROBE_JOURNAL,
+    Manifest,
+    read_evidence,
+    read_manifest,
+    read_netstate,
+    read_probe_report,
+)
+from tracer.subprocs import RUN_FILE
 from tracer.topofile import load_topology
 
 
@@ -81,8 +90,29 @@ def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
         notes += ev_notes
         # First among the warnings: a stale topology changes how every other line reads.
         warnings = [f"topology differs from the live network: {d.text}" for d in compare(topo, states)] + notes + warnings
+        if (cut := interrupted_note(found.manifest, found.report)) is not None:
+            warnings.insert(0, cut)
     return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, found.manifest, found.report,
                      seen.damaged, states, evidence)
+
+
+def check_endpoints(topo: Topology, src: IPv4Address | None, dst: IPv4Address | None) -> None:
+    """``--src``/``--dst`` must be addresses of the topology's nodes, as for a live trace: a probe
+    from or to an address no node has would be "lost" by construction, an invented finding."""
+    for flag, addr in (("--src", src), ("--dst", dst)):
+        if addr is not None and topo.owner(addr) is None:
+            raise BadInput(f"{flag} {addr}: no node of the topology {topo.source} has this address "
+                           f"(nodes: {', '.join(topo.nodes)})")
+
+
+def interrupted_note(m: Manifest, report: ProbeReport | None) -> str | None:
+    """What an interrupted run's verdict covers: the probes that left, never the planned rest."""
+    if not (m.interrupted or (report is not None and report.interrupted)):
+        return None
+    sent = len(report.sent) if report is not None else m.count or 0
+    planned = report.planned if report is not None else m.planned
+    return (f"run interrupted: {sent} of {planned if planned is not None else '?'} planned probes were sent; "
+            f"the verdict covers those {sent}")
 
 
 def _inputs(inputs: list[Path]) -> _Inputs:
@@ -101,6 +131,9 @@ def _inputs(inputs: list[Path]) -> _Inputs:
 def _run_dir(run_dir: Path) -> _Inputs:
     """A run directory: its manifest says which file is which point; without one, every capture in it."""
     if not (run_dir / MANIFEST).exists():
+        if (run_dir / PROBE_JOURNAL).exists() or (run_dir / RUN_FILE).exists():
+            raise BadInput(f"{run_dir}: incomplete run directory: the trace was killed before writing {MANIFEST} "
+                           f"({_journalled(run_dir / PROBE_JOURNAL)}); its raw captures are kept but not replayed")
         files: list[tuple[Path, str | None]] = [(p, None) for p in sorted(run_dir.iterdir())
                                                 if p.suffix in (".pcap", ".pcapng", ".cap")]
         if not files:
@@ -110,6 +143,17 @@ def _run_dir(run_dir: Path) -> _Inputs:
     return _Inputs([(run_dir / c.file, c.point) for c in manifest.captures],
                    run_dir / manifest.topology if manifest.topology else None,
                    manifest, read_probe_report(run_dir, manifest), run_dir)
+
+
+def _journalled(journal: Path) -> str:
+    """How many probes the journal of a killed run says left (a bounded read)."""
+    try:
+        with open(journal, "rb") as f:
+            text = f.read(64 << 20)
+    except OSError:
+        return "no probe was sent"
+    sent = text.count(b'"event": "sent"')
+    return f"{sent} probe{'s' if sent != 1 else ''} sent, see {PROBE_JOURNAL}" if sent else "no probe was sent"
 
 
 def replay_run(
@@ -142,8 +186,10 @@ def _spec_from_manifest(loaded: LoadedRun, m: Manifest, src: IPv4Address | None,
     assert m.run is not None and m.kind is not None
     # Points another host captured (over SSH): analysis estimates that host's clock offset.
     remote = tuple(dict.fromkeys(CapturePoint.parse(c.point).node for c in m.captures if c.remote and c.point))
-    base = ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, m.count, remote_nodes=remote)
     report = loaded.report
+    # An interrupted run counts the probes that left, whatever else the manifest says.
+    count = len(report.sent) if report is not None and report.interrupted else m.count
+    base = ProbeSpec(m.run, m.kind, src or m.src, dst or m.dst, m.origin, count, remote_nodes=remote)
     return spec_from_report(report, base) if report is not None else base
 
 

@@ -1,15 +1,26 @@
 """What every probe kind shares: its socket inside the sending node's namespace, and
 the send/receive rhythm: one probe every ``interval`` seconds, answers read in
-between, done when all are answered or ``timeout`` seconds after the last left."""
+between, done when all are answered or ``timeout`` seconds after the last left.
+
+Interrupts are honest: Ctrl-C (or SIGTERM, see tracer.interrupts) while probing stops
+sending and raises :class:`Interrupted` carrying exactly the probes that left, with the
+answers heard so far; and under :func:`journal_to` each probe is written to a JSON-lines
+file as it leaves (answers once a second), so even a run killed outright says what it sent."""
 
 from __future__ import annotations
 
+import json
+import os
 import select
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, is_dataclass
 from ipaddress import IPv4Address
-from typing import Protocol, TypeVar
+from pathlib import Path
+from typing import IO, Any, Protocol, TypeVar
 
 from tracer.errors import BadInput, EnvironmentProblem
 from tracer.netns import netns_socket
@@ -20,6 +31,40 @@ class Record(Protocol):
 
 
 R = TypeVar("R", bound=Record)
+
+JOURNAL_FLUSH_S = 1.0  # answers are journalled this often (a scan of the unanswered probes)
+_journal: ContextVar[IO[str] | None] = ContextVar("probe_journal", default=None)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while probing: ``records`` are the probes that really left, answers filled in."""
+
+    def __init__(self, records: list[Any]) -> None:
+        super().__init__()
+        self.records = records
+
+
+@contextmanager
+def journal_to(path: Path) -> Iterator[None]:
+    """Within the block, :func:`exchange` appends one JSON line per probe sent to ``path``
+    (``{"event": "sent", "seq", "sent_ns", "size", ...}``) and one per answer."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", buffering=1) as f:  # line-buffered: each probe is on disk as it leaves
+        token = _journal.set(f)
+        try:
+            yield
+        finally:
+            _journal.reset(token)
+
+
+def _write(event: str, record: object) -> None:
+    f = _journal.get()
+    if f is not None:
+        fields = asdict(record) if is_dataclass(record) and not isinstance(record, type) else {}
+        try:
+            f.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+        except OSError:
+            pass  # a full disk must not stop the probing; probes.json is written at the end
 
 
 def exchange(
@@ -34,23 +79,42 @@ def exchange(
     the local stack refused it); ``receive(sent, wait)`` reads answers for up to ``wait``
     seconds and fills the records; ``answered(record)`` says whether one is complete."""
     sent: dict[int, R] = {}
+    unanswered: dict[int, R] = {}  # for the journal's answer lines
     next_send = time.monotonic()
+    next_flush = next_send + JOURNAL_FLUSH_S
     seq = 0
     last_sent: float | None = None
-    while True:
-        now = time.monotonic()
-        if seq < count and now >= next_send:
-            sent[seq] = send_one(seq)
-            seq += 1
-            last_sent = now
-            next_send += interval
-        done = seq >= count and all(answered(r) or r.error for r in sent.values())
-        if done or (seq >= count and last_sent is not None and now - last_sent >= timeout):
-            break
-        # Wake for the next send, the timeout, or at least every 50 ms.
-        wait = max(0.0, min(next_send if seq < count else (last_sent or now) + timeout, now + 0.05) - now)
-        receive(sent, wait)
+    try:
+        while True:
+            now = time.monotonic()
+            if seq < count and now >= next_send:
+                sent[seq] = rec = send_one(seq)
+                _write("sent", rec)
+                unanswered[seq] = rec
+                seq += 1
+                last_sent = now
+                next_send += interval
+            done = seq >= count and all(answered(r) or r.error for r in sent.values())
+            if done or (seq >= count and last_sent is not None and now - last_sent >= timeout):
+                break
+            # Wake for the next send, the timeout, or at least every 50 ms.
+            wait = max(0.0, min(next_send if seq < count else (last_sent or now) + timeout, now + 0.05) - now)
+            receive(sent, wait)
+            if _journal.get() is not None and time.monotonic() >= next_flush:
+                next_flush = time.monotonic() + JOURNAL_FLUSH_S
+                _journal_answers(unanswered, answered)
+    except KeyboardInterrupt:
+        raise Interrupted([sent[k] for k in sorted(sent)]) from None
+    finally:
+        _journal_answers(unanswered, answered)
     return [sent[k] for k in sorted(sent)]
+
+
+def _journal_answers(unanswered: dict[int, R], answered: Callable[[R], bool]) -> None:
+    if _journal.get() is None:
+        return
+    for seq in [s for s, r in unanswered.items() if answered(r)]:
+        _write("answered", unanswered.pop(seq))
 
 
 def probe_socket(netns: str | None, sock_type: int, proto: int, source: IPv4Address | None) -> socket.socket:

@@ -46,6 +46,7 @@ from tracer.model.point import point_name
 from tracer.sniff import CaptureResult
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN, STOP_TIMEOUT, TcpdumpSniffer, finish_capture, parse_stats, tcpdump_args
 from tracer.ssh_client import CONNECT_TIMEOUT, ssh_argv, topology_relative
+from tracer.subprocs import ended, spawn
 
 if TYPE_CHECKING:
     from tracer.model.topology import Node, Topology
@@ -127,9 +128,10 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
 
     def start(self) -> None:
         # Own session, as for the local backend: a Ctrl-C at the terminal must not kill
-        # ssh before we have stopped the remote tcpdump and read its drop count.
-        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        # ssh before we have stopped the remote tcpdump and read its drop count. If tracer
+        # dies, ssh gets SIGTERM (subprocs), the channel closes, and the remote side stops.
+        self.proc = spawn(self.argv(), f"ssh tcpdump {self.point}", stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._pump = threading.Thread(target=self._copy_stream, name=f"ssh-pcap {self.point}", daemon=True)
         self._pump.start()
 
@@ -182,6 +184,7 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         except subprocess.TimeoutExpired:
             proc.kill()  # the remote wrapper then sees EOF and stops tcpdump itself
             proc.wait()
+        ended(proc)
         if self._pump is not None:
             self._pump.join(STOP_TIMEOUT)
 

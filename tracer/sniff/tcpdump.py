@@ -24,6 +24,7 @@ from tracer.errors import CaptureError, EnvironmentProblem
 from tracer.model.point import point_name
 from tracer.netns import ensure_tool
 from tracer.sniff import CaptureResult
+from tracer.subprocs import ended, spawn
 
 if TYPE_CHECKING:
     from tracer.model.topology import Node, Topology
@@ -106,10 +107,10 @@ class TcpdumpSniffer:
         return (["ip", "netns", "exec", self.netns] if self.netns else []) + cmd
 
     def start(self) -> None:
-        # Own process group: a Ctrl-C at the terminal must not kill tcpdump
-        # before we have stopped it cleanly and collected its drop count.
-        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        # Own session: a Ctrl-C at the terminal must not kill tcpdump before we have stopped
+        # it cleanly and collected its drop count; it dies with tracer all the same (subprocs).
+        self.proc = spawn(self.argv(), f"tcpdump {self.point}", stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
 
     def wait_ready(self, deadline: float) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -148,8 +149,9 @@ class TcpdumpSniffer:
             try:
                 proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                proc.kill()  # hung: its file so far is all there is
                 proc.wait()
+        ended(proc)
         self._stderr += self._drain()
         text = self._stderr.decode(errors="replace")
         return finish_capture(self.point, self.raw, self.out, *parse_stats(text), text)
