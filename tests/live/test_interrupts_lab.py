@@ -2,8 +2,9 @@
 
 A real ``tracer ping``/``tracer ike`` runs as a subprocess in its own process group and is
 hit with SIGKILL, SIGTERM, SIGINT, a double SIGINT or a signal to its whole group, once
-five probes have left (its probe journal says when). Afterwards no process it started
-(the recorded PIDs, and any tcpdump/bpftrace/ssh that appeared meanwhile) may run; an
+five probes have left (its probe journal says when). Afterwards no process it started may
+run: neither the recorded PIDs nor any process carrying the mark put in the trace's
+environment (which every descendant inherits, reparented or not); an
 interrupt exits 130 with a verdict for the probes sent and a run directory that replays
 without phantom losses; a run killed outright is reported incomplete, and ``tracer lab
 down`` afterwards leaves nothing behind either.
@@ -17,38 +18,40 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tracer.subprocs import REGISTRY, alive, cmdline
+from tracer.subprocs import REGISTRY, alive, cmdline, start_time
 
 pytestmark = pytest.mark.lab
 
 LAB = "pa"
 REPO = Path(__file__).resolve().parents[2]
-HELPERS = ("tcpdump", "bpftrace", "ssh", "dumpcap")
+MARK = "TRACER_TEST_INTERRUPT"  # set in the trace's environment; its helpers inherit it
 
 
-def _procs() -> dict[int, tuple[str, ...]]:
+def _ours(mark: str) -> dict[int, tuple[str, ...]]:
+    """Every process that carries this test's environment mark: the trace's descendants, even
+    once reparented to init (other helpers' traces on this machine never carry it)."""
+    needle = f"{MARK}={mark}".encode()
     out = {}
     for e in Path("/proc").iterdir():
-        if e.name.isdigit() and (c := cmdline(int(e.name))):
-            out[int(e.name)] = c
+        try:
+            if e.name.isdigit() and needle in (e / "environ").read_bytes().split(b"\0"):
+                out[int(e.name)] = cmdline(int(e.name)) or ()
+        except OSError:
+            continue  # gone meanwhile, or a kernel thread
     return out
-
-
-def _helpers_since(before: set[int]) -> dict[int, tuple[str, ...]]:
-    """Sniffer-like processes that appeared since ``before`` (this test holds the live lock)."""
-    return {p: c for p, c in _procs().items() if p not in before and Path(c[0]).name in HELPERS}
 
 
 def _tracer(*argv: str) -> list[str]:
     return [sys.executable, "-m", "tracer", *argv]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO)}
+def _env(mark: str = "") -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), MARK: mark}
 
 
 def _sent(run_dir: Path) -> int:
@@ -60,12 +63,12 @@ def _sent(run_dir: Path) -> int:
 
 def _interrupt(lab, tmp_path: Path, how: str, kind: str = "ping", count: int = 20):
     """Run a trace, hit it with ``how`` once 5 probes left; (exit code, stderr, run dir, leftovers)."""
-    before = set(_procs())
+    mark = uuid.uuid4().hex
     out = tmp_path / f"run-{how}"
     proc = subprocess.Popen(
         _tracer(kind, "--topology", str(lab.topology_path), "west-gw" if kind == "ike" else "west",
                 "east-gw" if kind == "ike" else "east", "--count", str(count), "--interval", "0.25", "--out", str(out)),
-        cwd=REPO, env=_env(), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        cwd=REPO, env=_env(mark), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while _sent(out) < 5:
@@ -73,8 +76,7 @@ def _interrupt(lab, tmp_path: Path, how: str, kind: str = "ping", count: int = 2
             time.sleep(0.02)
         recorded = json.loads((out / "processes.json").read_text())["helpers"]
         assert len(recorded) >= 5  # the sniffers on the paths (and bpftrace) are on record
-        running = _helpers_since(before)
-        assert {h["pid"] for h in recorded} <= set(running)  # what runs is what is recorded
+        assert {h["pid"] for h in recorded} <= set(_ours(mark))  # what is recorded runs, as the trace's own
         if how == "KILL":
             proc.send_signal(signal.SIGKILL)
         elif how == "TERM":
@@ -95,7 +97,7 @@ def _interrupt(lab, tmp_path: Path, how: str, kind: str = "ping", count: int = 2
             proc.kill()
             proc.wait()
     time.sleep(0.5)  # PDEATHSIG'd helpers get their SIGTERM at once; give them time to exit
-    left = {p: c for p, c in _helpers_since(before).items()}
+    left = _ours(mark)
     left |= {h["pid"]: tuple(h["argv"]) for h in recorded if alive(h["pid"], h["start"])}
     return proc.returncode, err.decode(), out, left
 
@@ -156,4 +158,33 @@ def test_sigkill_leaves_no_process_and_an_incomplete_run_directory(lab, tmp_path
         assert down.returncode == 0, down.stderr
         assert not (REGISTRY / f"{owner['pid']}-{owner['start']}.json").exists()
     finally:
+        lab.up()
+
+
+def test_lab_down_stops_what_a_dead_trace_left_running(lab, tmp_path):
+    # PDEATHSIG normally leaves nothing for it to do; here a dead trace's record names a helper
+    # that still runs (as if the signal had been lost), and one whose PID was since reused.
+    helper = subprocess.Popen(["sleep", "300"])
+    reused = subprocess.Popen(["sleep", "301"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    entry = REGISTRY / f"{dead.pid}-1.json"
+    REGISTRY.mkdir(mode=0o700, parents=True, exist_ok=True)
+    entry.write_text(json.dumps({"owner": {"pid": dead.pid, "start": 1}, "helpers": [
+        {"pid": helper.pid, "start": start_time(helper.pid), "argv": ["sleep", "300"], "what": "tcpdump west:eth0"},
+        {"pid": reused.pid, "start": start_time(reused.pid), "argv": ["sleep", "300"], "what": "tcpdump x:y"},
+    ]}))
+    try:
+        down = subprocess.run(_tracer("lab", "down", "--name", LAB), cwd=REPO, env=_env(), capture_output=True,
+                              text=True, timeout=120)
+        assert down.returncode == 0, down.stderr
+        assert f"stopped tcpdump west:eth0 (pid {helper.pid}) left by a killed trace" in down.stderr
+        assert helper.wait(5) == -signal.SIGTERM
+        assert reused.poll() is None  # another command line under a recorded PID: not ours
+        assert not entry.exists()
+    finally:
+        for p in (helper, reused):
+            p.kill()
+            p.wait()
+        entry.unlink(missing_ok=True)
         lab.up()
