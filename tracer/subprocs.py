@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tracer.interrupts import deferred
+from tracer.textfile import write_private
 
 REGISTRY = Path("/run/tracer/procs")  # one <pid>-<start>.json per running tracer that started helpers
 RUN_FILE = "processes.json"  # in the run directory: every helper the run started
@@ -147,14 +147,17 @@ def _die_with(parent: int, sig: int) -> Callable[[], None]:
 
 
 def spawn(argv: Sequence[str], what: str, **popen: Any) -> subprocess.Popen[bytes]:
-    """Start a helper in its own session that gets SIGTERM when tracer dies, and record it."""
-    with deferred("recording the helper process just started"):
-        proc: subprocess.Popen[bytes] = subprocess.Popen(
-            list(argv), start_new_session=True, preexec_fn=_die_with(os.getpid(), signal.SIGTERM), **popen)
-        helper = Helper(proc.pid, start_time(proc.pid), tuple(argv), what)
-        _helpers[proc.pid] = helper
-        _run_helpers.append(helper.to_dict() | {"ended": False})
-        _save()
+    """Start a helper in its own session that gets SIGTERM when tracer dies, and record it.
+
+    Call it under :func:`tracer.interrupts.deferred` together with keeping the result: a
+    Ctrl-C between the fork and the caller's assignment would otherwise leave a helper that
+    nobody stops until tracer exits."""
+    proc: subprocess.Popen[bytes] = subprocess.Popen(
+        list(argv), start_new_session=True, preexec_fn=_die_with(os.getpid(), signal.SIGTERM), **popen)
+    helper = Helper(proc.pid, start_time(proc.pid), tuple(argv), what)
+    _helpers[proc.pid] = helper
+    _run_helpers.append(helper.to_dict() | {"ended": False})
+    _save()
     return proc
 
 
@@ -201,11 +204,7 @@ def _save() -> None:
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    write_private(path, json.dumps(doc, indent=1) + "\n")
 
 
 # -- what a killed tracer left -------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Small text inputs (topology, manifest, probe report, SA file), read safely: regular files
-only, bounded in size, never blocking on a FIFO or reading a device forever."""
+only, bounded in size, never blocking on a FIFO or reading a device forever. And small
+private outputs, written atomically and owner-only."""
 
 from __future__ import annotations
 
@@ -35,3 +36,12 @@ def read_text(path: str | os.PathLike[str], what: str, limit: int = LIMIT) -> st
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadInput(f"{p}: {what} is not UTF-8 text (byte {e.start})") from None
+
+
+def write_private(path: Path, text: str) -> None:
+    """``text`` to ``path``, owner-only (0600), atomically: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp.replace(path)

@@ -19,8 +19,7 @@ exit codes:
   4  environment: missing privilege or tool (root, tcpdump, charon, ...),
      the lab not up, or a sniffer that could not capture
   70  internal error: a bug in tracer (TRACER_DEBUG=1 shows the traceback)
-  130 interrupted (Ctrl-C or SIGTERM: the verdict covers the probes sent; the run
-      directory is complete)
+  130 interrupted (Ctrl-C or SIGTERM): the verdict covers the probes sent
 """
 
 # Subcommand modules, in --help order; each has add_parser(subparsers). Live traces come

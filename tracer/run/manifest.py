@@ -37,7 +37,7 @@ from tracer.model.evidence import Evidence, Snapshot
 from tracer.model.netstate import NodeState
 from tracer.model.probe import ProbeReport
 from tracer.probes import probe_type
-from tracer.textfile import read_text
+from tracer.textfile import read_text, write_private
 
 MANIFEST = "manifest.json"
 FORMAT = "tracer-run/1"
@@ -264,11 +264,7 @@ def read_evidence(run_dir: Path, m: Manifest) -> tuple[Evidence, list[str]]:
 
 
 def _write_private(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    write_private(path, json.dumps(doc, indent=2) + "\n")
 
 
 def write_netstate(run_dir: Path, states: dict[str, NodeState]) -> str:
