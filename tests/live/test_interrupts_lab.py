@@ -65,9 +65,10 @@ def _interrupt(lab, tmp_path: Path, how: str, kind: str = "ping", count: int = 2
     """Run a trace, hit it with ``how`` once 5 probes left; (exit code, stderr, run dir, leftovers)."""
     mark = uuid.uuid4().hex
     out = tmp_path / f"run-{how}"
+    ends = ["west-gw", "east-gw"] if kind == "ike" else ["west", "east"]
+    counts = ["--sizes", "1000,1100", "--count", str(count // 2)] if kind == "mtu" else ["--count", str(count)]
     proc = subprocess.Popen(
-        _tracer(kind, "--topology", str(lab.topology_path), "west-gw" if kind == "ike" else "west",
-                "east-gw" if kind == "ike" else "east", "--count", str(count), "--interval", "0.25", "--out", str(out)),
+        _tracer(kind, "--topology", str(lab.topology_path), *ends, *counts, "--interval", "0.25", "--out", str(out)),
         cwd=REPO, env=_env(mark), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -129,12 +130,13 @@ def test_an_interrupt_stops_everything_and_gives_the_verdict_for_what_was_sent(l
     assert any(f"run interrupted: {sent} of 20 planned probes were sent" in w for w in doc["warnings"])
 
 
-def test_an_interrupted_ike_run_counts_the_requests_sent(lab, tmp_path):
-    code, err, out, left = _interrupt(lab, tmp_path, "INT", kind="ike")
+@pytest.mark.parametrize("kind", ["ike", "mtu"])
+def test_interrupted_ike_and_mtu_runs_count_the_probes_sent(lab, tmp_path, kind):
+    code, err, out, left = _interrupt(lab, tmp_path, "INT", kind=kind)
     assert not left, left
     assert code == 130, err
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["interrupted"] is True and 5 <= manifest["count"] < 20
+    assert manifest["interrupted"] is True and 5 <= manifest["count"] < 20 and manifest["planned"] == 20
     doc = json.loads(_replay(out).stdout)
     assert doc["status"] == "delivered", doc["summary"]
 
