@@ -33,17 +33,15 @@ def test_held_signals_can_be_left_to_the_caller():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
-def test_sigterm_is_ctrl_c():
+def test_sigterm_is_ctrl_c_within_the_block():
     old = signal.getsignal(signal.SIGTERM)
-    try:
-        sigterm_as_interrupt()
+    with sigterm_as_interrupt():
         with pytest.raises(KeyboardInterrupt):
             _signal_self(signal.SIGTERM)
         with deferred(raise_after=False) as got:
             _signal_self(signal.SIGTERM)
         assert got == [signal.SIGTERM]
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    assert signal.getsignal(signal.SIGTERM) is old  # the runner's own handler is back
 
 
 def test_an_exception_in_the_block_is_not_replaced():

@@ -1,4 +1,5 @@
-"""Killing a live trace, as a user or a service manager would, on the real lab.
+"""Killing a live trace, as a user or a service manager would, on the real lab (in SSH mode:
+east-gw is captured by a remote tcpdump over SSH, the others by local tcpdumps).
 
 A real ``tracer ping``/``tracer ike`` runs as a subprocess in its own process group and is
 hit with SIGKILL, SIGTERM, SIGINT, a double SIGINT or a signal to its whole group, once
@@ -23,11 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from tracer.subprocs import REGISTRY, alive, cmdline, start_time
+from tracer.subprocs import REGISTRY, alive, cmdline, descendants, start_time
 
 pytestmark = pytest.mark.lab
 
 LAB = "pa"
+LAB_SSH = True  # east-gw captured over SSH: the remote tcpdumps must stop too
 REPO = Path(__file__).resolve().parents[2]
 MARK = "TRACER_TEST_INTERRUPT"  # set in the trace's environment; its helpers inherit it
 
@@ -78,6 +80,7 @@ def _interrupt(lab, tmp_path: Path, how: str, kind: str = "ping", count: int = 2
         recorded = json.loads((out / "processes.json").read_text())["helpers"]
         assert len(recorded) >= 5  # the sniffers on the paths (and bpftrace) are on record
         assert {h["pid"] for h in recorded} <= set(_ours(mark))  # what is recorded runs, as the trace's own
+        assert any(h["argv"][-1].startswith("exec sh -c") for h in recorded)  # the SSH capture too
         if how == "KILL":
             proc.send_signal(signal.SIGKILL)
         elif how == "TERM":
@@ -100,6 +103,13 @@ def _interrupt(lab, tmp_path: Path, how: str, kind: str = "ping", count: int = 2
     time.sleep(0.5)  # PDEATHSIG'd helpers get their SIGTERM at once; give them time to exit
     left = _ours(mark)
     left |= {h["pid"]: tuple(h["argv"]) for h in recorded if alive(h["pid"], h["start"])}
+    # The remote side: east-gw's sshd runs the remote tcpdumps as its sessions' children; once
+    # the ssh clients are gone the sessions end and stop them (no environment mark crosses ssh).
+    sshd = lab.status()["ssh"]["sshd_pid"]
+    deadline = time.monotonic() + 5
+    while (remote := descendants(sshd)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left |= {p: cmdline(p) or () for p in remote}
     return proc.returncode, err.decode(), out, left
 
 
@@ -160,7 +170,7 @@ def test_sigkill_leaves_no_process_and_an_incomplete_run_directory(lab, tmp_path
         assert down.returncode == 0, down.stderr
         assert not (REGISTRY / f"{owner['pid']}-{owner['start']}.json").exists()
     finally:
-        lab.up()
+        lab.up(ssh=True)
 
 
 def test_lab_down_stops_what_a_dead_trace_left_running(lab, tmp_path):
@@ -189,4 +199,4 @@ def test_lab_down_stops_what_a_dead_trace_left_running(lab, tmp_path):
             p.kill()
             p.wait()
         entry.unlink(missing_ok=True)
-        lab.up()
+        lab.up(ssh=True)

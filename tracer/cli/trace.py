@@ -97,14 +97,19 @@ def check_common(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, ptype: ProbeType) -> int:
-    """Record a run directory, replay it, print the verdict."""
+    """Record a run directory, replay it, print the verdict; SIGTERM (kill, a service manager)
+    stops it like Ctrl-C: sniffers stopped, manifest written, verdict for the probes sent."""
+    with sigterm_as_interrupt():
+        return _run(args, ptype)
+
+
+def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
     from tracer.cli.replay import emit
     from tracer.netns import ensure_root
     from tracer.run.record import new_run_dir, record, replay_recorded, resolve_endpoints
     from tracer.send.echo import random_run_id
     from tracer.topofile import load_topology
 
-    sigterm_as_interrupt()  # kill/systemd stop a trace like Ctrl-C: sniffers stopped, manifest written
     check_common(args)
     ptype.check(args)
     if args.plot:
