@@ -4,7 +4,9 @@ Capture point names: an explicit ``point`` wins (every interface of the file
 becomes that point). Otherwise each pcapng interface is its own point, named
 by its ``if_name`` (tracer's sniffers write ``node:iface``); a classic pcap —
 or a pcapng whose only interface has no name — is named after the file stem;
-further unnamed interfaces get ``stem#k``.
+further unnamed interfaces get ``stem#k``. (Replay maps files to topology points by more
+rules, in :mod:`tracer.run.capturemap`: it observes each file with one name per interface
+and then :func:`relabel` s them.)
 
 Besides the observations, every call returns per-point kernel drop counts
 (from pcapng statistics blocks; None when the file does not say) and the
@@ -47,10 +49,11 @@ def point_names(cap: CaptureIndex, point: str | None = None) -> list[str]:
     return [n if n else f"{stem}#{k}" for k, n in enumerate(names)]
 
 
-def observe_capture(cap: CaptureIndex, point: str | None = None) -> FileObservations:
-    """Observations of an already indexed capture (``file`` index 0, ``sources=[cap.path]``)."""
+def observe_capture(cap: CaptureIndex, point: str | None = None, names: list[str] | None = None) -> FileObservations:
+    """Observations of an already indexed capture (``file`` index 0, ``sources=[cap.path]``);
+    ``names``: the point of each interface, instead of :func:`point_names`."""
     cols = extract(cap.buf, cap.data_off, cap.caplen, cap.linktypes(), ts_ns=cap.ts_ns, wire_len=cap.wire_len)
-    names = point_names(cap, point)
+    names = names if names is not None else point_names(cap, point)
     index: dict[str, int] = {}  # point name → number, in order of first appearance (a dict: files may name many)
     pmap = np.array([index.setdefault(n, len(index)) for n in names] or [0], np.int16)
     points = list(index)
@@ -69,8 +72,34 @@ def observe_file(path: str | os.PathLike[str], point: str | None = None) -> File
 
 
 def observe_files(items: Iterable[tuple[str | os.PathLike[str], str | None]]) -> FileObservations:
-    """Observe several ``(path, point or None)`` files and merge them; drops of a point seen in several files add up."""
-    parts = [observe_file(p, pt) for p, pt in items]
+    """Observe several ``(path, point or None)`` files and merge them."""
+    return merge_observations([observe_file(p, pt) for p, pt in items])
+
+
+def relabel(part: FileObservations, names: list[str | None]) -> FileObservations:
+    """Rename the points of one file's observations (``names[k]``: new name of point ``k``; several
+    may share one); a None drops that point's packets, its drops and its damage."""
+    index: dict[str, int] = {}
+    pmap = np.array([index.setdefault(n, len(index)) if n is not None else -1 for n in names] or [-1], np.int32)
+    new = pmap[part.obs["point"]] if len(part.obs) else np.zeros(0, np.int32)
+    keep = new >= 0
+    obs = part.obs.select(keep)
+    obs.cols["point"] = new[keep].astype(np.int16)
+    obs.points = list(index)
+    drops: Drops = {}
+    damaged: dict[str, str] = {}
+    for old, n in zip(part.obs.points, names, strict=True):
+        if n is None:
+            continue
+        if old in part.drops:
+            drops[n] = _add(drops.get(n), part.drops[old]) if n in drops else part.drops[old]
+        if old in part.damaged:
+            damaged[n] = part.damaged[old]
+    return FileObservations(obs, drops, list(part.warnings), damaged)
+
+
+def merge_observations(parts: list[FileObservations]) -> FileObservations:
+    """Merge several files' observations; drops of a point seen in several files add up."""
     drops: Drops = {}
     warnings: list[str] = []
     damaged: dict[str, str] = {}

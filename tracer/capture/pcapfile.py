@@ -132,19 +132,25 @@ def read_capture(path: str | os.PathLike[str], *, check_linktypes: bool = True) 
         cap = _read_pcap(name, raw, buf, size, *_PCAP_MAGIC[magic])
     elif magic == _SHB:
         cap = _read_pcapng(name, raw, buf, size)
+    elif raw[:2] == b"\x1f\x8b":
+        raise CaptureError(f"{name}: a gzip-compressed file: uncompress it first (gunzip -k {name})")
     else:
         raise CaptureError(f"{name}: not a pcap or pcapng file (starts with {bytes(raw[:4]).hex()})")
     if check_linktypes:
-        used = [0] if cap.fmt == "pcap" else np.unique(cap.iface).tolist()
-        for i in used:
-            info = cap.interfaces[i]
-            if info.linktype not in ex.LINKTYPES:
-                where = f" on interface {info.name}" if info.name else ""
-                raise CaptureError(
-                    f"{name}: unsupported link type {info.linktype}{where} "
-                    "(tracer reads Ethernet, raw IP, Linux cooked SLL/SLL2 and loopback captures)"
-                )
+        refuse_linktypes(cap, [0] if cap.fmt == "pcap" else np.unique(cap.iface).tolist())
     return cap
+
+
+def refuse_linktypes(cap: CaptureIndex, interfaces: list[int]) -> None:
+    """CaptureError for the first of ``interfaces`` whose link type extraction cannot read."""
+    for i in interfaces:
+        info = cap.interfaces[i]
+        if info.linktype not in ex.LINKTYPES:
+            where = f" on interface {info.name}" if info.name else ""
+            raise CaptureError(
+                f"{cap.path}: unsupported link type {info.linktype}{where} "
+                "(tracer reads Ethernet, raw IP, Linux cooked SLL/SLL2 and loopback captures)"
+            )
 
 
 def _load(name: str) -> tuple[Buffer, int]:

@@ -37,9 +37,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def add_capture_inputs(p: argparse.ArgumentParser) -> None:
     """What to replay: shared by replay and plot, so both read captures the same way."""
     p.add_argument("inputs", nargs="+", type=Path, metavar="RUN_DIR|CAPTURE",
-                   help="a run directory (with manifest.json) or pcap/pcapng files whose "
-                   "interfaces are named node:iface")
+                   help="a run directory (with manifest.json) or pcap/pcapng files; each file (each interface "
+                   "of a multi-interface pcapng) is mapped to a capture point by --point, its pcapng interface "
+                   "name, its file name (node_iface.pcap, node-iface, node__iface, node:iface) or the addresses "
+                   "in it (docs/run-directory.md)")
     p.add_argument("--topology", "-t", type=Path, help="topology TOML (run directories carry their own)")
+    p.add_argument("--point", action="append", default=[], metavar="NODE:IFACE=FILE",
+                   help="this file is that capture point, whatever its name; the file need not be among the "
+                   "inputs (repeatable)")
+    p.add_argument("--points", type=Path, metavar="MAPFILE",
+                   help='capture points of files, a TOML file of lines like "west-gw:lan0" = "gw-lan.pcap"')
     p.add_argument("--run", type=parse_run_id, help="only this run id (hex like 0x1a2b3c4d)")
     p.add_argument("--esp-keys", type=Path, metavar="FILE",
                    help="SAs in Wireshark's esp_sa format (docs/esp-keys.md): decrypt ESP and find the probe tags "
@@ -67,10 +74,13 @@ def run(args: argparse.Namespace) -> int:
         from tracer.esp import read_esp_sa_file
 
         read_esp_sa_file(args.esp_keys)
-    loaded = load_run(args.inputs, args.topology)
+    loaded = load_run(args.inputs, args.topology, explicit_points(args))
     check_endpoints(loaded.topology, args.src, args.dst)
     verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys)
-    emit(verdicts, args.json)
+    mapping = loaded.mapping if loaded.mapping_shown else []
+    emit(verdicts, args.json, {"capture_map": [m.to_dict() for m in mapping]} if mapping else None)
+    if mapping and not args.json:
+        print(f"\n{render_mapping(mapping)}")
     if args.dissect and not args.json:
         from tracer.run.dissect import dissect_lost
 
@@ -80,11 +90,33 @@ def run(args: argparse.Namespace) -> int:
     return max((v.exit_code for v in verdicts), default=EXIT_DELIVERED)
 
 
-def emit(verdicts: list, as_json: bool) -> None:
+def explicit_points(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(point, file) pairs from --points MAPFILE then --point (later ones win for the same file)."""
+    from tracer.run.capturemap import parse_point_option, read_points_file
+
+    pairs = read_points_file(args.points) if args.points else []
+    return pairs + [parse_point_option(t) for t in args.point]
+
+
+def render_mapping(mapping: list) -> str:
+    """Which file became which capture point, and by which rule; unused captures with the reason."""
+    width = max(len(m.label) for m in mapping)
+    pw = max(len(m.point or "") for m in mapping)
+    lines = ["captures → capture points"]
+    for m in mapping:
+        if m.point is None:
+            lines.append(f"  {m.label:<{width}}  unused: {m.why}")
+        else:
+            lines.append(f"  {m.label:<{width}}  → {m.point:<{pw}}  ({m.how}{': ' + m.why if m.why else ''})")
+    return "\n".join(lines)
+
+
+def emit(verdicts: list, as_json: bool, extra: dict | None = None) -> None:
+    """Print the verdicts; ``extra`` keys go into each verdict's JSON object (text: the caller prints them)."""
     from tracer.cli.render import render_text
 
     if as_json:
-        docs = [v.to_dict() for v in verdicts]
+        docs = [v.to_dict() | (extra or {}) for v in verdicts]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     else:
         print("\n\n".join(render_text(v) for v in verdicts))
