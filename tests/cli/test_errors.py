@@ -68,7 +68,8 @@ def test_unknown_option() -> None:
 def test_unknown_command() -> None:
     assert_bad_input(tracer("trace", "west", "east"),
                      "tracer: argument COMMAND: invalid choice: 'trace' "
-                     "(choose from 'replay', 'check', 'ping', 'ike', 'mtu', 'lab', 'plot', 'report') (see tracer --help)")
+                     "(choose from 'replay', 'check', 'topology', 'ping', 'ike', 'mtu', 'lab', 'plot', 'report') "
+                     "(see tracer --help)")
 
 
 def test_check_unknown_node() -> None:

@@ -21,11 +21,10 @@ from tracer.analysis.observed import observe, rewrites
 from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.evidence import Evidence
-from tracer.model.flowgraph import build_flow_graph
 from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.observed import ObservedProbe
-from tracer.model.path import ExpectedPath, check_walk, expected_path
+from tracer.model.path import ExpectedPath, expected_paths
 from tracer.model.probe import DecryptedTags, ProbeSpec
 from tracer.model.topology import Topology
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, Status, Verdict
@@ -180,21 +179,8 @@ def _with_endpoints(obs: Observations, spec: ProbeSpec) -> ProbeSpec:
 
 
 def _expected_paths(topo: Topology, spec: ProbeSpec) -> dict[Direction, ExpectedPath]:
-    """The request path, and the reply path when a node owns the destination; each checked as
-    a walk in the capture-point flow graph."""
     assert spec.src is not None and spec.dst is not None
-    origin = topo.nodes.get(spec.origin) if spec.origin else None
-    paths = {Direction.REQUEST: expected_path(topo, spec.src, spec.dst, origin)}
-    owner = origin or topo.owner(spec.src)
-    if owner is not None and owner is topo.owner(spec.dst):
-        raise BadInput(f"{spec.src} → {spec.dst}: both on {owner.name}; the path crosses no capture point")
-    reply_origin = topo.owner(spec.dst)
-    if reply_origin is not None:
-        paths[Direction.REPLY] = expected_path(topo, spec.dst, spec.src, reply_origin)
-    graph = build_flow_graph(topo)
-    for p in paths.values():
-        check_walk(p, graph, topo.source)
-    return paths
+    return expected_paths(topo, spec.src, spec.dst, topo.nodes.get(spec.origin) if spec.origin else None)
 
 
 def _nowhere(path: ExpectedPath, direction: Direction, n: int, topo: Topology, spec: ProbeSpec) -> list[Finding]:

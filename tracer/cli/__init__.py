@@ -24,7 +24,7 @@ exit codes:
 
 # Subcommand modules, in --help order; each has add_parser(subparsers). Live traces come
 # between replay and lab: one subcommand per registered probe kind (tracer/probes/).
-BEFORE_TRACES = ("replay", "check")
+BEFORE_TRACES = ("replay", "check", "topology")
 AFTER_TRACES = ("lab", "plot", "report")
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Any
 
 import networkx as nx
 
-from tracer.errors import TopologyError
-from tracer.model.flowgraph import EdgeKind
+from tracer.errors import BadInput, TopologyError
+from tracer.model.direction import Direction
+from tracer.model.flowgraph import EdgeKind, build_flow_graph
 from tracer.model.point import CapturePoint, point_name
 from tracer.model.topology import Node, Topology, Tunnel, TunnelEnd
 
@@ -75,6 +77,23 @@ class ExpectedPath:
             if esp is not None:
                 extra = f", tunnel {esp.tunnel}"
         return f"inside {a.node} between {a.iface} and {b.iface} ({kind.value}{extra})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (verdicts and ``tracer topology path`` print this)."""
+        return {
+            "src": str(self.src),
+            "dst": str(self.dst),
+            "delivered": self.delivered,
+            "end_note": self.end_note,
+            "dst_node": self.dst_node,
+            "hops": [
+                {"point": h.point, "node": h.node, "esp": None if h.esp is None else {
+                    "tunnel": h.esp.tunnel, "src": str(h.esp.src), "dst": str(h.esp.dst),
+                    "spi": h.esp.spi, "udp": h.esp.udp}}
+                for h in self.hops
+            ],
+            "edges": [e.value for e in self.edges],
+        }
 
 
 @dataclass
@@ -173,6 +192,23 @@ def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: No
         if walk.leave(route.dev) is None:
             return walk.end(False, f"{point_name(walk.node.name, route.dev)} has no link in the topology")
     return walk.end(False, f"more than {MAX_HOPS} hops")
+
+
+def expected_paths(topo: Topology, src: IPv4Address, dst: IPv4Address,
+                   origin: Node | None = None) -> dict[Direction, ExpectedPath]:
+    """The request path, and the reply path when a node owns the destination; each checked as
+    a walk in the capture-point flow graph. The one place verdicts and ``tracer topology path`` get them."""
+    paths = {Direction.REQUEST: expected_path(topo, src, dst, origin)}
+    owner = origin or topo.owner(src)
+    if owner is not None and owner is topo.owner(dst):
+        raise BadInput(f"{src} → {dst}: both on {owner.name}; the path crosses no capture point")
+    reply_origin = topo.owner(dst)
+    if reply_origin is not None:
+        paths[Direction.REPLY] = expected_path(topo, dst, src, reply_origin)
+    graph = build_flow_graph(topo)
+    for p in paths.values():
+        check_walk(p, graph, topo.source)
+    return paths
 
 
 def _tunnel_of_device(topo: Topology, node: str, dev: str) -> Tunnel | None:

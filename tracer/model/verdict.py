@@ -131,24 +131,7 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (addresses as strings, enums as their values)."""
-        return _jsonable(asdict(self) | {"paths": {k: _path_dict(p) for k, p in self.paths.items()}})
-
-
-def _path_dict(p: ExpectedPath) -> dict[str, Any]:
-    return {
-        "src": str(p.src),
-        "dst": str(p.dst),
-        "delivered": p.delivered,
-        "end_note": p.end_note,
-        "dst_node": p.dst_node,
-        "hops": [
-            {"point": h.point, "node": h.node, "esp": None if h.esp is None else {
-                "tunnel": h.esp.tunnel, "src": str(h.esp.src), "dst": str(h.esp.dst),
-                "spi": h.esp.spi, "udp": h.esp.udp}}
-            for h in p.hops
-        ],
-        "edges": [e.value for e in p.edges],
-    }
+        return _jsonable(asdict(self) | {"paths": {k: p.to_dict() for k, p in self.paths.items()}})
 
 
 def _jsonable(v: Any) -> Any:

@@ -1,0 +1,144 @@
+"""``tracer topology check|path|discover``: a topology file validated, the paths it implies, one written from what runs.
+
+``check`` loads the file strictly (the same loader every command uses) and adds what the file
+implies (:mod:`tracer.analysis.topolint`); ``path`` prints the expected request and reply paths
+with the verdict's own renderer; ``discover`` reads local network namespaces and their IKE
+daemons (:mod:`tracer.discover`) and writes an ordinary topology file. See docs/topology.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sized
+from pathlib import Path
+
+from tracer.errors import EXIT_BAD_INPUT, EXIT_DELIVERED, TracerError
+
+EPILOG = """\
+examples:
+  tracer topology check captures/all-delivered/topology.toml
+  tracer topology check my-net.toml --json
+  tracer topology path captures/all-delivered/topology.toml west east
+  tracer topology path captures/all-delivered/topology.toml 192.0.2.10 198.51.100.10 --json
+  tracer topology discover --netns 'trc-lab-*' -o discovered.toml
+
+exit codes: 0 valid (warnings are findings, not failures), 2 invalid topology or bad
+  arguments, 4 environment (discover: not root, ip or swanctl missing)
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("topology", help="check a topology file, show the paths it implies, discover one",
+                       description="Work with topology files (docs/topology.md): validate one strictly and list "
+                       "its capture points (check), print the expected request and reply paths between two "
+                       "nodes or addresses (path), or write one from the network namespaces and IKE daemons "
+                       "that run here (discover).",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = actions.add_parser("check", help="validate strictly, list capture points and findings",
+                           description="Load the topology strictly (unknown keys, addresses, links, routes, tunnels) "
+                           "and report what it implies: hosts that cannot reach or answer each other, tunnel "
+                           "selectors that hold no address, gateways outside the file, interfaces without a link. "
+                           "Exit 0 when valid (warnings included), 2 when invalid.",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("file", type=Path, metavar="FILE", help="topology TOML")
+    c.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    c.set_defaults(func=run_check)
+    pa = actions.add_parser("path", help="expected request and reply paths, hop by hop",
+                            description="The expected request path from SRC to DST and the reply path back, "
+                            "capture point by capture point with the edge kinds between them (wire, forward, "
+                            "encap, decap), as a verdict shows them.",
+                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pa.add_argument("file", type=Path, metavar="FILE", help="topology TOML")
+    pa.add_argument("src", metavar="SRC", help="source: a node name or one of its addresses")
+    pa.add_argument("dst", metavar="DST", help="destination: a node name or an address")
+    pa.add_argument("--json", action="store_true", help="machine-readable paths on stdout")
+    pa.set_defaults(func=run_path)
+    d = actions.add_parser("discover", help="write a topology from the namespaces and IKE daemons running here",
+                           description="Read the network namespaces whose names match PATTERN: interfaces and "
+                           "addresses, veth links between them (by peer ifindex and namespace id), routes (the "
+                           "main table and the tables policy rules reach, strongSwan's 220 included), TUN/ipsec "
+                           "devices, forwarding; and the IPsec tunnels their strongSwan daemons report over vici. "
+                           "Writes ordinary TOML to edit. Needs root.",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("--netns", required=True, metavar="PATTERN", action="append",
+                   help="namespace name pattern (shell-style, like 'trc-lab-*'); repeatable")
+    d.add_argument("--name", default="discovered", help="the topology's name (default: discovered)")
+    d.add_argument("-o", "--out", type=Path, metavar="FILE", help="write here (default: stdout)")
+    d.set_defaults(func=run_discover)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from tracer.analysis.topolint import capture_points, exit_code, lint
+    from tracer.topofile import load_topology
+
+    try:
+        topo = load_topology(args.file)
+    except TracerError as e:
+        if not args.json:
+            raise
+        print(json.dumps({"topology_check": {"valid": False, "error": str(e)}}, indent=2))
+        return e.exit_code
+    points = capture_points(topo)
+    lints = lint(topo)
+    code = exit_code(lints)
+    if args.json:
+        print(json.dumps({"topology_check": {
+            "valid": code == EXIT_DELIVERED, "file": str(args.file), "name": topo.name,
+            "nodes": list(topo.nodes), "links": len(topo.links), "tunnels": [t.name for t in topo.tunnels],
+            "capture_points": [p.to_dict() for p in points], "findings": [x.to_dict() for x in lints]}}, indent=2))
+        return code
+    word = "valid" if code == EXIT_DELIVERED else "invalid"
+    print(f"{args.file}: {word}: {_count(topo.nodes, 'node')}, {_count(topo.links, 'link')}, "
+          f"{_count(topo.tunnels, 'tunnel')}, {_count(points, 'capture point')}")
+    print("capture points:")
+    width = max(len(p.point) for p in points) + 2
+    for p in points:
+        print(f"  {p.point:<{width}}{p.describe()}")
+    for x in lints:
+        print(f"{x.level}: {x.text}")
+    return code
+
+
+def run_path(args: argparse.Namespace) -> int:
+    from tracer.cli.render import render_expected
+    from tracer.model.path import expected_paths
+    from tracer.topofile import load_topology
+
+    topo = load_topology(args.file)
+    src_node, src = topo.resolve(args.src)
+    dst_node, dst = topo.resolve(args.dst)
+    paths = expected_paths(topo, src, dst, src_node)
+    if args.json:
+        print(json.dumps({"topology_path": {
+            "src": str(src), "src_node": src_node.name, "dst": str(dst), "dst_node": dst_node.name,
+            "paths": {str(k): p.to_dict() for k, p in paths.items()}}}, indent=2))
+        return EXIT_DELIVERED
+    blocks = [f"{src_node.name} ({src}) → {dst_node.name} ({dst})"]
+    blocks += ["\n".join(render_expected(direction, p)) for direction, p in paths.items()]
+    print("\n\n".join(blocks))
+    return EXIT_DELIVERED
+
+
+def run_discover(args: argparse.Namespace) -> int:
+    from tracer.discover import discover
+    from tracer.topofile import dump_topology, save_topology
+
+    topo, notes = discover(args.netns, args.name)
+    header = "Written by 'tracer topology discover " + " ".join(f"--netns {p}" for p in args.netns) + "'.\n" + \
+             "Check it with 'tracer topology check FILE'; edit freely (docs/topology.md)."
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.out:
+        save_topology(topo, args.out, header)
+        print(f"{args.out}: {_count(topo.nodes, 'node')}, {_count(topo.links, 'link')}, "
+              f"{_count(topo.tunnels, 'tunnel')}", file=sys.stderr)
+    else:
+        print(dump_topology(topo, header), end="")
+    return EXIT_DELIVERED if topo.nodes else EXIT_BAD_INPUT
+
+
+def _count(items: Sized, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
