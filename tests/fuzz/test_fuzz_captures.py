@@ -25,17 +25,15 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import struct
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.fuzz.bounds import time_limit
 from tests.fuzz.mutate import EPB, is_pcapng, mutant, mutate, parse_pcapng, pcap_from_pcapng
 from tracer.capture.observe import observe_capture
 from tracer.capture.pcapfile import read_capture
@@ -62,24 +60,6 @@ def seeds() -> list[tuple[str, bytes]]:
 
 
 SEEDS = seeds()
-
-
-class Hang(Exception):
-    pass
-
-
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    def alarm(signum: int, frame: object) -> None:
-        raise Hang(f"no result within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def check(path: Path, data: bytes, *, memory: bool = True) -> str | None:

@@ -175,7 +175,7 @@ class Topology:
             addr = IPv4Address(what)
         except ValueError:
             raise TopologyError(
-                f"{self.source}: '{what}' is neither a node ({', '.join(self.nodes)}) nor an IPv4 address"
+                f"{self.source}: '{_shown(what)}' is neither a node ({', '.join(self.nodes)}) nor an IPv4 address"
             ) from None
         node = self.owner(addr)
         if node is None:
@@ -353,7 +353,7 @@ class _Parser:
                 raise self.fail(f"{rpath}.dst", "only IPv4 is supported for now")
             dev = self.string(rraw, "dev", rpath)
             if dev not in ifaces:
-                raise self.fail(f"{rpath}.dev", f"node '{name}' has no interface '{dev}' (has {', '.join(ifaces)})")
+                raise self.fail(f"{rpath}.dev", f"node '{name}' has no interface '{_shown(dev)}' (has {', '.join(ifaces)})")
             via = self.convert(IPv4Address, rraw["via"], f"{rpath}.via", "IPv4 address") if "via" in rraw else None
             routes.append(Route(dst, dev, via))
         strings = {k: raw.get(k) for k in ("netns", "ssh", "ssh_netns", "ssh_key", "ssh_known_hosts", "ike_vici",
@@ -383,9 +383,9 @@ class _Parser:
             raise self.fail(path, f"expected 'node:iface', got {value!r}")
         node, iface = split_point(value)
         if node not in nodes:
-            raise self.fail(path, f"unknown node '{node}'")
+            raise self.fail(path, f"unknown node '{_shown(node)}'")
         if iface not in nodes[node].interfaces:
-            raise self.fail(path, f"node '{node}' has no interface '{iface}' (has {', '.join(nodes[node].interfaces)})")
+            raise self.fail(path, f"node '{node}' has no interface '{_shown(iface)}' (has {', '.join(nodes[node].interfaces)})")
         return value
 
     def link(self, k: int, raw: Any, nodes: dict[str, Node]) -> Link:
@@ -416,7 +416,7 @@ class _Parser:
     def tunnel_end(self, raw: dict[str, Any], path: str, nodes: dict[str, Node]) -> TunnelEnd:
         node = self.string(raw, "node", path)
         if node not in nodes:
-            raise self.fail(f"{path}.node", f"unknown node '{node}'")
+            raise self.fail(f"{path}.node", f"unknown node '{_shown(node)}'")
         address = self.convert(IPv4Address, self.string(raw, "address", path), f"{path}.address", "IPv4 address")
         if not nodes[node].owns(address):
             raise self.fail(f"{path}.address", f"{address} is not an address of node '{node}'")
