@@ -228,8 +228,10 @@ def command_kind(argv: list[str]) -> CmdKind:
     if prog[0] == "tracer":
         if "--help" in prog or "-h" in prog or prog[1:2] in (["replay"], ["plot"]):
             return "offline"
-        if prog[1:2] in (["lab"], ["ping"], ["ike"], ["mtu"]):
+        if prog[1:2] in (["lab"], ["ping"], ["ike"], ["mtu"]) or prog[1:3] == ["topology", "discover"]:
             return "lab"
+        if prog[1:3] in (["topology", "check"], ["topology", "path"]):
+            return "offline"  # files shipped in the repository
     if prog[:2] == ["python3", "-c"]:
         return "lab" if "tracer.lab" in prog[2] else "offline"
     if prog[0] == "tshark":
@@ -539,6 +541,7 @@ def for_lab(text: str, cwd: Path) -> str:
     """Any lab the docs name is this test's lab; the docs' fixed scratch paths move into cwd."""
     text = re.sub(r"/run/tracer/lab-[a-z0-9]+/", f"/run/tracer/lab-{LAB}/", text)
     text = re.sub(r"""Lab\((["'])[a-z0-9]+\1\)""", f'Lab("{LAB}")', text)
+    text = re.sub(r"\btrc-[a-z0-9]+-\*", f"trc-{LAB}-*", text)  # a namespace pattern of the docs' lab
     for old, new in LAB_PATHS.items():
         text = text.replace(old, str(cwd / new))
     for old, new in READER_FILES.items():
@@ -555,7 +558,7 @@ def lab_argv(argv: list[str], cwd: Path) -> list[str]:
             prog[prog.index("--name") + 1] = LAB
         else:
             prog[3:3] = ["--name", LAB]
-    elif prog[0] == "tracer" and not {"--topology", "-t"} & set(prog):
+    elif prog[0] == "tracer" and prog[1] != "topology" and not {"--topology", "-t"} & set(prog):
         prog[2:2] = ["--topology", LAB_TOPOLOGY]
     return env_part + prog
 
