@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz.bounds import time_limit
+from tests.fuzz.bounds import cli_problem, time_limit
 from tests.fuzz.mutate import EPB, is_pcapng, mutant, mutate, parse_pcapng, pcap_from_pcapng
 from tracer.capture.observe import observe_capture
 from tracer.capture.pcapfile import read_capture
@@ -47,7 +47,6 @@ CLI_CASES = int(os.environ.get("TRACER_FUZZ_CLI_CASES", "30"))
 START = int(os.environ.get("TRACER_FUZZ_START", "0"))
 TIME_LIMIT_S = 2.0
 MEMORY_LIMIT = 16 << 20  # bytes of Python/numpy allocation per case beyond 64 x the file size
-EXIT_CODES = {0, 1, 2, 3, 4}
 
 
 def seeds() -> list[tuple[str, bytes]]:
@@ -127,15 +126,9 @@ def test_command_line_replay_of_mutants(tmp_path: Path) -> None:
 
     def finish(job: tuple[int, str, list[str], subprocess.Popen[str]]) -> None:
         case, where, desc, proc = job
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            failures.append(f"case {case} {where}: no exit within 60 s ({'; '.join(desc)})")
-            return
-        if proc.returncode not in EXIT_CODES or "Traceback" in err:
-            failures.append(f"case {case} {where}: exit {proc.returncode} ({'; '.join(desc)})\n{err[-2000:]}")
+        problem = cli_problem(proc)
+        if problem:
+            failures.append(f"case {case} {where} ({'; '.join(desc)}): {problem}")
 
     for k, case in enumerate(range(START, START + CLI_CASES)):
         scen = scenarios[case % len(scenarios)]
