@@ -10,6 +10,11 @@ lab's do) and written into the topology at the path it has here when there is on
 through the two mount tables and checked by inode). A namespace without charon simply has
 no IKE view; Libreswan and kernel XFRM are not read yet. The inference itself is pure:
 :mod:`tracer.analysis.infer_topology`.
+
+SSH hosts (``--ssh NODE=TARGET``) are read the same way over one SSH session per query
+(``ip -batch``, ``/proc/sys``, and a short script that finds charon in the session's network
+namespace and asks it over vici); their veth peers cannot be seen from here, so their links
+come from shared subnets.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 from tracer import netns
 from tracer.analysis.infer_topology import Seen, infer, node_name
 from tracer.errors import BadInput, EnvironmentProblem
-from tracer.evidence import netstate, strongswan, sysctl
+from tracer.evidence import netstate, nodecmd, strongswan, sysctl
 from tracer.model.checkstate import IkeState, Unavailable
 from tracer.model.topology import NAME_RE, Node, Topology
 
@@ -44,12 +49,26 @@ def literal_prefix(patterns: list[str]) -> str:
     return out
 
 
-def discover(patterns: list[str], name: str) -> tuple[Topology, list[str]]:
+# Run on an SSH host: charon in this session's network namespace, its vici socket, its SAs.
+_REMOTE_IKE = r"""me=$(readlink /proc/self/ns/net)
+for p in $(pidof charon charon-systemd); do
+  [ "$(readlink /proc/$p/ns/net)" = "$me" ] || continue
+  s=$(awk '$8 ~ /[.]vici$/ {print $8; exit}' /proc/$p/net/unix)
+  [ -n "$s" ] || continue
+  [ -S "$s" ] && echo "vici $s"
+  exec swanctl --list-sas --raw --noblock --uri "unix:///proc/$p/root$s"
+done
+echo "no charon"
+"""
+
+
+def discover(patterns: list[str], name: str, ssh_hosts: list[Node] | None = None) -> tuple[Topology, list[str]]:
+    """``ssh_hosts``: nodes to read over SSH (name, ``ssh`` and the ``ssh_*`` fields set)."""
     netns.ensure_root()
     if not NAME_RE.fullmatch(name):
         raise BadInput(f"--name '{name}': use 1-63 letters, digits, '_', '.', '-'")
     found = namespaces(patterns)
-    if not found:
+    if patterns and not found:
         raise BadInput(f"no network namespace matches {' or '.join(patterns)} (ip netns list)")
     prefix = literal_prefix(patterns)
     seen, notes = [], []
@@ -64,6 +83,16 @@ def discover(patterns: list[str], name: str) -> tuple[Topology, list[str]]:
         forwarding = None if isinstance(values, Unavailable) else values.get("net.ipv4.ip_forward") == 1
         ike, uri = _ike(ns, node, notes)
         seen.append(Seen(node.name, state, forwarding, ike, uri, ns))
+    for host in ssh_hosts or []:
+        try:
+            state = netstate.snapshot_ssh(host, "")
+        except EnvironmentProblem as e:
+            notes.append(f"{host.name}: not read ({e})")
+            continue
+        values = sysctl.read(host)
+        forwarding = None if isinstance(values, Unavailable) else values.get("net.ipv4.ip_forward") == 1
+        ike, uri = _ike_ssh(host, notes)
+        seen.append(Seen(host.name, state, forwarding, ike, uri, node=host))
     topo, more = infer(name, seen)
     return topo, notes + more
 
@@ -89,6 +118,18 @@ def _ike(ns: str, node: Node, notes: list[str]) -> tuple[IkeState | None, str | 
             return None, None
         return state, f"unix://{here}" if here else None
     return None, None
+
+
+def _ike_ssh(host: Node, notes: list[str]) -> tuple[IkeState | None, str | None]:
+    try:
+        out = nodecmd.output(host, ["sh", "-c", _REMOTE_IKE], ok=None)
+    except nodecmd.Unavailable as e:
+        notes.append(f"{host.name}: its IKE daemon could not be asked ({e})")
+        return None, None
+    if "no charon" in out.stdout.splitlines():
+        return None, None
+    vici = next((ln.split(" ", 1)[1] for ln in out.stdout.splitlines() if ln.startswith("vici ")), None)
+    return IkeState(strongswan.ike_sas(out.stdout), f"ssh {host.ssh}"), f"unix://{vici}" if vici else None
 
 
 def _vici_socket(pid: int) -> str | None:

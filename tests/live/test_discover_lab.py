@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 import tomllib
+from collections.abc import Callable
 from itertools import permutations
 from pathlib import Path
 
@@ -26,28 +27,34 @@ pytestmark = pytest.mark.lab
 LAB = "pb"  # namespaces trc-pb-*
 
 
-def walk(topo: Topology, path: ExpectedPath) -> list[tuple[str, ...]]:
-    """A path as (namespace, interface, ESP tunnel or "", UDP) hops and edge kinds, free of node names."""
+def ident(topo: Topology, node: str) -> str:
+    """What a node is, whatever it is called: its namespace (or, read over SSH only, its ssh target)."""
+    n = topo.nodes[node]
+    return n.netns or f"ssh {n.ssh}"
+
+
+def walk(topo: Topology, path: ExpectedPath, who: Callable[[str], str]) -> list[tuple[str, ...]]:
+    """A path as (node identity, interface, ESP tunnel or "", UDP) hops and edge kinds, free of node names."""
     out: list[tuple[str, ...]] = []
     for i, hop in enumerate(path.hops):
-        ns = topo.nodes[hop.node].netns or "?"
         esp = (hop.esp.tunnel, str(hop.esp.udp)) if hop.esp else ("", "")
-        out.append((ns, hop.iface, *esp))
+        out.append((who(hop.node), hop.iface, *esp))
         if i < len(path.edges):
             out.append((path.edges[i].value,))
     return out
 
 
-def all_paths(topo: Topology) -> dict[tuple[str, str, str], tuple[list, bool, str]]:
-    """(source namespace, destination namespace, direction) → (walk, delivered, end) for every pair of nodes."""
+def all_paths(topo: Topology, who: Callable[[str], str] | None = None) -> dict[tuple[str, str, str], tuple[list, bool, str]]:
+    """(source, destination, direction) → (walk, delivered, end) for every pair of nodes, by node identity."""
+    who = who or (lambda n: ident(topo, n))
     out = {}
     for a, b in permutations(topo.nodes.values(), 2):
         src, dst = topo.resolve(a.name)[1], topo.resolve(b.name)[1]
         for direction, p in expected_paths(topo, src, dst, a).items():
             end = p.end_note
-            for name in sorted(topo.nodes, key=len, reverse=True):  # node names → namespaces in the note too
-                end = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", topo.nodes[name].netns or "?", end)
-            out[(a.netns or "", b.netns or "", str(direction))] = (walk(topo, p), p.delivered, end)
+            for name in sorted(topo.nodes, key=len, reverse=True):  # node names → identities in the note too
+                end = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", who(name), end)
+            out[(who(a.name), who(b.name), str(direction))] = (walk(topo, p, who), p.delivered, end)
     return out
 
 

@@ -43,8 +43,9 @@ class Seen:
     state: NodeState
     forwarding: bool | None = None  # None: unknown (treated as not forwarding)
     ike: IkeState | None = None
-    ike_vici: str | None = None  # the vici URI to write into the topology (reachable from here)
+    ike_vici: str | None = None  # the vici URI to write into the topology (reachable where it is read)
     netns: str | None = None
+    node: Node | None = None  # how an SSH host was reached (its ssh* fields are written as they were given)
 
 
 def node_name(netns: str, prefix: str) -> str:
@@ -56,7 +57,6 @@ def node_name(netns: str, prefix: str) -> str:
 def infer(name: str, seen: list[Seen]) -> tuple[Topology, list[str]]:
     """The topology, and notes on what could not be expressed or was left out."""
     notes: list[str] = []
-    by_name = {s.name: s for s in seen}
     ifaces = {s.name: _interfaces(s) for s in seen}
     links = _links(seen, ifaces, notes)
     owners = {a.ip: s.name for s in seen for i in ifaces[s.name] for a in i.addresses}
@@ -73,8 +73,12 @@ def infer(name: str, seen: list[Seen]) -> tuple[Topology, list[str]]:
             irole = ("tunnel" if li.kind in TUN_KINDS or li.name in tunnel_devs
                      else "wan" if any(a.ip in tunnel_addrs for a in li.addresses) else "lan")
             interfaces[li.name] = Interface(s.name, li.name, li.addresses, irole)
-        nodes[s.name] = Node(s.name, role, interfaces, tuple(routes), netns=by_name[s.name].netns,
-                             ike_vici=s.ike_vici)
+        how = s.node
+        nodes[s.name] = Node(s.name, role, interfaces, tuple(routes), netns=s.netns, ike_vici=s.ike_vici,
+                             **({} if how is None else {
+                                 "ssh": how.ssh, "capture": how.capture, "ssh_netns": how.ssh_netns,
+                                 "ssh_key": how.ssh_key, "ssh_port": how.ssh_port,
+                                 "ssh_known_hosts": how.ssh_known_hosts}))
     return Topology(name, nodes, tuple(links), tuple(tunnels)), notes
 
 

@@ -13,8 +13,12 @@ import json
 import sys
 from collections.abc import Sized
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tracer.errors import EXIT_DELIVERED, TracerError
+if TYPE_CHECKING:
+    from tracer.model.topology import Node
+
+from tracer.errors import EXIT_DELIVERED, BadInput, TracerError
 
 EPILOG = """\
 examples:
@@ -63,8 +67,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "devices, forwarding; and the IPsec tunnels their strongSwan daemons report over vici. "
                            "Writes ordinary TOML to edit. Needs root.",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    d.add_argument("--netns", required=True, metavar="PATTERN", action="append",
+    d.add_argument("--netns", metavar="PATTERN", action="append", default=[],
                    help="namespace name pattern (shell-style, like 'trc-lab-*'); repeatable")
+    d.add_argument("--ssh", metavar="NODE=TARGET", action="append", default=[],
+                   help="also read this host over SSH as node NODE (TARGET: user@host or a Host alias); repeatable")
+    d.add_argument("--ssh-netns", metavar="NS", help="run the ssh client in this local namespace")
+    d.add_argument("--ssh-key", type=Path, metavar="FILE", help="ssh identity file")
+    d.add_argument("--ssh-port", type=int, metavar="PORT", help="ssh port")
+    d.add_argument("--ssh-known-hosts", type=Path, metavar="FILE", help="known_hosts to check host keys against")
     d.add_argument("--name", default="discovered", help="the topology's name (default: discovered)")
     d.add_argument("-o", "--out", type=Path, metavar="FILE", help="write here (default: stdout)")
     d.set_defaults(func=run_discover)
@@ -127,12 +137,15 @@ def run_discover(args: argparse.Namespace) -> int:
     from tracer.model.topology import Topology
     from tracer.topofile import dump_topology, save_topology, topology_to_dict
 
-    topo, notes = discover(args.netns, args.name)
+    if not args.netns and not args.ssh:
+        raise BadInput("topology discover: give --netns PATTERN or --ssh NODE=TARGET (or both)")
+    topo, notes = discover(args.netns, args.name, _ssh_hosts(args))
     try:  # what is written must load with the strict loader; if not, say why (it is still written, to edit)
         Topology.from_dict(topology_to_dict(topo), source="the discovered topology")
     except TracerError as e:
         notes.append(f"{e}: edit it before use")
-    header = "Written by 'tracer topology discover " + " ".join(f"--netns {p}" for p in args.netns) + "'.\n" + \
+    header = "Written by 'tracer topology discover " + " ".join(
+        [f"--netns {p}" for p in args.netns] + [f"--ssh {h}" for h in args.ssh]) + "'.\n" + \
              "Check it with 'tracer topology check FILE'; edit freely (docs/topology.md)."
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -147,3 +160,23 @@ def run_discover(args: argparse.Namespace) -> int:
 
 def _count(items: Sized, noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _ssh_hosts(args: argparse.Namespace) -> list[Node]:
+    """``--ssh NODE=TARGET`` options as nodes, checked by the topology's own rules (the file will hold them)."""
+    from tracer.model.topology import Topology
+
+    out = []
+    for spec in args.ssh:
+        name, sep, target = spec.partition("=")
+        if not sep:
+            raise BadInput(f"--ssh {spec}: expected NODE=TARGET, like east-gw=root@203.0.113.2")
+        fields = {"ssh": target, "capture": "ssh", "ssh_netns": args.ssh_netns, "ssh_port": args.ssh_port,
+                  "ssh_key": str(args.ssh_key.resolve()) if args.ssh_key else None,
+                  "ssh_known_hosts": str(args.ssh_known_hosts.resolve()) if args.ssh_known_hosts else None}
+        other = "peer" if name != "peer" else "peer2"  # a one-link frame around the node, for the loader's rules
+        raw = {"nodes": {name: {"interfaces": {"x": {}}, **{k: v for k, v in fields.items() if v is not None}},
+                         other: {"interfaces": {"x": {}}}},
+               "links": [{"ends": [f"{name}:x", f"{other}:x"]}]}
+        out.append(Topology.from_dict(raw, source=f"--ssh {spec}").nodes[name])
+    return out
