@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import tomli_w
 
 from tests.cli.tracer_cmd import CAPTURES, TOPOLOGY, assert_bad_input, tracer
@@ -120,3 +122,43 @@ def test_path_json_and_bad_endpoints():
                      "nor an IPv4 address")
     assert_bad_input(tracer("topology", "path", TOPOLOGY, "west", "192.0.2.10"),
                      "tracer: 192.0.2.10 → 192.0.2.10: both on west; the path crosses no capture point")
+
+
+def _spi(d, value):
+    d["tunnels"][0]["left"]["spi_in"] = value
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.pop("links"), "links: no links"),
+    (lambda d: d["links"][0].update(ends=["west:eth0", "west:eth0"]), r"links\[0\].ends: both ends are west:eth0"),
+    (lambda d: d["nodes"]["east"]["interfaces"]["eth0"].update(addresses=["192.0.2.10/24"]),
+     "192.0.2.10 is also an address of west:eth0"),
+    (lambda d: _spi(d, -1), r"tunnels\[0\].left.spi_in: expected an integer from 1 to 4294967295"),
+    (lambda d: _spi(d, 1.5), r"tunnels\[0\].left.spi_in: expected an integer"),
+    (lambda d: _spi(d, True), r"tunnels\[0\].left.spi_in: expected an integer"),
+    (lambda d: d["nodes"]["west"]["routes"][0].update(via="203.0.113.9"), "the gateway points to nothing"),
+    (lambda d: d["tunnels"][0]["right"].update(node="ghost"), r"tunnels\[0\].right.node: unknown node 'ghost'"),
+    (lambda d: d["nodes"].update({"a\x00b": {"interfaces": {"e": {}}}}), r"'a\\x00b' is not a valid node name"),
+])
+def test_hostile_topologies_are_one_line_exit_2_everywhere(tmp_path, change, message):
+    """Issue 13's refused topologies: check, path and replay all say one line and exit 2."""
+    f = site(tmp_path, change)
+    for args in (("topology", "check", f), ("topology", "path", f, "west", "east"),
+                 ("replay", "--topology", f, *sorted((CAPTURES / "all-delivered").glob("*.pcapng")))):
+        r = tracer(*args)
+        assert r.code == 2 and r.out == "" and r.err.count("\n") == 1, (args, r)
+        assert re.search(message, r.err), (message, r.err)
+
+
+def test_deeply_nested_toml_is_bad_input(tmp_path):
+    f = tmp_path / "deep.toml"
+    f.write_text(f"name = 'x'\ndeep = {'[' * 3000}{']' * 3000}\n")
+    assert_bad_input(tracer("topology", "check", f), f"tracer: {f}: not a topology (arrays or tables nested too deep)")
+
+
+def test_a_destination_without_routes_gets_a_verdict(tmp_path):
+    """Issue 13: a routeless destination crashed every replay; it is a valid topology, and the verdict speaks."""
+    f = site(tmp_path, lambda d: d["nodes"]["east"].pop("routes"))
+    r = tracer("replay", "--topology", f, *sorted((CAPTURES / "all-delivered").glob("*.pcapng")))
+    assert r.code in (0, 1, 3) and r.err == "", r
+    assert "east has no route to 192.0.2.10" in r.out
