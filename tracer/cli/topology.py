@@ -27,9 +27,10 @@ examples:
   tracer topology path captures/all-delivered/topology.toml west east
   tracer topology path captures/all-delivered/topology.toml 192.0.2.10 198.51.100.10 --json
   tracer topology discover --netns 'trc-lab-*' -o discovered.toml
+  tracer topology discover --netns 'site-*' --ssh gw=root@192.0.2.50 --ssh-key ~/.ssh/id_ed25519
 
-exit codes: 0 valid (warnings are findings, not failures), 2 invalid topology or bad
-  arguments, 4 environment (discover: not root, ip or swanctl missing)
+exit codes: 0 valid (warnings are findings, not failures) or written (discover's notes on
+  stderr), 2 invalid topology or bad arguments, 4 environment (discover: not root, ip missing)
 """
 
 
