@@ -42,32 +42,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "that run here (discover).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    c = actions.add_parser("check", help="validate strictly, list capture points and findings",
-                           description="Load the topology strictly (unknown keys, addresses, links, routes, tunnels) "
-                           "and report what it implies: hosts that cannot reach or answer each other, tunnel "
-                           "selectors that hold no address, gateways outside the file, interfaces without a link. "
-                           "Exit 0 when valid (warnings included), 2 when invalid.",
-                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def action(name: str, short: str, description: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, help=short, description=description, epilog=EPILOG,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    c = action("check", "validate strictly, list capture points and findings",
+               "Load the topology strictly (unknown keys, addresses, links, routes, tunnels) and report what it "
+               "implies: hosts that cannot reach or answer each other, tunnel selectors that hold no address, "
+               "gateways outside the file, interfaces without a link. Exit 0 when valid (warnings included), "
+               "2 when invalid.")
     c.add_argument("file", type=Path, metavar="FILE", help="topology TOML")
     c.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     c.set_defaults(func=run_check)
-    pa = actions.add_parser("path", help="expected request and reply paths, hop by hop",
-                            description="The expected request path from SRC to DST and the reply path back, "
-                            "capture point by capture point with the edge kinds between them (wire, forward, "
-                            "encap, decap), as a verdict shows them.",
-                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pa = action("path", "expected request and reply paths, hop by hop",
+                "The expected request path from SRC to DST and the reply path back, capture point by capture "
+                "point with the edge kinds between them (wire, forward, encap, decap), as a verdict shows them.")
     pa.add_argument("file", type=Path, metavar="FILE", help="topology TOML")
     pa.add_argument("src", metavar="SRC", help="source: a node name or one of its addresses")
     pa.add_argument("dst", metavar="DST", help="destination: a node name or an address")
     pa.add_argument("--json", action="store_true", help="machine-readable paths on stdout")
     pa.set_defaults(func=run_path)
-    d = actions.add_parser("discover", help="write a topology from the namespaces and IKE daemons running here",
-                           description="Read the network namespaces whose names match PATTERN: interfaces and "
-                           "addresses, veth links between them (by peer ifindex and namespace id), routes (the "
-                           "main table and the tables policy rules reach, strongSwan's 220 included), TUN/ipsec "
-                           "devices, forwarding; and the IPsec tunnels their strongSwan daemons report over vici. "
-                           "Writes ordinary TOML to edit. Needs root.",
-                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = action("discover", "write a topology from the namespaces and IKE daemons running here",
+               "Read the network namespaces whose names match PATTERN (and the SSH hosts given): interfaces and "
+               "addresses, veth links between them (by peer ifindex and namespace id), routes (the main table and "
+               "the tables policy rules reach, strongSwan's 220 included), TUN/ipsec devices, forwarding; and the "
+               "IPsec tunnels their strongSwan daemons report over vici. Writes ordinary TOML to edit. Needs root.")
     d.add_argument("--netns", metavar="PATTERN", action="append", default=[],
                    help="namespace name pattern (shell-style, like 'trc-lab-*'); repeatable")
     d.add_argument("--ssh", metavar="NODE=TARGET", action="append", default=[],
