@@ -21,7 +21,7 @@ from tracer.analysis.observed import observe, rewrites
 from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.evidence import Evidence
-from tracer.model.flowgraph import build_flow_graph
+from tracer.model.flowgraph import flow_edges
 from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.observed import ObservedProbe
@@ -191,9 +191,9 @@ def _expected_paths(topo: Topology, spec: ProbeSpec) -> dict[Direction, Expected
     reply_origin = topo.owner(spec.dst)
     if reply_origin is not None:
         paths[Direction.REPLY] = expected_path(topo, spec.dst, spec.src, reply_origin)
-    graph = build_flow_graph(topo)
+    edges = flow_edges(topo)
     for p in paths.values():
-        check_walk(p, graph, topo.source)
+        check_walk(p, edges, topo.source)
     return paths
 
 

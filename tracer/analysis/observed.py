@@ -10,8 +10,8 @@ almost nothing here.
 from __future__ import annotations
 
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from tracer.analysis.compare import divergence
@@ -23,6 +23,9 @@ from tracer.model.observed import Form, Loop, ObservedProbe, Place, Seen
 from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint
 from tracer.model.topology import Topology
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 _PLACES = list(Place)
 _EXPECTED, _LEAK, _OFF, _UNMAPPED = (np.int8(_PLACES.index(p)) for p in _PLACES)
@@ -156,6 +159,7 @@ def find_loop(seen: tuple[Seen, ...], expired_from: str | None = None) -> Loop |
 def observed_graph(op: ObservedProbe) -> nx.DiGraph:
     """The probe's observed path as a graph of capture points, edges in the order it moved;
     node attributes say how it was seen there (form, place, times)."""
+    import networkx as nx  # for the path diagram only; a replay does not load it
     g = nx.DiGraph(seq=op.seq, direction=str(op.direction))
     prev = None
     for i, s in enumerate(op.seen):

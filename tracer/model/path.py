@@ -13,10 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-import networkx as nx
-
 from tracer.errors import TopologyError
-from tracer.model.flowgraph import EdgeKind
+from tracer.model.flowgraph import EdgeKind, FlowEdges
 from tracer.model.point import CapturePoint, point_name
 from tracer.model.topology import Node, Topology, Tunnel, TunnelEnd
 
@@ -203,13 +201,13 @@ def topo_tunnel_end(topo: Topology, name: str, node: str) -> TunnelEnd:
     return ends[0]
 
 
-def check_walk(path: ExpectedPath, graph: nx.MultiDiGraph, source: str) -> None:
+def check_walk(path: ExpectedPath, edges: FlowEdges, source: str) -> None:
     """Every step of the route walk must be an edge of the capture-point flow graph with the
     same kind: both are views of one topology, and a step the graph lacks means the topology
     contradicts itself (a host that forwards, a tunnel end without its interface, ...)."""
     for i, kind in enumerate(path.edges):
         a, b = path.hops[i].point, path.hops[i + 1].point
-        if not graph.has_edge(a, b, key=kind):
+        if (a, b, kind) not in edges:
             hint = " (a host that forwards? give it role = \"router\")" if kind == EdgeKind.FORWARD else ""
             raise TopologyError(f"{source}: the routes send packets {a} → {b} ({kind.value}), "
                                 f"which the topology's flow graph does not allow{hint}")
