@@ -466,3 +466,25 @@ def test_implausible_clock_options_are_one_line_errors(tmp_path, opts, message):
     with pytest.raises(CaptureError) as e:
         read_capture(path)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_pcapng_walk_equals_one_block_at_a_time() -> None:
+    """The numpy walk over runs of EPBs takes exactly the steps of the plain loop, also where
+    EPB-typed words sit in payloads, lengths are zero or absurd, and blocks overrun the end."""
+    from tracer.capture.pcapfile import _walk_pcapng
+
+    def one_at_a_time(w: np.ndarray, i: int, end: int) -> tuple[list[int], int]:
+        starts = []
+        while i <= end - 2:
+            starts.append(i)
+            i += (int(w[i + 1]) >> 2) or 3
+        return starts, i
+
+    rng = np.random.default_rng(7)
+    values = np.array([0, 1, 3, 6, 6, 6, 8, 12, 16, 24, 28, 32, 40, 0x0A0D0D0A, 0xFFFFFFFC], np.uint32)
+    for _ in range(500):
+        w = rng.choice(values, int(rng.integers(0, 300))).astype(np.uint32)
+        for start in range(min(len(w), 3)):
+            want, stop = one_at_a_time(w, start, len(w))
+            got, got_stop = _walk_pcapng(w, start, len(w))
+            assert (got.tolist(), got_stop) == (want, stop)
