@@ -136,7 +136,12 @@ def read_capture(path: str | os.PathLike[str], *, check_linktypes: bool = True) 
     else:
         raise CaptureError(f"{name}: not a pcap or pcapng file (starts with {bytes(raw[:4]).hex()})")
     if check_linktypes:
-        used = [0] if cap.fmt == "pcap" else np.unique(cap.iface).tolist()
+        if cap.fmt == "pcap":
+            used = [0]
+        elif len(cap.interfaces) == 1:
+            used = [0] if len(cap) else []
+        else:
+            used = np.unique(cap.iface).tolist()
         for i in used:
             info = cap.interfaces[i]
             if info.linktype not in ex.LINKTYPES:
@@ -508,11 +513,15 @@ class _Decoder:
         else:
             data, caplen, wire, gif = (np.zeros(0, np.int64) for _ in range(4))
             ticks, untimed = np.zeros(0, np.uint64), np.zeros(0, bool)
-        ts_ns = np.zeros(len(data), np.int64)
-        for g in np.unique(gif).tolist():
-            m = gif == g
-            info = self.ifaces[g]
-            ts_ns[m] = _ticks_to_ns(ticks[m], info.tsresol) + info.tsoffset * 1_000_000_000
+        if len(self.ifaces) == 1:  # the common case: one interface, no per-interface masks
+            info = self.ifaces[0]
+            ts_ns = _ticks_to_ns(ticks, info.tsresol) + info.tsoffset * 1_000_000_000
+        else:
+            ts_ns = np.zeros(len(data), np.int64)
+            for g in np.unique(gif).tolist():
+                m = gif == g
+                info = self.ifaces[g]
+                ts_ns[m] = _ticks_to_ns(ticks[m], info.tsresol) + info.tsoffset * 1_000_000_000
         ts_ns[untimed] = 0
         warnings = self.warnings
         if self.untimed:
