@@ -23,7 +23,7 @@ import numpy as np
 
 from tracer.analysis.extract import extract
 from tracer.capture.pcapfile import CaptureIndex, read_capture
-from tracer.model.observations import Observations
+from tracer.model.observations import Merger, Observations
 
 Drops = dict[str, int | None]
 
@@ -47,9 +47,10 @@ def point_names(cap: CaptureIndex, point: str | None = None) -> list[str]:
     return [n if n else f"{stem}#{k}" for k, n in enumerate(names)]
 
 
-def observe_capture(cap: CaptureIndex, point: str | None = None) -> FileObservations:
-    """Observations of an already indexed capture (``file`` index 0, ``sources=[cap.path]``)."""
-    cols = extract(cap.buf, cap.data_off, cap.caplen, cap.linktypes(), ts_ns=cap.ts_ns, wire_len=cap.wire_len)
+def observe_capture(cap: CaptureIndex, point: str | None = None, out: dict[str, np.ndarray] | None = None) -> FileObservations:
+    """Observations of an already indexed capture (``file`` index 0, ``sources=[cap.path]``);
+    ``out``: zeroed columns to build them in (see :meth:`Merger.slot`)."""
+    cols = extract(cap.buf, cap.data_off, cap.caplen, cap.linktypes(), ts_ns=cap.ts_ns, wire_len=cap.wire_len, out=out)
     names = point_names(cap, point)
     index: dict[str, int] = {}  # point name → number, in order of first appearance (a dict: files may name many)
     pmap = np.array([index.setdefault(n, len(index)) for n in names] or [0], np.int16)
@@ -70,17 +71,28 @@ def observe_file(path: str | os.PathLike[str], point: str | None = None) -> File
 
 def observe_files(items: Iterable[tuple[str | os.PathLike[str], str | None]]) -> FileObservations:
     """Observe several ``(path, point or None)`` files and merge them; drops of a point seen in several files add up."""
-    parts = [observe_file(p, pt) for p, pt in items]
+    # Index every file first (a few bytes a packet; the pages read are handed back), so the
+    # merged columns are allocated once and each file is extracted straight into its rows.
+    caps = []
+    for p, pt in items:
+        caps.append((read_capture(p), pt))
+        caps[-1][0].drop_pages()
+    merged = Merger(sum(len(cap) for cap, _ in caps))
     drops: Drops = {}
     warnings: list[str] = []
     damaged: dict[str, str] = {}
-    for part in parts:
+    caps.reverse()  # pop from the end, in the original order: each index is freed once used
+    while caps:
+        cap, pt = caps.pop()
+        part = observe_capture(cap, pt, merged.slot(len(cap)))
+        cap.drop_pages()
+        del cap
         for k, v in part.drops.items():
             drops[k] = _add(drops.get(k), v) if k in drops else v
         warnings += part.warnings
         damaged |= part.damaged
-    obs = Observations.concat([p.obs for p in parts]) if parts else Observations.empty()
-    return FileObservations(obs, drops, warnings, damaged)
+        merged.add(part.obs)
+    return FileObservations(merged.result(), drops, warnings, damaged)
 
 
 def _add(a: int | None, b: int | None) -> int | None:

@@ -109,6 +109,14 @@ class CaptureIndex:
             return kinds.pop() if kinds else 1
         return np.array([i.linktype for i in self.interfaces], np.int32)[self.iface]
 
+    def drop_pages(self) -> None:
+        """Hand the file's pages this process has touched back to the kernel (a memory-mapped
+        file: they stay in the page cache and come back on the next access, but stop counting
+        as this process's memory while other files are worked on)."""
+        m = getattr(self.buf.base, "obj", None)
+        if isinstance(m, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            m.madvise(mmap.MADV_DONTNEED)
+
     def frame(self, i: int) -> bytes:
         """The captured bytes of record ``i`` (for tests and debugging, not the hot path)."""
         o = int(self.data_off[i])

@@ -153,26 +153,52 @@ class Observations:
 
     @staticmethod
     def concat(parts: list[Observations]) -> Observations:
-        """Merge observations from several files, re-indexing points and files."""
-        index: dict[str, int] = {}  # point name → its number in the merged set
-        sources: list[str] = []
-        cols: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
-        for part in parts:
-            numbers = [index.setdefault(p, len(index)) for p in part.points]
-            if len(index) > MAX_POINTS or len(sources) + len(part.sources) > MAX_POINTS:
-                raise BadInput(f"more than {MAX_POINTS} capture points or files in one run: split the captures")
-            pmap = np.array(numbers or [0], dtype=np.int16)
-            fbase = len(sources)
-            sources.extend(part.sources)
-            for k in COLUMNS:
-                v = part.cols[k]
-                if k == "point" and len(v):
-                    v = pmap[v]
-                elif k == "file" and len(v):
-                    v = (v + fbase).astype(np.int16)
-                cols[k].append(v)
-        merged = {k: np.concatenate(v) if v else np.zeros(0, COLUMNS[k]) for k, v in cols.items()}
-        return Observations(merged, list(index), sources)
+        """Merge observations from several files, re-indexing points and files. The parts are
+        consumed (see :class:`Merger`): their rows never exist twice over."""
+        merged = Merger(sum(len(p) for p in parts))
+        parts.reverse()  # pop from the end, in the original order
+        while parts:
+            merged.add(parts.pop())
+        return merged.result()
+
+
+class Merger:
+    """Merged columns allocated once (zeroed lazily by the kernel), filled part after part in
+    order with their points and files renumbered. A part's columns are moved in: copied, then
+    dropped from the part, so at no time do all parts and their merged copy exist together.
+    :meth:`slot` hands out the next rows' column views, for a part to be built in place."""
+
+    def __init__(self, total: int) -> None:
+        self.cols = {k: np.zeros(total, dt) for k, dt in COLUMNS.items()}
+        self.index: dict[str, int] = {}  # point name → its number in the merged set
+        self.sources: list[str] = []
+        self.at = 0
+
+    def slot(self, n: int) -> dict[str, np.ndarray]:
+        """Zeroed views of the next ``n`` rows (the part added next must have exactly ``n``)."""
+        return {k: v[self.at : self.at + n] for k, v in self.cols.items()}
+
+    def add(self, part: Observations) -> None:
+        numbers = [self.index.setdefault(p, len(self.index)) for p in part.points]
+        if len(self.index) > MAX_POINTS or len(self.sources) + len(part.sources) > MAX_POINTS:
+            raise BadInput(f"more than {MAX_POINTS} capture points or files in one run: split the captures")
+        pmap = np.array(numbers or [0], dtype=np.int16)
+        fbase = len(self.sources)
+        self.sources.extend(part.sources)
+        rows = slice(self.at, self.at + len(part))
+        for k in COLUMNS:
+            dst, v = self.cols[k][rows], part.cols.pop(k)
+            if k == "point" and len(v):
+                dst[:] = pmap[v]
+            elif k == "file" and len(v):
+                dst[:] = v + fbase
+            elif v.ctypes.data != dst.ctypes.data:  # not already built in place in its slot
+                dst[:] = v
+            del v  # freed now, before the next column is copied
+        self.at = rows.stop
+
+    def result(self) -> Observations:
+        return Observations(self.cols, list(self.index), self.sources)
 
 
 MAX_POINTS = np.iinfo(np.int16).max  # points and files are numbered in int16 columns
