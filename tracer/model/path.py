@@ -18,8 +18,6 @@ from tracer.model.flowgraph import EdgeKind, FlowEdges
 from tracer.model.point import CapturePoint, point_name
 from tracer.model.topology import Node, Topology, Tunnel, TunnelEnd
 
-MAX_HOPS = 64
-
 
 @dataclass(frozen=True)
 class Esp:
@@ -146,8 +144,11 @@ def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: No
     if node is None:
         raise TopologyError(f"{topo.source}: no node owns source address {src}")
     walk = _Walk(topo, src, dst, node)
+    # No hop limit: the walk ends because it loops or stops. Between decapsulations no state
+    # repeats (else: a loop), and no node decapsulates one tunnel's ESP twice from one ingress.
     seen: set[tuple[str, str | None, bool]] = set()
-    for _ in range(MAX_HOPS):
+    decapsulated: set[tuple[str, str | None, str]] = set()
+    while True:
         state = (walk.node.name, walk.ingress, walk.esp is not None)
         if state in seen:
             return walk.end(False, f"routing loop at {walk.node.name}")
@@ -155,6 +156,10 @@ def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: No
         if walk.node.owns(walk.esp.dst if walk.esp else dst):
             if walk.esp is None:
                 return walk.end(True, f"delivered to {walk.node.name}")
+            where = (walk.node.name, walk.ingress, walk.esp.tunnel)
+            if where in decapsulated:
+                return walk.end(False, f"routing loop at {walk.node.name}")
+            decapsulated.add(where)
             walk.decapsulate()
             seen.clear()
             continue
@@ -170,7 +175,6 @@ def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: No
             return walk.end(False, _selector_mismatch(walk.node.name, route.dev, device_of, src, dst))
         if walk.leave(route.dev) is None:
             return walk.end(False, f"{point_name(walk.node.name, route.dev)} has no link in the topology")
-    return walk.end(False, f"more than {MAX_HOPS} hops")
 
 
 def _tunnel_of_device(topo: Topology, node: str, dev: str) -> Tunnel | None:
