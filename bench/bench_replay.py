@@ -146,11 +146,11 @@ def generate_run(out: Path, packets: int, seed: int = 1) -> None:
 # --- contenders ------------------------------------------------------------------------------------
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, bytes, float]:
+def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, int, bytes, float]:
     """Wall seconds, max RSS (KiB), stdout and CPU seconds (user + system) of one whole process.
     CPU time is the steadier figure on a shared machine; wall time is what a user waits."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
     assert p.stdout is not None
     out = p.stdout.read()
     _, _, ru = os.wait4(p.pid, 0)
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             total = sum(len(read_capture(f)) for f in files)
             best = None
             for _ in range(max(1, args.repeat)):
-                dt, rss, out, cpu = timed([sys.executable, "-m", "tracer", "replay", str(run)], env)
+                dt, rss, out, cpu = timed([sys.executable, "-m", "tracer", "replay", str(run.resolve())], env, args.tracer_root)
                 best = min(best or (dt, rss, cpu), (dt, rss, cpu))
             lines = out.decode(errors="replace").strip().splitlines()
             verdict = lines[1][:70] if len(lines) > 1 else "(no output)"
