@@ -130,6 +130,8 @@ class Observations:
     points: list[str] = field(default_factory=list)
     # Per capture file: its path (for going back to the bytes, e.g. ESP decryption).
     sources: list[str] = field(default_factory=list)
+    # The rows of each point, indexed once per ``point`` column (see point_rows).
+    _by_point: tuple[np.ndarray, list[slice | np.ndarray]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.cols["ts_ns"])
@@ -143,6 +145,16 @@ class Observations:
 
     def select(self, mask: np.ndarray) -> Observations:
         return Observations({k: v[mask] for k, v in self.cols.items()}, self.points, self.sources)
+
+    def point_rows(self, pidx: int) -> slice | np.ndarray:
+        """The rows of point number ``pidx``, ascending: a slice when they are contiguous (each
+        file is one point, as tracer writes them: no gather, views only), else row numbers.
+        Indexed once for all points, so work at one point costs its rows, not all rows."""
+        col = self.cols["point"]
+        if self._by_point is None or self._by_point[0] is not col:
+            self._by_point = (col, _rows_by_point(col, len(self.points)))
+        rows = self._by_point[1]
+        return rows[pidx] if 0 <= pidx < len(rows) else slice(0, 0)
 
     def point_index(self, name: str) -> int:
         """Index of capture point ``name``; -1 if no file covered it."""
@@ -160,6 +172,21 @@ class Observations:
         while parts:
             merged.add(parts.pop())
         return merged.result()
+
+
+def _rows_by_point(col: np.ndarray, n: int) -> list[slice | np.ndarray]:
+    change = np.flatnonzero(col[1:] != col[:-1]) + 1
+    starts = np.concatenate(([0], change)) if len(col) else change
+    if len(np.unique(col[starts])) == len(starts):  # every point's rows are one run
+        stops = np.append(starts[1:], len(col))
+        out: list[slice | np.ndarray] = [slice(0, 0)] * n
+        for p, a, b in zip(col[starts].tolist(), starts.tolist(), stops.tolist(), strict=True):
+            if 0 <= p < n:
+                out[p] = slice(a, b)
+        return out
+    order = np.argsort(col, kind="stable")
+    bounds = np.searchsorted(col[order], np.arange(n + 1))
+    return [order[bounds[p] : bounds[p + 1]] for p in range(n)]
 
 
 class Merger:
