@@ -224,29 +224,11 @@ def run_scapy(path: Path, limit: int | None) -> tuple[int, dict[str, float]]:
 
 def run_dpkt(path: Path) -> tuple[int, dict[str, float]]:
     import dpkt
+    from dpkt_fields import row
 
-    n = 0
-    rows = []
     with open(path, "rb") as f:
-        for ts, frame in dpkt.pcap.Reader(f):
-            eth = dpkt.ethernet.Ethernet(frame)
-            ip = eth.data
-            row: tuple = (ts,)
-            if isinstance(ip, dpkt.ip.IP):
-                row = (ts, ip.src, ip.dst, ip.p, ip.id)
-                l4 = ip.data
-                if isinstance(l4, dpkt.icmp.ICMP):
-                    row += (l4.type, getattr(l4.data, "seq", None))
-                elif isinstance(l4, dpkt.esp.ESP):
-                    row += (l4.spi, l4.seq)
-                elif isinstance(l4, dpkt.udp.UDP):
-                    row += (l4.sport, l4.dport)
-                    if 500 in (l4.sport, l4.dport) or 4500 in (l4.sport, l4.dport):
-                        pl = l4.data
-                        row += (pl[4:12] if pl[:4] == b"\0\0\0\0" else pl[:8],)
-            rows.append(row)
-            n += 1
-    return n, {}
+        rows = [row(ts, dpkt.ethernet.Ethernet(frame).data) for ts, frame in dpkt.pcap.Reader(f)]
+    return len(rows), {}
 
 
 def run_correlate(cols: dict[str, np.ndarray], extract_s: float) -> str:

@@ -45,31 +45,6 @@ SCENARIO = ROOT / "captures" / "all-delivered"
 OTHER_GATEWAYS = ("198.19.1.1", "198.19.2.1")
 OTHER_HOSTS = ("203.0.113.10", "203.0.113.20")
 TCPDUMP_FILTER = "icmp or esp or udp port 500 or udp port 4500"
-DPKT_LOOP = r"""
-import sys, dpkt
-n, limit = 0, int(sys.argv[1])
-for path in sys.argv[2:]:
-    with open(path, "rb") as f:
-        r = dpkt.pcapng.Reader(f)
-        raw = r.datalink() == dpkt.pcap.DLT_RAW or r.datalink() == 101
-        k = 0
-        for ts, frame in r:
-            ip = dpkt.ip.IP(frame) if raw else dpkt.ethernet.Ethernet(frame).data
-            if isinstance(ip, dpkt.ip.IP):
-                l4 = ip.data
-                row = (ts, ip.src, ip.dst, ip.p, ip.id)
-                if isinstance(l4, dpkt.icmp.ICMP):
-                    row += (l4.type, getattr(l4.data, "seq", None))
-                elif isinstance(l4, dpkt.esp.ESP):
-                    row += (l4.spi, l4.seq)
-                elif isinstance(l4, dpkt.udp.UDP):
-                    row += (l4.sport, l4.dport)
-            n += 1
-            k += 1
-            if k >= limit:
-                break
-print(n)
-"""
 
 
 # --- generation -----------------------------------------------------------------------------------
@@ -208,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = [count_lines([*cmd[:1], "-r", f, *cmd[1:]]) for f in files]
                 row["tshark"] = sum(r[2] for r in res) / sum(r[0] for r in res)
             if "dpkt" not in skip:
-                dt, _, out, _ = timed([sys.executable, "-c", DPKT_LOOP, str(args.slow_max), *files])
+                dt, _, out, _ = timed([sys.executable, str(ROOT / "bench" / "dpkt_fields.py"), str(args.slow_max), *files])
                 row["dpkt"] = int(out) / dt
             rows.append(row)
             print(f"{total:>10,} packets {size / 1e6:7.0f} MB  tracer {row['tracer'] / 1e6:5.2f} M pkt/s "
