@@ -94,7 +94,7 @@ def test_file_name_ambiguity_is_one_line_listing_the_candidates(run_dir, tmp_pat
     topo = Topology.from_dict({"nodes": {
         "a": {"role": "host", "interfaces": {"b_c": {"addresses": ["192.0.2.1/24"]}}},
         "a_b": {"role": "host", "interfaces": {"c": {"addresses": ["192.0.2.2/24"]}}},
-    }})
+    }, "links": [{"ends": ["a:b_c", "a_b:c"]}]})
     f = as_pcap(run_dir, "west:eth0", tmp_path / "a_b_c.pcap")
     with pytest.raises(BadInput) as e:
         map_captures([Source(f)], topo)
@@ -247,8 +247,11 @@ def test_content_decides_only_when_one_interface_fits(tmp_path):
     assert f"{mystery}: not used: its addresses fit several capture points (east-gw:wan0, router:eth0, " \
         "router:eth1, west-gw:wan0): map it with --point POINT=FILE" in loaded.warnings
     # A topology holding one end of the link only: the addresses name it.
-    west_only = Topology.from_dict({"nodes": {"west": {"role": "host", "interfaces": {
-        "eth0": {"addresses": ["192.0.2.10/24"]}}}}})
+    west_only = Topology.from_dict({"nodes": {
+        "west": {"role": "host", "interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]},
+                                                 "eth1": {"addresses": ["198.18.9.1/30"]}}},
+        "far": {"role": "host", "interfaces": {"eth0": {"addresses": ["198.18.9.2/30"]}}},
+    }, "links": [{"ends": ["west:eth1", "far:eth0"]}]})
     lan = as_pcap(run_dir, "west-gw:lan0", tmp_path / "lan.pcap")
     (m,) = map_captures([Source(lan)], west_only).mapping
     assert (m.point, m.how, m.why) == ("west:eth0", "content",

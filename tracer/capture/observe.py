@@ -25,7 +25,7 @@ import numpy as np
 
 from tracer.analysis.extract import extract
 from tracer.capture.pcapfile import CaptureIndex, read_capture
-from tracer.model.observations import Observations
+from tracer.model.observations import Merger, Observations
 
 Drops = dict[str, int | None]
 
@@ -49,10 +49,12 @@ def point_names(cap: CaptureIndex, point: str | None = None) -> list[str]:
     return [n if n else f"{stem}#{k}" for k, n in enumerate(names)]
 
 
-def observe_capture(cap: CaptureIndex, point: str | None = None, names: list[str] | None = None) -> FileObservations:
+def observe_capture(cap: CaptureIndex, point: str | None = None, names: list[str] | None = None,
+                    out: dict[str, np.ndarray] | None = None) -> FileObservations:
     """Observations of an already indexed capture (``file`` index 0, ``sources=[cap.path]``);
-    ``names``: the point of each interface, instead of :func:`point_names`."""
-    cols = extract(cap.buf, cap.data_off, cap.caplen, cap.linktypes(), ts_ns=cap.ts_ns, wire_len=cap.wire_len)
+    ``names``: the point of each interface, instead of :func:`point_names`; ``out``: zeroed
+    columns to build them in (see :meth:`Merger.slot`)."""
+    cols = extract(cap.buf, cap.data_off, cap.caplen, cap.linktypes(), ts_ns=cap.ts_ns, wire_len=cap.wire_len, out=out)
     names = names if names is not None else point_names(cap, point)
     index: dict[str, int] = {}  # point name → number, in order of first appearance (a dict: files may name many)
     pmap = np.array([index.setdefault(n, len(index)) for n in names] or [0], np.int16)
@@ -72,8 +74,24 @@ def observe_file(path: str | os.PathLike[str], point: str | None = None) -> File
 
 
 def observe_files(items: Iterable[tuple[str | os.PathLike[str], str | None]]) -> FileObservations:
-    """Observe several ``(path, point or None)`` files and merge them."""
-    return merge_observations([observe_file(p, pt) for p, pt in items])
+    """Observe several ``(path, point or None)`` files and merge them; drops of a point seen in several files add up."""
+    # Index every file first (a few bytes a packet; the pages read are handed back), so the
+    # merged columns are allocated once and each file is extracted straight into its rows.
+    caps = []
+    for p, pt in items:
+        caps.append((read_capture(p), pt))
+        caps[-1][0].drop_pages()
+    merged = Merger(sum(len(cap) for cap, _ in caps))
+    acc = _Accounts()
+    caps.reverse()  # pop from the end, in the original order: each index is freed once used
+    while caps:
+        cap, pt = caps.pop()
+        part = observe_capture(cap, pt, out=merged.slot(len(cap)))
+        cap.drop_pages()
+        del cap
+        acc.add(part)
+        merged.add(part.obs)
+    return acc.result(merged.result())
 
 
 def relabel(part: FileObservations, names: list[str | None]) -> FileObservations:
@@ -100,16 +118,28 @@ def relabel(part: FileObservations, names: list[str | None]) -> FileObservations
 
 def merge_observations(parts: list[FileObservations]) -> FileObservations:
     """Merge several files' observations; drops of a point seen in several files add up."""
-    drops: Drops = {}
-    warnings: list[str] = []
-    damaged: dict[str, str] = {}
+    acc = _Accounts()
     for part in parts:
+        acc.add(part)
+    return acc.result(Observations.concat([p.obs for p in parts]) if parts else Observations.empty())
+
+
+class _Accounts:
+    """Drops, warnings and damage of several files' observations, added up per point."""
+
+    def __init__(self) -> None:
+        self.drops: Drops = {}
+        self.warnings: list[str] = []
+        self.damaged: dict[str, str] = {}
+
+    def add(self, part: FileObservations) -> None:
         for k, v in part.drops.items():
-            drops[k] = _add(drops.get(k), v) if k in drops else v
-        warnings += part.warnings
-        damaged |= part.damaged
-    obs = Observations.concat([p.obs for p in parts]) if parts else Observations.empty()
-    return FileObservations(obs, drops, warnings, damaged)
+            self.drops[k] = _add(self.drops.get(k), v) if k in self.drops else v
+        self.warnings += part.warnings
+        self.damaged |= part.damaged
+
+    def result(self, obs: Observations) -> FileObservations:
+        return FileObservations(obs, self.drops, self.warnings, self.damaged)
 
 
 def _add(a: int | None, b: int | None) -> int | None:

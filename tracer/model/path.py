@@ -14,15 +14,11 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
-import networkx as nx
-
 from tracer.errors import BadInput, TopologyError
 from tracer.model.direction import Direction
-from tracer.model.flowgraph import EdgeKind, build_flow_graph
+from tracer.model.flowgraph import EdgeKind, FlowEdges, flow_edges
 from tracer.model.point import CapturePoint, point_name
 from tracer.model.topology import Node, Topology, Tunnel, TunnelEnd
-
-MAX_HOPS = 64
 
 
 @dataclass(frozen=True)
@@ -167,8 +163,11 @@ def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: No
     if node is None:
         raise TopologyError(f"{topo.source}: no node owns source address {src}")
     walk = _Walk(topo, src, dst, node)
+    # No hop limit: the walk ends because it loops or stops. Between decapsulations no state
+    # repeats (else: a loop), and no node decapsulates one tunnel's ESP twice from one ingress.
     seen: set[tuple[str, str | None, bool]] = set()
-    for _ in range(MAX_HOPS):
+    decapsulated: set[tuple[str, str | None, str]] = set()
+    while True:
         state = (walk.node.name, walk.ingress, walk.esp is not None)
         if state in seen:
             return walk.end(False, f"routing loop at {walk.node.name}")
@@ -176,6 +175,10 @@ def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: No
         if walk.node.owns(walk.esp.dst if walk.esp else dst):
             if walk.esp is None:
                 return walk.end(True, f"delivered to {walk.node.name}")
+            where = (walk.node.name, walk.ingress, walk.esp.tunnel)
+            if where in decapsulated:
+                return walk.end(False, f"routing loop at {walk.node.name}")
+            decapsulated.add(where)
             walk.decapsulate()
             seen.clear()
             continue
@@ -191,7 +194,6 @@ def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: No
             return walk.end(False, _selector_mismatch(walk.node.name, route.dev, device_of, src, dst))
         if walk.leave(route.dev) is None:
             return walk.end(False, f"{point_name(walk.node.name, route.dev)} has no link in the topology")
-    return walk.end(False, f"more than {MAX_HOPS} hops")
 
 
 def expected_paths(topo: Topology, src: IPv4Address, dst: IPv4Address,
@@ -205,9 +207,9 @@ def expected_paths(topo: Topology, src: IPv4Address, dst: IPv4Address,
     reply_origin = topo.owner(dst)
     if reply_origin is not None:
         paths[Direction.REPLY] = expected_path(topo, dst, src, reply_origin)
-    graph = build_flow_graph(topo)
+    edges = flow_edges(topo)
     for p in paths.values():
-        check_walk(p, graph, topo.source)
+        check_walk(p, edges, topo.source)
     return paths
 
 
@@ -239,13 +241,13 @@ def topo_tunnel_end(topo: Topology, name: str, node: str) -> TunnelEnd:
     return ends[0]
 
 
-def check_walk(path: ExpectedPath, graph: nx.MultiDiGraph, source: str) -> None:
+def check_walk(path: ExpectedPath, edges: FlowEdges, source: str) -> None:
     """Every step of the route walk must be an edge of the capture-point flow graph with the
     same kind: both are views of one topology, and a step the graph lacks means the topology
     contradicts itself (a host that forwards, a tunnel end without its interface, ...)."""
     for i, kind in enumerate(path.edges):
         a, b = path.hops[i].point, path.hops[i + 1].point
-        if not graph.has_edge(a, b, key=kind):
+        if (a, b, kind) not in edges:
             hint = " (a host that forwards? give it role = \"router\")" if kind == EdgeKind.FORWARD else ""
             raise TopologyError(f"{source}: the routes send packets {a} → {b} ({kind.value}), "
                                 f"which the topology's flow graph does not allow{hint}")
