@@ -157,7 +157,7 @@ def tunnel_overhead(obs: Observations, spec: ProbeSpec, path: ExpectedPath,
             {i: o - i for i, o, _u in pairs})
 
 
-def _fit(pairs: list[tuple[int, int, bool]]) -> tuple[int | None, int]:
+def _fit(pairs: list[tuple[int, int, bool]]) -> tuple[int | None, int | None]:
     """The smallest ESP padding block under which every probe's outer size is one constant plus
     its padded payload; None when the sizes measured cannot tell the blocks apart."""
     fits = []
@@ -165,12 +165,8 @@ def _fit(pairs: list[tuple[int, int, bool]]) -> tuple[int | None, int]:
         consts = {o - _padded(i, b) for i, o, _u in pairs}
         if len(consts) == 1:
             fits.append((b, consts.pop()))
-    if not fits:
-        return None, min(o - i for i, o, _u in pairs) - ESP_TRAILER
-    # Sizes that are all alike modulo 16 fit every block: then the block is not known.
-    distinct = len({_padded(i, 16) - _padded(i, 4) for i, _o, _u in pairs}) > 1
-    block, fixed = fits[0]
-    return (block if distinct or len(fits) == 1 else None), fixed
+    # Sizes too alike (all the same modulo 8, say) fit several blocks: then neither is known.
+    return fits[0] if len(fits) == 1 else (None, None)
 
 
 def _padded(inner: int, block: int) -> int:
@@ -178,8 +174,7 @@ def _padded(inner: int, block: int) -> int:
 
 
 def _words(f: FragNeeded) -> str:
-    who = f"{f.node} ({f.sender})" if f.node else f.sender
-    return f"ICMP fragmentation needed from {who}, next-hop MTU {f.next_hop_mtu}"
+    return f"ICMP fragmentation needed from {_who(f)}, next-hop MTU {f.next_hop_mtu}"
 
 
 def mtu_status(m: MtuReport, status: Status) -> Status:
@@ -196,42 +191,49 @@ def mtu_diagnosis(m: MtuReport) -> list[str]:
     """What the larger probes met, in PMTUD terms, and what the frag-needed messages said."""
     notes = []
     first = next((r for r in m.sizes if r.size == m.smallest_lost), None)
+    # A hop that did say 'fragmentation needed' about a lost probe, but not to the source.
+    astray = [f for f in m.frag_needed if m.smallest_lost and f.size >= m.smallest_lost
+              and (f.about == "esp" or not f.reached_source)]
     if m.blackhole and first is not None and first.where is not None:
-        link = "a link MTU below the packet size there"
-        if m.bottleneck and m.bottleneck_mtu:
+        if astray:
+            f = astray[0]
+            about = "the ESP packet carrying it, to the tunnel gateway" if f.about == "esp" else "it"
+            cause = (f"{_who(f)} did send one (next-hop MTU {f.next_hop_mtu}) about {about}, seen at "
+                     f"{', '.join(f.seen_at)}, and it went no further")
+        elif m.bottleneck and m.bottleneck_mtu:
             t = m.tunnel
-            carried = t.fixed + _padded(m.smallest_lost, t.block) if t is not None and t.block else m.smallest_lost
-            what = f"the {carried}-byte ESP packet carrying it" if carried != m.smallest_lost else "it"
-            link = f"{m.bottleneck} has MTU {m.bottleneck_mtu}, and {what} does not fit"
+            carried = t.fixed + _padded(m.smallest_lost, t.block) if t is not None and t.fixed and t.block else None
+            what = f"the {carried}-byte ESP packet carrying it" if carried else "it"
+            cause = f"{m.bottleneck} has MTU {m.bottleneck_mtu}, and {what} does not fit; its ICMP errors filtered or never sent"
+        else:
+            cause = "a link MTU below the packet size there, its ICMP errors filtered or never sent"
         notes.append(f"{m.smallest_lost}-byte probes vanish {first.where} while {m.path_mtu}-byte ones pass, and no "
-                     f"ICMP 'fragmentation needed' reaches the source: a PMTUD blackhole ({link}; its ICMP errors "
-                     "filtered or never sent)")
-    for f in m.frag_needed:
-        who = f"{f.node} ({f.sender})" if f.node else f.sender
-        if f.about == "esp":
-            notes.append(f"{who} sent ICMP fragmentation needed (next-hop MTU {f.next_hop_mtu}) about the ESP packet "
-                         f"carrying the {f.size}-byte probe, seen at {', '.join(f.seen_at)}: the tunnel's outer path "
-                         "is narrower than its inner MTU, and the gateway does not pass that on to the source")
-        elif not f.reached_source:
-            notes.append(f"{who} sent ICMP fragmentation needed (next-hop MTU {f.next_hop_mtu}) about the "
-                         f"{f.size}-byte probe, seen at {', '.join(f.seen_at)}, but it never reached the source")
+                     f"ICMP 'fragmentation needed' reaches the source: a PMTUD blackhole ({cause})")
+        astray = astray[1:]
+    for f in astray:
+        about = f"the ESP packet carrying the {f.size}-byte probe" if f.about == "esp" else f"the {f.size}-byte probe"
+        notes.append(f"{_who(f)} sent ICMP fragmentation needed (next-hop MTU {f.next_hop_mtu}) about {about}, seen at "
+                     f"{', '.join(f.seen_at)}; it never reached the source")
     if m.tunnel is not None:
         notes.append(f"the tunnel adds {overhead_words(m.tunnel)}")
     return notes
 
 
+def _who(f: FragNeeded) -> str:
+    return f"{f.node} ({f.sender})" if f.node else f.sender
+
+
 def overhead_words(t: TunnelOverhead) -> str:
-    """'60 bytes + 2–5 of ESP trailer and padding at west-gw:ipsec0 (ESP-in-UDP: outer IPv4 20 + UDP 8 + …)'."""
+    """'60 bytes + 2–5 of ESP trailer and padding to 4-byte blocks at west-gw:ipsec0 (ESP-in-UDP: …)'."""
     carrier = "ESP-in-UDP: outer IPv4 20 + UDP 8" if t.udp else "raw ESP, IP protocol 50: outer IPv4 20"
+    measured = f"{t.least}–{t.most} bytes" if t.least != t.most else f"{t.least} bytes"
+    if t.block is None or t.fixed is None:
+        return (f"{measured} at {t.point} ({carrier} + ESP header 8 + IV, ICV, trailer and padding; "
+                f"the {t.samples} probe sizes measured are too alike to tell the padding block)")
     rest = t.fixed - OUTER_IPV4 - (UDP_HEADER if t.udp else 0) - ESP_HEADER
-    parts = f"{carrier} + ESP header 8 + IV and ICV {rest}"
-    if t.block is None:
-        pad = f"{t.least}–{t.most} bytes measured" if t.least != t.most else f"{t.least} bytes"
-        return (f"{pad} at {t.point} ({parts} + trailer and padding; probe sizes too alike to tell the "
-                f"padding block)")
     return (f"{t.fixed} bytes + {ESP_TRAILER}–{ESP_TRAILER + t.block - 1} of ESP trailer and padding to "
-            f"{t.block}-byte blocks at {t.point} ({parts}); {t.least}–{t.most} bytes on the {t.samples} probes "
-            f"measured")
+            f"{t.block}-byte blocks at {t.point} ({carrier} + ESP header 8 + IV and ICV {rest}); "
+            f"{measured} on the {t.samples} probes measured")
 
 
 def mtu_summary(m: MtuReport) -> str:

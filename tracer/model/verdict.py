@@ -109,7 +109,7 @@ class TunnelOverhead:
 
     point: str  # the capture point where the probe enters the tunnel
     udp: bool  # ESP-in-UDP (NAT-T) rather than raw ESP (IP protocol 50)
-    fixed: int  # outer IP + (UDP) + ESP header + IV + ICV: bytes every packet gets
+    fixed: int | None  # outer IP + (UDP) + ESP header + IV + ICV: bytes every packet gets (None: block unknown)
     block: int | None  # ESP pads payload + 2-byte trailer to this many bytes (None: too few sizes to tell)
     least: int  # smallest and largest total overhead measured (fixed + trailer + padding)
     most: int

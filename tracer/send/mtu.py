@@ -24,6 +24,7 @@ from ipaddress import IPv4Address
 
 from tracer.analysis.icmp import icmp_name
 from tracer.model.tag import ECHO_OVERHEAD, ProbeKind, ProbeTag, decode, icmp_id_for
+from tracer.netns import ip
 from tracer.send.echo import ICMP_HEADER, echo_request
 from tracer.send.pacer import drain, probe_socket
 
@@ -123,14 +124,11 @@ def search_path_mtu(
     """Run the search; return its probes (seq 0, 1, … in sending order) and the interface MTU it
     started from."""
     if netns:
-        from tracer.netns import ip
-
         ip(["route", "flush", "cache"], netns, check=False)  # nothing the kernel learnt before counts
+    iface_mtu = _route_mtu(netns, dst, source)
     sock = probe_socket(netns, socket.SOCK_RAW, socket.IPPROTO_ICMP, source)
     try:
         sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
-        sock.connect((str(dst), 0))
-        iface_mtu = sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
         sock.setblocking(False)
         search = Search(min(start, iface_mtu), iface_mtu)
         attempts: list[Attempt] = []
@@ -148,10 +146,22 @@ def search_path_mtu(
         sock.close()
 
 
+def _route_mtu(netns: str | None, dst: IPv4Address, source: IPv4Address | None) -> int:
+    """The MTU of the route to ``dst`` (its interface's, the cache being flushed), read from a
+    connected UDP socket that sends nothing. Not the probe socket: a connected raw socket turns
+    each ICMP error into a socket error on the next receive."""
+    udp = probe_socket(netns, socket.SOCK_DGRAM, socket.IPPROTO_UDP, source)
+    try:
+        udp.connect((str(dst), 9))
+        return udp.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    finally:
+        udp.close()
+
+
 def _probe(sock: socket.socket, dst: IPv4Address, run: int, kind: int, seq: int, size: int, wait: float) -> Attempt:
     a = Attempt(seq, size, time.time_ns())
     try:
-        sock.send(echo_request(ProbeTag(run, kind, seq), size - ECHO_OVERHEAD))
+        sock.sendto(echo_request(ProbeTag(run, kind, seq), size - ECHO_OVERHEAD), (str(dst), 0))
     except OSError as e:
         a.error = e.strerror or str(e)
         return a

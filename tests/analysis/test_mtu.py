@@ -1,0 +1,67 @@
+"""MTU analysis with data: the tunnel overhead fitted to measured (inner, outer) sizes for
+ESP-in-UDP and raw ESP and each padding block, the words it is told in, and when a run whose
+larger probes failed is still a healthy path."""
+
+from __future__ import annotations
+
+import pytest
+
+from tracer.analysis.mtu import _fit, _padded, mtu_status, mtu_summary, overhead_words
+from tracer.model.verdict import MtuReport, SizeResult, Status, TunnelOverhead
+
+
+def esp(inner: int, fixed: int, block: int, udp: bool = True) -> tuple[int, int, bool]:
+    return inner, fixed + _padded(inner, block), udp
+
+
+SEARCH = (576, 1500, 988, 1194, 1297, 1245, 1219, 1206, 1212, 1215, 1217, 1218)
+
+
+@pytest.mark.parametrize(("fixed", "block"), [(60, 4), (56, 16), (52, 8), (40, 4)])
+def test_overhead_fit_finds_fixed_part_and_block(fixed, block):
+    assert _fit([esp(i, fixed, block) for i in SEARCH]) == (block, fixed)
+
+
+def test_sizes_too_alike_leave_the_block_unknown():
+    assert _fit([esp(i, 60, 4) for i in (576, 1400)]) == (None, None)  # both fit 4- and 8-byte blocks
+
+
+def test_raw_esp_is_not_called_udp():
+    raw = TunnelOverhead("gw:ipsec0", udp=False, fixed=52, block=4, least=54, most=57, samples=9)
+    text = overhead_words(raw)
+    assert "raw ESP, IP protocol 50: outer IPv4 20 + ESP header 8 + IV and ICV 24" in text and "UDP" not in text
+    nat_t = TunnelOverhead("gw:ipsec0", udp=True, fixed=60, block=4, least=62, most=65, samples=9)
+    assert overhead_words(nat_t).startswith(
+        "60 bytes + 2–5 of ESP trailer and padding to 4-byte blocks at gw:ipsec0 (ESP-in-UDP: outer IPv4 20 + UDP 8 "
+        "+ ESP header 8 + IV and ICV 24); 62–65 bytes on the 9 probes measured")
+
+
+def report(sizes: list[SizeResult], blackhole: bool, exact: bool = True) -> MtuReport:
+    ok = [r.size for r in sizes if r.delivered == r.sent]
+    lost = [r.size for r in sizes if r.delivered < r.sent and r.size > max(ok)]
+    return MtuReport(tuple(sizes), max(ok), min(lost, default=None), path_mtu=max(ok), exact=exact,
+                     limit=next((r.where for r in sizes if r.size == min(lost, default=0)), None), blackhole=blackhole)
+
+
+FN = "ICMP fragmentation needed from west-gw (192.0.2.1), next-hop MTU 1400"
+
+
+def test_larger_probes_refused_with_frag_needed_is_a_healthy_path():
+    m = report([SizeResult(576, 1, 1), SizeResult(1400, 1, 1), SizeResult(1401, 1, 0, "inside west-gw", icmp=FN)], False)
+    assert mtu_status(m, Status.LOSS) == Status.DELIVERED
+    assert mtu_summary(m) == f"path MTU 1400 bytes: 1400-byte probes delivered, 1401-byte probes refused with {FN}"
+
+
+def test_silent_loss_above_the_mtu_is_a_blackhole_and_small_loss_stays_loss():
+    m = report([SizeResult(576, 1, 1), SizeResult(1218, 1, 1), SizeResult(1219, 2, 0, "inside router")], True)
+    assert mtu_status(m, Status.LOSS) == Status.LOSS
+    assert mtu_summary(m) == ("path MTU 1218 bytes: 1218-byte probes delivered, 1219-byte probes lost inside router: "
+                              "a PMTUD blackhole")
+    small = report([SizeResult(576, 2, 1, "inside router"), SizeResult(1400, 1, 1), SizeResult(1401, 1, 0, icmp=FN)],
+                   False)
+    assert mtu_status(small, Status.LOSS) == Status.LOSS
+
+
+def test_a_ladder_gives_a_range_not_a_byte():
+    m = report([SizeResult(1200, 1, 1), SizeResult(1250, 1, 0, "inside router")], True, exact=False)
+    assert mtu_summary(m).startswith("path MTU 1200–1249 bytes: ")
