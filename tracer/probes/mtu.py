@@ -67,7 +67,8 @@ class Mtu(ProbeType):
         if args.sizes:
             payloads = [s - ECHO_OVERHEAD for s in args.sizes for _ in range(args.count)]
             return send_echoes(self, ends, run, args, payloads, True,
-                               {"sizes": list(args.sizes), "per_size": args.count, "interval": args.interval})
+                               {"sizes": list(args.sizes), "per_size": args.count, "interval": args.interval},
+                               bypass_cache=True)
         return _search(self, ends, run, args)
 
     def spec_fields(self, report: ProbeReport) -> dict[str, object]:

@@ -25,11 +25,9 @@ from ipaddress import IPv4Address
 from tracer.analysis.icmp import icmp_name
 from tracer.model.tag import ECHO_OVERHEAD, ProbeKind, ProbeTag, decode, icmp_id_for
 from tracer.netns import ip
-from tracer.send.echo import ICMP_HEADER, echo_request
+from tracer.send.echo import ICMP_HEADER, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE, echo_request
 from tracer.send.pacer import drain, probe_socket
 
-IP_MTU_DISCOVER = 10
-IP_PMTUDISC_PROBE = 3  # DF set, PMTU cache ignored: probe the path, not the cache
 IP_MTU = 14
 FRAG_NEEDED = (3, 4)
 START = 576  # IPv4's guaranteed size: the first probe, to see that the path works at all
