@@ -65,3 +65,22 @@ def test_silent_loss_above_the_mtu_is_a_blackhole_and_small_loss_stays_loss():
 def test_a_ladder_gives_a_range_not_a_byte():
     m = report([SizeResult(1200, 1, 1), SizeResult(1250, 1, 0, "inside router")], True, exact=False)
     assert mtu_summary(m).startswith("path MTU 1200–1249 bytes: ")
+
+
+@pytest.mark.parametrize(("raw", "carrier", "fixed"), [
+    (True, "raw ESP, IP protocol 50: outer IPv4 20 + ESP header 8 + IV and ICV 24", 52),
+    (False, "ESP-in-UDP: outer IPv4 20 + UDP 8 + ESP header 8 + IV and ICV 24", 60)])
+def test_overhead_of_real_aes_gcm_esp_raw_or_in_udp(tmp_path, raw, carrier, fixed):
+    # Real AES-GCM-16 ESP (8-byte IV, 16-byte ICV) built by scapy, probes of sizes that tell the
+    # padding blocks apart: the same fit and the same words whatever the probe size.
+    from tests.synth import Scenario, build
+    from tracer.model.tag import ProbeKind
+    from tracer.run.replay import load_run, replay_run
+
+    payloads = {q: size - 28 for q, size in enumerate((576, 1001, 1202, 1299, 1403))}
+    sc = Scenario(kind=ProbeKind.MTU, count=len(payloads), sizes=payloads, df=True, raw_esp=raw, esp_key=bytes(range(20)))
+    (v,) = replay_run(load_run([build(sc, tmp_path / "run")]))
+    t = v.mtu.tunnel
+    assert (t.udp, t.fixed, t.block, t.samples) == (not raw, fixed, 4, 5)
+    assert f"the tunnel adds {fixed} bytes + 2–5 of ESP trailer and padding to 4-byte blocks at west-gw:ipsec0 ({carrier})" \
+        in "\n".join(v.diagnoses)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 
 import pytest
 
+from tests.capture.test_pcapng_writer import tshark_rows
 from tests.lab_faults import fault
 from tests.run.test_merged import LUA
 from tracer import netns
@@ -78,18 +78,14 @@ def test_blackhole_is_exact_and_names_the_link(lab, tmp_path, capsys):
     # The merged capture: the last point that saw the smallest lost probe says so, and the
     # Lua dissector reads the tag of every probe packet.
     merged = tmp_path / "bh" / "run.pcapng"
-    out = subprocess.run(["tshark", "-n", "-r", str(merged), "-X", f"lua_script:{LUA}", "-Y", "tracer",
-                          "-T", "fields", "-e", "frame.interface_name", "-e", "tracer.kind", "-e", "frame.comment"],
-                         capture_output=True, text=True, check=True).stdout
-    rows = [line.split("\t") for line in out.splitlines()]
+    rows = tshark_rows(merged, "frame.interface_name", "tracer.kind", "frame.comment",
+                       options=("-X", f"lua_script:{LUA}", "-Y", "tracer"))
     assert rows and {r[1] for r in rows} == {"3"}
     assert any(r[0] == "west:eth0" and "request: delivered" in r[2] for r in rows)
     # The probes too big for the router's link were last seen as ESP (no tag outside) at its eth0;
     # the 1500-byte one, too big for ipsec0, at west-gw:lan0.
-    out = subprocess.run(["tshark", "-n", "-r", str(merged), "-Y", 'frame.comment contains "last seen here"',
-                          "-T", "fields", "-e", "frame.interface_name", "-e", "frame.comment"],
-                         capture_output=True, text=True, check=True).stdout
-    last = [line.split("\t") for line in out.splitlines()]
+    last = tshark_rows(merged, "frame.interface_name", "frame.comment",
+                       options=("-Y", 'frame.comment contains "last seen here"'))
     assert {p for p, _c in last} == {"router:eth0", "west-gw:lan0"}
     assert all("(ESP SPI" in c and c.endswith(f"last seen here: lost {ROUTER}") for p, c in last if p == "router:eth0")
     assert [c.endswith(f"last seen here: lost {WEST_GW}") for p, c in last if p == "west-gw:lan0"] == [True]

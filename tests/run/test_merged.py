@@ -6,7 +6,6 @@ probe tag, run by tshark on recorded captures."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -85,13 +84,7 @@ def test_write_pcapng_needs_a_file_name_for_capture_files(tmp_path):
 
 
 def _lua(capture: Path, *fields: str, filt: str = "tracer") -> list[list[str]]:
-    cmd = ["tshark", "-n", "-X", f"lua_script:{LUA}", "-r", str(capture), "-Y", filt, "-T", "fields"]
-    for fld in fields:
-        cmd += ["-e", fld]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    errors = [e for e in res.stderr.splitlines() if "Running as user" not in e]
-    assert errors == [], res.stderr
-    return [line.split("\t") for line in res.stdout.splitlines()]
+    return tshark_rows(capture, *fields, options=("-X", f"lua_script:{LUA}", "-Y", filt))
 
 
 @needs_tshark
