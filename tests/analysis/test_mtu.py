@@ -84,3 +84,26 @@ def test_overhead_of_real_aes_gcm_esp_raw_or_in_udp(tmp_path, raw, carrier, fixe
     assert (t.udp, t.fixed, t.block, t.samples) == (not raw, fixed, 4, 5)
     assert f"the tunnel adds {fixed} bytes + 2–5 of ESP trailer and padding to 4-byte blocks at west-gw:ipsec0 ({carrier})" \
         in "\n".join(v.diagnoses)
+
+
+def test_recorded_searches_replay_to_the_exact_mtu():
+    # Recorded on the lab (scripts/record_scenarios.py): the healthy tunnel and the mtu-blackhole fault.
+    from tests.cli.tracer_cmd import CAPTURES
+    from tracer.run.replay import load_run, replay_run
+
+    (ok,) = replay_run(load_run([CAPTURES / "mtu-search-ok"]))
+    m = ok.mtu
+    assert (ok.exit_code, m.path_mtu, m.exact, m.blackhole, m.bottleneck, m.bottleneck_mtu) == (
+        0, 1400, True, False, "west-gw:ipsec0", 1400)
+    assert [(f.node, f.size, f.next_hop_mtu, f.reached_source) for f in m.frag_needed] == [
+        ("west-gw", 1401, 1400, True), ("west-gw", 1500, 1400, True)]
+    assert sum(r.sent for r in m.sizes) == 4
+
+    (bh,) = replay_run(load_run([CAPTURES / "mtu-search-blackhole"]))
+    m = bh.mtu
+    assert (bh.exit_code, m.path_mtu, m.smallest_lost, m.exact, m.blackhole) == (1, 1218, 1219, True, True)
+    assert (m.bottleneck, m.bottleneck_mtu) == ("router:eth1", 1280)
+    # The truth from the link: the largest inner size whose ESP packet fits 1280 bytes.
+    t = m.tunnel
+    assert m.path_mtu == max(n for n in range(576, 1500) if t.fixed + _padded(n, t.block) <= 1280)
+    assert sum(r.sent for r in m.sizes) == 14
