@@ -84,13 +84,18 @@ class Mtu(ProbeType):
 def _search(kind: ProbeType, ends: Endpoints, run: int, args: argparse.Namespace) -> ProbeReport:
     from tracer.model.probe import ProbeReport, SentProbe
     from tracer.send.mtu import search_path_mtu
+    from tracer.send.pacer import Interrupted
 
     t0 = time.monotonic()
-    attempts, iface_mtu = search_path_mtu(ends.src_node.netns, ends.dst, run, args.timeout, ends.src, kind.code)
+    try:
+        attempts, iface_mtu = search_path_mtu(ends.src_node.netns, ends.dst, run, args.timeout, ends.src, kind.code)
+        interrupted = False
+    except Interrupted as stop:  # Ctrl-C: report what left, no more
+        (attempts, iface_mtu), interrupted = (stop.records, None), True
     sent = tuple(SentProbe(a.seq, a.sent_ns, a.size - ECHO_OVERHEAD, a.rtt_ms, a.error,
                            _answer(a.icmp, a.icmp_from, a.next_hop_mtu), {"next_hop_mtu": a.next_hop_mtu})
                  for a in attempts)
-    return ProbeReport(kind.name, len(sent), sent, options={
+    return ProbeReport(kind.name, len(sent), sent, interrupted, options={
         "mode": "search", "interface_mtu": iface_mtu, "timeout": args.timeout,
         "search_s": round(time.monotonic() - t0, 3)})
 

@@ -194,7 +194,8 @@ def record(
         cut = interrupted or report is None  # no report: an error before any probe was sent
         manifest = Manifest(
             run=run, kind=kind.code, src=ends.src, dst=ends.dst, origin=ends.src_node.name,
-            count=len(report.sent) if report is not None and cut else 0 if cut else count,
+            # An adaptive kind (the MTU search) plans fewer than its bound: count what it sent.
+            count=len(report.sent) if report is not None and (cut or report.planned < count) else 0 if cut else count,
             planned=count if cut else None, interrupted=interrupted,
             topology="topology.toml",
             # "remote": another host's clock stamped these packets (analysis estimates its offset).

@@ -26,7 +26,7 @@ from tracer.analysis.icmp import icmp_name
 from tracer.model.tag import ECHO_OVERHEAD, ProbeKind, ProbeTag, decode, icmp_id_for
 from tracer.netns import ip
 from tracer.send.echo import ICMP_HEADER, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE, echo_request
-from tracer.send.pacer import drain, probe_socket
+from tracer.send.pacer import Interrupted, drain, journal, probe_socket
 
 IP_MTU = 14
 FRAG_NEEDED = (3, 4)
@@ -46,6 +46,7 @@ class Attempt:
     icmp: str | None = None  # an ICMP error quoting this probe, in words
     icmp_from: str | None = None
     next_hop_mtu: int | None = None  # from a frag-needed quoting this probe
+    left: bool = False  # the send call returned (or refused): the probe is in the run
 
     @property
     def passed(self) -> bool:
@@ -131,14 +132,20 @@ def search_path_mtu(
         search = Search(min(start, iface_mtu), iface_mtu)
         attempts: list[Attempt] = []
         wait = timeout
-        while len(attempts) < MAX_PROBES and (size := search.next_size()) is not None:
-            a = _probe(sock, dst, run, kind, len(attempts), size, wait)
-            attempts.append(a)
-            search.record(a)
-            if a.passed:  # later waits follow the path's round trip, within --timeout
-                wait = min(timeout, max(0.2, 4 * max(x.rtt_ms or 0 for x in attempts) / 1000))
-            elif a.icmp is not None and a.next_hop_mtu is None:
-                break  # unreachable, prohibited: the path itself refuses; the verdict says where
+        try:
+            while len(attempts) < MAX_PROBES and (size := search.next_size()) is not None:
+                a = Attempt(len(attempts), size, time.time_ns())
+                attempts.append(a)
+                _probe(sock, dst, run, kind, a, wait)
+                if a.passed:
+                    journal("answered", a)
+                search.record(a)
+                if a.passed:  # later waits follow the path's round trip, within --timeout
+                    wait = min(timeout, max(0.2, 4 * max(x.rtt_ms or 0 for x in attempts) / 1000))
+                elif a.icmp is not None and a.next_hop_mtu is None:
+                    break  # unreachable, prohibited: the path itself refuses; the verdict says where
+        except KeyboardInterrupt:  # Ctrl-C: the probes that left (the last one maybe unanswered), no more
+            raise Interrupted([a for a in attempts if a.left]) from None
         return attempts, iface_mtu
     finally:
         sock.close()
@@ -156,21 +163,23 @@ def _route_mtu(netns: str | None, dst: IPv4Address, source: IPv4Address | None) 
         udp.close()
 
 
-def _probe(sock: socket.socket, dst: IPv4Address, run: int, kind: int, seq: int, size: int, wait: float) -> Attempt:
-    a = Attempt(seq, size, time.time_ns())
+def _probe(sock: socket.socket, dst: IPv4Address, run: int, kind: int, a: Attempt, wait: float) -> None:
+    """Send ``a`` and fill in what came back within ``wait`` seconds."""
     try:
-        sock.sendto(echo_request(ProbeTag(run, kind, seq), size - ECHO_OVERHEAD), (str(dst), 0))
+        sock.sendto(echo_request(ProbeTag(run, kind, a.seq), a.size - ECHO_OVERHEAD), (str(dst), 0))
     except OSError as e:
         a.error = e.strerror or str(e)
-        return a
+    a.left = True
+    journal("sent", a)  # on disk as it leaves: a killed run still says what it sent
+    if a.error:
+        return
     deadline = time.monotonic() + wait
     ident = icmp_id_for(run)
     while (left := deadline - time.monotonic()) > 0:
         for data, now in drain(sock, left):
             _match(a, data, now, dst, run, kind, ident)
             if a.passed or a.icmp is not None:
-                return a
-    return a
+                return
 
 
 def _match(a: Attempt, data: bytes, now: int, dst: IPv4Address, run: int, kind: int, ident: int) -> None:
