@@ -139,7 +139,9 @@ def record(lab: Lab, name: str) -> None:
                             "recorded_with": "scripts/record_scenarios.py"}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (out / "verdict.json").unlink()  # derived: replay recomputes it; keep scenarios small
-    (out / "run.pcapng").unlink(missing_ok=True)  # derived too: tracer replay --write-pcapng
+    # Derived too (tracer replay --write-pcapng), or live bookkeeping (probe journal, helper PIDs).
+    for name in ("run.pcapng", "probes.jsonl", "processes.json"):
+        (out / name).unlink(missing_ok=True)
     prune_evidence(out)
     with contextlib.redirect_stdout(io.StringIO()) as text:
         main(["replay", str(out), "--json"])
