@@ -67,6 +67,9 @@ ILLUSTRATIONS: dict[tuple[str, str], str] = {
     ("docs/remote-capture.md", "warning: clock of east-gw estimated at +0.012 ms from 12 packets crossing east-gw:wan0 ↔ "
                                "router:eth1, east-gw:lan0 ↔ east:eth0 both ways; its timestamps are corrected by it"):
         "sample warning of a run with a remote capture point (tests/analysis/test_clock checks the wording)",
+    ("docs/wireshark.md", "west:eth0\ttracer ping run 0xe2d9f17f seq 0 request: lost inside router between eth0 and eth1 "
+                          "(forward)"):
+        "tshark's output for the block above (tests/run/test_merged.py checks these comments)",
 }
 
 # File-format examples that are neither TOML nor JSON, by (file, first line): the format.
@@ -234,11 +237,20 @@ def command_kind(argv: list[str]) -> CmdKind:
             return "offline"  # files shipped in the repository
     if prog[:2] == ["python3", "-c"]:
         return "lab" if "tracer.lab" in prog[2] else "offline"
+    if prog[0] == "tshark" and _reads_offline_file(prog):
+        return "offline"  # a recorded capture of the repository, or what an offline command of the block wrote
     if prog[0] == "tshark":
         return "lab"  # reads a run recorded on the lab, with the lab's keys
     if prog[0] in ("mkdir", "cp", "echo"):
         return "plumbing"  # runs where the rest of its block runs
     raise AssertionError(f"no rule for the command {shlex.join(argv)!r}: add one to command_kind in tests/test_docs.py")
+
+
+def _reads_offline_file(prog: list[str]) -> bool:
+    """tshark -r captures/… (the repository's recordings) or -r /tmp/… (written by an offline
+    ``tracer replay --write-pcapng`` earlier in the same block)."""
+    read = prog[prog.index("-r") + 1] if "-r" in prog[:-1] else ""
+    return read.startswith(("captures/", "/tmp/")) and not read.startswith("/tmp/ws")
 
 
 def shell_text(argv: list[str]) -> str:

@@ -16,7 +16,7 @@ from tracer.analysis.correlate import SightingMatrix, correlate, probe_rows
 from tracer.analysis.explain import explain, uncaptured
 from tracer.analysis.icmp import icmp_errors
 from tracer.analysis.locate import ObservedFate, findings, locate_observed, trace_probes, went_elsewhere
-from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_summary
+from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_status, mtu_summary
 from tracer.analysis.observed import observe, rewrites
 from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
@@ -113,9 +113,10 @@ def analyze(
     diagnoses = list(dict.fromkeys(nat)) + _diagnoses(obs, spec, paths, sightings, decrypted)
     status = _status(found)
     req_path = paths[Direction.REQUEST]
-    mtu = mtu_report(obs, spec, req_path, traces, found) if spec.sizes else None
+    mtu = mtu_report(obs, spec, req_path, traces, found, topo, netstate) if spec.sizes else None
     if mtu is not None:
-        diagnoses += mtu_diagnosis(mtu, diagnoses)
+        diagnoses += mtu_diagnosis(mtu)
+        status = mtu_status(mtu, status)
     summary = mtu_summary(mtu) if mtu else _summary(found, probe_type(spec.kind), status, req_path)
     all_points = {h.point for p in paths.values() for h in p.hops}
     return Verdict(

@@ -114,8 +114,7 @@ def _render_mtu(v: Verdict) -> list[str]:
     assert m is not None
     out = ["", f"  {'size':>6}  {'delivered':>9}  where the others went"]
     for r in m.sizes:
-        fate = "" if r.delivered == r.sent else (f"refused by the sender: {r.error}" if r.error else f"lost {r.where}")
+        fate = "" if r.delivered == r.sent else (f"refused by the sender: {r.error}" if r.error else
+                                                 f"refused: {r.icmp}" if r.icmp else f"lost {r.where}")
         out.append(f"  {r.size:>6}  {r.delivered:>4}/{r.sent:<4}  {fate}")
-    if m.esp_overhead is not None:
-        out.append(f"  the tunnel adds {m.esp_overhead} bytes at {m.encap_point} (outer IP + UDP + ESP + IV + padding + ICV)")
     return out

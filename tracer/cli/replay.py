@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "  tracer replay captures/gw-forward-drop\n"
         "  tracer replay --topology lab.toml west.pcapng west-gw.pcapng east.pcapng\n"
         "  tracer replay captures/all-delivered --json | jq .status\n"
-        "  tracer replay captures/esp-blocked --dissect    # Wireshark's view of the last packet seen",
+        "  tracer replay captures/esp-blocked --dissect    # Wireshark's view of the last packet seen\n"
+        "  tracer replay captures/esp-blocked --write-pcapng /tmp/run.pcapng   # open it in Wireshark",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_capture_inputs(p)
@@ -31,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dissect", action="store_true",
                    help="after the verdict, show Wireshark's full dissection (tshark, through pyshark) of each lost "
                    "group's packet at the last capture point that saw it; ESP decrypted with --esp-keys")
+    p.add_argument("--write-pcapng", nargs="?", type=Path, const=True, default=None, metavar="FILE",
+                   help="also write every capture point's packets, time-ordered and commented with the verdict, "
+                   "into one pcapng for Wireshark (default FILE: RUN_DIR/run.pcapng)")
     p.set_defaults(func=run)
 
 
@@ -70,6 +75,7 @@ def parse_run_id(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from tracer.run.replay import check_endpoints, load_run, replay_run
 
+    merged = _merged_path(args)
     if args.esp_keys:  # a bad key file is refused before the captures are read, not after
         from tracer.esp import read_esp_sa_file
 
@@ -81,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
     emit(verdicts, args.json, {"capture_map": [m.to_dict() for m in mapping]} if mapping else None)
     if mapping and not args.json:
         print(f"\n{render_mapping(mapping)}")
+    if merged is not None:
+        from tracer.run.merged import write_run_pcapng
+
+        n = write_run_pcapng(merged, loaded.observations, verdicts, loaded.drops)
+        print(f"wrote {merged} ({n} packets)", file=sys.stderr)
     if args.dissect and not args.json:
         from tracer.run.dissect import dissect_lost
 
@@ -88,6 +99,25 @@ def run(args: argparse.Namespace) -> int:
             for block in dissect_lost(loaded.observations, v, args.esp_keys):
                 print(f"\n{block}")
     return max((v.exit_code for v in verdicts), default=EXIT_DELIVERED)
+
+
+def _merged_path(args: argparse.Namespace) -> Path | None:
+    """Where --write-pcapng writes: its FILE, else run.pcapng inside the run directory replayed."""
+    if args.write_pcapng is None:
+        return None
+    if args.write_pcapng is not True:
+        path = args.write_pcapng
+    elif len(args.inputs) == 1 and args.inputs[0].is_dir():
+        from tracer.run.merged import RUN_PCAPNG
+
+        path = args.inputs[0] / RUN_PCAPNG
+    else:
+        raise BadInput("--write-pcapng: name the FILE to write when replaying capture files, not a run directory")
+    if path.resolve() in {p.resolve() for p in args.inputs}:
+        raise BadInput(f"--write-pcapng {path}: would overwrite an input")
+    if path.parent and not path.parent.is_dir():
+        raise BadInput(f"--write-pcapng {path}: no such directory {path.parent}")
+    return path
 
 
 def explicit_points(args: argparse.Namespace) -> list[tuple[str, Path]]:

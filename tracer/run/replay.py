@@ -32,6 +32,7 @@ from tracer.run.manifest import (
     read_netstate,
     read_probe_report,
 )
+from tracer.run.merged import RUN_PCAPNG
 from tracer.subprocs import RUN_FILE
 from tracer.topofile import load_topology
 
@@ -148,7 +149,8 @@ def _run_dir(run_dir: Path) -> _Inputs:
         if (run_dir / PROBE_JOURNAL).exists() or (run_dir / RUN_FILE).exists():
             raise BadInput(f"{run_dir}: incomplete run directory: the trace was killed before writing {MANIFEST} "
                            f"({_journalled(run_dir / PROBE_JOURNAL)}); its raw captures are kept but not replayed")
-        files = [Source(p) for p in sorted(run_dir.iterdir()) if p.is_file() and stem(p) != p.name]
+        files = [Source(p) for p in sorted(run_dir.iterdir()) if p.is_file() and stem(p) != p.name
+                 and p.name != RUN_PCAPNG]
         if not files:
             raise BadInput(f"{run_dir}: no {MANIFEST} and no .pcap/.pcapng files")
         topology = run_dir / "topology.toml"  # a folder of hand-made captures beside their topology
