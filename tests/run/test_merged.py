@@ -16,7 +16,8 @@ from tests.capture.test_pcapng_writer import tshark_rows
 from tests.cli.tracer_cmd import CAPTURES, ROOT, tracer
 from tracer.capture import read_capture, write_pcapng
 from tracer.model.tag import ProbeKind, ProbeTag
-from tracer.run.merged import RUN_PCAPNG, write_run_pcapng
+from tracer.run.manifest import RUN_PCAPNG
+from tracer.run.merged import write_run_pcapng
 from tracer.run.replay import load_run, replay_run
 
 needs_tshark = pytest.mark.skipif(not shutil.which("tshark"), reason="needs tshark")

@@ -108,7 +108,7 @@ def _merged_path(args: argparse.Namespace) -> Path | None:
     if args.write_pcapng is not True:
         path = args.write_pcapng
     elif len(args.inputs) == 1 and args.inputs[0].is_dir():
-        from tracer.run.merged import RUN_PCAPNG
+        from tracer.run.manifest import RUN_PCAPNG
 
         path = args.inputs[0] / RUN_PCAPNG
     else:

@@ -19,7 +19,6 @@ from tracer.model.observations import Observations
 from tracer.model.verdict import Verdict
 from tracer.run.dissect import first_rows
 
-RUN_PCAPNG = "run.pcapng"
 LINKTYPE_ETHERNET = 1
 
 

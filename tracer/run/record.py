@@ -38,6 +38,7 @@ from tracer.probes import ProbeType
 from tracer.run.manifest import (
     PROBE_JOURNAL,
     PROBE_REPORT,
+    RUN_PCAPNG,
     CaptureEntry,
     Manifest,
     write_evidence,
@@ -45,7 +46,7 @@ from tracer.run.manifest import (
     write_netstate,
     write_probe_report,
 )
-from tracer.run.merged import RUN_PCAPNG, write_run_pcapng
+from tracer.run.merged import write_run_pcapng
 from tracer.run.replay import load_run, replay_run
 from tracer.send.pacer import journal_to
 from tracer.sniff import Sniffer, sniffer_for, start_all, stop_all

@@ -26,13 +26,13 @@ from tracer.run.capturemap import MANIFEST_RULE, Mapped, Source, map_captures, s
 from tracer.run.manifest import (
     MANIFEST,
     PROBE_JOURNAL,
+    RUN_PCAPNG,
     Manifest,
     read_evidence,
     read_manifest,
     read_netstate,
     read_probe_report,
 )
-from tracer.run.merged import RUN_PCAPNG
 from tracer.subprocs import RUN_FILE
 from tracer.topofile import load_topology
 
