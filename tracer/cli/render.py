@@ -95,7 +95,8 @@ def path_head(direction: Direction | str, path: ExpectedPath) -> str:
 
 
 def nowhere(path: ExpectedPath) -> str:
-    return f"  no capture point: the packet has nowhere to go ({path.end_note})"
+    # The topology's word, not the packets': where they were really seen is told below the paths.
+    return f"  no capture point: the topology gives the packet nowhere to go ({path.end_note})"
 
 
 def edge_line(path: ExpectedPath, h: int, mark: str = "") -> str:
