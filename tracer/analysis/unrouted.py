@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+
 import numpy as np
 
 from tracer.analysis.correlate import SightingMatrix
