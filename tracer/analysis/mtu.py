@@ -47,6 +47,11 @@ def mtu_report(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: l
             fate.setdefault(t.seq, []).append(t.outcome == Outcome.DELIVERED)
         elif t.outcome not in (Outcome.DELIVERED, Outcome.NOT_SENT):
             fate.setdefault(t.seq, []).append(False)
+    traced = {str(t.direction) for t in traces}
+    for f in found:  # a direction with no expected path has no traces: its findings say each probe's fate
+        if str(f.direction) not in traced and (f.direction == "request" or f.outcome != Outcome.DELIVERED):
+            for q in f.seqs:
+                fate.setdefault(q, []).append(f.outcome == Outcome.DELIVERED)
     lost_in = {q: f for f in found if f.outcome != Outcome.DELIVERED and f.direction == "request" for q in f.seqs}
     where_of = {q: f.where for f in found if f.outcome != Outcome.DELIVERED for q in f.seqs}
     frags = frag_needed(obs, spec, path, traces, topo)

@@ -11,9 +11,10 @@ from tracer.model.verdict import Outcome, Verdict
 
 
 def render_text(v: Verdict) -> str:
-    req = v.paths[Direction.REQUEST]
+    req, rep = v.paths[Direction.REQUEST], v.paths.get(Direction.REPLY)
+    src = req.hops[0].node if req.hops else rep.dst_node if rep and rep.dst_node else "?"  # (no request path)
     lines = [
-        f"tracer {v.kind}: {req.hops[0].node if req.hops else '?'} ({req.src}) → "
+        f"tracer {v.kind}: {src} ({req.src}) → "
         f"{req.dst_node or '?'} ({req.dst})  run {v.run:#010x}",
         f"{v.status.word:<5} {v.summary}",
     ]
