@@ -11,6 +11,7 @@ from pathlib import Path
 
 import tomli_w
 
+from tracer.cli.render import render_text
 from tracer.model.direction import Direction
 from tracer.model.verdict import Outcome, Status, Verdict
 from tracer.run.replay import load_run, replay_run
@@ -145,3 +146,23 @@ def test_a_path_end_with_a_way_on_uncaptured_is_inconclusive(tmp_path):
     (f,) = of(v, REQ)
     assert (f.outcome, f.where) == (Outcome.INCONCLUSIVE, "somewhere after west-gw:ipsec0")
     assert f.reason.startswith("west-gw:wan0 not captured")
+
+
+def test_requests_the_topology_gives_no_route_are_followed_to_the_destination(tmp_path):
+    """The same for the request direction: west without routes, yet its requests reached east
+    (and east's replies then came back along their expected path)."""
+    v = replay(tmp_path, "all-delivered", no_routes("west"))
+    assert not v.paths[REQ].hops
+    assert v.status == Status.DELIVERED and v.summary == "3/3 echo requests delivered and answered (west → east)"
+    assert [(f.outcome, f.last_seen) for f in of(v, REQ)] == [(Outcome.DELIVERED, "east:eth0")]
+    assert [(f.outcome, f.count) for f in of(v, REP)] == [(Outcome.DELIVERED, 3)]  # replies were expected
+    assert ("topology gives west no route to 198.51.100.10 but 3/3 echo requests were seen at east:eth0 — "
+            "the topology may be stale") in v.warnings
+    assert render_text(v).splitlines()[0].startswith("tracer ping: west (192.0.2.10) → east (198.51.100.10)")
+
+
+def test_mtu_sizes_are_judged_by_the_sightings_without_a_request_path(tmp_path):
+    v = replay(tmp_path, "mtu-ladder-blackhole", no_routes("west"))
+    assert v.mtu is not None
+    assert [(r.size, r.delivered, r.sent) for r in v.mtu.sizes] == [(1000, 1, 1), (1200, 1, 1), (1250, 0, 1), (1300, 0, 1)]
+    assert v.mtu.largest_delivered == 1200
