@@ -166,3 +166,12 @@ def test_mtu_sizes_are_judged_by_the_sightings_without_a_request_path(tmp_path):
     assert v.mtu is not None
     assert [(r.size, r.delivered, r.sent) for r in v.mtu.sizes] == [(1000, 1, 1), (1200, 1, 1), (1250, 0, 1), (1300, 0, 1)]
     assert v.mtu.largest_delivered == 1200
+
+
+def test_fragmentation_needed_that_reached_the_source_counts_without_a_request_path(tmp_path):
+    """It used to count as reaching the source only at the expected path's first point: with
+    west routeless, the answered 1401-byte probe became 'a PMTUD blackhole'."""
+    v = replay(tmp_path, "mtu-search-ok", no_routes("west"))
+    assert v.status == Status.DELIVERED, v.summary
+    assert "refused with ICMP fragmentation needed from west-gw (192.0.2.1)" in v.summary
+    assert "blackhole" not in v.summary

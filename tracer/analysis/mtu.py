@@ -16,6 +16,7 @@ import numpy as np
 from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.path import ExpectedPath
+from tracer.model.point import CapturePoint
 from tracer.model.probe import ProbeSpec
 from tracer.model.tag import icmp_id_for
 from tracer.model.topology import Topology
@@ -106,7 +107,9 @@ def frag_needed(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: 
     by_header = (obs["tag_kind"] == 0) & (obs["inner_proto"] == 1) & (obs["inner_id"] == icmp_id_for(spec.run))
     if spec.dst is not None:
         by_header &= obs["inner_dst"] == int(spec.dst)
-    source = path.hops[0].point if path.hops else None
+    # The source's node, whatever the path: a route the topology lacks must not hide that the ICMP arrived.
+    origin = topo.owner(spec.src) if spec.src is not None else None
+    source = path.hops[0].node if path.hops else spec.origin or (origin.name if origin else None)
     found: dict[tuple[str, int, int, str], list[str]] = {}
     for i in np.flatnonzero(fn).tolist():
         if by_tag[i]:
@@ -126,7 +129,7 @@ def frag_needed(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: 
         owner = topo.owner(IPv4Address(sender))
         seen = tuple(dict.fromkeys(points))
         out.append(FragNeeded(sender, owner.name if owner else None, mtu, sizes[seq], seq, about, seen,
-                              source is not None and source in seen))
+                              any(CapturePoint.parse(p).node == source for p in seen)))
     return sorted(out, key=lambda f: (f.size, f.seq, f.about))
 
 
