@@ -88,6 +88,8 @@ def _route(r: Route) -> dict[str, Any]:
     if r.via is not None:
         out["via"] = str(r.via)
     out["dev"] = r.dev
+    if r.onlink:
+        out["onlink"] = True
     return out
 
 

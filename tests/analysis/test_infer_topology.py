@@ -109,3 +109,94 @@ def test_a_peer_outside_what_was_read_leaves_the_tunnel_out():
 def test_node_names_from_namespaces():
     assert node_name("trc-lab-westgw", "trc-lab-") == "westgw"
     assert node_name("trc-lab-", "trc-lab-") == "trc-lab-"  # nothing left: the namespace's own name
+
+
+def two_homed(routes: list[LiveRoute], rules: tuple[PolicyRule, ...]) -> list[Seen]:
+    """r, wired to x by eth0 (198.18.1.0/24) and to y by eth1 (198.18.2.0/24)."""
+    r = state("r", [iface("eth0", 2, "198.18.1.1/24", kind=None), iface("eth1", 3, "198.18.2.1/24", kind=None)],
+              [connected("eth0", "198.18.1.0/24"), connected("eth1", "198.18.2.0/24"), *routes], rules)
+    x = state("x", [iface("eth0", 2, "198.18.1.2/24", kind=None)], [connected("eth0", "198.18.1.0/24")])
+    y = state("y", [iface("eth0", 2, "198.18.2.2/24", kind=None)], [connected("eth0", "198.18.2.0/24")])
+    return [Seen("r", r, True, netns="ns-r"), Seen("x", x, False, netns="ns-x"), Seen("y", y, False, netns="ns-y")]
+
+
+def written(topo: Topology, node: str = "r") -> list[tuple[str, str, str]]:
+    return [(str(r.dst), r.dev, str(r.via)) for r in topo.nodes[node].routes]
+
+
+def test_a_table_after_main_fills_only_what_main_lacks():
+    """The kernel reads the tables in rule priority order and stops at the first one with a matching route:
+    a table after main (pref 40000) is never reached for what main routes, and one before it (220) hides
+    main's more specific routes inside its prefixes."""
+    rules = (KERNEL_RULES[0], PolicyRule(220, table="220"), KERNEL_RULES[1], PolicyRule(40000, table="100"),
+             PolicyRule(100, table="101", src=IPv4Network("198.18.1.0/24")), KERNEL_RULES[2])
+    with_default = [route("0.0.0.0/0", "eth0", "198.18.1.2"), route("0.0.0.0/0", "eth1", "198.18.2.2", table="100"),
+                    route("203.0.113.0/24", "eth1", "198.18.2.2", table="100")]
+    topo, notes = infer("t", two_homed(with_default, rules))
+    assert written(topo) == [("0.0.0.0/0", "eth0", "198.18.1.2")]  # main's default answers everything first
+    assert "r: policy rule '100: from 198.18.1.0/24 lookup 101' left out: a topology routes by destination only; " \
+           "write the paths it makes by hand if they matter" in notes
+    without = [route("198.51.100.0/24", "eth0", "198.18.1.2"), route("198.51.100.0/25", "eth0", "198.18.1.2"),
+               route("192.0.2.0/24", "eth1", "198.18.2.2", table="220"),
+               route("192.0.2.128/25", "eth0", "198.18.1.2"),  # inside 220's /24: never reached
+               route("0.0.0.0/0", "eth1", "198.18.2.2", table="100"),
+               route("198.51.100.0/26", "eth1", "198.18.2.2", table="100"),  # inside main's /24: never reached
+               route("198.18.1.128/25", "eth1", "198.18.2.2", table="100")]  # inside a connected subnet
+    topo, notes = infer("t", two_homed(without, rules))
+    assert written(topo) == [("198.51.100.0/25", "eth0", "198.18.1.2"), ("192.0.2.0/24", "eth1", "198.18.2.2"),
+                             ("198.51.100.0/24", "eth0", "198.18.1.2"), ("0.0.0.0/0", "eth1", "198.18.2.2")]
+    # The file's longest-prefix match now takes the kernel's route everywhere.
+    r = topo.nodes["r"]
+    assert r.lookup(IPv4Address("192.0.2.200")).dev == "eth1" and r.lookup(IPv4Address("198.51.100.20")).dev == "eth0"
+    assert r.lookup(IPv4Address("198.18.1.200")).dev == "eth0" and r.lookup(IPv4Address("8.8.8.8")).dev == "eth1"
+
+
+def test_a_table_before_main_holding_a_connected_subnet_is_a_note():
+    rules = (KERNEL_RULES[0], PolicyRule(220, table="220"), *KERNEL_RULES[1:])
+    topo, notes = infer("t", two_homed([route("198.18.0.0/16", "eth1", "198.18.2.2", table="220")], rules))
+    assert written(topo) == [("198.18.0.0/16", "eth1", "198.18.2.2")]
+    assert "r: 198.18.0.0/16 via 198.18.2.2 dev eth1 (table 220) is consulted before the connected 198.18.1.0/24, " \
+           "198.18.2.0/24: the file cannot say so, the connected route wins there" in notes
+
+
+def test_an_onlink_gateway_is_written_so_and_loads():
+    """A cloud host: a /32 address, its default route via a gateway on no subnet of it, 'onlink'."""
+    h = state("h", [iface("eth0", 2, "198.18.9.5/32", kind=None)],
+              [connected("eth0", "198.18.9.5/32"),
+               LiveRoute("main", IPv4Network("0.0.0.0/0"), dev="eth0", via=IPv4Address("198.18.9.1"), onlink=True)])
+    g = state("g", [iface("eth0", 2, "198.18.9.1/24", kind=None)], [connected("eth0", "198.18.9.0/24")])
+    # Their wire cannot be found (no shared subnet, no veth peer): links are the file's business, not this test's.
+    topo, _ = infer("cloud", [Seen("h", h, False, netns="ns-h"), Seen("g", g, False, netns="ns-g")])
+    (default,) = topo.nodes["h"].routes
+    assert default.onlink and default.via == IPv4Address("198.18.9.1")
+    d = topology_to_dict(topo)
+    assert d["nodes"]["h"]["routes"] == [{"dst": "0.0.0.0/0", "via": "198.18.9.1", "dev": "eth0", "onlink": True}]
+    d["links"] = [{"ends": ["h:eth0", "g:eth0"]}]
+    assert Topology.from_dict(d).nodes["h"].routes == (default,)
+
+
+def test_every_installed_child_sa_gives_the_tunnel_subnets():
+    """Two CHILD_SAs with other subnet pairs (and one in IPv6 only) under one IKE_SA: the tunnel's ends hold
+    the union of the IPv4 selectors, and what cannot be said is a note."""
+    seen = site()
+    gw2 = seen[2]
+    children = (
+        ChildSa("c", "INSTALLED", 1, 2, local_ts=("198.51.100.0/24",), remote_ts=("192.0.2.0/24",)),
+        ChildSa("d", "INSTALLED", 3, 4, local_ts=("203.0.113.64/26[udp/53]",), remote_ts=("198.18.7.1-198.18.7.6",)),
+        ChildSa("v6", "INSTALLED", 5, 6, local_ts=("2001:db8:2::/48",), remote_ts=("2001:db8:1::/48",)),
+        ChildSa("old", "REKEYED", 7, 8, local_ts=("198.18.99.0/24",), remote_ts=("198.18.98.0/24",)))
+    ike = IkeState((IkeSa("gw1-gw2", "ESTABLISHED", "203.0.113.2", "203.0.113.1", children),))
+    seen[2] = Seen(gw2.name, gw2.state, True, ike, gw2.ike_vici, gw2.netns)
+    topo, notes = infer("site", seen)
+    (t,) = topo.tunnels
+    assert t.right.subnets == (IPv4Network("198.51.100.0/24"), IPv4Network("203.0.113.64/26"))
+    assert t.left.subnets == (IPv4Network("192.0.2.0/24"), IPv4Network("198.18.7.1/32"),
+                              IPv4Network("198.18.7.2/31"), IPv4Network("198.18.7.4/31"), IPv4Network("198.18.7.6/32"))
+    assert "gw2: IKE_SA gw1-gw2: CHILD_SA v6 (2001:db8:2::/48 === 2001:db8:1::/48) has no IPv4 selectors on both " \
+           "sides: left out of the tunnel" in notes
+    assert any(n.startswith("gw2: IKE_SA gw1-gw2: its CHILD_SAs pair the subnets (198.51.100.0/24 === 192.0.2.0/24; "
+                            "203.0.113.64/26 === 198.18.7.1/32") for n in notes)
+    only_v6 = IkeState((IkeSa("gw1-gw2", "ESTABLISHED", "203.0.113.2", "203.0.113.1", children[2:3]),))
+    seen[2] = Seen(gw2.name, gw2.state, True, only_v6, gw2.ike_vici, gw2.netns)
+    topo, notes = infer("site", seen)
+    assert not topo.tunnels and any("CHILD_SA v6" in n for n in notes)

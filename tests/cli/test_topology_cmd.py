@@ -162,3 +162,28 @@ def test_a_destination_without_routes_gets_a_verdict(tmp_path):
     r = tracer("replay", "--topology", f, *sorted((CAPTURES / "all-delivered").glob("*.pcapng")))
     assert r.code in (0, 1, 3) and r.err == "", r
     assert "east has no route to 192.0.2.10" in r.out
+
+
+def test_discover_exits_2_when_what_it_wrote_does_not_load(tmp_path, monkeypatch, capsys):
+    """Two sites that both use 192.0.2.1: the file is written (to edit), the loader's reason is a note, and the
+    exit code is the one 'topology check' gives the file, not 0. The reading half (root, namespaces) is replaced
+    by hand-built 'ip -j' states; inference, the loader and the command are the real ones."""
+    import argparse
+
+    from tests.analysis.test_infer_topology import connected, iface, state
+    from tracer import discover
+    from tracer.analysis.infer_topology import Seen, infer
+    from tracer.cli.topology import run_discover
+
+    a = state("a", [iface("eth0", 2, "192.0.2.1/24", kind=None)], [connected("eth0", "192.0.2.0/24")])
+    b = state("b", [iface("eth0", 2, "192.0.2.1/24", kind=None)], [connected("eth0", "192.0.2.0/24")])
+    monkeypatch.setattr(discover, "discover", lambda patterns, name, ssh: infer(
+        name, [Seen("a", a, False, netns="site-a"), Seen("b", b, False, netns="site-b")]))
+    out = tmp_path / "found.toml"
+    args = argparse.Namespace(netns=["site-*"], ssh=[], ssh_netns=None, ssh_key=None, ssh_port=None,
+                              ssh_known_hosts=None, name="two", out=out)
+    assert run_discover(args) == 2
+    err = capsys.readouterr().err
+    assert "note: the discovered topology: nodes.b.interfaces.eth0.addresses: 192.0.2.1 is also an address of " \
+           "a:eth0 (duplicate address): edit it before use" in err
+    assert tomllib.loads(out.read_text())["nodes"]["b"]["interfaces"]["eth0"]["addresses"] == ["192.0.2.1/24"]

@@ -115,6 +115,18 @@ def test_parse_real_ip_json() -> None:
     assert (s.node, s.netns, s.host, s.taken) == ("west-gw", "trc-ls-westgw", None, "t")
 
 
+def test_parse_onlink_routes() -> None:
+    """iproute2 6.1's own output for 'ip route add default via 198.18.50.1 dev d0 onlink' (and a multipath one)."""
+    routes = [{"dst": "default", "gateway": "198.18.50.1", "dev": "d0", "flags": ["onlink"]},
+              {"dst": "198.18.60.0/24", "flags": [], "nexthops": [
+                  {"gateway": "198.18.50.1", "dev": "d0", "weight": 1, "flags": ["onlink"]},
+                  {"gateway": "198.18.50.2", "dev": "d0", "weight": 1, "flags": ["onlink"]}]},
+              {"dst": "198.18.70.0/24", "gateway": "198.18.50.1", "dev": "d0", "flags": []}]
+    s = parse("n", [], [], routes, [])
+    assert [r.onlink for r in s.routes] == [True, True, False]
+    assert LiveRoute.from_dict(s.routes[0].to_dict()) == s.routes[0]
+
+
 @pytest.mark.parametrize("bad", [{"not": "a list"}, [1, 2], [{"ifindex": 1}]])
 def test_parse_refuses_what_ip_does_not_print(bad: object) -> None:
     with pytest.raises((TypeError, KeyError)):

@@ -71,7 +71,7 @@ def test_resolve_names_and_addresses():
         (minimal(tunnels=[{"left": {"node": "a", "adress": "192.0.2.1"}}]),
          r"tunnels\[0\].left.adress: .*did you mean 'address'"),
         ({"nodes": {"a": {"interfaces": {"e": {}}, "routes": [{"dst": "default", "dev": "e", "gw": "1.2.3.4"}]}}},
-         r"nodes.a.routes\[0\].gw: unknown key in nodes.a.routes\[0\] \(expected dst, via, dev\)"),
+         r"nodes.a.routes\[0\].gw: unknown key in nodes.a.routes\[0\] \(expected dst, via, dev, onlink\)"),
         (minimal(), "links: no links"),
         (minimal(links=[{"ends": ["a:eth0", "a:eth0"]}]), r"links\[0\].ends: both ends are a:eth0"),
         ({"nodes": {"a": {"interfaces": {"eth0": {"addresses": ["192.0.2.1/24"]}}},
@@ -83,6 +83,11 @@ def test_resolve_names_and_addresses():
                     "b": {"interfaces": {"eth0": {"addresses": ["192.0.2.2/24"]}}}},
           "links": [{"ends": ["a:eth0", "b:eth0"]}]},
          r"nodes.a.routes\[0\].via: 203.0.113.1 is not on a subnet of eth0 \(192.0.2.0/24\): the gateway points to nothing"),
+        (minimal(links=[{"ends": ["a:eth0", "a:eth0"]}]) | {"nodes": {"a": {
+            "interfaces": {"eth0": {}}, "routes": [{"dst": "default", "via": "198.18.9.1", "dev": "eth0", "onlink": 1}]}}},
+         r"nodes.a.routes\[0\].onlink: expected true or false, got 1"),
+        ({"nodes": {"a": {"interfaces": {"eth0": {}}, "routes": [{"dst": "default", "dev": "eth0", "onlink": True}]}}},
+         r"nodes.a.routes\[0\].onlink: onlink is about a gateway: the route has no via"),
         ({"nodes": {"a": {"interfaces": {"eth0": {"addresses": ["192.0.2.1/24"]}},
                           "routes": [{"dst": "default", "via": "192.0.2.1", "dev": "eth0"}]}}},
          r"routes\[0\].via: 192.0.2.1 is an address of 'a' itself"),
@@ -158,6 +163,28 @@ def test_a_gateway_outside_the_topology_loads():
     d = two_nodes()
     d["nodes"]["a"]["routes"] = [{"dst": "default", "via": "192.0.2.254", "dev": "eth0"}]
     assert Topology.from_dict(d).nodes["a"].routes[0].via is not None
+
+
+def test_an_onlink_gateway_loads_and_is_written_back():
+    """A /32 address with its default route via a gateway on no subnet of it (clouds): Linux takes it with
+    'onlink', or behind a host route straight out of the device; both load, and onlink survives a round trip."""
+    from tracer.model.topology import Topology
+    from tracer.topofile import topology_to_dict
+
+    for routes in ([{"dst": "0.0.0.0/0", "via": "198.18.9.1", "dev": "eth0", "onlink": True}],
+                   [{"dst": "198.18.9.1/32", "dev": "eth0"}, {"dst": "0.0.0.0/0", "via": "198.18.9.1", "dev": "eth0"}]):
+        d = two_nodes()
+        d["nodes"]["a"]["interfaces"]["eth0"]["addresses"] = ["198.18.9.5/32"]
+        d["nodes"]["a"]["routes"] = routes
+        topo = Topology.from_dict(d)
+        assert topology_to_dict(Topology.from_dict(topology_to_dict(topo))) == topology_to_dict(topo)
+        assert topology_to_dict(topo)["nodes"]["a"]["routes"] == routes
+        assert topo.nodes["a"].routes[-1].ip_args() == "via 198.18.9.1 dev eth0" + (" onlink" if len(routes) == 1 else "")
+    d["nodes"]["a"]["routes"] = [{"dst": "198.18.9.1/32", "dev": "eth0"},
+                                 {"dst": "default", "via": "198.18.9.1", "dev": "eth1"}]
+    d["nodes"]["a"]["interfaces"]["eth1"] = {"addresses": ["203.0.113.5/24"]}
+    with pytest.raises(TopologyError, match=r"routes\[1\].via: 198.18.9.1 is not on a subnet of eth1"):
+        Topology.from_dict(d)  # a host route out of another device does not reach it
 
 
 def test_toml_syntax_error_names_line(tmp_path):

@@ -250,7 +250,7 @@ def _peer_routes(topo: Topology, node: Node, snap: Snapshot) -> list[Finding]:
         back = kernel_route(state, local.address, remote.address)
         if back is None:
             want = node.lookup(remote.address)  # the topology's route
-            add = (f"ip route replace {want.dst} {f'via {want.via} ' if want.via else ''}dev {want.dev}" if want
+            add = (f"ip route replace {want.dst} {want.ip_args()}" if want
                    else f"ip route add {remote.address} via NEXT-HOP")
             out.append(Finding(node.name, "peer-route", FAIL, f"no route to {remote.node}'s address {remote.address}: "
                                f"IKE and ESP of tunnel {t.name} cannot be sent (the IKE daemon logs 'Network is "

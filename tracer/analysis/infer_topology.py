@@ -8,12 +8,15 @@ Output: a :class:`Topology` — what a person would have written:
   namespace (down, no address); TUN devices (kernel-libipsec's ``ipsec0``) with role ``tunnel``;
 * links: veth pairs by the peer's ifindex in the peer's namespace; where the peer cannot be
   seen (a namespace outside the pattern, a real wire), two interfaces alone on one subnet;
-* routes: the main table without its connected routes, plus the tables the policy rules reach
-  before main (strongSwan's 220), a table's route winning over main's for the same prefix as
-  the rule order makes it; routes the model cannot express (blackhole, multipath) are notes;
+* routes: the tables unconditional policy rules look up, in priority order (strongSwan's 220
+  before main, a table after main only where main has no route), main's connected routes left
+  to the interfaces; a route whose prefix an earlier table already holds whole is never reached
+  and not written. Routes and rules the model cannot express (blackhole, multipath, rules on
+  source, iif or fwmark) are notes;
 * roles: ``host`` when the node does not forward, ``gateway`` when it ends a tunnel, else ``router``;
 * tunnels: each established IKE_SA with an installed CHILD_SA whose two ends are nodes found
-  here, once however many ends report it, the initiator on the left; route-based when the end routes the remote
+  here, its subnets the union of all its installed CHILD_SAs' IPv4 selectors, once however many
+  ends report it, the initiator on the left; route-based when the end routes the remote
   selectors into a TUN device, else policy-based; ESP-in-UDP when the SA says ``encap``.
 
 SPIs are left out: they change at every rekey, and a stale ``spi_in`` would mislead.
@@ -24,15 +27,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, summarize_address_range
 
 from tracer.model.checkstate import IkeSa, IkeState
-from tracer.model.netstate import DEFAULT_NET, LiveInterface, LiveRoute, NodeState
+from tracer.model.netstate import DEFAULT_NET, KERNEL_RULES, LiveInterface, LiveRoute, NodeState
 from tracer.model.point import point_name, split_point
 from tracer.model.topology import IFACE_RE, NAME_RE, Interface, Link, Node, Route, Topology, Tunnel, TunnelEnd
 
 TUN_KINDS = ("tun", "xfrm", "vti", "ipip")  # devices packets enter to be encapsulated
-SKIPPED_TABLES = ("local", "default", "main")  # main is read first; local/default hold no routes a topology writes
 
 
 @dataclass(frozen=True)
@@ -132,21 +134,60 @@ def _order(seen: list[Seen]) -> Callable[[str], tuple[int, str]]:
 
 def _routes(s: Seen, names: set[str], notes: list[str]) -> list[Route]:
     state = s.state
-    tables = ["main"]
-    for rule in sorted(state.rules, key=lambda r: r.priority):
-        if rule.action == "lookup" and rule.table and rule.table not in SKIPPED_TABLES and rule.src is None \
-                and rule.dst is None and rule.iif is None and not rule.other and rule.fwmark is None:
-            tables.insert(tables.index("main"), rule.table)  # reached before main, in rule order
+    tables = _lookup_order(s, notes)
+    # Tables in lookup order: a table is consulted only for destinations no earlier table has a route to, so a
+    # route is written only when no earlier route (connected ones included) holds its whole prefix; the
+    # file's longest-prefix match then picks what the kernel picks. An earlier route holding part of it is fine.
     chosen: dict[IPv4Network, Route] = {}
+    earlier: list[IPv4Network] = []
     for table in tables:
+        here: list[IPv4Network] = []
         for r in state.table(table):
-            if r.dst in chosen or (table == "main" and r.proto == "kernel") or r.type in ("local", "broadcast"):
+            if r.type in ("local", "broadcast"):
+                continue
+            shadowed = r.dst in here or any(r.dst.subnet_of(e) for e in earlier)
+            if r.type != "throw":  # a throw route sends the lookup on to the next table
+                here.append(r.dst)
+            if shadowed or (table == "main" and r.proto == "kernel"):
                 continue
             route = _route(s.name, r, names, notes)
-            if route is not None:
-                chosen[r.dst] = route
-    # The table order is the lookup order; the file lists specific prefixes first, the default last.
+            if route is None:
+                continue
+            inner = [c for c in _connected(state, names) if c != r.dst and c.subnet_of(r.dst)]
+            if table != "main" and inner:  # the file's connected routes would win over it for these
+                notes.append(f"{s.name}: {r.describe()} (table {table}) is consulted before the connected "
+                             f"{', '.join(map(str, inner))}: the file cannot say so, the connected route wins there")
+            chosen[r.dst] = route
+        earlier += here
+    # The file lists specific prefixes first, the default last.
     return sorted(chosen.values(), key=lambda r: (r.dst == DEFAULT_NET, -r.dst.prefixlen))
+
+
+def _lookup_order(s: Seen, notes: list[str]) -> list[str]:
+    """The tables unconditional ``lookup`` rules reach, by priority (main where its rule is); a note for each
+    rule the file cannot express (from/to/iif/oif/fwmark selectors, goto, drops, suppress_prefixlength)."""
+    rules = s.state.rules or KERNEL_RULES  # no rules read: what every namespace starts with
+    tables: list[str] = []
+    for rule in sorted(rules, key=lambda r: r.priority):
+        plain = (rule.action == "lookup" and rule.table is not None and rule.src is None and rule.dst is None
+                 and rule.iif is None and rule.oif is None and rule.fwmark is None and not rule.other
+                 and not rule.invert and rule.suppress_prefixlen is None)
+        if plain and rule.table == "local":
+            continue  # this node's own addresses and broadcasts: the file's interfaces say them
+        if plain:
+            if rule.table not in tables:
+                tables.append(str(rule.table))
+            continue
+        notes.append(f"{s.name}: policy rule '{rule.describe()}' left out: a topology routes by destination "
+                     "only; write the paths it makes by hand if they matter")
+    if "main" not in tables:
+        notes.append(f"{s.name}: no policy rule looks up the main table: its routes are left out")
+    return tables
+
+
+def _connected(state: NodeState, names: set[str]) -> list[IPv4Network]:
+    """The subnets the written interfaces' addresses give (the file's implicit connected routes)."""
+    return [a.network for i in state.interfaces if i.name in names for a in i.addresses]
 
 
 def _route(node: str, r: LiveRoute, names: set[str], notes: list[str]) -> Route | None:
@@ -158,17 +199,23 @@ def _route(node: str, r: LiveRoute, names: set[str], notes: list[str]) -> Route 
     if r.dev is None or r.dev not in names:
         notes.append(f"{node}: {r.describe()} (table {r.table}) left out: no device of the node")
         return None
-    return Route(r.dst, r.dev, r.via)
+    return Route(r.dst, r.dev, r.via, r.onlink and r.via is not None)
 
 
 def _subnets(selectors: tuple[str, ...]) -> tuple[IPv4Network, ...]:
-    """swanctl traffic selectors (``192.0.2.0/24``, ``10.0.0.0/8[udp/53]``) → IPv4 prefixes."""
-    out = []
+    """swanctl traffic selectors (``192.0.2.0/24``, ``10.0.0.0/8[udp/53]``, ``192.0.2.1-192.0.2.6``) → IPv4
+    prefixes (a range as the prefixes that cover it exactly); IPv6 selectors give none."""
+    out: list[IPv4Network] = []
     for ts in selectors:
+        text = ts.split("[", 1)[0]
         try:
-            out.append(IPv4Network(ts.split("[", 1)[0], strict=False))
+            if "-" in text:
+                low, high = (IPv4Address(x) for x in text.split("-", 1))
+                out += summarize_address_range(low, high)
+            else:
+                out.append(IPv4Network(text, strict=False))
         except ValueError:
-            continue  # IPv6, or a range swanctl prints as a-b
+            continue  # IPv6
     return tuple(dict.fromkeys(out))
 
 
@@ -194,8 +241,8 @@ def _tunnels(seen: list[Seen], ifaces: dict[str, list[LiveInterface]], owners: d
 
 def _tunnel(s: Seen, sa: IkeSa, by_name: dict[str, Seen], ifaces: dict[str, list[LiveInterface]],
             owners: dict[IPv4Address, str], notes: list[str]) -> Tunnel | None:
-    child = next((c for c in sa.children if c.state == "INSTALLED" and c.protocol == "ESP"), None)
-    if sa.state != "ESTABLISHED" or child is None:
+    children = [c for c in sa.children if c.state == "INSTALLED" and c.protocol == "ESP"]
+    if sa.state != "ESTABLISHED" or not children:
         notes.append(f"{s.name}: IKE_SA {sa.name} is {sa.state or 'in no state'} without an installed ESP "
                      "CHILD_SA: not written as a tunnel")
         return None
@@ -207,14 +254,34 @@ def _tunnel(s: Seen, sa: IkeSa, by_name: dict[str, Seen], ifaces: dict[str, list
     if owners.get(local) != s.name or peer is None:
         notes.append(f"{s.name}: IKE_SA {sa.name} to {remote}: the peer is not a node found here, tunnel left out")
         return None
-    ours, theirs = _subnets(child.local_ts), _subnets(child.remote_ts)
-    if not ours or not theirs:
+    # A topology tunnel has one set of subnets per end: the union of every installed CHILD_SA's selectors.
+    pairs = []
+    for c in children:
+        pair = (_subnets(c.local_ts), _subnets(c.remote_ts))
+        if pair[0] and pair[1]:
+            pairs.append(pair)
+        else:
+            notes.append(f"{s.name}: IKE_SA {sa.name}: CHILD_SA {c.name} "
+                         f"({' '.join(c.local_ts)} === {' '.join(c.remote_ts)}) has no IPv4 selectors on "
+                         "both sides: left out of the tunnel")
+    if not pairs:
         return None
+    ours = tuple(dict.fromkeys(n for p in pairs for n in p[0]))
+    theirs = tuple(dict.fromkeys(n for p in pairs for n in p[1]))
+    if len(set(pairs)) > 1 and len(ours) * len(theirs) > len(set(pairs)):
+        notes.append(f"{s.name}: IKE_SA {sa.name}: its CHILD_SAs pair the subnets "
+                     f"({'; '.join(_pair(p) for p in dict.fromkeys(pairs))}); the tunnel written carries "
+                     "every pair of its two ends' subnets")
+    encap = any(c.encap for c in children)
     near = TunnelEnd(s.name, local, ours, _tunnel_device(by_name[s.name], theirs, ifaces[s.name]))
     far = TunnelEnd(peer, remote, theirs, _tunnel_device(by_name[peer], ours, ifaces[peer]))
     name = sa.name if NAME_RE.fullmatch(sa.name) else re.sub(r"[^A-Za-z0-9_.-]", "-", sa.name).strip("-.") or "tunnel"
     left, right = (near, far) if sa.initiator else (far, near)  # left: the initiator, as people write it
-    return Tunnel(name[:63], left, right, "udp" if child.encap else "esp", "ike")
+    return Tunnel(name[:63], left, right, "udp" if encap else "esp", "ike")
+
+
+def _pair(pair: tuple[tuple[IPv4Network, ...], tuple[IPv4Network, ...]]) -> str:
+    return f"{' '.join(map(str, pair[0]))} === {' '.join(map(str, pair[1]))}"
 
 
 def _tunnel_device(s: Seen, remote: tuple[IPv4Network, ...], ifaces: list[LiveInterface]) -> str | None:

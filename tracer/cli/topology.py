@@ -30,7 +30,8 @@ examples:
   tracer topology discover --netns 'site-*' --ssh gw=root@192.0.2.50 --ssh-key ~/.ssh/id_ed25519
 
 exit codes: 0 valid (warnings are findings, not failures) or written (discover's notes on
-  stderr), 2 invalid topology or bad arguments, 4 environment (discover: not root, ip missing)
+  stderr), 2 invalid topology or bad arguments (discover: also when the file it wrote does not
+  load, the reason a note; edit it), 4 environment (discover: not root, ip missing)
 """
 
 
@@ -141,10 +142,12 @@ def run_discover(args: argparse.Namespace) -> int:
     if not args.netns and not args.ssh:
         raise BadInput("topology discover: give --netns PATTERN or --ssh NODE=TARGET (or both)")
     topo, notes = discover(args.netns, args.name, _ssh_hosts(args))
+    code = EXIT_DELIVERED
     try:  # what is written must load with the strict loader; if not, say why (it is still written, to edit)
         Topology.from_dict(topology_to_dict(topo), source="the discovered topology")
     except TracerError as e:
         notes.append(f"{e}: edit it before use")
+        code = e.exit_code  # 2, as 'topology check' would give for the file
     header = "Written by 'tracer topology discover " + " ".join(
         [f"--netns {p}" for p in args.netns] + [f"--ssh {h}" for h in args.ssh]) + "'.\n" + \
              "Check it with 'tracer topology check FILE'; edit freely (docs/topology.md)."
@@ -156,7 +159,7 @@ def run_discover(args: argparse.Namespace) -> int:
               f"{_count(topo.tunnels, 'tunnel')}", file=sys.stderr)
     else:
         print(dump_topology(topo, header), end="")
-    return EXIT_DELIVERED
+    return code
 
 
 def _count(items: Sized, noun: str) -> str:

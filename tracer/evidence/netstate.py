@@ -165,10 +165,11 @@ def _route(e: dict[str, Any]) -> LiveRoute | None:
     hops = tuple(NextHop(h.get("dev"), _addr(h.get("gateway") or h.get("via"))) for h in e.get("nexthops", []))
     first = hops[0] if hops else NextHop(e.get("dev"), _addr(e.get("gateway") or e.get("via")))
     metric = e.get("metric")
+    flags = (e.get("nexthops") or [e])[0].get("flags") or []  # ip -j: "flags": ["onlink"], per hop when multipath
     return LiveRoute(
         table=str(e.get("table", "main")), dst=dst, type=str(e.get("type", "unicast")), dev=first.dev, via=first.via,
         proto=e.get("protocol"), scope=e.get("scope"), metric=int(metric) if metric is not None else None,
-        prefsrc=_addr(e.get("prefsrc")), nexthops=hops,
+        prefsrc=_addr(e.get("prefsrc")), nexthops=hops, onlink="onlink" in flags,
     )
 
 

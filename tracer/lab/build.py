@@ -63,7 +63,7 @@ def wire(topo: Topology) -> None:
             lines.append(f"link set {i.name} up")
         for r in n.routes:
             if not layout.by_charon(r):
-                lines.append(f"route add {r.dst} via {r.via} dev {r.dev}" if r.via else f"route add {r.dst} dev {r.dev}")
+                lines.append(f"route add {r.dst} {r.ip_args()}")
         netns.ip_batch(lines, ns=_netns(n))
 
 

@@ -106,6 +106,7 @@ class LiveRoute:
     metric: int | None = None
     prefsrc: IPv4Address | None = None
     nexthops: tuple[NextHop, ...] = ()  # multipath routes: dev/via are the first hop's
+    onlink: bool = False  # the (first) gateway is taken to be on dev's wire, on a subnet of it or not
 
     def hops(self) -> tuple[NextHop, ...]:
         return self.nexthops or (NextHop(self.dev, self.via),)
@@ -124,6 +125,8 @@ class LiveRoute:
                              "metric": self.metric, "prefsrc": str(self.prefsrc) if self.prefsrc else None}
         if self.nexthops:
             d["nexthops"] = [{"dev": h.dev, "via": str(h.via) if h.via else None} for h in self.nexthops]
+        if self.onlink:
+            d["onlink"] = True
         return d
 
     @classmethod
@@ -133,6 +136,7 @@ class LiveRoute:
             dev=_opt_str(d.get("dev")), via=_opt_addr(d.get("via")), proto=_opt_str(d.get("proto")),
             scope=_opt_str(d.get("scope")), metric=_opt_int(d.get("metric")), prefsrc=_opt_addr(d.get("prefsrc")),
             nexthops=tuple(NextHop(_opt_str(h.get("dev")), _opt_addr(h.get("via"))) for h in d.get("nexthops", [])),
+            onlink=_bool(d.get("onlink", False)),
         )
 
 

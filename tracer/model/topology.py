@@ -31,7 +31,7 @@ TOP_KEYS = ("name", "esp_keys", "nodes", "links", "tunnels")
 NODE_KEYS = ("role", "netns", "capture", "ssh", "ssh_netns", "ssh_key", "ssh_port", "ssh_known_hosts", "ike_vici",
              "ike_log", "interfaces", "routes")
 IFACE_KEYS = ("addresses", "role")
-ROUTE_KEYS = ("dst", "via", "dev")
+ROUTE_KEYS = ("dst", "via", "dev", "onlink")
 LINK_KEYS = ("ends", "mtu")
 TUNNEL_KEYS = ("name", "encapsulation", "keying", "left", "right")
 TUNNEL_END_KEYS = ("node", "address", "interface", "subnets", "spi_in")
@@ -58,6 +58,12 @@ class Route:
     dst: IPv4Network
     dev: str
     via: IPv4Address | None = None
+    onlink: bool = False  # the gateway is on the wire of ``dev`` though on no subnet of it (ip route ... onlink)
+
+    def ip_args(self) -> str:
+        """What ``ip route add`` takes after the prefix: "via 192.0.2.1 dev eth0 [onlink]"."""
+        via = f"via {self.via} " if self.via is not None else ""
+        return f"{via}dev {self.dev}" + (" onlink" if self.onlink else "")
 
 
 @dataclass(frozen=True)
@@ -305,15 +311,19 @@ class _Parser:
 
     def gateway(self, node: Node, k: int, r: Route) -> None:
         """A route's ``via`` must be reachable on the route's device, as the kernel demands ("Nexthop has
-        invalid gateway"); a gateway that no node of the topology owns is ``topology check``'s warning."""
+        invalid gateway"): on a subnet of ``dev``, or covered by a route straight out of ``dev`` (a host route
+        to a cloud's gateway), or declared ``onlink``. A gateway no node owns is ``topology check``'s warning."""
         path = f"nodes.{node.name}.routes[{k}].via"
         assert r.via is not None
         if node.owns(r.via):
             raise self.fail(path, f"{r.via} is an address of '{node.name}' itself")
+        if r.onlink:
+            return
         nets = [a.network for a in node.interfaces[r.dev].addresses]
-        if nets and not any(r.via in n for n in nets):
+        direct = [d.dst for d in node.routes if d.dev == r.dev and d.via is None]
+        if nets and not any(r.via in n for n in nets + direct):
             raise self.fail(path, f"{r.via} is not on a subnet of {r.dev} ({', '.join(map(str, nets))}): "
-                                  "the gateway points to nothing")
+                                  "the gateway points to nothing (write onlink = true if it is on that wire)")
 
     def name(self, value: str, path: str, pattern: re.Pattern[str] = NAME_RE, what: str = "name") -> str:
         if not pattern.fullmatch(value) or value in (".", ".."):
@@ -355,7 +365,12 @@ class _Parser:
             if dev not in ifaces:
                 raise self.fail(f"{rpath}.dev", f"node '{name}' has no interface '{_shown(dev)}' (has {', '.join(ifaces)})")
             via = self.convert(IPv4Address, rraw["via"], f"{rpath}.via", "IPv4 address") if "via" in rraw else None
-            routes.append(Route(dst, dev, via))
+            onlink = rraw.get("onlink", False)
+            if not isinstance(onlink, bool):
+                raise self.fail(f"{rpath}.onlink", f"expected true or false, got {_shown(repr(onlink))}")
+            if onlink and via is None:
+                raise self.fail(f"{rpath}.onlink", "onlink is about a gateway: the route has no via")
+            routes.append(Route(dst, dev, via, onlink))
         strings = {k: raw.get(k) for k in ("netns", "ssh", "ssh_netns", "ssh_key", "ssh_known_hosts", "ike_vici",
                                            "ike_log")}
         for key, val in strings.items():
