@@ -147,7 +147,7 @@ def test_columns_and_dtypes(tmp_path):
     obs = observe_file(path).obs
     assert set(obs.cols) == set(COLUMNS)
     assert all(obs.cols[k].dtype == dt for k, dt in COLUMNS.items())
-    assert set(EXTRACTED) | {"point", "file"} == set(COLUMNS)
+    assert set(EXTRACTED) | {"point", "file", "rec"} == set(COLUMNS)
 
 
 def test_large_file_is_memory_mapped_and_the_last_frames_are_read_correctly(tmp_path):

@@ -46,7 +46,7 @@ LINKTYPES: dict[int, str] = {
 # window gathers never index out of range (callers that pad save a copy).
 PAD = 256
 
-EXTRACTED: tuple[str, ...] = tuple(k for k in COLUMNS if k not in ("point", "file"))
+EXTRACTED: tuple[str, ...] = tuple(k for k in COLUMNS if k not in ("point", "file", "rec"))
 
 CHUNK = 32768  # records per pass (window 2 MiB)
 _W = 64  # IPv4 window: 20-byte header + 44 bytes of L4 (enough for IKE behind the non-ESP marker)
@@ -147,7 +147,7 @@ def extract(
     wire_len: np.ndarray | None = None,
     out: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Observation columns (all of ``COLUMNS`` except ``point`` and ``file``) for the given frames.
+    """Observation columns (all of ``COLUMNS`` except ``point``, ``file`` and ``rec``) for the given frames.
 
     ``buf``: uint8 array holding the frames (a whole capture file); frame ``i``
     is ``buf[data_off[i] : data_off[i] + caplen[i]]``; pad it with :data:`PAD`

@@ -61,6 +61,9 @@ def observe_capture(cap: CaptureIndex, point: str | None = None, names: list[str
     points = list(index)
     cols["point"] = pmap[cap.iface] if len(cap) else np.zeros(0, np.int16)
     cols["file"] = np.zeros(len(cap), np.int16)
+    rec = out["rec"] if out is not None else np.empty(len(cap), np.uint32)
+    rec[:] = np.arange(len(cap), dtype=np.uint32)
+    cols["rec"] = rec
     drops: Drops = {}
     for n, info in zip(names, cap.interfaces, strict=True):
         drops[n] = _add(drops.get(n), info.drops)
@@ -75,18 +78,25 @@ def observe_file(path: str | os.PathLike[str], point: str | None = None) -> File
 
 def observe_files(items: Iterable[tuple[str | os.PathLike[str], str | None]]) -> FileObservations:
     """Observe several ``(path, point or None)`` files and merge them; drops of a point seen in several files add up."""
-    # Index every file first (a few bytes a packet; the pages read are handed back), so the
-    # merged columns are allocated once and each file is extracted straight into its rows.
-    caps = []
+    caps, names = [], []
     for p, pt in items:
-        caps.append((read_capture(p), pt))
-        caps[-1][0].drop_pages()
-    merged = Merger(sum(len(cap) for cap, _ in caps))
+        caps.append(read_capture(p))
+        caps[-1].drop_pages()
+        names.append(point_names(caps[-1], pt))
+    return observe_indexed(caps, names)
+
+
+def observe_indexed(caps: list[CaptureIndex], names: list[list[str]]) -> FileObservations:
+    """Observations of already indexed captures (``names[f]``: the point of each interface of
+    file ``f``), merged. With every file indexed first (a few bytes a packet; pages handed
+    back) the merged columns are allocated once and each file is extracted straight into its
+    rows; each index is freed once used (``caps`` is emptied)."""
+    merged = Merger(sum(len(cap) for cap in caps))
     acc = _Accounts()
-    caps.reverse()  # pop from the end, in the original order: each index is freed once used
-    while caps:
-        cap, pt = caps.pop()
-        part = observe_capture(cap, pt, out=merged.slot(len(cap)))
+    caps.reverse()  # pop from the end, in the original order
+    for file_names in names:
+        cap = caps.pop()
+        part = observe_capture(cap, names=file_names, out=merged.slot(len(cap)))
         cap.drop_pages()
         del cap
         acc.add(part)
@@ -95,33 +105,61 @@ def observe_files(items: Iterable[tuple[str | os.PathLike[str], str | None]]) ->
 
 
 def relabel(part: FileObservations, names: list[str | None]) -> FileObservations:
-    """Rename the points of one file's observations (``names[k]``: new name of point ``k``; several
-    may share one); a None drops that point's packets, its drops and its damage."""
+    """Rename the points of ``part`` in place (``names[k]``: new name of point ``k``; several may
+    share one); a None drops that point's packets, its drops and its damage. Dropped rows are
+    squeezed out column by column inside the same arrays, so no second copy of the rows exists."""
     index: dict[str, int] = {}
     pmap = np.array([index.setdefault(n, len(index)) if n is not None else -1 for n in names] or [-1], np.int32)
-    new = pmap[part.obs["point"]] if len(part.obs) else np.zeros(0, np.int32)
-    keep = new >= 0
-    obs = part.obs.select(keep)
-    obs.cols["point"] = new[keep].astype(np.int16)
-    obs.points = list(index)
+    obs = part.obs
+    new = pmap[obs.cols["point"]] if len(obs) else np.zeros(0, np.int32)
+    obs.cols["point"] = new.astype(np.int16)  # a new array: point_rows' cache goes with the old one
+    del new
+    if (obs.cols["point"] < 0).any():
+        _squeeze(obs, np.flatnonzero(obs.cols["point"] >= 0))
     drops: Drops = {}
     damaged: dict[str, str] = {}
-    for old, n in zip(part.obs.points, names, strict=True):
+    for old, n in zip(obs.points, names, strict=True):
         if n is None:
             continue
         if old in part.drops:
             drops[n] = _add(drops.get(n), part.drops[old]) if n in drops else part.drops[old]
         if old in part.damaged:
             damaged[n] = part.damaged[old]
+    obs.points = list(index)
     return FileObservations(obs, drops, list(part.warnings), damaged)
 
 
-def merge_observations(parts: list[FileObservations]) -> FileObservations:
-    """Merge several files' observations; drops of a point seen in several files add up."""
-    acc = _Accounts()
-    for part in parts:
-        acc.add(part)
-    return acc.result(Observations.concat([p.obs for p in parts]) if parts else Observations.empty())
+def drop_duplicates(part: FileObservations, points: Iterable[str]) -> FileObservations:
+    """Drop rows that repeat another row of the same point exactly (same time to the
+    nanosecond, same length, same header fields): the same packet read twice, as when a file
+    is given twice or tracer's merged ``run.pcapng`` is given with the captures it holds.
+    Only ``points`` (those more than one file fed) are looked at; rows keep their order."""
+    obs = part.obs
+    numbers = [obs.point_index(p) for p in points]
+    rows = np.flatnonzero(np.isin(obs.cols["point"], numbers)) if numbers else np.zeros(0, np.int64)
+    if len(rows) < 2:
+        return part
+    fields = [k for k in obs.cols if k not in ("file", "rec", "l3_off")]  # where the bytes were, not what
+    rows = rows[np.lexsort([obs.cols[k][rows] for k in reversed(fields)])]
+    same = np.ones(len(rows) - 1, bool)
+    for k in fields:
+        v = obs.cols[k][rows]
+        same &= v[1:] == v[:-1]
+    if same.any():
+        keep = np.ones(len(obs), bool)
+        keep[rows[1:][same]] = False
+        _squeeze(obs, np.flatnonzero(keep))
+        part.warnings.append(f"{int(same.sum())} packets were read twice at one capture point (a file given "
+                             "twice, or run.pcapng with its captures): counted once")
+    return part
+
+
+def _squeeze(obs: Observations, keep: np.ndarray) -> None:
+    """Keep rows ``keep`` (ascending) of ``obs``, moved towards the head of the same arrays,
+    column by column: no second copy of the rows."""
+    for k, v in list(obs.cols.items()):
+        v[: len(keep)] = v[keep]
+        obs.cols[k] = v[: len(keep)]
 
 
 class _Accounts:

@@ -83,6 +83,7 @@ COLUMNS: dict[str, np.dtype] = {
         ("ts_ns", "i8"),
         ("point", "i2"),
         ("file", "i2"),
+        ("rec", "u4"),  # the record number in its file (rows dropped or merged keep pointing at their bytes)
         ("l3_off", "i8"),
         ("wire_len", "u4"),
         ("ipver", "u1"),

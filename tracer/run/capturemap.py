@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,13 @@ from typing import Any
 import numpy as np
 
 from tracer.analysis.extract import LINKTYPES
-from tracer.capture.observe import FileObservations, merge_observations, observe_capture, relabel
+from tracer.capture.observe import FileObservations, drop_duplicates, observe_indexed, relabel
 from tracer.capture.pcapfile import CaptureIndex, read_capture, refuse_linktypes
 from tracer.errors import BadInput
+from tracer.model.observations import Observations
 from tracer.model.point import CapturePoint
 from tracer.model.topology import IFACE_RE, NAME_RE, Topology
+from tracer.run.manifest import RUN_PCAPNG
 from tracer.textfile import read_text
 
 SEPARATORS = (":", "__", "_", "-")  # the ways people join node and interface in a file name
@@ -200,11 +203,10 @@ class _Mapper:
         _, foreign = split_name(text, self.topo)
         return (None, f"{foreign[0]} is not an interface of the topology") if foreign else None
 
-    def by_content(self, part: FileObservations, k: int, near: list[str]) -> tuple[str | None, str, tuple[str, ...]]:
-        """Rule 4: the one topology interface whose subnets hold the addresses seen on interface ``k``.
+    def by_content(self, obs: Observations, k: int, near: list[str]) -> tuple[str | None, str, tuple[str, ...]]:
+        """Rule 4: the one topology interface whose subnets hold the addresses seen at point number ``k``.
         Other files' points are not ruled out: two files of one point are allowed, and a guess by
         elimination would let a stray capture (``lo``) take the place of a missing one."""
-        obs = part.obs
         rows = (obs["point"] == k) & (obs["ipver"] == 4)
         seen = np.unique(np.concatenate([obs["src"][rows], obs["dst"][rows]]))
         addrs = [IPv4Address(int(a)) for a in seen.tolist() if a]
@@ -228,9 +230,13 @@ class _Mapper:
 
 
 def map_captures(sources: Iterable[Source], topo: Topology) -> MappedRun:
-    """Read every file, map each of its interfaces to a point (or unused), and merge the observations."""
+    """Read every file, map each of its interfaces to a point (or unused), and merge the observations.
+
+    Memory: every file is indexed first (a few bytes a packet; its pages handed back), so the
+    merged columns are allocated once and each file is extracted straight into its rows; the
+    content rule then reads those rows, and the points are renamed in place."""
     mapper = _Mapper(topo)
-    parts: list[tuple[CaptureIndex, FileObservations]] = []
+    caps: list[CaptureIndex] = []
     decided: list[list[Mapped | None]] = []
     near: dict[tuple[int, int], list[str]] = {}
     for f, src in enumerate(sources):
@@ -238,8 +244,6 @@ def map_captures(sources: Iterable[Source], topo: Topology) -> MappedRun:
         # (a USB or Bluetooth interface in a dumpcap of several) is only unused.
         cap = read_capture(src.path, check_linktypes=False)
         busy = set(np.unique(cap.iface).tolist()) if cap.fmt == "pcapng" else {0}
-        part = observe_capture(cap, names=[str(k) for k in range(len(cap.interfaces))])
-        parts.append((cap, part))
         row: list[Mapped | None] = []
         n = len(cap.interfaces)
         fixed = mapper.explicit(src) if src.point is not None else None
@@ -254,21 +258,43 @@ def map_captures(sources: Iterable[Source], topo: Topology) -> MappedRun:
             near[(f, k)] = cands
         decided.append(row)
         refuse_linktypes(cap, [k for k, m in enumerate(row) if k in busy and m is not None and m.point is not None])
+        cap.drop_pages()
+        caps.append(cap)
+    _set_aside_merged(decided)
+    # Each interface is first named by its place (file, interface), then renamed to its point.
+    keys = [[f"{f}#{k}" for k in range(len(cap.interfaces))] for f, cap in enumerate(caps)]
+    files = [(cap.path, [i.name for i in cap.interfaces]) for cap in caps]
+    seen = observe_indexed(caps, keys)
     for f, row in enumerate(decided):  # rule 4
+        path, ifnames = files[f]
         for k, m in enumerate(row):
             if m is None:
-                cap, part = parts[f]
-                point, why, cands = mapper.by_content(part, k, near[(f, k)])
-                row[k] = Mapped(cap.path, k, cap.interfaces[k].name, point, CONTENT if point else UNUSED, why, cands,
-                                len(cap.interfaces))
+                point, why, cands = mapper.by_content(seen.obs, seen.obs.point_index(keys[f][k]), near[(f, k)])
+                row[k] = Mapped(path, k, ifnames[k], point, CONTENT if point else UNUSED, why, cands, len(ifnames))
     mapping = [m for row in decided for m in row if m is not None]
     if mapping and all(m.point is None for m in mapping):
         first = mapping[0]
         more = f" (and {len(mapping) - 1} more)" if len(mapping) > 1 else ""
         raise BadInput(f"no capture is of an interface of topology {topo.source}: {first.label}: {first.why}{more}")
-    seen = merge_observations([relabel(part, [m.point for m in row if m is not None])
-                               for (_, part), row in zip(parts, decided, strict=True)])
-    return MappedRun(seen, mapping)
+    point_of = {keys[f][k]: m.point for f, row in enumerate(decided) for k, m in enumerate(row) if m is not None}
+    seen = relabel(seen, [point_of[key] for key in seen.obs.points])
+    fed = Counter(m.point for m in mapping if m.point is not None)
+    return MappedRun(drop_duplicates(seen, [p for p, n in fed.items() if n > 1]), mapping)
+
+
+def _set_aside_merged(decided: list[list[Mapped | None]]) -> None:
+    """Tracer's own merged capture (``run.pcapng``) given together with the captures it was
+    made of (``RUN/*.pcapng``): unused, or every packet would be read twice. Kept when one of
+    its points has no other file."""
+    others = {m.point for row in decided for m in row if m is not None and m.point and Path(m.file).name != RUN_PCAPNG}
+    for row in decided:
+        if not row or any(m is None for m in row) or Path(row[0].file).name != RUN_PCAPNG:  # type: ignore[union-attr]
+            continue
+        points = {m.point for m in row if m is not None and m.point}
+        if points and points <= others:
+            row[:] = [replace(m, point=None, how=UNUSED, why="tracer's merged capture of the other files given")
+                      for m in row if m is not None]
+
 
 
 def parse_point_option(text: str) -> tuple[str, Path]:
