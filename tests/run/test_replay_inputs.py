@@ -8,8 +8,6 @@ import shutil
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
-
 from tests.cli.tracer_cmd import CAPTURES, assert_bad_input, tracer
 from tracer.capture.pcapng_writer import write_pcapng
 from tracer.model.observations import COLUMNS
@@ -68,3 +66,58 @@ def test_packets_read_twice_do_not_change_the_verdict(tmp_path: Path) -> None:
     shutil.copy(run / "west-gw_ipsec0.pcapng", twice)
     others = [c for c in caps if c.name != "run.pcapng"]
     assert _replay("-t", run / "topology.toml", *others, twice) == want
+
+
+def test_write_pcapng_never_replaces_what_it_reads(tmp_path: Path) -> None:
+    """Only the run directory's own run.pcapng may be replaced: not a capture inside it, its
+    manifest or topology (refused before anything is printed); the write goes through a
+    temporary file, so the old run.pcapng is whole until the new one is."""
+    run = tmp_path / "ad"
+    shutil.copytree(CAPTURES / "all-delivered", run)
+    for name in ("west_eth0.pcapng", "manifest.json", "topology.toml"):
+        before = (run / name).read_bytes()
+        r = tracer("replay", run, "--write-pcapng", run / name)
+        assert (r.code, r.out) == (2, "") and r.err.startswith(f"tracer: --write-pcapng {run / name}: would overwrite")
+        assert (run / name).read_bytes() == before
+    r = tracer("replay", run, "--write-pcapng", run / "notes.pcapng")
+    assert (r.code, r.out) == (2, "") and "a file of the run directory" in r.err
+    assert tracer("replay", run, "--write-pcapng").code == 0
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
+def test_write_pcapng_with_an_unused_capture_keeps_the_verdict(tmp_path: Path) -> None:
+    """An unplaceable capture's rows are not in the observations; the merged file is still
+    written from the used rows, and the loss keeps exit 1."""
+    run = tmp_path / "eb"
+    shutil.copytree(CAPTURES / "esp-blocked", run)
+    lo = run / "xx_lo.pcapng"
+    write_pcapng(lo, [(10**18, FRAME, len(FRAME))], if_name="lo", linktype=1)
+    caps = sorted(p for p in run.glob("*.pcapng"))
+    out = tmp_path / "merged.pcapng"
+    r = tracer("replay", "-t", run / "topology.toml", *caps, "--write-pcapng", out)
+    assert r.code == 1 and f"wrote {out}" in r.err, r.err
+    from tracer.capture.pcapfile import read_capture
+
+    merged = read_capture(out)
+    assert len(merged) == sum(len(read_capture(c)) for c in caps if c != lo)
+
+
+def test_write_pcapng_failure_is_a_warning(tmp_path: Path) -> None:
+    """A write that fails (no permission: /proc) prints the verdict and keeps its exit code."""
+    r = tracer("replay", CAPTURES / "esp-blocked", "--write-pcapng", "/proc/x.pcapng")
+    assert r.code == 1 and "LOSS" in r.out, r
+    assert r.err.count("\n") == 1 and "--write-pcapng /proc/x.pcapng: not written" in r.err, r.err
+
+
+def test_point_options_checked(tmp_path: Path) -> None:
+    """One file mapped to two points is refused (no verdict made of one point's packets at
+    another); a directory is named as such; --point alone is enough input."""
+    f = CAPTURES / "gw-forward-drop" / "west_eth0.pcapng"
+    topo = CAPTURES / "gw-forward-drop" / "topology.toml"
+    assert_bad_input(tracer("replay", "-t", topo, "--point", f"router:eth0={f}", "--point", f"router:eth1={f}"),
+                     f"tracer: {f}: mapped to two capture points (router:eth0 and router:eth1); a file is one point")
+    assert_bad_input(tracer("replay", "-t", topo, "--point", f"router:eth0={tmp_path}"),
+                     f"tracer: {tmp_path}: a directory, not a capture file (--point router:eth0={tmp_path})")
+    r = tracer("replay", "-t", topo, "--point", f"west:eth0={f}")
+    assert r.code in (0, 1, 3) and r.out, r
+    assert_bad_input(tracer("replay"), "tracer: nothing to replay: give a run directory or capture files")

@@ -7,8 +7,12 @@ import json
 import sys
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracer.errors import EXIT_DELIVERED, BadInput
+
+if TYPE_CHECKING:
+    from tracer.run.replay import LoadedRun
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_capture_inputs(p: argparse.ArgumentParser) -> None:
     """What to replay: shared by replay and plot, so both read captures the same way."""
-    p.add_argument("inputs", nargs="+", type=Path, metavar="RUN_DIR|CAPTURE",
+    p.add_argument("inputs", nargs="*", type=Path, metavar="RUN_DIR|CAPTURE",
                    help="a run directory (with manifest.json) or pcap/pcapng files; each file (each interface "
                    "of a multi-interface pcapng) is mapped to a capture point by --point, its pcapng interface "
                    "name, its file name (node_iface.pcap, node-iface, node__iface, node:iface) or the addresses "
@@ -82,16 +86,15 @@ def run(args: argparse.Namespace) -> int:
         read_esp_sa_file(args.esp_keys)
     loaded = load_run(args.inputs, args.topology, explicit_points(args))
     check_endpoints(loaded.topology, args.src, args.dst)
+    if merged is not None:
+        _refuse_overwrite(merged, loaded, args)
     verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys)
     mapping = loaded.mapping if loaded.mapping_shown else []
     emit(verdicts, args.json, {"capture_map": [m.to_dict() for m in mapping]} if mapping else None)
     if mapping and not args.json:
         print(f"\n{render_mapping(mapping)}")
     if merged is not None:
-        from tracer.run.merged import write_run_pcapng
-
-        n = write_run_pcapng(merged, loaded.observations, verdicts, loaded.drops)
-        print(f"wrote {merged} ({n} packets)", file=sys.stderr)
+        _write_merged(merged, loaded, verdicts)
     if args.dissect and not args.json:
         from tracer.run.dissect import dissect_lost
 
@@ -113,15 +116,41 @@ def _merged_path(args: argparse.Namespace) -> Path | None:
         path = args.inputs[0] / RUN_PCAPNG
     else:
         raise BadInput("--write-pcapng: name the FILE to write when replaying capture files, not a run directory")
-    if path.resolve() in {p.resolve() for p in args.inputs}:
-        raise BadInput(f"--write-pcapng {path}: would overwrite an input")
     if path.parent and not path.parent.is_dir():
         raise BadInput(f"--write-pcapng {path}: no such directory {path.parent}")
     return path
 
 
+def _refuse_overwrite(path: Path, loaded: LoadedRun, args: argparse.Namespace) -> None:
+    """--write-pcapng may replace a run directory's own run.pcapng, never a file that was read
+    (captures, manifest, topology, report, points file) nor any other file of the run directory."""
+    from tracer.run.manifest import RUN_PCAPNG
+
+    target = path.resolve()
+    read = {Path(m.file).resolve() for m in loaded.mapping} | {Path(loaded.topology.source).resolve()}
+    read |= {p.resolve() for p in args.inputs} | ({args.points.resolve()} if args.points else set())
+    run_dir = args.inputs[0].resolve() if len(args.inputs) == 1 and args.inputs[0].is_dir() else None
+    if target in read or (run_dir is not None and target.parent == run_dir and target.name != RUN_PCAPNG):
+        raise BadInput(f"--write-pcapng {path}: would overwrite "
+                       f"{'an input' if target in read else 'a file of the run directory'}")
+
+
+def _write_merged(path: Path, loaded: LoadedRun, verdicts: list) -> None:
+    """Write --write-pcapng's file. A failed write is a warning: the verdict stands, with its exit code."""
+    from tracer.errors import CaptureError
+    from tracer.run.merged import write_run_pcapng
+
+    try:
+        n = write_run_pcapng(path, loaded.observations, verdicts, loaded.drops)
+    except (OSError, CaptureError) as e:
+        print(f"tracer: warning: --write-pcapng {path}: not written: {getattr(e, 'strerror', None) or e}",
+              file=sys.stderr)
+        return
+    print(f"wrote {path} ({n} packets)", file=sys.stderr)
+
+
 def explicit_points(args: argparse.Namespace) -> list[tuple[str, Path]]:
-    """(point, file) pairs from --points MAPFILE then --point (later ones win for the same file)."""
+    """(point, file) pairs from --points MAPFILE then --point (one file mapped to two points is refused)."""
     from tracer.run.capturemap import parse_point_option, read_points_file
 
     pairs = read_points_file(args.points) if args.points else []

@@ -32,7 +32,6 @@ def last_packets(obs: Observations, v: Verdict) -> list[LastPacket]:
     """One packet per finding that did not deliver: its first probe at the finding's last_seen point."""
     out = []
     kind = probe_type(v.kind).code
-    first_row = first_rows(obs)
     for f in v.findings:
         if f.outcome == Outcome.DELIVERED or f.last_seen is None or not f.seqs:
             continue
@@ -53,14 +52,8 @@ def last_packets(obs: Observations, v: Verdict) -> list[LastPacket]:
             continue
         i = int(hits[np.argmin(obs["ts_ns"][hits])])
         fidx = int(obs["file"][i])
-        out.append(LastPacket(f.last_seen, Direction(f.direction), seq, obs.sources[fidx], i - first_row[fidx] + 1, what))
+        out.append(LastPacket(f.last_seen, Direction(f.direction), seq, obs.sources[fidx], int(obs["rec"][i]) + 1, what))
     return out
-
-
-def first_rows(obs: Observations) -> dict[int, int]:
-    """Each file's first row: rows of one file are contiguous and in record order."""
-    files, first = np.unique(obs["file"], return_index=True)
-    return dict(zip(files.tolist(), first.tolist(), strict=True))
 
 
 def dissect_lost(obs: Observations, v: Verdict, esp_keys: Path | None = None) -> list[str]:

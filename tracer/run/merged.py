@@ -17,7 +17,6 @@ from tracer.capture.pcapng_writer import Interface, Record, write_pcapng_interfa
 from tracer.errors import CaptureError
 from tracer.model.observations import Observations
 from tracer.model.verdict import Verdict
-from tracer.run.dissect import first_rows
 
 LINKTYPE_ETHERNET = 1
 
@@ -28,14 +27,15 @@ def write_run_pcapng(path: str | os.PathLike[str], obs: Observations, verdicts: 
     return the packet count."""
     drops = drops or {}
     caps = [read_capture(s, check_linktypes=False) for s in obs.sources]
-    if sum(len(c) for c in caps) != len(obs):
-        raise CaptureError(f"{Path(obs.sources[0]).parent}: capture files changed since they were read")
+    for f, cap in enumerate(caps):  # rows name their records (unused captures' rows are gone)
+        if (obs["rec"][obs["file"] == f] >= len(cap)).any():
+            raise CaptureError(f"{cap.path}: capture file changed since it was read")
     interfaces: list[Interface] = []
     numbers: dict[tuple[str, int], int] = {}  # (point, link type) → interface number
     iface_of: list[np.ndarray] = []  # per file: its interface → output interface
     for f, cap in enumerate(caps):
         rows = np.flatnonzero(obs["file"] == f)
-        pairs = {(int(cap.iface[r - rows[0]]), int(obs["point"][r])) for r in rows} if len(rows) else set()
+        pairs = set(zip(cap.iface[obs["rec"][rows]].tolist(), obs["point"][rows].tolist(), strict=True))
         table = np.zeros(max(len(cap.interfaces), 1), np.int32)
         for ci, p in sorted(pairs):
             info = cap.interfaces[ci]
@@ -52,15 +52,21 @@ def write_run_pcapng(path: str | os.PathLike[str], obs: Observations, verdicts: 
     interfaces += [Interface(p, LINKTYPE_ETHERNET, drops=drops.get(p), description="no packets captured")
                    for p in obs.points if p not in named]
     comments = packet_comments(obs, verdicts)
-    start = first_rows(obs)
 
     def records() -> Iterator[Record]:
         for i in np.argsort(obs["ts_ns"], kind="stable").tolist():
             f = int(obs["file"][i])
             cap = caps[f]
-            r = i - start[f]
+            r = int(obs["rec"][i])
             yield (int(iface_of[f][cap.iface[r]]), int(cap.ts_ns[r]), cap.frame(r), int(cap.wire_len[r]),
                    comments.get(i))
 
     runs = ", ".join(f"tracer {v.kind} run 0x{v.run:08x}: {v.summary}" for v in verdicts)
-    return write_pcapng_interfaces(path, interfaces, records(), comment=runs or None)
+    # Written beside and renamed over: a reader of the old file (or a failed write) never sees half a file.
+    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
+    try:
+        n = write_pcapng_interfaces(tmp, interfaces, records(), comment=runs or None)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n

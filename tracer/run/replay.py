@@ -121,10 +121,18 @@ def interrupted_note(m: Manifest, report: ProbeReport | None) -> str | None:
 
 
 def _inputs(inputs: list[Path], points: list[tuple[str, Path]]) -> _Inputs:
-    explicit = [Source(f, p) for p, f in points]
-    for s in explicit:
-        if not s.path.is_file():
-            raise BadInput(f"{s.path}: no such capture file (--point {s.point}={s.path})")
+    explicit: list[Source] = []
+    at: dict[Path, str] = {}  # file → its point: one file is one point
+    for p, f in points:
+        if f.is_dir():
+            raise BadInput(f"{f}: a directory, not a capture file (--point {p}={f})")
+        if not f.is_file():
+            raise BadInput(f"{f}: no such capture file (--point {p}={f})")
+        if at.setdefault(f.resolve(), p) != p:
+            raise BadInput(f"{f}: mapped to two capture points ({at[f.resolve()]} and {p}); a file is one point")
+        if p == at[f.resolve()] and any(s.path.resolve() == f.resolve() for s in explicit):
+            continue  # the same mapping twice
+        explicit.append(Source(f, p))
     if not inputs and not explicit:
         raise BadInput("nothing to replay: give a run directory or capture files")
     if len(inputs) == 1 and inputs[0].is_dir():
