@@ -121,3 +121,22 @@ def test_point_options_checked(tmp_path: Path) -> None:
     r = tracer("replay", "-t", topo, "--point", f"west:eth0={f}")
     assert r.code in (0, 1, 3) and r.out, r
     assert_bad_input(tracer("replay"), "tracer: nothing to replay: give a run directory or capture files")
+
+
+def test_live_trace_leaves_out_a_large_run_pcapng(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A live trace's run.pcapng is a second copy of every capture: above the cap it is left
+    out with a note naming the command that writes it; the verdict is unchanged."""
+    from tracer.run import record
+
+    run = tmp_path / "ad"
+    shutil.copytree(CAPTURES / "all-delivered", run)
+    small = record.replay_recorded(run)
+    assert (run / "run.pcapng").exists()
+    (run / "run.pcapng").unlink()
+    packets = len(load_run([run]).observations)
+    monkeypatch.setattr(record, "MERGED_MAX_PACKETS", packets - 1)
+    capsys.readouterr()
+    big = record.replay_recorded(run)
+    assert [v.summary for v in big] == [v.summary for v in small]
+    assert not (run / "run.pcapng").exists()
+    assert f"run.pcapng not written: {packets:,} packets" in capsys.readouterr().err

@@ -266,11 +266,20 @@ def record(
     return interrupted or bool(got)
 
 
+# Above this many packets a live trace leaves run.pcapng out: it would double the run
+# directory's size and cost a per-packet loop over every capture; replay writes it on demand.
+MERGED_MAX_PACKETS = 200_000
+
+
 def replay_recorded(run_dir: Path, esp_keys: Path | None = None) -> list[Verdict]:
     """The verdicts of a run directory just recorded: exactly what ``tracer replay`` says of it.
     Keys are read from their own file at analysis time and never copied into the run directory."""
     loaded = load_run([run_dir])
     verdicts = replay_run(loaded, esp_keys=esp_keys)
+    if len(loaded.observations) > MERGED_MAX_PACKETS:  # a second copy of every capture, at a Python loop's pace
+        print(f"tracer: note: {RUN_PCAPNG} not written: {len(loaded.observations):,} packets (over "
+              f"{MERGED_MAX_PACKETS:,}); `tracer replay {run_dir} --write-pcapng` writes it", file=sys.stderr)
+        return verdicts
     try:
         write_run_pcapng(run_dir / RUN_PCAPNG, loaded.observations, verdicts, loaded.drops)
     except (OSError, TracerError) as e:  # the verdict stands without the merged file
