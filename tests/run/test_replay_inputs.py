@@ -66,6 +66,8 @@ def test_packets_read_twice_do_not_change_the_verdict(tmp_path: Path) -> None:
     shutil.copy(run / "west-gw_ipsec0.pcapng", twice)
     others = [c for c in caps if c.name != "run.pcapng"]
     assert _replay("-t", run / "topology.toml", *others, twice) == want
+    again = tracer("replay", "-t", run / "topology.toml", *others, run / "west-gw_ipsec0.pcapng")
+    assert again.out.count("west-gw_ipsec0.pcapng") == 1 and "read twice" not in again.out  # read once
 
 
 def test_write_pcapng_never_replaces_what_it_reads(tmp_path: Path) -> None:

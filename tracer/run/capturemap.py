@@ -207,8 +207,9 @@ class _Mapper:
         """Rule 4: the one topology interface whose subnets hold the addresses seen at point number ``k``.
         Other files' points are not ruled out: two files of one point are allowed, and a guess by
         elimination would let a stray capture (``lo``) take the place of a missing one."""
-        rows = (obs["point"] == k) & (obs["ipver"] == 4)
-        seen = np.unique(np.concatenate([obs["src"][rows], obs["dst"][rows]]))
+        at = obs.point_rows(k)  # one file's interface: its rows are contiguous, a slice
+        rows = obs["ipver"][at] == 4
+        seen = np.unique(np.concatenate([obs["src"][at][rows], obs["dst"][at][rows]]))
         addrs = [IPv4Address(int(a)) for a in seen.tolist() if a]
         fits: dict[str, IPv4Address] = {}
         for node in self.topo.nodes.values():

@@ -147,7 +147,12 @@ def _inputs(inputs: list[Path], points: list[tuple[str, Path]]) -> _Inputs:
         if not p.exists():
             raise BadInput(f"{p}: no such capture file")
     named = {s.path.resolve() for s in explicit}
-    return _Inputs([Source(p) for p in inputs if p.resolve() not in named] + explicit)
+    # A file named twice (``*.pcapng other/*.pcapng``) is read once.
+    loose: dict[Path, Path] = {}
+    for p in inputs:
+        if p.resolve() not in named:
+            loose.setdefault(p.resolve(), p)
+    return _Inputs([Source(p) for p in loose.values()] + explicit)
 
 
 def _run_dir(run_dir: Path) -> _Inputs:
