@@ -322,6 +322,7 @@ def _ipv4(buf: np.ndarray, w: np.ndarray, l3abs: np.ndarray, avail: np.ndarray, 
     out.put("icmp_seq", rows, seq)
     out.put("sport", rows, sport)
     out.put("dport", rows, dport)
+    out.put("l4_hash", rows, _l4_hash(L, cap, (frag == 0) & (cap >= np.minimum(16, ip_len - ihl))))
     cls[frag > 0] = PacketClass.FRAGMENT
     out.put("cls", rows, cls)
     # Last, so the outer columns written above are not overwritten: the packet an ICMP error
@@ -329,6 +330,25 @@ def _ipv4(buf: np.ndarray, w: np.ndarray, l3abs: np.ndarray, avail: np.ndarray, 
     q = np.flatnonzero(err & (cap >= 8 + 20))
     if len(q):
         out.later.quoted.append((out.glob(_sub(rows, q)), l3abs[q] + ihl[q] + 8, cap[q] - 8))
+
+
+_MIX = (np.uint64(0x9E3779B1), np.uint64(0x85EBCA77), np.uint64(0xC2B2AE3D), np.uint64(0x27D4EB2F))
+
+
+def _l4_hash(L: _L4Words, cap: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """A hash of the first L4 bytes that no router changes, for telling untagged packets apart
+    across hops: TCP sequence, acknowledgement, offset, flags and window (bytes 4-15); UDP
+    length and the first 8 payload bytes (not the checksum) (ESP-in-UDP: SPI and sequence); any other protocol
+    its first 16 bytes, except ICMP's checksum. Words the packet does not fully cover count as
+    0; a snapshot that cuts into the bytes hashed gives no hash (0), never a partial one."""
+    words = [L.w0, L.w1, L.w2, L.w3]
+    words[0] = np.where(L.udp | L.tcp, 0, np.where(L.icmp, L.w0 & 0xFFFF0000, L.w0))  # ports: columns of their own
+    words[1] = np.where(L.udp, L.w1 & 0xFFFF0000, L.w1)  # NAT rewrites the UDP checksum
+    h = np.zeros(len(cap), np.uint64)
+    for i, (w, k) in enumerate(zip(words, _MIX, strict=True)):
+        h ^= np.where(cap >= 4 * (i + 1), w, 0).astype(np.uint64) * k
+    h ^= h >> np.uint64(29)
+    return np.where(first, h & np.uint64(0xFFFFFFFF), 0).astype(np.uint32)
 
 
 class _L4Words:
