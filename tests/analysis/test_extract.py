@@ -193,14 +193,14 @@ def reference(l3: bytes) -> dict[str, int]:
 
 def _ref_l4_hash(proto: int, l4: bytes) -> int:
     """The invariant-bytes hash, written from its definition: the first 16 L4 bytes without ports
-    and checksums, word by word, a word the packet does not cover counting as 0."""
+    and checksums, word by word, bytes past the packet's end counting as 0."""
     b = bytearray(l4[:16])
     for lo, hi in {6: [(0, 4)], 17: [(0, 4), (6, 8)], 1: [(2, 4)]}.get(proto, []):
         b[lo:hi] = bytes(min(hi, len(b)) - min(lo, len(b)))
+    b += bytes(16 - len(b))
     h = 0
     for i, k in enumerate((0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F)):
-        if len(l4) >= 4 * (i + 1):
-            h ^= int.from_bytes(b[4 * i: 4 * i + 4], "big") * k
+        h ^= int.from_bytes(b[4 * i: 4 * i + 4], "big") * k
     h &= (1 << 64) - 1
     return (h ^ (h >> 29)) & 0xFFFFFFFF
 

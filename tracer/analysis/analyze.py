@@ -84,6 +84,7 @@ def analyze(
         warn += clock_notes
 
     seqs = _probe_seqs(obs, spec)
+    ptype = probe_type(spec.kind)
     traces: list[ProbeTrace] = []
     found: list[Finding] = []
     sightings: list[SightingMatrix] = []
@@ -91,13 +92,16 @@ def analyze(
     observed: list[ObservedProbe] = []
     nat: list[str] = []
     for direction, path in paths.items():
+        # Paired kinds expect a reply for each request that arrived; others say which probes go this way.
+        own = ptype.carried(seqs, direction)
+        sent = arrived if own is None else own.tolist()
         if not path.hops:
             # The topology itself leaves the packet nowhere to go (no route from its first node).
-            found += _nowhere(path, direction, len(seqs) if arrived is None else sum(arrived), topo, spec)
+            found += _nowhere(path, direction, len(seqs) if sent is None else sum(sent), topo, spec)
             arrived = [False] * len(seqs)
             continue
         s = correlate(obs, topo, path, spec.run, spec.kind, direction, seqs, suspect, decrypted)
-        mine = trace_probes(s, path, direction, arrived)
+        mine = trace_probes(s, path, direction, sent)
         off = observe(obs, topo, path, spec.run, spec.kind, direction, s)
         detours = _detours(obs, topo, path, mine, off, suspect)
         errors = spec.send_errors if direction == Direction.REQUEST else None
@@ -117,7 +121,7 @@ def analyze(
     mtu = mtu_report(obs, spec, req_path, traces, found) if spec.sizes else None
     if mtu is not None:
         diagnoses += mtu_diagnosis(mtu, diagnoses)
-    summary = mtu_summary(mtu) if mtu else _summary(found, probe_type(spec.kind), status, req_path)
+    summary = mtu_summary(mtu) if mtu else _summary(found, ptype, status, req_path)
     all_points = {h.point for p in paths.values() for h in p.hops}
     return Verdict(
         run=spec.run,
@@ -134,6 +138,7 @@ def analyze(
         warnings=tuple(warn),
         mtu=mtu,
         observed=tuple(observed),
+        flow=spec.flow,
     )
 
 
@@ -240,6 +245,9 @@ def _status(found: list[Finding]) -> Status:
 def _summary(found: list[Finding], ptype: ProbeType, status: Status, path: ExpectedPath) -> str:
     if not found:
         return "no probes found in the captures"
+    if status == Status.DELIVERED and not ptype.paired:
+        n = sum(f.count for f in found)
+        return f"{n}/{n} packets delivered, both ways ({path.hops[0].node} ↔ {path.hops[-1].node})"
     if status == Status.DELIVERED:
         n = max(f.total for f in found)
         return f"{n}/{n} {ptype.noun(Direction.REQUEST)} delivered and answered ({path.hops[0].node} → {path.hops[-1].node})"

@@ -338,15 +338,18 @@ _MIX = (np.uint64(0x9E3779B1), np.uint64(0x85EBCA77), np.uint64(0xC2B2AE3D), np.
 def _l4_hash(L: _L4Words, cap: np.ndarray, first: np.ndarray) -> np.ndarray:
     """A hash of the first L4 bytes that no router changes, for telling untagged packets apart
     across hops: TCP sequence, acknowledgement, offset, flags and window (bytes 4-15); UDP
-    length and the first 8 payload bytes (not the checksum) (ESP-in-UDP: SPI and sequence); any other protocol
-    its first 16 bytes, except ICMP's checksum. Words the packet does not fully cover count as
-    0; a snapshot that cuts into the bytes hashed gives no hash (0), never a partial one."""
+    length and the first 8 payload bytes, not the checksum (ESP-in-UDP: SPI and sequence);
+    any other protocol its first 16 bytes, except ICMP's checksum. Bytes past the packet's
+    end count as 0; a snapshot that cuts into the bytes hashed gives no hash (0), never a
+    partial one."""
     words = [L.w0, L.w1, L.w2, L.w3]
     words[0] = np.where(L.udp | L.tcp, 0, np.where(L.icmp, L.w0 & 0xFFFF0000, L.w0))  # ports: columns of their own
     words[1] = np.where(L.udp, L.w1 & 0xFFFF0000, L.w1)  # NAT rewrites the UDP checksum
     h = np.zeros(len(cap), np.uint64)
     for i, (w, k) in enumerate(zip(words, _MIX, strict=True)):
-        h ^= np.where(cap >= 4 * (i + 1), w, 0).astype(np.uint64) * k
+        covered = np.clip(cap - 4 * i, 0, 4).astype(np.uint64)  # bytes of this word the packet has
+        keep = (np.uint64(0xFFFFFFFF00000000) >> (covered * np.uint64(8))) & np.uint64(0xFFFFFFFF)
+        h ^= (w.astype(np.uint64) & keep) * k
     h ^= h >> np.uint64(29)
     return np.where(first, h & np.uint64(0xFFFFFFFF), 0).astype(np.uint32)
 

@@ -11,7 +11,7 @@ def render_text(v: Verdict) -> str:
     req = v.paths[Direction.REQUEST]
     lines = [
         f"tracer {v.kind}: {req.hops[0].node if req.hops else '?'} ({req.src}) → "
-        f"{req.dst_node or '?'} ({req.dst})  run {v.run:#010x}",
+        f"{req.dst_node or '?'} ({req.dst})  " + (f"flow: {v.flow}" if v.flow else f"run {v.run:#010x}"),
         f"{v.status.word:<5} {v.summary}",
     ]
     if v.mtu:

@@ -21,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "  tracer replay captures/gw-forward-drop\n"
         "  tracer replay --topology lab.toml west.pcapng west-gw.pcapng east.pcapng\n"
         "  tracer replay captures/all-delivered --json | jq .status\n"
-        "  tracer replay captures/esp-blocked --dissect    # Wireshark's view of the last packet seen",
+        "  tracer replay captures/esp-blocked --dissect    # Wireshark's view of the last packet seen\n"
+        "  tracer replay -t captures/plain/topology.toml captures/plain/gw-forward-drop/*.pcap   # plain ping, tcpdump\n"
+        "  tracer replay -t lab.toml *.pcap --flow 'udp and host west and host east'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_capture_inputs(p)
@@ -44,6 +46,10 @@ def add_capture_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--esp-keys", type=Path, metavar="FILE",
                    help="SAs in Wireshark's esp_sa format (docs/esp-keys.md): decrypt ESP and find the probe tags "
                    "inside; without it, ESP is tied to probes by (SPI, seq)")
+    p.add_argument("--flow", metavar="FILTER",
+                   help="trace untagged traffic this filter selects, one verdict per flow: icmp, udp, tcp, esp, "
+                   "host NODE|ADDR, port N, and, or, not, ( ) — e.g. 'udp and host west and port 53'. Without tracer "
+                   "probes in the captures, every ICMP echo flow between two nodes is traced by default")
 
 
 def _addr(text: str) -> IPv4Address:
@@ -69,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         read_esp_sa_file(args.esp_keys)
     loaded = load_run(args.inputs, args.topology)
     check_endpoints(loaded.topology, args.src, args.dst)
-    verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys)
+    verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys, args.flow)
     emit(verdicts, args.json)
     if args.dissect and not args.json:
         from tracer.run.dissect import dissect_lost

@@ -129,6 +129,7 @@ class ProbeSpec:
     sizes: dict[int, int] | None = None  # seq → IP packet bytes (MTU probes)
     answers: dict[int, str] | None = None  # IKE: seq → what the responder answered ({}: nothing; None: unknown)
     remote_nodes: tuple[str, ...] = ()  # nodes captured on another host (SSH): their clocks may be offset
+    flow: str | None = None  # untagged traffic traced by its invariants: which flow (analysis/identity.py)
 
 
 @dataclass(frozen=True)

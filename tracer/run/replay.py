@@ -11,9 +11,11 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from tracer.analysis.analyze import analyze, find_runs
+from tracer.analysis.identity import untagged_flows
 from tracer.analysis.topocheck import compare
 from tracer.capture.observe import observe_files
-from tracer.errors import BadInput
+from tracer.errors import BadInput, NoTraffic
+from tracer.model import flowfilter
 from tracer.model.direction import Direction
 from tracer.model.evidence import Evidence
 from tracer.model.netstate import NodeState
@@ -162,24 +164,51 @@ def replay_run(
     src: IPv4Address | None = None,
     dst: IPv4Address | None = None,
     esp_keys: Path | None = None,
+    flow: str | None = None,
 ) -> list[Verdict]:
     """One verdict per probe run found (or the one asked for). With ``esp_keys`` (an SA file
-    in Wireshark's esp_sa format) ESP is decrypted and the probe tags inside identify it."""
+    in Wireshark's esp_sa format) ESP is decrypted and the probe tags inside identify it.
+    Captures without tracer probes give one verdict per untagged flow (analysis/identity.py):
+    every ICMP echo flow between two nodes, or what the ``flow`` filter (model/flowfilter.py)
+    selects; none at all is :class:`NoTraffic`."""
     m = loaded.manifest
-    if m is not None and m.run is not None and m.kind is not None and run in (None, m.run):
+    notes: dict[int, tuple[str, ...]] = {}  # run → warnings of its own (untagged flows)
+    if flow is None and m is not None and m.run is not None and m.kind is not None and run in (None, m.run):
         specs = [_spec_from_manifest(loaded, m, src, dst)]
     else:
-        runs = find_runs(loaded.observations)
+        runs = find_runs(loaded.observations) if flow is None else []
+        if runs:
+            specs = [ProbeSpec(r, k, src, dst) for r, k, _ in runs]
+        else:
+            specs, notes = _untagged(loaded, flow, src, dst)
         if run is not None:
-            runs = [r for r in runs if r[0] == run]
-            if not runs:
+            specs = [s for s in specs if s.run == run]
+            if not specs:
                 raise BadInput(f"run {run:#x} not found in the captures")
-        if not runs:
-            raise BadInput("no tracer probes found in the captures (no tagged packets); were they captured with tracer?")
-        specs = [ProbeSpec(r, k, src, dst) for r, k, _ in runs]
     decrypted = _decrypt(loaded, esp_keys) if esp_keys else None
-    return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings), decrypted,
-                    loaded.damaged, loaded.evidence, loaded.netstate) for s in specs]
+    return [analyze(loaded.topology, loaded.observations, s, loaded.drops, (*loaded.warnings, *notes.get(s.run, ())),
+                    decrypted, loaded.damaged, loaded.evidence, loaded.netstate) for s in specs]
+
+
+def _untagged(loaded: LoadedRun, flow: str | None, src: IPv4Address | None,
+              dst: IPv4Address | None) -> tuple[list[ProbeSpec], dict[int, tuple[str, ...]]]:
+    """No tracer probe (or ``--flow``): every untagged flow the filter selects, or every ICMP echo
+    flow between two nodes, as a synthetic run. The observations take the flows' synthetic tags
+    (so --dissect and plots find their packets like tagged probes')."""
+    expr = flowfilter.parse(flow) if flow is not None else None
+    loaded.observations, flows = untagged_flows(loaded.observations, loaded.topology, expr)
+    flows = [f for f in flows if src in (None, f.src, f.dst) and dst in (None, f.src, f.dst)]  # --src/--dst pick flows
+    if not flows:
+        what = f"nothing that --flow '{flow}' selects" if flow is not None else \
+            "no tracer probe and no ICMP echo between two nodes of the topology"
+        ends = "".join(f" {w} {a}" for w, a in (("from", src), ("to", dst)) if a is not None)
+        raise NoTraffic(f"no traffic of interest in the captures: {what}{ends} (pick other traffic with --flow, "
+                        "e.g. --flow 'udp and host A and host B')")
+    notes = {f.run: (f"packets of the flow left out: {f.ambiguous} identities were each shared by several packets "
+                     "(same addresses, IP ID, ports and first bytes, or ICMP identifier and sequence)",)
+             for f in flows if f.ambiguous}
+    specs = [ProbeSpec(f.run, f.kind, f.src, f.dst, flow=f.text()) for f in flows]
+    return specs, notes
 
 
 def _spec_from_manifest(loaded: LoadedRun, m: Manifest, src: IPv4Address | None, dst: IPv4Address | None) -> ProbeSpec:

@@ -1,0 +1,121 @@
+"""Untagged traffic: a plain ping or a UDP exchange, captured hop by hop without tracer's tag,
+is told apart by its invariant fields and replayed through the one analysis to the right hop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.synth import POINTS, TOPOLOGY, UNTAGGED_ID, Scenario, build
+from tracer.errors import BadInput, NoTraffic
+from tracer.model.verdict import Outcome, Status
+from tracer.run.replay import load_run, replay_run
+
+
+def replay_files(sc: Scenario, tmp_path: Path, **kw):
+    """Build the captures, then replay them as a person would: the files and a topology, no manifest."""
+    run_dir = build(sc, tmp_path / "run")
+    files = [run_dir / f"{p.replace(':', '_')}.pcapng" for p in POINTS if p not in sc.omit]
+    return replay_run(load_run(files, TOPOLOGY), **kw)
+
+
+def lost(v):
+    return [(f.direction, f.where) for f in v.findings if f.outcome == Outcome.LOST]
+
+
+def test_plain_ping_delivered(tmp_path):
+    (v,) = replay_files(Scenario(untagged="echo"), tmp_path)
+    assert v.status == Status.DELIVERED and v.kind == "ping"
+    assert v.summary == "3/3 echo requests delivered and answered (west → east)"
+    # ESP hops too: tied to the untagged echoes by (SPI, seq) at the encapsulating gateway.
+    assert all(s == "seen" for t in v.probes for s in t.sightings)
+    assert sorted({t.seq for t in v.probes}) == [1, 2, 3]  # ping's own sequence numbers
+    assert v.flow == f"ICMP echo 192.0.2.10 → 198.51.100.10 id {UNTAGGED_ID} (untagged, by identifier and sequence)"
+    assert v.to_dict()["flow"] == v.flow
+
+
+def test_plain_ping_lost_inside_a_gateway(tmp_path):
+    sc = Scenario(untagged="echo", drop_after={("request", "west-gw:lan0"): None})
+    (v,) = replay_files(sc, tmp_path)
+    assert v.status == Status.LOSS
+    assert lost(v) == [("request", "inside west-gw between lan0 and ipsec0 (forward)")]
+
+
+def test_plain_ping_reply_lost_on_esp_wire(tmp_path):
+    sc = Scenario(untagged="echo", drop_after={("reply", "router:eth1"): {1}})
+    (v,) = replay_files(sc, tmp_path)
+    assert lost(v) == [("reply", "inside router between eth1 and eth0 (forward)")]
+    assert next(f for f in v.findings if f.outcome == Outcome.LOST).seqs == (2,)
+
+
+def test_capture_gap_is_not_loss(tmp_path):
+    sc = Scenario(untagged="echo", gaps={("request", "west-gw:ipsec0", 0)})
+    (v,) = replay_files(sc, tmp_path)
+    assert v.status == Status.DELIVERED
+
+
+def test_missing_capture_on_the_decisive_stretch_is_inconclusive(tmp_path):
+    sc = Scenario(untagged="echo", drop_after={("request", "router:eth0"): None}, omit={"router:eth1"})
+    (v,) = replay_files(sc, tmp_path)
+    assert v.status == Status.INCONCLUSIVE
+
+
+def test_udp_exchange_needs_a_flow_filter(tmp_path):
+    sc = Scenario(untagged="udp", drop_after={("reply", "east-gw:lan0"): {2}})
+    with pytest.raises(NoTraffic, match=r"^no traffic of interest in the captures: no tracer probe and no ICMP echo"):
+        replay_files(sc, tmp_path)
+    (v,) = replay_files(sc, tmp_path / "2", flow="udp and host west and port 53")
+    assert v.kind == "flow" and v.status == Status.LOSS
+    assert v.flow == "UDP 192.0.2.10:40000 → 198.51.100.10:53 (untagged, by IP ID, ports and first bytes)"
+    # Every packet is a probe of its own: three queries there, two answers back (the third lost).
+    f = next(f for f in v.findings if f.outcome == Outcome.LOST)
+    assert (f.direction, f.where, f.count, f.total) == ("reply", "inside east-gw between lan0 and ipsec0 (forward)", 1, 3)
+    there = [f for f in v.findings if f.direction == "request"]
+    assert [(f.outcome, f.count, f.total) for f in there] == [(Outcome.DELIVERED, 3, 3)]
+
+
+def test_udp_exchange_delivered(tmp_path):
+    (v,) = replay_files(Scenario(untagged="udp"), tmp_path, flow="udp port 53".replace(" port", " and port"))
+    assert v.status == Status.DELIVERED
+    assert v.summary == "6/6 packets delivered, both ways (west ↔ east)"
+
+
+def test_packets_the_invariants_cannot_tell_apart_are_left_out(tmp_path):
+    # IP ID 0 (Linux, unconnected UDP with DF) and one payload: numbered payloads tell them apart...
+    (v,) = replay_files(Scenario(untagged="udp", udp_ipid=0), tmp_path, flow="udp and port 53")
+    assert v.status == Status.DELIVERED and not any("left out" in w for w in v.warnings)
+    # ...the same query three times does not: no guess, an inconclusive verdict that says why.
+    sc = Scenario(untagged="udp", udp_ipid=0, udp_payload=b"same")
+    (v,) = replay_files(sc, tmp_path / "2", flow="udp and port 53")
+    assert v.status == Status.INCONCLUSIVE and v.exit_code == 3
+    assert ("packets of the flow left out: 2 identities were each shared by several packets (same addresses, IP ID, "
+            "ports and first bytes, or ICMP identifier and sequence)") in v.warnings
+
+
+def test_udp_filter_also_selects_the_tunnel_between_the_gateways(tmp_path):
+    vs = replay_files(Scenario(untagged="udp"), tmp_path, flow="udp")
+    assert sorted(v.flow.split(" (")[0] for v in vs) == [
+        "UDP 192.0.2.10:40000 → 198.51.100.10:53", "UDP 198.18.1.1:4500 → 198.18.2.1:4500"]
+    assert all(v.status == Status.DELIVERED for v in vs)
+
+
+def test_a_filter_that_selects_nothing_is_no_traffic(tmp_path):
+    with pytest.raises(NoTraffic, match="nothing that --flow 'tcp' selects"):
+        replay_files(Scenario(untagged="echo"), tmp_path, flow="tcp")
+
+
+def test_flow_filter_words_are_checked(tmp_path):
+    with pytest.raises(BadInput, match="unknown word 'hots'"):
+        replay_files(Scenario(untagged="echo"), tmp_path, flow="icmp and hots west")
+    with pytest.raises(BadInput, match="host 'mars' is neither a node of the topology nor an IPv4 address"):
+        replay_files(Scenario(untagged="echo"), tmp_path / "2", flow="icmp and host mars")
+
+
+def test_tagged_probes_win_unless_a_flow_is_asked_for(tmp_path):
+    # Tagged runs replay as before; --flow traces the untagged traffic beside them instead.
+    sc = Scenario(background=1)
+    (v,) = replay_files(sc, tmp_path)
+    assert v.flow is None and v.run == sc.run
+    (u,) = replay_files(sc, tmp_path / "2", flow="udp and host west")
+    assert u.kind == "flow" and u.flow.startswith("UDP 192.0.2.10:5000 → 198.51.100.10:9")
