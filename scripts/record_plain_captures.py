@@ -29,6 +29,13 @@ LAB = "pdrec"
 # The ping a person types for each fault: the large-packet fault needs a large, unfragmentable one.
 PING_ARGS: dict[str, list[str]] = {"mtu-blackhole": ["-s", "1300", "-M", "do"]}
 DST = "198.51.100.10"  # east
+HEADER = """\
+# The built-in lab, as `tracer lab up` describes it (written by scripts/record_plain_captures.py).
+# The captures beside it were taken by hand: plain tcpdump on every interface, plain ping.
+
+name = "plain"
+
+"""
 
 
 def interfaces(ns: str) -> list[str]:
@@ -94,10 +101,12 @@ def main() -> None:
     try:
         lab.up()
         args.out.mkdir(parents=True, exist_ok=True)
+        # The lab's topology, without the namespace and key-file names of a lab that will be gone
+        # (replay needs none of them).
         text = lab.topology_path.read_text()
-        # The recorded topology names no namespace or key file of a lab that is gone: replay needs none.
-        (args.out / "topology.toml").write_text("\n".join(
-            ln for ln in text.splitlines() if not ln.startswith(("netns", "ike_vici", "esp_keys"))) + "\n")
+        body = text[text.index("\n[") + 1:]  # from the first table on: the lab's own name stays out too
+        lines = [ln for ln in body.splitlines() if not ln.startswith(("netns", "ike_vici", "esp_keys"))]
+        (args.out / "topology.toml").write_text(HEADER + "\n".join(lines) + "\n")
         for n in names:
             record(lab, n, args.out / n, args.lo)
     finally:

@@ -96,7 +96,7 @@ def test_packets_the_invariants_cannot_tell_apart_are_left_out(tmp_path):
 def test_udp_filter_also_selects_the_tunnel_between_the_gateways(tmp_path):
     vs = replay_files(Scenario(untagged="udp"), tmp_path, flow="udp")
     assert sorted(v.flow.split(" (")[0] for v in vs) == [
-        "UDP 192.0.2.10:40000 → 198.51.100.10:53", "UDP 198.18.1.1:4500 → 198.18.2.1:4500"]
+        "ESP-in-UDP 198.18.1.1:4500 → 198.18.2.1:4500", "UDP 192.0.2.10:40000 → 198.51.100.10:53"]
     assert all(v.status == Status.DELIVERED for v in vs)
 
 

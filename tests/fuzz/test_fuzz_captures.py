@@ -49,7 +49,7 @@ CLI_CASES = int(os.environ.get("TRACER_FUZZ_CLI_CASES", "30"))
 START = int(os.environ.get("TRACER_FUZZ_START", "0"))
 TIME_LIMIT_S = 2.0
 MEMORY_LIMIT = 16 << 20  # bytes of Python/numpy allocation per case beyond 64 x the file size
-EXIT_CODES = {0, 1, 2, 3, 4}
+EXIT_CODES = {0, 1, 2, 3, 4, 5}
 
 
 def seeds() -> list[tuple[str, bytes]]:

@@ -52,6 +52,7 @@ class Flow:
     sport: int = 0  # UDP/TCP ports (0 otherwise)
     dport: int = 0
     ident: int | None = None  # ICMP echo identifier
+    esp: bool = False  # every packet of it is ESP (raw, or in UDP 4500)
     packets: int = 0  # packets told apart (requests and replies)
     ambiguous: int = 0  # packets left out: their invariant fields did not tell them apart
 
@@ -59,8 +60,11 @@ class Flow:
         if self.ident is not None:
             return f"ICMP echo {self.src} → {self.dst} id {self.ident} (untagged, by identifier and sequence)"
         name = _PROTO_NAMES.get(self.proto, f"protocol {self.proto}")
+        if self.esp and self.proto == 17:
+            name = "ESP-in-UDP"
         a, b = (f"{self.src}:{self.sport}", f"{self.dst}:{self.dport}") if self.proto in (6, 17) else (self.src, self.dst)
-        return f"{name} {a} → {b} (untagged, by IP ID, ports and first bytes)"
+        how = "SPI and sequence" if self.esp else "IP ID, ports and first bytes"
+        return f"{name} {a} → {b} (untagged, by {how})"
 
 
 Addresses = Callable[[str], list[IPv4Address]]
@@ -189,7 +193,8 @@ def _other_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.n
         r = rows[mine]
         kind[r], run[r], seq[r] = FLOW_KIND, fr, numbers[pinv]
         flows.append(Flow(fr, FLOW_KIND, int(keys[4, f]), IPv4Address(int(src[first])), IPv4Address(int(dst[first])),
-                          int(sp[first]), int(dp[first]), packets=len(order)))
+                          int(sp[first]), int(dp[first]), esp=bool((obs["cls"][r] == PacketClass.ESP).all()),
+                          packets=len(order)))
     return flows
 
 

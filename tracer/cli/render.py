@@ -5,6 +5,7 @@ from __future__ import annotations
 from tracer.analysis.hopstats import PathStats, all_path_stats, median
 from tracer.model.direction import Direction
 from tracer.model.verdict import Outcome, Verdict
+from tracer.probes import probe_type
 
 
 def render_text(v: Verdict) -> str:
@@ -16,9 +17,10 @@ def render_text(v: Verdict) -> str:
     ]
     if v.mtu:
         lines.extend(_render_mtu(v))
+    paired = probe_type(v.kind).paired
     for stats in all_path_stats(v).values():
         lines.append("")
-        lines.extend(_render_path(stats, v.drops))
+        lines.extend(_render_path(stats, v.drops, paired))
     lines.extend(_render_observed(v))
     lines.extend(v.explanations())
     return "\n".join(lines)
@@ -39,7 +41,7 @@ def _render_observed(v: Verdict) -> list[str]:
     return ([""] if out else []) + out
 
 
-def _render_path(stats: PathStats, drops: dict[str, int]) -> list[str]:
+def _render_path(stats: PathStats, drops: dict[str, int], paired: bool = True) -> list[str]:
     path = stats.path
     head = f"{stats.direction} path ({len(path.hops)} capture points)"
     if not path.delivered:
@@ -47,7 +49,7 @@ def _render_path(stats: PathStats, drops: dict[str, int]) -> list[str]:
     if not path.hops:
         return [head, f"  no capture point: the packet has nowhere to go ({path.end_note})"]
     if not stats.sent:
-        return [head, "  not sent: no request arrived"]
+        return [head, "  not sent: no request arrived" if paired else "  none seen in any capture"]
     out = [head, f"  {'capture point':<26}{'seen':>6}  {'gap':>4}  {'+ms':>8}  note"]
     elapsed = stats.elapsed_ms()
     for h, (hop, s) in enumerate(zip(path.hops, stats.points, strict=True)):

@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="locate packet loss in recorded captures (run directory or pcap/pcapng files)",
         description="Replay captures through the analysis: for each tracer probe run found, "
         "compute the expected path from the topology, see which capture point saw each probe, "
-        "and name the hop where they disappeared.",
+        "and name the hop where they disappeared. Captures without tracer probes (tcpdump and a "
+        "plain ping) work too: each untagged flow is followed by fields no router changes (ICMP echo "
+        "identifier and sequence; IP ID, ports and first bytes) and gets a verdict of its own.",
         epilog="examples:\n"
         "  tracer replay captures/gw-forward-drop\n"
         "  tracer replay --topology lab.toml west.pcapng west-gw.pcapng east.pcapng\n"

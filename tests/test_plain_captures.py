@@ -1,0 +1,74 @@
+"""Captures not made by tracer: plain tcpdump on every interface of the lab while a plain
+``ping -c 3`` ran in west (scripts/record_plain_captures.py), one lab fault each. No tag, no
+manifest: replay finds the echo flow by identifier and sequence and names the hop the fault is at."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.tracer_cmd import tracer
+from tracer.run.replay import load_run, replay_run
+
+PLAIN = Path(__file__).resolve().parents[1] / "captures" / "plain"
+TOPOLOGY = PLAIN / "topology.toml"
+
+# fault → (status, (direction, where) of the loss): what each fault is (tracer/lab/faults.py), the
+# same hop the tagged recordings of scripts/record_scenarios.py name.
+TRUTH: dict[str, tuple[str, tuple[str, str] | None]] = {
+    "all-delivered": ("delivered", None),
+    "gw-forward-drop": ("loss", ("request", "inside west-gw between lan0 and ipsec0 (forward)")),
+    "esp-blocked": ("loss", ("request", "inside router between eth0 and eth1 (forward)")),
+    "esp-input-drop": ("loss", ("request", "inside east-gw between wan0 and ipsec0 (decap, tunnel west-east)")),
+    "no-return-route": ("loss", ("reply", "at east, before leaving east:eth0")),
+    "asymmetric-return": ("loss", ("reply", "inside router after arriving on eth1, having left east-gw by wan0 in the "
+                                   "clear instead of into ipsec0")),
+}
+
+
+def files(fault: str) -> list[Path]:
+    return sorted((PLAIN / fault).glob("*.pcap"))
+
+
+def test_every_recording_has_its_truth():
+    assert {p.name for p in PLAIN.iterdir() if p.is_dir()} == set(TRUTH)
+
+
+@pytest.mark.parametrize("fault", sorted(TRUTH))
+def test_plain_ping_replays_to_the_faults_hop(fault):
+    status, loss = TRUTH[fault]
+    (v,) = replay_run(load_run(files(fault), TOPOLOGY))
+    assert (v.kind, v.status.value) == ("ping", status)
+    assert v.flow is not None and v.flow.startswith("ICMP echo 192.0.2.10 → 198.51.100.10 id ")
+    lost = [(f.direction, f.where) for f in v.findings if f.outcome.value == "lost"]
+    assert lost == ([] if loss is None else [loss])
+    assert {f.count for f in v.findings if f.outcome.value == "lost"} <= {3}
+
+
+def test_plain_captures_are_small():
+    for fault in TRUTH:
+        size = sum(p.stat().st_size for p in files(fault))
+        assert size < 16 * 1024, f"{fault}: {size} bytes"
+
+
+def test_command_line_on_plain_captures():
+    r = tracer("replay", "-t", TOPOLOGY, *files("gw-forward-drop"), "--json")
+    assert (r.code, r.err) == (1, "")
+    v = json.loads(r.out)
+    assert v["flow"].startswith("ICMP echo 192.0.2.10 → 198.51.100.10")
+    assert v["findings"][0]["where"] == "inside west-gw between lan0 and ipsec0 (forward)"
+
+
+def test_nothing_to_trace_has_its_own_exit_code():
+    # Only the router's captures of a failed ping: ESP between the gateways, no echo in the clear.
+    r = tracer("replay", "-t", TOPOLOGY, *(PLAIN / "esp-blocked").glob("router:*.pcap"))
+    assert (r.code, r.out) == (5, "")
+    assert r.err == ("tracer: no traffic of interest in the captures: no tracer probe and no ICMP echo between two "
+                     "nodes of the topology (pick other traffic with --flow, e.g. --flow 'udp and host A and host B')\n")
+    # The ESP itself is traffic a filter can pick: every ESP packet is then a probe of its own.
+    r = tracer("replay", "-t", TOPOLOGY, *(PLAIN / "esp-blocked").glob("router:*.pcap"), "--flow", "esp", "--json")
+    assert r.code == 1, r.err
+    v = json.loads(r.out)
+    assert (v["kind"], v["summary"]) == ("flow", "3/3 packets there lost inside router between eth0 and eth1 (forward)")
