@@ -6,7 +6,10 @@ every lab namespace (``lo`` too), and plain iputils ``ping -c 3`` run inside the
 namespace. The files are what ``tracer replay -t TOPOLOGY FILES…`` must read with no tags and
 no manifest: one classic pcap per interface, named ``node:iface.pcap``.
 
-Usage: python3 scripts/record_plain_captures.py [--out DIR] [--lo] [FAULT|all-delivered ...]
+Besides the faults: a UDP and a TCP exchange (a small echo server on east, its client on west)
+and a source NAT on east-gw (see EXTRA).
+
+Usage: python3 scripts/record_plain_captures.py [--out DIR] [--lo] [FAULT|all-delivered|EXTRA ...]
 (default: every fault into captures/plain/<fault>/ and the lab's topology into
 captures/plain/topology.toml). ``--lo`` keeps the loopback captures as well.
 """
@@ -57,13 +60,47 @@ def start_tcpdump(ns: str, iface: str, path: Path) -> subprocess.Popen | None:
     return proc
 
 
+# Beyond the faults: other traffic, and a NAT. name → (lab fault or None, traffic: "ping", "udp" or "tcp",
+# nft script for east-gw or None).
+EXTRA: dict[str, tuple[str | None, str, str | None]] = {
+    # east-gw rewrites the source of what it forwards out of lan0 to its own address (conntrack
+    # undoes it for the replies): the flow is 192.0.2.10 → east before, 198.51.100.1 → east after.
+    "snat-east-gw": (None, "ping", "table ip trc_plain_nat {\n chain post {\n  type nat hook postrouting priority srcnat;\n"
+                                   '  oifname "lan0" ip saddr 192.0.2.0/24 snat to 198.51.100.1\n }\n}\n'),
+    "udp-gw-forward-drop": ("gw-forward-drop", "udp", None),
+    "tcp-all-delivered": (None, "tcp", None),
+}
+# A UDP or TCP echo server on east, and its client on west: three messages, each answered.
+SERVER = {
+    "udp": "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('{dst}',5353))\n"
+           "while True:\n d,a=s.recvfrom(2048);s.sendto(b'answer '+d,a)",
+    "tcp": "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('{dst}',8080))\n"
+           "s.listen()\nwhile True:\n c,_=s.accept()\n while (d:=c.recv(2048)):\n  c.sendall(b'answer '+d)\n c.close()",
+}
+CLIENT = {
+    "udp": "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.3)\n"
+           "for i in range(3):\n s.sendto(b'query %d' % i,('{dst}',5353))\n try: s.recv(2048)\n except OSError: pass\n"
+           " time.sleep(0.2)",
+    "tcp": "import socket,time\nc=socket.create_connection(('{dst}',8080),timeout=2)\n"
+           "for i in range(3):\n c.sendall(b'query %d' % i);c.recv(2048);time.sleep(0.2)\nc.close()",
+}
+
+
 def record(lab: Lab, name: str, out: Path, keep_lo: bool) -> None:
-    fault = None if name == "all-delivered" else name
+    fault, traffic, nft = EXTRA.get(name, (None if name == "all-delivered" else name, "ping", None))
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     if fault:
         lab.set_fault(fault)
+    if nft:
+        subprocess.run(["ip", "netns", "exec", lab.namespace("east-gw"), "nft", "-f", "-"], input=nft, text=True,
+                       check=True)
     procs: list[subprocess.Popen] = []
+    server = None
+    if traffic != "ping":
+        server = subprocess.Popen(["ip", "netns", "exec", lab.namespace("east"), sys.executable, "-c",
+                                   SERVER[traffic].format(dst=DST)])
+        time.sleep(0.5)
     try:
         for node, ns in lab.namespaces.items():
             for iface in interfaces(ns):
@@ -72,10 +109,15 @@ def record(lab: Lab, name: str, out: Path, keep_lo: bool) -> None:
                 p = start_tcpdump(ns, iface, out / f"{node}:{iface}.pcap")
                 if p is not None:
                     procs.append(p)
-        ping = ["ip", "netns", "exec", lab.namespace("west"), "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1",
-                *PING_ARGS.get(name, []), DST]
-        r = subprocess.run(ping, capture_output=True, text=True)
-        summary = next((ln for ln in r.stdout.splitlines() if "packets transmitted" in ln), r.stderr.strip())
+        if traffic == "ping":
+            ping = ["ip", "netns", "exec", lab.namespace("west"), "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1",
+                    *PING_ARGS.get(name, []), DST]
+            r = subprocess.run(ping, capture_output=True, text=True)
+            summary = next((ln for ln in r.stdout.splitlines() if "packets transmitted" in ln), r.stderr.strip())
+        else:
+            r = subprocess.run(["ip", "netns", "exec", lab.namespace("west"), sys.executable, "-c",
+                                CLIENT[traffic].format(dst=DST)], capture_output=True, text=True)
+            summary = f"{traffic} client exit {r.returncode} {r.stderr.strip()[-80:]}"
         # Before Ctrl-C, as a person would: a tcpdump without --immediate-mode hands packets over in
         # blocks (up to 1 s), and what is still in an unfinished block is lost when it stops.
         time.sleep(2)
@@ -84,6 +126,12 @@ def record(lab: Lab, name: str, out: Path, keep_lo: bool) -> None:
             os.kill(p.pid, signal.SIGINT)
         for p in procs:
             p.wait(timeout=10)
+        if server is not None:
+            server.kill()  # our own server, by its process
+            server.wait()
+        if nft:
+            subprocess.run(["ip", "netns", "exec", lab.namespace("east-gw"), "nft", "delete table ip trc_plain_nat"],
+                           check=True)
         if fault:
             lab.clear_fault()
     size = sum(f.stat().st_size for f in out.iterdir())
@@ -94,9 +142,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "captures" / "plain")
     ap.add_argument("--lo", action="store_true", help="keep the captures of lo")
-    ap.add_argument("names", nargs="*", help="faults (default: all-delivered and every fault)")
+    ap.add_argument("names", nargs="*", help="faults or other recordings (default: all-delivered, every fault, "
+                    f"{', '.join(EXTRA)})")
     args = ap.parse_args()
-    names = args.names or ["all-delivered", *FAULTS]
+    names = args.names or ["all-delivered", *FAULTS, *EXTRA]
     lab = Lab(LAB)
     try:
         lab.up()

@@ -115,7 +115,7 @@ def analyze(
 
     found = explain(found, paths, traces, evidence, netstate)
     warn += uncaptured(evidence)
-    diagnoses = list(dict.fromkeys(nat)) + _diagnoses(obs, spec, paths, sightings, decrypted)
+    diagnoses = [*spec.notes, *dict.fromkeys(nat), *_diagnoses(obs, spec, paths, sightings, decrypted)]
     status = _status(found)
     req_path = paths[Direction.REQUEST]
     mtu = mtu_report(obs, spec, req_path, traces, found) if spec.sizes else None

@@ -55,6 +55,8 @@ class Flow:
     esp: bool = False  # every packet of it is ESP (raw, or in UDP 4500)
     packets: int = 0  # packets told apart (requests and replies)
     ambiguous: int = 0  # packets left out: their invariant fields did not tell them apart
+    nat: tuple[str, ...] = ()  # rewrites the flow was followed across
+    between: bool = True  # both ends are nodes of the topology (else only a candidate for joining across NAT)
 
     def text(self) -> str:
         if self.ident is not None:
@@ -86,6 +88,7 @@ def untagged_flows(obs: Observations, topo: Topology, expr: flowfilter.Expr | No
     flows += _other_flows(obs, topo, np.flatnonzero(other), kind, run, seq, taken)
     if not flows:
         return obs, []
+    flows = [f for f in follow_nat(obs, kind, run, seq, flows) if f.between]
     cols = dict(obs.cols) | {"tag_kind": kind, "tag_run": run, "tag_seq": seq}
     tagged = Observations(cols, obs.points, obs.sources)
     flows = [_without_ambiguous(tagged, f) for f in flows]
@@ -108,9 +111,13 @@ def _addresses(topo: Topology) -> Addresses:
     return resolve
 
 
-def _between_nodes(topo: Topology, a: int, b: int) -> bool:
+def _between_nodes(topo: Topology, a: int, b: int) -> bool | None:
+    """True: two nodes of the topology; False: one end is a node (the other side of a NAT, maybe);
+    None: neither end is, or both are one node."""
     na, nb = topo.owner(IPv4Address(a)), topo.owner(IPv4Address(b))
-    return na is not None and nb is not None and na is not nb
+    if na is nb or (na is None and nb is None):
+        return None
+    return na is not None and nb is not None
 
 
 def _echo_run(taken: set[int], ident: int) -> int:
@@ -144,7 +151,7 @@ def _echo_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.nd
     errors = np.flatnonzero((obs["cls"] == PacketClass.ICMP_ERROR) & (obs["inner_proto"] == 1) & (obs["tag_kind"] == 0))
     for f in range(keys.shape[1]):
         fa, fb, fid = (int(x) for x in keys[:, f])
-        if not _between_nodes(topo, fa, fb):
+        if (between := _between_nodes(topo, fa, fb)) is None:
             continue
         r = rows[inv == f]
         fr = _echo_run(taken, fid)
@@ -156,7 +163,8 @@ def _echo_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.nd
             | ((obs["inner_src"][errors] == fb) & (obs["inner_dst"][errors] == fa)))]
         kind[e], run[e], seq[e] = ProbeKind.PING, fr, obs["inner_seq"][e]
         n = len(np.unique(np.stack([obs["cls"][r], obs["icmp_seq"][r]]), axis=1)[0])
-        flows.append(Flow(fr, ProbeKind.PING, 1, IPv4Address(fa), IPv4Address(fb), ident=fid, packets=n))
+        flows.append(Flow(fr, ProbeKind.PING, 1, IPv4Address(fa), IPv4Address(fb), ident=fid, packets=n,
+                          between=between))
     return flows
 
 
@@ -173,7 +181,7 @@ def _other_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.n
     ts = obs["ts_ns"][rows]
     flows = []
     for f in range(keys.shape[1]):
-        if not _between_nodes(topo, int(keys[0, f]), int(keys[2, f])):
+        if (between := _between_nodes(topo, int(keys[0, f]), int(keys[2, f]))) is None:
             continue
         mine = np.flatnonzero(inv == f)
         first = mine[np.argmin(ts[mine])]
@@ -194,7 +202,7 @@ def _other_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.n
         kind[r], run[r], seq[r] = FLOW_KIND, fr, numbers[pinv]
         flows.append(Flow(fr, FLOW_KIND, int(keys[4, f]), IPv4Address(int(src[first])), IPv4Address(int(dst[first])),
                           int(sp[first]), int(dp[first]), esp=bool((obs["cls"][r] == PacketClass.ESP).all()),
-                          packets=len(order)))
+                          packets=len(order), between=between))
     return flows
 
 
@@ -217,3 +225,69 @@ def _without_ambiguous(obs: Observations, flow: Flow) -> Flow:
     obs["tag_run"][gone] = 0
     obs["tag_seq"][gone] = 0
     return replace(flow, packets=max(flow.packets - len(bad), 0), ambiguous=len(bad))
+
+
+NAT_WINDOW_NS = 200_000_000  # longest a node may hold a packet between its two sides
+
+
+def follow_nat(obs: Observations, kind: np.ndarray, run: np.ndarray, seq: np.ndarray, flows: list[Flow]) -> list[Flow]:
+    """Join flows that are one flow seen on both sides of a NAT. A packet crossing a node that
+    rewrites its addresses, ports or echo identifier keeps its IP ID, length and its echo
+    sequence (any other protocol: ``l4_hash``, which leaves ports and checksums out): the same
+    such packet at two interfaces of one node within :data:`NAT_WINDOW_NS`, in two flows, is the
+    rewrite, visible on both sides. The flow seen first (its sender's side) takes the other's
+    packets; tags are rewritten in ``kind``/``run``/``seq`` in place."""
+    by_run = {f.run: f for f in flows}
+    rows = np.flatnonzero((kind > 0) & np.isin(run, list(by_run)) & (obs["cls"] != PacketClass.ICMP_ERROR))
+    if len(rows) < 2:
+        return flows
+    node_names = [p.rpartition(":")[0] for p in obs.points]
+    node_of = np.unique(np.array(node_names or [""]), return_inverse=True)[1].reshape(-1)
+    echo = np.isin(obs["cls"][rows], _ECHO)
+    ident = np.where(echo, obs["icmp_seq"][rows].astype(np.uint32), obs["l4_hash"][rows])
+    key = np.stack([node_of[obs["point"][rows]].astype(np.uint32), obs["ipid"][rows].astype(np.uint32), ident,
+                    obs["ip_len"][rows].astype(np.uint32), obs["cls"][rows].astype(np.uint32)])
+    _, inv = np.unique(key, axis=1, return_inverse=True)
+    inv = inv.reshape(-1)
+    order = np.lexsort((obs["ts_ns"][rows], inv))
+    first_seen = {f.run: int(obs["ts_ns"][rows[run[rows] == f.run]].min()) for f in flows}
+    merged: dict[int, int] = {}  # later run → the run it joins
+    seq_map: dict[tuple[int, int], int] = {}  # (later run, its seq) → seq in the joined run
+    where: dict[tuple[int, int], str] = {}
+    same = inv[order][1:] == inv[order][:-1]
+    for i in np.flatnonzero(same).tolist():
+        a, b = int(rows[order[i]]), int(rows[order[i + 1]])
+        ra, rb = int(run[a]), int(run[b])
+        if ra == rb or obs["point"][a] == obs["point"][b] or obs["ts_ns"][b] - obs["ts_ns"][a] > NAT_WINDOW_NS:
+            continue
+        origin, other = (ra, rb) if first_seen[ra] <= first_seen[rb] else (rb, ra)
+        r_origin, r_other = (a, b) if origin == ra else (b, a)
+        if merged.get(other, origin) != origin:
+            continue  # already joined another flow: never guess between two
+        merged[other] = origin
+        seq_map[(other, int(seq[r_other]))] = int(seq[r_origin])
+        where.setdefault((origin, other), node_names[int(obs["point"][a])])
+    if not merged:
+        return flows
+    for other, origin in merged.items():
+        mine = np.flatnonzero((run == other) & (kind > 0))
+        top = int(seq[run == origin].max())
+        for q in np.unique(seq[mine]).tolist():
+            if (other, q) in seq_map:
+                continue
+            if by_run[origin].kind != FLOW_KIND:
+                seq_map[(other, q)] = q  # an echo keeps its sequence across the NAT
+                continue
+            top += 1 if (top + 1) % 2 == q % 2 else 2  # seen only beyond the NAT: a new number, same way
+            seq_map[(other, q)] = top
+        new = np.array([seq_map[(other, int(q))] for q in seq[mine]], np.uint32)
+        kind[mine], run[mine], seq[mine] = by_run[origin].kind, origin, new
+    out = []
+    for f in flows:
+        if f.run in merged:
+            continue
+        joined = [by_run[o] for o, r in merged.items() if r == f.run]
+        notes = tuple(f"NAT at {where[(f.run, g.run)]}: the flow continues as {g.text().split(' (')[0]} (followed by "
+                      f"IP ID and {'echo sequence' if g.ident is not None else 'first bytes'})" for g in joined)
+        out.append(replace(f, packets=f.packets + sum(max(g.packets - f.packets, 0) for g in joined), nat=notes))
+    return out

@@ -207,7 +207,7 @@ def _untagged(loaded: LoadedRun, flow: str | None, src: IPv4Address | None,
     notes = {f.run: (f"packets of the flow left out: {f.ambiguous} identities were each shared by several packets "
                      "(same addresses, IP ID, ports and first bytes, or ICMP identifier and sequence)",)
              for f in flows if f.ambiguous}
-    specs = [ProbeSpec(f.run, f.kind, f.src, f.dst, flow=f.text()) for f in flows]
+    specs = [ProbeSpec(f.run, f.kind, f.src, f.dst, flow=f.text(), notes=f.nat) for f in flows]
     return specs, notes
 
 
