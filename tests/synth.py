@@ -172,11 +172,9 @@ def build(sc: Scenario, out: Path) -> Path:
         payload = ProbeTag(sc.run, sc.kind, seq).encode() + bytes(sc.sizes.get(seq, 56) - 16)
         req = IP(src=WEST, dst=EAST, id=rng.randrange(65536), flags="DF" if sc.df else 0) \
             / ICMP(type=8, id=icmp_id_for(sc.run), seq=seq) / payload
-        if sc.untagged:
-            req, rep = _untagged(sc, seq, t, rng)
-            if emit("request", req, t, seq):
-                emit("reply", rep, t + 1_000_000, seq)
-            continue
+        plain = _untagged(sc, seq, t, rng) if sc.untagged else None
+        if plain is not None:
+            req = plain[0]
         bgs = [IP(src=WEST, dst=EAST) / UDP(sport=5000 + b, dport=9) / bytes(20) for b in range(sc.background)]
         if sc.background_offset_ns < 0:
             for b, bg in enumerate(bgs):
@@ -185,7 +183,9 @@ def build(sc: Scenario, out: Path) -> Path:
         if sc.background_offset_ns >= 0:
             for b, bg in enumerate(bgs):
                 emit("request", bg, t + sc.background_offset_ns + b * 1_000, None)
-        if arrived:
+        if arrived and plain is not None:
+            emit("reply", plain[1], t + 1_000_000, seq)
+        elif arrived:
             rep = IP(src=EAST, dst=WEST, id=rng.randrange(65536)) / ICMP(type=0, id=icmp_id_for(sc.run), seq=seq) / payload
             emit("reply", rep, t + 1_000_000, seq)
 

@@ -119,3 +119,16 @@ def test_tagged_probes_win_unless_a_flow_is_asked_for(tmp_path):
     assert v.flow is None and v.run == sc.run
     (u,) = replay_files(sc, tmp_path / "2", flow="udp and host west")
     assert u.kind == "flow" and u.flow.startswith("UDP 192.0.2.10:5000 → 198.51.100.10:9")
+
+
+def test_esp_keys_identify_untagged_echoes_inside_the_tunnel(tmp_path):
+    # Background in the SA within the gateway's encap time: without keys, which ESP packet carried
+    # which echo is ambiguous and the loss between the gateways inconclusive; decrypted, the echo
+    # inside (addresses, identifier, sequence) says it, and the loss is located.
+    sc = Scenario(untagged="echo", esp_key=bytes(range(20)), background=2, background_offset_ns=20_000,
+                  drop_after={("request", "router:eth0"): None})
+    (v,) = replay_files(sc, tmp_path)
+    assert v.status == Status.INCONCLUSIVE
+    (v,) = replay_files(sc, tmp_path / "2", esp_keys=tmp_path / "run.esp_sa")
+    assert lost(v) == [("request", "inside router between eth0 and eth1 (forward)")]
+    assert "ESP decrypted with keys: 3 probe carriers identified by the tag inside" in v.diagnoses
