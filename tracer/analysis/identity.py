@@ -32,7 +32,7 @@ import numpy as np
 
 from tracer.model import flowfilter
 from tracer.model.observations import Observations, PacketClass
-from tracer.model.tag import ProbeKind, icmp_id_for
+from tracer.model.tag import ProbeKind
 from tracer.model.topology import Topology
 
 FLOW_KIND = ProbeKind.FLOW  # tag kind of the synthetic runs of non-echo flows (tracer.probes.flow)
@@ -91,7 +91,7 @@ def untagged_flows(obs: Observations, topo: Topology, expr: flowfilter.Expr | No
     flows = [f for f in follow_nat(obs, kind, run, seq, flows) if f.between]
     cols = dict(obs.cols) | {"tag_kind": kind, "tag_run": run, "tag_seq": seq}
     tagged = Observations(cols, obs.points, obs.sources)
-    flows = [_without_ambiguous(tagged, f) for f in flows]
+    flows = _without_ambiguous(tagged, flows)
     return tagged, sorted((f for f in flows if f.packets or f.ambiguous), key=lambda f: (-f.packets, f.run))
 
 
@@ -111,13 +111,19 @@ def _addresses(topo: Topology) -> Addresses:
     return resolve
 
 
-def _between_nodes(topo: Topology, a: int, b: int) -> bool | None:
-    """True: two nodes of the topology; False: one end is a node (the other side of a NAT, maybe);
-    None: neither end is, or both are one node."""
-    na, nb = topo.owner(IPv4Address(a)), topo.owner(IPv4Address(b))
-    if na is nb or (na is None and nb is None):
-        return None
-    return na is not None and nb is not None
+class _Ends:
+    """Which node owns each address (memoised: a capture has few addresses, a flow list many)."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo, self.seen = topo, {}
+
+    def __call__(self, a: int, b: int) -> bool | None:
+        """True: two nodes of the topology; False: one end is a node (the other may be the far side
+        of a NAT); None: neither end is, or both are one node."""
+        na, nb = (self.seen.setdefault(x, self.topo.owner(IPv4Address(x))) for x in (a, b))
+        if na is nb or (na is None and nb is None):
+            return None
+        return na is not None and nb is not None
 
 
 def _echo_run(taken: set[int], ident: int) -> int:
@@ -130,11 +136,26 @@ def _echo_run(taken: set[int], ident: int) -> int:
 
 
 def _flow_run(taken: set[int]) -> int:
-    run = 0xE2000000
+    run = 0xE2000000 + len(taken)  # past the ids handed out so far (usually)
     while run in taken:
         run += 1
     taken.add(run)
     return run
+
+
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unique key columns, group index per column) of a (fields × rows) array, like
+    ``np.unique(axis=1)`` but by lexsort (several times faster on millions of rows)."""
+    n = keys.shape[1]
+    if n == 0:
+        return keys, np.zeros(0, np.int64)
+    order = np.lexsort(keys[::-1])
+    k = keys[:, order]
+    new = np.ones(n, bool)
+    new[1:] = (k[:, 1:] != k[:, :-1]).any(axis=0)
+    inv = np.empty(n, np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return k[:, new], inv
 
 
 def _echo_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.ndarray, run: np.ndarray,
@@ -144,28 +165,27 @@ def _echo_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.nd
     req = obs["cls"][rows] == PacketClass.ECHO_REQUEST
     src, dst = obs["src"][rows], obs["dst"][rows]
     a, b = np.where(req, src, dst), np.where(req, dst, src)  # requester, responder
-    ident = obs["icmp_id"][rows]
-    keys, inv = np.unique(np.stack([a, b, ident.astype(np.uint32)]), axis=1, return_inverse=True)
-    inv = inv.reshape(-1)
-    flows = []
-    errors = np.flatnonzero((obs["cls"] == PacketClass.ICMP_ERROR) & (obs["inner_proto"] == 1) & (obs["tag_kind"] == 0))
-    for f in range(keys.shape[1]):
-        fa, fb, fid = (int(x) for x in keys[:, f])
-        if (between := _between_nodes(topo, fa, fb)) is None:
-            continue
-        r = rows[inv == f]
-        fr = _echo_run(taken, fid)
-        assert icmp_id_for(fr) == fid
-        kind[r], run[r], seq[r] = ProbeKind.PING, fr, obs["icmp_seq"][r]
-        # ICMP errors quoting a packet of the flow (either way) carry its identity in their quote.
-        e = errors[(obs["inner_id"][errors] == fid) & (
-            ((obs["inner_src"][errors] == fa) & (obs["inner_dst"][errors] == fb))
-            | ((obs["inner_src"][errors] == fb) & (obs["inner_dst"][errors] == fa)))]
-        kind[e], run[e], seq[e] = ProbeKind.PING, fr, obs["inner_seq"][e]
-        n = len(np.unique(np.stack([obs["cls"][r], obs["icmp_seq"][r]]), axis=1)[0])
-        flows.append(Flow(fr, ProbeKind.PING, 1, IPv4Address(fa), IPv4Address(fb), ident=fid, packets=n,
-                          between=between))
-    return flows
+    keys, inv = _groups(np.stack([a, b, obs["icmp_id"][rows].astype(np.uint32)]))
+    ends = _Ends(topo)
+    between = [ends(int(x), int(y)) for x, y in zip(keys[0].tolist(), keys[1].tolist(), strict=True)]
+    runs = np.array([_echo_run(taken, int(i)) if w is not None else 0 for i, w in zip(keys[2].tolist(), between,
+                                                                                      strict=True)], np.uint32)
+    r = rows[runs[inv] > 0]
+    kind[r], run[r], seq[r] = ProbeKind.PING, runs[inv][runs[inv] > 0], obs["icmp_seq"][r]
+    # Packets per flow: requests and replies by sequence.
+    per = _groups(np.stack([inv.astype(np.uint32), req.astype(np.uint32), obs["icmp_seq"][rows].astype(np.uint32)]))[0]
+    packets = np.bincount(per[0], minlength=keys.shape[1])
+    # ICMP errors quoting a packet of a flow (either way) carry its identity in their quote.
+    by_key = {(int(x), int(y), int(i)): int(q) for x, y, i, q in zip(*keys.tolist(), runs.tolist(), strict=True) if q}
+    for e in np.flatnonzero((obs["cls"] == PacketClass.ICMP_ERROR) & (obs["inner_proto"] == 1)
+                            & (obs["tag_kind"] == 0)).tolist():
+        x, y, i = int(obs["inner_src"][e]), int(obs["inner_dst"][e]), int(obs["inner_id"][e])
+        q = by_key.get((x, y, i)) or by_key.get((y, x, i))
+        if q:
+            kind[e], run[e], seq[e] = ProbeKind.PING, q, obs["inner_seq"][e]
+    return [Flow(int(q), ProbeKind.PING, 1, IPv4Address(int(keys[0, f])), IPv4Address(int(keys[1, f])),
+                 ident=int(keys[2, f]), packets=int(packets[f]), between=bool(between[f]))
+            for f, q in enumerate(runs.tolist()) if q]
 
 
 def _other_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.ndarray, run: np.ndarray,
@@ -175,56 +195,60 @@ def _other_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.n
     src, dst, sp, dp = (obs[c][rows].astype(np.uint32) for c in ("src", "dst", "sport", "dport"))
     proto = obs["proto"][rows].astype(np.uint32)
     low = (src < dst) | ((src == dst) & (sp <= dp))  # the flow's key is the same both ways
-    ends = np.stack([np.where(low, src, dst), np.where(low, sp, dp), np.where(low, dst, src), np.where(low, dp, sp), proto])
-    keys, inv = np.unique(ends, axis=1, return_inverse=True)
-    inv = inv.reshape(-1)
+    keys, inv = _groups(np.stack([np.where(low, src, dst), np.where(low, sp, dp), np.where(low, dst, src),
+                                  np.where(low, dp, sp), proto]))
+    ends = _Ends(topo)
+    between = [ends(int(x), int(y)) for x, y in zip(keys[0].tolist(), keys[2].tolist(), strict=True)]
+    nflows = keys.shape[1]
     ts = obs["ts_ns"][rows]
-    flows = []
-    for f in range(keys.shape[1]):
-        if (between := _between_nodes(topo, int(keys[0, f]), int(keys[2, f]))) is None:
-            continue
-        mine = np.flatnonzero(inv == f)
-        first = mine[np.argmin(ts[mine])]
-        back = (src[mine] != src[first]) | (sp[mine] != sp[first])  # the end that sent first starts the flow
-        # One packet: the same direction, IP ID and invariant L4 bytes; numbered by first sighting.
-        pk = np.stack([back.astype(np.uint32), obs["ipid"][rows[mine]].astype(np.uint32), obs["l4_hash"][rows[mine]]])
-        pkeys, pinv = np.unique(pk, axis=1, return_inverse=True)
-        pinv = pinv.reshape(-1)
-        t_first = np.full(pkeys.shape[1], np.iinfo(np.int64).max)
-        np.minimum.at(t_first, pinv, ts[mine])
-        order = np.argsort(t_first, kind="stable")
-        is_back = pkeys[0, order] == 1
-        numbers = np.empty(len(order), np.uint32)  # k-th packet there: 2k; k-th back: 2k + 1
-        numbers[order[~is_back]] = 2 * np.arange((~is_back).sum(), dtype=np.uint32)
-        numbers[order[is_back]] = 2 * np.arange(is_back.sum(), dtype=np.uint32) + 1
-        fr = _flow_run(taken)
-        r = rows[mine]
-        kind[r], run[r], seq[r] = FLOW_KIND, fr, numbers[pinv]
-        flows.append(Flow(fr, FLOW_KIND, int(keys[4, f]), IPv4Address(int(src[first])), IPv4Address(int(dst[first])),
-                          int(sp[first]), int(dp[first]), esp=bool((obs["cls"][r] == PacketClass.ESP).all()),
-                          packets=len(order), between=between))
-    return flows
+    # The end that sent first starts the flow: its packets go "there", the others "back".
+    by_time = np.lexsort((ts, inv))
+    first = by_time[np.searchsorted(inv[by_time], np.arange(nflows))]
+    back = ((src != src[first][inv]) | (sp != sp[first][inv])).astype(np.uint32)
+    # One packet: the same flow, direction, IP ID and invariant L4 bytes; numbered by first sighting,
+    # the k-th there 2k, the k-th back 2k + 1.
+    pkeys, pinv = _groups(np.stack([inv.astype(np.uint32), back, obs["ipid"][rows].astype(np.uint32),
+                                    obs["l4_hash"][rows]]))
+    t_first = np.full(pkeys.shape[1], np.iinfo(np.int64).max)
+    np.minimum.at(t_first, pinv, ts)
+    order = np.lexsort((t_first, pkeys[1], pkeys[0]))  # by flow, direction, then time
+    group = pkeys[0, order].astype(np.int64) * 2 + pkeys[1, order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    numbers = np.empty(len(order), np.uint32)
+    numbers[order] = 2 * rank + pkeys[1, order]
+    runs = np.array([_flow_run(taken) if w is not None else 0 for w in between], np.uint32)
+    ok = runs[inv] > 0
+    r = rows[ok]
+    kind[r], run[r], seq[r] = FLOW_KIND, runs[inv][ok], numbers[pinv][ok]
+    packets = np.bincount(pkeys[0], minlength=nflows)
+    esp = np.ones(nflows, bool)
+    np.logical_and.at(esp, inv, obs["cls"][rows] == PacketClass.ESP)
+    return [Flow(int(q), FLOW_KIND, int(keys[4, f]), IPv4Address(int(src[first[f]])), IPv4Address(int(dst[first[f]])),
+                 int(sp[first[f]]), int(dp[first[f]]), esp=bool(esp[f]), packets=int(packets[f]), between=bool(between[f]))
+            for f, q in enumerate(runs.tolist()) if q]
 
 
-def _without_ambiguous(obs: Observations, flow: Flow) -> Flow:
-    """Untag the flow's packets whose key repeats at one capture point with one TTL: two packets
-    the invariants cannot tell apart (a loop repeats a packet with a falling TTL instead)."""
-    m = (obs["tag_run"] == flow.run) & (obs["tag_kind"] == flow.kind) & (obs["cls"] != PacketClass.ICMP_ERROR)
+def _without_ambiguous(obs: Observations, flows: list[Flow]) -> list[Flow]:
+    """Untag the packets whose key repeats at one capture point with one TTL: two packets the
+    invariants cannot tell apart (a loop repeats a packet with a falling TTL instead)."""
+    m = (obs["tag_kind"] > 0) & np.isin(obs["tag_run"], [f.run for f in flows]) & (obs["cls"] != PacketClass.ICMP_ERROR)
     rows = np.flatnonzero(m)
     if not len(rows):
-        return replace(flow, packets=0)
-    direction = np.isin(obs["cls"][rows], (PacketClass.ECHO_REPLY,)).astype(np.uint32)
-    k = np.stack([obs["tag_seq"][rows], direction, obs["point"][rows].astype(np.uint32), obs["ttl"][rows].astype(np.uint32)])
-    _, inv, counts = np.unique(k, axis=1, return_inverse=True, return_counts=True)
-    twice = counts[inv.reshape(-1)] > 1
+        return flows
+    reply = (obs["cls"][rows] == PacketClass.ECHO_REPLY).astype(np.uint32)
+    _, inv = _groups(np.stack([obs["tag_run"][rows], obs["tag_seq"][rows], reply,
+                               obs["point"][rows].astype(np.uint32), obs["ttl"][rows].astype(np.uint32)]))
+    twice = np.bincount(inv)[inv] > 1
     if not twice.any():
-        return flow
-    bad = np.unique(obs["tag_seq"][rows[twice]])
-    gone = m & np.isin(obs["tag_seq"], bad)
-    obs["tag_kind"][gone] = 0
-    obs["tag_run"][gone] = 0
-    obs["tag_seq"][gone] = 0
-    return replace(flow, packets=max(flow.packets - len(bad), 0), ambiguous=len(bad))
+        return flows
+    bad = np.unique(np.stack([obs["tag_run"][rows[twice]], obs["tag_seq"][rows[twice]]]), axis=1)
+    gone = rows[np.isin((obs["tag_run"][rows].astype(np.uint64) << np.uint64(32)) | obs["tag_seq"][rows],
+                        (bad[0].astype(np.uint64) << np.uint64(32)) | bad[1])]
+    for c in ("tag_kind", "tag_run", "tag_seq"):
+        obs[c][gone] = 0
+    lost = {r: int(n) for r, n in zip(*np.unique(bad[0], return_counts=True), strict=True)}
+    return [replace(f, packets=max(f.packets - lost.get(f.run, 0), 0), ambiguous=lost.get(f.run, 0)) for f in flows]
 
 
 NAT_WINDOW_NS = 200_000_000  # longest a node may hold a packet between its two sides
@@ -247,10 +271,12 @@ def follow_nat(obs: Observations, kind: np.ndarray, run: np.ndarray, seq: np.nda
     ident = np.where(echo, obs["icmp_seq"][rows].astype(np.uint32), obs["l4_hash"][rows])
     key = np.stack([node_of[obs["point"][rows]].astype(np.uint32), obs["ipid"][rows].astype(np.uint32), ident,
                     obs["ip_len"][rows].astype(np.uint32), obs["cls"][rows].astype(np.uint32)])
-    _, inv = np.unique(key, axis=1, return_inverse=True)
-    inv = inv.reshape(-1)
+    _, inv = _groups(key)
     order = np.lexsort((obs["ts_ns"][rows], inv))
-    first_seen = {f.run: int(obs["ts_ns"][rows[run[rows] == f.run]].min()) for f in flows}
+    all_runs = np.array(sorted(by_run), np.uint32)
+    t_first = np.full(len(all_runs), np.iinfo(np.int64).max)
+    np.minimum.at(t_first, np.searchsorted(all_runs, run[rows]), obs["ts_ns"][rows])
+    first_seen = dict(zip(all_runs.tolist(), t_first.tolist(), strict=True))
     merged: dict[int, int] = {}  # later run → the run it joins
     seq_map: dict[tuple[int, int], int] = {}  # (later run, its seq) → seq in the joined run
     where: dict[tuple[int, int], str] = {}

@@ -1,6 +1,7 @@
 """The ``--flow`` filter: a small tcpdump-like language that picks the traffic to trace.
 
-Grammar (words are case-insensitive; ``and`` binds tighter than ``or``)::
+Grammar (words are case-insensitive; ``and`` binds tighter than ``or``; ``&&``, ``||`` and ``!``
+may stand for ``and``, ``or`` and ``not``; only IPv4 rows are ever selected)::
 
     expr    := term ("or" term)*
     term    := factor ("and" factor)*
@@ -27,7 +28,7 @@ from tracer.errors import BadInput
 from tracer.model.observations import Observations, PacketClass
 
 PROTOCOLS = ("icmp", "udp", "tcp", "esp")
-_TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
+_TOKEN = re.compile(r"\s*(\(|\)|!(?!=)|[^\s()!]+)")
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def mask(expr: Expr, obs: Observations, addresses: Callable[[str], list[IPv4Addr
         a, b = mask(expr.left, obs, addresses), mask(expr.right, obs, addresses)
         return a & b if expr.op == "and" else a | b
     if isinstance(expr, Not):
-        return ~mask(expr.inner, obs, addresses)
+        return (obs["ipver"] == 4) & ~mask(expr.inner, obs, addresses)  # the filter speaks IPv4 only
     ip4 = obs["ipver"] == 4
     if expr.word == "host":
         assert expr.arg is not None
