@@ -8,9 +8,17 @@ from pathlib import Path
 import pytest
 
 from tests.synth import POINTS, TOPOLOGY, UNTAGGED_ID, Scenario, build
+from tracer.analysis.analyze import analyze
+from tracer.analysis.identity import untagged_flows
 from tracer.errors import BadInput, NoTraffic
+from tracer.model import flowfilter
+from tracer.model.observations import Observations, PacketClass
+from tracer.model.probe import ProbeSpec
 from tracer.model.verdict import Outcome, Status
 from tracer.run.replay import load_run, replay_run
+from tracer.topofile import load_topology
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def replay_files(sc: Scenario, tmp_path: Path, **kw):
@@ -132,3 +140,46 @@ def test_esp_keys_identify_untagged_echoes_inside_the_tunnel(tmp_path):
     (v,) = replay_files(sc, tmp_path / "2", esp_keys=tmp_path / "run.esp_sa")
     assert lost(v) == [("request", "inside router between eth0 and eth1 (forward)")]
     assert "ESP decrypted with keys: 3 probe carriers identified by the tag inside" in v.diagnoses
+
+
+def test_a_udp_exchange_is_followed_across_a_nat_and_renumbered():
+    # east-gw rewrites the query's source to its own address and port as it leaves lan0 (the
+    # answer back the other way): one flow, the NAT side's packets numbered as the origin's.
+    west, east, east_gw = 0xC000020A, 0xC633640A, 0xC6336401
+    clear = ["west:eth0", "west-gw:lan0", "west-gw:ipsec0", "east-gw:ipsec0"]
+    nat_side = ["east-gw:lan0", "east:eth0"]
+    rows = []
+    for k in range(3):
+        t = 1_700_000_000_000_000_000 + k * 200_000_000
+        query = {"ipid": 100 + k, "l4_hash": 7000 + k, "ip_len": 40, "cls": PacketClass.UDP, "proto": 17, "ipver": 4}
+        answer = {"ipid": 900 + k, "l4_hash": 8000 + k, "ip_len": 41, "cls": PacketClass.UDP, "proto": 17, "ipver": 4}
+        for h, p in enumerate(clear):
+            rows.append(query | {"point": p, "ts_ns": t + h * 1000, "src": west, "dst": east, "sport": 40000, "dport": 53})
+        for h, p in enumerate(nat_side):
+            rows.append(query | {"point": p, "ts_ns": t + 5000 + h * 1000, "src": east_gw, "dst": east, "sport": 1024,
+                                 "dport": 53})
+        if k == 2:
+            continue  # the last answer is lost inside east-gw, after the NAT undid nothing
+        for h, p in enumerate(reversed(nat_side)):
+            rows.append(answer | {"point": p, "ts_ns": t + 9000 + h * 1000, "src": east, "dst": east_gw, "sport": 53,
+                                  "dport": 1024})
+        for h, p in enumerate(reversed(clear)):
+            rows.append(answer | {"point": p, "ts_ns": t + 12000 + h * 1000, "src": east, "dst": west, "sport": 53,
+                                  "dport": 40000})
+    points = clear + nat_side
+    obs = Observations.empty(len(rows), points)
+    for i, row in enumerate(rows):
+        for key, value in row.items():
+            obs.cols[key][i] = points.index(value) if key == "point" else value
+    topo = load_topology(ROOT / "captures" / "plain" / "topology.toml")
+    tagged, flows = untagged_flows(obs, topo, flowfilter.parse("udp"))
+    (f,) = flows
+    assert (str(f.src), f.sport, str(f.dst), f.dport, f.packets) == ("192.0.2.10", 40000, "198.51.100.10", 53, 5)
+    assert f.nat == ("NAT at east-gw: the flow continues as UDP 198.51.100.1:1024 → 198.51.100.10:53 (followed by IP "
+                     "ID and first bytes)",)
+    # Both sides carry the same numbers: queries 0, 2, 4 and answers 1, 3.
+    for p in points:
+        at = tagged["point"] == points.index(p)
+        assert sorted(tagged["tag_seq"][at].tolist()) == [0, 1, 2, 3, 4]
+    v = analyze(topo, tagged, ProbeSpec(f.run, f.kind, f.src, f.dst, flow=f.text(), notes=f.nat))
+    assert v.status == Status.DELIVERED  # 5 packets seen, each everywhere it was due; an unsent answer is no loss
