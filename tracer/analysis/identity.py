@@ -53,7 +53,7 @@ class Flow:
     dport: int = 0
     ident: int | None = None  # ICMP echo identifier
     esp: bool = False  # every packet of it is ESP (raw, or in UDP 4500)
-    packets: int = 0  # packets told apart (requests and replies)
+    packets: int = 0  # packets told apart (requests and replies; counted once the NAT sides are joined)
     ambiguous: int = 0  # packets left out: their invariant fields did not tell them apart
     nat: tuple[str, ...] = ()  # rewrites the flow was followed across
     between: bool = True  # both ends are nodes of the topology (else only a candidate for joining across NAT)
@@ -91,7 +91,7 @@ def untagged_flows(obs: Observations, topo: Topology, expr: flowfilter.Expr | No
     flows = [f for f in follow_nat(obs, kind, run, seq, flows) if f.between]
     cols = dict(obs.cols) | {"tag_kind": kind, "tag_run": run, "tag_seq": seq}
     tagged = Observations(cols, obs.points, obs.sources)
-    flows = _without_ambiguous(tagged, flows)
+    flows = _without_ambiguous(tagged, _counted(tagged, flows))
     return tagged, sorted((f for f in flows if f.packets or f.ambiguous), key=lambda f: (-f.packets, f.run))
 
 
@@ -172,9 +172,6 @@ def _echo_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.nd
                                                                                       strict=True)], np.uint32)
     r = rows[runs[inv] > 0]
     kind[r], run[r], seq[r] = ProbeKind.PING, runs[inv][runs[inv] > 0], obs["icmp_seq"][r]
-    # Packets per flow: requests and replies by sequence.
-    per = _groups(np.stack([inv.astype(np.uint32), req.astype(np.uint32), obs["icmp_seq"][rows].astype(np.uint32)]))[0]
-    packets = np.bincount(per[0], minlength=keys.shape[1])
     # ICMP errors quoting a packet of a flow (either way) carry its identity in their quote.
     by_key = {(int(x), int(y), int(i)): int(q) for x, y, i, q in zip(*keys.tolist(), runs.tolist(), strict=True) if q}
     for e in np.flatnonzero((obs["cls"] == PacketClass.ICMP_ERROR) & (obs["inner_proto"] == 1)
@@ -184,7 +181,7 @@ def _echo_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.nd
         if q:
             kind[e], run[e], seq[e] = ProbeKind.PING, q, obs["inner_seq"][e]
     return [Flow(int(q), ProbeKind.PING, 1, IPv4Address(int(keys[0, f])), IPv4Address(int(keys[1, f])),
-                 ident=int(keys[2, f]), packets=int(packets[f]), between=bool(between[f]))
+                 ident=int(keys[2, f]), between=bool(between[f]))
             for f, q in enumerate(runs.tolist()) if q]
 
 
@@ -221,12 +218,20 @@ def _other_flows(obs: Observations, topo: Topology, rows: np.ndarray, kind: np.n
     ok = runs[inv] > 0
     r = rows[ok]
     kind[r], run[r], seq[r] = FLOW_KIND, runs[inv][ok], numbers[pinv][ok]
-    packets = np.bincount(pkeys[0], minlength=nflows)
     esp = np.ones(nflows, bool)
     np.logical_and.at(esp, inv, obs["cls"][rows] == PacketClass.ESP)
     return [Flow(int(q), FLOW_KIND, int(keys[4, f]), IPv4Address(int(src[first[f]])), IPv4Address(int(dst[first[f]])),
-                 int(sp[first[f]]), int(dp[first[f]]), esp=bool(esp[f]), packets=int(packets[f]), between=bool(between[f]))
+                 int(sp[first[f]]), int(dp[first[f]]), esp=bool(esp[f]), between=bool(between[f]))
             for f, q in enumerate(runs.tolist()) if q]
+
+
+def _counted(obs: Observations, flows: list[Flow]) -> list[Flow]:
+    """Each flow with the number of packets it has (requests and replies told apart), NAT sides joined."""
+    m = (obs["tag_kind"] > 0) & np.isin(obs["tag_run"], [f.run for f in flows]) & (obs["cls"] != PacketClass.ICMP_ERROR)
+    reply = (obs["cls"][m] == PacketClass.ECHO_REPLY).astype(np.uint32)
+    uniq, _ = _groups(np.stack([obs["tag_run"][m], obs["tag_seq"][m], reply]))
+    count = dict(zip(*(x.tolist() for x in np.unique(uniq[0], return_counts=True)), strict=True))
+    return [replace(f, packets=count.get(f.run, 0)) for f in flows]
 
 
 def _without_ambiguous(obs: Observations, flows: list[Flow]) -> list[Flow]:
@@ -280,16 +285,16 @@ def follow_nat(obs: Observations, kind: np.ndarray, run: np.ndarray, seq: np.nda
     merged: dict[int, int] = {}  # later run → the run it joins
     seq_map: dict[tuple[int, int], int] = {}  # (later run, its seq) → seq in the joined run
     where: dict[tuple[int, int], str] = {}
-    same = inv[order][1:] == inv[order][:-1]
-    for i in np.flatnonzero(same).tolist():
-        a, b = int(rows[order[i]]), int(rows[order[i + 1]])
+    # Consecutive rows (in time) of one key: the same packet at two points of one node, in two flows.
+    a_rows, b_rows = rows[order[:-1]], rows[order[1:]]
+    pair = (inv[order][1:] == inv[order][:-1]) & (run[a_rows] != run[b_rows])
+    pair &= (obs["point"][a_rows] != obs["point"][b_rows]) & (obs["ts_ns"][b_rows] - obs["ts_ns"][a_rows] <= NAT_WINDOW_NS)
+    for a, b in zip(a_rows[pair].tolist(), b_rows[pair].tolist(), strict=True):
         ra, rb = int(run[a]), int(run[b])
-        if ra == rb or obs["point"][a] == obs["point"][b] or obs["ts_ns"][b] - obs["ts_ns"][a] > NAT_WINDOW_NS:
-            continue
         origin, other = (ra, rb) if first_seen[ra] <= first_seen[rb] else (rb, ra)
         r_origin, r_other = (a, b) if origin == ra else (b, a)
-        if merged.get(other, origin) != origin:
-            continue  # already joined another flow: never guess between two
+        if merged.get(other, origin) != origin or origin in merged or other in merged.values():
+            continue  # joined another flow already, or a chain of NATs: never guess
         merged[other] = origin
         seq_map[(other, int(seq[r_other]))] = int(seq[r_origin])
         where.setdefault((origin, other), node_names[int(obs["point"][a])])
@@ -315,5 +320,5 @@ def follow_nat(obs: Observations, kind: np.ndarray, run: np.ndarray, seq: np.nda
         joined = [by_run[o] for o, r in merged.items() if r == f.run]
         notes = tuple(f"NAT at {where[(f.run, g.run)]}: the flow continues as {g.text().split(' (')[0]} (followed by "
                       f"IP ID and {'echo sequence' if g.ident is not None else 'first bytes'})" for g in joined)
-        out.append(replace(f, packets=f.packets + sum(max(g.packets - f.packets, 0) for g in joined), nat=notes))
+        out.append(replace(f, nat=notes))
     return out
