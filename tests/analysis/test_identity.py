@@ -86,7 +86,7 @@ def test_udp_exchange_needs_a_flow_filter(tmp_path):
 def test_udp_exchange_delivered(tmp_path):
     (v,) = replay_files(Scenario(untagged="udp"), tmp_path, flow="udp port 53".replace(" port", " and port"))
     assert v.status == Status.DELIVERED
-    assert v.summary == "6/6 packets delivered, both ways (west ↔ east)"
+    assert v.summary == "6/6 packets delivered (3 there, 3 back; west ↔ east)"
 
 
 def test_packets_the_invariants_cannot_tell_apart_are_left_out(tmp_path):

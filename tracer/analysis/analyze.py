@@ -245,9 +245,10 @@ def _status(found: list[Finding]) -> Status:
 def _summary(found: list[Finding], ptype: ProbeType, status: Status, path: ExpectedPath) -> str:
     if not found:
         return "no probes found in the captures"
-    if status == Status.DELIVERED and not ptype.paired:
-        n = sum(f.count for f in found)
-        return f"{n}/{n} packets delivered, both ways ({path.hops[0].node} ↔ {path.hops[-1].node})"
+    if status == Status.DELIVERED and not ptype.paired:  # each packet its own probe, either way
+        there, back = (sum(f.count for f in found if f.direction == d) for d in DIRECTIONS)
+        return (f"{there + back}/{there + back} packets delivered ({there} there, {back} back; "
+                f"{path.hops[0].node} ↔ {path.hops[-1].node})")
     if status == Status.DELIVERED:
         n = max(f.total for f in found)
         return f"{n}/{n} {ptype.noun(Direction.REQUEST)} delivered and answered ({path.hops[0].node} → {path.hops[-1].node})"
