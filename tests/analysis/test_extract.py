@@ -200,9 +200,8 @@ def _ref_l4_hash(proto: int, l4: bytes) -> int:
     b += bytes(16 - len(b))
     h = 0
     for i, k in enumerate((0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F)):
-        h ^= int.from_bytes(b[4 * i: 4 * i + 4], "big") * k
-    h &= (1 << 64) - 1
-    return (h ^ (h >> 29)) & 0xFFFFFFFF
+        h ^= (int.from_bytes(b[4 * i: 4 * i + 4], "big") * k) & 0xFFFFFFFF
+    return h ^ (h >> 16)
 
 
 def _udp_payload(e: dict[str, int], sport: int, dport: int, plen: int, pl: bytes, *, inner: bool) -> None:

@@ -332,7 +332,7 @@ def _ipv4(buf: np.ndarray, w: np.ndarray, l3abs: np.ndarray, avail: np.ndarray, 
         out.later.quoted.append((out.glob(_sub(rows, q)), l3abs[q] + ihl[q] + 8, cap[q] - 8))
 
 
-_MIX = (np.uint64(0x9E3779B1), np.uint64(0x85EBCA77), np.uint64(0xC2B2AE3D), np.uint64(0x27D4EB2F))
+_MIX = (np.uint32(0x9E3779B1), np.uint32(0x85EBCA77), np.uint32(0xC2B2AE3D), np.uint32(0x27D4EB2F))
 
 
 def _l4_hash(L: _L4Words, cap: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -341,17 +341,21 @@ def _l4_hash(L: _L4Words, cap: np.ndarray, first: np.ndarray) -> np.ndarray:
     length and the first 8 payload bytes, not the checksum (ESP-in-UDP: SPI and sequence);
     any other protocol its first 16 bytes, except ICMP's checksum. Bytes past the packet's
     end count as 0; a snapshot that cuts into the bytes hashed gives no hash (0), never a
-    partial one."""
-    words = [L.w0, L.w1, L.w2, L.w3]
-    words[0] = np.where(L.udp | L.tcp, 0, np.where(L.icmp, L.w0 & 0xFFFF0000, L.w0))  # ports: columns of their own
-    words[1] = np.where(L.udp, L.w1 & 0xFFFF0000, L.w1)  # NAT rewrites the UDP checksum
-    h = np.zeros(len(cap), np.uint64)
-    for i, (w, k) in enumerate(zip(words, _MIX, strict=True)):
-        covered = np.clip(cap - 4 * i, 0, 4).astype(np.uint64)  # bytes of this word the packet has
-        keep = (np.uint64(0xFFFFFFFF00000000) >> (covered * np.uint64(8))) & np.uint64(0xFFFFFFFF)
-        h ^= (w.astype(np.uint64) & keep) * k
-    h ^= h >> np.uint64(29)
-    return np.where(first, h & np.uint64(0xFFFFFFFF), 0).astype(np.uint32)
+    partial one. 32-bit multiply-xor: a few operations per row, the packets' other fields
+    (addresses, IP ID, ports) do most of the telling apart."""
+    words = [np.where(L.udp | L.tcp, 0, np.where(L.icmp, L.w0 & 0xFFFF0000, L.w0)).astype(np.uint32),  # no ports
+             np.where(L.udp, L.w1 & 0xFFFF0000, L.w1).astype(np.uint32), L.w2, L.w3]  # NAT rewrites UDP checksums
+    short = np.flatnonzero(cap < 16)  # few rows: bytes past the packet's end are zeroed there only
+    for i, w in enumerate(words):
+        if len(short):
+            covered = np.clip(cap[short] - 4 * i, 0, 4).astype(np.uint64)
+            w = w.copy()
+            w[short] &= ((np.uint64(0xFFFFFFFF00000000) >> (covered * np.uint64(8))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        words[i] = w * _MIX[i]
+    h = words[0] ^ words[1] ^ words[2] ^ words[3]
+    h ^= h >> np.uint32(16)
+    h[~first] = 0
+    return h
 
 
 class _L4Words:
