@@ -46,13 +46,14 @@ class _Tpl:
         self.frame, self.weight, self.l3, self.edits = frame, weight, l3, edits
 
 
-def _templates() -> list[_Tpl]:
+def _templates(gateways: tuple[str, str] = ("198.18.1.1", "198.18.2.1"),
+               hosts: tuple[str, str] = ("192.0.2.10", "198.51.100.10")) -> list[_Tpl]:
     from scapy.contrib.ikev2 import IKEv2
     from scapy.layers.inet import ICMP, IP, TCP, UDP
     from scapy.layers.l2 import Dot1Q, Ether
 
     eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-    a, b, g1, g2 = "192.0.2.10", "198.51.100.10", "198.18.1.1", "198.18.2.1"
+    (a, b), (g1, g2) = hosts, gateways
     iid = icmp_id_for(RUN)
     tag = ProbeTag(RUN, ProbeKind.PING, 0).encode()
     mtu_tag = ProbeTag(RUN, ProbeKind.MTU, 0).encode()
@@ -108,9 +109,11 @@ def _put32(block: np.ndarray, at: int, v: np.ndarray) -> None:
         block[:, at + k] = (v >> (24 - 8 * k)) & 0xFF
 
 
-def generate(path: Path, n: int, seed: int = 1) -> dict[str, int]:
-    """Write an n-packet classic pcap (µs) of mixed traffic; return packets per template kind."""
-    tpls = _templates()
+def generate(path: Path, n: int, seed: int = 1, gateways: tuple[str, str] = ("198.18.1.1", "198.18.2.1"),
+             hosts: tuple[str, str] = ("192.0.2.10", "198.51.100.10")) -> dict[str, int]:
+    """Write an n-packet classic pcap (µs) of mixed traffic; return packets per template kind.
+    ``gateways``: the outer addresses of the ESP, IKE and NAT-T traffic; ``hosts``: of the pings."""
+    tpls = _templates(gateways, hosts)
     rng = np.random.default_rng(seed)
     w = np.array([t.weight for t in tpls], float)
     tid = rng.choice(len(tpls), n, p=w / w.sum())
@@ -221,29 +224,11 @@ def run_scapy(path: Path, limit: int | None) -> tuple[int, dict[str, float]]:
 
 def run_dpkt(path: Path) -> tuple[int, dict[str, float]]:
     import dpkt
+    from dpkt_fields import row
 
-    n = 0
-    rows = []
     with open(path, "rb") as f:
-        for ts, frame in dpkt.pcap.Reader(f):
-            eth = dpkt.ethernet.Ethernet(frame)
-            ip = eth.data
-            row: tuple = (ts,)
-            if isinstance(ip, dpkt.ip.IP):
-                row = (ts, ip.src, ip.dst, ip.p, ip.id)
-                l4 = ip.data
-                if isinstance(l4, dpkt.icmp.ICMP):
-                    row += (l4.type, getattr(l4.data, "seq", None))
-                elif isinstance(l4, dpkt.esp.ESP):
-                    row += (l4.spi, l4.seq)
-                elif isinstance(l4, dpkt.udp.UDP):
-                    row += (l4.sport, l4.dport)
-                    if 500 in (l4.sport, l4.dport) or 4500 in (l4.sport, l4.dport):
-                        pl = l4.data
-                        row += (pl[4:12] if pl[:4] == b"\0\0\0\0" else pl[:8],)
-            rows.append(row)
-            n += 1
-    return n, {}
+        rows = [row(ts, dpkt.ethernet.Ethernet(frame).data) for ts, frame in dpkt.pcap.Reader(f)]
+    return len(rows), {}
 
 
 def run_correlate(cols: dict[str, np.ndarray], extract_s: float) -> str:

@@ -4,14 +4,15 @@
 No tracer sniffer and no tracer probe: plain ``tcpdump -i IFACE -w FILE`` on every interface of
 every lab namespace (``lo`` too), and plain iputils ``ping -c 3`` run inside the source
 namespace. The files are what ``tracer replay -t TOPOLOGY FILES…`` must read with no tags and
-no manifest: one classic pcap per interface, named ``node:iface.pcap``.
+no manifest: one classic pcap per interface, named ``node_iface.pcap`` as people name them (``lo``
+included: replay lists it as unused).
 
 Besides the faults: a UDP and a TCP exchange (a small echo server on east, its client on west)
 and a source NAT on east-gw (see EXTRA).
 
-Usage: python3 scripts/record_plain_captures.py [--out DIR] [--lo] [FAULT|all-delivered|EXTRA ...]
-(default: every fault into captures/plain/<fault>/ and the lab's topology into
-captures/plain/topology.toml). ``--lo`` keeps the loopback captures as well.
+Usage: python3 scripts/record_plain_captures.py [--out DIR] [FAULT|all-delivered|EXTRA ...]
+(default: every fault and EXTRA into captures/plain/<name>/ and the lab's topology into
+captures/plain/topology.toml).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ CLIENT = {
 }
 
 
-def record(lab: Lab, name: str, out: Path, keep_lo: bool) -> None:
+def record(lab: Lab, name: str, out: Path) -> None:
     fault, traffic, nft = EXTRA.get(name, (None if name == "all-delivered" else name, "ping", None))
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -104,9 +105,7 @@ def record(lab: Lab, name: str, out: Path, keep_lo: bool) -> None:
     try:
         for node, ns in lab.namespaces.items():
             for iface in interfaces(ns):
-                if iface == "lo" and not keep_lo:
-                    continue
-                p = start_tcpdump(ns, iface, out / f"{node}:{iface}.pcap")
+                p = start_tcpdump(ns, iface, out / f"{node}_{iface}.pcap")
                 if p is not None:
                     procs.append(p)
         if traffic == "ping":
@@ -141,7 +140,6 @@ def record(lab: Lab, name: str, out: Path, keep_lo: bool) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "captures" / "plain")
-    ap.add_argument("--lo", action="store_true", help="keep the captures of lo")
     ap.add_argument("names", nargs="*", help="faults or other recordings (default: all-delivered, every fault, "
                     f"{', '.join(EXTRA)})")
     args = ap.parse_args()
@@ -157,7 +155,7 @@ def main() -> None:
         lines = [ln for ln in body.splitlines() if not ln.startswith(("netns", "ike_vici", "esp_keys"))]
         (args.out / "topology.toml").write_text(HEADER + "\n".join(lines) + "\n")
         for n in names:
-            record(lab, n, args.out / n, args.lo)
+            record(lab, n, args.out / n)
     finally:
         lab.down()
 

@@ -53,6 +53,12 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str, tuple[str, str] | None]] 
     "ike-blocked-ike": ("ike-blocked", [], "loss", ("request", "inside router between eth0 and eth1 (forward)")),
     "mtu-ladder-blackhole": ("mtu-blackhole", ["--sizes", "1000,1200,1250,1300", "--snaplen", "128"], "loss",
                              ("request", "inside router between eth0 and eth1 (forward)")),
+    # The path-MTU search: the healthy tunnel (ipsec0 refuses larger probes with frag-needed: OK)
+    # and the blackhole (the router's 1280-byte link drops them silently).
+    "mtu-search-ok": (None, ["--snaplen", "128"], "delivered",
+                      ("request", "inside west-gw between lan0 and ipsec0 (forward)")),
+    "mtu-search-blackhole": ("mtu-blackhole", ["--snaplen", "128"], "loss",
+                             ("request", "inside router between eth0 and eth1 (forward)")),
     # The evidence faults (issue 10): the verdict cites a drop reason, a counter, a link state, a socket.
     "wrong-mac": ("wrong-mac", ["--snaplen", "128"], "loss",
                   ("request", "inside east-gw between wan0 and ipsec0 (decap, tunnel west-east)")),
@@ -71,6 +77,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ike-ok": ("ike", "west-gw", "east-gw"),
     "ike-blocked-ike": ("ike", "west-gw", "east-gw"),
     "mtu-ladder-blackhole": ("mtu", "west", "east"),
+    "mtu-search-ok": ("mtu", "west", "east"),
+    "mtu-search-blackhole": ("mtu", "west", "east"),
     "selector-mismatch": ("ping", "west-gw", "east"),
     "dead-responder": ("ike", "west-gw", "east-gw"),
 }
@@ -131,6 +139,9 @@ def record(lab: Lab, name: str) -> None:
                             "recorded_with": "scripts/record_scenarios.py"}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (out / "verdict.json").unlink()  # derived: replay recomputes it; keep scenarios small
+    # Derived too (tracer replay --write-pcapng), or live bookkeeping (probe journal, helper PIDs).
+    for name in ("run.pcapng", "probes.jsonl", "processes.json"):
+        (out / name).unlink(missing_ok=True)
     prune_evidence(out)
     with contextlib.redirect_stdout(io.StringIO()) as text:
         main(["replay", str(out), "--json"])

@@ -67,6 +67,9 @@ ILLUSTRATIONS: dict[tuple[str, str], str] = {
     ("docs/remote-capture.md", "warning: clock of east-gw estimated at +0.012 ms from 12 packets crossing east-gw:wan0 ↔ "
                                "router:eth1, east-gw:lan0 ↔ east:eth0 both ways; its timestamps are corrected by it"):
         "sample warning of a run with a remote capture point (tests/analysis/test_clock checks the wording)",
+    ("docs/wireshark.md", "west:eth0\ttracer ping run 0xe2d9f17f seq 0 request: lost inside router between eth0 and eth1 "
+                          "(forward)"):
+        "tshark's output for the block above (tests/run/test_merged.py checks these comments)",
 }
 
 # File-format examples that are neither TOML nor JSON, by (file, first line): the format.
@@ -229,15 +232,26 @@ def command_kind(argv: list[str]) -> CmdKind:
     if prog[0] == "tracer":
         if "--help" in prog or "-h" in prog or prog[1:2] in (["replay"], ["plot"]):
             return "offline"
-        if prog[1:2] in (["lab"], ["ping"], ["ike"], ["mtu"]):
+        if prog[1:2] in (["lab"], ["ping"], ["ike"], ["mtu"]) or prog[1:3] == ["topology", "discover"]:
             return "lab"
+        if prog[1:3] in (["topology", "check"], ["topology", "path"]):
+            return "offline"  # files shipped in the repository
     if prog[:2] == ["python3", "-c"]:
         return "lab" if "tracer.lab" in prog[2] else "offline"
+    if prog[0] == "tshark" and _reads_offline_file(prog):
+        return "offline"  # a recorded capture of the repository, or what an offline command of the block wrote
     if prog[0] == "tshark":
         return "lab"  # reads a run recorded on the lab, with the lab's keys
     if prog[0] in ("mkdir", "cp", "echo"):
         return "plumbing"  # runs where the rest of its block runs
     raise AssertionError(f"no rule for the command {shlex.join(argv)!r}: add one to command_kind in tests/test_docs.py")
+
+
+def _reads_offline_file(prog: list[str]) -> bool:
+    """tshark -r captures/… (the repository's recordings) or -r /tmp/… (written by an offline
+    ``tracer replay --write-pcapng`` earlier in the same block)."""
+    read = prog[prog.index("-r") + 1] if "-r" in prog[:-1] else ""
+    return read.startswith(("captures/", "/tmp/")) and not read.startswith("/tmp/ws")
 
 
 def shell_text(argv: list[str]) -> str:
@@ -540,6 +554,7 @@ def for_lab(text: str, cwd: Path) -> str:
     """Any lab the docs name is this test's lab; the docs' fixed scratch paths move into cwd."""
     text = re.sub(r"/run/tracer/lab-[a-z0-9]+/", f"/run/tracer/lab-{LAB}/", text)
     text = re.sub(r"""Lab\((["'])[a-z0-9]+\1\)""", f'Lab("{LAB}")', text)
+    text = re.sub(r"\btrc-[a-z0-9]+-\*", f"trc-{LAB}-*", text)  # a namespace pattern of the docs' lab
     for old, new in LAB_PATHS.items():
         text = text.replace(old, str(cwd / new))
     for old, new in READER_FILES.items():
@@ -556,7 +571,7 @@ def lab_argv(argv: list[str], cwd: Path) -> list[str]:
             prog[prog.index("--name") + 1] = LAB
         else:
             prog[3:3] = ["--name", LAB]
-    elif prog[0] == "tracer" and not {"--topology", "-t"} & set(prog):
+    elif prog[0] == "tracer" and prog[1] != "topology" and not {"--topology", "-t"} & set(prog):
         prog[2:2] = ["--topology", LAB_TOPOLOGY]
     return env_part + prog
 

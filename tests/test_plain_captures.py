@@ -1,6 +1,7 @@
-"""Captures not made by tracer: plain tcpdump on every interface of the lab while a plain
-``ping -c 3`` ran in west (scripts/record_plain_captures.py), one lab fault each. No tag, no
-manifest: replay finds the echo flow by identifier and sequence and names the hop the fault is at."""
+"""Captures not made by tracer: plain tcpdump on every interface of the lab (lo too) while a plain
+``ping -c 3`` ran in west (scripts/record_plain_captures.py), one lab fault each, files named
+``node_iface.pcap``. No tag, no manifest, no renaming: replay maps the files by their names (lo
+unused), finds the echo flow by identifier and sequence and names the hop the fault is at."""
 
 from __future__ import annotations
 
@@ -44,7 +45,12 @@ def test_every_recording_has_its_truth():
 @pytest.mark.parametrize("name", sorted(TRUTH))
 def test_hand_captures_replay_to_the_faults_hop(name):
     flow, status, loss = TRUTH[name]
-    (v,) = replay_run(load_run(files(name), TOPOLOGY), flow=flow)
+    loaded = load_run(files(name), TOPOLOGY)
+    # Every file by its name, node_iface; the loopback captures unused.
+    assert sorted(Path(m.file).name for m in loaded.mapping if m.point is None) == sorted(
+        f"{n}_lo.pcap" for n in ("east", "east-gw", "router", "west", "west-gw"))
+    assert all(Path(m.file).stem == m.point.replace(":", "_") for m in loaded.mapping if m.point)
+    (v,) = replay_run(loaded, flow=flow)
     assert (v.kind, v.status.value) == ("ping" if flow is None else "flow", status)
     start = "ICMP echo 192.0.2.10 → 198.51.100.10 id " if flow is None else "UDP 192.0.2.10:"
     assert v.flow is not None and v.flow.startswith(start)
@@ -82,12 +88,12 @@ def test_command_line_on_plain_captures():
 
 def test_nothing_to_trace_has_its_own_exit_code():
     # Only the router's captures of a failed ping: ESP between the gateways, no echo in the clear.
-    r = tracer("replay", "-t", TOPOLOGY, *(PLAIN / "esp-blocked").glob("router:*.pcap"))
+    r = tracer("replay", "-t", TOPOLOGY, *(PLAIN / "esp-blocked").glob("router_*.pcap"))
     assert (r.code, r.out) == (5, "")
     assert r.err == ("tracer: no traffic of interest in the captures: no tracer probe and no ICMP echo between two "
                      "nodes of the topology (pick other traffic with --flow, e.g. --flow 'udp and host A and host B')\n")
     # The ESP itself is traffic a filter can pick: every ESP packet is then a probe of its own.
-    r = tracer("replay", "-t", TOPOLOGY, *(PLAIN / "esp-blocked").glob("router:*.pcap"), "--flow", "esp", "--json")
+    r = tracer("replay", "-t", TOPOLOGY, *(PLAIN / "esp-blocked").glob("router_*.pcap"), "--flow", "esp", "--json")
     assert r.code == 1, r.err
     v = json.loads(r.out)
     assert (v["kind"], v["summary"]) == ("flow", "3/3 packets there lost inside router between eth0 and eth1 (forward)")

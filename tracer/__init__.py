@@ -75,11 +75,13 @@ class Run:
         return pd.DataFrame(rows)
 
 
-def load(*inputs: str | Path, topology: str | Path | None = None) -> Run:
-    """Load a run directory / recorded scenario (or capture files plus ``topology``) and analyse it."""
+def load(*inputs: str | Path, topology: str | Path | None = None, points: dict[str, str | Path] | None = None) -> Run:
+    """Load a run directory / recorded scenario (or capture files plus ``topology``) and analyse it;
+    ``points``: ``{"node:iface": file}`` for files whose names do not say (like ``--point``)."""
     from tracer.run.replay import load_run, replay_run
 
-    loaded = load_run([Path(p) for p in inputs], Path(topology) if topology else None)
+    explicit = [(p, Path(f)) for p, f in (points or {}).items()]
+    loaded = load_run([Path(p) for p in inputs], Path(topology) if topology else None, explicit)
     return Run(loaded.topology, loaded.observations, replay_run(loaded), loaded.drops, loaded.warnings)
 
 

@@ -103,20 +103,25 @@ def test_fragmentation_needed_about_the_reply_carrier(tmp_path: Path) -> None:
     ]
 
 
-def test_mtu_run_with_fragmentation_needed_says_pmtud_works(tmp_path: Path) -> None:
+def test_mtu_frag_needed_about_the_esp_carrier_is_still_a_blackhole_for_the_source(tmp_path: Path) -> None:
     # tracer mtu with sizes 1200 and 1300: the 1300-byte probe's ESP is too big for the router's
-    # 1280-byte link, and the router says so; the note is not "PMTUD blackhole".
+    # 1280-byte link, and the router says so — to west-gw, about the ESP packet. The source hears
+    # nothing: from where the probes start that is a blackhole, and the router's message is named.
     sc = Scenario(kind=ProbeKind.MTU, count=2, sizes={0: 1172, 1: 1272}, df=True,
                   drop_after={("request", "router:eth0"): {1}},
                   icmp_errors=[IcmpError("request", "router:eth0", ROUTER_ETH0, 3, 4, BACK_TO_WEST_GW, mtu=1280,
                                          seqs=frozenset({1}))])
     v = verdict(sc, tmp_path)
-    assert v.summary == ("path MTU below 1300 bytes: 1200-byte probes delivered, "
-                         "1300-byte probes lost inside router between eth0 and eth1 (forward)")
+    assert v.summary == ("path MTU 1200–1299 bytes: 1200-byte probes delivered, "
+                         "1300-byte probes lost inside router between eth0 and eth1 (forward): a PMTUD blackhole")
     assert v.mtu is not None and (v.mtu.largest_delivered, v.mtu.smallest_lost) == (1200, 1300)
-    assert [d for d in v.diagnoses if not d.startswith("ICMP ")] == [
-        "1300-byte probes vanish inside router between eth0 and eth1 (forward) while 1200-byte ones pass; "
-        "an ICMP 'fragmentation needed' was sent (see above): path MTU discovery is working"]
+    assert [(f.node, f.next_hop_mtu, f.size, f.about, f.reached_source) for f in v.mtu.frag_needed] == [
+        ("router", 1280, 1300, "esp", False)]
+    assert [d for d in v.diagnoses if not d.startswith(("ICMP ", "the tunnel adds"))] == [
+        "1300-byte probes vanish inside router between eth0 and eth1 (forward) while 1200-byte ones pass, and no "
+        "ICMP 'fragmentation needed' reaches the source: a PMTUD blackhole (router (198.18.1.254) did send one "
+        "(next-hop MTU 1280) about the ESP packet carrying it, to the tunnel gateway, seen at west-gw:wan0, "
+        "router:eth0, and it went no further)"]
     assert icmp_lines(v) == [
         "ICMP fragmentation needed from 198.18.1.254 about ESP, next-hop MTU 1280, seen at router:eth0",
         "ICMP fragmentation needed from 198.18.1.254 about ESP, next-hop MTU 1280, seen at west-gw:wan0",
@@ -128,10 +133,11 @@ def test_mtu_run_without_icmp_is_a_blackhole(tmp_path: Path) -> None:
                   drop_after={("request", "router:eth0"): {1}})
     v = verdict(sc, tmp_path)
     assert icmp_lines(v) == []
-    assert v.diagnoses == (
+    assert v.exit_code == 1 and v.mtu is not None and v.mtu.blackhole and not v.mtu.frag_needed
+    assert v.diagnoses[0] == (
         "1300-byte probes vanish inside router between eth0 and eth1 (forward) while 1200-byte ones pass, and no "
-        "ICMP 'fragmentation needed' came back: a PMTUD blackhole (a link MTU below the packet size, with its "
-        "ICMP errors filtered or never sent)",)
+        "ICMP 'fragmentation needed' reaches the source: a PMTUD blackhole (a link MTU below the packet size there, "
+        "its ICMP errors filtered or never sent)")
 
 
 # --- hand-built errors: what is quoted decides whether it is evidence --------------------------------------------

@@ -466,3 +466,59 @@ def test_implausible_clock_options_are_one_line_errors(tmp_path, opts, message):
     with pytest.raises(CaptureError) as e:
         read_capture(path)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_pcapng_walk_equals_one_block_at_a_time() -> None:
+    """The numpy walk over runs of EPBs takes exactly the steps of the plain loop, also where
+    EPB-typed words sit in payloads, lengths are zero or absurd, and blocks overrun the end."""
+    from tracer.capture.pcapfile import _walk_pcapng
+
+    def one_at_a_time(w: np.ndarray, i: int, end: int) -> tuple[list[int], int]:
+        starts = []
+        while i <= end - 2:
+            starts.append(i)
+            i += (int(w[i + 1]) >> 2) or 3
+        return starts, i
+
+    rng = np.random.default_rng(7)
+    values = np.array([0, 1, 3, 6, 6, 6, 8, 12, 16, 24, 28, 32, 40, 0x0A0D0D0A, 0xFFFFFFFC], np.uint32)
+    for _ in range(500):
+        w = rng.choice(values, int(rng.integers(0, 300))).astype(np.uint32)
+        for start in range(min(len(w), 3)):
+            want, stop = one_at_a_time(w, start, len(w))
+            got, got_stop = _walk_pcapng(w, start, len(w))
+            assert (got.tolist(), got_stop) == (want, stop)
+
+
+def test_merged_columns_are_built_once(tmp_path: Path) -> None:
+    """observe_files extracts each file straight into the merged columns: the peak allocation is
+    the merged rows plus one file's worth, not every file's columns plus their merged copy
+    (which was 2x). Also: the merge equals concatenating the files observed one by one."""
+    import tracemalloc
+
+    from tracer.capture.pcapng_writer import write_pcapng
+    from tracer.model.observations import COLUMNS
+
+    frame = bytes.fromhex("020000000002020000000001080045000054000040004001f6b3c000020ac6336400"
+                          "0800f7ff00010001") + bytes(56)
+    files = []
+    for k in range(8):
+        path = tmp_path / f"p{k}.pcapng"
+        write_pcapng(path, ((10**18 + i * 1000 + k, frame, len(frame)) for i in range(10_000)),
+                     if_name=f"n{k}:eth0", linktype=1)
+        files.append((path, None))
+    one_by_one = [observe_file(p).obs for p, _ in files]
+    want = {k: np.concatenate([o[k] for o in one_by_one]) for k in COLUMNS if k not in ("point", "file")}
+    del one_by_one
+    tracemalloc.start()
+    try:
+        obs = observe_files(files).obs
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    row_bytes = sum(dt.itemsize for dt in COLUMNS.values())
+    assert len(obs) == 80_000 and obs.points == [f"n{k}:eth0" for k in range(8)]
+    assert obs["point"].tolist() == [k for k in range(8) for _ in range(10_000)]
+    assert obs["file"].tolist() == obs["point"].tolist()
+    assert all(np.array_equal(obs[k], v) for k, v in want.items())
+    assert peak < 1.5 * row_bytes * len(obs), peak / (row_bytes * len(obs))

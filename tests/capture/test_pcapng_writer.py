@@ -28,8 +28,9 @@ def _records(n: int = 20) -> list[tuple[int, bytes, int]]:
     return [(T0 + i * 1_000_003, frames[i % len(frames)], len(frames[i % len(frames)]) + (i % 3)) for i in range(n)]
 
 
-def tshark_rows(path: Path, *fields: str) -> list[list[str]]:
-    cmd = ["tshark", "-n", "-r", str(path), "-T", "fields"]
+def tshark_rows(path: Path, *fields: str, options: tuple[str, ...] = ()) -> list[list[str]]:
+    """tshark's fields, a row per packet; ``options`` go before the fields (-X, -Y …)."""
+    cmd = ["tshark", "-n", "-r", str(path), *options, "-T", "fields"]
     for f in fields:
         cmd += ["-e", f]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)

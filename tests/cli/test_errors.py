@@ -56,8 +56,8 @@ def test_capture_point_not_in_topology(tmp_path: Path) -> None:
     other = tmp_path / "other.toml"
     other.write_text(TOPOLOGY.read_text().replace("nodes.router", "nodes.core").replace('"router:', '"core:'))
     assert_bad_input(tracer("replay", "--topology", other, cap),
-                     f"tracer: capture point 'router:eth0' is not an interface of topology {other} "
-                     "(name captures node:iface, or map them in a manifest)")
+                     f"tracer: no capture is of an interface of topology {other}: {cap}: "
+                     "pcapng name 'router:eth0': the topology has no node router")
 
 
 def test_unknown_option() -> None:
@@ -68,7 +68,8 @@ def test_unknown_option() -> None:
 def test_unknown_command() -> None:
     assert_bad_input(tracer("trace", "west", "east"),
                      "tracer: argument COMMAND: invalid choice: 'trace' "
-                     "(choose from 'replay', 'check', 'ping', 'ike', 'mtu', 'lab', 'plot', 'report') (see tracer --help)")
+                     "(choose from 'replay', 'check', 'topology', 'ping', 'ike', 'mtu', 'lab', 'plot', 'report') "
+                     "(see tracer --help)")
 
 
 def test_check_unknown_node() -> None:

@@ -17,6 +17,7 @@ EXAMPLES = {
     "lab": "  tracer lab up                      # build it (about 0.1 s), print the topology file",
     "plot": "  tracer plot captures/gw-forward-drop -o drop.png",
     "report": "  tracer report captures/esp-blocked -o esp-blocked.tar.gz",
+    "topology": "  tracer topology check captures/all-delivered/topology.toml",
 }
 
 
@@ -36,7 +37,7 @@ def test_top_level_help_lists_commands_and_exit_codes() -> None:
     assert (r.code, r.err) == (0, "")
     assert r.out.startswith("usage: tracer [-h] COMMAND ...\n")
     commands = [line.split()[0] for line in r.out.splitlines() if line.startswith("    ") and not line.startswith("     ")]
-    assert commands == ["replay", "check", "ping", "ike", "mtu", "lab", "plot", "report"]
+    assert commands == ["replay", "check", "topology", "ping", "ike", "mtu", "lab", "plot", "report"]
     for line in ("  0  all probes delivered (or the command succeeded)",
                  "  1  loss located: the verdict names the hop",
                  "  2  bad input: unreadable capture, bad topology or arguments",

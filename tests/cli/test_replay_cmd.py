@@ -34,8 +34,12 @@ SCENARIOS = {
     "nat-on-path": (0, "delivered", "3/3 echo requests delivered and answered (west → east)"),
     "ike-blocked-ike": (1, "loss", "3/3 IKE_SA_INIT requests lost inside router between eth0 and eth1 (forward)"),
     "mtu-blackhole": (1, "loss", "3/3 echo requests lost inside router between eth0 and eth1 (forward)"),
-    "mtu-ladder-blackhole": (1, "loss", "path MTU below 1250 bytes: 1200-byte probes delivered, "
-                                        "1250-byte probes lost inside router between eth0 and eth1 (forward)"),
+    "mtu-ladder-blackhole": (1, "loss", "path MTU 1200–1249 bytes: 1200-byte probes delivered, 1250-byte probes "
+                                        "lost inside router between eth0 and eth1 (forward): a PMTUD blackhole"),
+    "mtu-search-ok": (0, "delivered", "path MTU 1400 bytes: 1400-byte probes delivered, 1401-byte probes refused "
+                                      "with ICMP fragmentation needed from west-gw (192.0.2.1), next-hop MTU 1400"),
+    "mtu-search-blackhole": (1, "loss", "path MTU 1218 bytes: 1218-byte probes delivered, 1219-byte probes lost "
+                                        "inside router between eth0 and eth1 (forward): a PMTUD blackhole"),
     "wrong-mac": (1, "loss", "3/3 echo requests lost inside east-gw between wan0 and ipsec0 (decap, tunnel west-east)"),
     "esp-output-drop": (1, "loss",
                         "3/3 echo requests lost inside west-gw between ipsec0 and wan0 (encap, tunnel west-east)"),

@@ -25,17 +25,15 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import struct
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.fuzz.bounds import cli_problem, time_limit
 from tests.fuzz.mutate import EPB, is_pcapng, mutant, mutate, parse_pcapng, pcap_from_pcapng
 from tracer.capture.observe import observe_capture
 from tracer.capture.pcapfile import read_capture
@@ -49,7 +47,6 @@ CLI_CASES = int(os.environ.get("TRACER_FUZZ_CLI_CASES", "30"))
 START = int(os.environ.get("TRACER_FUZZ_START", "0"))
 TIME_LIMIT_S = 2.0
 MEMORY_LIMIT = 16 << 20  # bytes of Python/numpy allocation per case beyond 64 x the file size
-EXIT_CODES = {0, 1, 2, 3, 4, 5}
 
 
 def seeds() -> list[tuple[str, bytes]]:
@@ -62,24 +59,6 @@ def seeds() -> list[tuple[str, bytes]]:
 
 
 SEEDS = seeds()
-
-
-class Hang(Exception):
-    pass
-
-
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    def alarm(signum: int, frame: object) -> None:
-        raise Hang(f"no result within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def check(path: Path, data: bytes, *, memory: bool = True) -> str | None:
@@ -147,15 +126,9 @@ def test_command_line_replay_of_mutants(tmp_path: Path) -> None:
 
     def finish(job: tuple[int, str, list[str], subprocess.Popen[str]]) -> None:
         case, where, desc, proc = job
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            failures.append(f"case {case} {where}: no exit within 60 s ({'; '.join(desc)})")
-            return
-        if proc.returncode not in EXIT_CODES or "Traceback" in err:
-            failures.append(f"case {case} {where}: exit {proc.returncode} ({'; '.join(desc)})\n{err[-2000:]}")
+        problem = cli_problem(proc)
+        if problem:
+            failures.append(f"case {case} {where} ({'; '.join(desc)}): {problem}")
 
     for k, case in enumerate(range(START, START + CLI_CASES)):
         scen = scenarios[case % len(scenarios)]

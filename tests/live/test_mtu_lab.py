@@ -1,18 +1,29 @@
-"""Live MTU probes on the real lab: the blackhole link is found, the tunnel overhead measured, and
-the gateway's own "fragmentation needed" (ipsec0 has MTU 1400) is named with its sender."""
+"""``tracer mtu`` on the real lab: the exact path MTU, compared with what the lab's links really
+allow (read from the lab, not written down): on the healthy path the gateway's ipsec0 (a
+kernel-libipsec TUN) limits it and says so with 'fragmentation needed'; with the mtu-blackhole
+fault the router's 1280-byte link does, silently. Few probes, no dependence on the kernel's
+path-MTU cache, and the run's merged run.pcapng opens with comments and the dissected tag."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
+from tests.capture.test_pcapng_writer import tshark_rows
 from tests.lab_faults import fault
+from tests.run.test_merged import LUA
+from tracer import netns
+from tracer.analysis.mtu import _padded
 from tracer.cli import main
+from tracer.lab.faults import MTU_SMALL
 
 pytestmark = pytest.mark.lab
 
-LAB = "mt"
+LAB = "ph"
+ROUTER = "inside router between eth0 and eth1 (forward)"
+WEST_GW = "inside west-gw between lan0 and ipsec0 (forward)"
 
 
 def mtu(lab, tmp_path, capsys, name, *extra):
@@ -21,58 +32,68 @@ def mtu(lab, tmp_path, capsys, name, *extra):
     return code, json.loads(capsys.readouterr().out)
 
 
-def size(s: int, delivered: int, where: str | None = None, error: str | None = None) -> dict:
-    return {"size": s, "sent": 1, "delivered": delivered, "where": where, "error": error}
+def link_mtu(lab, node: str, iface: str) -> int:
+    out = netns.ip(["-o", "link", "show", iface], lab.namespace(node)).stdout
+    return int(re.search(r" mtu (\d+)", out).group(1))
 
 
-ROUTER = "inside router between eth0 and eth1 (forward)"
-WEST_GW = "inside west-gw between lan0 and ipsec0 (forward)"
-# kernel-libipsec, aes128gcm16 in UDP 4500: 20 IP + 8 UDP + 8 ESP + 8 IV + 2..5 trailer + 16 ICV, padded.
-TUNNEL = {"esp_overhead": 64, "encap_point": "west-gw:ipsec0"}
+def probes_sent(tmp_path, name) -> list[dict]:
+    return json.loads((tmp_path / name / "probes.json").read_text())["sent"]
 
 
-def test_blackhole_link_is_named(lab, tmp_path, capsys):
+def test_healthy_path_is_exact_and_named_twice_over(lab, tmp_path, capsys):
+    truth = link_mtu(lab, "west-gw", "ipsec0")  # the tunnel interface: the narrowest hop for cleartext
+    for name in ("first", "again"):  # again: west's kernel has now learnt a PMTU; the search must not care
+        code, doc = mtu(lab, tmp_path, capsys, name)
+        m = doc["mtu"]
+        assert (code, doc["status"]) == (0, "delivered"), doc["summary"]
+        assert (m["path_mtu"], m["exact"], m["blackhole"]) == (truth, True, False)
+        assert doc["summary"] == (f"path MTU {truth} bytes: {truth}-byte probes delivered, {truth + 1}-byte probes "
+                                  f"refused with ICMP fragmentation needed from west-gw (192.0.2.1), next-hop MTU {truth}")
+        assert m["limit"] == WEST_GW and (m["bottleneck"], m["bottleneck_mtu"]) == ("west-gw:ipsec0", truth)
+        assert {(f["node"], f["next_hop_mtu"], f["about"], f["reached_source"]) for f in m["frag_needed"]} == {
+            ("west-gw", truth, "probe", True)}
+        assert m["tunnel"]["point"] == "west-gw:ipsec0" and m["tunnel"]["udp"] is True  # the lab's NAT-T
+        sent = probes_sent(tmp_path, name)
+        assert len(sent) <= 6 and not any(s["error"] for s in sent)  # no EMSGSIZE from a cached PMTU
+
+
+def test_blackhole_is_exact_and_names_the_link(lab, tmp_path, capsys):
     with fault(lab, "mtu-blackhole"):
-        code, doc = mtu(lab, tmp_path, capsys, "run", "--sizes", "576,1000,1200,1250,1300")
-    assert (code, doc["status"], doc["kind"]) == (1, "loss", "mtu")
-    assert doc["summary"] == ("path MTU below 1250 bytes: 1200-byte probes delivered, "
-                              f"1250-byte probes lost {ROUTER}")
-    assert doc["mtu"] == {
-        "sizes": [size(576, 1), size(1000, 1), size(1200, 1), size(1250, 0, ROUTER), size(1300, 0, ROUTER)],
-        "largest_delivered": 1200, "smallest_lost": 1250, **TUNNEL}
-    # 3 requests and 3 replies delivered, 2 requests lost after their ESP left west-gw: 8 carriers.
-    assert doc["diagnoses"] == [
-        "ESP with keys: 8 packets decrypted",
-        "ESP decrypted with keys: 8 probe carriers identified by the tag inside",
-        f"1250-byte probes vanish {ROUTER} while 1200-byte ones pass, and no ICMP 'fragmentation needed' came "
-        "back: a PMTUD blackhole (a link MTU below the packet size, with its ICMP errors filtered or never sent)",
-    ]
-    assert doc["warnings"] == []
-
-
-def test_healthy_lab_tunnel_mtu(lab, tmp_path, capsys):
-    # ipsec0 (kernel-libipsec's TUN) has MTU 1400. The first 1450-byte DF probe is stopped at
-    # west-gw, which answers with a frag-needed from its LAN address; west's stack learns the path
-    # MTU from it (nothing else in this fresh lab sent west anything that large).
-    code, doc = mtu(lab, tmp_path, capsys, "first", "--sizes", "1000,1400,1450")
+        code, doc = mtu(lab, tmp_path, capsys, "bh")
+    m = doc["mtu"]
+    t = m["tunnel"]
+    assert t["block"] and t["fixed"], t  # the search's sizes pin the ESP padding block down
+    # The truth: the largest inner packet whose ESP packet still fits the fault's link.
+    truth = max(n for n in range(576, 1500) if t["fixed"] + _padded(n, t["block"]) <= MTU_SMALL)
     assert (code, doc["status"]) == (1, "loss")
-    assert doc["summary"] == f"path MTU below 1450 bytes: 1400-byte probes delivered, 1450-byte probes lost {WEST_GW}"
-    assert doc["mtu"] == {"sizes": [size(1000, 1), size(1400, 1), size(1450, 0, WEST_GW)],
-                          "largest_delivered": 1400, "smallest_lost": 1450, **TUNNEL}
-    assert sorted(d for d in doc["diagnoses"] if d.startswith("ICMP ")) == [
-        "ICMP fragmentation needed from 192.0.2.1 about the probe, next-hop MTU 1400, seen at west-gw:lan0",
-        "ICMP fragmentation needed from 192.0.2.1 about the probe, next-hop MTU 1400, seen at west:eth0",
-    ]
-    assert doc["diagnoses"][-1] == (
-        f"1450-byte probes vanish {WEST_GW} while 1400-byte ones pass; an ICMP 'fragmentation needed' was sent "
-        "(see above): path MTU discovery is working")
+    assert (m["path_mtu"], m["exact"], m["blackhole"], m["limit"]) == (truth, True, True, ROUTER)
+    assert (m["bottleneck"], m["bottleneck_mtu"]) == ("router:eth1", MTU_SMALL)
+    assert doc["summary"] == (f"path MTU {truth} bytes: {truth}-byte probes delivered, {truth + 1}-byte probes lost "
+                              f"{ROUTER}: a PMTUD blackhole")
+    assert any(d.startswith(f"{truth + 1}-byte probes vanish {ROUTER}") and "router:eth1 has MTU 1280" in d
+               for d in doc["diagnoses"])
+    assert len(probes_sent(tmp_path, "bh")) <= 20
 
-    # Again: now west's own stack refuses the 1450-byte probe (EMSGSIZE) before it leaves.
-    code, doc = mtu(lab, tmp_path, capsys, "again", "--sizes", "1000,1400,1450")
-    assert (code, doc["status"]) == (1, "loss")
-    assert doc["summary"] == ("path MTU below 1450 bytes: 1400-byte probes delivered, "
-                              "1450-byte probes refused by the sender (Message too long)")
-    assert doc["mtu"]["sizes"] == [size(1000, 1), size(1400, 1),
-                                   size(1450, 0, "at west, before leaving west:eth0", "Message too long")]
-    assert (doc["mtu"]["largest_delivered"], doc["mtu"]["smallest_lost"]) == (1400, 1450)
-    assert not any(d.startswith("ICMP ") for d in doc["diagnoses"])
+    # The merged capture: the last point that saw the smallest lost probe says so, and the
+    # Lua dissector reads the tag of every probe packet.
+    merged = tmp_path / "bh" / "run.pcapng"
+    rows = tshark_rows(merged, "frame.interface_name", "tracer.kind", "frame.comment",
+                       options=("-X", f"lua_script:{LUA}", "-Y", "tracer"))
+    assert rows and {r[1] for r in rows} == {"3"}
+    assert any(r[0] == "west:eth0" and "request: delivered" in r[2] for r in rows)
+    # The probes too big for the router's link were last seen as ESP (no tag outside) at its eth0;
+    # the 1500-byte one, too big for ipsec0, at west-gw:lan0.
+    last = tshark_rows(merged, "frame.interface_name", "frame.comment",
+                       options=("-Y", 'frame.comment contains "last seen here"'))
+    assert {p for p, _c in last} == {"router:eth0", "west-gw:lan0"}
+    assert all("(ESP SPI" in c and c.endswith(f"last seen here: lost {ROUTER}") for p, c in last if p == "router:eth0")
+    assert [c.endswith(f"last seen here: lost {WEST_GW}") for p, c in last if p == "west-gw:lan0"] == [True]
+
+def test_a_ladder_still_works_and_a_refused_size_is_not_a_loss(lab, tmp_path, capsys):
+    code, doc = mtu(lab, tmp_path, capsys, "ladder", "--sizes", "1000,1400,1450")
+    m = doc["mtu"]
+    assert (code, doc["status"]) == (0, "delivered")
+    assert (m["path_mtu"], m["smallest_lost"], m["exact"]) == (1400, 1450, False)
+    assert doc["summary"].startswith("path MTU 1400–1449 bytes: 1400-byte probes delivered, 1450-byte probes refused "
+                                     "with ICMP fragmentation needed from west-gw")

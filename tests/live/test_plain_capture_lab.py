@@ -1,6 +1,7 @@
 """Live, on the real lab: captures taken the way a person takes them — plain tcpdump on every
-interface of every node (lo too) and plain iputils ``ping -c 3`` in west, no tracer sniffer, no
-tag, no manifest (scripts/record_plain_captures.py) — replay to the hop each fault is at."""
+interface of every node (lo too), files named ``node_iface.pcap``, and plain iputils ``ping -c 3``
+in west: no tracer sniffer, no tag, no manifest, no renaming (scripts/record_plain_captures.py) —
+replay to the hop each fault is at."""
 
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ def recorder():
                                                                 "(forward)")),
 ])
 def test_hand_captures_replay_to_the_faults_hop(lab, tmp_path, name, flow, loss):
-    recorder().record(lab, name, tmp_path / name, keep_lo=True)
+    recorder().record(lab, name, tmp_path / name)
     files = sorted((tmp_path / name).glob("*.pcap"))
-    assert any(f.name.endswith(":lo.pcap") for f in files)
+    assert {"west_eth0.pcap", "west_lo.pcap", "east-gw_ipsec0.pcap"} <= {f.name for f in files}
     (v,) = replay_run(load_run(files, lab.topology_path), flow=flow)
     assert v.flow is not None and "192.0.2.10" in v.flow
     lost = [(f.direction, f.where) for f in v.findings if f.outcome.value == "lost"]

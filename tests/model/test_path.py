@@ -117,18 +117,19 @@ WALKS = {
 
 
 def test_every_path_is_a_walk_in_the_flow_graph():
-    from tracer.model.flowgraph import build_flow_graph
+    from tracer.model.flowgraph import build_flow_graph, flow_edges
     from tracer.model.path import check_walk
 
     topo = load_topology(TOPOLOGY)
     graph = build_flow_graph(topo)
+    edges = flow_edges(topo)
     for (src, dst), steps in WALKS.items():
         path = expected_path(topo, A(src), A(dst))
         walk = [(a.point, b.point, e.value) for a, b, e in zip(path.hops[:-1], path.hops[1:], path.edges, strict=True)]
         assert walk == steps, (src, dst)
         for a, b, kind in steps:
             assert graph.edges[a, b, kind]["kind"] == kind
-        assert check_walk(path, graph, "t") is None  # raises TopologyError on a step the graph lacks
+        assert check_walk(path, edges, "t") is None  # raises TopologyError on a step the graph lacks
 
 
 def test_flow_graph_edges_of_a_gateway():
@@ -151,7 +152,7 @@ def test_forwarding_host_contradicts_the_flow_graph():
     import pytest
 
     from tracer.errors import TopologyError
-    from tracer.model.flowgraph import build_flow_graph
+    from tracer.model.flowgraph import flow_edges
     from tracer.model.path import check_walk
 
     d = data()
@@ -159,4 +160,33 @@ def test_forwarding_host_contradicts_the_flow_graph():
     topo = Topology.from_dict(d, "t.toml")
     path = expected_path(topo, A("192.0.2.10"), A("198.51.100.10"))
     with pytest.raises(TopologyError, match=r"router:eth0 → router:eth1 \(forward\), which the topology's flow graph"):
-        check_walk(path, build_flow_graph(topo), "t.toml")
+        check_walk(path, flow_edges(topo), "t.toml")
+
+
+def test_no_fixed_hop_limit():
+    """A chain of 100 routers (202 capture points on the path) is walked to the end: the walk
+    stops on delivery or a loop, not at a hop count."""
+    n = 100
+    nodes = {
+        "a": {"role": "host", "interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]}},
+              "routes": [{"dst": "default", "via": "192.0.2.1", "dev": "eth0"}]},
+        "b": {"role": "host", "interfaces": {"eth0": {"addresses": ["198.51.100.10/24"]}},
+              "routes": [{"dst": "default", "via": "198.51.100.1", "dev": "eth0"}]},
+    }
+    links = [{"ends": ["a:eth0", "r0:left"]}, {"ends": [f"r{n - 1}:right", "b:eth0"]}]
+    for i in range(n):
+        left = "192.0.2.1/24" if i == 0 else f"198.18.{i - 1}.2/24"
+        right = "198.51.100.1/24" if i == n - 1 else f"198.18.{i}.1/24"
+        routes = []
+        if i < n - 1:
+            routes.append({"dst": "198.51.100.0/24", "via": f"198.18.{i}.2", "dev": "right"})
+        if i > 0:
+            routes.append({"dst": "192.0.2.0/24", "via": f"198.18.{i - 1}.1", "dev": "left"})
+            links.append({"ends": [f"r{i - 1}:right", f"r{i}:left"]})
+        nodes[f"r{i}"] = {"role": "router", "interfaces": {"left": {"addresses": [left]}, "right": {"addresses": [right]}},
+                          "routes": routes}
+    topo = Topology.from_dict({"name": "chain", "nodes": nodes, "links": links})
+    for src, dst, last in (("192.0.2.10", "198.51.100.10", "b:eth0"), ("198.51.100.10", "192.0.2.10", "a:eth0")):
+        path = expected_path(topo, A(src), A(dst))
+        assert path.delivered, path.end_note
+        assert len(path.hops) == 2 * n + 2 and path.hops[-1].point == last

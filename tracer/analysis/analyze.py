@@ -16,16 +16,15 @@ from tracer.analysis.correlate import SightingMatrix, correlate, probe_rows
 from tracer.analysis.explain import explain, uncaptured
 from tracer.analysis.icmp import icmp_errors
 from tracer.analysis.locate import ObservedFate, findings, locate_observed, trace_probes, went_elsewhere
-from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_summary
+from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_status, mtu_summary
 from tracer.analysis.observed import observe, rewrites
 from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.evidence import Evidence
-from tracer.model.flowgraph import build_flow_graph
 from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.observed import ObservedProbe
-from tracer.model.path import ExpectedPath, check_walk, expected_path
+from tracer.model.path import ExpectedPath, expected_paths
 from tracer.model.probe import DecryptedTags, ProbeSpec
 from tracer.model.topology import Topology
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, Status, Verdict
@@ -118,9 +117,10 @@ def analyze(
     diagnoses = [*spec.notes, *dict.fromkeys(nat), *_diagnoses(obs, spec, paths, sightings, decrypted)]
     status = _status(found)
     req_path = paths[Direction.REQUEST]
-    mtu = mtu_report(obs, spec, req_path, traces, found) if spec.sizes else None
+    mtu = mtu_report(obs, spec, req_path, traces, found, topo, netstate) if spec.sizes else None
     if mtu is not None:
-        diagnoses += mtu_diagnosis(mtu, diagnoses)
+        diagnoses += mtu_diagnosis(mtu)
+        status = mtu_status(mtu, status)
     summary = mtu_summary(mtu) if mtu else _summary(found, ptype, status, req_path)
     all_points = {h.point for p in paths.values() for h in p.hops}
     return Verdict(
@@ -185,21 +185,8 @@ def _with_endpoints(obs: Observations, spec: ProbeSpec) -> ProbeSpec:
 
 
 def _expected_paths(topo: Topology, spec: ProbeSpec) -> dict[Direction, ExpectedPath]:
-    """The request path, and the reply path when a node owns the destination; each checked as
-    a walk in the capture-point flow graph."""
     assert spec.src is not None and spec.dst is not None
-    origin = topo.nodes.get(spec.origin) if spec.origin else None
-    paths = {Direction.REQUEST: expected_path(topo, spec.src, spec.dst, origin)}
-    owner = origin or topo.owner(spec.src)
-    if owner is not None and owner is topo.owner(spec.dst):
-        raise BadInput(f"{spec.src} → {spec.dst}: both on {owner.name}; the path crosses no capture point")
-    reply_origin = topo.owner(spec.dst)
-    if reply_origin is not None:
-        paths[Direction.REPLY] = expected_path(topo, spec.dst, spec.src, reply_origin)
-    graph = build_flow_graph(topo)
-    for p in paths.values():
-        check_walk(p, graph, topo.source)
-    return paths
+    return expected_paths(topo, spec.src, spec.dst, topo.nodes.get(spec.origin) if spec.origin else None)
 
 
 def _nowhere(path: ExpectedPath, direction: Direction, n: int, topo: Topology, spec: ProbeSpec) -> list[Finding]:

@@ -158,19 +158,23 @@ def _first_seen(obs: Observations, path: ExpectedPath, hop: Hop) -> tuple[np.nda
     pidx = obs.point_index(hop.point)
     if pidx < 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    at = obs["point"] == pidx
+    at = obs.point_rows(pidx)
+
+    def col(name: str) -> np.ndarray:
+        return obs[name][at]
+
     if hop.esp is None:
         # Tagged probes of this direction (by addresses: a reply is another path). ICMP errors
         # quote a probe's tag but are not the probe.
-        m = at & (obs["tag_kind"] > 0) & (obs["cls"] != PacketClass.ICMP_ERROR)
-        m &= (obs["src"] == int(path.src)) & (obs["dst"] == int(path.dst))
+        m = (col("tag_kind") > 0) & (col("cls") != PacketClass.ICMP_ERROR)
+        m &= (col("src") == int(path.src)) & (col("dst") == int(path.dst))
         # (run, seq) names a probe: run ids are random per run, whatever the probe kind.
-        keys = (obs["tag_run"][m].astype(np.uint64) << np.uint64(32)) | obs["tag_seq"][m].astype(np.uint64)
+        keys = (col("tag_run")[m].astype(np.uint64) << np.uint64(32)) | col("tag_seq")[m].astype(np.uint64)
     else:
-        m = at & (obs["cls"] == PacketClass.ESP)
-        m &= (obs["src"] == int(hop.esp.src)) & (obs["dst"] == int(hop.esp.dst))
-        keys = (obs["spi"][m].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][m].astype(np.uint64)
-    ts = obs["ts_ns"][m]
+        m = col("cls") == PacketClass.ESP
+        m &= (col("src") == int(hop.esp.src)) & (col("dst") == int(hop.esp.dst))
+        keys = (col("spi")[m].astype(np.uint64) << np.uint64(32)) | col("esp_seq")[m].astype(np.uint64)
+    ts = col("ts_ns")[m]
     order = np.argsort(ts, kind="stable")
     keys, ts = keys[order], ts[order]
     uniq, first = np.unique(keys, return_index=True)  # first occurrence in time order

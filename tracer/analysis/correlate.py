@@ -151,13 +151,13 @@ def _esp_segments(path: ExpectedPath) -> list[tuple[int, int]]:
 
 def _esp_rows(obs: Observations, point: str, esp: Esp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ts, spi, seq) of the SA's ESP packets at ``point``, time-sorted."""
-    pidx = obs.point_index(point)
-    m = (obs["point"] == pidx) & (obs["cls"] == PacketClass.ESP)
-    m &= (obs["src"] == int(esp.src)) & (obs["dst"] == int(esp.dst))
+    at = obs.point_rows(obs.point_index(point))
+    m = (obs["cls"][at] == PacketClass.ESP) & (obs["src"][at] == int(esp.src)) & (obs["dst"][at] == int(esp.dst))
     if esp.spi is not None:
-        m &= obs["spi"] == esp.spi
-    order = np.argsort(obs["ts_ns"][m], kind="stable")
-    return obs["ts_ns"][m][order], obs["spi"][m][order], obs["esp_seq"][m][order]
+        m &= obs["spi"][at] == esp.spi
+    ts = obs["ts_ns"][at][m]
+    order = np.argsort(ts, kind="stable")
+    return ts[order], obs["spi"][at][m][order], obs["esp_seq"][at][m][order]
 
 
 def _sa_clear_ts(obs: Observations, topo: Topology, point: str, esp: Esp) -> np.ndarray:
@@ -166,11 +166,11 @@ def _sa_clear_ts(obs: Observations, topo: Topology, point: str, esp: Esp) -> np.
     tunnel = next(t for t in topo.tunnels if t.name == esp.tunnel)
     sender = tunnel.left if tunnel.left.address == esp.src else tunnel.right
     receiver = tunnel.right if sender is tunnel.left else tunnel.left
-    pidx = obs.point_index(point)
-    m = (obs["point"] == pidx) & (obs["ipver"] == 4) & (obs["cls"] != PacketClass.ESP)
-    src, dst = obs["src"][m], obs["dst"][m]
+    at = obs.point_rows(obs.point_index(point))
+    m = (obs["ipver"][at] == 4) & (obs["cls"][at] != PacketClass.ESP)
+    src, dst = obs["src"][at][m], obs["dst"][at][m]
     sel = _in_any(src, sender.subnets) & _in_any(dst, receiver.subnets)
-    return np.sort(obs["ts_ns"][m][sel])
+    return np.sort(obs["ts_ns"][at][m][sel])
 
 
 def _in_any(addrs: np.ndarray, nets: tuple) -> np.ndarray:
@@ -224,8 +224,9 @@ def _follow_esp(
         pidx = obs.point_index(path.hops[h].point)
         if pidx < 0:
             continue
-        at = (obs["point"] == pidx) & (obs["cls"] == PacketClass.ESP)
-        row_keys = (obs["spi"][at].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][at].astype(np.uint64)
+        rows = obs.point_rows(pidx)
+        at = obs["cls"][rows] == PacketClass.ESP
+        row_keys = (obs["spi"][rows][at].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][rows][at].astype(np.uint64)
         unknown = (keys == 0) & (codes[:, h] == MISSED)
         # Nothing left the encapsulating gateway for it: a plain miss at the first
         # ESP hop; beyond that we cannot tell which ESP packet would be its, unless
@@ -236,7 +237,7 @@ def _follow_esp(
             codes[unknown & ~plain_miss, h] = UNKNOWN
         known = keys != 0
         esp_keys[known, h] = keys[known]
-        first_ts = _first_times(keys, row_keys, obs["ts_ns"][at])
+        first_ts = _first_times(keys, row_keys, obs["ts_ns"][rows][at])
         hit = known & (first_ts >= 0)
         codes[hit, h] = SEEN
         times[hit, h] = first_ts[hit]

@@ -145,6 +145,7 @@ def extract(
     *,
     ts_ns: np.ndarray | None = None,
     wire_len: np.ndarray | None = None,
+    out: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Observation columns (all of ``COLUMNS`` except ``point`` and ``file``) for the given frames.
 
@@ -154,12 +155,13 @@ def extract(
     type for all frames or one per frame (see :data:`LINKTYPES`; others give
     non-IP rows). ``ts_ns``/``wire_len`` are passed through (default 0 and
     ``caplen``; arrays of the right dtype are not copied). ``l3_off`` is an
-    offset into ``buf``.
+    offset into ``buf``. ``out``: zeroed arrays to fill instead of new ones (views of merged
+    columns: no per-file copy).
     """
     data_off = np.asarray(data_off, np.int64)
     caplen = np.asarray(caplen)
     n = len(data_off)
-    cols = {k: np.zeros(n, COLUMNS[k]) for k in EXTRACTED}
+    cols = {k: np.zeros(n, COLUMNS[k]) if out is None else out[k] for k in EXTRACTED}
     if ts_ns is not None:
         cols["ts_ns"][:] = ts_ns
     cols["wire_len"][:] = caplen if wire_len is None else wire_len

@@ -16,8 +16,12 @@ differences of that one arrival time, so they cannot drift apart.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
 
 from tracer.model.direction import Direction
 from tracer.model.path import ExpectedPath
@@ -92,15 +96,23 @@ class PathStats:
         """Per edge (hop i → i+1): one-way delay (ms), one value per probe timed at both ends."""
         return [self._between(h, h + 1, delivered_only) for h in range(len(self.path.hops) - 1)]
 
+    @cached_property
+    def _arrivals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`arrival_ns` of every probe at every hop, once: (ns with 0 where unseen, seen
+        mask, delivered mask per probe), so each hop's or edge's figures are array operations."""
+        hops = len(self.path.hops)
+        t = np.array([p.times_ns for p in self.probes], dtype=object).reshape(len(self.probes), hops)
+        seen = t != None  # noqa: E711 (elementwise on an object array)
+        t[~seen] = 0
+        delivered = np.array([p.outcome == Outcome.DELIVERED for p in self.probes], bool)
+        return t.astype(np.int64), seen, delivered
+
     def _between(self, a: int, b: int, delivered_only: bool) -> list[float]:
-        out = []
-        for t in self.probes:
-            if delivered_only and t.outcome != Outcome.DELIVERED:
-                continue
-            ta, tb = arrival_ns(t, a), arrival_ns(t, b)
-            if ta is not None and tb is not None:
-                out.append((tb - ta) / 1e6)
-        return out
+        t, seen, delivered = self._arrivals
+        ok = seen[:, a] & seen[:, b]
+        if delivered_only:
+            ok &= delivered
+        return ((t[ok, b] - t[ok, a]) / 1e6).tolist()
 
 
 def path_stats(v: Verdict, direction: str) -> PathStats | None:
@@ -110,10 +122,10 @@ def path_stats(v: Verdict, direction: str) -> PathStats | None:
         return None
     probes = tuple(t for t in v.probes if t.direction == direction and is_sent(t))
     points = tuple(_point(path, h, probes) for h in range(len(path.hops)))
-    lost = tuple(
-        sum(t.outcome == Outcome.LOST and t.last_seen == h and t.first_missed == h + 1 for t in probes)
-        for h in range(len(path.edges))
-    )
+    # lost exactly on edge h: last seen at hop h, first missed at h + 1 (one pass over the probes)
+    lost_at = Counter(t.last_seen for t in probes if t.outcome == Outcome.LOST and t.last_seen is not None
+                      and t.first_missed == t.last_seen + 1)
+    lost = tuple(lost_at[h] for h in range(len(path.edges)))
     return PathStats(Direction(direction), path, probes, points, lost)
 
 

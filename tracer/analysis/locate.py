@@ -51,12 +51,20 @@ def trace_probes(s: SightingMatrix, path: ExpectedPath, direction: Direction, se
 
     names = list(Sighting)
     row_cache: dict[bytes, tuple[Sighting, ...]] = {}  # few distinct rows: share their tuples
+    # The per-hop values as Python objects in whole-matrix conversions (None where absent),
+    # so the loop below only packs rows into tuples.
+    t_obj = s.times.astype(object)
+    t_obj[s.times < 0] = None
+    keyed = s.esp_keys != 0
+    e_obj = np.full(s.esp_keys.shape, None, object)
+    k = s.esp_keys[keyed]
+    e_obj[keyed] = np.fromiter(zip((k >> np.uint64(32)).tolist(), (k & np.uint64(0xFFFFFFFF)).tolist(), strict=True),
+                               dtype=object, count=len(k))
     out = []
-    for p, (seq, t_row, k_row) in enumerate(zip(s.seqs.tolist(), s.times.tolist(), s.esp_keys.tolist(), strict=True)):
+    for p, (seq, t_row, e_row) in enumerate(zip(s.seqs.tolist(), t_obj.tolist(), e_obj.tolist(), strict=True)):
         raw = codes[p].tobytes()
         sightings = row_cache.get(raw) or row_cache.setdefault(raw, tuple(names[c] for c in codes[p].tolist()))
-        times = tuple(t if t >= 0 else None for t in t_row)
-        esp = tuple((k >> 32, k & 0xFFFFFFFF) if k else None for k in k_row)
+        times, esp = tuple(t_row), tuple(e_row)
         o = _OUTCOMES[outcome[p]]
         lp = int(last[p]) if last[p] >= 0 and o != Outcome.NOT_SENT else None
         fm = int(first_missed[p]) if first_missed[p] >= 0 and o in (Outcome.LOST, Outcome.INCONCLUSIVE) else None

@@ -4,7 +4,9 @@ Capture point names: an explicit ``point`` wins (every interface of the file
 becomes that point). Otherwise each pcapng interface is its own point, named
 by its ``if_name`` (tracer's sniffers write ``node:iface``); a classic pcap —
 or a pcapng whose only interface has no name — is named after the file stem;
-further unnamed interfaces get ``stem#k``.
+further unnamed interfaces get ``stem#k``. (Replay maps files to topology points by more
+rules, in :mod:`tracer.run.capturemap`: it observes each file with one name per interface
+and then :func:`relabel` s them.)
 
 Besides the observations, every call returns per-point kernel drop counts
 (from pcapng statistics blocks; None when the file does not say) and the
@@ -23,7 +25,7 @@ import numpy as np
 
 from tracer.analysis.extract import extract
 from tracer.capture.pcapfile import CaptureIndex, read_capture
-from tracer.model.observations import Observations
+from tracer.model.observations import Merger, Observations
 
 Drops = dict[str, int | None]
 
@@ -47,10 +49,13 @@ def point_names(cap: CaptureIndex, point: str | None = None) -> list[str]:
     return [n if n else f"{stem}#{k}" for k, n in enumerate(names)]
 
 
-def observe_capture(cap: CaptureIndex, point: str | None = None) -> FileObservations:
-    """Observations of an already indexed capture (``file`` index 0, ``sources=[cap.path]``)."""
-    cols = extract(cap.buf, cap.data_off, cap.caplen, cap.linktypes(), ts_ns=cap.ts_ns, wire_len=cap.wire_len)
-    names = point_names(cap, point)
+def observe_capture(cap: CaptureIndex, point: str | None = None, names: list[str] | None = None,
+                    out: dict[str, np.ndarray] | None = None) -> FileObservations:
+    """Observations of an already indexed capture (``file`` index 0, ``sources=[cap.path]``);
+    ``names``: the point of each interface, instead of :func:`point_names`; ``out``: zeroed
+    columns to build them in (see :meth:`Merger.slot`)."""
+    cols = extract(cap.buf, cap.data_off, cap.caplen, cap.linktypes(), ts_ns=cap.ts_ns, wire_len=cap.wire_len, out=out)
+    names = names if names is not None else point_names(cap, point)
     index: dict[str, int] = {}  # point name → number, in order of first appearance (a dict: files may name many)
     pmap = np.array([index.setdefault(n, len(index)) for n in names] or [0], np.int16)
     points = list(index)
@@ -70,17 +75,71 @@ def observe_file(path: str | os.PathLike[str], point: str | None = None) -> File
 
 def observe_files(items: Iterable[tuple[str | os.PathLike[str], str | None]]) -> FileObservations:
     """Observe several ``(path, point or None)`` files and merge them; drops of a point seen in several files add up."""
-    parts = [observe_file(p, pt) for p, pt in items]
+    # Index every file first (a few bytes a packet; the pages read are handed back), so the
+    # merged columns are allocated once and each file is extracted straight into its rows.
+    caps = []
+    for p, pt in items:
+        caps.append((read_capture(p), pt))
+        caps[-1][0].drop_pages()
+    merged = Merger(sum(len(cap) for cap, _ in caps))
+    acc = _Accounts()
+    caps.reverse()  # pop from the end, in the original order: each index is freed once used
+    while caps:
+        cap, pt = caps.pop()
+        part = observe_capture(cap, pt, out=merged.slot(len(cap)))
+        cap.drop_pages()
+        del cap
+        acc.add(part)
+        merged.add(part.obs)
+    return acc.result(merged.result())
+
+
+def relabel(part: FileObservations, names: list[str | None]) -> FileObservations:
+    """Rename the points of one file's observations (``names[k]``: new name of point ``k``; several
+    may share one); a None drops that point's packets, its drops and its damage."""
+    index: dict[str, int] = {}
+    pmap = np.array([index.setdefault(n, len(index)) if n is not None else -1 for n in names] or [-1], np.int32)
+    new = pmap[part.obs["point"]] if len(part.obs) else np.zeros(0, np.int32)
+    keep = new >= 0
+    obs = part.obs.select(keep)
+    obs.cols["point"] = new[keep].astype(np.int16)
+    obs.points = list(index)
     drops: Drops = {}
-    warnings: list[str] = []
     damaged: dict[str, str] = {}
+    for old, n in zip(part.obs.points, names, strict=True):
+        if n is None:
+            continue
+        if old in part.drops:
+            drops[n] = _add(drops.get(n), part.drops[old]) if n in drops else part.drops[old]
+        if old in part.damaged:
+            damaged[n] = part.damaged[old]
+    return FileObservations(obs, drops, list(part.warnings), damaged)
+
+
+def merge_observations(parts: list[FileObservations]) -> FileObservations:
+    """Merge several files' observations; drops of a point seen in several files add up."""
+    acc = _Accounts()
     for part in parts:
+        acc.add(part)
+    return acc.result(Observations.concat([p.obs for p in parts]) if parts else Observations.empty())
+
+
+class _Accounts:
+    """Drops, warnings and damage of several files' observations, added up per point."""
+
+    def __init__(self) -> None:
+        self.drops: Drops = {}
+        self.warnings: list[str] = []
+        self.damaged: dict[str, str] = {}
+
+    def add(self, part: FileObservations) -> None:
         for k, v in part.drops.items():
-            drops[k] = _add(drops.get(k), v) if k in drops else v
-        warnings += part.warnings
-        damaged |= part.damaged
-    obs = Observations.concat([p.obs for p in parts]) if parts else Observations.empty()
-    return FileObservations(obs, drops, warnings, damaged)
+            self.drops[k] = _add(self.drops.get(k), v) if k in self.drops else v
+        self.warnings += part.warnings
+        self.damaged |= part.damaged
+
+    def result(self, obs: Observations) -> FileObservations:
+        return FileObservations(obs, self.drops, self.warnings, self.damaged)
 
 
 def _add(a: int | None, b: int | None) -> int | None:

@@ -1,4 +1,4 @@
-"""Write pcapng files: one section, one named interface, packets, and the sniffer's drop count.
+"""Write pcapng files: one section, named interfaces, packets (with comments), and the sniffers' drop counts.
 
 Each capture point's file carries its ``node:iface`` name (``if_name``) and
 the kernel drop count its sniffer reported (``isb_ifdrop`` in a final
@@ -39,6 +39,22 @@ def _options(opts: list[bytes]) -> bytes:
     return b"".join(opts) + _opt(0, b"") if opts else b""
 
 
+@dataclass(frozen=True)
+class Interface:
+    """One pcapng interface: its ``node:iface`` name, link type, snapshot length and the drop
+    count its sniffer reported (None: unknown, no statistics block)."""
+
+    name: str
+    linktype: int
+    snaplen: int = _MAX_CAPLEN
+    drops: int | None = None
+    description: str | None = None  # if_description
+
+
+# (interface number, ts_ns, frame bytes, wire length, packet comment or None)
+Record = tuple[int, int, bytes, int, str | None]
+
+
 def write_pcapng(
     path: str | os.PathLike[str],
     records: Iterable[tuple[int, bytes, int]],
@@ -56,40 +72,62 @@ def write_pcapng(
     microsecond timestamps. ``drops``: add an interface statistics block with
     ``isb_ifdrop``.
     """
+    return write_pcapng_interfaces(path, [Interface(if_name, linktype, snaplen, drops)],
+                                   ((0, ts, frame, wire, None) for ts, frame, wire in records),
+                                   tsresol_ns=tsresol_ns, comment=comment)
+
+
+def write_pcapng_interfaces(
+    path: str | os.PathLike[str],
+    interfaces: list[Interface],
+    records: Iterable[Record],
+    *,
+    tsresol_ns: bool = True,
+    comment: str | None = None,
+) -> int:
+    """Write several interfaces' packets, in the order given, each with an optional comment
+    (``opt_comment`` on its enhanced packet block); one statistics block per interface whose
+    drops are known. Return the packet count."""
     with open(path, "wb") as f:
-        return _write(f, records, if_name=if_name, linktype=linktype, snaplen=snaplen, tsresol_ns=tsresol_ns,
-                      drops=drops, comment=comment)
+        return _write(f, interfaces, records, tsresol_ns=tsresol_ns, comment=comment)
 
 
 def _write(
-    f: BinaryIO, records: Iterable[tuple[int, bytes, int]], *, if_name: str, linktype: int, snaplen: int,
-    tsresol_ns: bool, drops: int | None, comment: str | None,
+    f: BinaryIO, interfaces: list[Interface], records: Iterable[Record], *, tsresol_ns: bool, comment: str | None,
 ) -> int:
     shb_opts = [_opt(4, b"tracer")]
     if comment:
         shb_opts.insert(0, _opt(1, comment.encode()))
     f.write(_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + _options(shb_opts)))
-    idb_opts = [_opt(2, if_name.encode()), _opt(9, bytes([9 if tsresol_ns else 6]))]
-    f.write(_block(1, struct.pack("<HHI", linktype, 0, snaplen) + _options(idb_opts)))
+    for i in interfaces:
+        idb_opts = [_opt(2, i.name.encode()), _opt(9, bytes([9 if tsresol_ns else 6]))]
+        if i.description:
+            idb_opts.append(_opt(3, i.description.encode()))
+        f.write(_block(1, struct.pack("<HHI", i.linktype, 0, i.snaplen) + _options(idb_opts)))
+    snaplens = [i.snaplen for i in interfaces]
     div = 1 if tsresol_ns else 1000
     head = _EPB_HEAD.pack
     pending: list[bytes] = []
     count, ts = 0, None
-    for ts, frame, wire_len in records:
+    for ifid, ts, frame, wire_len, note in records:
+        snaplen = snaplens[ifid]
         data = frame[:snaplen] if len(frame) > snaplen else frame
         pad = -len(data) % 4
-        length = 32 + len(data) + pad
+        opts = _options([_opt(1, note.encode())]) if note else b""
+        length = 32 + len(data) + pad + len(opts)
         t = ts // div
-        pending += (head(6, length, 0, t >> 32, t & 0xFFFFFFFF, len(data), wire_len), data,
-                    b"\0" * pad + length.to_bytes(4, "little"))
+        pending += (head(6, length, ifid, t >> 32, t & 0xFFFFFFFF, len(data), wire_len), data,
+                    b"\0" * pad + opts + length.to_bytes(4, "little"))
         count += 1
         if count % _FLUSH_EVERY == 0:
             f.writelines(pending)
             pending.clear()
     f.writelines(pending)
-    if drops is not None:
-        t = (ts if ts is not None else time.time_ns()) // div
-        f.write(_block(5, struct.pack("<III", 0, t >> 32, t & 0xFFFFFFFF) + _options([_opt(5, struct.pack("<Q", drops))])))
+    t = (ts if ts is not None else time.time_ns()) // div
+    for ifid, i in enumerate(interfaces):
+        if i.drops is not None:
+            stats = _options([_opt(5, struct.pack("<Q", i.drops))])
+            f.write(_block(5, struct.pack("<III", ifid, t >> 32, t & 0xFFFFFFFF) + stats))
     return count
 
 

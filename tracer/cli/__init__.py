@@ -26,7 +26,7 @@ exit codes:
 
 # Subcommand modules, in --help order; each has add_parser(subparsers). Live traces come
 # between replay and lab: one subcommand per registered probe kind (tracer/probes/).
-BEFORE_TRACES = ("replay", "check")
+BEFORE_TRACES = ("replay", "check", "topology")
 AFTER_TRACES = ("lab", "plot", "report")
 
 
@@ -36,7 +36,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"tracer: {message} (see tracer --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or (``command`` given) only that subcommand's parser: a replay
+    need not import the lab, the checks or every probe kind just to parse its arguments."""
     parser = _Parser(
         prog="tracer",
         description="Find the hop where packets disappear: synchronized captures along the "
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    if command in BEFORE_TRACES + AFTER_TRACES:
+        importlib.import_module(f"tracer.cli.{command}").add_parser(sub)
+        return parser
     for name in BEFORE_TRACES:
         importlib.import_module(f"tracer.cli.{name}").add_parser(sub)
     from tracer.cli import trace
@@ -59,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # The first word names the subcommand (the top level has no option taking a value).
+    parser = build_parser(argv[0] if argv else None)
     try:
         # Inside the try: option converters raise TracerError (one line, exit 2) too.
         args = parser.parse_args(argv)

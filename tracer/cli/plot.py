@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracer.cli.replay import add_capture_inputs
+from tracer.cli.replay import add_capture_inputs, explicit_points
 from tracer.errors import EXIT_DELIVERED
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from tracer.run.replay import load_run, replay_run
 
     check_output(args.output)  # before the (possibly slow) replay
-    verdicts = replay_run(load_run(args.inputs, args.topology), args.run, esp_keys=args.esp_keys, flow=args.flow)
+    verdicts = replay_run(load_run(args.inputs, args.topology, explicit_points(args)), args.run, esp_keys=args.esp_keys,
+                           flow=args.flow)
     if len(verdicts) > 1 and args.run is None:
         # One figure is one verdict; say which one and how to get the others.
         others = ", ".join(f"{v.run:#010x}" for v in verdicts[1:])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from tracer.analysis.hopstats import PathStats, all_path_stats, median
 from tracer.model.direction import Direction
+from tracer.model.path import ExpectedPath, Hop
 from tracer.model.verdict import Outcome, Verdict
 from tracer.probes import probe_type
 
@@ -43,11 +46,9 @@ def _render_observed(v: Verdict) -> list[str]:
 
 def _render_path(stats: PathStats, drops: dict[str, int], paired: bool = True) -> list[str]:
     path = stats.path
-    head = f"{stats.direction} path ({len(path.hops)} capture points)"
-    if not path.delivered:
-        head += f"  [topology: {path.end_note}]"
+    head = path_head(stats.direction, path)
     if not path.hops:
-        return [head, f"  no capture point: the packet has nowhere to go ({path.end_note})"]
+        return [head, nowhere(path)]
     if not stats.sent:
         return [head, "  not sent: no request arrived" if paired else "  none seen in any capture"]
     out = [head, f"  {'capture point':<26}{'seen':>6}  {'gap':>4}  {'+ms':>8}  note"]
@@ -67,14 +68,47 @@ def _render_path(stats: PathStats, drops: dict[str, int], paired: bool = True) -
         if s.elsewhere:
             notes.append(f"{s.elsewhere} went elsewhere")
         if hop.esp is not None:
-            spi = ", ".join(f"SPI 0x{x:08x}" for x in s.spis)
-            notes.append(f"ESP{'-in-UDP' if hop.esp.udp else ''} {spi}".rstrip())
+            notes.append(esp_note(hop, s.spis))
         cnt = f"{s.seen}/{s.sent}" if not s.unobserved else "-"
         out.append(f"  {hop.point:<26}{cnt:>6}  {s.gap or '':>4}  {delay}  {'; '.join(notes)}")
         if h < len(path.edges):
-            mark = "  ✗ lost here" if stats.lost[h] else ""
-            out.append(f"  {'  │ ' + path.edges[h].value:<26}{mark}")
+            out.append(edge_line(path, h, "  ✗ lost here" if stats.lost[h] else ""))
     return out
+
+
+def render_expected(direction: Direction, path: ExpectedPath) -> list[str]:
+    """An expected path alone (``tracer topology path``): the verdict's path table without what was seen."""
+    head = path_head(direction, path)
+    if not path.hops:
+        return [head, nowhere(path)]
+    out = [head, f"  {'capture point':<26}note"]
+    for h, hop in enumerate(path.hops):
+        spis = () if hop.esp is None or hop.esp.spi is None else (hop.esp.spi,)
+        note = "" if hop.esp is None else f"{esp_note(hop, spis)}, tunnel {hop.esp.tunnel}"
+        out.append(f"  {hop.point:<26}{note}".rstrip())
+        if h < len(path.edges):
+            out.append(edge_line(path, h))
+    return [*out, f"  {path.end_note}"]
+
+
+def path_head(direction: Direction | str, path: ExpectedPath) -> str:
+    head = f"{direction} path ({len(path.hops)} capture points)"
+    return head if path.delivered else head + f"  [topology: {path.end_note}]"
+
+
+def nowhere(path: ExpectedPath) -> str:
+    return f"  no capture point: the packet has nowhere to go ({path.end_note})"
+
+
+def edge_line(path: ExpectedPath, h: int, mark: str = "") -> str:
+    """The line between hops h and h+1: its edge kind, and a mark where probes were lost."""
+    return f"  {'  │ ' + path.edges[h].value:<26}{mark}"
+
+
+def esp_note(hop: Hop, spis: Iterable[int]) -> str:
+    assert hop.esp is not None
+    spi = ", ".join(f"SPI 0x{x:08x}" for x in spis)
+    return f"ESP{'-in-UDP' if hop.esp.udp else ''} {spi}".rstrip()
 
 
 def _render_mtu(v: Verdict) -> list[str]:
@@ -82,8 +116,7 @@ def _render_mtu(v: Verdict) -> list[str]:
     assert m is not None
     out = ["", f"  {'size':>6}  {'delivered':>9}  where the others went"]
     for r in m.sizes:
-        fate = "" if r.delivered == r.sent else (f"refused by the sender: {r.error}" if r.error else f"lost {r.where}")
+        fate = "" if r.delivered == r.sent else (f"refused by the sender: {r.error}" if r.error else
+                                                 f"refused: {r.icmp}" if r.icmp else f"lost {r.where}")
         out.append(f"  {r.size:>6}  {r.delivered:>4}/{r.sent:<4}  {fate}")
-    if m.esp_overhead is not None:
-        out.append(f"  the tunnel adds {m.esp_overhead} bytes at {m.encap_point} (outer IP + UDP + ESP + IV + padding + ICV)")
     return out

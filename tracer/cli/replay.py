@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "  tracer replay --topology lab.toml west.pcapng west-gw.pcapng east.pcapng\n"
         "  tracer replay captures/all-delivered --json | jq .status\n"
         "  tracer replay captures/esp-blocked --dissect    # Wireshark's view of the last packet seen\n"
-        "  tracer replay -t captures/plain/topology.toml captures/plain/gw-forward-drop/*.pcap   # plain ping, tcpdump\n"
+        "  tracer replay captures/esp-blocked --write-pcapng /tmp/run.pcapng   # open it in Wireshark\n"
+        "  tracer replay -t captures/plain/topology.toml captures/plain/gw-forward-drop   # tcpdump + plain ping\n"
         "  tracer replay -t lab.toml *.pcap --flow 'udp and host west and host east'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -35,15 +37,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dissect", action="store_true",
                    help="after the verdict, show Wireshark's full dissection (tshark, through pyshark) of each lost "
                    "group's packet at the last capture point that saw it; ESP decrypted with --esp-keys")
+    p.add_argument("--write-pcapng", nargs="?", type=Path, const=True, default=None, metavar="FILE",
+                   help="also write every capture point's packets, time-ordered and commented with the verdict, "
+                   "into one pcapng for Wireshark (default FILE: RUN_DIR/run.pcapng)")
     p.set_defaults(func=run)
 
 
 def add_capture_inputs(p: argparse.ArgumentParser) -> None:
     """What to replay: shared by replay and plot, so both read captures the same way."""
     p.add_argument("inputs", nargs="+", type=Path, metavar="RUN_DIR|CAPTURE",
-                   help="a run directory (with manifest.json) or pcap/pcapng files whose "
-                   "interfaces are named node:iface")
+                   help="a run directory (with manifest.json) or pcap/pcapng files; each file (each interface "
+                   "of a multi-interface pcapng) is mapped to a capture point by --point, its pcapng interface "
+                   "name, its file name (node_iface.pcap, node-iface, node__iface, node:iface) or the addresses "
+                   "in it (docs/run-directory.md)")
     p.add_argument("--topology", "-t", type=Path, help="topology TOML (run directories carry their own)")
+    p.add_argument("--point", action="append", default=[], metavar="NODE:IFACE=FILE",
+                   help="this file is that capture point, whatever its name; the file need not be among the "
+                   "inputs (repeatable)")
+    p.add_argument("--points", type=Path, metavar="MAPFILE",
+                   help='capture points of files, a TOML file of lines like "west-gw:lan0" = "gw-lan.pcap"')
     p.add_argument("--run", type=parse_run_id, help="only this run id (hex like 0x1a2b3c4d)")
     p.add_argument("--esp-keys", type=Path, metavar="FILE",
                    help="SAs in Wireshark's esp_sa format (docs/esp-keys.md): decrypt ESP and find the probe tags "
@@ -71,14 +83,23 @@ def parse_run_id(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from tracer.run.replay import check_endpoints, load_run, replay_run
 
+    merged = _merged_path(args)
     if args.esp_keys:  # a bad key file is refused before the captures are read, not after
         from tracer.esp import read_esp_sa_file
 
         read_esp_sa_file(args.esp_keys)
-    loaded = load_run(args.inputs, args.topology)
+    loaded = load_run(args.inputs, args.topology, explicit_points(args))
     check_endpoints(loaded.topology, args.src, args.dst)
     verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys, args.flow)
-    emit(verdicts, args.json)
+    mapping = loaded.mapping if loaded.mapping_shown else []
+    emit(verdicts, args.json, {"capture_map": [m.to_dict() for m in mapping]} if mapping else None)
+    if mapping and not args.json:
+        print(f"\n{render_mapping(mapping)}")
+    if merged is not None:
+        from tracer.run.merged import write_run_pcapng
+
+        n = write_run_pcapng(merged, loaded.observations, verdicts, loaded.drops)
+        print(f"wrote {merged} ({n} packets)", file=sys.stderr)
     if args.dissect and not args.json:
         from tracer.run.dissect import dissect_lost
 
@@ -88,11 +109,52 @@ def run(args: argparse.Namespace) -> int:
     return max((v.exit_code for v in verdicts), default=EXIT_DELIVERED)
 
 
-def emit(verdicts: list, as_json: bool) -> None:
+def _merged_path(args: argparse.Namespace) -> Path | None:
+    """Where --write-pcapng writes: its FILE, else run.pcapng inside the run directory replayed."""
+    if args.write_pcapng is None:
+        return None
+    if args.write_pcapng is not True:
+        path = args.write_pcapng
+    elif len(args.inputs) == 1 and args.inputs[0].is_dir():
+        from tracer.run.manifest import RUN_PCAPNG
+
+        path = args.inputs[0] / RUN_PCAPNG
+    else:
+        raise BadInput("--write-pcapng: name the FILE to write when replaying capture files, not a run directory")
+    if path.resolve() in {p.resolve() for p in args.inputs}:
+        raise BadInput(f"--write-pcapng {path}: would overwrite an input")
+    if path.parent and not path.parent.is_dir():
+        raise BadInput(f"--write-pcapng {path}: no such directory {path.parent}")
+    return path
+
+
+def explicit_points(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(point, file) pairs from --points MAPFILE then --point (later ones win for the same file)."""
+    from tracer.run.capturemap import parse_point_option, read_points_file
+
+    pairs = read_points_file(args.points) if args.points else []
+    return pairs + [parse_point_option(t) for t in args.point]
+
+
+def render_mapping(mapping: list) -> str:
+    """Which file became which capture point, and by which rule; unused captures with the reason."""
+    width = max(len(m.label) for m in mapping)
+    pw = max(len(m.point or "") for m in mapping)
+    lines = ["captures → capture points"]
+    for m in mapping:
+        if m.point is None:
+            lines.append(f"  {m.label:<{width}}  unused: {m.why}")
+        else:
+            lines.append(f"  {m.label:<{width}}  → {m.point:<{pw}}  ({m.how}{': ' + m.why if m.why else ''})")
+    return "\n".join(lines)
+
+
+def emit(verdicts: list, as_json: bool, extra: dict | None = None) -> None:
+    """Print the verdicts; ``extra`` keys go into each verdict's JSON object (text: the caller prints them)."""
     from tracer.cli.render import render_text
 
     if as_json:
-        docs = [v.to_dict() for v in verdicts]
+        docs = [v.to_dict() | (extra or {}) for v in verdicts]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     else:
         print("\n\n".join(render_text(v) for v in verdicts))

@@ -57,7 +57,8 @@ def ike_sas(text: str) -> tuple[IkeSa, ...]:
 
 def _ike(d: dict[str, Any]) -> IkeSa:
     children = tuple(_child(c) for c in (d.get("child-sas") or {}).values() if isinstance(c, dict))
-    return IkeSa(str(d["name"]), str(d.get("state", "")), d.get("local-host"), d.get("remote-host"), children)
+    initiator = d.get("initiator") == "yes"  # vici says "initiator=yes" only on the initiator's side
+    return IkeSa(str(d["name"]), str(d.get("state", "")), d.get("local-host"), d.get("remote-host"), children, initiator)
 
 
 def _child(d: dict[str, Any]) -> ChildSa:

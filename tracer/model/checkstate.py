@@ -124,6 +124,7 @@ class IkeSa:
     local: str | None = None  # address
     remote: str | None = None
     children: tuple[ChildSa, ...] = ()
+    initiator: bool = False  # this end initiated the IKE_SA
 
 
 @dataclass(frozen=True)

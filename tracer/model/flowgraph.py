@@ -1,18 +1,24 @@
 """The capture-point graph: every (node, interface) and how packets may move between them.
 
-A networkx MultiDiGraph whose nodes are capture points ``"node:iface"`` and
-whose edges carry ``kind`` (also the edge key): ``wire`` between linked
-interfaces, ``forward`` between interfaces of one forwarding node, ``encap``
-where cleartext enters an SA and leaves as ESP, ``decap`` the other way.
+Capture points ``"node:iface"`` and edges of a ``kind``: ``wire`` between linked
+interfaces, ``forward`` between interfaces of one forwarding node, ``encap`` where
+cleartext enters an SA and leaves as ESP, ``decap`` the other way. :func:`flow_edges` is
+plain data (what the analysis checks walks against, without importing networkx);
+:func:`build_flow_graph` is the same as a networkx MultiDiGraph (the edge key is the kind).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from tracer.model.topology import Topology, point_name
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+# (from point, to point, kind) -> the edge's attributes beyond its kind
+FlowEdges = dict[tuple[str, str, "EdgeKind"], dict[str, object]]
 
 
 class EdgeKind(StrEnum):
@@ -22,14 +28,11 @@ class EdgeKind(StrEnum):
     DECAP = "decap"
 
 
-def build_flow_graph(topo: Topology) -> nx.MultiDiGraph:
-    g = nx.MultiDiGraph(name=topo.name)
-    for node in topo.nodes.values():
-        for iface in node.interfaces.values():
-            g.add_node(iface.point, node=node.name, iface=iface.name, role=iface.role)
+def flow_edges(topo: Topology) -> FlowEdges:
+    edges: FlowEdges = {}
     for link in topo.links:
         for a, b in ((link.a, link.b), (link.b, link.a)):
-            g.add_edge(a, b, key=EdgeKind.WIRE, kind=EdgeKind.WIRE, mtu=link.mtu)
+            edges[a, b, EdgeKind.WIRE] = {"mtu": link.mtu}
     for node in topo.nodes.values():
         # Hosts are not assumed to forward; gateways and routers forward between
         # every pair of their interfaces (which pair is used is the routes' job).
@@ -39,7 +42,7 @@ def build_flow_graph(topo: Topology) -> nx.MultiDiGraph:
         for a in names:
             for b in names:
                 if a != b:
-                    g.add_edge(point_name(node.name, a), point_name(node.name, b), key=EdgeKind.FORWARD, kind=EdgeKind.FORWARD)
+                    edges[point_name(node.name, a), point_name(node.name, b), EdgeKind.FORWARD] = {}
     for tunnel in topo.tunnels:
         for end in (tunnel.left, tunnel.right):
             node = topo.nodes[end.node]
@@ -48,6 +51,18 @@ def build_flow_graph(topo: Topology) -> nx.MultiDiGraph:
             for w in wan:
                 for c in clear:
                     cp, wp = point_name(node.name, c), point_name(node.name, w)
-                    g.add_edge(cp, wp, key=EdgeKind.ENCAP, kind=EdgeKind.ENCAP, tunnel=tunnel.name)
-                    g.add_edge(wp, cp, key=EdgeKind.DECAP, kind=EdgeKind.DECAP, tunnel=tunnel.name)
+                    edges[cp, wp, EdgeKind.ENCAP] = {"tunnel": tunnel.name}
+                    edges[wp, cp, EdgeKind.DECAP] = {"tunnel": tunnel.name}
+    return edges
+
+
+def build_flow_graph(topo: Topology) -> nx.MultiDiGraph:
+    import networkx as nx  # only for the plots and notebooks; the analysis uses flow_edges
+
+    g = nx.MultiDiGraph(name=topo.name)
+    for node in topo.nodes.values():
+        for iface in node.interfaces.values():
+            g.add_node(iface.point, node=node.name, iface=iface.name, role=iface.role)
+    for (a, b, kind), attrs in flow_edges(topo).items():
+        g.add_edge(a, b, key=kind, kind=kind, **attrs)
     return g

@@ -133,6 +133,8 @@ class Observations:
     points: list[str] = field(default_factory=list)
     # Per capture file: its path (for going back to the bytes, e.g. ESP decryption).
     sources: list[str] = field(default_factory=list)
+    # The rows of each point, indexed once per ``point`` column (see point_rows).
+    _by_point: tuple[np.ndarray, list[slice | np.ndarray]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.cols["ts_ns"])
@@ -147,6 +149,16 @@ class Observations:
     def select(self, mask: np.ndarray) -> Observations:
         return Observations({k: v[mask] for k, v in self.cols.items()}, self.points, self.sources)
 
+    def point_rows(self, pidx: int) -> slice | np.ndarray:
+        """The rows of point number ``pidx``, ascending: a slice when they are contiguous (each
+        file is one point, as tracer writes them: no gather, views only), else row numbers.
+        Indexed once for all points, so work at one point costs its rows, not all rows."""
+        col = self.cols["point"]
+        if self._by_point is None or self._by_point[0] is not col:
+            self._by_point = (col, _rows_by_point(col, len(self.points)))
+        rows = self._by_point[1]
+        return rows[pidx] if 0 <= pidx < len(rows) else slice(0, 0)
+
     def point_index(self, name: str) -> int:
         """Index of capture point ``name``; -1 if no file covered it."""
         try:
@@ -156,26 +168,67 @@ class Observations:
 
     @staticmethod
     def concat(parts: list[Observations]) -> Observations:
-        """Merge observations from several files, re-indexing points and files."""
-        index: dict[str, int] = {}  # point name → its number in the merged set
-        sources: list[str] = []
-        cols: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
-        for part in parts:
-            numbers = [index.setdefault(p, len(index)) for p in part.points]
-            if len(index) > MAX_POINTS or len(sources) + len(part.sources) > MAX_POINTS:
-                raise BadInput(f"more than {MAX_POINTS} capture points or files in one run: split the captures")
-            pmap = np.array(numbers or [0], dtype=np.int16)
-            fbase = len(sources)
-            sources.extend(part.sources)
-            for k in COLUMNS:
-                v = part.cols[k]
-                if k == "point" and len(v):
-                    v = pmap[v]
-                elif k == "file" and len(v):
-                    v = (v + fbase).astype(np.int16)
-                cols[k].append(v)
-        merged = {k: np.concatenate(v) if v else np.zeros(0, COLUMNS[k]) for k, v in cols.items()}
-        return Observations(merged, list(index), sources)
+        """Merge observations from several files, re-indexing points and files. The parts are
+        consumed (see :class:`Merger`): their rows never exist twice over."""
+        merged = Merger(sum(len(p) for p in parts))
+        parts.reverse()  # pop from the end, in the original order
+        while parts:
+            merged.add(parts.pop())
+        return merged.result()
+
+
+def _rows_by_point(col: np.ndarray, n: int) -> list[slice | np.ndarray]:
+    change = np.flatnonzero(col[1:] != col[:-1]) + 1
+    starts = np.concatenate(([0], change)) if len(col) else change
+    if len(np.unique(col[starts])) == len(starts):  # every point's rows are one run
+        stops = np.append(starts[1:], len(col))
+        out: list[slice | np.ndarray] = [slice(0, 0)] * n
+        for p, a, b in zip(col[starts].tolist(), starts.tolist(), stops.tolist(), strict=True):
+            if 0 <= p < n:
+                out[p] = slice(a, b)
+        return out
+    order = np.argsort(col, kind="stable")
+    bounds = np.searchsorted(col[order], np.arange(n + 1))
+    return [order[bounds[p] : bounds[p + 1]] for p in range(n)]
+
+
+class Merger:
+    """Merged columns allocated once (zeroed lazily by the kernel), filled part after part in
+    order with their points and files renumbered. A part's columns are moved in: copied, then
+    dropped from the part, so at no time do all parts and their merged copy exist together.
+    :meth:`slot` hands out the next rows' column views, for a part to be built in place."""
+
+    def __init__(self, total: int) -> None:
+        self.cols = {k: np.zeros(total, dt) for k, dt in COLUMNS.items()}
+        self.index: dict[str, int] = {}  # point name → its number in the merged set
+        self.sources: list[str] = []
+        self.at = 0
+
+    def slot(self, n: int) -> dict[str, np.ndarray]:
+        """Zeroed views of the next ``n`` rows (the part added next must have exactly ``n``)."""
+        return {k: v[self.at : self.at + n] for k, v in self.cols.items()}
+
+    def add(self, part: Observations) -> None:
+        numbers = [self.index.setdefault(p, len(self.index)) for p in part.points]
+        if len(self.index) > MAX_POINTS or len(self.sources) + len(part.sources) > MAX_POINTS:
+            raise BadInput(f"more than {MAX_POINTS} capture points or files in one run: split the captures")
+        pmap = np.array(numbers or [0], dtype=np.int16)
+        fbase = len(self.sources)
+        self.sources.extend(part.sources)
+        rows = slice(self.at, self.at + len(part))
+        for k in COLUMNS:
+            dst, v = self.cols[k][rows], part.cols.pop(k)
+            if k == "point" and len(v):
+                dst[:] = pmap[v]
+            elif k == "file" and len(v):
+                dst[:] = v + fbase
+            elif v.ctypes.data != dst.ctypes.data:  # not already built in place in its slot
+                dst[:] = v
+            del v  # freed now, before the next column is copied
+        self.at = rows.stop
+
+    def result(self) -> Observations:
+        return Observations(self.cols, list(self.index), self.sources)
 
 
 MAX_POINTS = np.iinfo(np.int16).max  # points and files are numbered in int16 columns

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Any
 
-import networkx as nx
-
-from tracer.errors import TopologyError
-from tracer.model.flowgraph import EdgeKind
+from tracer.errors import BadInput, TopologyError
+from tracer.model.direction import Direction
+from tracer.model.flowgraph import EdgeKind, FlowEdges, flow_edges
 from tracer.model.point import CapturePoint, point_name
 from tracer.model.topology import Node, Topology, Tunnel, TunnelEnd
-
-MAX_HOPS = 64
 
 
 @dataclass(frozen=True)
@@ -75,6 +73,23 @@ class ExpectedPath:
             if esp is not None:
                 extra = f", tunnel {esp.tunnel}"
         return f"inside {a.node} between {a.iface} and {b.iface} ({kind.value}{extra})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (verdicts and ``tracer topology path`` print this)."""
+        return {
+            "src": str(self.src),
+            "dst": str(self.dst),
+            "delivered": self.delivered,
+            "end_note": self.end_note,
+            "dst_node": self.dst_node,
+            "hops": [
+                {"point": h.point, "node": h.node, "esp": None if h.esp is None else {
+                    "tunnel": h.esp.tunnel, "src": str(h.esp.src), "dst": str(h.esp.dst),
+                    "spi": h.esp.spi, "udp": h.esp.udp}}
+                for h in self.hops
+            ],
+            "edges": [e.value for e in self.edges],
+        }
 
 
 @dataclass
@@ -148,8 +163,11 @@ def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: No
     if node is None:
         raise TopologyError(f"{topo.source}: no node owns source address {src}")
     walk = _Walk(topo, src, dst, node)
+    # No hop limit: the walk ends because it loops or stops. Between decapsulations no state
+    # repeats (else: a loop), and no node decapsulates one tunnel's ESP twice from one ingress.
     seen: set[tuple[str, str | None, bool]] = set()
-    for _ in range(MAX_HOPS):
+    decapsulated: set[tuple[str, str | None, str]] = set()
+    while True:
         state = (walk.node.name, walk.ingress, walk.esp is not None)
         if state in seen:
             return walk.end(False, f"routing loop at {walk.node.name}")
@@ -157,6 +175,10 @@ def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: No
         if walk.node.owns(walk.esp.dst if walk.esp else dst):
             if walk.esp is None:
                 return walk.end(True, f"delivered to {walk.node.name}")
+            where = (walk.node.name, walk.ingress, walk.esp.tunnel)
+            if where in decapsulated:
+                return walk.end(False, f"routing loop at {walk.node.name}")
+            decapsulated.add(where)
             walk.decapsulate()
             seen.clear()
             continue
@@ -172,7 +194,23 @@ def expected_path(topo: Topology, src: IPv4Address, dst: IPv4Address, origin: No
             return walk.end(False, _selector_mismatch(walk.node.name, route.dev, device_of, src, dst))
         if walk.leave(route.dev) is None:
             return walk.end(False, f"{point_name(walk.node.name, route.dev)} has no link in the topology")
-    return walk.end(False, f"more than {MAX_HOPS} hops")
+
+
+def expected_paths(topo: Topology, src: IPv4Address, dst: IPv4Address,
+                   origin: Node | None = None) -> dict[Direction, ExpectedPath]:
+    """The request path, and the reply path when a node owns the destination; each checked as
+    a walk in the capture-point flow graph. The one place verdicts and ``tracer topology path`` get them."""
+    paths = {Direction.REQUEST: expected_path(topo, src, dst, origin)}
+    owner = origin or topo.owner(src)
+    if owner is not None and owner is topo.owner(dst):
+        raise BadInput(f"{src} → {dst}: both on {owner.name}; the path crosses no capture point")
+    reply_origin = topo.owner(dst)
+    if reply_origin is not None:
+        paths[Direction.REPLY] = expected_path(topo, dst, src, reply_origin)
+    edges = flow_edges(topo)
+    for p in paths.values():
+        check_walk(p, edges, topo.source)
+    return paths
 
 
 def _tunnel_of_device(topo: Topology, node: str, dev: str) -> Tunnel | None:
@@ -203,13 +241,13 @@ def topo_tunnel_end(topo: Topology, name: str, node: str) -> TunnelEnd:
     return ends[0]
 
 
-def check_walk(path: ExpectedPath, graph: nx.MultiDiGraph, source: str) -> None:
+def check_walk(path: ExpectedPath, edges: FlowEdges, source: str) -> None:
     """Every step of the route walk must be an edge of the capture-point flow graph with the
     same kind: both are views of one topology, and a step the graph lacks means the topology
     contradicts itself (a host that forwards, a tunnel end without its interface, ...)."""
     for i, kind in enumerate(path.edges):
         a, b = path.hops[i].point, path.hops[i + 1].point
-        if not graph.has_edge(a, b, key=kind):
+        if (a, b, kind) not in edges:
             hint = " (a host that forwards? give it role = \"router\")" if kind == EdgeKind.FORWARD else ""
             raise TopologyError(f"{source}: the routes send packets {a} → {b} ({kind.value}), "
                                 f"which the topology's flow graph does not allow{hint}")

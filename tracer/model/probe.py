@@ -127,6 +127,7 @@ class ProbeSpec:
     count: int | None = None  # probes sent (seq 0..count-1); None: unknown
     send_errors: dict[int, str] | None = None  # seq → the sender's local error (e.g. EMSGSIZE)
     sizes: dict[int, int] | None = None  # seq → IP packet bytes (MTU probes)
+    interface_mtu: int | None = None  # MTU probes: the source interface's MTU (the largest size it can send)
     answers: dict[int, str] | None = None  # IKE: seq → what the responder answered ({}: nothing; None: unknown)
     remote_nodes: tuple[str, ...] = ()  # nodes captured on another host (SSH): their clocks may be offset
     flow: str | None = None  # untagged traffic traced by its invariants: which flow (analysis/identity.py)

@@ -6,9 +6,10 @@ path so the user can find it in the file. See docs/topology.md.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_interface, ip_network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface, ip_network
 from typing import Any
 
 from tracer.errors import TopologyError
@@ -23,6 +24,21 @@ CAPTURE_BACKENDS = ("local", "ssh")  # local: tcpdump in the node's netns (or he
 IFACE_ROLES = ("lan", "wan", "tunnel")
 ENCAPSULATIONS = ("udp", "esp")
 KEYINGS = ("ike", "manual")
+SPI_RANGE = (1, 0xFFFFFFFF)  # RFC 4303: 0 is never on the wire (1-255 are reserved, yet manual keying uses them)
+
+# Every key each table of a topology file may hold (docs/topology.md): anything else is a typo to report.
+TOP_KEYS = ("name", "esp_keys", "nodes", "links", "tunnels")
+NODE_KEYS = ("role", "netns", "capture", "ssh", "ssh_netns", "ssh_key", "ssh_port", "ssh_known_hosts", "ike_vici",
+             "ike_log", "interfaces", "routes")
+IFACE_KEYS = ("addresses", "role")
+ROUTE_KEYS = ("dst", "via", "dev")
+LINK_KEYS = ("ends", "mtu")
+TUNNEL_KEYS = ("name", "encapsulation", "keying", "left", "right")
+TUNNEL_END_KEYS = ("node", "address", "interface", "subnets", "spi_in")
+# A key written one table too high or too low: where it belongs, for the error's hint.
+_BELONGS = {**{k: "nodes.NODE.interfaces.IFACE" for k in IFACE_KEYS if k != "role"},
+            **{k: "nodes.NODE.routes[N]" for k in ROUTE_KEYS}, "ends": "links[N]",
+            **{k: "tunnels[N].left / right" for k in ("address", "subnets", "spi_in", "interface")}}
 
 
 @dataclass(frozen=True)
@@ -159,7 +175,7 @@ class Topology:
             addr = IPv4Address(what)
         except ValueError:
             raise TopologyError(
-                f"{self.source}: '{what}' is neither a node ({', '.join(self.nodes)}) nor an IPv4 address"
+                f"{self.source}: '{_shown(what)}' is neither a node ({', '.join(self.nodes)}) nor an IPv4 address"
             ) from None
         node = self.owner(addr)
         if node is None:
@@ -191,9 +207,25 @@ class _Parser:
     def fail(self, path: str, msg: str) -> TopologyError:
         return TopologyError(f"{self.source}: {path}: {msg}")
 
-    def table(self, value: Any, path: str) -> dict[str, Any]:
+    def table(self, value: Any, path: str, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """``value`` as a table; with ``keys``, any other key is an error with a did-you-mean."""
         if not isinstance(value, dict):
             raise self.fail(path, f"expected a table, got {type(value).__name__}")
+        for key in value if keys is not None else ():
+            if key not in keys:
+                raise self.fail(_join(path, _shown(key)), _unknown_key(key, keys, path))
+        return value
+
+    def integer(self, value: Any, path: str, low: int, high: int, hex_strings: bool = False) -> int:
+        """An integer from ``low`` to ``high``; never a boolean or a float (TOML has both)."""
+        what = f"an integer from {low} to {high}" + (" (or a string like \"0x1234abcd\")" if hex_strings else "")
+        if hex_strings and isinstance(value, str):
+            try:
+                value = int(value, 0)
+            except ValueError:
+                raise self.fail(path, f"'{_shown(value)}' is not {what}") from None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(path, f"expected {what}, got {_shown(repr(value))}")
         return value
 
     def array(self, value: Any, path: str) -> list[Any]:
@@ -208,20 +240,19 @@ class _Parser:
         if not isinstance(value, str):
             raise self.fail(f"{path}.{key}", f"expected a string, got {type(value).__name__}")
         if choices and value not in choices:
-            raise self.fail(f"{path}.{key}", f"'{value}' is not one of {', '.join(choices)}")
+            raise self.fail(f"{path}.{key}", f"'{_shown(value)}' is not one of {', '.join(choices)}")
         return value
 
     def convert(self, fn: Any, value: Any, path: str, what: str) -> Any:
+        if not isinstance(value, str):  # ipaddress takes integers too: 5 would be 0.0.0.5
+            raise self.fail(path, f"expected a string (a {what}), got {type(value).__name__}")
         try:
             return fn(value)
         except (ValueError, TypeError):
-            raise self.fail(path, f"'{value}' is not a valid {what}") from None
+            raise self.fail(path, f"'{_shown(str(value))}' is not a valid {what}") from None
 
     def topology(self, data: dict[str, Any]) -> Topology:
-        data = self.table(data, "<top>")
-        unknown = set(data) - {"name", "nodes", "links", "tunnels", "lab", "esp_keys"}
-        if unknown:
-            raise self.fail(sorted(unknown)[0], "unknown top-level key (expected name, nodes, links, tunnels, esp_keys)")
+        data = self.table(data, "", TOP_KEYS)
         esp_keys = data.get("esp_keys")
         if esp_keys is not None and (not isinstance(esp_keys, str) or not esp_keys):
             raise self.fail("esp_keys", "expected the path of an SA file (Wireshark esp_sa format)")
@@ -233,8 +264,56 @@ class _Parser:
         tunnels = tuple(
             self.tunnel(i, raw, nodes) for i, raw in enumerate(self.array(data.get("tunnels", []), "tunnels"))
         )
-        name = data.get("name", "topology")
-        return Topology(str(name), nodes, links, tunnels, self.source, esp_keys)
+        name = self.string(data, "name", "", default="topology")
+        if _CONTROL.search(name):
+            raise self.fail("name", "control characters are not allowed")
+        self.whole(nodes, links, tunnels)
+        return Topology(name, nodes, links, tunnels, self.source, esp_keys)
+
+    def whole(self, nodes: dict[str, Node], links: tuple[Link, ...], tunnels: tuple[Tunnel, ...]) -> None:
+        """Rules across tables: links, addresses and gateways that tie the parts together."""
+        wired: dict[str, int] = {}
+        for k, link in enumerate(links):
+            for end in (link.a, link.b):
+                if end in wired:
+                    raise self.fail(f"links[{k}].ends", f"{end} is already an end of links[{wired[end]}] "
+                                                        "(an interface has one link)")
+                wired[end] = k
+        owners: dict[IPv4Address, str] = {}
+        for node in nodes.values():
+            for iface in node.interfaces.values():
+                for a in iface.addresses:
+                    here = f"{node.name}:{iface.name}"
+                    if a.ip in owners:
+                        raise self.fail(f"nodes.{node.name}.interfaces.{iface.name}.addresses",
+                                        f"{a.ip} is also an address of {owners[a.ip]} (duplicate address)")
+                    owners[a.ip] = here
+        for node in nodes.values():
+            for k, r in enumerate(node.routes):
+                if r.via is not None:
+                    self.gateway(node, k, r)
+        names: set[str] = set()
+        for k, t in enumerate(tunnels):
+            if t.name in names:
+                raise self.fail(f"tunnels[{k}].name", f"'{t.name}' names another tunnel too")
+            names.add(t.name)
+            if t.left.node == t.right.node:
+                raise self.fail(f"tunnels[{k}].right.node", f"both ends are on '{t.left.node}'")
+        if not links:
+            raise self.fail("links", "no links: without them no packet can leave a node "
+                                     "(add [[links]] with ends = [\"node:iface\", \"node:iface\"])")
+
+    def gateway(self, node: Node, k: int, r: Route) -> None:
+        """A route's ``via`` must be reachable on the route's device, as the kernel demands ("Nexthop has
+        invalid gateway"); a gateway that no node of the topology owns is ``topology check``'s warning."""
+        path = f"nodes.{node.name}.routes[{k}].via"
+        assert r.via is not None
+        if node.owns(r.via):
+            raise self.fail(path, f"{r.via} is an address of '{node.name}' itself")
+        nets = [a.network for a in node.interfaces[r.dev].addresses]
+        if nets and not any(r.via in n for n in nets):
+            raise self.fail(path, f"{r.via} is not on a subnet of {r.dev} ({', '.join(map(str, nets))}): "
+                                  "the gateway points to nothing")
 
     def name(self, value: str, path: str, pattern: re.Pattern[str] = NAME_RE, what: str = "name") -> str:
         if not pattern.fullmatch(value) or value in (".", ".."):
@@ -247,7 +326,7 @@ class _Parser:
 
     def node(self, name: str, raw: Any) -> Node:
         path = f"nodes.{self.name(name, 'nodes', what='node name')}"
-        raw = self.table(raw, path)
+        raw = self.table(raw, path, NODE_KEYS)
         role = self.string(raw, "role", path, NODE_ROLES, default="host")
         ifaces_raw = self.table(raw.get("interfaces", {}), f"{path}.interfaces")
         if not ifaces_raw:
@@ -255,7 +334,7 @@ class _Parser:
         ifaces: dict[str, Interface] = {}
         for iname, iraw in ifaces_raw.items():
             ipath = f"{path}.interfaces.{self.name(iname, f'{path}.interfaces', IFACE_RE, 'interface name')}"
-            iraw = self.table(iraw, ipath)
+            iraw = self.table(iraw, ipath, IFACE_KEYS)
             addrs = tuple(
                 self.convert(ip_interface, a, f"{ipath}.addresses[{k}]", "address/prefix (like 192.0.2.1/24)")
                 for k, a in enumerate(self.array(iraw.get("addresses", []), f"{ipath}.addresses"))
@@ -267,27 +346,31 @@ class _Parser:
         routes = []
         for k, rraw in enumerate(self.array(raw.get("routes", []), f"{path}.routes")):
             rpath = f"{path}.routes[{k}]"
-            rraw = self.table(rraw, rpath)
+            rraw = self.table(rraw, rpath, ROUTE_KEYS)
             dst_s = self.string(rraw, "dst", rpath)
             dst = ip_network("0.0.0.0/0") if dst_s == "default" else self.convert(ip_network, dst_s, f"{rpath}.dst", "prefix")
+            if dst.version != 4:
+                raise self.fail(f"{rpath}.dst", "only IPv4 is supported for now")
             dev = self.string(rraw, "dev", rpath)
             if dev not in ifaces:
-                raise self.fail(f"{rpath}.dev", f"node '{name}' has no interface '{dev}' (has {', '.join(ifaces)})")
-            via = self.convert(ip_address, rraw["via"], f"{rpath}.via", "address") if "via" in rraw else None
+                raise self.fail(f"{rpath}.dev", f"node '{name}' has no interface '{_shown(dev)}' (has {', '.join(ifaces)})")
+            via = self.convert(IPv4Address, rraw["via"], f"{rpath}.via", "IPv4 address") if "via" in rraw else None
             routes.append(Route(dst, dev, via))
         strings = {k: raw.get(k) for k in ("netns", "ssh", "ssh_netns", "ssh_key", "ssh_known_hosts", "ike_vici",
                                            "ike_log")}
         for key, val in strings.items():
             if val is not None and (not isinstance(val, str) or not val):
                 raise self.fail(f"{path}.{key}", "expected a non-empty string")
+            if val is not None and _CONTROL.search(val):
+                raise self.fail(f"{path}.{key}", "control characters are not allowed")
         for key in ("netns", "ssh_netns"):
             if strings[key] is not None:
                 self.name(strings[key], f"{path}.{key}", what="namespace name")
         if strings["ssh"] is not None and (strings["ssh"].startswith("-") or not SSH_TARGET_RE.fullmatch(strings["ssh"])):
             raise self.fail(f"{path}.ssh", "expected user@host or a Host alias (no spaces, not starting with '-')")
         port = raw.get("ssh_port")
-        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
-            raise self.fail(f"{path}.ssh_port", "expected an integer from 1 to 65535")
+        if port is not None:
+            port = self.integer(port, f"{path}.ssh_port", 1, 65535)
         capture = self.string(raw, "capture", path, CAPTURE_BACKENDS) if "capture" in raw else None
         if capture == "ssh" and not strings["ssh"]:
             raise self.fail(f"{path}.capture", "'ssh' needs the node's ssh key (like ssh = \"root@192.0.2.50\")")
@@ -300,44 +383,46 @@ class _Parser:
             raise self.fail(path, f"expected 'node:iface', got {value!r}")
         node, iface = split_point(value)
         if node not in nodes:
-            raise self.fail(path, f"unknown node '{node}'")
+            raise self.fail(path, f"unknown node '{_shown(node)}'")
         if iface not in nodes[node].interfaces:
-            raise self.fail(path, f"node '{node}' has no interface '{iface}' (has {', '.join(nodes[node].interfaces)})")
+            raise self.fail(path, f"node '{node}' has no interface '{_shown(iface)}' (has {', '.join(nodes[node].interfaces)})")
         return value
 
     def link(self, k: int, raw: Any, nodes: dict[str, Node]) -> Link:
         path = f"links[{k}]"
-        raw = self.table(raw, path)
+        raw = self.table(raw, path, LINK_KEYS)
         ends = self.array(raw.get("ends"), f"{path}.ends") if "ends" in raw else None
         if ends is None or len(ends) != 2:
             raise self.fail(f"{path}.ends", "expected two capture points, like [\"a:eth0\", \"b:eth0\"]")
         a = self.point(ends[0], f"{path}.ends[0]", nodes)
         b = self.point(ends[1], f"{path}.ends[1]", nodes)
+        if a == b:
+            raise self.fail(f"{path}.ends", f"both ends are {a} (a link joins two interfaces)")
         mtu = raw.get("mtu")
-        if mtu is not None and (not isinstance(mtu, int) or not 68 <= mtu <= 65535):
-            raise self.fail(f"{path}.mtu", "expected an integer from 68 to 65535")
+        if mtu is not None:
+            mtu = self.integer(mtu, f"{path}.mtu", 68, 65535)
         return Link(a, b, mtu)
 
     def tunnel(self, k: int, raw: Any, nodes: dict[str, Node]) -> Tunnel:
         path = f"tunnels[{k}]"
-        raw = self.table(raw, path)
+        raw = self.table(raw, path, TUNNEL_KEYS)
         name = self.name(self.string(raw, "name", path, default=f"tunnel{k}"), f"{path}.name", what="tunnel name")
         encap = self.string(raw, "encapsulation", path, ENCAPSULATIONS, default="udp")
         keying = self.string(raw, "keying", path, KEYINGS, default="ike")
-        left = self.tunnel_end(self.table(raw.get("left"), f"{path}.left"), f"{path}.left", nodes)
-        right = self.tunnel_end(self.table(raw.get("right"), f"{path}.right"), f"{path}.right", nodes)
+        left = self.tunnel_end(self.table(raw.get("left"), f"{path}.left", TUNNEL_END_KEYS), f"{path}.left", nodes)
+        right = self.tunnel_end(self.table(raw.get("right"), f"{path}.right", TUNNEL_END_KEYS), f"{path}.right", nodes)
         return Tunnel(name, left, right, encap, keying)
 
     def tunnel_end(self, raw: dict[str, Any], path: str, nodes: dict[str, Node]) -> TunnelEnd:
         node = self.string(raw, "node", path)
         if node not in nodes:
-            raise self.fail(f"{path}.node", f"unknown node '{node}'")
+            raise self.fail(f"{path}.node", f"unknown node '{_shown(node)}'")
         address = self.convert(IPv4Address, self.string(raw, "address", path), f"{path}.address", "IPv4 address")
         if not nodes[node].owns(address):
             raise self.fail(f"{path}.address", f"{address} is not an address of node '{node}'")
-        iface = raw.get("interface")
+        iface = self.string(raw, "interface", path) if "interface" in raw else None
         if iface is not None and iface not in nodes[node].interfaces:
-            raise self.fail(f"{path}.interface", f"node '{node}' has no interface '{iface}'")
+            raise self.fail(f"{path}.interface", f"node '{node}' has no interface '{_shown(iface)}'")
         subnets = tuple(
             self.convert(ip_network, s, f"{path}.subnets[{i}]", "prefix")
             for i, s in enumerate(self.array(raw.get("subnets", []), f"{path}.subnets"))
@@ -347,7 +432,30 @@ class _Parser:
         if any(n.version != 4 for n in subnets):
             raise self.fail(f"{path}.subnets", "only IPv4 is supported for now")
         spi = raw.get("spi_in")
-        spi_in = None
-        if spi is not None:
-            spi_in = self.convert(lambda v: int(v, 0) if isinstance(v, str) else int(v), spi, f"{path}.spi_in", "SPI")
+        spi_in = None if spi is None else self.integer(spi, f"{path}.spi_in", *SPI_RANGE, hex_strings=True)
         return TunnelEnd(node, address, subnets, iface, spi_in)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a newline or NUL in a value breaks one-line errors and C strings
+
+
+def _shown(text: str) -> str:
+    """``text`` safe inside a one-line message: control characters escaped, length bounded."""
+    out = text.encode("unicode_escape").decode("ascii") if _CONTROL.search(text) else text
+    return out if len(out) <= 70 else out[:67] + "..."
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _unknown_key(key: str, keys: tuple[str, ...], path: str) -> str:
+    """"unknown key; did you mean 'addresses'?" — or where the key belongs, or what the table holds."""
+    where = f"in {path}" if path else "at the top level"
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key {where}; did you mean '{close[0]}'?"
+    near = difflib.get_close_matches(key, list(_BELONGS), n=1, cutoff=0.75)
+    if near:
+        return f"unknown key {where}; '{near[0]}' belongs in {_BELONGS[near[0]]}"
+    return f"unknown key {where} (expected {', '.join(keys)})"

@@ -85,7 +85,35 @@ class SizeResult:
     sent: int
     delivered: int  # request and reply both arrived
     where: str | None = None  # where the lost ones disappeared
-    error: str | None = None  # the sender's local error (EMSGSIZE: a path MTU it already learnt)
+    error: str | None = None  # the sender's local error (EMSGSIZE: larger than its interface MTU)
+    icmp: str | None = None  # the ICMP error quoting these probes that reached the source, in words
+
+
+@dataclass(frozen=True)
+class FragNeeded:
+    """An ICMP 'fragmentation needed' quoting one of the run's probes (or its ESP carrier)."""
+
+    sender: str  # address
+    node: str | None  # topology node owning that address
+    next_hop_mtu: int
+    size: int  # IP bytes of the probe it quotes
+    seq: int
+    about: str  # "probe" or "esp" (the quote is the tunnel's ESP packet carrying the probe)
+    seen_at: tuple[str, ...]  # capture points that saw the error
+    reached_source: bool  # seen at the probes' first capture point
+
+
+@dataclass(frozen=True)
+class TunnelOverhead:
+    """What the tunnel adds to a probe, measured at its encapsulation point."""
+
+    point: str  # the capture point where the probe enters the tunnel
+    udp: bool  # ESP-in-UDP (NAT-T) rather than raw ESP (IP protocol 50)
+    fixed: int | None  # outer IP + (UDP) + ESP header + IV + ICV: bytes every packet gets (None: block unknown)
+    block: int | None  # ESP pads payload + 2-byte trailer to this many bytes (None: too few sizes to tell)
+    least: int  # smallest and largest total overhead measured (fixed + trailer + padding)
+    most: int
+    samples: int
 
 
 @dataclass(frozen=True)
@@ -93,8 +121,16 @@ class MtuReport:
     sizes: tuple[SizeResult, ...]
     largest_delivered: int | None
     smallest_lost: int | None
-    esp_overhead: int | None = None  # bytes the tunnel adds (outer IP + UDP + ESP + IV + pad + ICV)
+    esp_overhead: int | None = None  # bytes the tunnel added to the largest delivered probe
     encap_point: str | None = None
+    path_mtu: int | None = None  # the largest IP packet that crosses the path (exact or not: see ``exact``)
+    exact: bool = False  # measured to the byte: path_mtu passed and path_mtu + 1 did not (or is the interface MTU)
+    limit: str | None = None  # where the smallest larger probe stopped ("inside router between eth0 and eth1 …")
+    blackhole: bool = False  # larger probes vanished without an ICMP 'fragmentation needed' reaching the source
+    frag_needed: tuple[FragNeeded, ...] = ()
+    tunnel: TunnelOverhead | None = None
+    bottleneck: str | None = None  # the first capture point the smallest larger probe did not reach
+    bottleneck_mtu: int | None = None  # that interface's MTU in the live state read at the start of the run
 
 
 @dataclass(frozen=True)
@@ -132,27 +168,10 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (addresses as strings, enums as their values)."""
-        doc = asdict(self) | {"paths": {k: _path_dict(p) for k, p in self.paths.items()}}
+        doc = asdict(self) | {"paths": {k: p.to_dict() for k, p in self.paths.items()}}
         if self.flow is None:
             del doc["flow"]  # a key of its own only where there is a flow: tagged verdicts keep their shape
         return _jsonable(doc)
-
-
-def _path_dict(p: ExpectedPath) -> dict[str, Any]:
-    return {
-        "src": str(p.src),
-        "dst": str(p.dst),
-        "delivered": p.delivered,
-        "end_note": p.end_note,
-        "dst_node": p.dst_node,
-        "hops": [
-            {"point": h.point, "node": h.node, "esp": None if h.esp is None else {
-                "tunnel": h.esp.tunnel, "src": str(h.esp.src), "dst": str(h.esp.dst),
-                "spi": h.esp.spi, "udp": h.esp.udp}}
-            for h in p.hops
-        ],
-        "edges": [e.value for e in p.edges],
-    }
 
 
 def _jsonable(v: Any) -> Any:

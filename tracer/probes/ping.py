@@ -49,7 +49,7 @@ class Ping(ProbeType):
 
 
 def send_echoes(kind: ProbeType, ends: Endpoints, run: int, args: argparse.Namespace, payloads: list[int],
-                df: bool, options: dict[str, object]) -> ProbeReport:
+                df: bool, options: dict[str, object], bypass_cache: bool = False) -> ProbeReport:
     """Echo probes of the given payload sizes, one per seq (shared by ping and mtu)."""
     from tracer.model.probe import ProbeReport, SentProbe
     from tracer.send.echo import send_probes
@@ -57,7 +57,8 @@ def send_echoes(kind: ProbeType, ends: Endpoints, run: int, args: argparse.Names
 
     try:
         sent = send_probes(ends.src_node.netns, ends.dst, run, len(payloads), args.interval, payloads[0],
-                           args.timeout, source=ends.src, kind=kind.code, df=df, sizes=payloads)
+                           args.timeout, source=ends.src, kind=kind.code, df=df, sizes=payloads,
+                           bypass_cache=bypass_cache)
         interrupted = False
     except Interrupted as stop:  # Ctrl-C: report what left, no more
         sent, interrupted = stop.records, True

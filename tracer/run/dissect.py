@@ -32,7 +32,7 @@ def last_packets(obs: Observations, v: Verdict) -> list[LastPacket]:
     """One packet per finding that did not deliver: its first probe at the finding's last_seen point."""
     out = []
     kind = probe_type(v.kind).code
-    first_row = _first_rows(obs)
+    first_row = first_rows(obs)
     for f in v.findings:
         if f.outcome == Outcome.DELIVERED or f.last_seen is None or not f.seqs:
             continue
@@ -57,7 +57,7 @@ def last_packets(obs: Observations, v: Verdict) -> list[LastPacket]:
     return out
 
 
-def _first_rows(obs: Observations) -> dict[int, int]:
+def first_rows(obs: Observations) -> dict[int, int]:
     """Each file's first row: rows of one file are contiguous and in record order."""
     files, first = np.unique(obs["file"], return_index=True)
     return dict(zip(files.tolist(), first.tolist(), strict=True))

@@ -42,6 +42,7 @@ from tracer.textfile import read_text, write_private
 MANIFEST = "manifest.json"
 FORMAT = "tracer-run/1"
 PROBE_REPORT = "probes.json"
+RUN_PCAPNG = "run.pcapng"  # every point merged, time-ordered, commented (tracer.run.merged)
 PROBE_JOURNAL = "probes.jsonl"  # a line per probe as it leaves (tracer.send.pacer.journal_to)
 MAX_PROBES = 1_000_000  # per run; the live commands send at most 100,000
 MAX_RUN = 0xFFFFFFFF  # run ids are 32 bits (the probe tag)

@@ -13,6 +13,7 @@ are reachable over SSH; the built-in lab is just one such topology file.
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from pathlib import Path
 from tracer import evidence, subprocs
 from tracer.analysis.explain import CAPTURE_SOURCE
 from tracer.analysis.topocheck import live_interfaces
-from tracer.errors import BadInput, EnvironmentProblem
+from tracer.errors import BadInput, EnvironmentProblem, TracerError
 from tracer.evidence.netstate import snapshot_nodes
 from tracer.interrupts import deferred
 from tracer.model.evidence import EVENTS, ProbeMatch, Snapshot
@@ -37,6 +38,7 @@ from tracer.probes import ProbeType
 from tracer.run.manifest import (
     PROBE_JOURNAL,
     PROBE_REPORT,
+    RUN_PCAPNG,
     CaptureEntry,
     Manifest,
     write_evidence,
@@ -44,6 +46,7 @@ from tracer.run.manifest import (
     write_netstate,
     write_probe_report,
 )
+from tracer.run.merged import write_run_pcapng
 from tracer.run.replay import load_run, replay_run
 from tracer.send.pacer import journal_to
 from tracer.sniff import Sniffer, sniffer_for, start_all, stop_all
@@ -192,7 +195,8 @@ def record(
         cut = interrupted or report is None  # no report: an error before any probe was sent
         manifest = Manifest(
             run=run, kind=kind.code, src=ends.src, dst=ends.dst, origin=ends.src_node.name,
-            count=len(report.sent) if report is not None and cut else 0 if cut else count,
+            # An adaptive kind (the MTU search) plans fewer than its bound: count what it sent.
+            count=len(report.sent) if report is not None and (cut or report.planned < count) else 0 if cut else count,
             planned=count if cut else None, interrupted=interrupted,
             topology="topology.toml",
             # "remote": another host's clock stamped these packets (analysis estimates its offset).
@@ -265,4 +269,10 @@ def record(
 def replay_recorded(run_dir: Path, esp_keys: Path | None = None) -> list[Verdict]:
     """The verdicts of a run directory just recorded: exactly what ``tracer replay`` says of it.
     Keys are read from their own file at analysis time and never copied into the run directory."""
-    return replay_run(load_run([run_dir]), esp_keys=esp_keys)
+    loaded = load_run([run_dir])
+    verdicts = replay_run(loaded, esp_keys=esp_keys)
+    try:
+        write_run_pcapng(run_dir / RUN_PCAPNG, loaded.observations, verdicts, loaded.drops)
+    except (OSError, TracerError) as e:  # the verdict stands without the merged file
+        print(f"tracer: warning: {RUN_PCAPNG} not written: {e}", file=sys.stderr)
+    return verdicts

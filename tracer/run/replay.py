@@ -13,22 +13,23 @@ from pathlib import Path
 from tracer.analysis.analyze import analyze, find_runs
 from tracer.analysis.identity import Flow, untagged_flows
 from tracer.analysis.topocheck import compare
-from tracer.capture.observe import observe_files
 from tracer.errors import BadInput, NoTraffic
 from tracer.model import flowfilter
 from tracer.model.direction import Direction
 from tracer.model.evidence import Evidence
 from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations
-from tracer.model.point import CapturePoint, split_point
+from tracer.model.point import CapturePoint
 from tracer.model.probe import DecryptedTags, ProbeIdentity, ProbeReport, ProbeSpec
 from tracer.model.tag import ProbeKind
 from tracer.model.topology import Topology
 from tracer.model.verdict import Verdict
 from tracer.probes import spec_from_report
+from tracer.run.capturemap import MANIFEST_RULE, Mapped, Source, map_captures, stem
 from tracer.run.manifest import (
     MANIFEST,
     PROBE_JOURNAL,
+    RUN_PCAPNG,
     Manifest,
     read_evidence,
     read_manifest,
@@ -50,41 +51,45 @@ class LoadedRun:
     damaged: dict[str, str] = field(default_factory=dict)  # point → why its capture cannot prove absence
     netstate: dict[str, NodeState] = field(default_factory=dict)  # live state per node when the run started
     evidence: Evidence = field(default_factory=Evidence)  # counter and daemon snapshots, before and after
+    mapping: list[Mapped] = field(default_factory=list)  # which file (interface) became which point, and how
+
+    @property
+    def mapping_shown(self) -> bool:
+        """Worth printing: some file was placed by a rule, not by the run directory's manifest."""
+        return any(m.how != MANIFEST_RULE for m in self.mapping)
 
 
 @dataclass
 class _Inputs:
     """What the user pointed at, before anything is read: capture files with their points
-    (None: named inside the file), and the run directory's manifest and report if there is one."""
+    (None: to be found), and the run directory's manifest and report if there is one."""
 
-    files: list[tuple[Path, str | None]]
+    files: list[Source]
     topology: Path | None = None
     manifest: Manifest | None = None
     report: ProbeReport | None = None
     run_dir: Path | None = None
 
 
-def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
-    """A run directory (with manifest) or a list of capture files."""
-    found = _inputs(inputs)
+def load_run(inputs: list[Path], topology: Path | None = None,
+             points: list[tuple[str, Path]] | None = None) -> LoadedRun:
+    """A run directory (with manifest) or a list of capture files; ``points``: (point, file)
+    the user mapped explicitly (--point, --points), files that need not be in ``inputs``."""
+    found = _inputs(inputs, points or [])
     topology = topology or found.topology
     if topology is None:
         raise BadInput("no topology: pass --topology FILE (run directories carry their own)")
     topo = load_topology(topology)
-    seen = observe_files(found.files)
+    mapped = map_captures(found.files, topo)
+    seen = mapped.seen
     obs, drops, warnings = seen.obs, seen.drops, seen.warnings
     for c in found.manifest.captures if found.manifest else []:
         if c.point and c.drops:
             drops[c.point] = max(drops.get(c.point) or 0, c.drops)
-    unknown = [p for p in obs.points if split_point(p)[0] not in topo.nodes]
-    if unknown:
-        raise BadInput(
-            f"capture point '{unknown[0]}' is not an interface of topology {topology} "
-            "(name captures node:iface, or map them in a manifest)"
-        )
     # An interface the topology lacks on a node it has: a live trace captured it because the
     # node really has it (witness capture); its packets are sightings off the expected paths.
     warnings += [f"{p} is not in the topology: used as a witness only" for p in obs.points if topo.interface(p) is None]
+    warnings += [f"{m.label}: not used: {m.why}" for m in mapped.unused if m.candidates]
     states: dict[str, NodeState] = {}
     evidence = Evidence()
     if found.manifest is not None and found.run_dir is not None:
@@ -96,7 +101,7 @@ def load_run(inputs: list[Path], topology: Path | None = None) -> LoadedRun:
         if (cut := interrupted_note(found.manifest, found.report)) is not None:
             warnings.insert(0, cut)
     return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, found.manifest, found.report,
-                     seen.damaged, states, evidence)
+                     seen.damaged, states, evidence, mapped.mapping)
 
 
 def check_endpoints(topo: Topology, src: IPv4Address | None, dst: IPv4Address | None) -> None:
@@ -118,32 +123,43 @@ def interrupted_note(m: Manifest, report: ProbeReport | None) -> str | None:
             f"the verdict covers those {sent}")
 
 
-def _inputs(inputs: list[Path]) -> _Inputs:
-    if not inputs:
+def _inputs(inputs: list[Path], points: list[tuple[str, Path]]) -> _Inputs:
+    explicit = [Source(f, p) for p, f in points]
+    for s in explicit:
+        if not s.path.is_file():
+            raise BadInput(f"{s.path}: no such capture file (--point {s.point}={s.path})")
+    if not inputs and not explicit:
         raise BadInput("nothing to replay: give a run directory or capture files")
     if len(inputs) == 1 and inputs[0].is_dir():
-        return _run_dir(inputs[0])
+        found = _run_dir(inputs[0])
+        if explicit:  # --point overrides what the directory says about the same file
+            named = {s.path.resolve() for s in explicit}
+            found.files = [s for s in found.files if s.path.resolve() not in named] + explicit
+        return found
     for p in inputs:
         if p.is_dir():
             raise BadInput(f"{p}: a directory can only be replayed on its own")
         if not p.exists():
             raise BadInput(f"{p}: no such capture file")
-    return _Inputs([(p, None) for p in inputs])
+    named = {s.path.resolve() for s in explicit}
+    return _Inputs([Source(p) for p in inputs if p.resolve() not in named] + explicit)
 
 
 def _run_dir(run_dir: Path) -> _Inputs:
-    """A run directory: its manifest says which file is which point; without one, every capture in it."""
+    """A run directory: its manifest says which file is which point; without one, every capture
+    in it (mapped like loose files), with its topology.toml if there is one."""
     if not (run_dir / MANIFEST).exists():
         if (run_dir / PROBE_JOURNAL).exists() or (run_dir / RUN_FILE).exists():
             raise BadInput(f"{run_dir}: incomplete run directory: the trace was killed before writing {MANIFEST} "
                            f"({_journalled(run_dir / PROBE_JOURNAL)}); its raw captures are kept but not replayed")
-        files: list[tuple[Path, str | None]] = [(p, None) for p in sorted(run_dir.iterdir())
-                                                if p.suffix in (".pcap", ".pcapng", ".cap")]
+        files = [Source(p) for p in sorted(run_dir.iterdir()) if p.is_file() and stem(p) != p.name
+                 and p.name != RUN_PCAPNG]
         if not files:
             raise BadInput(f"{run_dir}: no {MANIFEST} and no .pcap/.pcapng files")
-        return _Inputs(files)
+        topology = run_dir / "topology.toml"  # a folder of hand-made captures beside their topology
+        return _Inputs(files, topology if topology.is_file() else None)
     manifest = read_manifest(run_dir)
-    return _Inputs([(run_dir / c.file, c.point) for c in manifest.captures],
+    return _Inputs([Source(run_dir / c.file, c.point, MANIFEST_RULE) for c in manifest.captures],
                    run_dir / manifest.topology if manifest.topology else None,
                    manifest, read_probe_report(run_dir, manifest), run_dir)
 

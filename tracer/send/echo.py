@@ -23,6 +23,7 @@ from tracer.send.pacer import drain, exchange, probe_socket
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2  # set DF and never fragment locally
 IP_PMTUDISC_DONT = 0
+IP_PMTUDISC_PROBE = 3  # set DF, and neither consult nor obey the kernel's path-MTU cache
 ICMP_HEADER = 8
 
 
@@ -42,10 +43,13 @@ def echo_request(tag: ProbeTag, size: int) -> bytes:
     return bytes(ICMP(type=8, id=icmp_id_for(tag.run), seq=tag.seq & 0xFFFF) / payload)
 
 
-def open_socket(netns: str | None, source: IPv4Address | None, df: bool) -> socket.socket:
+def open_socket(netns: str | None, source: IPv4Address | None, df: bool, bypass_cache: bool = False) -> socket.socket:
+    """``bypass_cache``: with ``df``, send sizes above a path MTU the kernel learnt before (MTU
+    probes measure the path as it is now; ping --df refuses them, as ping -M do does)."""
     sock = probe_socket(netns, socket.SOCK_RAW, socket.IPPROTO_ICMP, source)
+    mode = (IP_PMTUDISC_PROBE if bypass_cache else IP_PMTUDISC_DO) if df else IP_PMTUDISC_DONT
     try:
-        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT)
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, mode)
     except OSError:
         sock.close()
         raise
@@ -64,10 +68,11 @@ def send_probes(
     kind: ProbeKind = ProbeKind.PING,
     df: bool = False,
     sizes: list[int] | None = None,
+    bypass_cache: bool = False,
 ) -> list[Sent]:
     """Send ``count`` probes ``interval`` seconds apart; return when every reply is
     in or ``timeout`` seconds after the last probe left."""
-    sock = open_socket(netns, source, df)
+    sock = open_socket(netns, source, df, bypass_cache)
     ident = icmp_id_for(run)
 
     def send_one(seq: int) -> Sent:

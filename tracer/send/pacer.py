@@ -57,7 +57,8 @@ def journal_to(path: Path) -> Iterator[None]:
             _journal.reset(token)
 
 
-def _write(event: str, record: object) -> None:
+def journal(event: str, record: object) -> None:
+    """Append ``{"event": event, **record}`` to the journal of :func:`journal_to` (if one is open)."""
     f = _journal.get()
     if f is not None:
         fields = asdict(record) if is_dataclass(record) and not isinstance(record, type) else {}
@@ -89,7 +90,7 @@ def exchange(
             now = time.monotonic()
             if seq < count and now >= next_send:
                 sent[seq] = rec = send_one(seq)
-                _write("sent", rec)
+                journal("sent", rec)
                 unanswered[seq] = rec
                 seq += 1
                 last_sent = now
@@ -114,7 +115,7 @@ def _journal_answers(unanswered: dict[int, R], answered: Callable[[R], bool]) ->
     if _journal.get() is None:
         return
     for seq in [s for s, r in unanswered.items() if answered(r)]:
-        _write("answered", unanswered.pop(seq))
+        journal("answered", unanswered.pop(seq))
 
 
 def probe_socket(netns: str | None, sock_type: int, proto: int, source: IPv4Address | None) -> socket.socket:

@@ -1,0 +1,214 @@
+"""Benchmark: whole-process `tracer replay` of large run directories, side by side with
+`tshark -T fields`, a dpkt loop and `tcpdump -r` with a filter, on the same files in one run.
+
+    python bench/bench_replay.py                                # 100k and 1M packets
+    python bench/bench_replay.py --packets 100000,1000000,5000000 --slow-max 200000
+    python bench/bench_replay.py --keep /tmp/runs               # keep (and reuse) the run directories
+    python bench/bench_replay.py --tracer-root /work/main       # time another checkout's tracer
+
+Each run directory is a recorded scenario (``captures/all-delivered``: ten capture points,
+its manifest, topology and probes) with generated background traffic merged into every
+point's pcapng in time order (bench_extract's mix of tagged echoes of another run, plain
+pings, ESP, ESP in UDP, IKE, DNS/NTP/TCP between other hosts and gateways than the
+scenario's; IP only on the tunnel interfaces), so the verdict
+is the scenario's own (the benchmark prints its line) and the reader, extraction and analysis see all the rows. Every
+contender is a whole process started from the shell's point of view (interpreter start,
+imports, reading, output); peak memory is the child's max RSS. Generated data is never
+committed; timings are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_extract import TSHARK_FIELDS, generate  # noqa: E402
+
+from tracer.capture.pcapfile import read_capture  # noqa: E402
+
+SCENARIO = ROOT / "captures" / "all-delivered"
+# The background is other flows than the scenario's: its tunnels run between other gateways
+# and its pings between other hosts. (Cleartext of the scenario's SA without the ESP that
+# would carry it is impossible, and the keyless ESP association rightly calls it ambiguous.)
+OTHER_GATEWAYS = ("198.19.1.1", "198.19.2.1")
+OTHER_HOSTS = ("203.0.113.10", "203.0.113.20")
+TCPDUMP_FILTER = "icmp or esp or udp port 500 or udp port 4500"
+
+
+# --- generation -----------------------------------------------------------------------------------
+
+
+def _epbs(ts_ns: np.ndarray, buf: np.ndarray, off: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Enhanced packet blocks (interface 0, ns timestamps) of the frames ``buf[off:off+length]``, in order."""
+    padded = (length + 3) & ~3
+    blen = 32 + padded
+    start = np.concatenate([[0], np.cumsum(blen)[:-1]]).astype(np.int64)
+    out = np.zeros(int(blen.sum()), np.uint8)
+    hdr = np.empty((len(ts_ns), 7), "<u4")
+    hdr[:, 0], hdr[:, 1], hdr[:, 2] = 6, blen, 0
+    hdr[:, 3], hdr[:, 4] = ts_ns >> 32, ts_ns & 0xFFFFFFFF
+    hdr[:, 5] = hdr[:, 6] = length
+    out[start[:, None] + np.arange(28)] = hdr.view(np.uint8).reshape(-1, 28)
+    out.view("<u4")[(start + blen) // 4 - 1] = blen
+    for n in np.unique(length).tolist():  # frames of one length at a time: a 2-D gather and scatter
+        rows = np.flatnonzero(length == n)
+        out[start[rows, None] + 28 + np.arange(n)] = buf[off[rows, None] + np.arange(n)]
+    return out
+
+
+def _head(path: Path) -> bytes:
+    """The section header and interface description blocks that open a tracer pcapng."""
+    data = path.read_bytes()
+    w = np.frombuffer(data[: len(data) // 4 * 4], "<u4")
+    i = 0
+    while w[i] in (0x0A0D0D0A, 1):
+        i += int(w[i + 1]) // 4
+    return data[: i * 4]
+
+
+def _isb(drops: int) -> bytes:
+    body = np.array([0, 0, 0], "<u4").tobytes() + (5).to_bytes(2, "little") + (8).to_bytes(2, "little") + \
+        drops.to_bytes(8, "little") + bytes(4)
+    n = 12 + len(body)
+    return np.array([5, n], "<u4").tobytes() + body + np.array([n], "<u4").tobytes()
+
+
+def generate_run(out: Path, packets: int, seed: int = 1) -> None:
+    """A copy of the scenario whose capture points each carry ``packets / points`` more packets."""
+    out.mkdir(parents=True)
+    files = sorted(SCENARIO.glob("*.pcapng"))
+    for f in SCENARIO.iterdir():
+        if f.suffix != ".pcapng":
+            shutil.copy(f, out / f.name)
+    per_point = packets // len(files)
+    for k, f in enumerate(files):
+        own = read_capture(f)
+        bg_path = out / f"bg{k}.pcap"
+        generate(bg_path, per_point, seed=seed + k, gateways=OTHER_GATEWAYS, hosts=OTHER_HOSTS)
+        bg = read_capture(bg_path)
+        bg_off, bg_len = bg.data_off, bg.caplen.astype(np.int64)
+        if own.interfaces[0].linktype == 101:  # a TUN point: IP without the Ethernet (or VLAN) header
+            vlan = (bg.buf[bg_off + 12] == 0x81) & (bg.buf[bg_off + 13] == 0x00)
+            skip = np.where(vlan, 18, 14)
+            bg_off, bg_len = bg_off + skip, bg_len - skip
+        lo, hi = int(own.ts_ns.min()) - 500_000_000, int(own.ts_ns.max()) + 500_000_000
+        bg_ts = np.sort(np.random.default_rng(seed + k).integers(lo, hi, len(bg_off)))
+        # own frames first in one buffer, background after: one index space for the merge
+        buf = np.concatenate([own.buf, bg.buf])
+        ts = np.concatenate([own.ts_ns, bg_ts])
+        off = np.concatenate([own.data_off, bg_off + len(own.buf)])
+        length = np.concatenate([own.caplen.astype(np.int64), bg_len])
+        order = np.argsort(ts, kind="stable")
+        with open(out / f.name, "wb") as w:
+            w.write(_head(f))
+            w.write(_epbs(ts[order], buf, off[order], length[order]).tobytes())
+            w.write(_isb(0))
+        bg_path.unlink()
+
+
+# --- contenders ------------------------------------------------------------------------------------
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, int, bytes, float]:
+    """Wall seconds, max RSS (KiB), stdout and CPU seconds (user + system) of one whole process.
+    CPU time is the steadier figure on a shared machine; wall time is what a user waits."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
+    assert p.stdout is not None
+    out = p.stdout.read()
+    _, _, ru = os.wait4(p.pid, 0)
+    return time.perf_counter() - t0, ru.ru_maxrss, out, ru.ru_utime + ru.ru_stime
+
+
+def count_lines(cmd: list[str]) -> tuple[float, int, int]:
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    n = 0
+    assert p.stdout is not None
+    for chunk in iter(lambda: p.stdout.read(1 << 20), b""):  # type: ignore[union-attr]
+        n += chunk.count(b"\n")
+    _, _, ru = os.wait4(p.pid, 0)
+    return time.perf_counter() - t0, ru.ru_maxrss, n
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--packets", default="100000,1000000", help="comma-separated packet counts (whole run)")
+    ap.add_argument("--keep", type=Path, help="keep the run directories here (reused if present)")
+    ap.add_argument("--tracer-root", type=Path, default=ROOT, help="the tracer checkout to time")
+    ap.add_argument("--repeat", type=int, default=3, help="tracer runs per size (best is shown)")
+    ap.add_argument("--slow-max", type=int, default=100_000,
+                    help="tshark and dpkt read at most this many packets per file (they run at ~10-100k pkt/s)")
+    ap.add_argument("--skip", default="", help="comma-separated contenders to skip: tshark,dpkt,tcpdump")
+    args = ap.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    base = args.keep or Path(tempfile.mkdtemp(prefix="tracer-bench-replay-"))
+    env = {**os.environ, "PYTHONPATH": str(args.tracer_root)}
+    rows = []
+    try:
+        for n in (int(x) for x in args.packets.split(",")):
+            run = base / f"run-{n}"
+            if not run.exists():
+                t0 = time.perf_counter()
+                generate_run(run, n)
+                print(f"generated {run} in {time.perf_counter() - t0:.1f} s", flush=True)
+            files = sorted(str(f) for f in run.glob("*.pcapng"))
+            size = sum(os.path.getsize(f) for f in files)
+            total = sum(len(read_capture(f)) for f in files)
+            best = None
+            for _ in range(max(1, args.repeat)):
+                dt, rss, out, cpu = timed([sys.executable, "-m", "tracer", "replay", str(run.resolve())], env, args.tracer_root)
+                best = min(best or (dt, rss, cpu), (dt, rss, cpu))
+            lines = out.decode(errors="replace").strip().splitlines()
+            verdict = lines[1][:70] if len(lines) > 1 else "(no output)"
+            row = {"packets": total, "MB": size / 1e6, "tracer": total / best[0], "tracer_s": best[0],
+                   "cpu_s": best[2], "rss_mb": best[1] / 1024, "verdict": verdict}
+            if "tcpdump" not in skip:
+                dt = sum(timed(["tcpdump", "-n", "-r", f, "-w", "/dev/null", TCPDUMP_FILTER])[0] for f in files)
+                row["tcpdump"] = total / dt
+            if "tshark" not in skip:
+                cmd = ["tshark", "-n", "-T", "fields", "-c", str(args.slow_max)] + [a for f in TSHARK_FIELDS for a in ("-e", f)]
+                res = [count_lines([*cmd[:1], "-r", f, *cmd[1:]]) for f in files]
+                row["tshark"] = sum(r[2] for r in res) / sum(r[0] for r in res)
+            if "dpkt" not in skip:
+                dt, _, out, _ = timed([sys.executable, str(ROOT / "bench" / "dpkt_fields.py"), str(args.slow_max), *files])
+                row["dpkt"] = int(out) / dt
+            rows.append(row)
+            print(f"{total:>10,} packets {size / 1e6:7.0f} MB  tracer {row['tracer'] / 1e6:5.2f} M pkt/s "
+                  f"({best[0]:.2f} s, CPU {best[2]:.2f} s, max RSS {row['rss_mb']:.0f} MiB = "
+                  f"{row['rss_mb'] * 2**20 / size:.2f}x the capture)  "
+                  + "  ".join(f"{k} {row[k] / 1e3:,.0f} k pkt/s" for k in ("tshark", "dpkt", "tcpdump") if k in row)
+                  + f"  [{verdict}]", flush=True)
+        print()
+        print("| workload | tracer replay | max RSS (× capture size) | tshark -T fields | dpkt loop "
+              "| tcpdump -r with a filter | tracer ÷ tcpdump |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            def rate(k: str, r: dict = r) -> str:
+                return f"{r[k] / 1e6:.2f} M pkt/s" if k in r and r[k] >= 1e6 else f"{r[k] / 1e3:,.0f} k pkt/s" if k in r else "—"
+
+            ratio = f"{r['tracer'] / r['tcpdump']:.2f}" if "tcpdump" in r else "—"
+            print(f"| {r['packets']:,} packets, {r['MB']:.0f} MB | "
+                  f"{rate('tracer')} ({r['tracer_s']:.2f} s; CPU {r['cpu_s']:.2f} s) | "
+                  f"{r['rss_mb']:.0f} MiB ({r['rss_mb'] * 2**20 / (r['MB'] * 1e6):.2f}×) | {rate('tshark')} | {rate('dpkt')} | "
+                  f"{rate('tcpdump')} | {ratio} |")
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

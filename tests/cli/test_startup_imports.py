@@ -1,0 +1,54 @@
+"""`tracer replay` loads only what a replay uses: the command line registers just the
+subcommand asked for, and graph, plotting, lab, check and capture-writing code stay unloaded.
+A structural check of the import graph (in a fresh interpreter), never a timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Modules a replay must not load (each costs startup time and none is used by it).
+NOT_FOR_REPLAY = (
+    "networkx", "matplotlib", "pandas", "scipy",
+    "tracer.lab", "tracer.analysis.checks", "tracer.evidence", "tracer.run.report", "tracer.run.record",
+    "tracer.send", "tracer.sniff", "tracer.plot", "tracer.capture.pcapng_writer",
+    "tracer.cli.check", "tracer.cli.lab", "tracer.cli.plot", "tracer.cli.report", "tracer.cli.trace",
+)
+
+PROBE = """
+import contextlib, io, json, sys
+from tracer.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(sys.argv[1:])
+print(json.dumps({"code": code, "out": out.getvalue(), "modules": sorted(sys.modules)}))
+"""
+
+
+def _loaded_after(*argv: str) -> dict:
+    r = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _loaded(modules: list[str], name: str) -> bool:
+    return any(m == name or m.startswith(name + ".") for m in modules)
+
+
+def test_replay_loads_only_what_it_uses() -> None:
+    r = _loaded_after("replay", "captures/all-delivered")
+    assert r["code"] == 0 and "3/3" in r["out"]  # it did replay the run
+    assert "tracer.analysis.analyze" in r["modules"]
+    assert [m for m in NOT_FOR_REPLAY if _loaded(r["modules"], m)] == []
+
+
+def test_replay_json_loads_only_what_it_uses() -> None:
+    r = _loaded_after("replay", "captures/gw-forward-drop", "--json")
+    assert r["code"] == 1 and json.loads(r["out"])
+    assert [m for m in NOT_FOR_REPLAY if _loaded(r["modules"], m)] == []
+
