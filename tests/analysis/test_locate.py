@@ -240,10 +240,11 @@ def test_replies_of_requests_that_did_not_arrive_are_not_sent():
 
 
 def test_path_that_ends_short_of_the_destination():
-    # The topology itself says the packet cannot arrive: seen to the path's end is still a loss.
+    # The topology itself says the packet cannot arrive: seen to the path's end (and nowhere after)
+    # is a loss there; the topology's reason for it is only a guess, so it is marked likely.
     short = replace(path(), delivered=False, end_note="b has no route to 10.2.0.10")
     traces = trace_probes(sightings([[S] * 9]), short, REQ)
     assert [(t.outcome, t.last_seen, t.first_missed) for t in traces] == [(LOST, 8, None)]
     assert findings(traces, short, REQ) == [
         Finding("request", LOST, 1, 1, "at b: b has no route to 10.2.0.10", "b:eth0", None, None,
-                "b has no route to 10.2.0.10", (0,))]
+                "likely: b has no route to 10.2.0.10", (0,))]

@@ -25,7 +25,9 @@ def one_line_error(r: subprocess.CompletedProcess[str], code: int = 2) -> str:
     return r.stderr.strip()
 
 
-def test_a_host_without_routes_is_a_located_loss(tmp_path):
+def test_a_host_without_routes_is_explained_not_a_crash(tmp_path):
+    # Issue 13's crash (argmax of an empty sequence). The replies were all seen, so the packets win
+    # over the route-less topology: delivered, with the disagreement said.
     run = tmp_path / "run"
     shutil.copytree(ROOT / "captures" / "all-delivered", run)
     topo = run / "topology.toml"
@@ -33,8 +35,9 @@ def test_a_host_without_routes_is_a_located_loss(tmp_path):
     start = text.index("[[nodes.east.routes]]")
     topo.write_text(text[:start] + text[text.index("\n\n", start) + 2:])
     r = tracer("replay", str(run))
-    assert r.returncode == 1, r.stderr
-    assert "LOSS  echo requests delivered; 3/3 echo replies lost at east: east has no route to 192.0.2.10" in r.stdout
+    assert r.returncode == 0, r.stderr
+    assert ("topology gives east no route back to 192.0.2.10 but 3/3 echo replies were seen at "
+            "west:eth0 — the topology may be stale") in r.stdout
     assert "reply path (0 capture points)  [topology: east has no route to 192.0.2.10]" in r.stdout
 
 

@@ -15,9 +15,17 @@ from tracer.analysis.compare import leak_cause
 from tracer.analysis.correlate import SightingMatrix, correlate, probe_rows
 from tracer.analysis.explain import explain, uncaptured
 from tracer.analysis.icmp import icmp_errors
-from tracer.analysis.locate import ObservedFate, findings, locate_observed, trace_probes, went_elsewhere
+from tracer.analysis.locate import (
+    ObservedFate,
+    end_blind,
+    findings,
+    locate_observed,
+    trace_probes,
+    went_elsewhere,
+)
 from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_status, mtu_summary
 from tracer.analysis.observed import observe, rewrites
+from tracer.analysis.unrouted import stale, unrouted
 from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.evidence import Evidence
@@ -95,16 +103,26 @@ def analyze(
         own = ptype.carried(seqs, direction)
         sent = arrived if own is None else own.tolist()
         if not path.hops:
-            # The topology itself leaves the packet nowhere to go (no route from its first node).
-            found += _nowhere(path, direction, len(seqs) if sent is None else sum(sent), topo, spec)
-            arrived = [False] * len(seqs)
+            # The topology leaves the packet nowhere to go (no route from its first node): only
+            # what the captures saw, and where, can say what became of the probes.
+            u = unrouted(obs, topo, path, direction, spec.run, spec.kind, seqs, _start(topo, spec, direction),
+                         sent, set(obs.points), set(suspect), netstate)
+            found += u.findings
+            observed += u.observed
+            warn += u.warnings
+            arrived = u.delivered
             continue
         s = correlate(obs, topo, path, spec.run, spec.kind, direction, seqs, suspect, decrypted)
         mine = trace_probes(s, path, direction, sent)
+        blind = end_blind(topo, path, set(obs.points), set(suspect))
+        if blind:  # seen where the topology ends the path, but it may have gone on unseen
+            mine = [replace(t, outcome=Outcome.INCONCLUSIVE) if _at_end(t, path) else t for t in mine]
         off = observe(obs, topo, path, spec.run, spec.kind, direction, s)
         detours = _detours(obs, topo, path, mine, off, suspect)
+        if not path.delivered:
+            warn += stale(path, direction, spec.kind, None, _arrivals(detours), sum(t.outcome != Outcome.NOT_SENT for t in mine))
         errors = spec.send_errors if direction == Direction.REQUEST else None
-        found += findings(mine, path, direction, s.leaks, errors, detours)
+        found += findings(mine, path, direction, s.leaks, errors, detours, blind)
         observed += [off[p] for p in sorted(off)]
         nat += rewrites(obs, s)
         # A reply is only expected once its request is known to have arrived.
@@ -121,7 +139,7 @@ def analyze(
     if mtu is not None:
         diagnoses += mtu_diagnosis(mtu)
         status = mtu_status(mtu, status)
-    summary = mtu_summary(mtu) if mtu else _summary(found, ptype, status, req_path)
+    summary = mtu_summary(mtu) if mtu else _summary(found, ptype, status, _ends(topo, spec))
     all_points = {h.point for p in paths.values() for h in p.hops}
     return Verdict(
         run=spec.run,
@@ -151,7 +169,7 @@ def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: list
     out = {}
     for p, op in off.items():
         t = traces[p]
-        if t.outcome == Outcome.NOT_SENT or op.divergence is None:
+        if op.divergence is None:  # (seen, so sent: even a reply to a request not seen arriving)
             continue
         cause = None
         if op.divergence.kind == "leak":
@@ -163,6 +181,20 @@ def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: list
         if fate is not None:
             out[op.seq] = fate
             traces[p] = went_elsewhere(t, path, op, fate.outcome)
+    return out
+
+
+def _at_end(t: ProbeTrace, path: ExpectedPath) -> bool:
+    """Lost at the last hop of a path the topology ends undelivered."""
+    return t.outcome == Outcome.LOST and t.last_seen == len(path.hops) - 1 and not path.delivered
+
+
+def _arrivals(detours: dict[int, ObservedFate]) -> dict[str, int]:
+    """Where the probes that went elsewhere and still arrived were seen arriving (point → how many)."""
+    out: dict[str, int] = {}
+    for fate in detours.values():
+        if fate.outcome == Outcome.DELIVERED and fate.last:
+            out[fate.last] = out.get(fate.last, 0) + 1
     return out
 
 
@@ -189,13 +221,12 @@ def _expected_paths(topo: Topology, spec: ProbeSpec) -> dict[Direction, Expected
     return expected_paths(topo, spec.src, spec.dst, topo.nodes.get(spec.origin) if spec.origin else None)
 
 
-def _nowhere(path: ExpectedPath, direction: Direction, n: int, topo: Topology, spec: ProbeSpec) -> list[Finding]:
-    """Probes of a direction whose first node has no route for them: lost there, by the topology's own word."""
-    if n == 0:
-        return []
-    start = topo.owner(spec.src if direction == Direction.REQUEST else spec.dst)
-    name = start.name if start else "?"
-    return [Finding(direction, Outcome.LOST, n, n, f"at {name}: {path.end_note}", reason=path.end_note)]
+def _start(topo: Topology, spec: ProbeSpec, direction: Direction) -> str | None:
+    """The node the packets of ``direction`` leave from."""
+    if direction == Direction.REQUEST and spec.origin:
+        return spec.origin
+    node = topo.owner(spec.src if direction == Direction.REQUEST else spec.dst)  # type: ignore[arg-type]
+    return node.name if node else None
 
 
 def _diagnoses(obs: Observations, spec: ProbeSpec, paths: dict[Direction, ExpectedPath],
@@ -229,16 +260,22 @@ def _status(found: list[Finding]) -> Status:
     return Status.DELIVERED
 
 
-def _summary(found: list[Finding], ptype: ProbeType, status: Status, path: ExpectedPath) -> str:
+def _ends(topo: Topology, spec: ProbeSpec) -> tuple[str, str]:
+    """The names of the probes' two ends (from the topology's owners, not from a path that may be empty)."""
+    dst = topo.owner(spec.dst) if spec.dst is not None else None
+    return _start(topo, spec, Direction.REQUEST) or str(spec.src), dst.name if dst else str(spec.dst)
+
+
+def _summary(found: list[Finding], ptype: ProbeType, status: Status, ends: tuple[str, str]) -> str:
     if not found:
         return "no probes found in the captures"
     if status == Status.DELIVERED and not ptype.paired:  # each packet its own probe, either way
         there, back = (sum(f.count for f in found if f.direction == d) for d in DIRECTIONS)
         return (f"{there + back}/{there + back} packets delivered ({there} there, {back} back; "
-                f"{path.hops[0].node} ↔ {path.hops[-1].node})")
+                f"{ends[0]} ↔ {ends[1]})")
     if status == Status.DELIVERED:
         n = max(f.total for f in found)
-        return f"{n}/{n} {ptype.noun(Direction.REQUEST)} delivered and answered ({path.hops[0].node} → {path.hops[-1].node})"
+        return f"{n}/{n} {ptype.noun(Direction.REQUEST)} delivered and answered ({ends[0]} → {ends[1]})"
     parts = []
     for direction in DIRECTIONS:
         mine = [f for f in found if f.direction == direction]

@@ -17,6 +17,9 @@ def divergence(topo: Topology, path: ExpectedPath, seen: tuple[Seen, ...], loop:
         # Only a loop over points of the expected path itself: the loop is the divergence.
         return Divergence("loop", _last_expected(seen, len(seen)), loop.point, loop_text(loop)) if loop else None
     s = seen[off]
+    if not path.hops:  # the topology gives it no path at all: any sighting contradicts it
+        return Divergence("off-path", None, s.point,
+                          f"turned up at {s.point} though the topology gives it no path ({path.end_note})")
     after = _last_expected(seen, off)
     rejoined = next((t.point for t in seen[off + 1:] if t.place == Place.EXPECTED and t.point != after), None)
     cp = CapturePoint.parse(s.point)

@@ -82,9 +82,11 @@ def findings(
     leaks: list[str] | None = None,
     send_errors: dict[int, str] | None = None,
     detours: dict[int, ObservedFate] | None = None,
+    end_blind: tuple[str, ...] = (),
 ) -> list[Finding]:
     """Group probes of one direction by fate, worst first. ``detours``: seq → where a probe that
-    left its expected path really went and died (those are grouped by that, not by hop)."""
+    left its expected path really went and died (those are grouped by that, not by hop);
+    ``end_blind``: where a path the topology ends undelivered could have gone on, uncaptured."""
     groups: dict[tuple, list[ProbeTrace]] = defaultdict(list)
     detours = detours or {}
     for t in traces:
@@ -102,12 +104,16 @@ def findings(
         hops = path.hops
         if outcome == Outcome.DELIVERED:
             fate = _Fate(f"delivered to {hops[-1].node if hops else '?'}")
+        elif outcome == Outcome.INCONCLUSIVE and last == len(hops) - 1 and not path.delivered:
+            fate = _Fate(f"somewhere after {hops[last].point}",
+                         f"{', '.join(end_blind)} not captured (or with sniffer drops); the topology says {path.end_note}")
         elif outcome == Outcome.INCONCLUSIVE:
             fate = _Fate(*_inconclusive(members, path))
         elif last is None:  # missed at the first hop
             fate = _lost_at_origin(path, direction, seqs, send_errors or {})
         elif missed is None:  # seen at the last hop, where the topology says the path ends undelivered
-            fate = _Fate(f"at {hops[last].node}: {path.end_note}", path.end_note)
+            # Seen nowhere after, with every way on captured: it died there; the why is the topology's guess.
+            fate = _Fate(f"at {hops[last].node}: {path.end_note}", LIKELY + path.end_note)
         else:  # trace_probes: anything doubtful in between makes it inconclusive, so missed == last + 1
             fate = _lost_on_edge(path, last, members, leaks or [])
         out.append(Finding(direction, outcome, len(members), total, fate.where,
@@ -133,14 +139,19 @@ class ObservedFate:
 
 def locate_observed(
     topo: Topology, path: ExpectedPath, op: ObservedProbe, delivered: bool, captured: set[str], unreliable: set[str],
-    leak_cause: str | None = None,
+    leak_cause: str | None = None, start: str | None = None,
 ) -> ObservedFate | None:
-    """Believe the packets: follow the probe where it really went. None when it did not diverge."""
+    """Believe the packets: follow the probe where it really went. None when it did not diverge.
+    ``start``: the node the probe left from, when the expected path has no hop to say it."""
     div = op.divergence
     if div is None:
         return None
-    if delivered:
-        return ObservedFate(Outcome.DELIVERED, f"delivered to {path.hops[-1].node}", div.text, path.hops[-1].point)
+    # Where the topology gives the probe no way to its destination, only the packets can say it
+    # arrived: seen on the destination's node, it did.
+    arrived = None if path.delivered else reached(topo, path, op)
+    if delivered or arrived:
+        end = arrived or path.hops[-1].point
+        return ObservedFate(Outcome.DELIVERED, f"delivered to {CapturePoint.parse(end).node}", div.text, end)
     last = op.seen[-1]
     leaked = leak_cause if div.kind == "leak" else None
     if op.loop is not None:  # the loop text cites its ICMP time exceeded itself
@@ -148,7 +159,7 @@ def locate_observed(
         return ObservedFate(Outcome.LOST, f"in a routing loop {'between' if len(op.loop.nodes) > 1 else 'at'} {between}",
                             div.text, last.point, reason=_join(leaked, loop_text(op.loop)))
     cause = _join(leaked, f"the network said: {'; '.join(op.quoted)}" if op.quoted else None)
-    nxt, edge, why = _next_point(topo, path, op)
+    nxt, edge, why = _next_point(topo, path, op, start)
     having = f", having {div.text}"
     if nxt is None and edge == _NO_LINK:
         return ObservedFate(Outcome.INCONCLUSIVE, f"somewhere after {last.point}{having}", div.text, last.point,
@@ -174,6 +185,32 @@ def locate_observed(
                             last.point, nxt, reason=f"{nxt} {doubt}")
     return ObservedFate(Outcome.LOST, (edge or f"between {last.point} and {nxt}") + having, div.text, last.point, nxt,
                         "wire" if edge and edge.startswith("on the wire") else "forward", _join(cause, _likely(why)))
+
+
+def end_blind(topo: Topology, path: ExpectedPath, captured: set[str], unreliable: set[str]) -> tuple[str, ...]:
+    """Where a probe seen at the last hop of a path the topology ends undelivered could have gone
+    on without a reliable capture seeing it: the other interfaces of that node, or — when the hop
+    leaves by an interface with no link in the topology — wherever that leads."""
+    if path.delivered or not path.hops:
+        return ()
+    last = path.hops[-1]
+    node = topo.nodes.get(last.node)
+    blind = [i.point for i in (node.interfaces.values() if node else ())
+             if i.point != last.point and (i.point not in captured or i.point in unreliable)]
+    tunnel_dev = any(e.node == last.node and e.interface == last.iface for t in topo.tunnels for e in (t.left, t.right))
+    if topo.peer(last.point) is None and not tunnel_dev and (len(path.hops) == 1 or path.hops[-2].node == last.node):
+        blind.append(f"where {last.point} leads (no link in the topology)")
+    return tuple(blind)
+
+
+def reached(topo: Topology, path: ExpectedPath, op: ObservedProbe) -> str | None:
+    """The first point that saw the probe in the clear on the node owning its destination (it
+    arrived there, whatever the topology's routes say); None: no such sighting."""
+    owner = topo.owner(path.dst)
+    if owner is None:
+        return None
+    return next((s.point for s in op.seen if s.form == Form.CLEAR and CapturePoint.parse(s.point).node == owner.name),
+                None)
 
 
 def went_elsewhere(t: ProbeTrace, path: ExpectedPath, op: ObservedProbe, outcome: Outcome) -> ProbeTrace:
@@ -219,7 +256,8 @@ def _join(*parts: str | None) -> str | None:
     return text or None
 
 
-def _next_point(topo: Topology, path: ExpectedPath, op: ObservedProbe) -> tuple[str | None, str | None, str | None]:
+def _next_point(topo: Topology, path: ExpectedPath, op: ObservedProbe,
+                start: str | None = None) -> tuple[str | None, str | None, str | None]:
     """(next point, edge text, why) on the way the probe was going from its last sighting.
 
     Its last point was an egress if the sighting before it was on the same node (it was moving
@@ -231,7 +269,7 @@ def _next_point(topo: Topology, path: ExpectedPath, op: ObservedProbe) -> tuple[
     cp = CapturePoint.parse(last.point)
     prev = next((s for s in reversed(op.seen[:-1]) if s.point != last.point), None)
     egress = (prev is not None and CapturePoint.parse(prev.point).node == cp.node) or \
-        (prev is None and path.hops and cp.node == path.hops[0].node)
+        (prev is None and cp.node == (path.hops[0].node if path.hops else start))
     if egress:
         peer = topo.peer(last.point)
         if peer is None:

@@ -16,6 +16,7 @@ import numpy as np
 from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.path import ExpectedPath
+from tracer.model.point import CapturePoint
 from tracer.model.probe import ProbeSpec
 from tracer.model.tag import icmp_id_for
 from tracer.model.topology import Topology
@@ -47,6 +48,11 @@ def mtu_report(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: l
             fate.setdefault(t.seq, []).append(t.outcome == Outcome.DELIVERED)
         elif t.outcome not in (Outcome.DELIVERED, Outcome.NOT_SENT):
             fate.setdefault(t.seq, []).append(False)
+    traced = {str(t.direction) for t in traces}
+    for f in found:  # a direction with no expected path has no traces: its findings say each probe's fate
+        if str(f.direction) not in traced and (f.direction == "request" or f.outcome != Outcome.DELIVERED):
+            for q in f.seqs:
+                fate.setdefault(q, []).append(f.outcome == Outcome.DELIVERED)
     lost_in = {q: f for f in found if f.outcome != Outcome.DELIVERED and f.direction == "request" for q in f.seqs}
     where_of = {q: f.where for f in found if f.outcome != Outcome.DELIVERED for q in f.seqs}
     frags = frag_needed(obs, spec, path, traces, topo)
@@ -101,7 +107,9 @@ def frag_needed(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: 
     by_header = (obs["tag_kind"] == 0) & (obs["inner_proto"] == 1) & (obs["inner_id"] == icmp_id_for(spec.run))
     if spec.dst is not None:
         by_header &= obs["inner_dst"] == int(spec.dst)
-    source = path.hops[0].point if path.hops else None
+    # The source's node, whatever the path: a route the topology lacks must not hide that the ICMP arrived.
+    origin = topo.owner(spec.src) if spec.src is not None else None
+    source = path.hops[0].node if path.hops else spec.origin or (origin.name if origin else None)
     found: dict[tuple[str, int, int, str], list[str]] = {}
     for i in np.flatnonzero(fn).tolist():
         if by_tag[i]:
@@ -121,7 +129,7 @@ def frag_needed(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: 
         owner = topo.owner(IPv4Address(sender))
         seen = tuple(dict.fromkeys(points))
         out.append(FragNeeded(sender, owner.name if owner else None, mtu, sizes[seq], seq, about, seen,
-                              source is not None and source in seen))
+                              any(CapturePoint.parse(p).node == source for p in seen)))
     return sorted(out, key=lambda f: (f.size, f.seq, f.about))
 
 

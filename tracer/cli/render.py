@@ -12,9 +12,10 @@ from tracer.probes import probe_type
 
 
 def render_text(v: Verdict) -> str:
-    req = v.paths[Direction.REQUEST]
+    req, rep = v.paths[Direction.REQUEST], v.paths.get(Direction.REPLY)
+    src = req.hops[0].node if req.hops else rep.dst_node if rep and rep.dst_node else "?"  # (no request path)
     lines = [
-        f"tracer {v.kind}: {req.hops[0].node if req.hops else '?'} ({req.src}) → "
+        f"tracer {v.kind}: {src} ({req.src}) → "
         f"{req.dst_node or '?'} ({req.dst})  " + (f"flow: {v.flow}" if v.flow else f"run {v.run:#010x}"),
         f"{v.status.word:<5} {v.summary}",
     ]
@@ -97,7 +98,8 @@ def path_head(direction: Direction | str, path: ExpectedPath) -> str:
 
 
 def nowhere(path: ExpectedPath) -> str:
-    return f"  no capture point: the packet has nowhere to go ({path.end_note})"
+    # The topology's word, not the packets': where they were really seen is told below the paths.
+    return f"  no capture point: the topology gives the packet nowhere to go ({path.end_note})"
 
 
 def edge_line(path: ExpectedPath, h: int, mark: str = "") -> str:
