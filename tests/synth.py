@@ -95,6 +95,12 @@ class Scenario:
     icmp_errors: list[IcmpError] = field(default_factory=list)
     # Hand-built IP packets to add: (capture point, ns after the first probe left, packet bytes).
     extra: list[tuple[str, int, bytes]] = field(default_factory=list)
+    # Untagged traffic instead of tagged probes: "echo" (a plain ping: identifier UNTAGGED_ID, ICMP
+    # sequence from 1, payload a timestamp and ping's pattern) or "udp" (a query from port 40000
+    # to 53 and its answer, IP ID ``udp_ipid`` or random).
+    untagged: str = ""
+    udp_ipid: int | None = None
+    udp_payload: bytes | None = None  # the same payload in every query and answer (default: numbered)
 
 
 def _hit(table: dict, key: object, seq: int) -> bool:
@@ -128,8 +134,11 @@ def build(sc: Scenario, out: Path) -> Path:
         spi = SPI_WE if direction == "request" else SPI_EW
         outer_src, outer_dst = (WEST_GW_WAN, EAST_GW_WAN) if direction == "request" else (EAST_GW_WAN, WEST_GW_WAN)
         my_esp = None
+        outer: IP | None = None
         for i, (point, form) in enumerate(hops):
-            if form == "esp" and not sc.leak:
+            if form == "esp" and not sc.leak and outer is not None:
+                pkt = outer  # one ESP packet crosses the untrusted hops: the same bytes at each
+            elif form == "esp" and not sc.leak:
                 if my_esp is None:
                     esp_seq[direction] += 1
                     my_esp = esp_seq[direction]
@@ -139,6 +148,7 @@ def build(sc: Scenario, out: Path) -> Path:
                     esp = struct.pack(">II", spi, my_esp) + rng.randbytes(len(bytes(inner)) + 18)
                     pkt = IP(src=outer_src, dst=outer_dst, proto=50, id=rng.randrange(65536)) / esp if sc.raw_esp \
                         else IP(src=outer_src, dst=outer_dst, id=rng.randrange(65536)) / UDP(sport=4500, dport=4500) / esp
+                outer = pkt
             else:
                 pkt = inner
             ts = t + i * 40_000
@@ -162,6 +172,9 @@ def build(sc: Scenario, out: Path) -> Path:
         payload = ProbeTag(sc.run, sc.kind, seq).encode() + bytes(sc.sizes.get(seq, 56) - 16)
         req = IP(src=WEST, dst=EAST, id=rng.randrange(65536), flags="DF" if sc.df else 0) \
             / ICMP(type=8, id=icmp_id_for(sc.run), seq=seq) / payload
+        plain = _untagged(sc, seq, t, rng) if sc.untagged else None
+        if plain is not None:
+            req = plain[0]
         bgs = [IP(src=WEST, dst=EAST) / UDP(sport=5000 + b, dport=9) / bytes(20) for b in range(sc.background)]
         if sc.background_offset_ns < 0:
             for b, bg in enumerate(bgs):
@@ -170,7 +183,9 @@ def build(sc: Scenario, out: Path) -> Path:
         if sc.background_offset_ns >= 0:
             for b, bg in enumerate(bgs):
                 emit("request", bg, t + sc.background_offset_ns + b * 1_000, None)
-        if arrived:
+        if arrived and plain is not None:
+            emit("reply", plain[1], t + 1_000_000, seq)
+        elif arrived:
             rep = IP(src=EAST, dst=WEST, id=rng.randrange(65536)) / ICMP(type=0, id=icmp_id_for(sc.run), seq=seq) / payload
             emit("reply", rep, t + 1_000_000, seq)
 
@@ -205,6 +220,24 @@ def build(sc: Scenario, out: Path) -> Path:
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
+
+
+UNTAGGED_ID = 0x4242
+
+
+def _untagged(sc: Scenario, seq: int, t: int, rng: random.Random) -> tuple[IP, IP]:
+    """A plain ping's echo request and reply (sequence from 1), or a UDP query and its answer."""
+    if sc.untagged == "echo":
+        payload = struct.pack("<QQ", t // 10**9, t // 1000 % 10**6) + bytes(range(16, 56))
+        return (IP(src=WEST, dst=EAST, id=rng.randrange(65536), flags="DF") / ICMP(type=8, id=UNTAGGED_ID, seq=seq + 1)
+                / payload,
+                IP(src=EAST, dst=WEST, id=rng.randrange(65536)) / ICMP(type=0, id=UNTAGGED_ID, seq=seq + 1) / payload)
+    assert sc.untagged == "udp"
+    ipid = rng.randrange(65536) if sc.udp_ipid is None else sc.udp_ipid
+    query, answer = (f"query {seq}".encode(), f"answer {seq}".encode()) if sc.udp_payload is None else \
+        (sc.udp_payload, sc.udp_payload)
+    return (IP(src=WEST, dst=EAST, id=ipid, flags="DF") / UDP(sport=40000, dport=53) / query,
+            IP(src=EAST, dst=WEST, id=ipid, flags="DF") / UDP(sport=53, dport=40000) / answer)
 
 
 def _encrypt(inner: IP, spi: int, seq: int, key: bytes, src: str, dst: str, raw: bool) -> IP:

@@ -89,6 +89,7 @@ NOT_RUN: dict[str, str] = {
     "python3 -m ruff": "the linter (CI runs it)",
     "python3 bench/": "benchmarks take minutes (bench_live needs the lab): --help must list every option the docs use",
     "python3 scripts/record_scenarios.py": "re-records every scenario on the lab (minutes); it takes no options",
+    "python3 scripts/record_plain_captures.py": "re-records the hand-taken captures of captures/plain on the lab (a minute)",
 }
 
 # Lab commands and blocks run from a temporary directory; these paths of the docs move into it.

@@ -11,6 +11,7 @@ EXIT_LOSS = 1
 EXIT_BAD_INPUT = 2
 EXIT_INCONCLUSIVE = 3
 EXIT_ENVIRONMENT = 4
+EXIT_NO_TRAFFIC = 5  # readable captures, but nothing in them to trace
 EXIT_INTERNAL = 70  # a bug in tracer (sysexits' EX_SOFTWARE): never mistaken for "loss located"
 EXIT_INTERRUPTED = 130
 
@@ -33,6 +34,12 @@ class CaptureError(BadInput):
 
 class TopologyError(BadInput):
     """A topology file or object is inconsistent."""
+
+
+class NoTraffic(TracerError):
+    """The captures are readable, but hold no traffic of interest (not bad input: a verdict needs packets)."""
+
+    exit_code = EXIT_NO_TRAFFIC
 
 
 class EnvironmentProblem(TracerError):

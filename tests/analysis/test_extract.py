@@ -156,6 +156,7 @@ def reference(l3: bytes) -> dict[str, int]:
     if p.frag:
         e["cls"] = PacketClass.FRAGMENT
         return e
+    e["l4_hash"] = _ref_l4_hash(p.proto, bytes(p)[p.ihl * 4: p.len])
     if ICMP in p:
         ic = p[ICMP]
         e.update(icmp_type=ic.type, icmp_code=ic.code, cls=PacketClass.OTHER)
@@ -188,6 +189,19 @@ def reference(l3: bytes) -> dict[str, int]:
     elif TCP in p:
         e.update(cls=PacketClass.TCP, sport=p[TCP].sport, dport=p[TCP].dport)
     return e
+
+
+def _ref_l4_hash(proto: int, l4: bytes) -> int:
+    """The invariant-bytes hash, written from its definition: the first 16 L4 bytes without ports
+    and checksums, word by word, bytes past the packet's end counting as 0."""
+    b = bytearray(l4[:16])
+    for lo, hi in {6: [(0, 4)], 17: [(0, 4), (6, 8)], 1: [(2, 4)]}.get(proto, []):
+        b[lo:hi] = bytes(min(hi, len(b)) - min(lo, len(b)))
+    b += bytes(16 - len(b))
+    h = 0
+    for i, k in enumerate((0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F)):
+        h ^= (int.from_bytes(b[4 * i: 4 * i + 4], "big") * k) & 0xFFFFFFFF
+    return h ^ (h >> 16)
 
 
 def _udp_payload(e: dict[str, int], sport: int, dport: int, plen: int, pl: bytes, *, inner: bool) -> None:

@@ -42,6 +42,7 @@ def test_top_level_help_lists_commands_and_exit_codes() -> None:
                  "  1  loss located: the verdict names the hop",
                  "  2  bad input: unreadable capture, bad topology or arguments",
                  "  3  inconclusive: a capture point is missing or a sniffer dropped packets",
+                 "  5  nothing to trace: no traffic of interest in the captures (no tracer",
                  "  130 interrupted (Ctrl-C or SIGTERM): the verdict covers the probes sent"):
         assert line in r.out.splitlines()
 

@@ -27,7 +27,7 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-EXIT_CODES = {0, 1, 2, 3, 4}  # what a hostile input may give; 70 (internal error) is a bug
+EXIT_CODES = {0, 1, 2, 3, 4, 5}  # what a hostile input may give (5: nothing to trace); 70 (internal error) is a bug
 
 
 def cli_problem(proc: subprocess.Popen[str], timeout: float = 60.0) -> str | None:

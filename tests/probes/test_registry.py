@@ -20,7 +20,7 @@ import pytest
 import tracer.probes
 from tests.synth import POINTS, TOPOLOGY, Scenario, build
 from tracer.cli import build_parser
-from tracer.errors import BadInput
+from tracer.errors import BadInput, NoTraffic
 from tracer.model.verdict import Status
 from tracer.probes import ProbeType, all_types, probe_type, register
 from tracer.run.replay import load_run, replay_run
@@ -58,11 +58,12 @@ def scenario(**kw: Any) -> Scenario:
 
 def test_unregistered_kind_is_unknown(tmp_path):
     run_dir = build(scenario(), tmp_path / "run")
-    with pytest.raises(BadInput, match=r"^unknown probe kind 'echo4' \(known: ping, ike, mtu\)$"):
+    with pytest.raises(BadInput, match=r"^unknown probe kind 'echo4' \(known: ping, ike, mtu, flow\)$"):
         load_run([run_dir])
     files = [run_dir / f"{p.replace(':', '_')}.pcapng" for p in POINTS]
     loaded = load_run(files, TOPOLOGY)
-    with pytest.raises(BadInput, match="no tracer probes found in the captures"):
+    # Probes of a kind nobody registered are not untagged traffic either: nothing to trace.
+    with pytest.raises(NoTraffic, match="no traffic of interest in the captures: no tracer probe and no ICMP echo"):
         replay_run(loaded)
 
 
@@ -130,7 +131,7 @@ def test_code_must_fit_the_tag_byte(code):
 
 def test_registering_the_same_kind_again_is_harmless(echo4):
     assert register_echo4().name == "echo4"
-    assert [t.name for t in all_types()] == ["ping", "ike", "mtu", "echo4"]
+    assert [t.name for t in all_types()] == ["ping", "ike", "mtu", "echo4", "flow"]
 
 
 def test_registering_a_taken_name_under_another_code_raises():
@@ -163,7 +164,7 @@ print(*[t.name for t in all_types()])
 """
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert out.stdout == "refused: probe tag kind 1 is taken by 'ping'\nping ike mtu\n", out.stdout + out.stderr
+    assert out.stdout == "refused: probe tag kind 1 is taken by 'ping'\nping ike mtu flow\n", out.stdout + out.stderr
 
 
 def test_a_kind_cannot_shadow_another_subcommand():

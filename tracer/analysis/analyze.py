@@ -91,6 +91,7 @@ def analyze(
         warn += clock_notes
 
     seqs = _probe_seqs(obs, spec)
+    ptype = probe_type(spec.kind)
     traces: list[ProbeTrace] = []
     found: list[Finding] = []
     sightings: list[SightingMatrix] = []
@@ -98,18 +99,21 @@ def analyze(
     observed: list[ObservedProbe] = []
     nat: list[str] = []
     for direction, path in paths.items():
+        # Paired kinds expect a reply for each request that arrived; others say which probes go this way.
+        own = ptype.carried(seqs, direction)
+        sent = arrived if own is None else own.tolist()
         if not path.hops:
             # The topology leaves the packet nowhere to go (no route from its first node): only
             # what the captures saw, and where, can say what became of the probes.
             u = unrouted(obs, topo, path, direction, spec.run, spec.kind, seqs, _start(topo, spec, direction),
-                         arrived, set(obs.points), set(suspect), netstate)
+                         sent, set(obs.points), set(suspect), netstate)
             found += u.findings
             observed += u.observed
             warn += u.warnings
             arrived = u.delivered
             continue
         s = correlate(obs, topo, path, spec.run, spec.kind, direction, seqs, suspect, decrypted)
-        mine = trace_probes(s, path, direction, arrived)
+        mine = trace_probes(s, path, direction, sent)
         blind = end_blind(topo, path, set(obs.points), set(suspect))
         if blind:  # seen where the topology ends the path, but it may have gone on unseen
             mine = [replace(t, outcome=Outcome.INCONCLUSIVE) if _at_end(t, path) else t for t in mine]
@@ -128,14 +132,14 @@ def analyze(
 
     found = explain(found, paths, traces, evidence, netstate)
     warn += uncaptured(evidence)
-    diagnoses = list(dict.fromkeys(nat)) + _diagnoses(obs, spec, paths, sightings, decrypted)
+    diagnoses = [*spec.notes, *dict.fromkeys(nat), *_diagnoses(obs, spec, paths, sightings, decrypted)]
     status = _status(found)
     req_path = paths[Direction.REQUEST]
     mtu = mtu_report(obs, spec, req_path, traces, found, topo, netstate) if spec.sizes else None
     if mtu is not None:
         diagnoses += mtu_diagnosis(mtu)
         status = mtu_status(mtu, status)
-    summary = mtu_summary(mtu) if mtu else _summary(found, probe_type(spec.kind), status, _ends(topo, spec))
+    summary = mtu_summary(mtu) if mtu else _summary(found, ptype, status, _ends(topo, spec))
     all_points = {h.point for p in paths.values() for h in p.hops}
     return Verdict(
         run=spec.run,
@@ -152,6 +156,7 @@ def analyze(
         warnings=tuple(warn),
         mtu=mtu,
         observed=tuple(observed),
+        flow=spec.flow,
     )
 
 
@@ -264,6 +269,10 @@ def _ends(topo: Topology, spec: ProbeSpec) -> tuple[str, str]:
 def _summary(found: list[Finding], ptype: ProbeType, status: Status, ends: tuple[str, str]) -> str:
     if not found:
         return "no probes found in the captures"
+    if status == Status.DELIVERED and not ptype.paired:  # each packet its own probe, either way
+        there, back = (sum(f.count for f in found if f.direction == d) for d in DIRECTIONS)
+        return (f"{there + back}/{there + back} packets delivered ({there} there, {back} back; "
+                f"{ends[0]} ↔ {ends[1]})")
     if status == Status.DELIVERED:
         n = max(f.total for f in found)
         return f"{n}/{n} {ptype.noun(Direction.REQUEST)} delivered and answered ({ends[0]} → {ends[1]})"

@@ -324,6 +324,7 @@ def _ipv4(buf: np.ndarray, w: np.ndarray, l3abs: np.ndarray, avail: np.ndarray, 
     out.put("icmp_seq", rows, seq)
     out.put("sport", rows, sport)
     out.put("dport", rows, dport)
+    out.put("l4_hash", rows, _l4_hash(L, cap, (frag == 0) & (cap >= np.minimum(16, ip_len - ihl))))
     cls[frag > 0] = PacketClass.FRAGMENT
     out.put("cls", rows, cls)
     # Last, so the outer columns written above are not overwritten: the packet an ICMP error
@@ -331,6 +332,32 @@ def _ipv4(buf: np.ndarray, w: np.ndarray, l3abs: np.ndarray, avail: np.ndarray, 
     q = np.flatnonzero(err & (cap >= 8 + 20))
     if len(q):
         out.later.quoted.append((out.glob(_sub(rows, q)), l3abs[q] + ihl[q] + 8, cap[q] - 8))
+
+
+_MIX = (np.uint32(0x9E3779B1), np.uint32(0x85EBCA77), np.uint32(0xC2B2AE3D), np.uint32(0x27D4EB2F))
+
+
+def _l4_hash(L: _L4Words, cap: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """A hash of the first L4 bytes that no router changes, for telling untagged packets apart
+    across hops: TCP sequence, acknowledgement, offset, flags and window (bytes 4-15); UDP
+    length and the first 8 payload bytes, not the checksum (ESP-in-UDP: SPI and sequence);
+    any other protocol its first 16 bytes, except ICMP's checksum. Bytes past the packet's
+    end count as 0; a snapshot that cuts into the bytes hashed gives no hash (0), never a
+    partial one. 32-bit multiply-xor: a few operations per row, the packets' other fields
+    (addresses, IP ID, ports) do most of the telling apart."""
+    words = [np.where(L.udp | L.tcp, 0, np.where(L.icmp, L.w0 & 0xFFFF0000, L.w0)).astype(np.uint32),  # no ports
+             np.where(L.udp, L.w1 & 0xFFFF0000, L.w1).astype(np.uint32), L.w2, L.w3]  # NAT rewrites UDP checksums
+    short = np.flatnonzero(cap < 16)  # few rows: bytes past the packet's end are zeroed there only
+    for i, w in enumerate(words):
+        if len(short):
+            covered = np.clip(cap[short] - 4 * i, 0, 4).astype(np.uint64)
+            w = w.copy()
+            w[short] &= ((np.uint64(0xFFFFFFFF00000000) >> (covered * np.uint64(8))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        words[i] = w * _MIX[i]
+    h = words[0] ^ words[1] ^ words[2] ^ words[3]
+    h ^= h >> np.uint32(16)
+    h[~first] = 0
+    return h
 
 
 class _L4Words:

@@ -55,10 +55,15 @@ def observe(obs: Observations, topo: Topology, path: ExpectedPath, run: int, kin
     interesting = set(np.unique(probe[place != _EXPECTED]).tolist()) | _looping(probe, pt, obs["ttl"][rows], form)
     if not interesting:
         return {}
-    # The interesting probes' sightings, grouped by probe and in time order within each (stable:
-    # equal times keep clear before ESP), cut into one slice per probe.
+    # The interesting probes' sightings, grouped by probe and in time order within each, cut into
+    # one slice per probe. Equal times (microsecond captures of fast hops, e.g. both ends of a
+    # veth) follow the expected path's order; beyond that (stable) clear comes before ESP.
+    hop_of = np.full(max(len(obs.points), 1), len(path.hops), np.int32)
+    for h, hop in reversed(list(enumerate(path.hops))):
+        if (i := obs.point_index(hop.point)) >= 0:
+            hop_of[i] = h
     pick = np.flatnonzero(np.isin(probe, list(interesting)))
-    pick = pick[np.lexsort((obs["ts_ns"][rows[pick]], probe[pick]))]
+    pick = pick[np.lexsort((hop_of[pt[pick]], obs["ts_ns"][rows[pick]], probe[pick]))]
     cuts = np.flatnonzero(np.diff(probe[pick])) + 1
     quoting = _quoting(obs, run, kind)
     out = {}

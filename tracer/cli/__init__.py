@@ -18,6 +18,8 @@ exit codes:
   3  inconclusive: a capture point is missing or a sniffer dropped packets
   4  environment: missing privilege or tool (root, tcpdump, charon, ...),
      the lab not up, or a sniffer that could not capture
+  5  nothing to trace: no traffic of interest in the captures (no tracer
+     probe, no ICMP echo between two nodes, nothing --flow selects)
   70  internal error: a bug in tracer (TRACER_DEBUG=1 shows the traceback)
   130 interrupted (Ctrl-C or SIGTERM): the verdict covers the probes sent
 """
@@ -54,7 +56,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from tracer.probes import all_types
 
     for ptype in all_types():
-        trace.add_parser(sub, ptype)
+        if ptype.live:
+            trace.add_parser(sub, ptype)
     for name in AFTER_TRACES:
         importlib.import_module(f"tracer.cli.{name}").add_parser(sub)
     return parser

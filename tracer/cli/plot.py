@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from tracer.run.replay import load_run, replay_run
 
     check_output(args.output)  # before the (possibly slow) replay
-    verdicts = replay_run(load_run(args.inputs, args.topology, explicit_points(args)), args.run, esp_keys=args.esp_keys)
+    verdicts = replay_run(load_run(args.inputs, args.topology, explicit_points(args)), args.run, esp_keys=args.esp_keys,
+                           flow=args.flow)
     if len(verdicts) > 1 and args.run is None:
         # One figure is one verdict; say which one and how to get the others.
         others = ", ".join(f"{v.run:#010x}" for v in verdicts[1:])

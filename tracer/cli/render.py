@@ -8,6 +8,7 @@ from tracer.analysis.hopstats import PathStats, all_path_stats, median
 from tracer.model.direction import Direction
 from tracer.model.path import ExpectedPath, Hop
 from tracer.model.verdict import Outcome, Verdict
+from tracer.probes import probe_type
 
 
 def render_text(v: Verdict) -> str:
@@ -15,14 +16,15 @@ def render_text(v: Verdict) -> str:
     src = req.hops[0].node if req.hops else rep.dst_node if rep and rep.dst_node else "?"  # (no request path)
     lines = [
         f"tracer {v.kind}: {src} ({req.src}) → "
-        f"{req.dst_node or '?'} ({req.dst})  run {v.run:#010x}",
+        f"{req.dst_node or '?'} ({req.dst})  " + (f"flow: {v.flow}" if v.flow else f"run {v.run:#010x}"),
         f"{v.status.word:<5} {v.summary}",
     ]
     if v.mtu:
         lines.extend(_render_mtu(v))
+    paired = probe_type(v.kind).paired
     for stats in all_path_stats(v).values():
         lines.append("")
-        lines.extend(_render_path(stats, v.drops))
+        lines.extend(_render_path(stats, v.drops, paired))
     lines.extend(_render_observed(v))
     lines.extend(v.explanations())
     return "\n".join(lines)
@@ -43,13 +45,13 @@ def _render_observed(v: Verdict) -> list[str]:
     return ([""] if out else []) + out
 
 
-def _render_path(stats: PathStats, drops: dict[str, int]) -> list[str]:
+def _render_path(stats: PathStats, drops: dict[str, int], paired: bool = True) -> list[str]:
     path = stats.path
     head = path_head(stats.direction, path)
     if not path.hops:
         return [head, nowhere(path)]
     if not stats.sent:
-        return [head, "  not sent: no request arrived"]
+        return [head, "  not sent: no request arrived" if paired else "  none seen in any capture"]
     out = [head, f"  {'capture point':<26}{'seen':>6}  {'gap':>4}  {'+ms':>8}  note"]
     elapsed = stats.elapsed_ms()
     for h, (hop, s) in enumerate(zip(path.hops, stats.points, strict=True)):

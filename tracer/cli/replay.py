@@ -21,13 +21,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="locate packet loss in recorded captures (run directory or pcap/pcapng files)",
         description="Replay captures through the analysis: for each tracer probe run found, "
         "compute the expected path from the topology, see which capture point saw each probe, "
-        "and name the hop where they disappeared.",
+        "and name the hop where they disappeared. Captures without tracer probes (tcpdump and a "
+        "plain ping) work too: each untagged flow is followed by fields no router changes (ICMP echo "
+        "identifier and sequence; IP ID, ports and first bytes) and gets a verdict of its own.",
         epilog="examples:\n"
         "  tracer replay captures/gw-forward-drop\n"
         "  tracer replay --topology lab.toml west.pcapng west-gw.pcapng east.pcapng\n"
         "  tracer replay captures/all-delivered --json | jq .status\n"
         "  tracer replay captures/esp-blocked --dissect    # Wireshark's view of the last packet seen\n"
-        "  tracer replay captures/esp-blocked --write-pcapng /tmp/run.pcapng   # open it in Wireshark",
+        "  tracer replay captures/esp-blocked --write-pcapng /tmp/run.pcapng   # open it in Wireshark\n"
+        "  tracer replay -t captures/plain/topology.toml captures/plain/gw-forward-drop   # tcpdump + plain ping\n"
+        "  tracer replay -t lab.toml *.pcap --flow 'udp and host west and host east'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_capture_inputs(p)
@@ -60,6 +64,10 @@ def add_capture_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--esp-keys", type=Path, metavar="FILE",
                    help="SAs in Wireshark's esp_sa format (docs/esp-keys.md): decrypt ESP and find the probe tags "
                    "inside; without it, ESP is tied to probes by (SPI, seq)")
+    p.add_argument("--flow", metavar="FILTER",
+                   help="trace untagged traffic this filter selects, one verdict per flow: icmp, udp, tcp, esp, "
+                   "host NODE|ADDR, port N, and, or, not, ( ) — e.g. 'udp and host west and port 53'. Without tracer "
+                   "probes in the captures, every ICMP echo flow between two nodes is traced by default")
 
 
 def _addr(text: str) -> IPv4Address:
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     check_endpoints(loaded.topology, args.src, args.dst)
     if merged is not None:
         _refuse_overwrite(merged, loaded, args)
-    verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys)
+    verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys, args.flow)
     mapping = loaded.mapping if loaded.mapping_shown else []
     emit(verdicts, args.json, {"capture_map": [m.to_dict() for m in mapping]} if mapping else None)
     if mapping and not args.json:

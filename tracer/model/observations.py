@@ -24,6 +24,8 @@ df             bool     Don't Fragment set
 frag           uint16   fragment offset in 8-byte units; >0 means no L4 here
 mf             bool     more-fragments flag
 sport, dport   uint16   UDP/TCP ports
+l4_hash        uint32   hash of the first L4 bytes routers leave alone (analysis/extract.py): with
+                        addresses, protocol, IP ID and ports, tells untagged packets apart across hops
 cls            uint8    packet class, see :class:`PacketClass`
 icmp_type      uint8
 icmp_code      uint8
@@ -98,6 +100,7 @@ COLUMNS: dict[str, np.dtype] = {
         ("mf", "?"),
         ("sport", "u2"),
         ("dport", "u2"),
+        ("l4_hash", "u4"),
         ("cls", "u1"),
         ("icmp_type", "u1"),
         ("icmp_code", "u1"),

@@ -130,6 +130,8 @@ class ProbeSpec:
     interface_mtu: int | None = None  # MTU probes: the source interface's MTU (the largest size it can send)
     answers: dict[int, str] | None = None  # IKE: seq → what the responder answered ({}: nothing; None: unknown)
     remote_nodes: tuple[str, ...] = ()  # nodes captured on another host (SSH): their clocks may be offset
+    flow: str | None = None  # untagged traffic traced by its invariants: which flow (analysis/identity.py)
+    notes: tuple[str, ...] = ()  # said beside the findings (an untagged flow's NAT rewrites)
 
 
 @dataclass(frozen=True)

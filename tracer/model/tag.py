@@ -51,6 +51,7 @@ class ProbeKind(IntEnum):
     PING = 1
     IKE = 2
     MTU = 3
+    FLOW = 0xF0  # never on the wire: the synthetic runs of untagged non-echo flows (analysis/identity.py)
 
 
 @dataclass(frozen=True, slots=True)

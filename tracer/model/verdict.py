@@ -149,6 +149,7 @@ class Verdict:
     warnings: tuple[str, ...] = ()
     mtu: MtuReport | None = None
     observed: tuple[ObservedProbe, ...] = ()  # probes whose sightings left the expected path (or looped)
+    flow: str | None = None  # untagged traffic: the flow traced (its run id is synthetic)
 
     @property
     def exit_code(self) -> int:
@@ -167,7 +168,10 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (addresses as strings, enums as their values)."""
-        return _jsonable(asdict(self) | {"paths": {k: p.to_dict() for k, p in self.paths.items()}})
+        doc = asdict(self) | {"paths": {k: p.to_dict() for k, p in self.paths.items()}}
+        if self.flow is None:
+            del doc["flow"]  # a key of its own only where there is a flow: tagged verdicts keep their shape
+        return _jsonable(doc)
 
 
 def _jsonable(v: Any) -> Any:

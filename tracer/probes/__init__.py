@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # numpy and the model load only when a kind is used, not for 
     from tracer.model.topology import Topology
 
 # The built-in kinds, imported on first lookup (they register themselves).
-BUILTIN = ("tracer.probes.ping", "tracer.probes.ike", "tracer.probes.mtu")
+BUILTIN = ("tracer.probes.ping", "tracer.probes.ike", "tracer.probes.mtu", "tracer.probes.flow")
 
 
 class ProbeType:
@@ -40,6 +40,8 @@ class ProbeType:
     default_interval: ClassVar[float] = 0.2
     # (dest, metavar, help) overriding the common options' words (SRC/DST/--source)
     labels: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    live: ClassVar[bool] = True  # sent by a subcommand of its own (False: only found in captures)
+    paired: ClassVar[bool] = True  # a reply answers each request that arrived
 
     def noun(self, direction: Direction) -> str:
         return self.nouns[0 if direction == Direction.REQUEST else 1]
@@ -52,6 +54,11 @@ class ProbeType:
 
         cls = PacketClass.ECHO_REQUEST if direction == Direction.REQUEST else PacketClass.ECHO_REPLY
         return obs["cls"] == cls
+
+    def carried(self, seqs: np.ndarray, direction: Direction) -> np.ndarray | None:
+        """For kinds that are not ``paired``: which of the probes ``seqs`` travel in ``direction``.
+        None: a reply is expected for each request that arrived."""
+        return None
 
     def spec_fields(self, report: ProbeReport) -> dict[str, object]:
         """What this kind's report adds to the analysis' ProbeSpec (beyond count and send errors)."""

@@ -11,14 +11,17 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from tracer.analysis.analyze import analyze, find_runs
+from tracer.analysis.identity import Flow, untagged_flows
 from tracer.analysis.topocheck import compare
-from tracer.errors import BadInput
+from tracer.errors import BadInput, NoTraffic
+from tracer.model import flowfilter
 from tracer.model.direction import Direction
 from tracer.model.evidence import Evidence
 from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations
 from tracer.model.point import CapturePoint
 from tracer.model.probe import DecryptedTags, ProbeIdentity, ProbeReport, ProbeSpec
+from tracer.model.tag import ProbeKind
 from tracer.model.topology import Topology
 from tracer.model.verdict import Verdict
 from tracer.probes import spec_from_report
@@ -191,24 +194,51 @@ def replay_run(
     src: IPv4Address | None = None,
     dst: IPv4Address | None = None,
     esp_keys: Path | None = None,
+    flow: str | None = None,
 ) -> list[Verdict]:
     """One verdict per probe run found (or the one asked for). With ``esp_keys`` (an SA file
-    in Wireshark's esp_sa format) ESP is decrypted and the probe tags inside identify it."""
+    in Wireshark's esp_sa format) ESP is decrypted and the probe tags inside identify it.
+    Captures without tracer probes give one verdict per untagged flow (analysis/identity.py):
+    every ICMP echo flow between two nodes, or what the ``flow`` filter (model/flowfilter.py)
+    selects; none at all is :class:`NoTraffic`."""
     m = loaded.manifest
-    if m is not None and m.run is not None and m.kind is not None and run in (None, m.run):
+    notes: dict[int, tuple[str, ...]] = {}  # run → warnings of its own (untagged flows)
+    flows: list[Flow] = []
+    if flow is None and m is not None and m.run is not None and m.kind is not None and run in (None, m.run):
         specs = [_spec_from_manifest(loaded, m, src, dst)]
     else:
-        runs = find_runs(loaded.observations)
+        runs = find_runs(loaded.observations) if flow is None else []
+        if runs:
+            specs = [ProbeSpec(r, k, src, dst) for r, k, _ in runs]
+        else:
+            flows = _untagged(loaded, flow, src, dst)
+            specs = [ProbeSpec(f.run, f.kind, f.src, f.dst, flow=f.text(), notes=f.nat) for f in flows]
+            notes = {f.run: (f"packets of the flow left out: {f.ambiguous} identities were each shared by several "
+                             "packets (same addresses, IP ID, ports and first bytes, or ICMP identifier and sequence)",)
+                     for f in flows if f.ambiguous}
         if run is not None:
-            runs = [r for r in runs if r[0] == run]
-            if not runs:
+            specs = [s for s in specs if s.run == run]
+            if not specs:
                 raise BadInput(f"run {run:#x} not found in the captures")
-        if not runs:
-            raise BadInput("no tracer probes found in the captures (no tagged packets); were they captured with tracer?")
-        specs = [ProbeSpec(r, k, src, dst) for r, k, _ in runs]
-    decrypted = _decrypt(loaded, esp_keys) if esp_keys else None
-    return [analyze(loaded.topology, loaded.observations, s, loaded.drops, tuple(loaded.warnings), decrypted,
-                    loaded.damaged, loaded.evidence, loaded.netstate) for s in specs]
+    decrypted = _decrypt(loaded, esp_keys, flows) if esp_keys else None
+    return [analyze(loaded.topology, loaded.observations, s, loaded.drops, (*loaded.warnings, *notes.get(s.run, ())),
+                    decrypted, loaded.damaged, loaded.evidence, loaded.netstate) for s in specs]
+
+
+def _untagged(loaded: LoadedRun, flow: str | None, src: IPv4Address | None, dst: IPv4Address | None) -> list[Flow]:
+    """No tracer probe (or ``--flow``): every untagged flow the filter selects, or every ICMP echo
+    flow between two nodes, as a synthetic run. The observations take the flows' synthetic tags
+    (so --dissect and plots find their packets like tagged probes')."""
+    expr = flowfilter.parse(flow) if flow is not None else None
+    loaded.observations, flows = untagged_flows(loaded.observations, loaded.topology, expr)
+    flows = [f for f in flows if src in (None, f.src, f.dst) and dst in (None, f.src, f.dst)]  # --src/--dst pick flows
+    if not flows:
+        what = f"nothing that --flow '{flow}' selects" if flow is not None else \
+            "no tracer probe and no ICMP echo between two nodes of the topology"
+        ends = "".join(f" {w} {a}" for w, a in (("from", src), ("to", dst)) if a is not None)
+        raise NoTraffic(f"no traffic of interest in the captures: {what}{ends} (pick other traffic with --flow, "
+                        "e.g. --flow 'udp and host A and host B')")
+    return flows
 
 
 def _spec_from_manifest(loaded: LoadedRun, m: Manifest, src: IPv4Address | None, dst: IPv4Address | None) -> ProbeSpec:
@@ -222,17 +252,30 @@ def _spec_from_manifest(loaded: LoadedRun, m: Manifest, src: IPv4Address | None,
     return spec_from_report(report, base) if report is not None else base
 
 
-def _decrypt(loaded: LoadedRun, esp_keys: Path) -> DecryptedTags:
+def _decrypt(loaded: LoadedRun, esp_keys: Path, flows: list[Flow]) -> DecryptedTags:
     """Decrypt the captures' ESP with the SAs in ``esp_keys``: for every packet opened, the
-    probe it carries (None: other traffic). Packets that failed are left out."""
+    probe it carries (None: other traffic). Packets that failed are left out. An untagged echo
+    flow's packets are known inside by addresses, identifier and sequence; where a UDP/TCP flow
+    is traced, an inner packet that is no echo cannot be told (the inner ports are not read) and
+    is left out too, so no hop is called a miss on its account."""
     from tracer.esp import read_esp_sa_file
     from tracer.esp.confirm import confirm
 
     conf = confirm(loaded.observations, read_esp_sa_file(esp_keys))
     echo_dir = {8: Direction.REQUEST, 0: Direction.REPLY}
-    carriers = {key: ProbeIdentity(tag.run, tag.kind, tag.seq, echo_dir[icmp_type])
-                if tag is not None and icmp_type in echo_dir else None
-                for key, (tag, icmp_type) in conf.tags.items()}
+    echo_runs = {(str(f.src), str(f.dst), f.ident): f.run for f in flows if f.ident is not None}
+    other_flows = any(f.ident is None for f in flows)
+    carriers: dict[tuple[int, int], ProbeIdentity | None] = {}
+    for key, (tag, icmp_type) in conf.tags.items():
+        inner = conf.inner.get(key)
+        if tag is not None and icmp_type in echo_dir:
+            carriers[key] = ProbeIdentity(tag.run, tag.kind, tag.seq, echo_dir[icmp_type])
+        elif inner is not None and icmp_type in echo_dir and inner.icmp_seq is not None:
+            ends = (inner.src, inner.dst) if icmp_type == 8 else (inner.dst, inner.src)
+            r = echo_runs.get((*ends, inner.icmp_id))
+            carriers[key] = None if r is None else ProbeIdentity(r, ProbeKind.PING, inner.icmp_seq, echo_dir[icmp_type])
+        elif not other_flows or inner is None or inner.proto == 1:
+            carriers[key] = None
     return DecryptedTags(carriers, (conf.summary(),))
 
 
