@@ -279,7 +279,7 @@ def _row(cols: dict[str, np.ndarray], i: int) -> dict[str, int]:
 def test_columns_are_exactly_the_model_columns():
     buf, off, cap = pack([bytes(CORPUS["udp-dns"])])
     cols = extract(buf, off, cap, 101)
-    assert set(cols) == set(COLUMNS) - {"point", "file"}
+    assert set(cols) == set(COLUMNS) - {"point", "file", "rec"}
     for k, v in cols.items():
         assert v.dtype == COLUMNS[k], k
 
