@@ -24,12 +24,20 @@ def read_text(path: str | os.PathLike[str], what: str, limit: int = LIMIT) -> st
         raise
     except OSError as e:
         raise BadInput(f"{p}: cannot read {what} ({e.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    # fstat before fdopen: fdopen itself refuses a directory with an OSError (not BadInput).
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
             raise BadInput(f"{p}: {what} must be a regular file, this is {kind}")
-        data = f.read(limit + 1)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise BadInput(f"{p}: cannot read {what} ({e.strerror})") from None
     if len(data) > limit:
         raise BadInput(f"{p}: {what} is larger than {limit // (1024 * 1024)} MiB; not a {what}?")
     try:

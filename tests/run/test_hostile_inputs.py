@@ -101,3 +101,21 @@ def test_a_capture_cut_short_makes_the_verdict_inconclusive_not_a_loss(tmp_path)
     assert "INCONCLUSIVE echo requests delivered; 1/3 echo replies inconclusive" in r.stdout
     assert "capture file damaged" in r.stdout
     assert f"{west}: truncated after" in r.stdout  # the warning names the file
+
+
+def test_a_directory_as_a_text_input_is_one_line_not_an_internal_error(tmp_path):
+    # os.fdopen refuses a directory before the regular-file check used to run: exit 70.
+    cap = str(ROOT / "captures" / "all-delivered" / "west_eth0.pcapng")
+    assert "must be a regular file, this is a directory" in one_line_error(tracer("replay", "-t", str(tmp_path), cap))
+    assert "must be a regular file, this is a directory" in one_line_error(tracer("topology", "check", str(tmp_path)))
+
+
+def test_read_text_closes_the_descriptor_when_it_refuses(tmp_path):
+    from tracer.errors import BadInput
+    from tracer.textfile import read_text
+
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(BadInput, match="this is a directory"):
+            read_text(tmp_path, "topology")
+    assert len(os.listdir("/proc/self/fd")) == before
