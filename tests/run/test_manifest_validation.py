@@ -69,6 +69,32 @@ def test_bad_capture_entries_are_refused(tmp_path, entry, says):
     assert says in str(e.value)
 
 
+@pytest.mark.parametrize("field", ["topology", "report"])
+@pytest.mark.parametrize("value", ["../../etc/passwd", "/etc/passwd", "a/../../b"])
+def test_other_manifest_paths_stay_inside_the_run_directory(tmp_path, field, value):
+    d = _copy(tmp_path)
+    _edit(d, **{field: value})
+    with pytest.raises(BadInput, match="must name a file inside the run directory"):
+        read_manifest(d)
+
+
+@pytest.mark.parametrize("field", ["topology", "report"])
+def test_other_manifest_paths_must_be_strings(tmp_path, field):
+    d = _copy(tmp_path)
+    _edit(d, **{field: 7})
+    with pytest.raises(BadInput, match="expected a file name"):
+        read_manifest(d)
+
+
+@pytest.mark.parametrize("value", ["../../etc", "/etc", "a/../.."])
+def test_an_evidence_folder_outside_the_run_costs_only_the_evidence(tmp_path, value):
+    # Like netstate (tests/run/test_netstate_replay.py): the verdict stands, the folder is not read.
+    d = _copy(tmp_path)
+    _edit(d, evidence=value)
+    (v,) = replay_run(load_run([d]))
+    assert f"evidence '{value}' is not a folder name; evidence not read" in "\n".join(v.warnings)
+
+
 def test_a_huge_count_on_the_command_line_is_exit_2_in_one_line(tmp_path):
     d = _copy(tmp_path)
     _edit(d, count=10**9)

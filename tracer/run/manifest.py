@@ -174,9 +174,9 @@ def read_manifest(run_dir: Path) -> Manifest:
             count=_number(data.get("count"), "count", MAX_PROBES),
             planned=_number(data.get("planned"), "planned", MAX_PROBES),
             interrupted=data.get("interrupted") is True,
-            topology=_opt_str(data.get("topology"), "topology"),
+            topology=_file_name(data["topology"]) if data.get("topology") else None,
             captures=caps,
-            report=str(data["report"]) if data.get("report") else None,
+            report=_file_name(data["report"]) if data.get("report") else None,
             netstate=str(data["netstate"]) if data.get("netstate") else None,
             netstate_unread={str(k): str(v) for k, v in (data.get("netstate_unread") or {}).items()},
             evidence=str(data["evidence"]) if data.get("evidence") else None,
@@ -210,7 +210,9 @@ def _opt_str(v: Any, what: str) -> str | None:
 
 
 def _file_name(v: Any) -> str:
-    """A capture file named relative to the run directory, never outside it."""
+    """A file (capture, topology, probe report) named relative to the run directory, never outside
+    it: a manifest must not make replay read elsewhere. (The netstate and evidence folders are
+    checked where they are read, costing only their comparison: ``read_netstate``.)"""
     if not isinstance(v, str) or not v:
         raise TypeError(f"file {v!r}: expected a file name")
     parts = Path(v).parts
