@@ -267,45 +267,52 @@ def _walk_pcapng(w: np.ndarray, i: int, end: int) -> tuple[np.ndarray, int]:
     every word holding the EPB type is a candidate start, its successor is computed for all
     at once, and a run of candidates that each lead to the next is taken whole. Other blocks,
     and an EPB-typed word in a payload that the walk skips, cost one Python step each.
+
+    The file is scanned a chunk at a time, so the candidate arrays stay chunk-sized. A chunk
+    with more candidates than real EPBs could fill (payloads full of EPB-typed words, e.g. a
+    hostile capture) is walked one block at a time instead: the candidates would only be noise.
     """
     last = end - 2  # a block needs its type and length words
-    if i > last:
-        return np.zeros(0, np.int64), i
-    cand = _typed_words(w, i, last + 1, _EPB)
-    step = (w[cand + 1] >> 2).astype(np.int64)
-    step[step == 0] = 3
-    nxt = cand + step
-    # breaks: candidates whose successor is not the next candidate (the last one always)
-    breaks = np.flatnonzero(np.append(nxt[:-1] != cand[1:], True))
     words = memoryview(w)  # one word at a time: memoryview indexing is the fastest from Python
     runs: list[np.ndarray] = []
     slow = array("q")
     append = slow.append
     while i <= last:
-        if words[i] != _EPB:
-            append(i)
-            i += (words[i + 1] >> 2) or 3
+        stop = min(i + _SCAN_WORDS, last + 1)
+        typed = w[i:stop] == _EPB
+        if np.count_nonzero(typed) > (stop - i) // _MIN_EPB_WORDS:
+            while i < stop:  # more candidates than blocks could start: one block at a time
+                append(i)
+                i += (words[i + 1] >> 2) or 3
             continue
-        j = int(np.searchsorted(cand, i))  # i holds the EPB type, so it is a candidate
-        k = int(breaks[np.searchsorted(breaks, j)])
-        if slow:
-            runs.append(np.frombuffer(slow, np.int64).copy())
-            del slow[:]
-        runs.append(cand[j : k + 1])
-        i = int(nxt[k])
+        cand = np.flatnonzero(typed) + i
+        step = (w[cand + 1] >> 2).astype(np.int64)
+        step[step == 0] = 3
+        nxt = cand + step
+        # breaks: candidates whose successor is not the next candidate (the last one always)
+        breaks = np.flatnonzero(np.append(nxt[:-1] != cand[1:], True))
+        while i < stop:
+            if words[i] != _EPB:
+                append(i)
+                i += (words[i + 1] >> 2) or 3
+                continue
+            j = int(np.searchsorted(cand, i))  # i holds the EPB type, so it is a candidate
+            k = int(breaks[np.searchsorted(breaks, j)])
+            if slow:
+                runs.append(np.frombuffer(slow, np.int64).copy())
+                del slow[:]
+            runs.append(cand[j : k + 1])
+            i = int(nxt[k])
     if slow:
         runs.append(np.frombuffer(slow, np.int64).copy())
+    if not runs:
+        return np.zeros(0, np.int64), i
     starts = np.concatenate(runs) if len(runs) != 1 else runs[0]
     return starts, i
 
 
-_SCAN_WORDS = 1 << 24  # scan this many words at a time (a 16 MB mask, not one the file's size)
-
-
-def _typed_words(w: np.ndarray, start: int, stop: int, typ: int) -> np.ndarray:
-    """Offsets of the words in ``w[start:stop]`` equal to ``typ``, ascending."""
-    found = [np.flatnonzero(w[a : min(a + _SCAN_WORDS, stop)] == typ) + a for a in range(start, stop, _SCAN_WORDS)]
-    return np.concatenate(found) if found else np.zeros(0, np.int64)
+_SCAN_WORDS = 1 << 20  # words scanned at a time: a 4 MiB slice, candidate arrays at most this long
+_MIN_EPB_WORDS = 8  # the smallest enhanced packet block: 32 bytes (28 of header, 4 of trailing length)
 
 
 def _read_pcapng(name: str, raw: Buffer, buf: np.ndarray, size: int) -> CaptureIndex:
