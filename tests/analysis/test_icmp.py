@@ -140,6 +140,40 @@ def test_mtu_run_without_icmp_is_a_blackhole(tmp_path: Path) -> None:
         "its ICMP errors filtered or never sent)")
 
 
+def test_mtu_silence_after_an_error_that_reached_the_source_is_not_a_blackhole(tmp_path: Path) -> None:
+    # west-gw (tunnel MTU 1400) answers the 1450-byte probe with 'fragmentation needed' and it
+    # reaches west; the 1500-byte probe vanishes at the same place with no error (ICMP rate
+    # limiting does this). PMTUD demonstrably works for one size: calling the run a blackhole
+    # would contradict a packet at the source, so the verdict says it cannot decide.
+    sc = Scenario(kind=ProbeKind.MTU, count=3, sizes={0: 1372, 1: 1422, 2: 1472}, df=True,
+                  drop_after={("request", "west-gw:lan0"): {1, 2}},
+                  icmp_errors=[IcmpError("request", "west-gw:lan0", WEST_GW_LAN, 3, 4, ("west-gw:lan0", "west:eth0"),
+                                         mtu=1400, seqs=frozenset({1}))])
+    v = verdict(sc, tmp_path)
+    assert v.mtu is not None and not v.mtu.blackhole
+    assert [(f.size, f.about, f.reached_source) for f in v.mtu.frag_needed] == [(1450, "probe", True)]
+    assert v.status == Status.INCONCLUSIVE and v.exit_code == 3
+    assert v.summary == ("path MTU 1400–1449 bytes: 1400-byte probes delivered, 1450-byte probes refused with ICMP "
+                         "fragmentation needed from west-gw (192.0.2.1), next-hop MTU 1400; larger probes vanished "
+                         "without ICMP: inconclusive")
+    assert ("1500-byte probes vanished inside west-gw between lan0 and ipsec0 (forward) with no ICMP 'fragmentation "
+            "needed' reaching the source, yet one about the 1450-byte probe did (ICMP fragmentation needed from "
+            "west-gw (192.0.2.1), next-hop MTU 1400): ICMP errors rate-limited or lost, or a second limit — not "
+            "called a PMTUD blackhole; inconclusive") in v.diagnoses
+    assert not any("a PMTUD blackhole (" in d for d in v.diagnoses)
+
+
+def test_mtu_every_size_refused_to_the_source_is_delivered(tmp_path: Path) -> None:
+    # The same run with the error reaching west for both larger sizes: PMTUD working, exit 0.
+    sc = Scenario(kind=ProbeKind.MTU, count=3, sizes={0: 1372, 1: 1422, 2: 1472}, df=True,
+                  drop_after={("request", "west-gw:lan0"): {1, 2}},
+                  icmp_errors=[IcmpError("request", "west-gw:lan0", WEST_GW_LAN, 3, 4, ("west-gw:lan0", "west:eth0"),
+                                         mtu=1400, seqs=frozenset({1, 2}))])
+    v = verdict(sc, tmp_path)
+    assert v.mtu is not None and not v.mtu.blackhole and v.status == Status.DELIVERED
+    assert not any("inconclusive" in d for d in v.diagnoses)
+
+
 # --- hand-built errors: what is quoted decides whether it is evidence --------------------------------------------
 
 def probe_quote(run: int, seq: int = 0) -> bytes:

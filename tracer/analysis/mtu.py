@@ -9,6 +9,7 @@ it. An error about another size, another run or other traffic says nothing about
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from ipaddress import IPv4Address
 
 import numpy as np
@@ -81,7 +82,9 @@ def mtu_report(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: l
         encap_point=tunnel.point if tunnel else None,
         path_mtu=largest, exact=exact,
         limit=(f"refused by the sender ({first.error})" if first.error else first.where) if first else None,
-        blackhole=bool(silent) and largest is not None,
+        # Silence is a blackhole unless an error from the same limit (lost at the same place, a
+        # next-hop MTU the silent size exceeds) reached the source: then it may be rate limiting.
+        blackhole=largest is not None and any(not _covered(r, results, frags) for r in silent),
         frag_needed=tuple(frags), tunnel=tunnel, bottleneck=stop, bottleneck_mtu=_live_mtu(stop, netstate or {}))
 
 
@@ -187,12 +190,38 @@ def _words(f: FragNeeded) -> str:
 
 def mtu_status(m: MtuReport, status: Status) -> Status:
     """Probes larger than the path MTU are expected to fail: refused with 'fragmentation needed'
-    is the path working as it should (delivered); vanishing silently is a loss (blackhole)."""
+    is the path working as it should (delivered); vanishing silently is a loss (blackhole), unless
+    the same limit's error about another probe reached the source (inconclusive: see ``_covering``)."""
     if status != Status.LOSS or m.path_mtu is None or m.blackhole:
         return status
     if any(r.delivered < r.sent for r in m.sizes if r.size <= m.path_mtu):
         return status  # probes that fit were lost too: that is loss, whatever the size
-    return Status.DELIVERED
+    return Status.INCONCLUSIVE if _mixed(m) else Status.DELIVERED
+
+
+def _silent(m: MtuReport) -> list[SizeResult]:
+    """Sizes above the path MTU lost with neither a sender error nor an ICMP error that reached the source."""
+    return [r for r in m.sizes if m.path_mtu is not None and r.size > m.path_mtu and r.delivered < r.sent
+            and r.error is None and r.icmp is None]
+
+
+def _covering(r: SizeResult, results: Iterable[SizeResult], frags: Iterable[FragNeeded]) -> FragNeeded | None:
+    """A 'fragmentation needed' that reached the source about another probe of this run lost
+    where ``r``'s were, from a limit ``r`` exceeds too: the same limit, its error for ``r``
+    perhaps rate-limited. An error from another hop, or a limit ``r`` fits, says nothing of ``r``."""
+    where = {x.size: x.where for x in results}
+    return next((f for f in frags if f.about == "probe" and f.reached_source and where.get(f.size) == r.where
+                 and (f.next_hop_mtu == 0 or r.size > f.next_hop_mtu)), None)
+
+
+def _covered(r: SizeResult, results: Iterable[SizeResult], frags: Iterable[FragNeeded]) -> bool:
+    return _covering(r, results, frags) is not None
+
+
+def _mixed(m: MtuReport) -> bool:
+    """Larger sizes vanished silently where the same limit's 'fragmentation needed' about another
+    probe did reach the source: neither a blackhole nor PMTUD seen working for every size."""
+    return not m.blackhole and bool(_silent(m))
 
 
 def mtu_diagnosis(m: MtuReport) -> list[str]:
@@ -222,6 +251,14 @@ def mtu_diagnosis(m: MtuReport) -> list[str]:
         about = f"the ESP packet carrying the {f.size}-byte probe" if f.about == "esp" else f"the {f.size}-byte probe"
         notes.append(f"{_who(f)} sent ICMP fragmentation needed (next-hop MTU {f.next_hop_mtu}) about {about}, seen at "
                      f"{', '.join(f.seen_at)}; it never reached the source")
+    if _mixed(m):
+        silent = _silent(m)
+        told = next(f for r in silent if (f := _covering(r, m.sizes, m.frag_needed)) is not None)
+        sizes = "/".join(str(r.size) for r in silent)
+        where = next((r.where for r in silent if r.where), None)
+        notes.append(f"{sizes}-byte probes vanished{' ' + where if where else ''} with no ICMP 'fragmentation needed' "
+                     f"reaching the source, yet one about the {told.size}-byte probe did ({_words(told)}): ICMP errors "
+                     "rate-limited or lost, or a second limit — not called a PMTUD blackhole; inconclusive")
     if m.tunnel is not None:
         notes.append(f"the tunnel adds {overhead_words(m.tunnel)}")
     return notes
@@ -256,5 +293,5 @@ def mtu_summary(m: MtuReport) -> str:
     if first.error:
         how = f"refused by the sender ({first.error})"
     head = f"path MTU {m.path_mtu} bytes" if m.exact else f"path MTU {m.path_mtu}–{m.smallest_lost - 1} bytes"
-    tail = ": a PMTUD blackhole" if m.blackhole else ""
+    tail = ": a PMTUD blackhole" if m.blackhole else "; larger probes vanished without ICMP: inconclusive" if _mixed(m) else ""
     return f"{head}: {m.path_mtu}-byte probes delivered, {m.smallest_lost}-byte probes {how}{tail}"

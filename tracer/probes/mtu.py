@@ -35,7 +35,9 @@ class Mtu(ProbeType):
         "namespace's cache is flushed too). Reports the path MTU, the hop that limits it and how "
         "(ICMP from whom, or a PMTUD blackhole), and the tunnel's overhead (ESP-in-UDP or raw ESP, "
         "with its padding block). Exit 0 when the path MTU is found and larger probes are refused "
-        "with 'fragmentation needed'; 1 when they vanish silently (blackhole) or probes are lost. "
+        "with 'fragmentation needed'; 1 when they vanish silently (blackhole) or probes are lost; "
+        "3 when some vanish silently where the same limit's 'fragmentation needed' about another "
+        "probe did reach the source (rate-limited ICMP, or a second limit: the packets can't tell). "
         "--sizes sends a fixed ladder instead. FreeS/WAN guide 3.6."
     )
     epilog = (
