@@ -103,7 +103,7 @@ def test_spawned_helpers_die_with_a_sigkilled_parent_and_are_on_record(tmp_path)
     child = int(parent.stdout.readline())
     start = start_time(child)
     record = json.loads((tmp_path / "processes.json").read_text())
-    assert [(h["pid"], h["start"], h["argv"]) for h in record["helpers"]] == [(child, start, ["sleep", "300"])]
+    assert [(h["pid"], h["start"], h["argv"][-2:]) for h in record["helpers"]] == [(child, start, ["sleep", "300"])]
     assert record["owner"]["pid"] == parent.pid
     assert alive(child, start)
     parent.kill()
@@ -116,3 +116,52 @@ def test_spawned_helpers_die_with_a_sigkilled_parent_and_are_on_record(tmp_path)
         assert list((tmp_path / "registry").glob("*.json"))  # the dead owner's record outlived it...
         assert reap_orphans(tmp_path / "registry") == []  # ...and is cleared (nothing left to stop)
         assert not list((tmp_path / "registry").glob("*.json"))
+
+
+def test_spawn_runs_no_python_in_the_child_while_threads_exist(monkeypatch):
+    # preexec_fn runs Python between fork and exec, which can hang the child when other threads
+    # (bpftrace's reader, ssh pumps, parallel sniffer starts) hold locks at the fork.
+    import threading
+
+    seen: list[dict] = []
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait)
+    busy.start()
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    p = subprocs.spawn(["sleep", "300"], "sleep")
+    try:
+        assert seen and seen[-1].get("preexec_fn") is None and seen[-1].get("start_new_session")
+        deadline = time.monotonic() + 5
+        while subprocs.cmdline(p.pid) != ("sleep", "300") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert subprocs.cmdline(p.pid) == ("sleep", "300")  # setpriv and sh exec'd in place
+        status = Path(f"/proc/{p.pid}/status").read_text()
+        assert f"PPid:\t{os.getpid()}\n" in status
+    finally:
+        stop.set()
+        busy.join()
+        p.kill()
+        p.wait()
+        subprocs.ended(p)
+
+
+def test_a_helper_whose_tracer_died_before_the_prctl_exits_at_once():
+    # The window between fork and setpriv's prctl: sh finds its parent is not the tracer that
+    # spawned it and exits before becoming the helper (nothing would signal it later).
+    cmd = subprocs.wrapped(["sleep", "300"], _dead_pid())
+    assert cmd is not None
+    p = subprocess.Popen(cmd)
+    assert p.wait(timeout=5) == 1
+
+
+def test_a_missing_program_is_file_not_found_as_with_popen():
+    import pytest
+
+    with pytest.raises(FileNotFoundError):
+        subprocs.spawn(["/nonexistent/tcpdump", "-i", "x"], "x")

@@ -10,6 +10,10 @@ make sure that a tracer killed outright (SIGKILL, or its process group) leaves n
   from another thread it still works, but only the registry below covers that thread's exit.
   ``ip netns exec`` and ssh exec in place, and a root tcpdump's ``-Z root`` keeps its
   credentials, so the setting survives into the capturing process itself.
+  The prctl is made by util-linux ``setpriv --pdeathsig TERM`` exec'd in the child, then
+  ``sh`` checks the parent is still tracer and execs the helper: no Python code runs between
+  fork and exec, which is unsafe once other threads exist (bpftrace's reader, ssh pumps,
+  parallel sniffer starts). Without such a setpriv a ``preexec_fn`` does the same.
 * **A registry of what was started**: PID, start time (``/proc/PID/stat``) and command line,
   written to ``processes.json`` in the run directory and to ``/run/tracer/procs/<pid>-<start>.json``.
   :func:`reap_orphans` (run by ``tracer lab down`` and by the next trace) kills the
@@ -20,8 +24,11 @@ make sure that a tracer killed outright (SIGKILL, or its process group) leaves n
 from __future__ import annotations
 
 import ctypes
+import errno
+import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -146,15 +153,50 @@ def _die_with(parent: int, sig: int) -> Callable[[], None]:
     return hook
 
 
+# In the child after setpriv: exit if tracer died before the prctl (nothing would signal us),
+# else become the helper. $PPID is the parent when sh started, i.e. after setpriv's prctl.
+_CHECK_PARENT = '[ "$PPID" = "$1" ] || exit 1; shift; exec "$@"'
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux setpriv if it has --pdeathsig (2.33 and later), else None."""
+    exe, sh = shutil.which("setpriv"), shutil.which("sh")
+    if exe is None or sh is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return exe if "--pdeathsig" in out else None
+
+
+def wrapped(argv: Sequence[str], parent: int) -> list[str] | None:
+    """``argv`` behind setpriv's parent-death signal and sh's parent check; None without setpriv."""
+    exe, sh = _setpriv(), shutil.which("sh")
+    if exe is None or sh is None:
+        return None
+    return [exe, "--pdeathsig", "TERM", "--", sh, "-c", _CHECK_PARENT, "sh", str(parent), *argv]
+
+
 def spawn(argv: Sequence[str], what: str, **popen: Any) -> subprocess.Popen[bytes]:
     """Start a helper in its own session that gets SIGTERM when tracer dies, and record it.
+    A missing program raises FileNotFoundError, as Popen itself would.
 
     Call it under :func:`tracer.interrupts.deferred` together with keeping the result: a
     Ctrl-C between the fork and the caller's assignment would otherwise leave a helper that
     nobody stops until tracer exits."""
-    proc: subprocess.Popen[bytes] = subprocess.Popen(
-        list(argv), start_new_session=True, preexec_fn=_die_with(os.getpid(), signal.SIGTERM), **popen)
-    helper = Helper(proc.pid, start_time(proc.pid), tuple(argv), what)
+    env = popen.get("env")
+    if shutil.which(argv[0], path=(env if env is not None else os.environ).get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    cmd = wrapped(argv, os.getpid())
+    if cmd is not None:
+        proc: subprocess.Popen[bytes] = subprocess.Popen(cmd, start_new_session=True, **popen)
+    else:
+        cmd = list(argv)
+        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with(os.getpid(), signal.SIGTERM), **popen)
+    # The command as started: its cmdline is that, then each exec's tail, ending with ``argv``.
+    helper = Helper(proc.pid, start_time(proc.pid), tuple(cmd), what)
     _helpers[proc.pid] = helper
     _run_helpers.append(helper.to_dict() | {"ended": False})
     _save()
