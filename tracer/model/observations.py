@@ -153,7 +153,8 @@ class Observations:
     def point_rows(self, pidx: int) -> slice | np.ndarray:
         """The rows of point number ``pidx``, ascending: a slice when they are contiguous (each
         file is one point, as tracer writes them: no gather, views only), else row numbers.
-        Indexed once for all points, so work at one point costs its rows, not all rows."""
+        Indexed once for all points, so work at one point costs its rows, not all rows. The
+        index is keyed on the column array: change points by assigning a new one, not in place."""
         col = self.cols["point"]
         if self._by_point is None or self._by_point[0] is not col:
             self._by_point = (col, _rows_by_point(col, len(self.points)))
@@ -166,16 +167,6 @@ class Observations:
             return self.points.index(name)
         except ValueError:
             return -1
-
-    @staticmethod
-    def concat(parts: list[Observations]) -> Observations:
-        """Merge observations from several files, re-indexing points and files. The parts are
-        consumed (see :class:`Merger`): their rows never exist twice over."""
-        merged = Merger(sum(len(p) for p in parts))
-        parts.reverse()  # pop from the end, in the original order
-        while parts:
-            merged.add(parts.pop())
-        return merged.result()
 
 
 def _rows_by_point(col: np.ndarray, n: int) -> list[slice | np.ndarray]:
