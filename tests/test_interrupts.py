@@ -49,3 +49,24 @@ def test_an_exception_in_the_block_is_not_replaced():
         with deferred():
             _signal_self(signal.SIGINT)
             raise ValueError("the real error")
+
+
+def test_a_ctrl_c_while_a_sniffer_starts_says_what_is_happening(monkeypatch, tmp_path, capsys):
+    # Not "stopping the sniffers and writing the run directory": at that moment the sniffer is
+    # still being started (and nothing is written yet). The Ctrl-C is raised once it is kept.
+    import subprocess
+
+    import tracer.sniff.tcpdump as tcpdump
+
+    def spawn_interrupted(argv, what, **popen):
+        _signal_self(signal.SIGINT)  # the Ctrl-C lands between the fork and keeping the process
+        return subprocess.Popen(["true"])
+
+    monkeypatch.setattr(tcpdump, "spawn", spawn_interrupted)
+    sniffer = tcpdump.TcpdumpSniffer("pm:lo", None, "lo", tmp_path / "lo.pcapng", "")
+    with pytest.raises(KeyboardInterrupt):
+        sniffer.start()
+    assert sniffer.proc is not None  # kept before the interrupt is raised: stop() finds it
+    sniffer.proc.wait()
+    assert capsys.readouterr().err == ("tracer: SIGINT received: letting tcpdump on pm:lo finish starting; "
+                                       "then everything started is stopped\n")

@@ -39,8 +39,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
 
 
+def starting(what: str) -> str:
+    """The note for a Ctrl-C while a helper starts (under :func:`deferred`): nothing is being
+    stopped or written yet; the helper is let start so that it can then be stopped cleanly."""
+    return f"letting {what} finish starting; then everything started is stopped"
+
+
 @contextmanager
-def deferred(note: str = "stopping the sniffers and writing the run directory",
+def deferred(note: str = "stopping the sniffers and writing the run directory first",
              raise_after: bool = True) -> Iterator[list[int]]:
     """Hold SIGINT and SIGTERM for the block. Yields the list of the signals that came; after
     the block, with ``raise_after``, one that came raises KeyboardInterrupt (unless an exception
@@ -52,7 +58,7 @@ def deferred(note: str = "stopping the sniffers and writing the run directory",
 
     def hold(signum: int, frame: FrameType | None) -> None:
         if not got:
-            print(f"tracer: {signal.Signals(signum).name} received: {note} first", file=sys.stderr)
+            print(f"tracer: {signal.Signals(signum).name} received: {note}", file=sys.stderr)
         got.append(signum)
 
     old = {s: signal.signal(s, hold) for s in _CAUGHT}

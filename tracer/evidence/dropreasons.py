@@ -49,7 +49,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO, Any
 
-from tracer.interrupts import deferred
+from tracer.interrupts import deferred, starting
 from tracer.model.evidence import EVENTS, Drop, ProbeMatch, Snapshot
 from tracer.model.tag import MAGIC, TAG_LEN, decode
 from tracer.model.topology import Node, Topology
@@ -261,7 +261,7 @@ def _prepare(session: Session, probes: ProbeMatch, bpftrace: str | None, max_s: 
     # Its own session: a Ctrl-C at the terminal reaches tracer, whose finally stops bpftrace
     # after the sniffers; if tracer is killed, bpftrace gets SIGTERM (tracer.subprocs), and never
     # outlives us by more than max_s (the script's interval) in any case.
-    with deferred():  # a Ctrl-C now is raised once the session holds it and its reader
+    with deferred(starting("bpftrace")):  # a Ctrl-C now is raised once the session holds it and its reader
         proc = spawn([exe, "-B", "line", "-e", script(probes, max_s)], "bpftrace", stdin=subprocess.DEVNULL,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         session._proc, session.pid = proc, proc.pid

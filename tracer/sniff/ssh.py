@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tracer.errors import EnvironmentProblem
-from tracer.interrupts import deferred
+from tracer.interrupts import deferred, starting
 from tracer.model.point import point_name
 from tracer.sniff import CaptureResult
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN, STOP_TIMEOUT, TcpdumpSniffer, finish_capture, parse_stats, tcpdump_args
@@ -131,7 +131,8 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         # Own session, as for the local backend: a Ctrl-C at the terminal must not kill
         # ssh before we have stopped the remote tcpdump and read its drop count. If tracer
         # dies, ssh gets SIGTERM (subprocs), the channel closes, and the remote side stops.
-        with deferred():  # a Ctrl-C now is raised once both are kept, so stop() finds them
+        # A Ctrl-C now is raised once both are kept, so stop() finds them.
+        with deferred(starting(f"ssh tcpdump for {self.point}")):
             self.proc = spawn(self.argv(), f"ssh tcpdump {self.point}", stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             self._pump = threading.Thread(target=self._copy_stream, name=f"ssh-pcap {self.point}", daemon=True)

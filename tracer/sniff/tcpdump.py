@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from tracer.capture.pcapng_writer import convert_pcap_to_pcapng
 from tracer.errors import CaptureError, EnvironmentProblem
-from tracer.interrupts import deferred
+from tracer.interrupts import deferred, starting
 from tracer.model.point import point_name
 from tracer.netns import ensure_tool
 from tracer.sniff import CaptureResult
@@ -110,7 +110,7 @@ class TcpdumpSniffer:
     def start(self) -> None:
         # Own session: a Ctrl-C at the terminal must not kill tcpdump before we have stopped
         # it cleanly and collected its drop count; it dies with tracer all the same (subprocs).
-        with deferred():  # a Ctrl-C now is raised once self.proc holds it, so stop() finds it
+        with deferred(starting(f"tcpdump on {self.point}")):  # a Ctrl-C now is raised once self.proc holds it, so stop() finds it
             self.proc = spawn(self.argv(), f"tcpdump {self.point}", stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
 
