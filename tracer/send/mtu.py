@@ -4,7 +4,8 @@ from what the last one met.
 The socket uses ``IP_PMTUDISC_PROBE``: DF is set and the kernel's path-MTU cache is neither
 consulted nor a reason to refuse a size (the cache of the source namespace is flushed
 first as well), so the answer is what the network does today, not what the kernel learnt
-yesterday. The only local limit is the outgoing interface's own MTU (EMSGSIZE).
+yesterday. The only local limit is the outgoing interface's own MTU (EMSGSIZE), read from
+the interface itself, never from the kernel's cache.
 
 An ICMP error counts only when it quotes *this* probe: the quoted packet goes to our
 destination, is an echo request with our identifier and this probe's seq, and — when the
@@ -17,6 +18,7 @@ next size to try — testable with data alone.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from dataclasses import dataclass, field
@@ -152,9 +154,19 @@ def search_path_mtu(
 
 
 def _route_mtu(netns: str | None, dst: IPv4Address, source: IPv4Address | None) -> int:
-    """The MTU of the route to ``dst`` (its interface's, the cache being flushed), read from a
-    connected UDP socket that sends nothing. Not the probe socket: a connected raw socket turns
-    each ICMP error into a socket error on the next receive."""
+    """The MTU of the outgoing device of the route to ``dst``: the search's upper bound. Not the
+    socket's IP_MTU, which is the cached path MTU (kept ~10 minutes after an ICMP 'fragmentation
+    needed', and only flushed here with a namespace): a stale value would cap the search below
+    what the path carries today. IP_MTU only when ``ip`` cannot say."""
+    route = ip(["-j", "route", "get", str(dst), *(["from", str(source)] if source else [])], netns, check=False)
+    try:
+        dev = json.loads(route.stdout)[0]["dev"]
+        link = ip(["-j", "link", "show", "dev", str(dev)], netns, check=False)
+        mtu = json.loads(link.stdout)[0]["mtu"]
+        if isinstance(mtu, int) and not isinstance(mtu, bool) and mtu >= 68:
+            return mtu
+    except (ValueError, LookupError, TypeError):
+        pass
     udp = probe_socket(netns, socket.SOCK_DGRAM, socket.IPPROTO_UDP, source)
     try:
         udp.connect((str(dst), 9))
