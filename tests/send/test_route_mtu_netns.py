@@ -11,7 +11,7 @@ from scapy.layers.inet import ICMP, IP
 
 from tests.own_netns import own_namespaces
 from tracer import netns
-from tracer.send.mtu import IP_MTU, _route_mtu
+from tracer.send.mtu import _route_mtu, socket_mtu
 from tracer.send.pacer import probe_socket
 
 A, B = "trc-pm-a", "trc-pm-b"
@@ -20,12 +20,7 @@ DST = IPv4Address("198.51.100.7")  # beyond B
 
 
 def _cached_mtu() -> int:
-    udp = probe_socket(A, socket.SOCK_DGRAM, socket.IPPROTO_UDP, None)
-    try:
-        udp.connect((str(DST), 9))
-        return udp.getsockopt(socket.IPPROTO_IP, IP_MTU)
-    finally:
-        udp.close()
+    return socket_mtu(A, DST, None)
 
 
 def test_a_cached_path_mtu_does_not_lower_the_bound() -> None:

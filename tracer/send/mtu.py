@@ -167,6 +167,13 @@ def _route_mtu(netns: str | None, dst: IPv4Address, source: IPv4Address | None) 
             return mtu
     except (ValueError, LookupError, TypeError):
         pass
+    return socket_mtu(netns, dst, source)
+
+
+def socket_mtu(netns: str | None, dst: IPv4Address, source: IPv4Address | None) -> int:
+    """IP_MTU of a connected UDP socket that sends nothing: the route's MTU, or the path MTU the
+    kernel cached for ``dst``. Not the probe socket: a connected raw socket turns each ICMP error
+    into a socket error on the next receive."""
     udp = probe_socket(netns, socket.SOCK_DGRAM, socket.IPPROTO_UDP, source)
     try:
         udp.connect((str(dst), 9))
