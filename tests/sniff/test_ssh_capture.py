@@ -120,7 +120,9 @@ def test_lab_topology_marks_east_gw_for_ssh() -> None:
 
 
 def _node(**extra: object) -> dict:
-    return {"name": "t", "nodes": {"gw": {"interfaces": {"eth0": {"addresses": ["192.0.2.1/24"]}}, **extra}}}
+    return {"name": "t", "nodes": {"gw": {"interfaces": {"eth0": {"addresses": ["192.0.2.1/24"]}}, **extra},
+                                   "peer": {"interfaces": {"eth0": {"addresses": ["192.0.2.2/24"]}}}},
+            "links": [{"ends": ["gw:eth0", "peer:eth0"]}]}
 
 
 def test_topology_ssh_keys_are_checked() -> None:
