@@ -83,7 +83,7 @@ def load_run(lab: Lab, tmp: str, args: argparse.Namespace, rate: float | None) -
                           capture_output=True, text=True)
     tx.join()
     rx.join()
-    doc = json.loads(proc.stdout)
+    doc = json.loads(proc.stdout)["runs"][0]  # docs/json.md
     manifest = json.loads((out / "manifest.json").read_text())
     drops = {c["point"]: c["drops"] for c in manifest["captures"]}
     print(f"background UDP west→east through the tunnel ({'unthrottled' if rate is None else f'paced at {rate:,.0f}/s'}, "

@@ -126,7 +126,7 @@ def record(lab: Lab, name: str) -> None:
     finally:
         if fault:
             lab.clear_fault()
-    verdict = json.loads((out / "verdict.json").read_text())[0]
+    verdict = json.loads((out / "verdict.json").read_text())["runs"][0]  # docs/json.md
     got = next(((f["direction"], f["where"]) for f in verdict["findings"] if f["outcome"] == "lost"), None)
     if verdict["status"] != status or got != loss:
         shutil.rmtree(out)
@@ -145,8 +145,7 @@ def record(lab: Lab, name: str) -> None:
     prune_evidence(out)
     with contextlib.redirect_stdout(io.StringIO()) as text:
         main(["replay", str(out), "--json"])
-    again = json.loads(text.getvalue())
-    again = again[0] if isinstance(again, list) else again
+    again = json.loads(text.getvalue())["runs"][0]
     if again["findings"] != verdict["findings"]:
         shutil.rmtree(out)
         sys.exit(f"{name}: the pruned evidence replays to another verdict; not saved")

@@ -58,6 +58,8 @@ ILLUSTRATIONS: dict[tuple[str, str], str] = {
     ("README.md", "topology ──► expected paths + flow graph (networkx) ──────────────┐"): "architecture diagram",
     ("README.md", "west 192.0.2.10 ── lan0 west-gw wan0 ── eth0 router eth1 ── wan0 east-gw lan0 ── east 198.51.100.10"):
         "lab diagram",
+    ("README.md", "TRACER ping west (192.0.2.10) → east (198.51.100.10), 56 bytes of data, 5 probes, run 0x05d96967"):
+        "live output of a lab run with a fault (tests/live/test_live_output_lab.py checks these lines)",
     ("docs/remote-capture.md",
      "tcpdump -i IFACE -w - -U --immediate-mode -n --time-stamp-precision=nano -s 262144 -B 16384 -Z root \\"):
         "the script tracer runs on the remote host, with placeholders (tests/sniff runs the real one over SSH)",
@@ -274,8 +276,9 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_shell(argv: list[str], shim: Path, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    # Run directories a trace writes by default (the user's data directory) land in cwd too.
     return subprocess.run(["bash", "-c", shell_text(argv)], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env(PATH=f"{shim}:{os.environ.get('PATH', '')}"))
+                          env=env(PATH=f"{shim}:{os.environ.get('PATH', '')}", XDG_DATA_HOME=str(cwd / "data")))
 
 
 def check_not_run(argv: list[str], where: str) -> None:
@@ -475,11 +478,12 @@ PLACEHOLDER = re.compile(r"…|\.\.\.|\[|\||<|\b[A-Z][A-Z0-9_]{1,}\b")
 
 def tracer_parses(argv: list[str]) -> bool:
     from tracer.cli import build_parser
+    from tracer.errors import BadInput
 
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             build_parser().parse_args(argv)
-    except SystemExit:
+    except (SystemExit, BadInput):  # --help exits; a usage error is BadInput (one line, exit 2)
         return False
     return True
 

@@ -5,12 +5,12 @@ unused), finds the echo flow by identifier and sequence and names the hop the fa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from tests.cli.tracer_cmd import tracer
+from tests.json_contract import one_run
 from tracer.run.replay import load_run, replay_run
 
 PLAIN = Path(__file__).resolve().parents[1] / "captures" / "plain"
@@ -81,7 +81,7 @@ def test_plain_captures_are_small():
 def test_command_line_on_plain_captures():
     r = tracer("replay", "-t", TOPOLOGY, *files("gw-forward-drop"), "--json")
     assert (r.code, r.err) == (1, "")
-    v = json.loads(r.out)
+    v = one_run(r.out)
     assert v["flow"].startswith("ICMP echo 192.0.2.10 → 198.51.100.10")
     assert v["findings"][0]["where"] == "inside west-gw between lan0 and ipsec0 (forward)"
 
@@ -95,5 +95,5 @@ def test_nothing_to_trace_has_its_own_exit_code():
     # The ESP itself is traffic a filter can pick: every ESP packet is then a probe of its own.
     r = tracer("replay", "-t", TOPOLOGY, *(PLAIN / "esp-blocked").glob("router_*.pcap"), "--flow", "esp", "--json")
     assert r.code == 1, r.err
-    v = json.loads(r.out)
+    v = one_run(r.out)
     assert (v["kind"], v["summary"]) == ("flow", "3/3 packets there lost inside router between eth0 and eth1 (forward)")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from tests.json_contract import one_run
 from tests.synth import POINTS, Scenario, build
 from tracer.cli import main
 from tracer.model.verdict import Outcome, Sighting, Status
@@ -147,7 +147,7 @@ def test_leak_in_clear_that_still_arrives_is_a_divergence_not_a_loss(tmp_path):
 def test_cli_json_and_exit_code(tmp_path, capsys):
     run_dir = build(Scenario(drop_after={("request", "west-gw:lan0"): None}), tmp_path / "run")
     code = main(["replay", str(run_dir), "--json"])
-    doc = json.loads(capsys.readouterr().out)
+    doc = one_run(capsys.readouterr().out)
     assert code == 1
     assert doc["status"] == "loss"
     assert doc["findings"][0]["where"] == "inside west-gw between lan0 and ipsec0 (forward)"
@@ -230,15 +230,15 @@ def test_keys_pin_a_loss_that_keyless_association_cannot(tmp_path, raw_esp):
     (f,) = lost(with_keys, "request")
     assert f.where == "inside router between eth0 and eth1 (forward)"
     assert f.reason.startswith("likely: router did not forward the ESP (SPI 0xc0000001)")
-    assert "ESP decrypted with keys: 3 probe carriers identified by the tag inside" in with_keys.diagnoses
+    assert "ESP decrypted with keys: 3 probe carriers identified by the tag inside" in with_keys.notes
 
 
 def test_keys_cli_and_no_key_in_output(tmp_path, capsys):
     run_dir = build(Scenario(esp_key=KEY), tmp_path / "run")
     assert main(["replay", str(run_dir), "--esp-keys", str(tmp_path / "run.esp_sa"), "--json"]) == 0
     out = capsys.readouterr().out
-    doc = json.loads(out)
-    assert "ESP decrypted with keys: 6 probe carriers identified by the tag inside" in doc["diagnoses"]
+    doc = one_run(out)
+    assert "ESP decrypted with keys: 6 probe carriers identified by the tag inside" in doc["notes"]
     assert KEY.hex() not in out.lower()
 
 

@@ -6,12 +6,12 @@ not evidence."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from scapy.layers.inet import ICMP, IP, UDP
 
+from tests.json_contract import one_run
 from tests.synth import EAST, WEST, IcmpError, Scenario, build, icmp_error_bytes
 from tracer.cli import main
 from tracer.model.tag import ProbeKind, ProbeTag, icmp_id_for
@@ -236,7 +236,7 @@ def test_cli_json_carries_the_icmp_diagnosis(tmp_path: Path, capsys: pytest.Capt
                   icmp_errors=[IcmpError("request", "router:eth0", ROUTER_ETH0, 3, 4, ("router:eth0",), mtu=1280)])
     run = build(sc, tmp_path / "run")
     assert main(["replay", str(run), "--json"]) == 1
-    doc = json.loads(capsys.readouterr().out)
+    doc = one_run(capsys.readouterr().out)
     assert doc["diagnoses"] == [
         "ICMP fragmentation needed from 198.18.1.254 about ESP, next-hop MTU 1280, seen at router:eth0"]
     assert main(["replay", str(run)]) == 1

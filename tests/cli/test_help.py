@@ -35,7 +35,7 @@ def test_subcommand_help_shows_examples(command: str) -> None:
 def test_top_level_help_lists_commands_and_exit_codes() -> None:
     r = tracer("--help")
     assert (r.code, r.err) == (0, "")
-    assert r.out.startswith("usage: tracer [-h] COMMAND ...\n")
+    assert r.out.startswith("usage: tracer [-h] [--version] COMMAND ...\n")
     commands = [line.split()[0] for line in r.out.splitlines() if line.startswith("    ") and not line.startswith("     ")]
     assert commands == ["replay", "check", "topology", "ping", "ike", "mtu", "lab", "plot", "report"]
     for line in ("  0  all probes delivered (or the command succeeded)",
@@ -50,7 +50,7 @@ def test_top_level_help_lists_commands_and_exit_codes() -> None:
 def test_no_command_prints_help_and_exits_2() -> None:
     r = tracer()
     assert (r.code, r.err) == (2, "")
-    assert r.out.startswith("usage: tracer [-h] COMMAND ...\n")
+    assert r.out.startswith("usage: tracer [-h] [--version] COMMAND ...\n")
 
 
 @pytest.mark.parametrize("action", ["up", "down", "status", "fault"])

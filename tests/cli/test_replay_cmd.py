@@ -9,6 +9,7 @@ import json
 import pytest
 
 from tests.cli.tracer_cmd import CAPTURES, tracer
+from tests.json_contract import one_run
 
 # Scenario → (exit code, status, summary), written from what each recorded fault is (README table).
 SCENARIOS = {
@@ -62,10 +63,10 @@ def test_replay_json_exit_code_status_summary(scenario: str) -> None:
     code, status, summary = SCENARIOS[scenario]
     r = tracer("replay", CAPTURES / scenario, "--json")
     assert (r.code, r.err) == (code, ""), r
-    doc = json.loads(r.out)
-    assert (doc["status"], doc["summary"]) == (status, summary)
+    doc = one_run(r.out)
+    assert (doc["status"], doc["summary"], doc["exit_code"]) == (status, summary, code)
     manifest = json.loads((CAPTURES / scenario / "manifest.json").read_text())
-    assert (doc["run"], doc["kind"]) == (manifest["run"], manifest["kind"])
+    assert (doc["run"], doc["kind"]) == (f"{manifest['run']:#010x}", manifest["kind"])
 
 
 @pytest.mark.parametrize(("scenario", "word"), [("all-delivered", "OK   "), ("esp-blocked", "LOSS ")])
@@ -87,6 +88,6 @@ def test_replay_of_files_needs_no_manifest() -> None:
     assert len(files) == 10
     r = tracer("replay", "--topology", run / "topology.toml", *files, "--json")
     assert (r.code, r.err) == (1, ""), r
-    doc = json.loads(r.out)
+    doc = one_run(r.out)
     assert (doc["status"], doc["summary"]) == ("loss", SCENARIOS["esp-blocked"][2])
     assert doc["warnings"] == ["no manifest: probes seen in no capture at all are not counted"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.tracer_cmd import CAPTURES, ROOT, assert_bad_input, tracer
+from tests.json_contract import validated
 
 RUN = CAPTURES / "esp-blocked"
 FOLDER = "tracer-report-esp-blocked"
@@ -74,7 +75,9 @@ def test_json_says_what_was_written(tmp_path: Path) -> None:
     out = tmp_path / "b.tar.gz"
     r = tracer("report", RUN, "-o", out, "--json")
     assert (r.code, r.err) == (0, ""), r
-    doc = json.loads(r.out)
+    full = validated(r.out)
+    assert full["runs"] == validated(tracer("replay", RUN, "--json").out)["runs"]
+    doc = full["report"]
     assert doc["path"] == str(out) and doc["folder"] == FOLDER
     assert doc["files"][0] == {"name": f"{FOLDER}/SUMMARY.txt", "size": len(_members(out)["SUMMARY.txt"])}
     assert [f["name"] for f in doc["files"]] == [f"{FOLDER}/{n}" for n in _members(out)]
@@ -91,7 +94,7 @@ def test_redactions_are_reported(tmp_path: Path) -> None:
     (run / "keys.log").write_text("09[CHD]    0: F2 76 D1 67\n")
     r = tracer("report", run, "-o", tmp_path / "b.tar.gz", "--json")
     assert r.code == 0, r
-    doc = json.loads(r.out)
+    doc = validated(r.out)["report"]
     assert doc["redactions"] == [{"file": "run/evidence/swanctl.conf", "what": "pre-shared key or password", "count": 1}]
     assert doc["left_out"] == [{"file": "keys.log", "why": "key or secrets file (by its name)"}]
     files = _members(tmp_path / "b.tar.gz", "tracer-report-run")
@@ -110,13 +113,20 @@ def test_redactions_are_reported(tmp_path: Path) -> None:
         (("captures/esp-blocked", "-o", "{tmp}"),
          "tracer: {tmp}: is a directory; give the bundle's file name (e.g. -o bundle.tar.gz)"),
         (("captures/esp-blocked", "-o", "{tmp}/no/b.tar.gz"), "tracer: {tmp}/no: no such directory for the bundle"),
-        (("captures/esp-blocked", "-o", "-", "--json"), "tracer: --json needs -o FILE: with -o - stdout carries the bundle"),
         (("captures/esp-blocked",), "tracer: the following arguments are required: --output/-o (see tracer --help)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], line: str) -> None:
     assert_bad_input(tracer("report", *(a.format(tmp=tmp_path) for a in args)), line.format(tmp=tmp_path))
     assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_json_with_the_bundle_on_stdout_is_refused_as_a_json_error() -> None:
+    r = tracer("report", "captures/esp-blocked", "-o", "-", "--json")
+    line = "--json needs -o FILE: with -o - stdout carries the bundle"
+    assert (r.code, r.err) == (2, f"tracer: {line}\n")
+    doc = validated(r.out)  # --json: the error as a document on stdout too (docs/json.md)
+    assert doc["error"] == {"message": line, "exit_code": 2} and doc["runs"] == [] and doc["command"] == "report"
 
 
 def test_an_unreadable_manifest_is_bad_input(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 import tomli_w
 
 from tests.cli.tracer_cmd import CAPTURES, TOPOLOGY, assert_bad_input, tracer
+from tests.json_contract import validated
 from tracer.cli.render import render_text
 from tracer.model.direction import Direction
 from tracer.run.replay import load_run, replay_run
@@ -38,7 +38,7 @@ def test_check_lists_the_capture_points_and_exits_0():
 
 def test_check_json():
     r = tracer("topology", "check", TOPOLOGY, "--json")
-    doc = json.loads(r.out)["topology_check"]
+    doc = validated(r.out)["topology_check"]
     assert r.code == 0 and doc["valid"] and doc["tunnels"] == ["west-east"]
     assert {"point": "east-gw:ipsec0", "addresses": [], "peer": None, "tunnel": "west-east"} in doc["capture_points"]
 
@@ -55,7 +55,9 @@ def test_a_misspelt_key_is_bad_input_with_a_did_you_mean(tmp_path):
     assert_bad_input(tracer("topology", "path", f, "west", "east"), line)
     assert_bad_input(tracer("replay", "--topology", f, *sorted((CAPTURES / "all-delivered").glob("*.pcapng"))), line)
     r = tracer("topology", "check", f, "--json")
-    assert r.code == 2 and json.loads(r.out)["topology_check"] == {"valid": False, "error": line.removeprefix("tracer: ")}
+    full = validated(r.out)
+    assert r.code == 2 and full["topology_check"] == {"valid": False, "error": line.removeprefix("tracer: ")}
+    assert full["error"] == {"message": line.removeprefix("tracer: "), "exit_code": 2} and r.err == line + "\n"
 
 
 def test_no_route_back_is_a_warning_not_an_error(tmp_path):
@@ -113,7 +115,7 @@ def test_path_is_the_verdicts_path_text():
 
 def test_path_json_and_bad_endpoints():
     r = tracer("topology", "path", TOPOLOGY, "192.0.2.10", "east", "--json")
-    doc = json.loads(r.out)["topology_path"]
+    doc = validated(r.out)["topology_path"]
     assert doc["src_node"] == "west" and doc["dst"] == "198.51.100.10"
     assert doc["paths"]["request"]["edges"][:3] == ["wire", "forward", "encap"]
     assert doc["paths"]["reply"]["hops"][-1]["point"] == "west:eth0"

@@ -5,11 +5,11 @@ by the MTU check; and on namespaces of our own, a router with ip_forward off."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from tests.json_contract import validated
 from tests.lab_faults import fault
 from tests.own_netns import own_namespaces
 from tracer import netns
@@ -23,9 +23,9 @@ LAB = "ck"  # namespaces trc-ck-*; ours below are trc-ck-x-* (no lab node has a 
 
 def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict]]:
     code = main(["check", "--json", *args])
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["exit_code"] == code
-    return code, doc["checks"]
+    doc = validated(capsys.readouterr().out)
+    assert doc["exit_code"] == code and doc["command"] == "check" and doc["runs"] == []
+    return code, doc["check"]["checks"]
 
 
 def failures(checks: list[dict]) -> list[tuple[str, str]]:

@@ -4,11 +4,11 @@ daemon's word) or says plainly that its cause is only inferred ("likely: ...")."
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
+from tests.json_contract import one_run
 from tests.lab_faults import fault
 from tracer.cli import main
 from tracer.lab import FAULTS
@@ -29,7 +29,7 @@ def test_each_located_loss_cites_evidence(lab, tmp_path, capsys, name):
     with fault(lab, name):
         code = main(["ping", "--topology", str(lab.topology_path), "west", "east", "--out", str(out), "--json",
                      *EXTRA.get(name, [])])
-    doc = json.loads(capsys.readouterr().out)
+    doc = one_run(capsys.readouterr().out)
     if name in DELIVERED:
         assert code == 0, doc["summary"]
         return

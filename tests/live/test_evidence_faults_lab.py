@@ -5,11 +5,11 @@ the firewall rule counter, the link state, the IKE daemon's log line or its miss
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
+from tests.json_contract import one_run, validated
 from tests.lab_faults import fault
 from tracer.cli import main
 from tracer.lab import Lab
@@ -22,7 +22,7 @@ LAB = "e2"  # namespaces trc-e2-*
 def trace(lab: Lab, tmp_path, capsys, command: str = "ping", ends: tuple[str, str] = ("west", "east")) -> tuple[int, dict]:
     out = tmp_path / f"run{time.monotonic_ns()}"
     code = main([command, "--topology", str(lab.topology_path), *ends, "--out", str(out), "--json"])
-    return code, json.loads(capsys.readouterr().out)
+    return code, one_run(capsys.readouterr().out)
 
 
 def lost(doc: dict) -> dict:
@@ -32,8 +32,8 @@ def lost(doc: dict) -> dict:
 
 def check_failures(lab: Lab, capsys) -> list[tuple[str, str, str]]:
     code = main(["check", "--json", "-t", str(lab.topology_path)])
-    doc = json.loads(capsys.readouterr().out)
-    fails = [(c["node"], c["check"], c["detail"]) for c in doc["checks"] if c["status"] == "fail"]
+    doc = validated(capsys.readouterr().out)
+    fails = [(c["node"], c["check"], c["detail"]) for c in doc["check"]["checks"] if c["status"] == "fail"]
     assert code == (1 if fails else 0)
     return fails
 

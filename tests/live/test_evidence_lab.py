@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.json_contract import one_run
 from tests.lab_faults import fault
 from tracer.cli import main
 
@@ -20,7 +21,7 @@ LAB = "ev"  # namespaces trc-ev-*
 def ping(lab, tmp_path, capsys):
     out = tmp_path / f"run{time.monotonic_ns()}"
     code = main(["ping", "--topology", str(lab.topology_path), "west", "east", "--out", str(out), "--json"])
-    return code, json.loads(capsys.readouterr().out), out
+    return code, one_run(capsys.readouterr().out), out
 
 
 def lost(doc):

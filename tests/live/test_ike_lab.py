@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.json_contract import one_run
 from tests.lab_faults import fault
 from tracer.cli import main
 
@@ -46,7 +47,7 @@ def ike(lab, tmp_path, capsys, *extra, ends=("west-gw", "east-gw")):
     """Run tracer ike; (exit code, JSON verdict, manifest with the probe report as "probe")."""
     out = tmp_path / f"run{time.monotonic_ns()}"
     code = main(["ike", "--topology", str(lab.topology_path), *ends, "--out", str(out), "--json", *extra])
-    doc = json.loads(capsys.readouterr().out)
+    doc = one_run(capsys.readouterr().out)
     manifest = json.loads((out / "manifest.json").read_text())
     report = json.loads((out / manifest["report"]).read_text())
     assert report["format"] == "tracer-probes/1" and report["kind"] == "ike" and report["interrupted"] is False

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.json_contract import one_run
 from tracer import netns
 from tracer.capture.pcapfile import read_capture
 from tracer.cli import main
@@ -29,7 +30,7 @@ PATH_POINTS = {"west:eth0", "west-gw:lan0", "west-gw:ipsec0", "west-gw:wan0", "r
 def ping(lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict, Path]:
     out = tmp_path / f"run{time.monotonic_ns()}"
     code = main(["ping", "--topology", str(lab.topology_path), "west", "east", "--out", str(out), "--json"])
-    doc = json.loads(capsys.readouterr().out)
+    doc = one_run(capsys.readouterr().out)
     return code, doc, out
 
 
@@ -85,7 +86,7 @@ def test_a_new_router_interface_is_captured_and_named(lab: Lab, rewired_router: 
     assert "router:eth2 is not in the topology: used as a witness only" in doc["warnings"]
     # The same run directory replays to the same warnings.
     assert main(["replay", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["warnings"] == doc["warnings"]
+    assert one_run(capsys.readouterr().out)["warnings"] == doc["warnings"]
 
 
 def test_a_policy_rule_is_named_with_the_route_the_kernel_takes(lab: Lab, tmp_path: Path,

@@ -12,6 +12,7 @@ import re
 import pytest
 
 from tests.capture.test_pcapng_writer import tshark_rows
+from tests.json_contract import one_run
 from tests.lab_faults import fault
 from tests.run.test_merged import LUA
 from tracer import netns
@@ -29,7 +30,7 @@ WEST_GW = "inside west-gw between lan0 and ipsec0 (forward)"
 def mtu(lab, tmp_path, capsys, name, *extra):
     code = main(["mtu", "--topology", str(lab.topology_path), "west", "east", "--out", str(tmp_path / name),
                  "--json", *extra])
-    return code, json.loads(capsys.readouterr().out)
+    return code, one_run(capsys.readouterr().out)
 
 
 def link_mtu(lab, node: str, iface: str) -> int:

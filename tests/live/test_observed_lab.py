@@ -3,11 +3,11 @@ named by its divergence and its true loss point — never by blaming a hop that 
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
+from tests.json_contract import one_run
 from tests.lab_faults import fault
 from tracer.cli import main
 
@@ -19,7 +19,7 @@ LAB = "ob"  # namespaces trc-ob-*
 def ping(lab, tmp_path, capsys, *extra: str, ends: tuple[str, str] = ("west", "east")) -> tuple[int, dict]:
     out = tmp_path / f"run{time.monotonic_ns()}"
     code = main(["ping", "--topology", str(lab.topology_path), *ends, "--out", str(out), "--json", *extra])
-    return code, json.loads(capsys.readouterr().out)
+    return code, one_run(capsys.readouterr().out)
 
 
 def finding(doc: dict, direction: str) -> dict:

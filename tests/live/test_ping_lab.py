@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.json_contract import one_run
 from tests.lab_faults import fault
 from tracer.cli import main
 
@@ -18,7 +19,7 @@ LAB = "tp"  # namespaces trc-tp-*, distinct from a user's default lab
 def ping(lab, tmp_path, capsys, *extra):
     out = tmp_path / f"run{time.monotonic_ns()}"
     code = main(["ping", "--topology", str(lab.topology_path), "west", "east", "--out", str(out), "--json", *extra])
-    doc = json.loads(capsys.readouterr().out)
+    doc = one_run(capsys.readouterr().out)
     return code, doc, out
 
 
@@ -39,8 +40,8 @@ def test_healthy_lab_all_delivered(lab, tmp_path, capsys):
     assert len(manifest["captures"]) == 10 and all(c["drops"] == 0 for c in manifest["captures"])
     # The lab's topology names its key file: ESP is decrypted by default, and the tag inside
     # each ESP packet agrees with the keyless (SPI, seq) association.
-    assert "ESP decrypted with keys: 6 probe carriers identified by the tag inside" in doc["diagnoses"]
-    assert not any("disagreed" in d for d in doc["diagnoses"])
+    assert "ESP decrypted with keys: 6 probe carriers identified by the tag inside" in doc["notes"]
+    assert not any("disagreed" in d for d in doc["notes"])
     assert not (out / "esp_sa").exists() and "esp_sa" not in (out / "manifest.json").read_text()
 
 
@@ -88,7 +89,7 @@ def test_gateway_private_side_source(lab, tmp_path, capsys):
     out = tmp_path / "gw"
     code = main(["ping", "--topology", str(lab.topology_path), "west-gw", "east", "--source", "lan0",
                  "--out", str(out), "--json"])
-    doc = json.loads(capsys.readouterr().out)
+    doc = one_run(capsys.readouterr().out)
     assert code == 0, doc["summary"]
     assert doc["paths"]["request"]["hops"][0]["point"] == "west-gw:ipsec0"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.json_contract import one_run, validated
 from tracer.cli import main
 from tracer.esp import read_esp_sa_file
 from tracer.lab import GATEWAYS
@@ -77,28 +78,29 @@ def assert_no_secret(path: Path, secrets: list[bytes]) -> None:
 def ping_run(lab, tmp_path: Path, capsys) -> Path:
     out = tmp_path / f"run{time.monotonic_ns()}"
     code = main(["ping", "--topology", str(lab.topology_path), "west", "east", "--out", str(out), "--json"])
-    doc = json.loads(capsys.readouterr().out)
+    doc = one_run(capsys.readouterr().out)
     assert code == 0, doc["summary"]
     return out
 
 
 def report(run: Path, bundle: Path, capsys) -> dict:
     assert main(["report", str(run), "-o", str(bundle), "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
+    return validated(capsys.readouterr().out)
 
 
 def test_bundle_of_a_lab_run_holds_the_daemons_and_no_secret(lab, tmp_path, capsys):
     secrets = lab_secrets(lab)
     run = ping_run(lab, tmp_path, capsys)
     bundle = tmp_path / "report.tar.gz"
-    doc = report(run, bundle, capsys)
+    full = report(run, bundle, capsys)
+    doc = full["report"]
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
     folder = doc["folder"]
     files = bundle_files(bundle)
     names = list(files)
     assert names[0] == f"{folder}/SUMMARY.txt"
     # Daemon status as `tracer lab status --json` shows it, and charon's log (never keys.log).
-    status = json.loads(files[f"{folder}/lab/status.json"])
+    status = validated(files[f"{folder}/lab/status.json"])["lab"]
     assert status["up"] and status["tunnel_up"] and status["name"] == LAB
     for gw in GATEWAYS:
         assert any(c["state"] == "INSTALLED" for sa in status["gateways"][gw]["ike_sas"] for c in sa["child_sas"])
@@ -112,7 +114,7 @@ def test_bundle_of_a_lab_run_holds_the_daemons_and_no_secret(lab, tmp_path, caps
     manifest = json.loads((run / "manifest.json").read_text())
     for c in manifest["captures"]:
         assert files[f"{folder}/run/{c['file']}"] == (run / c["file"]).read_bytes()
-    assert doc["verdict"]["status"] == "delivered"
+    assert doc["verdict"]["status"] == full["runs"][0]["status"] == "delivered"
     assert_no_secret(bundle, secrets)
 
 
@@ -132,7 +134,7 @@ def test_key_files_copied_into_the_run_directory_stay_out(lab, tmp_path, capsys)
     planted = b"".join(p.read_bytes() for p in (run / ESP_SA_FILE, *evidence.iterdir()))
     assert all(any(n in planted for n in needles(s)) for s in secrets)
     bundle = tmp_path / "careless.tar.gz"
-    doc = report(run, bundle, capsys)
+    doc = report(run, bundle, capsys)["report"]
     left = {x["file"]: x["why"] for x in doc["left_out"]}
     assert left[ESP_SA_FILE] == "key file named by the topology"
     assert left["evidence/sas.csv"] == "ESP SA file (esp_sa format, holds keys)"

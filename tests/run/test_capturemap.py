@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 import shutil
 import struct
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.json_contract import validated
 from tests.synth import POINTS, TOPOLOGY, Scenario, build
 from tracer.capture.pcapfile import read_capture
 from tracer.capture.pcapng_writer import write_pcapng
@@ -279,16 +279,17 @@ def test_renamed_files_replay_to_the_run_directorys_verdict(run_dir, tmp_path):
     assert "captures → capture points" in text
     assert re.search(r"/west_lo.pcap +unused: file name: west:lo is not an interface of the topology\n", text)
     code, out = _cli("-t", TOPOLOGY, *files[1:], "--point", f"west:eth0={files[0]}", "--json")
-    doc = json.loads(out)
+    full = validated(out)
+    doc = full["runs"][0]
     assert code == 1 and doc["status"] == "loss"
-    assert {m["point"]: m["how"] for m in doc["capture_map"]}["west:eth0"] == "option"
+    assert {m["point"]: m["how"] for m in full["capture_map"]}["west:eth0"] == "option"
     # A mapping file, for names no rule reads ("a.pcap", "b.pcap"):
     a, b = files[0].rename(tmp_path / "a.pcap"), files[1].rename(tmp_path / "b.pcap")
     (tmp_path / "points.toml").write_text('"west:eth0" = "a.pcap"\n"west-gw:lan0" = "b.pcap"\n')
     code, out = _cli("-t", TOPOLOGY, a, *files[2:], "--points", tmp_path / "points.toml", "--json")
-    doc = json.loads(out)
-    assert (code, doc["summary"]) == (1, want.summary)
-    assert [(m["file"], m["point"], m["how"]) for m in doc["capture_map"] if m["how"] == "option"] == [
+    full = validated(out)
+    assert (code, full["runs"][0]["summary"]) == (1, want.summary)
+    assert [(m["file"], m["point"], m["how"]) for m in full["capture_map"] if m["how"] == "option"] == [
         (str(a), "west:eth0", "option"), (str(b), "west-gw:lan0", "option")]
 
 
@@ -319,7 +320,7 @@ def test_a_folder_of_hand_named_captures_with_its_topology(run_dir, tmp_path):
 def test_run_directory_output_has_no_mapping(run_dir):
     code, out = _cli(run_dir, "--json")
     assert code == 1
-    assert "capture_map" not in json.loads(out)
+    assert "capture_map" not in validated(out)
 
 
 def test_mergecap_is_there():

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.json_contract import one_run
 from tracer import netns
 from tracer.capture.pcapfile import read_capture
 from tracer.cli import main
@@ -143,7 +144,7 @@ def test_topology_ssh_keys_are_checked() -> None:
 def ping(lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str], topology: Path | None = None) -> tuple[int, dict, Path]:
     out = tmp_path / f"run{time.monotonic_ns()}"
     code = main(["ping", "--topology", str(topology or lab.topology_path), "west", "east", "--out", str(out), "--json"])
-    return code, json.loads(capsys.readouterr().out), out
+    return code, one_run(capsys.readouterr().out), out
 
 
 def _remote_tcpdumps(lab: Lab) -> list[int]:

@@ -132,7 +132,7 @@ def analyze(
 
     found = explain(found, paths, traces, evidence, netstate)
     warn += uncaptured(evidence)
-    diagnoses = [*spec.notes, *dict.fromkeys(nat), *_diagnoses(obs, spec, paths, sightings, decrypted)]
+    diagnoses = [*spec.notes, *dict.fromkeys(nat), *icmp_errors(obs, spec, paths), *_answers(spec)]
     status = _status(found)
     req_path = paths[Direction.REQUEST]
     mtu = mtu_report(obs, spec, req_path, traces, found, topo, netstate) if spec.sizes else None
@@ -153,7 +153,9 @@ def analyze(
         drops={k: v for k, v in drops.items() if k in all_points},
         damaged={k: v for k, v in damaged.items() if k in all_points},
         diagnoses=tuple(diagnoses),
+        notes=tuple(_decryption_notes(sightings, decrypted)),
         warnings=tuple(warn),
+        sent=spec.sent or (),
         mtu=mtu,
         observed=tuple(observed),
         flow=spec.flow,
@@ -229,22 +231,25 @@ def _start(topo: Topology, spec: ProbeSpec, direction: Direction) -> str | None:
     return node.name if node else None
 
 
-def _diagnoses(obs: Observations, spec: ProbeSpec, paths: dict[Direction, ExpectedPath],
-               sightings: list[SightingMatrix], decrypted: DecryptedTags | None) -> list[str]:
-    """Notes beside the findings: leaks, ICMP errors, what decryption found, the IKE answers."""
-    # Leaks are told by the findings' divergence lines (where the probe left the tunnel's path).
-    out = icmp_errors(obs, spec, paths)
-    if decrypted is not None:
-        out += list(decrypted.notes)
-        confirmed = sum(s.confirmed for s in sightings)
-        out.append(f"ESP decrypted with keys: {confirmed} probe carriers identified by the tag inside")
-        if disagreements := sum(s.disagreements for s in sightings):
-            out.append(f"keyless ESP association disagreed with decryption for {disagreements} probes "
-                       "(decryption wins; background traffic in the SA?)")
-    return out + _answers(spec)
+def _decryption_notes(sightings: list[SightingMatrix], decrypted: DecryptedTags | None) -> list[str]:
+    """What decryption found: about tracer's own work, not the network (so notes, not diagnoses)."""
+    if decrypted is None:
+        return []
+    out = list(decrypted.notes)
+    confirmed = sum(s.confirmed for s in sightings)
+    out.append(f"ESP decrypted with keys: {confirmed} probe carriers identified by the tag inside")
+    if disagreements := sum(s.disagreements for s in sightings):
+        out.append(f"keyless ESP association disagreed with decryption for {disagreements} probes "
+                   "(decryption wins; background traffic in the SA?)")
+    return out
 
 
 def _probe_seqs(obs: Observations, spec: ProbeSpec) -> np.ndarray:
+    """The probes of the run: those the prober says it sent (live runs number them from 1 like
+    ping; older recordings from 0), else seqs 0..count-1 of a bare manifest, else what the
+    captures show."""
+    if spec.sent:
+        return np.unique(np.array([s.seq for s in spec.sent], dtype=np.uint32))
     if spec.count is not None:
         return np.arange(spec.count, dtype=np.uint32)
     m = (obs["tag_run"] == spec.run) & (obs["tag_kind"] == int(spec.kind))
@@ -295,7 +300,7 @@ def _answers(spec: ProbeSpec) -> list[str]:
     responses went, only the answer's content says *why* a tunnel does not come up."""
     if spec.answers is None:
         return []
-    total = spec.count if spec.count is not None else len(spec.answers)
+    total = len(spec.sent) if spec.sent else spec.count if spec.count is not None else len(spec.answers)
     if not spec.answers:
         return [f"responder answered 0/{total}: no IKE answer reached the prober"]
     groups: dict[str, int] = {}

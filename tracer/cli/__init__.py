@@ -8,7 +8,7 @@ import importlib
 import os
 import sys
 
-from tracer.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, TracerError
+from tracer.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, BadInput, TracerError
 
 EPILOG = """\
 exit codes:
@@ -32,8 +32,9 @@ AFTER_TRACES = ("lab", "plot", "report")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse's own usage errors: one line, exit 2, like every bad input.
-        self.exit(EXIT_BAD_INPUT, f"tracer: {message} (see tracer --help)\n")
+        # argparse's own usage errors: one line, exit 2, like every bad input (and, with
+        # --json, the same error document on stdout).
+        raise BadInput(f"{message} (see tracer --help)")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -46,6 +47,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from tracer import __version__
+
+    parser.add_argument("--version", "-V", action="version", version=f"tracer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     if command in BEFORE_TRACES + AFTER_TRACES:
         importlib.import_module(f"tracer.cli.{command}").add_parser(sub)
@@ -75,20 +79,33 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         return int(args.func(args))
     except TracerError as e:
-        print(f"tracer: {e}", file=sys.stderr)
-        return e.exit_code
+        return _fail(argv, str(e), e.exit_code)
     except KeyboardInterrupt:
-        print("tracer: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail(argv, "interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:
         return 0
     except Exception as e:
         if os.environ.get("TRACER_DEBUG"):
             raise
         what = " ".join(str(e).split())[:200]  # one line, whatever the exception carries
-        print(f"tracer: internal error ({type(e).__name__}: {what}); this is a bug in tracer — "
-              "run again with TRACER_DEBUG=1 for the traceback and report it", file=sys.stderr)
-        return EXIT_INTERNAL
+        return _fail(argv, f"internal error ({type(e).__name__}: {what}); this is a bug in tracer — "
+                     "run again with TRACER_DEBUG=1 for the traceback and report it", EXIT_INTERNAL)
+
+
+def _fail(argv: list[str], message: str, code: int) -> int:
+    """The one line on stderr; with --json also the error document on stdout (docs/json.md),
+    so a script reading stdout always gets one JSON object."""
+    print(f"tracer: {message}", file=sys.stderr)
+    if "--json" in argv:
+        from tracer.jsondoc import dumps, error_document
+
+        words = [a for a in argv if not a.startswith("-")][:2]
+        command = " ".join(words if words[:1] == ["lab"] else words[:1]) or None
+        try:
+            print(dumps(error_document(command, message, code)), flush=True)
+        except BrokenPipeError:
+            pass
+    return code
 
 
 def run() -> None:

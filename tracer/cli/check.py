@@ -9,8 +9,6 @@ Nothing is sent and nothing is changed.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 from tracer.analysis.checks import (
@@ -62,8 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="check forwarding, rp_filter, IKE daemon, SAs, routes, MTU, firewall, clocks",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("nodes", nargs="*", metavar="NODE", help="nodes to report on (default: all)")
-    p.add_argument("--topology", "-t", type=Path,
-                   help="topology TOML (default: the built-in lab's, written by 'tracer lab up')")
+    from tracer.cli.trace import add_topology_options
+
+    add_topology_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable findings on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="leave out the checks that passed")
     p.set_defaults(func=run)
@@ -85,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
     snap = read(topo, tpath)
     findings = run_checks(topo, snap, args.nodes or None)
     if args.json:
-        doc = {"topology": str(tpath), "exit_code": exit_code(findings),
-               "checks": [f.to_dict() for f in findings if not (args.quiet and f.status == OK)]}
-        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
-        print()
+        from tracer.jsondoc import document, dumps
+
+        print(dumps(document("check", [], exit_code(findings), check={
+            "topology": str(tpath),
+            "checks": [f.to_dict() for f in findings if not (args.quiet and f.status == OK)]})))
     else:
         print(render(findings, args.quiet))
     return exit_code(findings)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 from typing import Any
 
-from tracer.errors import BadInput
+from tracer.cli.trace import default_lab
+from tracer.errors import EXIT_ENVIRONMENT, BadInput
+from tracer.jsondoc import document, dumps
 from tracer.lab import FAULTS, GATEWAYS, Lab
 
 LAYOUT = """\
@@ -51,8 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--name", default="lab", help="lab name, 1-10 lowercase letters/digits (default: lab); "
-        "several labs can run side by side"
+        "--name", default=default_lab(), help="lab name, 1-10 lowercase letters/digits (default: $TRACER_LAB, "
+        "else lab); several labs can run side by side, and 'tracer ping --lab NAME' traces on one"
     )
 
     up = actions.add_parser(
@@ -118,7 +119,7 @@ def _up(args: argparse.Namespace) -> int:
     lab = Lab(args.name)
     path = lab.up(fault=args.fault, wait=args.wait, ssh=args.ssh)
     if args.json:
-        print(json.dumps(lab.status(), indent=2))
+        print(dumps(document("lab up", lab=lab.status())))
         return 0
     print(path)
     _print_summary(lab.status())
@@ -134,7 +135,7 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     st = Lab(args.name).status()
     if args.json:
-        print(json.dumps(st, indent=2))
+        print(dumps(document("lab status", exit_code=0 if st["up"] else EXIT_ENVIRONMENT, lab=st)))
     elif not st["up"]:
         print(f"lab '{args.name}' is not up")
     else:
@@ -142,7 +143,7 @@ def _status(args: argparse.Namespace) -> int:
         _print_summary(st)
         for node, routes in st["routes"].items():
             print(f"  routes {node}: " + "; ".join(routes))
-    return 0 if st["up"] else 4
+    return 0 if st["up"] else EXIT_ENVIRONMENT
 
 
 def _fault(args: argparse.Namespace) -> int:

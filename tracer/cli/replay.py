@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -85,6 +84,7 @@ def parse_run_id(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tracer.cli.progress import Progress
     from tracer.run.replay import check_endpoints, load_run, replay_run
 
     merged = _merged_path(args)
@@ -92,13 +92,20 @@ def run(args: argparse.Namespace) -> int:
         from tracer.esp import read_esp_sa_file
 
         read_esp_sa_file(args.esp_keys)
-    loaded = load_run(args.inputs, args.topology, explicit_points(args))
-    check_endpoints(loaded.topology, args.src, args.dst)
-    if merged is not None:
-        _refuse_overwrite(merged, loaded, args)
-    verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys, args.flow)
+    progress = Progress()  # on a terminal, for replays that take more than a second
+    try:
+        progress.stage("reading the captures")
+        loaded = load_run(args.inputs, args.topology, explicit_points(args))
+        check_endpoints(loaded.topology, args.src, args.dst)
+        if merged is not None:
+            _refuse_overwrite(merged, loaded, args)
+        progress.stage("analysing")
+        verdicts = replay_run(loaded, args.run, args.src, args.dst, args.esp_keys, args.flow)
+    finally:
+        progress.close()
     mapping = loaded.mapping if loaded.mapping_shown else []
-    emit(verdicts, args.json, {"capture_map": [m.to_dict() for m in mapping]} if mapping else None)
+    # Which file became which capture point: one list for the whole replay, beside the runs.
+    emit(verdicts, args.json, **({"capture_map": [m.to_dict() for m in mapping]} if mapping else {}))
     if mapping and not args.json:
         print(f"\n{render_mapping(mapping)}")
     if merged is not None:
@@ -178,12 +185,17 @@ def render_mapping(mapping: list) -> str:
     return "\n".join(lines)
 
 
-def emit(verdicts: list, as_json: bool, extra: dict | None = None) -> None:
-    """Print the verdicts; ``extra`` keys go into each verdict's JSON object (text: the caller prints them)."""
+def emit(verdicts: list, as_json: bool, command: str = "replay", code: int | None = None, **objects: object) -> None:
+    """The verdicts on stdout: text, or one JSON document (docs/json.md) with ``objects`` beside
+    the runs (text: the caller prints them)."""
     from tracer.cli.render import render_text
+    from tracer.cli.style import Style
+    from tracer.jsondoc import document, dumps
 
     if as_json:
-        docs = [v.to_dict() | (extra or {}) for v in verdicts]
-        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+        if code is None:
+            code = max((v.exit_code for v in verdicts), default=EXIT_DELIVERED)
+        print(dumps(document(command, [v.to_dict() for v in verdicts], code, **objects)))
     else:
-        print("\n\n".join(render_text(v) for v in verdicts))
+        style = Style.for_stream(sys.stdout)
+        print("\n\n".join(style.verdict(render_text(v), v.status) for v in verdicts))

@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_DELIVERED
     save(bundle, out, args.force)
     if args.json:
-        print(json.dumps(bundle.to_dict(str(out)), indent=2))
+        from tracer.jsondoc import document, dumps
+
+        print(dumps(document("report", bundle.replay.runs, EXIT_DELIVERED, report=bundle.to_dict(str(out)))))
     else:
         print(_said(bundle, str(out)))
     return EXIT_DELIVERED
@@ -97,20 +99,23 @@ def replay_of(run_dir: Path) -> ReplayResult:
     """What ``tracer replay RUN_DIR`` prints (and with ``--json``); a replay that fails is itself
     the finding, so its one-line error takes the verdict's place."""
     from tracer.cli.render import render_text
+    from tracer.jsondoc import document, dumps, error_document
     from tracer.run.replay import load_run, replay_run
 
     try:
         verdicts = replay_run(load_run([run_dir]))
     except TracerError as e:
         msg = f"tracer: {e}"
-        return ReplayResult(msg + "\n", json.dumps({"error": str(e)}, indent=2) + "\n", e.exit_code)
-    docs = [v.to_dict() for v in verdicts]
+        return ReplayResult(msg + "\n", dumps(error_document("replay", str(e), e.exit_code)) + "\n", e.exit_code)
+    runs = [v.to_dict() for v in verdicts]
+    code = max((v.exit_code for v in verdicts), default=EXIT_DELIVERED)
     return ReplayResult(
         "\n\n".join(render_text(v) for v in verdicts) + "\n",
-        json.dumps(docs[0] if len(docs) == 1 else docs, indent=2) + "\n",
-        max((v.exit_code for v in verdicts), default=EXIT_DELIVERED),
+        dumps(document("replay", runs, code)) + "\n",
+        code,
         verdicts[0].status.value if verdicts else None,
         verdicts[0].summary if verdicts else None,
+        runs,
     )
 
 

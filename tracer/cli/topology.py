@@ -9,7 +9,6 @@ daemons (:mod:`tracer.discover`) and writes an ordinary topology file. See docs/
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sized
 from pathlib import Path
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
     from tracer.model.topology import Node
 
 from tracer.errors import EXIT_DELIVERED, BadInput, TracerError
+from tracer.jsondoc import document, dumps, error_document
 
 EPILOG = """\
 examples:
@@ -91,16 +91,19 @@ def run_check(args: argparse.Namespace) -> int:
     except TracerError as e:
         if not args.json:
             raise
-        print(json.dumps({"topology_check": {"valid": False, "error": str(e)}}, indent=2))
+        # The error document (with the check's own verdict beside it) and the line on stderr.
+        doc = error_document("topology check", str(e), e.exit_code)
+        print(dumps(doc | {"topology_check": {"valid": False, "error": str(e)}}))
+        print(f"tracer: {e}", file=sys.stderr)
         return e.exit_code
     points = capture_points(topo)
     lints = lint(topo)
     code = exit_code(lints)
     if args.json:
-        print(json.dumps({"topology_check": {
+        print(dumps(document("topology check", exit_code=code, topology_check={
             "valid": code == EXIT_DELIVERED, "file": str(args.file), "name": topo.name,
             "nodes": list(topo.nodes), "links": len(topo.links), "tunnels": [t.name for t in topo.tunnels],
-            "capture_points": [p.to_dict() for p in points], "findings": [x.to_dict() for x in lints]}}, indent=2))
+            "capture_points": [p.to_dict() for p in points], "findings": [x.to_dict() for x in lints]})))
         return code
     word = "valid" if code == EXIT_DELIVERED else "invalid"
     print(f"{args.file}: {word}: {_count(topo.nodes, 'node')}, {_count(topo.links, 'link')}, "
@@ -124,9 +127,9 @@ def run_path(args: argparse.Namespace) -> int:
     dst_node, dst = topo.resolve(args.dst)
     paths = expected_paths(topo, src, dst, src_node)
     if args.json:
-        print(json.dumps({"topology_path": {
+        print(dumps(document("topology path", topology_path={
             "src": str(src), "src_node": src_node.name, "dst": str(dst), "dst_node": dst_node.name,
-            "paths": {str(k): p.to_dict() for k, p in paths.items()}}}, indent=2))
+            "paths": {str(k): p.to_dict() for k, p in paths.items()}})))
         return EXIT_DELIVERED
     blocks = [f"{src_node.name} ({src}) → {dst_node.name} ({dst})"]
     blocks += ["\n".join(render_expected(direction, p)) for direction, p in paths.items()]

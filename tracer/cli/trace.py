@@ -5,17 +5,18 @@ and print the verdict. What differs per kind lives in its module under tracer/pr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracer.errors import EXIT_INTERRUPTED, BadInput, Interrupted
+from tracer.errors import EXIT_INTERRUPTED, BadInput, EnvironmentProblem, Interrupted
 from tracer.interrupts import sigterm_as_interrupt
 from tracer.probes import ProbeType
 
 if TYPE_CHECKING:
+    from tracer.model.probe import ProbeReport
     from tracer.model.topology import Topology
 
 
@@ -34,15 +35,21 @@ def add_common(p: argparse.ArgumentParser, count: int = 3, interval: float = 0.2
              "source": (None, "source address or interface on SRC, like ping -I")} | (labels or {})
     p.add_argument("src", metavar=words["src"][0], help=words["src"][1])
     p.add_argument("dst", metavar=words["dst"][0], help=words["dst"][1])
-    p.add_argument("--topology", "-t", type=Path,
-                   help="topology TOML (default: the built-in lab's, written by 'tracer lab up')")
+    add_topology_options(p)
     p.add_argument("--count", "-c", type=int, default=count, help=f"probes to send (default {count})")
     p.add_argument("--interval", "-i", type=float, default=interval, help=f"seconds between probes (default {interval})")
     p.add_argument("--timeout", "-W", type=float, default=1.0,
                    help="seconds to wait for replies after the last probe (default 1)")
     p.add_argument("--source", "-I", metavar=words["source"][0], help=words["source"][1])
-    p.add_argument("--out", "-o", type=Path, help="run directory to write (default runs/<time>-<kind>-<run>)")
-    p.add_argument("--json", action="store_true", help="machine-readable verdict on stdout")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--out", "-o", type=Path,
+                     help="run directory to write (default: <runs dir>/<time>-<kind>-<run>)")
+    out.add_argument("--runs-dir", type=Path, metavar="DIR",
+                     help="where run directories go (default: $XDG_DATA_HOME/tracer/runs, else "
+                     "~/.local/share/tracer/runs; '--runs-dir runs' for ./runs); written owner-only")
+    p.add_argument("--json", action="store_true", help="machine-readable verdict on stdout (docs/json.md)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print the verdict only, no line per probe")
+    p.add_argument("--version", "-V", action="version", version=_version())
     p.add_argument("--snaplen", type=int, default=2048, metavar="BYTES",
                    help="bytes kept per packet (default 2048: a 1500-byte MTU plus headers, so ESP can be decrypted; "
                    "raise it for jumbo frames; 128 keeps every header and tag the analysis reads)")
@@ -57,14 +64,39 @@ def add_common(p: argparse.ArgumentParser, count: int = 3, interval: float = 0.2
     keys.add_argument("--no-decrypt", action="store_true", help="tie ESP to probes by (SPI, seq) only, even with keys")
 
 
+def _version() -> str:
+    from tracer import __version__
+
+    return f"tracer {__version__}"
+
+
+def add_topology_options(p: argparse.ArgumentParser) -> None:
+    """--topology, or --lab: which topology a live command works on (shared with check)."""
+    p.add_argument("--topology", "-t", type=Path,
+                   help="topology TOML (default: the topology of the lab --lab names)")
+    p.add_argument("--lab", metavar="NAME",
+                   help="use the built-in lab NAME's topology (default: $TRACER_LAB, else 'lab'), as "
+                   "'tracer lab up --name NAME' wrote it")
+
+
+def default_lab() -> str:
+    """The lab a command means when none is named: $TRACER_LAB, else 'lab'."""
+    return os.environ.get("TRACER_LAB") or "lab"
+
+
 def topology_path(args: argparse.Namespace) -> Path:
     from tracer.lab import Lab
 
-    path = args.topology or Lab().topology_path
+    if args.topology is not None:
+        if not args.topology.exists():
+            raise BadInput(f"{args.topology}: topology file not found")
+        return args.topology
+    name = getattr(args, "lab", None) or default_lab()
+    path = Lab(name).topology_path
     if not path.exists():
-        if args.topology is None:
-            raise BadInput("no topology given and the built-in lab is not up: run 'tracer lab up' or pass --topology")
-        raise BadInput(f"{path}: topology file not found")
+        # The environment, not the input: the lab the command needs is not there (exit 4).
+        how = "tracer lab up" + ("" if name == "lab" else f" --name {name}")
+        raise EnvironmentProblem(f"no topology given and lab '{name}' is not up: run '{how}' or pass --topology")
     return path
 
 
@@ -97,14 +129,19 @@ def check_common(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, ptype: ProbeType) -> int:
-    """Record a run directory, replay it, print the verdict; SIGTERM (kill, a service manager)
-    stops it like Ctrl-C: sniffers stopped, manifest written, verdict for the probes sent."""
+    """Record a run directory (a line per probe as it happens), replay it, print the verdict;
+    SIGTERM (kill, a service manager) stops it like Ctrl-C: sniffers stopped, manifest written,
+    verdict for the probes sent."""
     with sigterm_as_interrupt():
         return _run(args, ptype)
 
 
 def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
+    from tracer.cli.live import ProbeLines, statistics, where_lost
+    from tracer.cli.progress import Progress
+    from tracer.cli.render import render_text
     from tracer.cli.replay import emit
+    from tracer.cli.style import Style
     from tracer.netns import ensure_root
     from tracer.run.record import new_run_dir, record, replay_recorded, resolve_endpoints
     from tracer.send.echo import random_run_id
@@ -126,17 +163,48 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
     # sniffers' included (they inherit the mask).
     os.umask(0o077)
     run_id = random_run_id()
-    run_dir = new_run_dir(args.out, ptype, run_id)
+    run_dir = new_run_dir(args.out, ptype, run_id, args.runs_dir)
+    live = not (args.json or args.quiet)
+    style = Style.for_stream(sys.stdout)
+    progress = Progress()
+    lines = ProbeLines(ptype.name, ends, style, progress)
+    if live:
+        lines.header(ptype.planned(args), getattr(args, "size", None) if ptype.name == "ping" else None, run_id)
+    sent_at: list[float] = []
+
+    def send() -> ProbeReport:
+        sent_at.append(time.monotonic())
+        report = ptype.send(ends, run_id, args, lines if live else None)
+        sent_at.append(time.monotonic())
+        return report
+
     try:
-        interrupted = record(topo, tpath, ends, ptype, run_id, run_dir, lambda: ptype.send(ends, run_id, args),
-                             ptype.planned(args), args.snaplen, args.all_points)
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted before any probe was sent; run directory: {run_dir}") from None
-    verdicts = replay_recorded(run_dir, keys)
-    (run_dir / "verdict.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
-    emit(verdicts, args.json)
-    if not args.json:
-        print(f"\nrun directory: {run_dir}  (tracer replay {run_dir})")
+        try:
+            interrupted = record(topo, tpath, ends, ptype, run_id, run_dir, send, ptype.planned(args), args.snaplen,
+                                 args.all_points,
+                                 progress=lambda text: progress.clear() if text is None else progress.stage(text))
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted before any probe was sent; run directory: {run_dir}") from None
+        progress.stage("analysing the captures")
+        verdicts = replay_recorded(run_dir, keys)
+    finally:
+        progress.close()
+    code = EXIT_INTERRUPTED if interrupted else max(v.exit_code for v in verdicts)
+    trace = {"run_dir": str(run_dir), "interrupted": interrupted}
+    (run_dir / "verdict.json").write_text(_document(ptype, verdicts, code, trace) + "\n")
+    if args.json:
+        emit(verdicts, True, ptype.name, code, trace=trace)
+    else:
+        if live:
+            print()
+        print("\n\n".join(style.verdict(render_text(v), v.status) for v in verdicts))
+        if live:
+            for v in verdicts:
+                if lost := where_lost(v):
+                    print("\n" + "\n".join(lost))
+                elapsed = sent_at[1] - sent_at[0] if len(sent_at) == 2 else 0.0
+                print("\n" + "\n".join(statistics(v, v.sent, str(ends.dst), elapsed)))
+            print(f"\nrun directory: {run_dir}  (tracer replay {run_dir})")
     if args.plot:
         from tracer.cli.plot import plot_verdict_to
 
@@ -145,3 +213,10 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
         print(f"tracer: interrupted; the verdict covers the probes sent (run directory: {run_dir})", file=sys.stderr)
         return EXIT_INTERRUPTED
     return max(v.exit_code for v in verdicts)
+
+
+def _document(ptype: ProbeType, verdicts: list, code: int, trace: dict) -> str:
+    """verdict.json in the run directory: the same document ``--json`` prints."""
+    from tracer.jsondoc import document, dumps
+
+    return dumps(document(ptype.name, [v.to_dict() for v in verdicts], code, trace=trace))

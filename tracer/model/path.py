@@ -79,7 +79,9 @@ class ExpectedPath:
         return {
             "src": str(self.src),
             "dst": str(self.dst),
-            "delivered": self.delivered,
+            # The topology's prediction (the route reaches dst), not what happened: a verdict's
+            # findings say that (docs/json.md).
+            "expected_delivery": self.delivered,
             "end_note": self.end_note,
             "dst_node": self.dst_node,
             "hops": [

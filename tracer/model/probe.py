@@ -124,7 +124,8 @@ class ProbeSpec:
     src: IPv4Address | None = None
     dst: IPv4Address | None = None
     origin: str | None = None  # node the probes left from
-    count: int | None = None  # probes sent (seq 0..count-1); None: unknown
+    count: int | None = None  # probes sent; None: unknown
+    sent: tuple[SentProbe, ...] | None = None  # the prober's record (its seqs are the probes); None: no report
     send_errors: dict[int, str] | None = None  # seq → the sender's local error (e.g. EMSGSIZE)
     sizes: dict[int, int] | None = None  # seq → IP packet bytes (MTU probes)
     interface_mtu: int | None = None  # MTU probes: the source interface's MTU (the largest size it can send)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from tracer.errors import BadInput
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # numpy and the model load only when a kind is used, not for 
     import numpy as np
 
     from tracer.model.observations import Observations
-    from tracer.model.probe import Endpoints, ProbeReport, ProbeSpec
+    from tracer.model.probe import Endpoints, ProbeReport, ProbeSpec, SentProbe
     from tracer.model.topology import Topology
 
 # The built-in kinds, imported on first lookup (they register themselves).
@@ -78,7 +79,10 @@ class ProbeType:
         """How many probes the run will send."""
         return int(args.count)
 
-    def send(self, ends: Endpoints, run: int, args: argparse.Namespace) -> ProbeReport:
+    def send(self, ends: Endpoints, run: int, args: argparse.Namespace,
+             on_probe: Callable[[SentProbe], None] | None = None) -> ProbeReport:
+        """Send the run's probes (seq from 1); ``on_probe``: each one's record as soon as its
+        answer (or its timeout) is in, for live output."""
         raise NotImplementedError
 
 
@@ -140,7 +144,7 @@ def spec_from_report(report: ProbeReport, base: ProbeSpec) -> ProbeSpec:
     """The analysis' view of a run: the manifest's facts plus the kind's report fields."""
     from dataclasses import replace
 
-    fields = {"send_errors": report.send_errors(), **probe_type(report.kind).spec_fields(report)}
+    fields = {"send_errors": report.send_errors(), "sent": report.sent, **probe_type(report.kind).spec_fields(report)}
     return replace(base, **fields)
 
 

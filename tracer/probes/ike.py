@@ -5,6 +5,7 @@ the modern "stuck at STATE_MAIN_I1: open port 500" test (FreeS/WAN guide)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import asdict
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
@@ -18,8 +19,9 @@ if TYPE_CHECKING:
 
     from tracer.model.direction import Direction
     from tracer.model.observations import Observations
-    from tracer.model.probe import Endpoints, ProbeReport
+    from tracer.model.probe import Endpoints, ProbeReport, SentProbe
     from tracer.model.topology import Topology
+    from tracer.send.ike import Sent
 
 FLAG_RESPONSE = 0x20  # IKE header flag R
 
@@ -111,31 +113,37 @@ class Ike(ProbeType):
                             help="responder port: 500 (default), or 4500 with the non-ESP marker, as after NAT detection")
 
     def check(self, args: argparse.Namespace) -> None:
-        if args.count > 0x10000:
-            # The initiator SPI carries only 16 bits of the probe seq (model/tag.py).
-            raise BadInput(f"--count {args.count}: tracer ike sends at most 65536 probes per run")
+        if args.count > 0xFFFF:
+            # The initiator SPI carries only 16 bits of the probe seq (model/tag.py); seq starts at 1.
+            raise BadInput(f"--count {args.count}: tracer ike sends at most 65535 probes per run")
 
     def prepare(self, topo: Topology, args: argparse.Namespace) -> None:
         gateway_args(topo, args)
 
-    def send(self, ends: Endpoints, run: int, args: argparse.Namespace) -> ProbeReport:
-        from tracer.model.probe import ProbeReport, SentProbe
+    def send(self, ends: Endpoints, run: int, args: argparse.Namespace,
+             on_probe: Callable[[SentProbe], None] | None = None) -> ProbeReport:
+        from tracer.model.probe import ProbeReport
         from tracer.send.ike import send_probes
         from tracer.send.pacer import Interrupted
 
         try:
             sent = send_probes(ends.src_node.netns, ends.src, ends.dst, run, args.count, args.interval,
-                               args.timeout, port=args.port)
+                               args.timeout, port=args.port,
+                               on_result=None if on_probe is None else lambda s: on_probe(_sent_probe(s)))
             interrupted = False
         except Interrupted as stop:  # Ctrl-C: report what left, no more
             sent, interrupted = stop.records, True
-        probes = []
-        for s in sent:
-            d = asdict(s)
-            core = {k: d.pop(k) for k in ("seq", "sent_ns", "rtt_ms", "error", "answer")}
-            probes.append(SentProbe(**core, details=d))
-        return ProbeReport(self.name, args.count, tuple(probes), interrupted,
+        return ProbeReport(self.name, args.count, tuple(_sent_probe(s) for s in sent), interrupted,
                            options={"port": args.port, "interval": args.interval})
+
+
+def _sent_probe(s: Sent) -> SentProbe:
+    """The prober's record; what IKE alone has (responder SPI, notifies, NAT) as details."""
+    from tracer.model.probe import SentProbe
+
+    d = asdict(s)
+    core = {k: d.pop(k) for k in ("seq", "sent_ns", "rtt_ms", "error", "answer")}
+    return SentProbe(**core, details=d)
 
 
 def tunnel_address(topo: Topology, node: str, peer: str | None = None) -> IPv4Address | None:

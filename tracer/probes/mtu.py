@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tracer.errors import BadInput
@@ -14,7 +15,7 @@ from tracer.probes import ProbeType, register
 from tracer.probes.ping import send_echoes
 
 if TYPE_CHECKING:
-    from tracer.model.probe import Endpoints, ProbeReport
+    from tracer.model.probe import Endpoints, ProbeReport, SentProbe
 
 # An example ladder for --sizes: steps where tunnels and small links usually cut (1280 is
 # IPv6's minimum MTU and a common WAN setting; ESP adds 50–80 bytes).
@@ -65,13 +66,14 @@ class Mtu(ProbeType):
 
         return MAX_PROBES  # the search's bound; its report says how many it sent
 
-    def send(self, ends: Endpoints, run: int, args: argparse.Namespace) -> ProbeReport:
+    def send(self, ends: Endpoints, run: int, args: argparse.Namespace,
+             on_probe: Callable[[SentProbe], None] | None = None) -> ProbeReport:
         if args.sizes:
             payloads = [s - ECHO_OVERHEAD for s in args.sizes for _ in range(args.count)]
             return send_echoes(self, ends, run, args, payloads, True,
                                {"sizes": list(args.sizes), "per_size": args.count, "interval": args.interval},
-                               bypass_cache=True)
-        return _search(self, ends, run, args)
+                               bypass_cache=True, on_probe=on_probe)
+        return _search(self, ends, run, args, on_probe)
 
     def spec_fields(self, report: ProbeReport) -> dict[str, object]:
         # The report holds echo payload bytes; the analysis speaks of IP packet sizes. A search
@@ -83,20 +85,24 @@ class Mtu(ProbeType):
         return fields
 
 
-def _search(kind: ProbeType, ends: Endpoints, run: int, args: argparse.Namespace) -> ProbeReport:
+def _search(kind: ProbeType, ends: Endpoints, run: int, args: argparse.Namespace,
+            on_probe: Callable[[SentProbe], None] | None = None) -> ProbeReport:
     from tracer.model.probe import ProbeReport, SentProbe
-    from tracer.send.mtu import search_path_mtu
+    from tracer.send.mtu import Attempt, search_path_mtu
     from tracer.send.pacer import Interrupted
+
+    def sent_probe(a: Attempt) -> SentProbe:
+        return SentProbe(a.seq, a.sent_ns, a.size - ECHO_OVERHEAD, a.rtt_ms, a.error,
+                         _answer(a.icmp, a.icmp_from, a.next_hop_mtu), {"next_hop_mtu": a.next_hop_mtu})
 
     t0 = time.monotonic()
     try:
-        attempts, iface_mtu = search_path_mtu(ends.src_node.netns, ends.dst, run, args.timeout, ends.src, kind.code)
+        attempts, iface_mtu = search_path_mtu(ends.src_node.netns, ends.dst, run, args.timeout, ends.src, kind.code,
+                                              on_result=None if on_probe is None else lambda a: on_probe(sent_probe(a)))
         interrupted = False
     except Interrupted as stop:  # Ctrl-C: report what left, no more
         (attempts, iface_mtu), interrupted = (stop.records, None), True
-    sent = tuple(SentProbe(a.seq, a.sent_ns, a.size - ECHO_OVERHEAD, a.rtt_ms, a.error,
-                           _answer(a.icmp, a.icmp_from, a.next_hop_mtu), {"next_hop_mtu": a.next_hop_mtu})
-                 for a in attempts)
+    sent = tuple(sent_probe(a) for a in attempts)
     return ProbeReport(kind.name, len(sent), sent, interrupted, options={
         "mode": "search", "interface_mtu": iface_mtu, "timeout": args.timeout,
         "search_s": round(time.monotonic() - t0, 3)})

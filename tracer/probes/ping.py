@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from tracer.model.tag import ProbeKind
 from tracer.probes import ProbeType, register
 
 if TYPE_CHECKING:
-    from tracer.model.probe import Endpoints, ProbeReport
+    from tracer.model.probe import Endpoints, ProbeReport, SentProbe
 
 
 class Ping(ProbeType):
@@ -36,21 +37,24 @@ class Ping(ProbeType):
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--size", type=int, default=56, help="ICMP payload bytes (default 56, like ping; ≥16 for the tag)")
+        parser.add_argument("--size", "-s", type=int, default=56,
+                            help="ICMP payload bytes (default 56, like ping; ≥16 for the tag)")
         parser.add_argument("--df", action="store_true", help="set Don't Fragment (for MTU questions)")
 
     def check(self, args: argparse.Namespace) -> None:
         if not 16 <= args.size <= 65507:
             raise BadInput(f"--size {args.size}: expected 16 to 65507 bytes")
 
-    def send(self, ends: Endpoints, run: int, args: argparse.Namespace) -> ProbeReport:
+    def send(self, ends: Endpoints, run: int, args: argparse.Namespace,
+             on_probe: Callable[[SentProbe], None] | None = None) -> ProbeReport:
         return send_echoes(self, ends, run, args, [args.size] * args.count, args.df,
-                           {"interval": args.interval, "size": args.size, "df": args.df})
+                           {"interval": args.interval, "size": args.size, "df": args.df}, on_probe)
 
 
 def send_echoes(kind: ProbeType, ends: Endpoints, run: int, args: argparse.Namespace, payloads: list[int],
-                df: bool, options: dict[str, object], bypass_cache: bool = False) -> ProbeReport:
-    """Echo probes of the given payload sizes, one per seq (shared by ping and mtu)."""
+                df: bool, options: dict[str, object], bypass_cache: bool = False,
+                on_probe: Callable[[SentProbe], None] | None = None) -> ProbeReport:
+    """Echo probes of the given payload sizes, seq 1, 2, … in order (shared by ping and mtu)."""
     from tracer.model.probe import ProbeReport, SentProbe
     from tracer.send.echo import send_probes
     from tracer.send.pacer import Interrupted
@@ -58,7 +62,8 @@ def send_echoes(kind: ProbeType, ends: Endpoints, run: int, args: argparse.Names
     try:
         sent = send_probes(ends.src_node.netns, ends.dst, run, len(payloads), args.interval, payloads[0],
                            args.timeout, source=ends.src, kind=kind.code, df=df, sizes=payloads,
-                           bypass_cache=bypass_cache)
+                           bypass_cache=bypass_cache,
+                           on_result=None if on_probe is None else lambda s: on_probe(SentProbe(**asdict(s))))
         interrupted = False
     except Interrupted as stop:  # Ctrl-C: report what left, no more
         sent, interrupted = stop.records, True

@@ -14,7 +14,8 @@ started; ``netstate_unread`` says why a node could not be read. Manifests withou
 a node a source could not read has a snapshot saying why. Older manifests have none.
 Recorded scenarios in ``captures/`` are run directories with an ``expected`` block.
 
-Interrupted runs: ``count`` is the number of probes that really left (seq 0..count-1),
+Interrupted runs: ``count`` is the number of probes that really left (seq 1..count; 0..count-1
+in runs recorded before probes were numbered like ping's),
 ``planned`` what the run meant to send and ``interrupted: true`` (both only written then);
 ``probes.jsonl`` is the prober's journal, a line per probe as it left, which is all a run
 killed outright (no manifest) has to say. Every number read back is checked (type, range,
@@ -229,8 +230,9 @@ def check_report(path: Path, m: Manifest, report: ProbeReport) -> ProbeReport:
     if len(report.sent) > report.planned:
         raise BadInput(f"{path}: malformed probe report ({len(report.sent)} probes sent of {report.planned} planned)")
     seqs = [s.seq for s in report.sent]
-    if len(set(seqs)) != len(seqs) or any(not 0 <= q < report.planned for q in seqs):
-        raise BadInput(f"{path}: malformed probe report (seqs must be distinct, 0 to {report.planned - 1})")
+    # Live runs number probes 1..planned like ping; runs recorded before that, 0..planned-1.
+    if len(set(seqs)) != len(seqs) or any(not 0 <= q <= report.planned for q in seqs):
+        raise BadInput(f"{path}: malformed probe report (seqs must be distinct, 0 to {report.planned})")
     if any(s.size is not None and not 0 <= s.size <= 0xFFFF for s in report.sent):
         raise BadInput(f"{path}: malformed probe report (a size outside 0 to 65535)")
     if m.count is not None and m.count not in (len(report.sent), report.planned):

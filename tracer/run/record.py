@@ -12,6 +12,7 @@ are reachable over SSH; the built-in lab is just one such topology file.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -133,13 +134,27 @@ def make_sniffers(topo: Topology, points: list[str], run_dir: Path, snaplen: int
     return out
 
 
-def new_run_dir(base: Path | None, kind: ProbeType, run: int) -> Path:
+def default_runs_dir() -> Path:
+    """Where run directories go unless asked: the user's data directory (XDG), never the
+    current directory (a trace run from anywhere must not litter it with captures)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tracer" / "runs"
+
+
+def new_run_dir(out: Path | None, kind: ProbeType, run: int, runs_dir: Path | None = None) -> Path:
+    """``out`` itself, else ``<runs_dir>/<time>-<kind>-<run>`` (runs_dir: :func:`default_runs_dir`).
+    Created owner-only (0700, parents too) whatever the umask: captures are private."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    d = base or Path("runs") / f"{stamp}-{kind.name}-{run:08x}"
+    d = out or (runs_dir or default_runs_dir()) / f"{stamp}-{kind.name}-{run:08x}"
     try:
         if d.exists() and (not d.is_dir() or any(d.iterdir())):
             raise BadInput(f"--out {d}: exists and is not an empty directory")
-        d.mkdir(parents=True, exist_ok=True)
+        old_mask = os.umask(0o077)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        finally:
+            os.umask(old_mask)
+        d.chmod(0o700)
     except OSError as e:
         raise BadInput(f"--out {d}: cannot create the run directory ({e.strerror})") from None
     return d
@@ -156,6 +171,7 @@ def record(
     count: int,
     snaplen: int = DEFAULT_SNAPLEN,
     all_points: bool = False,
+    progress: Callable[[str | None], None] | None = None,
 ) -> bool:
     """Sniff every point while ``send()`` runs; always leave a valid run directory. Witnesses: the
     other interfaces of the nodes on the paths, or with ``all_points`` of every node.
@@ -163,8 +179,10 @@ def record(
     Returns whether the run was interrupted (Ctrl-C or SIGTERM while probing: the manifest and
     the report then count only the probes that left). An interrupt before any probe left, or
     any error, is raised after the run directory is written. Everything after the first
-    interrupt runs with further interrupts held (tracer.interrupts)."""
+    interrupt runs with further interrupts held (tracer.interrupts). ``progress(stage)``: what is
+    being done now, for a progress line (None: sending, be quiet)."""
     ensure_root()
+    stage = progress or (lambda _text: None)
     # Helpers a killed trace left running (its sniffers, bpftrace): stop them before adding ours.
     subprocs.reap_orphans()
     subprocs.record_in(run_dir)
@@ -187,9 +205,10 @@ def record(
         if events:
             snaps += evidence.stop(topo, events)
         started = [s for s in [*sniffers, *witnesses] if s.proc is not None and s.point not in failed]
+        stage("stopping sniffers")
         results, stop_errors = stop_all(started)
         backends = {s.point: s.backend for s in started}
-        shutil.copy(topo_path, run_dir / "topology.toml")
+        shutil.copyfile(topo_path, run_dir / "topology.toml")  # not its mode: the run dir is owner-only
         if report is not None:
             write_probe_report(run_dir, report)
         cut = interrupted or report is None  # no report: an error before any probe was sent
@@ -214,6 +233,7 @@ def record(
         # The live state of every node on the paths, before any sniffer starts: replay compares
         # it with the topology, and the interfaces the nodes really have become witness points.
         nodes = list(topo.nodes) if all_points else list(dict.fromkeys(CapturePoint.parse(p).node for p in points))
+        stage(f"reading the state of {len(nodes)} nodes")
         states, unread = snapshot_nodes(topo, nodes)
         netstate = write_netstate(run_dir, states)
         extra["netstate_s"] = round(time.monotonic() - t0, 3)
@@ -225,6 +245,7 @@ def record(
         # the trace waits for the slower of the two, not for both in turn.
         events = evidence.start(topo, nodes, ProbeMatch(run, tunnel_spis(topo, snaps)))
         t_start = time.monotonic()
+        stage(f"starting sniffers on {len(points)} capture points")
         sniffers = make_sniffers(topo, points, run_dir, snaplen)
         witnesses = make_sniffers(topo, witness_points(topo, states, points, nodes), run_dir, snaplen)
         # A witness that cannot capture costs its own file, never the trace; neither does a
@@ -240,6 +261,7 @@ def record(
         extra["sniffers_ready_s"] = round(time.monotonic() - t_start, 3)
         evidence.ready(events, t_start + EVENTS_READY_S)
         extra["events_ready_s"] = round(time.monotonic() - t_start, 3)
+        stage(None)
         with journal_to(run_dir / PROBE_JOURNAL):
             report = send()
         interrupted = report.interrupted
@@ -247,6 +269,7 @@ def record(
             # The prober has its last answer, but a sniffer further along may not have
             # pulled that packet from its ring yet; stopping now would record a false loss.
             time.sleep(SETTLE_S)
+            stage("reading counters after the probes")
             t_ev = time.monotonic()
             snaps += evidence.after(topo, nodes)
             extra["evidence_after_s"] = round(time.monotonic() - t_ev, 3)

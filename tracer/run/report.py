@@ -267,6 +267,7 @@ class ReplayResult:
     exit_code: int
     status: str | None = None  # first verdict's status word ("loss", ...); None when replay failed
     summary: str | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)  # the verdicts in JSON (docs/json.md)
 
 
 @dataclass
@@ -476,7 +477,11 @@ def _as_text(data: bytes) -> str | None:
 
 def _lab_members(lab: LabInfo, col: _Collector) -> None:
     if lab.status is not None:
-        col.text("lab/status.json", json.dumps(lab.status, indent=2) + "\n",
+        from tracer.errors import EXIT_ENVIRONMENT
+        from tracer.jsondoc import document, dumps
+
+        doc = document("lab status", exit_code=0 if lab.status.get("up") else EXIT_ENVIRONMENT, lab=lab.status)
+        col.text("lab/status.json", dumps(doc) + "\n",
                  f"tracer lab status --json --name {lab.name}: IKE/CHILD SAs (swanctl --list-sas), routes, fault")
     for name, text in lab.logs.items():
         col.text(f"lab/{name}", text, f"{name.split('/')[0]}: charon's log (levels 1-2, not its key log)")

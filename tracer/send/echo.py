@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -69,14 +70,16 @@ def send_probes(
     df: bool = False,
     sizes: list[int] | None = None,
     bypass_cache: bool = False,
+    on_result: Callable[[Sent], None] | None = None,
 ) -> list[Sent]:
-    """Send ``count`` probes ``interval`` seconds apart; return when every reply is
-    in or ``timeout`` seconds after the last probe left."""
+    """Send ``count`` probes ``interval`` seconds apart, seq 1 to ``count`` like ping (``sizes``:
+    the payload of each, in order); return when every reply is in or ``timeout`` seconds
+    after the last probe left. ``on_result``: each probe's record as soon as its fate is known."""
     sock = open_socket(netns, source, df, bypass_cache)
     ident = icmp_id_for(run)
 
     def send_one(seq: int) -> Sent:
-        size_i = sizes[seq] if sizes else size
+        size_i = sizes[seq - 1] if sizes else size
         rec = Sent(seq, time.time_ns(), size_i)
         try:
             sock.sendto(echo_request(ProbeTag(run, kind, seq), size_i), (str(dst), 0))
@@ -88,7 +91,7 @@ def send_probes(
         sock.setblocking(False)
         return exchange(count, interval, timeout, send_one,
                         lambda sent, wait: _read_replies(sock, ident, run, kind, sent, wait),
-                        lambda r: r.rtt_ms is not None)
+                        lambda r: r.rtt_ms is not None, on_result)
     finally:
         sock.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -37,6 +38,8 @@ class Sent:
     answer: str | None = None  # summarize() of the first answer
     responder_spi: str | None = None  # "0x…" (0 when the answer is a bare notify)
     notifies: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # error notifies (NO_PROPOSAL_CHOSEN, ...)
+    chosen: list[str] = field(default_factory=list)  # the transforms the responder picked
     nat: bool | None = None  # responder saw us NATed (from its NAT-detection hash)
     peer_nat: bool | None = None  # responder signals NAT on its side (or fakes it to force UDP encapsulation)
 
@@ -50,6 +53,7 @@ def send_probes(
     interval: float,
     timeout: float,
     port: int = IKE_PORT,
+    on_result: Callable[[Sent], None] | None = None,
 ) -> list[Sent]:
     """Send ``count`` IKE_SA_INIT probes ``interval`` s apart to ``dst:port``; return when every
     one is answered or ``timeout`` s after the last left."""
@@ -72,7 +76,7 @@ def send_probes(
         sock.setblocking(False)
         return exchange(count, interval, timeout, send_one,
                         lambda sent, wait: _read_answers(sock, marker, by_spi, sent, (src, sport, dst, port), wait),
-                        lambda r: r.answer is not None)
+                        lambda r: r.answer is not None, on_result)
     finally:
         sock.close()
 
@@ -104,3 +108,5 @@ def _read_answers(
         s.answer = summarize(a) + nat_note(s.nat, s.peer_nat)
         s.responder_spi = f"0x{a.spi_r.hex()}"
         s.notifies = [n.name for n in a.notifies]
+        s.errors = [n.name for n in a.errors]
+        s.chosen = list(a.chosen)

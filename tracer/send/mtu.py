@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -121,9 +122,10 @@ def search_path_mtu(
     source: IPv4Address | None = None,
     kind: int = ProbeKind.MTU,
     start: int = START,
+    on_result: Callable[[Attempt], None] | None = None,
 ) -> tuple[list[Attempt], int]:
-    """Run the search; return its probes (seq 0, 1, … in sending order) and the interface MTU it
-    started from."""
+    """Run the search; return its probes (seq 1, 2, … in sending order, like ping's) and the
+    interface MTU it started from. ``on_result``: each probe once its answer (or its wait) is in."""
     if netns:
         ip(["route", "flush", "cache"], netns, check=False)  # nothing the kernel learnt before counts
     iface_mtu = _route_mtu(netns, dst, source)
@@ -136,12 +138,14 @@ def search_path_mtu(
         wait = timeout
         try:
             while len(attempts) < MAX_PROBES and (size := search.next_size()) is not None:
-                a = Attempt(len(attempts), size, time.time_ns())
+                a = Attempt(len(attempts) + 1, size, time.time_ns())
                 attempts.append(a)
                 _probe(sock, dst, run, kind, a, wait)
                 if a.passed:
                     journal("answered", a)
                 search.record(a)
+                if on_result is not None:
+                    on_result(a)
                 if a.passed:  # later waits follow the path's round trip, within --timeout
                     wait = min(timeout, max(0.2, 4 * max(x.rtt_ms or 0 for x in attempts) / 1000))
                 elif a.icmp is not None and a.next_hop_mtu is None:

@@ -75,35 +75,57 @@ def exchange(
     send_one: Callable[[int], R],
     receive: Callable[[dict[int, R], float], None],
     answered: Callable[[R], bool],
+    on_result: Callable[[R], None] | None = None,
 ) -> list[R]:
-    """``send_one(seq)`` sends probe ``seq`` and returns its record (with ``error`` set if
-    the local stack refused it); ``receive(sent, wait)`` reads answers for up to ``wait``
-    seconds and fills the records; ``answered(record)`` says whether one is complete."""
+    """``send_one(seq)`` sends probe ``seq`` (1, 2, …: numbered like ping) and returns its
+    record (with ``error`` set if the local stack refused it); ``receive(sent, wait)`` reads
+    answers for up to ``wait`` seconds and fills the records; ``answered(record)`` says
+    whether one is complete. ``on_result(record)`` is called once per probe, in seq order,
+    as soon as its fate is known: answered, refused, or not answered within ``timeout``
+    seconds of leaving (ping's rhythm: a line per probe as it happens)."""
     sent: dict[int, R] = {}
     unanswered: dict[int, R] = {}  # for the journal's answer lines
+    left: dict[int, float] = {}  # seq → monotonic time it left
     next_send = time.monotonic()
     next_flush = next_send + JOURNAL_FLUSH_S
-    seq = 0
-    last_sent: float | None = None
+    seq = 1
+    told = 1  # the next seq whose fate on_result has not been told
+    last = count + 1
+
+    def tell(now: float, final: bool) -> None:
+        nonlocal told
+        while told < seq:
+            r = sent[told]
+            if not (answered(r) or r.error or final or now - left[told] >= timeout):
+                return
+            if on_result is not None:
+                on_result(r)
+            told += 1
+
     try:
         while True:
             now = time.monotonic()
-            if seq < count and now >= next_send:
+            if seq < last and now >= next_send:
                 sent[seq] = rec = send_one(seq)
                 journal("sent", rec)
                 unanswered[seq] = rec
+                left[seq] = now
                 seq += 1
-                last_sent = now
                 next_send += interval
-            done = seq >= count and all(answered(r) or r.error for r in sent.values())
-            if done or (seq >= count and last_sent is not None and now - last_sent >= timeout):
+            tell(now, False)
+            done = seq >= last and told >= last
+            if done or (seq >= last and now - left[count] >= timeout):
                 break
-            # Wake for the next send, the timeout, or at least every 50 ms.
-            wait = max(0.0, min(next_send if seq < count else (last_sent or now) + timeout, now + 0.05) - now)
+            # Wake for the next send, the next timeout, or at least every 50 ms.
+            due = [next_send] if seq < last else []
+            if told < seq:
+                due.append(left[told] + timeout)
+            wait = max(0.0, min([*due, now + 0.05]) - now)
             receive(sent, wait)
             if _journal.get() is not None and time.monotonic() >= next_flush:
                 next_flush = time.monotonic() + JOURNAL_FLUSH_S
                 _journal_answers(unanswered, answered)
+        tell(time.monotonic(), True)
     except KeyboardInterrupt:
         raise Interrupted([sent[k] for k in sorted(sent)]) from None
     finally:
