@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.json_contract import one_run
 from tracer.subprocs import REGISTRY, alive, cmdline, descendants, start_time
 
 pytestmark = pytest.mark.lab
@@ -133,10 +134,11 @@ def test_an_interrupt_stops_everything_and_gives_the_verdict_for_what_was_sent(l
     assert len(manifest["captures"]) >= 10 and all(c["drops"] == 0 for c in manifest["captures"])
     assert not list(out.glob("*.tmp.pcap"))
     r = _replay(out)
-    doc = json.loads(r.stdout)
+    doc = one_run(r.stdout)
     assert r.returncode == 0, doc["summary"]  # the healthy lab: every probe sent was delivered
     assert doc["status"] == "delivered"
-    assert len([p for p in doc["probes"] if p["direction"] == "request"]) == sent  # no phantom probes
+    # No phantom probes: exactly the seqs that left, 1..sent like ping's.
+    assert [p["seq"] for p in doc["probes"] if p["direction"] == "request"] == list(range(1, sent + 1))
     assert any(f"run interrupted: {sent} of 20 planned probes were sent" in w for w in doc["warnings"])
 
 
@@ -147,7 +149,7 @@ def test_interrupted_ike_and_mtu_runs_count_the_probes_sent(lab, tmp_path, kind)
     assert code == 130, err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["interrupted"] is True and 5 <= manifest["count"] < 20 and manifest["planned"] == 20
-    doc = json.loads(_replay(out).stdout)
+    doc = one_run(_replay(out).stdout)
     assert doc["status"] == "delivered", doc["summary"]
 
 
