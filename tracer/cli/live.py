@@ -26,10 +26,12 @@ class ProbeLines:
         self.out = out or sys.stdout
         self._last_answer: str | None = None
 
-    def header(self, planned: int, size: int | None, run: int) -> None:
+    def header(self, planned: int | None, size: int | None, run: int) -> None:
+        """``planned`` None: the kind decides as it goes (the MTU search)."""
         what = f", {size} bytes of data" if size is not None else ""
+        count = f"{planned} probes" if planned is not None else "probes as the search needs them"
         self._print(f"TRACER {self.kind} {self.ends.src_node.name} ({self.ends.src}) → {self.ends.dst_node.name} "
-                    f"({self.ends.dst}){what}, {planned} probes, run {run:#010x}")
+                    f"({self.ends.dst}){what}, {count}, run {run:#010x}")
 
     def __call__(self, p: SentProbe) -> None:
         s = self.style
@@ -37,7 +39,9 @@ class ProbeLines:
         if p.error:
             self._print(f"{s.symbol(None)}{self._what(p, 'not sent')}: {seq} {s.paint(p.error, 'yellow')}")
         elif p.rtt_ms is None:
-            self._print(f"{s.symbol(False)}{self._what(p, 'no answer')}: {seq} {s.paint('timeout', 'red')}")
+            # No echo reply; an ICMP error about the probe (MTU search: fragmentation needed) says why.
+            why = p.answer or "timeout"
+            self._print(f"{s.symbol(False)}{self._what(p, 'no answer')}: {seq} {s.paint(why, 'red')}")
         else:
             line = f"{s.symbol(True)}{self._what(p, 'answer')}: {seq} time={p.rtt_ms:.3f} ms"
             if p.answer:

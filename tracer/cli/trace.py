@@ -169,7 +169,9 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
     progress = Progress()
     lines = ProbeLines(ptype.name, ends, style, progress)
     if live:
-        lines.header(ptype.planned(args), getattr(args, "size", None) if ptype.name == "ping" else None, run_id)
+        search = ptype.name == "mtu" and getattr(args, "sizes", None) is None  # sizes chosen as it goes
+        lines.header(None if search else ptype.planned(args),
+                     getattr(args, "size", None) if ptype.name == "ping" else None, run_id)
     sent_at: list[float] = []
 
     def send() -> ProbeReport:
