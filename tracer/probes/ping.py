@@ -48,7 +48,7 @@ class Ping(ProbeType):
     def send(self, ends: Endpoints, run: int, args: argparse.Namespace,
              on_probe: Callable[[SentProbe], None] | None = None) -> ProbeReport:
         return send_echoes(self, ends, run, args, [args.size] * args.count, args.df,
-                           {"interval": args.interval, "size": args.size, "df": args.df}, on_probe)
+                           {"interval": args.interval, "size": args.size, "df": args.df}, on_probe=on_probe)
 
 
 def send_echoes(kind: ProbeType, ends: Endpoints, run: int, args: argparse.Namespace, payloads: list[int],
