@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tracemalloc
 from pathlib import Path
 
 from tests.cli.tracer_cmd import CAPTURES, assert_bad_input, tracer
+from tests.json_contract import one_run
 from tracer.capture.pcapng_writer import write_pcapng
 from tracer.model.observations import COLUMNS
 from tracer.run.replay import load_run
@@ -46,7 +46,7 @@ def test_load_run_builds_the_rows_once(tmp_path: Path) -> None:
 def _replay(*args: str | Path) -> tuple[int, str, str]:
     r = tracer("replay", "--json", *args)
     assert r.out, r.err
-    doc = json.loads(r.out)
+    doc = one_run(r.out)
     return r.code, doc["status"], doc["summary"]
 
 
