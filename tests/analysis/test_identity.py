@@ -139,7 +139,7 @@ def test_esp_keys_identify_untagged_echoes_inside_the_tunnel(tmp_path):
     assert v.status == Status.INCONCLUSIVE
     (v,) = replay_files(sc, tmp_path / "2", esp_keys=tmp_path / "run.esp_sa")
     assert lost(v) == [("request", "inside router between eth0 and eth1 (forward)")]
-    assert "ESP decrypted with keys: 3 probe carriers identified by the tag inside" in v.diagnoses
+    assert "ESP decrypted with keys: 3 probe carriers identified by the tag inside" in v.notes
 
 
 def test_a_udp_exchange_is_followed_across_a_nat_and_renumbered():
