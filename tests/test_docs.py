@@ -505,9 +505,25 @@ def subparser_options(words: list[str]) -> tuple[list[str], set[str]]:
     return path, set(parser._option_string_actions)
 
 
+def names_only(words: list[str]) -> bool:
+    """``tracer replay`` in prose names the command: a subcommand that takes inputs, given none."""
+    import argparse
+
+    from tracer.cli import build_parser
+
+    path, _ = subparser_options(words)
+    if len(path) != len(words):
+        return False
+    parser: argparse.ArgumentParser = build_parser()
+    for w in path:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[w]
+    return any(not a.option_strings and not isinstance(a, argparse._SubParsersAction) for a in parser._actions)
+
+
 def inline_complete(s: Span) -> bool:
     argv = shlex.split(s.text)
-    return argv[0] == "tracer" and not PLACEHOLDER.search(s.text) and tracer_parses(argv[1:])
+    return (argv[0] == "tracer" and not PLACEHOLDER.search(s.text) and not names_only(argv[1:])
+            and tracer_parses(argv[1:]))
 
 
 @pytest.mark.parametrize("span", SPANS, ids=lambda s: f"{s.where} {s.text}")
