@@ -135,13 +135,17 @@ def make_sniffers(topo: Topology, points: list[str], run_dir: Path, snaplen: int
 
 def new_run_dir(base: Path | None, kind: ProbeType, run: int) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    d = base or Path("runs") / f"{stamp}-{kind.name}-{run:08x}"
+    return empty_dir(base or Path("runs") / f"{stamp}-{kind.name}-{run:08x}", "run directory")
+
+
+def empty_dir(d: Path, what: str) -> Path:
+    """``d``, created, or refused (BadInput) unless it is an empty directory: never mix runs."""
     try:
         if d.exists() and (not d.is_dir() or any(d.iterdir())):
             raise BadInput(f"--out {d}: exists and is not an empty directory")
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BadInput(f"--out {d}: cannot create the run directory ({e.strerror})") from None
+        raise BadInput(f"--out {d}: cannot create the {what} ({e.strerror})") from None
     return d
 
 
