@@ -70,7 +70,7 @@ ILLUSTRATIONS: dict[tuple[str, str], str] = {
     ("docs/wireshark.md", "west:eth0\ttracer ping run 0xe2d9f17f seq 0 request: lost inside router between eth0 and eth1 "
                           "(forward)"):
         "tshark's output for the block above (tests/run/test_merged.py checks these comments)",
-    ("README.md", "watching ping west → east: 60 probes per 60 s window; directory runs/watch-hour  (Ctrl-C to stop)"):
+    ("README.md", "watching ping west → east: 60 probes per 60 s window; directory /tmp/pghour/out/watch  (Ctrl-C to stop)"):
         "sample output of an hour-long watch (bench/watch_hour.sh); tests/live/test_watch_lab.py checks the lines",
 }
 

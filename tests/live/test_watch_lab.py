@@ -145,7 +145,7 @@ def test_watch_fault_on_off_then_ctrl_c(lab, tmp_path):
     assert (out / f"{GRAPH}.svg").read_text().rstrip().endswith("</svg>")
 
     # The graph: loss on at the drop, then off; the located hop is the first point after it.
-    labels = [label for _, label in events(summaries)]
+    labels = [e.label for e in events(summaries) if e.state]
     assert f"loss on: {DROP_AT}" in labels and labels[-1] == "loss off"
     lossy = [s for s in summaries if s.lost]
     assert lossy and all(s.located == DROP_AT and s.direction == "request" for s in lossy)

@@ -48,8 +48,8 @@ def test_loss_line_per_window(windows):
 
 
 def test_events_mark_loss_on_and_off(windows):
-    assert [(s.window, label) for s, label in events(windows)] == [
-        (2, "loss on: west-gw:lan0 → west-gw:ipsec0"), (4, "loss off")]
+    assert [(e.summary.window, e.label, e.state) for e in events(windows)] == [
+        (2, "loss on: west-gw:lan0 → west-gw:ipsec0", True), (4, "loss off", True)]
     fig = watch_figure(windows, "t")
     lines = sorted(by_gid(fig, "watch-event:"), key=lambda a: a.get_gid())
     assert [when(ln.get_xdata()[0]) for ln in lines] == [T0 + 130, T0 + 260]
@@ -90,8 +90,20 @@ def test_title_and_no_cut_text(windows):
 def test_moved_hop_is_an_event(windows):
     moved = replace(windows[3], located="router:eth0 → router:eth1")
     seq = [*windows[:3], moved, *windows[4:]]
-    assert [label for _, label in events(seq)] == ["loss on: west-gw:lan0 → west-gw:ipsec0",
+    assert [e.label for e in events(seq)] == ["loss on: west-gw:lan0 → west-gw:ipsec0",
                                                    "moved: router:eth0 → router:eth1", "loss off"]
+
+
+def test_rate_change_is_a_faint_unlabelled_line(windows):
+    half = replace(windows[3], lost=1, hops=windows[3].hops)  # 1 of 3 lost: 100 % → 33 %, same hop
+    seq = [*windows[:3], half, *windows[4:]]
+    assert [(e.label, e.state) for e in events(seq)] == [
+        ("loss on: west-gw:lan0 → west-gw:ipsec0", True), ("33% loss", False), ("loss off", True)]
+    fig = watch_figure(seq, "t")
+    lines = sorted(by_gid(fig, "watch-event:"), key=lambda a: a.get_gid())
+    assert [ln.get_linestyle() for ln in lines] == ["--", ":", "--"]
+    labels = sorted(by_gid(fig, "watch-event-label:"), key=lambda a: a.get_gid())
+    assert [t.get_gid() for t in labels] == ["watch-event-label:0", "watch-event-label:2"]
 
 
 def test_long_watch_is_drawn_at_a_bounded_width(windows):
@@ -104,4 +116,4 @@ def test_long_watch_is_drawn_at_a_bounded_width(windows):
     assert mesh.get_array().shape == (20, 600)  # back to back: no gap columns
     assert mesh.get_rasterized()
     assert fig._suptitle.get_text().endswith("3000 windows (drawn 5 to a column)")
-    assert [label for _, label in events(many)] == ["loss on: west-gw:lan0 → west-gw:ipsec0", "loss off"]
+    assert [e.label for e in events(many)] == ["loss on: west-gw:lan0 → west-gw:ipsec0", "loss off"]

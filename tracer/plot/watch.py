@@ -8,7 +8,7 @@ marked in each window with loss. Gaps between windows (sniffers restarting) stay
 
 Artists carry ``gid``s for tests: ``watch-loss`` (the loss line), ``watch-hops`` (the
 mesh; its array is hops × windows), ``watch-located`` (markers), ``watch-event:<n>``
-(the event lines, with ``watch-event-label:<n>``).
+(the event lines, with ``watch-event-label:<n>`` on those where loss started, stopped or moved).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import textwrap
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -52,21 +53,26 @@ def loss_matrix(summaries: list[WindowSummary]) -> tuple[np.ndarray, list[tuple[
     return m, rows
 
 
-def events(summaries: list[WindowSummary], step: float = 0.1) -> list[tuple[WindowSummary, str]]:
-    """The windows where loss started, stopped or moved, with a short label."""
+class Event(NamedTuple):
+    summary: WindowSummary  # the first window of the new state
+    label: str
+    state: bool  # loss started, stopped or moved (labelled); False: only its rate moved (a thin line)
+
+
+def events(summaries: list[WindowSummary], step: float = 0.1) -> list[Event]:
+    """The windows where loss started, stopped, moved, or its rate moved by ``step`` or more."""
     out = []
     for prev, cur in pairwise(summaries):
         if not changed(prev, cur, step):
             continue
         if prev.lost == 0 and cur.lost:
-            label = f"loss on: {cur.located or cur.status}"
+            out.append(Event(cur, f"loss on: {cur.located or cur.status}", True))
         elif prev.lost and cur.lost == 0:
-            label = "loss off"
+            out.append(Event(cur, "loss off", True))
         elif prev.located != cur.located:
-            label = f"moved: {cur.located or cur.status}"
+            out.append(Event(cur, f"moved: {cur.located or cur.status}", True))
         else:
-            label = f"{100 * cur.loss:.0f}% loss"
-        out.append((cur, label))
+            out.append(Event(cur, f"{100 * cur.loss:.0f}% loss", False))
     return out
 
 
@@ -89,13 +95,21 @@ def draw_loss(ax: Axes, summaries: list[WindowSummary], step: float = 0.1) -> No
     ax.set_ylim(-3, 135)
     ax.set_yticks(range(0, 101, 25))
     ax.set_ylabel("probes lost (%)", fontsize=9)
-    for n, (s, label) in enumerate(events(summaries, step)):
-        x = _t(s.start)
-        color = LOST_COLOR if s.lost else OK_COLOR
+    labelled = 0
+    for n, e in enumerate(events(summaries, step)):
+        x = _t(e.summary.start)
+        color = LOST_COLOR if e.summary.lost else OK_COLOR
+        if not e.state:  # the rate moved, the state did not: a faint line, no words over the graph
+            ax.axvline(x, color=color, lw=0.8, ls=":", alpha=0.7, gid=f"watch-event:{n}")
+            continue
         ax.axvline(x, color=color, lw=1.2, ls="--", gid=f"watch-event:{n}")
-        # Alternate heights: events close together keep their labels apart.
-        ax.annotate(label, (x, 131 if n % 2 == 0 else 117), xytext=(3, 0), textcoords="offset points",
-                    fontsize=7, va="top", color=color, gid=f"watch-event-label:{n}")
+        # Three heights in turn: events close together keep their labels apart; in the right
+        # third of the time axis the label reads leftwards, so it never runs off the figure.
+        left = (x - xs[0]) / max(xs[-1] - xs[0], 1e-9) > 0.67
+        ax.annotate(e.label, (x, (131, 121, 111)[labelled % 3]), xytext=(-3 if left else 3, 0),
+                    textcoords="offset points", ha="right" if left else "left", fontsize=7, va="top", color=color,
+                    gid=f"watch-event-label:{n}")
+        labelled += 1
     ax.grid(color="#dddddd", lw=0.6)
     ax.tick_params(labelsize=8)
 
