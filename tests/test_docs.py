@@ -72,6 +72,8 @@ ILLUSTRATIONS: dict[tuple[str, str], str] = {
     ("docs/wireshark.md", "west:eth0\ttracer ping run 0xe2d9f17f seq 0 request: lost inside router between eth0 and eth1 "
                           "(forward)"):
         "tshark's output for the block above (tests/run/test_merged.py checks these comments)",
+    ("README.md", "watching ping west → east: 60 probes per 60 s window; directory /tmp/pghour/out/watch  (Ctrl-C to stop)"):
+        "sample output of an hour-long watch (bench/watch_hour.sh); tests/live/test_watch_lab.py checks the lines",
 }
 
 # File-format examples that are neither TOML nor JSON, by (file, first line): the format.
@@ -101,6 +103,7 @@ READER_FILES = {"my-net.toml": LAB_TOPOLOGY}
 
 # Extra facts a lab command's output must show, by command prefix.
 LAB_EXPECT = {
+    "tracer watch": "2 windows over",  # it ran to its end and summed up
     "WIRESHARK_CONFIG_DIR=": "Echo (ping) request",  # the private config decrypts the ESP: the inner ICMP is dissected
 }
 
@@ -234,7 +237,7 @@ def command_kind(argv: list[str]) -> CmdKind:
     if prog[0] == "tracer":
         if "--help" in prog or "-h" in prog or prog[1:2] in (["replay"], ["plot"]):
             return "offline"
-        if prog[1:2] in (["lab"], ["ping"], ["ike"], ["mtu"]) or prog[1:3] == ["topology", "discover"]:
+        if prog[1:2] in (["lab"], ["ping"], ["ike"], ["mtu"], ["watch"]) or prog[1:3] == ["topology", "discover"]:
             return "lab"
         if prog[1:3] in (["topology", "check"], ["topology", "path"]):
             return "offline"  # files shipped in the repository

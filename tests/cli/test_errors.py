@@ -68,7 +68,7 @@ def test_unknown_option() -> None:
 def test_unknown_command() -> None:
     assert_bad_input(tracer("trace", "west", "east"),
                      "tracer: argument COMMAND: invalid choice: 'trace' "
-                     "(choose from 'replay', 'check', 'topology', 'ping', 'ike', 'mtu', 'lab', 'plot', 'report') "
+                     "(choose from 'replay', 'check', 'topology', 'ping', 'ike', 'mtu', 'watch', 'lab', 'plot', 'report') "
                      "(see tracer --help)")
 
 

@@ -37,7 +37,7 @@ def test_top_level_help_lists_commands_and_exit_codes() -> None:
     assert (r.code, r.err) == (0, "")
     assert r.out.startswith("usage: tracer [-h] [--version] COMMAND ...\n")
     commands = [line.split()[0] for line in r.out.splitlines() if line.startswith("    ") and not line.startswith("     ")]
-    assert commands == ["replay", "check", "topology", "ping", "ike", "mtu", "lab", "plot", "report"]
+    assert commands == ["replay", "check", "topology", "ping", "ike", "mtu", "watch", "lab", "plot", "report"]
     for line in ("  0  all probes delivered (or the command succeeded)",
                  "  1  loss located: the verdict names the hop",
                  "  2  bad input: unreadable capture, bad topology or arguments",

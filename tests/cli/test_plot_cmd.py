@@ -38,4 +38,4 @@ def test_plot_refuses_a_missing_directory(tmp_path: Path) -> None:
 
 def test_plot_needs_an_output() -> None:
     assert_bad_input(tracer("plot", CAPTURES / "esp-blocked"),
-                     "tracer: the following arguments are required: --output/-o (see tracer --help)")
+                     "tracer: --output FILE.png|FILE.svg is required (except for a 'tracer watch' directory)")

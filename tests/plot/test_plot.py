@@ -30,19 +30,23 @@ from tracer.model.observed import Form, Place, Seen
 from tracer.model.path import ExpectedPath, Hop
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting, Status, Verdict
 from tracer.plot.path_diagram import seen_color
+from tracer.plot.timeline import STATES
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = ["west", "west-gw", "router", "east-gw", "east"]
 LOST_AFTER_LAN0 = Scenario(drop_after={("request", "west-gw:lan0"): None})
 
-# Capture point faces: RdYlGn cut to 8 %…92 %, at 1, 3/4, 2/3, 1/2 and 0 of the probes seen.
-ALL_SEEN, THREE_QUARTERS, TWO_THIRDS, HALF, NONE_SEEN = "#148e4b", "#9dd569", "#c5e67e", "#feffbe", "#cc2627"
+# Capture point faces: Okabe–Ito vermillion → yellow → bluish green (colour-blind safe), at 1, 3/4,
+# 2/3, 1/2 and 0 of the probes seen.
+ALL_SEEN, THREE_QUARTERS, TWO_THIRDS, HALF, NONE_SEEN = "#009e73", "#77c15b", "#a0cd52", "#efe442", "#d55e00"
 NOT_CAPTURED, NOT_SENT = "#ffffff", "#f2f2f2"
-LOST_RED, DOUBT_ORANGE = "#d62728", "#ff7f0e"
+LOST_RED, DOUBT_ORANGE = "#d55e00", "#e69f00"
 # Timeline cells.
-SEEN, MISSED, GAP, UNOBSERVED, EMPTY = "#2ca02c", "#d62728", "#ffbb78", "#d9d9d9", "#ffffff"
+SEEN, MISSED, GAP, UNOBSERVED, EMPTY = "#009e73", "#d55e00", "#f0e442", "#d9d9d9", "#ffffff"
 # The observed path (Okabe–Ito blues): a leak, a point the probes bypassed, the arrows and marks.
 LEAK_BLUE, ELSEWHERE_BLUE, OBSERVED_BLUE = "#0072b2", "#56b4e9", "#0072b2"
+# Figure heights (px at 100 dpi) by footer lines: 10.5 in + 0.15 in + 8 pt × 1.3 per line.
+HEIGHT = {1: 1079, 2: 1093, 3: 1108, 4: 1122}
 OLD_LEGEND = ["saw all probes", "saw none", "not captured", "ESP not tied to probe", "capture gap / sniffer drops",
               "probes lost here", "ESP (encrypted)"]
 
@@ -422,7 +426,8 @@ def test_off_path_points_sit_off_the_row(diverged, tmp_path):
     (note,) = by_gid(ax, "lost-note:")
     assert note.get_position()[1] > 2.3  # above the off-path points
     assert "off-path point" in legend_texts(ax)
-    assert png_size(tracer.plot.save(off_path_verdict(diverged["ike-blocked"]), tmp_path / "off.png")) == (1400, 1050)
+    # Footer: run, diverged, why (2 lines).
+    assert png_size(tracer.plot.save(off_path_verdict(diverged["ike-blocked"]), tmp_path / "off.png")) == (1400, HEIGHT[4])
 
 
 def test_plain_runs_draw_no_observed_path(recorded):
@@ -549,7 +554,7 @@ def test_figure_title_is_the_summary(runs):
 def test_save_png_and_svg(runs, tmp_path, suffix):
     out = tracer.plot.save(verdict(runs, "lost"), tmp_path / f"f{suffix}")
     if suffix == ".png":
-        assert png_size(out) == (1400, 1050)  # 14 × 10.5 in at 100 dpi: the whole figure
+        assert png_size(out) == (1400, HEIGHT[2])  # 14 × 10.5 in at 100 dpi, grown by its footer (run, why)
     else:
         svg = out.read_text()
         assert svg.lstrip().startswith("<?xml") and "<svg" in svg[:2000]
@@ -565,7 +570,7 @@ def test_save_rejects_unknown_suffix(runs, tmp_path):
 def test_plot_verdict_to(runs, tmp_path):
     out = plot_verdict_to(tmp_path / "ping.png", verdict(runs, "delivered"))
     assert out == tmp_path / "ping.png"
-    assert png_size(out) == (1400, 1050)
+    assert png_size(out) == (1400, HEIGHT[1])
 
 
 @pytest.mark.parametrize("suffix", [".png", ".svg"])
@@ -573,7 +578,7 @@ def test_cli_writes_figure(runs, tmp_path, capsys, suffix):
     out = tmp_path / f"lost{suffix}"
     assert main(["plot", str(runs["lost"]), "-o", str(out)]) == 0
     if suffix == ".png":
-        assert png_size(out) == (1400, 1050)
+        assert png_size(out) == (1400, HEIGHT[2])
     else:
         assert 'id="lost-mark:request"' in out.read_text()
     assert capsys.readouterr().out.strip() == f"wrote {out}"
@@ -644,7 +649,7 @@ def test_many_points_and_asymmetric_reply(n, tmp_path):
     assert faces(ax, "request") == [ALL_SEEN] * (cut + 1) + [HALF] * (n - cut - 1)
     assert faces(ax, "reply") == [ALL_SEEN] * n
     width = {5: 1400, 30: 2400}[n]  # max(14, 0.6 in per point + 6) in at 100 dpi
-    assert png_size(tracer.plot.save(v, tmp_path / "long.png")) == (width, 1050)
+    assert png_size(tracer.plot.save(v, tmp_path / "long.png")) == (width, HEIGHT[1])
 
 
 def test_empty_path_does_not_crash():
@@ -660,3 +665,46 @@ def test_empty_path_does_not_crash():
 
 def test_seen_color_takes_whole_numbers_as_fractions():
     assert [to_hex(seen_color(f)) for f in (1, 0, 1.0, 0.0)] == [ALL_SEEN, NONE_SEEN] * 2
+
+
+# --- MTU rows, footers that are never cut ---------------------------------------------------------
+
+
+def test_mtu_timeline_rows_are_probe_sizes():
+    # mtu-ladder-blackhole: one probe each of 1000, 1200, 1250 and 1300 IP bytes (probes.json);
+    # 1250 and 1300 vanish inside router.
+    v = tracer.load(ROOT / "captures" / "mtu-ladder-blackhole").verdict
+    ax = axes()
+    m = tracer.plot.draw_timeline(ax, v, "request")
+    assert ax.get_ylabel() == "probe size (IP bytes)"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1000", "1200", "1250", "1300"]
+    assert [y for y in ax.get_yticks()] == [0, 1, 2, 3]
+    assert len(by_gid(ax, "size-boundary:request")) == 3
+    router_eth1 = 5  # request path: west:eth0, west-gw ×3, router:eth0, router:eth1, …
+    assert [to_hex(STATES[c][1]) for c in m[:, router_eth1]] == [SEEN, SEEN, MISSED, MISSED]
+
+
+def test_ping_timeline_rows_stay_sequence_numbers(recorded):
+    ax = axes()
+    v = recorded["all-delivered"]
+    tracer.plot.draw_timeline(ax, v, "request")
+    assert ax.get_ylabel() == "probe seq"
+    seqs = sorted(t.seq for t in v.probes if t.direction == "request")
+    assert len(seqs) == 3 and [t.get_text() for t in ax.get_yticklabels()] == [str(q) for q in seqs]
+
+
+def test_footer_wraps_every_note_and_grows_the_figure(runs):
+    notes = tuple(f"note {i}: " + " ".join(f"word{i}-{j}" for j in range(60)) for i in range(7))
+    v = replace(verdict(runs, "lost"), diagnoses=notes)
+    fig = tracer.plot.figure(v)
+    (footer,) = [t for t in fig.texts if t.get_gid() == "footer"]
+    text = footer.get_text()
+    assert "…" not in text
+    for note in notes:  # every word of every note, in order
+        assert note in " ".join(text.split())
+    fig.canvas.draw()
+    box = footer.get_window_extent()
+    assert box.x1 <= fig.bbox.x1 and box.y0 >= 0  # inside the figure
+    lowest_axes = min(ax.get_tightbbox().y0 for ax in fig.axes)
+    assert box.y1 <= lowest_axes + 1  # below every axes, not over them
+    assert fig.get_figheight() > 10.5 + 7 * 2 * 8 * 1.3 / 72  # at least two lines per note

@@ -97,14 +97,14 @@ def subcommands(parser: argparse.ArgumentParser) -> list[str]:
 
 def test_cli_has_a_subcommand_for_the_kind(echo4):
     parser = build_parser()
-    assert subcommands(parser) == ["replay", "check", "topology", "ping", "ike", "mtu", "echo4", "lab", "plot", "report"]
+    assert subcommands(parser) == ["replay", "check", "topology", "ping", "ike", "mtu", "echo4", "watch", "lab", "plot", "report"]
     args = parser.parse_args(["echo4", "west", "east", "--count", "5"])
     assert (args.command, args.src, args.dst, args.count, args.interval) == ("echo4", "west", "east", 5, 0.2)
     assert "test probes of tests/probes/test_registry.py" in parser.format_help()
 
 
 def test_cli_without_the_kind():
-    assert subcommands(build_parser()) == ["replay", "check", "topology", "ping", "ike", "mtu", "lab", "plot", "report"]
+    assert subcommands(build_parser()) == ["replay", "check", "topology", "ping", "ike", "mtu", "watch", "lab", "plot", "report"]
 
 
 def test_registering_a_taken_code_under_another_name_raises():

@@ -64,7 +64,8 @@ def mtu_report(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: l
         lost = [q for q in seqs if not all(fate.get(q, [False]))]
         icmp = next((_words(told[q]) for q in lost if q in told), None)
         results.append(SizeResult(size, len(seqs), len(seqs) - len(lost), where_of.get(lost[0]) if lost else None,
-                                  next((errors[q] for q in lost if q in errors), None), icmp))
+                                  next((errors[q] for q in lost if q in errors), None), icmp,
+                                  tuple(sorted(seqs))))
     delivered = [r.size for r in results if r.delivered == r.sent]
     largest = max(delivered, default=None)
     above = [r for r in results if r.delivered < r.sent and r.size > (largest or 0)]

@@ -27,7 +27,7 @@ exit codes:
 # Subcommand modules, in --help order; each has add_parser(subparsers). Live traces come
 # between replay and lab: one subcommand per registered probe kind (tracer/probes/).
 BEFORE_TRACES = ("replay", "check", "topology")
-AFTER_TRACES = ("lab", "plot", "report")
+AFTER_TRACES = ("watch", "lab", "plot", "report")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -94,6 +94,7 @@ class SizeResult:
     where: str | None = None  # where the lost ones disappeared
     error: str | None = None  # the sender's local error (EMSGSIZE: larger than its interface MTU)
     icmp: str | None = None  # the ICMP error quoting these probes that reached the source, in words
+    seqs: tuple[int, ...] = ()  # the probes of this size (figures label them by size, not by seq)
 
 
 @dataclass(frozen=True)

@@ -16,20 +16,40 @@ from tracer.errors import BadInput
 from tracer.model.direction import Direction
 from tracer.model.verdict import Status, Verdict
 from tracer.plot.latency import draw_latency
-from tracer.plot.path_diagram import DOUBT_COLOR, LOST_COLOR, draw_path
+from tracer.plot.palette import DOUBT_COLOR, LOST_COLOR, OK_COLOR
+from tracer.plot.path_diagram import draw_path
 from tracer.plot.timeline import draw_timeline
 
 FORMATS = {".png": "png", ".svg": "svg"}
-STATUS_COLOR = {Status.DELIVERED: "#2ca02c", Status.LOSS: LOST_COLOR, Status.INCONCLUSIVE: DOUBT_COLOR}
+STATUS_COLOR = {Status.DELIVERED: OK_COLOR, Status.LOSS: LOST_COLOR, Status.INCONCLUSIVE: DOUBT_COLOR}
+
+
 def title(verdict: Verdict) -> str:
     return f"{verdict.status.word}  {verdict.summary}"
 
 
+FOOTER_PT = 8  # footer font size
+LINE_IN = FOOTER_PT * 1.3 / 72  # one footer line, inches
+
+
+def footer_lines(verdict: Verdict, width_in: float) -> list[str]:
+    """The run id, then every explanation wrapped to the figure's width: never cut."""
+    chars = int(width_in * 72 / (FOOTER_PT * 0.6))  # a DejaVu Sans character is ~0.55 em wide on average
+    lines = [f"run {verdict.run:#010x} ({verdict.kind})"]
+    for note in verdict.explanations():
+        lines += textwrap.wrap(note, chars, subsequent_indent="    ", break_on_hyphens=False) or [""]
+    return lines
+
+
 def figure(verdict: Verdict) -> Figure:
-    """The combined figure for ``verdict``; its title is the verdict's summary."""
+    """The combined figure for ``verdict``; its title is the verdict's summary. The figure grows
+    by the footer's height, so however many explanations there are, none is cut."""
     columns = max((len(p.hops) for p in verdict.paths.values()), default=1)
     width = max(14.0, 0.6 * columns + 6.0)  # ~0.6 in per capture point keeps 30 points legible
-    fig = Figure(figsize=(width, 10.5), layout="constrained")
+    lines = footer_lines(verdict, width)
+    footer_in = LINE_IN * len(lines) + 0.15
+    height = 10.5 + footer_in
+    fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, 3, height_ratios=(1.25, 1.0), width_ratios=(1.0, 1.0, 1.15))
     draw_path(fig.add_subplot(grid[0, :]), verdict)
@@ -39,12 +59,9 @@ def figure(verdict: Verdict) -> Figure:
     draw_latency(fig.add_subplot(grid[1, 2]), verdict)
     head = "\n".join(textwrap.wrap(title(verdict), int(width * 9)))
     fig.suptitle(head, fontsize=13, fontweight="bold", color=STATUS_COLOR[verdict.status])
-    notes = verdict.explanations()
-    footer = f"run {verdict.run:#010x} ({verdict.kind})"
-    if notes:
-        footer += "\n" + "\n".join(textwrap.shorten(n, int(width * 13), placeholder=" …") for n in notes[:5])
-    fig.text(0.005, 0.002, footer, ha="left", va="bottom", fontsize=8, color="#444444", gid="footer")
-    bottom = 0.02 + 0.018 * min(len(notes), 5)  # room for the footer lines
+    fig.text(0.005, 0.05 / height, "\n".join(lines), ha="left", va="bottom", fontsize=FOOTER_PT, color="#444444",
+             gid="footer", linespacing=1.15)
+    bottom = (footer_in + 0.05) / height  # the axes stay above the footer
     fig.get_layout_engine().set(rect=(0, bottom, 1, 1 - bottom))  # type: ignore[union-attr]
     return fig
 

@@ -23,12 +23,13 @@ from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.point import CapturePoint
 from tracer.model.verdict import Verdict
 from tracer.plot.labels import short_point
+from tracer.plot.palette import REPLY_COLOR, REQUEST_COLOR
 
 # matplotlib 3.10 renamed vert=False to orientation= (and deprecated the old spelling).
 _HORIZONTAL: dict[str, Any] = (
     {"orientation": "horizontal"} if tuple(int(p) for p in mpl.__version__.split(".")[:2]) >= (3, 10) else {"vert": False}
 )
-COLORS = {Direction.REQUEST: "#1f77b4", Direction.REPLY: "#ff7f0e"}
+COLORS = {Direction.REQUEST: REQUEST_COLOR, Direction.REPLY: REPLY_COLOR}
 
 
 def hop_pairs(verdict: Verdict) -> list[tuple[str, str, str]]:

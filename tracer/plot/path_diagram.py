@@ -32,12 +32,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import matplotlib as mpl
 import networkx as nx
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import ListedColormap, Normalize, to_hex
+from matplotlib.colors import Normalize, to_hex
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
@@ -50,17 +49,21 @@ from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint
 from tracer.model.verdict import Finding, Outcome, Verdict
 from tracer.plot.labels import fmt_ms, short, short_point
-from tracer.plot.palette import ELSEWHERE_COLOR, LEAK_COLOR, OBSERVED_COLOR
+from tracer.plot.palette import (
+    DOUBT_COLOR,
+    ELSEWHERE_COLOR,
+    ESP_COLOR,
+    LEAK_COLOR,
+    LOST_COLOR,
+    NOT_SENT_COLOR,
+    OBSERVED_COLOR,
+    SEEN_CMAP,
+    UNKNOWN_COLOR,
+    UNOBSERVED_COLOR,
+)
 
-# 0 seen → red, all seen → green; the colormap's darkest ends are cut so counts stay legible.
-CMAP = ListedColormap(mpl.colormaps["RdYlGn"](np.linspace(0.08, 0.92, 256)), name="seen")
+CMAP = SEEN_CMAP  # 0 seen → vermillion, all seen → bluish green (colour-blind safe: tracer/plot/palette.py)
 ROW_Y = {Direction.REQUEST: 1.0, Direction.REPLY: 0.0}
-LOST_COLOR = "#d62728"
-DOUBT_COLOR = "#ff7f0e"
-ESP_COLOR = "#9467bd"
-UNOBSERVED_COLOR = "#9e9e9e"
-UNKNOWN_COLOR = "#c5b0d5"  # ESP seen but not tied to a probe: neither seen nor missed
-NOT_SENT_COLOR = "#f2f2f2"
 NODE_SIZE = 620
 NODE_PT = 13.0  # a capture point's radius in points: arrows stop at its rim
 EXTRA_Y = {Direction.REQUEST: 2.15, Direction.REPLY: -1.0}  # off-path points: outside the node bands

@@ -91,7 +91,7 @@ _loaded = False
 
 
 # Other subcommands: a probe kind's name becomes a subcommand and must not shadow one.
-RESERVED_NAMES = ("replay", "check", "topology", "lab", "plot", "report")
+RESERVED_NAMES = ("replay", "check", "topology", "watch", "lab", "plot", "report")
 
 
 def register(ptype: ProbeType) -> ProbeType:

@@ -145,7 +145,11 @@ def new_run_dir(out: Path | None, kind: ProbeType, run: int, runs_dir: Path | No
     """``out`` itself, else ``<runs_dir>/<time>-<kind>-<run>`` (runs_dir: :func:`default_runs_dir`).
     Created owner-only (0700, parents too) whatever the umask: captures are private."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    d = out or (runs_dir or default_runs_dir()) / f"{stamp}-{kind.name}-{run:08x}"
+    return empty_dir(out or (runs_dir or default_runs_dir()) / f"{stamp}-{kind.name}-{run:08x}", "run directory")
+
+
+def empty_dir(d: Path, what: str) -> Path:
+    """``d``, created owner-only, or refused (BadInput) unless it is an empty directory: never mix runs."""
     try:
         if d.exists() and (not d.is_dir() or any(d.iterdir())):
             raise BadInput(f"--out {d}: exists and is not an empty directory")
@@ -156,7 +160,7 @@ def new_run_dir(out: Path | None, kind: ProbeType, run: int, runs_dir: Path | No
             os.umask(old_mask)
         d.chmod(0o700)
     except OSError as e:
-        raise BadInput(f"--out {d}: cannot create the run directory ({e.strerror})") from None
+        raise BadInput(f"--out {d}: cannot create the {what} ({e.strerror})") from None
     return d
 
 
