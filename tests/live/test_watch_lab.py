@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.json_contract import validated
 from tracer.cli import main
 from tracer.plot.watch import events, loss_matrix, watch_figure
 from tracer.run.manifest import PROBE_JOURNAL
@@ -163,3 +164,18 @@ def test_watch_fault_on_off_then_ctrl_c(lab, tmp_path):
     assert main(["plot", str(out)]) == 0 and (out / f"{GRAPH}.png").is_file()
     assert main(["replay", str(kept[-1]), "--json"]) in (0, 1)
     assert json.loads((out / "watch.json").read_text())["window_s"] == 3.0
+
+
+def test_watch_json_lines_are_contract_documents(lab, tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "tracer", "watch", "west", "east", "--topology", str(lab.topology_path),
+         "--window", "2s", "--interval", "0.5", "--windows", "2", "--json", "--out", str(tmp_path / "w")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2  # one document a window, a line each
+    for i, line in enumerate(lines):
+        doc = validated(line)
+        assert doc["command"] == "watch" and doc["watch"]["window"] == i
+        (run,) = doc["runs"]
+        assert run["status"] == "delivered" and run["kind"] == "ping"

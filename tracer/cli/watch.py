@@ -55,7 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", "-I", help="source address or interface on SRC, like ping -I")
     p.add_argument("--out", "-o", type=Path, help="watch directory (default $XDG_DATA_HOME/tracer/runs/<time>-watch-<kind>, "
                    "else ~/.local/share/tracer/runs/…; written owner-only)")
-    p.add_argument("--json", action="store_true", help="one JSON object per window on stdout (JSON lines)")
+    p.add_argument("--json", action="store_true",
+                   help="per window, one line on stdout: a tracer-json/1 document (docs/json.md) whose "
+                   "runs hold the window's verdict and whose watch object its summary")
     p.add_argument("--snaplen", type=int, default=2048, metavar="BYTES", help="bytes kept per packet (default 2048)")
     p.add_argument("--no-graph", action="store_true", help="do not redraw the graph after each window")
     keys = p.add_mutually_exclusive_group()
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from tracer.cli.trace import esp_keys_for
     from tracer.errors import EXIT_DELIVERED
     from tracer.interrupts import deferred, sigterm_as_interrupt
+    from tracer.jsondoc import document
     from tracer.lab import Lab
     from tracer.netns import ensure_root
     from tracer.probes import probe_type
@@ -149,8 +152,9 @@ def run(args: argparse.Namespace) -> int:
         with deferred("analysing the window", raise_after=False) as got:  # Ctrl-C now: this window still counts
             verdict = replay_recorded(run_dir, keys)[0]
             s = summarize(verdict, i, start, time.time(), run_dir.name, cut)
-            if args.json:
-                print(json.dumps(s.to_dict()), flush=True)
+            if args.json:  # one contract document per window, a line each (JSON lines)
+                doc = document("watch", [verdict.to_dict()], verdict.exit_code, watch=s.to_dict())
+                print(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), flush=True)
         return s, cut or bool(got)
 
     if not args.json:
