@@ -19,6 +19,7 @@ each, with one of two shapes:
       NAME = "dropreasons"
       def start(topo: Topology, nodes: list[Node], match: ProbeMatch) -> Any: ...  # a handle; must not block
       def ready(handle: Any, deadline: float) -> bool: ...              # optional: wait until it sees
+      def request_stop(handle: Any) -> None: ...                        # optional: begin stopping, no wait
       def stop(topo: Topology, handle: Any) -> list[Snapshot]: ...      # phase EVENTS, one per node
 
   :func:`start` is called before the sniffers start and :func:`ready` once they run, so a slow
@@ -109,6 +110,17 @@ def ready(started: list[tuple[ModuleType, Any]], deadline: float) -> None:
                 continue
 
 
+def request_stop(started: list[tuple[ModuleType, Any]]) -> None:
+    """Ask every event source to finish without waiting, so it winds down while the sniffers
+    do (:func:`stop` then collects). Never raises."""
+    for s, handle in started:
+        if hasattr(s, "request_stop") and not isinstance(handle, _Failed):
+            try:
+                s.request_stop(handle)
+            except Exception:  # stop() reports what it can
+                continue
+
+
 def stop(topo: Topology, started: list[tuple[ModuleType, Any]]) -> list[Snapshot]:
     """Stop every event source started; never raises."""
     out: list[Snapshot] = []
@@ -133,4 +145,5 @@ class _Failed:
         self.nodes, self.why = nodes, why
 
 
-__all__ = ["AFTER", "BEFORE", "EVENTS", "SOURCES", "ProbeMatch", "after", "before", "ready", "start", "stop", "take"]
+__all__ = ["AFTER", "BEFORE", "EVENTS", "SOURCES", "ProbeMatch", "after", "before", "ready", "request_stop", "start",
+           "stop", "take"]

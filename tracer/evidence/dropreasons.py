@@ -141,6 +141,14 @@ class Session:
         self._drops = sorted(drops, key=lambda d: d.time_ns)
         return list(self._drops)
 
+    def request_stop(self) -> None:
+        """SIGINT bpftrace (it drains its buffers and exits) without waiting: :meth:`stop` collects."""
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                os.kill(self._proc.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
     def _end(self) -> None:
         """SIGINT bpftrace by its PID, SIGKILL it if it does not exit, reap it, join the readers."""
         proc, reader = self._proc, self._reader
@@ -185,6 +193,10 @@ def start(topo: Topology, nodes: list[Node], match: ProbeMatch) -> Session:
 
 def ready(session: Session, deadline: float) -> bool:
     return session.wait_ready(deadline)
+
+
+def request_stop(session: Session) -> None:
+    session.request_stop()
 
 
 def stop(topo: Topology, session: Session, nodes: list[Node] | None = None) -> list[Snapshot]:
