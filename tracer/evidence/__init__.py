@@ -18,7 +18,7 @@ each, with one of two shapes:
 
       NAME = "dropreasons"
       def start(topo: Topology, nodes: list[Node], match: ProbeMatch) -> Any: ...  # a handle; must not block
-      def ready(handle: Any, deadline: float) -> bool: ...              # optional: wait until it sees
+      def ready(handle: Any, deadline: float, give_up: bool) -> bool: ...  # optional: wait until it sees
       def request_stop(handle: Any) -> None: ...                        # optional: begin stopping, no wait
       def stop(topo: Topology, handle: Any) -> list[Snapshot]: ...      # phase EVENTS, one per node
 
@@ -99,13 +99,15 @@ def start(topo: Topology, nodes: Iterable[str], match: ProbeMatch) -> list[tuple
     return out
 
 
-def ready(started: list[tuple[ModuleType, Any]], deadline: float) -> None:
+def ready(started: list[tuple[ModuleType, Any]], deadline: float, give_up: bool = True) -> None:
     """Wait (until ``time.monotonic()`` reaches ``deadline``) for the event sources that say when
-    they see; one that does not by then says why at stop. Never raises."""
+    they see; one that does not by then says why at stop. Without ``give_up`` such a source keeps
+    starting while the trace goes on, and says at stop which part of the trace it missed.
+    Never raises."""
     for s, handle in started:
         if hasattr(s, "ready") and not isinstance(handle, _Failed):
             try:
-                s.ready(handle, deadline)
+                s.ready(handle, deadline, give_up)
             except Exception:  # best effort: stop reports what it can
                 continue
 

@@ -178,9 +178,12 @@ def record(
     snaplen: int = DEFAULT_SNAPLEN,
     all_points: bool = False,
     progress: Callable[[str | None], None] | None = None,
+    events_wait: float = EVENTS_READY_S,
 ) -> bool:
     """Sniff every point while ``send()`` runs; always leave a valid run directory. Witnesses: the
     other interfaces of the nodes on the paths, or with ``all_points`` of every node.
+    ``events_wait``: how long the probes wait, once the sniffers listen, for the event sources
+    (bpftrace) to attach; one still starting then keeps starting and says what it missed.
 
     Returns whether the run was interrupted (Ctrl-C or SIGTERM while probing: the manifest and
     the report then count only the probes that left). An interrupt before any probe left, or
@@ -275,7 +278,8 @@ def record(
         if refused:  # tracer's own environment (an SSH key, tcpdump, privilege): fix that first
             raise EnvironmentProblem(refused[0])
         extra["sniffers_ready_s"] = round(time.monotonic() - t_start, 3)
-        evidence.ready(events, t_start + EVENTS_READY_S)
+        evidence.ready(events, time.monotonic() + min(events_wait, EVENTS_READY_S),
+                       give_up=events_wait >= EVENTS_READY_S)
         extra["events_ready_s"] = round(time.monotonic() - t_start, 3)
         stage(None)
         with journal_to(run_dir / PROBE_JOURNAL):
