@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Live timings on the built-in lab (root): lab up/down, time to verdict, sniffer drops under load.
 
-    python3 bench/bench_live.py [--runs 5] [--load-seconds 3]
+    python3 bench/bench_live.py [--runs 5] [--load-seconds 3] [--trace-args="--drop-reasons-wait 0.1"]
 
 Prints medians over --runs: `tracer lab up` and `down` wall time, and the time
 from the start of `tracer ping west east --count 3` (as a fresh process, like a
@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--rates", default="max", help="comma-separated flood rates in pkt/s ('max': unthrottled)")
     ap.add_argument("--snaplen", type=int, default=2048, help="sniffer snaplen for the runs under load")
     ap.add_argument("--skip-timing", action="store_true", help="only the load test")
+    ap.add_argument("--trace-args", default="", help="extra arguments for the timed traces (split on spaces)")
     args = ap.parse_args()
     lab = Lab("bench")
     ups, downs, verdicts = [], [], []
@@ -112,13 +113,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(0 if args.skip_timing else args.runs):
                 cmd = [sys.executable, "-m", "tracer", "ping", "-t", str(lab.topology_path), "west", "east",
-                       "--count", "3", "--out", f"{tmp}/r{i}"]
+                       "--count", "3", "--out", f"{tmp}/r{i}", *args.trace_args.split()]
                 verdicts.append(timed(lambda c=cmd: subprocess.run(c, check=True, capture_output=True)))
             if not args.skip_timing:
                 points = len(json.loads((Path(tmp) / "r0" / "manifest.json").read_text())["captures"])
                 print(f"lab up:   median {statistics.median(ups):.2f} s  (runs: {', '.join(f'{x:.2f}' for x in ups)})")
                 print(f"lab down: median {statistics.median(downs):.2f} s")
-                print(f"tracer ping west east --count 3 ({points} capture points), start to verdict: "
+                extra = f"{args.trace_args} " if args.trace_args else ""
+                print(f"tracer ping west east --count 3 {extra}({points} capture points), start to verdict: "
                       f"median {statistics.median(verdicts):.2f} s  (runs: {', '.join(f'{x:.2f}' for x in verdicts)})")
             for rate_text in args.rates.split(","):
                 rate = None if rate_text == "max" else float(rate_text)

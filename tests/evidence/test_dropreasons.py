@@ -219,6 +219,36 @@ def test_script_exits_by_itself_after_max_s(network: None) -> None:
     assert not Path(f"/proc/{pid}").exists()
 
 
+def test_a_trace_that_does_not_wait_is_told_what_was_missed(network: None) -> None:
+    """--drop-reasons-wait shorter than the compile: the trace goes on; a drop before the attach
+    is not seen and the session says when it attached; stopped before the attach, it says so."""
+    session = attach(ProbeMatch(RUN), TOPO, ["a", "r", "b"], wait=False)
+    assert session.wait_ready(time.monotonic(), give_up=False) is False  # compiling: not given up
+    assert session.unavailable is None and session.pid is not None
+    early = ProbeTag(RUN, ProbeKind.PING, 900)
+    _echo(NOWHERE, early)  # dropped at r (no route) while bpftrace compiles
+    deadline = time.monotonic() + 20
+    while not session._reader.attached and time.monotonic() < deadline:
+        time.sleep(0.05)
+    late = ProbeTag(RUN, ProbeKind.PING, 901)
+    _echo(NOWHERE, late)
+    time.sleep(0.3)
+    drops = session.stop()
+    assert [d.seq for d in drops] == [901]  # the early one was not seen, and that is said:
+    assert session.startup_s is not None and session.startup_s > 0
+    assert any("after the probes began" in p and "drops of probes sent before then are not seen" in p
+               for p in session.problems), session.problems
+
+    never = attach(ProbeMatch(RUN), TOPO, ["a"], wait=False)
+    pid = never.pid
+    assert never.wait_ready(time.monotonic(), give_up=False) is False
+    t = time.monotonic()
+    assert never.stop() == []
+    assert time.monotonic() - t < 2.0  # killed while compiling, not waited for
+    assert never.unavailable is not None and "not attached before the trace ended" in never.unavailable
+    assert not Path(f"/proc/{pid}").exists()
+
+
 # -- unavailable: the trace goes on ---------------------------------------------------------
 
 

@@ -57,6 +57,11 @@ def add_common(p: argparse.ArgumentParser, count: int = 3, interval: float = 0.2
     p.add_argument("--all-points", action="store_true",
                    help="capture every interface of every node of the topology, not only the paths' nodes "
                    "(to see where probes go when they leave the expected path far away)")
+    p.add_argument("--drop-reasons-wait", type=float, default=20.0, metavar="SECONDS",
+                   help="how long, once the sniffers listen, the first probe waits for the kernel drop-reason "
+                   "tracer (bpftrace compiles its script for 1-3 s) (default 20: every probe covered); "
+                   "less makes the trace faster: the tracer keeps starting meanwhile, and the evidence says "
+                   "when it attached and that drops of probes sent before then are not seen")
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--esp-keys", type=Path, metavar="FILE",
                       help="SAs (Wireshark esp_sa format) to decrypt ESP and confirm the probe tags inside "
@@ -126,6 +131,8 @@ def check_common(args: argparse.Namespace) -> None:
         raise BadInput(f"--interval {args.interval}: expected 0.001 to 60 seconds")
     if not 0.05 <= args.timeout <= 60:
         raise BadInput(f"--timeout {args.timeout}: expected 0.05 to 60 seconds")
+    if not 0 <= args.drop_reasons_wait <= 60:
+        raise BadInput(f"--drop-reasons-wait {args.drop_reasons_wait}: expected 0 to 60 seconds")
 
 
 def run(args: argparse.Namespace, ptype: ProbeType) -> int:
@@ -183,7 +190,7 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
     try:
         try:
             interrupted = record(topo, tpath, ends, ptype, run_id, run_dir, send, ptype.planned(args), args.snaplen,
-                                 args.all_points,
+                                 args.all_points, events_wait=args.drop_reasons_wait,
                                  progress=lambda text: progress.clear() if text is None else progress.stage(text))
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted before any probe was sent; run directory: {run_dir}") from None

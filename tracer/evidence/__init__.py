@@ -18,7 +18,8 @@ each, with one of two shapes:
 
       NAME = "dropreasons"
       def start(topo: Topology, nodes: list[Node], match: ProbeMatch) -> Any: ...  # a handle; must not block
-      def ready(handle: Any, deadline: float) -> bool: ...              # optional: wait until it sees
+      def ready(handle: Any, deadline: float, give_up: bool) -> bool: ...  # optional: wait until it sees
+      def request_stop(handle: Any) -> None: ...                        # optional: begin stopping, no wait
       def stop(topo: Topology, handle: Any) -> list[Snapshot]: ...      # phase EVENTS, one per node
 
   :func:`start` is called before the sniffers start and :func:`ready` once they run, so a slow
@@ -98,14 +99,27 @@ def start(topo: Topology, nodes: Iterable[str], match: ProbeMatch) -> list[tuple
     return out
 
 
-def ready(started: list[tuple[ModuleType, Any]], deadline: float) -> None:
+def ready(started: list[tuple[ModuleType, Any]], deadline: float, give_up: bool = True) -> None:
     """Wait (until ``time.monotonic()`` reaches ``deadline``) for the event sources that say when
-    they see; one that does not by then says why at stop. Never raises."""
+    they see; one that does not by then says why at stop. Without ``give_up`` such a source keeps
+    starting while the trace goes on, and says at stop which part of the trace it missed.
+    Never raises."""
     for s, handle in started:
         if hasattr(s, "ready") and not isinstance(handle, _Failed):
             try:
-                s.ready(handle, deadline)
+                s.ready(handle, deadline, give_up)
             except Exception:  # best effort: stop reports what it can
+                continue
+
+
+def request_stop(started: list[tuple[ModuleType, Any]]) -> None:
+    """Ask every event source to finish without waiting, so it winds down while the sniffers
+    do (:func:`stop` then collects). Never raises."""
+    for s, handle in started:
+        if hasattr(s, "request_stop") and not isinstance(handle, _Failed):
+            try:
+                s.request_stop(handle)
+            except Exception:  # stop() reports what it can
                 continue
 
 
@@ -133,4 +147,5 @@ class _Failed:
         self.nodes, self.why = nodes, why
 
 
-__all__ = ["AFTER", "BEFORE", "EVENTS", "SOURCES", "ProbeMatch", "after", "before", "ready", "start", "stop", "take"]
+__all__ = ["AFTER", "BEFORE", "EVENTS", "SOURCES", "ProbeMatch", "after", "before", "ready", "request_stop", "start",
+           "stop", "take"]

@@ -95,21 +95,27 @@ class Session:
     _started: float = field(default=0.0, repr=False)
     _drops: list[Drop] | None = field(default=None, repr=False)
     _all: list[str] = field(default_factory=list, repr=False)  # the nodes asked for
+    _went_on: float | None = field(default=None, repr=False)  # the trace stopped waiting for it then
 
     @property
     def status(self) -> str:
         return f"unavailable: {self.unavailable}" if self.unavailable else "available"
 
-    def wait_ready(self, deadline: float) -> bool:
+    def wait_ready(self, deadline: float, give_up: bool = True) -> bool:
         """Wait (until ``time.monotonic()`` reaches ``deadline``) for the probe to be attached.
-        False, with :attr:`unavailable` set and bpftrace stopped, when it did not attach."""
+        False, with :attr:`unavailable` set and bpftrace stopped, when it did not attach; without
+        ``give_up``, one still compiling keeps going, and :meth:`stop` says when it attached
+        (drops before then are not seen) or that it never did."""
         if self.unavailable or self._proc is None or self._reader is None:
             return False
         if self.startup_s is not None:
             return True
         if self._reader.ready.wait(max(0.0, deadline - time.monotonic())) and self._reader.attached:
-            self.startup_s = round(time.monotonic() - self._started, 3)
+            self.startup_s = round(self._reader.attached_at - self._started, 3)
             return True
+        if not give_up and self._proc.poll() is None:
+            self._went_on = time.monotonic()
+            return False
         why = self._reader.error() or (f"exited with status {self._proc.poll()}" if self._proc.poll() is not None
                                         else f"not attached within {deadline - self._started:.0f} s")
         self._end()
@@ -126,6 +132,17 @@ class Session:
         reader = self._reader
         died = self._proc.poll()
         self._end()
+        if self._went_on is not None and self.startup_s is None:
+            # The trace went on while bpftrace compiled: say exactly which part it covered.
+            if reader.attached:
+                self.startup_s = round(reader.attached_at - self._started, 3)
+                self.problems.append(
+                    f"attached {reader.attached_at - self._went_on:.2f} s after the probes began (bpftrace started "
+                    f"in {self.startup_s:.2f} s): drops of probes sent before then are not seen")
+            elif self.unavailable is None:
+                self.unavailable = (f"bpftrace: not attached before the trace ended ({time.monotonic() - self._started:.1f} s "
+                                    "after it started); run with a longer --drop-reasons-wait")
+                return []
         if died is not None and self.unavailable is None:
             self.problems.append(f"bpftrace exited early (status {died}): {reader.error() or 'no message'}")
         if reader.lost:
@@ -141,6 +158,19 @@ class Session:
         self._drops = sorted(drops, key=lambda d: d.time_ns)
         return list(self._drops)
 
+    def _stop_signal(self) -> int:
+        """SIGINT once attached (it drains its buffers); SIGKILL while it still compiles: it has
+        nothing to drain, and would otherwise finish compiling and attach before it exits."""
+        return signal.SIGINT if self._reader is None or self._reader.attached else signal.SIGKILL
+
+    def request_stop(self) -> None:
+        """SIGINT bpftrace (it drains its buffers and exits) without waiting: :meth:`stop` collects."""
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                os.kill(self._proc.pid, self._stop_signal())
+            except ProcessLookupError:
+                pass
+
     def _end(self) -> None:
         """SIGINT bpftrace by its PID, SIGKILL it if it does not exit, reap it, join the readers."""
         proc, reader = self._proc, self._reader
@@ -148,7 +178,7 @@ class Session:
             return
         try:
             if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGINT)
+                os.kill(proc.pid, self._stop_signal())
                 try:
                     proc.wait(STOP_TIMEOUT)
                 except subprocess.TimeoutExpired:
@@ -183,8 +213,12 @@ def start(topo: Topology, nodes: list[Node], match: ProbeMatch) -> Session:
     return attach(match, topo, [n.name for n in nodes], wait=False)
 
 
-def ready(session: Session, deadline: float) -> bool:
-    return session.wait_ready(deadline)
+def ready(session: Session, deadline: float, give_up: bool = True) -> bool:
+    return session.wait_ready(deadline, give_up)
+
+
+def request_stop(session: Session) -> None:
+    session.request_stop()
 
 
 def stop(topo: Topology, session: Session, nodes: list[Node] | None = None) -> list[Snapshot]:
@@ -438,6 +472,7 @@ class _Reader:
     def __init__(self, out: IO[bytes], err: IO[bytes]) -> None:
         self.ready = threading.Event()
         self.attached = False
+        self.attached_at = 0.0
         self.lines: list[str] = []
         self.over = 0
         self.lost = 0
@@ -459,6 +494,7 @@ class _Reader:
                         else:
                             self.over += 1
                 elif _READY_ENV in line:
+                    self.attached_at = time.monotonic()
                     self.attached = True
                     self.ready.set()
                 elif m := _LOST.search(line):

@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -50,12 +51,13 @@ from tracer.run.manifest import (
 from tracer.run.merged import write_run_pcapng
 from tracer.run.replay import load_run, replay_run
 from tracer.send.pacer import journal_to
-from tracer.sniff import Sniffer, sniffer_for, start_all, stop_all
+from tracer.sniff import Sniffer, request_stop_all, sniffer_for, stop_all, wait_all
 from tracer.sniff.bpf import capture_filter
 from tracer.sniff.ssh import SshTcpdumpSniffer
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN
 
 SETTLE_S = 0.05
+SNIFFER_START_S = 5.0  # every sniffer listening within this long of the first spawn, or it failed
 EVENTS_READY_S = 20.0  # at most this long for an event source to attach (bpftrace: ~2 s measured)
 
 
@@ -176,9 +178,12 @@ def record(
     snaplen: int = DEFAULT_SNAPLEN,
     all_points: bool = False,
     progress: Callable[[str | None], None] | None = None,
+    events_wait: float = EVENTS_READY_S,
 ) -> bool:
     """Sniff every point while ``send()`` runs; always leave a valid run directory. Witnesses: the
     other interfaces of the nodes on the paths, or with ``all_points`` of every node.
+    ``events_wait``: how long the probes wait, once the sniffers listen, for the event sources
+    (bpftrace) to attach; one still starting then keeps starting and says what it missed.
 
     Returns whether the run was interrupted (Ctrl-C or SIGTERM while probing: the manifest and
     the report then count only the probes that left). An interrupt before any probe left, or
@@ -206,9 +211,11 @@ def record(
         """Stop what was started (keeping its packets), then write the report and the manifest:
         with ``interrupted``, it counts only the probes that left."""
         nonlocal snaps
+        started = [s for s in [*sniffers, *witnesses] if s.proc is not None and s.point not in failed]
+        evidence.request_stop(events)  # all wind down at once; collected below
+        request_stop_all(started)
         if events:
             snaps += evidence.stop(topo, events)
-        started = [s for s in [*sniffers, *witnesses] if s.proc is not None and s.point not in failed]
         stage("stopping sniffers")
         results, stop_errors = stop_all(started)
         backends = {s.point: s.backend for s in started}
@@ -234,28 +241,36 @@ def record(
         return stop_errors
 
     try:
-        # The live state of every node on the paths, before any sniffer starts: replay compares
-        # it with the topology, and the interfaces the nodes really have become witness points.
         nodes = list(topo.nodes) if all_points else list(dict.fromkeys(CapturePoint.parse(p).node for p in points))
-        stage(f"reading the state of {len(nodes)} nodes")
-        states, unread = snapshot_nodes(topo, nodes)
+        # Everything before the first probe runs at once, the trace waits for the slowest:
+        # the live state of the nodes (compared with the topology; the interfaces they really
+        # have become witness points) and the evidence before any probe (counters, rules, SAs)
+        # are read in threads while the sniffers on the paths start here, in the main thread
+        # (tracer.subprocs: PDEATHSIG follows the thread that spawns). Neither reading depends on
+        # the sniffers: a capture changes no counter and no UP/LOWER_UP flag.
+        stage(f"reading the state of {len(nodes)} nodes, starting sniffers on {len(points)} capture points")
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="snapshot") as pool:
+            reading_state = pool.submit(snapshot_nodes, topo, nodes)
+            reading_before = pool.submit(evidence.before, topo, nodes)
+            t_start = time.monotonic()
+            sniffers = make_sniffers(topo, points, run_dir, snaplen)
+            for s in sniffers:
+                s.start()
+            snaps = reading_before.result()
+            extra["evidence_before_s"] = round(time.monotonic() - t0, 3)
+            # Event sources (kernel drop reasons) start as soon as they know the tunnel SPIs and
+            # compile while the sniffers get ready: the trace waits for the slower, not for both.
+            events = evidence.start(topo, nodes, ProbeMatch(run, tunnel_spis(topo, snaps)))
+            states, unread = reading_state.result()
         netstate = write_netstate(run_dir, states)
         extra["netstate_s"] = round(time.monotonic() - t0, 3)
-        # Evidence before any probe: counters, rules, SAs (tracer/evidence); their deltas say why.
-        t_ev = time.monotonic()
-        snaps = evidence.before(topo, nodes)
-        extra["evidence_before_s"] = round(time.monotonic() - t_ev, 3)
-        # Event sources (kernel drop reasons) start now and get ready while the sniffers start:
-        # the trace waits for the slower of the two, not for both in turn.
-        events = evidence.start(topo, nodes, ProbeMatch(run, tunnel_spis(topo, snaps)))
-        t_start = time.monotonic()
-        stage(f"starting sniffers on {len(points)} capture points")
-        sniffers = make_sniffers(topo, points, run_dir, snaplen)
         witnesses = make_sniffers(topo, witness_points(topo, states, points, nodes), run_dir, snaplen)
+        for s in witnesses:
+            s.start()
         # A witness that cannot capture costs its own file, never the trace; neither does a
         # path point whose interface is down or gone (a finding: that point is unobserved, and
         # the verdict says why). Any other failure on the path is tracer's environment: exit 4.
-        failed = start_all([], optional=[*sniffers, *witnesses])
+        failed = wait_all([], t_start + SNIFFER_START_S, optional=[*sniffers, *witnesses])
         if failed:
             extra["sniffers_failed"] = failed
             snaps += capture_failures(topo, failed)
@@ -263,7 +278,8 @@ def record(
         if refused:  # tracer's own environment (an SSH key, tcpdump, privilege): fix that first
             raise EnvironmentProblem(refused[0])
         extra["sniffers_ready_s"] = round(time.monotonic() - t_start, 3)
-        evidence.ready(events, t_start + EVENTS_READY_S)
+        evidence.ready(events, time.monotonic() + min(events_wait, EVENTS_READY_S),
+                       give_up=events_wait >= EVENTS_READY_S)
         extra["events_ready_s"] = round(time.monotonic() - t_start, 3)
         stage(None)
         with journal_to(run_dir / PROBE_JOURNAL):
@@ -275,6 +291,11 @@ def record(
             time.sleep(SETTLE_S)
             stage("reading counters after the probes")
             t_ev = time.monotonic()
+            # The sniffers and event sources wind down while the evidence after is read
+            # (stopping a capture moves no counter); finish() collects them.
+            started = [s for s in [*sniffers, *witnesses] if s.proc is not None and s.point not in failed]
+            evidence.request_stop(events)
+            request_stop_all(started)
             snaps += evidence.after(topo, nodes)
             extra["evidence_after_s"] = round(time.monotonic() - t_ev, 3)
         interrupted |= bool(got)

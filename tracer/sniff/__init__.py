@@ -4,7 +4,7 @@ before the first probe leaves, stopped cleanly, each leaving a pcapng named
 
 Backends are modules here (``tcpdump`` in a local network namespace, ``ssh``
 for tcpdump on a remote host); each provides a class with ``for_node(...)``,
-``start()``, ``wait_ready(deadline)`` and ``stop()``, registered in :data:`BACKENDS`
+``start()``, ``wait_ready(deadline)``, ``request_stop()`` and ``stop()``, registered in :data:`BACKENDS`
 under the name a topology node's ``capture`` key uses.
 """
 
@@ -42,6 +42,8 @@ class Sniffer(Protocol):
 
     def wait_ready(self, deadline: float) -> None: ...
 
+    def request_stop(self) -> None: ...  # ask it to finish, without waiting (stop() collects)
+
     def stop(self) -> CaptureResult: ...
 
 
@@ -60,7 +62,13 @@ def start_all(sniffers: list[Sniffer], timeout: float = 5.0, optional: list[Snif
     optional = optional or []
     for s in [*sniffers, *optional]:
         s.start()
-    deadline = time.monotonic() + timeout
+    return wait_all(sniffers, time.monotonic() + timeout, optional)
+
+
+def wait_all(sniffers: list[Sniffer], deadline: float, optional: list[Sniffer] | None = None) -> dict[str, str]:
+    """The barrier of :func:`start_all` for sniffers already started (each was spawned as soon as
+    its point was known, so they all get ready together: the wait is for the slowest, once)."""
+    optional = optional or []
     for s in sniffers:
         s.wait_ready(deadline)
     failed: dict[str, str] = {}
@@ -82,10 +90,21 @@ def _discard(s: Sniffer) -> None:
     result.file.unlink(missing_ok=True)
 
 
+def request_stop_all(sniffers: list[Sniffer]) -> None:
+    """Ask every sniffer to finish (no waiting); :func:`stop_all` collects them."""
+    for s in sniffers:
+        try:
+            s.request_stop()
+        except Exception:  # stop() reports it
+            pass
+
+
 def stop_all(sniffers: list[Sniffer]) -> tuple[list[CaptureResult], list[EnvironmentProblem]]:
     """Stop every sniffer, even if some fail (what was recorded is kept); the failures are
-    returned, not raised, so the caller can still write its manifest first."""
+    returned, not raised, so the caller can still write its manifest first. All are asked to
+    stop first, then collected: they flush and exit together, not one after another."""
     results, errors = [], []
+    request_stop_all(sniffers)
     for s in sniffers:
         try:
             results.append(s.stop())

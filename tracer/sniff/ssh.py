@@ -167,17 +167,29 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         what = useful[0] if useful else f"no answer within the start timeout (ConnectTimeout {CONNECT_TIMEOUT} s)"
         return f"{what} (ssh {self.target}{' from netns ' + self.ssh_netns if self.ssh_netns else ''})"
 
-    def _end(self, graceful: bool) -> None:
-        """Stop the remote tcpdump via stdin (graceful) or by dropping the connection; reap ssh."""
+    def request_stop(self) -> None:
+        """The stop line, then end-of-file: the remote wrapper stops tcpdump (collected by :meth:`stop`)."""
         proc = self.proc
-        assert proc is not None
-        if proc.poll() is None and graceful and proc.stdin is not None:
+        if proc is None or proc.stdin is None or proc.stdin.closed:
+            return
+        if proc.poll() is None:
             try:
                 proc.stdin.write(STOP_LINE)
                 proc.stdin.flush()
             except OSError:
-                pass  # ssh already gone: wait() below collects it
-        if proc.stdin is not None:
+                pass  # ssh already gone: stop() collects it
+        try:
+            proc.stdin.close()  # EOF also stops the remote side
+        except OSError:
+            pass
+
+    def _end(self, graceful: bool) -> None:
+        """Stop the remote tcpdump via stdin (graceful) or by dropping the connection; reap ssh."""
+        proc = self.proc
+        assert proc is not None
+        if graceful:
+            self.request_stop()
+        elif proc.stdin is not None:
             try:
                 proc.stdin.close()  # EOF also stops the remote side
             except OSError:

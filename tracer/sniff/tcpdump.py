@@ -142,12 +142,17 @@ class TcpdumpSniffer:
         except (OSError, ValueError):
             return b""
 
+    def request_stop(self) -> None:
+        """SIGINT: tcpdump flushes, prints its statistics and exits (collected by :meth:`stop`)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+
     def stop(self) -> CaptureResult:
         proc = self.proc
         if proc is None:
             raise EnvironmentProblem(f"sniffer on {self.point} was never started")
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            self.request_stop()
             try:
                 proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
