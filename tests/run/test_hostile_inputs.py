@@ -119,3 +119,64 @@ def test_read_text_closes_the_descriptor_when_it_refuses(tmp_path):
         with pytest.raises(BadInput, match="this is a directory"):
             read_text(tmp_path, "topology")
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+# --- found by the mapping fuzzer (tests/fuzz/test_fuzz_mapping.py) ----------------------------------
+
+ALL_DELIVERED = ROOT / "captures" / "all-delivered"
+TOPO = str(ALL_DELIVERED / "topology.toml")
+
+
+def test_fifo_device_and_directory_as_a_capture_are_refused_without_hanging(tmp_path):
+    """A FIFO given as a loose capture blocked replay forever; /dev/zero was read until the OOM killer came."""
+    fifo = tmp_path / "west_eth0.pcap"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.pcap").symlink_to("/dev/zero")
+    cap = str(ALL_DELIVERED / "router_eth0.pcapng")
+    for bad, says in ((fifo, "must be a regular file, this is a FIFO"),
+                      (tmp_path / "zero.pcap", "must be a regular file, this is not a regular file"),
+                      (tmp_path, "a directory, not a capture file")):
+        args = ("replay", "-t", TOPO, cap, "--point", f"west:eth0={bad}")
+        assert says in one_line_error(tracer(*args, timeout=10)), bad
+    err = one_line_error(tracer("replay", "-t", TOPO, cap, str(fifo), timeout=10))
+    assert err.endswith("west_eth0.pcap: a capture must be a regular file, this is a FIFO")
+
+
+def test_deeply_nested_points_file_is_refused(tmp_path):
+    """tomllib recursed until RecursionError: exit 70 (internal error) instead of 2."""
+    points = tmp_path / "points.toml"
+    points.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    err = one_line_error(tracer("replay", "-t", TOPO, str(ALL_DELIVERED / "west_eth0.pcapng"), "--points", str(points)))
+    assert err.endswith("not a points file (arrays or tables nested too deep)")
+
+
+def test_control_characters_in_names_stay_on_one_line(tmp_path):
+    """A newline in a --point file or point name, or in a points-file key, split the error message."""
+    cap = str(ALL_DELIVERED / "west_eth0.pcapng")
+    assert "a\\nb: no such capture file (--point west:eth0=a\\nb)" in one_line_error(
+        tracer("replay", "-t", TOPO, cap, "--point", "west:eth0=a\nb"))
+    assert "capture point 'we\\nst:eth0' is not an interface" in one_line_error(
+        tracer("replay", "-t", TOPO, cap, "--point", f"we\nst:eth0={cap}"))
+    points = tmp_path / "points.toml"
+    points.write_text(f'"west:eth0\\u2028\\u0000" = "{cap}"\n')
+    assert "capture point 'west:eth0\\u2028\\x00': 'eth0\\u2028\\x00' is not an interface name" in one_line_error(
+        tracer("replay", "-t", TOPO, cap, "--points", str(points)))
+
+
+def test_a_witness_point_is_named_like_an_interface(tmp_path):
+    """--point west:../../x=FILE was kept as a witness point named '../../x'."""
+    cap = str(ALL_DELIVERED / "west_eth0.pcapng")
+    for iface in ("../../x", "eth0/..", "x" * 16):
+        err = one_line_error(tracer("replay", "-t", TOPO, cap, "--point", f"west:{iface}={cap}"))
+        assert f"'{iface}' is not an interface name" in err
+
+
+def test_a_file_listed_many_times_in_a_points_file_is_read_once(tmp_path):
+    """20,000 repeats of one file for one point were 20,000 reads (minutes, within the 4 MiB limit)."""
+    points = tmp_path / "points.toml"
+    files = sorted(ALL_DELIVERED.glob("*.pcapng"))
+    lines = [f'"{f.stem.replace("_", ":", 1)}" = "{f}"' for f in files[1:]]
+    lines.append(f'"{files[0].stem.replace("_", ":", 1)}" = [' + ", ".join([f'"{files[0]}"'] * 20000) + "]")
+    points.write_text("\n".join(lines) + "\n")
+    r = tracer("replay", "-t", TOPO, str(files[0]), "--points", str(points), timeout=20)
+    assert r.returncode == 0 and "3/3 echo requests delivered and answered" in r.stdout, r.stderr

@@ -129,7 +129,7 @@ def _inputs(inputs: list[Path], points: list[tuple[str, Path]]) -> _Inputs:
     for p, f in points:
         if f.is_dir():
             raise BadInput(f"{f}: a directory, not a capture file (--point {p}={f})")
-        if not f.is_file():
+        if not f.exists():  # a FIFO or device is refused when read, saying what it is
             raise BadInput(f"{f}: no such capture file (--point {p}={f})")
         if at.setdefault(f.resolve(), p) != p:
             raise BadInput(f"{f}: mapped to two capture points ({at[f.resolve()]} and {p}); a file is one point")
