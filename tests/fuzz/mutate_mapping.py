@@ -132,7 +132,7 @@ def _hostile_points_file(rng: random.Random, folder: Path, good: list[tuple[str,
     if kind == 11:
         p, f = rng.choice(good)
         q = rng.choice([x for x, _ in good if x != p] or [p])
-        path.write_text(lines + f"{_toml_str(form(q, rng))} = {_toml_str(f)}\n")  # one file, two points
+        path.write_text(lines + f"{_toml_str(q)} = {_toml_str(f)}\n")  # one file, two points
         return path, f"{f} also mapped to {q}"
     lines_b = lines.encode()
     at = rng.randrange(len(lines_b) + 1)

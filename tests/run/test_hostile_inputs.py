@@ -180,3 +180,57 @@ def test_a_file_listed_many_times_in_a_points_file_is_read_once(tmp_path):
     points.write_text("\n".join(lines) + "\n")
     r = tracer("replay", "-t", TOPO, str(files[0]), "--points", str(points), timeout=20)
     assert r.returncode == 0 and "3/3 echo requests delivered and answered" in r.stdout, r.stderr
+
+
+# --- damage outside the packet data (tests/fuzz/test_fuzz_verdicts.py): never a silent verdict change ---------
+
+def _damaged_run(tmp_path: Path, scenario: str, file: str, how) -> Path:
+    from tests.fuzz.mutate import parse_pcapng, serialise_pcapng
+
+    run = tmp_path / scenario
+    shutil.copytree(ROOT / "captures" / scenario, run)
+    blocks = parse_pcapng((run / file).read_bytes())
+    (run / file).write_bytes(serialise_pcapng(how(blocks)))
+    return run
+
+
+def test_a_capture_cut_to_its_header_does_not_move_the_blame(tmp_path):
+    """Issue 13: ike-ok with east-gw:wan0's file cut to its header read "3/3 IKE_SA_INIT requests lost on the
+    wire" (the reply path showed every response). The manifest gives its drops, but the file ends
+    without the statistics block that carries them: cut short."""
+    run = _damaged_run(tmp_path, "ike-ok", "east-gw_wan0.pcapng", lambda b: b[:2])
+    r = tracer("replay", str(run))
+    assert r.returncode == 3 and r.stdout.startswith("tracer ike:"), r.stdout + r.stderr
+    assert "INCONCLUSIVE 3/3 IKE_SA_INIT requests inconclusive" in r.stdout
+    assert "east-gw_wan0.pcapng: ends without the statistics block its sniffer writes" in r.stdout
+
+
+def test_a_point_blind_to_probes_seen_after_it_cannot_be_where_they_vanish(tmp_path):
+    """Without a manifest (loose files) the emptied capture still shows: the responses east-gw sent were seen
+    at router:eth1 but never at east-gw:wan0, which they left by: its silence proves nothing."""
+    run = _damaged_run(tmp_path, "ike-ok", "east-gw_wan0.pcapng", lambda b: b[:2])
+    files = [str(p) for p in sorted(run.glob("*.pcapng"))]
+    r = tracer("replay", "-t", str(run / "topology.toml"), *files)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "east-gw:wan0 missed probes that capture points after it saw" in r.stdout
+
+
+def test_a_wrong_link_type_or_timestamp_resolution_is_said(tmp_path):
+    """gw-forward-drop with west-gw:lan0's link type set to raw IP read "lost on the wire west:eth0 →
+    west-gw:lan0"; esp-blocked with west-gw:wan0's if_tsresol changed moved the loss into west-gw."""
+    from tests.fuzz.mutate import IDB, set_fixed, with_options
+
+    def relink(blocks):
+        return [set_fixed(b, 0, 101) if b.type == IDB else b for b in blocks]
+
+    def retime(blocks):
+        return [with_options(b, [(2, b"west-gw:wan0"), (9, b"\x03")]) if b.type == IDB else b for b in blocks]
+
+    run = _damaged_run(tmp_path, "gw-forward-drop", "west-gw_lan0.pcapng", relink)
+    r = tracer("replay", str(run))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "west-gw_lan0.pcapng (west-gw:lan0): none of its 3 packets decodes as IP" in r.stdout
+    run = _damaged_run(tmp_path / "t", "esp-blocked", "west-gw_wan0.pcapng", retime)
+    r = tracer("replay", str(run))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "(west-gw:wan0): its packets are stamped" in r.stdout and "timestamp resolution or offset is wrong" in r.stdout
