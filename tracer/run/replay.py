@@ -154,14 +154,14 @@ def _inputs(inputs: list[Path], points: list[tuple[str, Path]]) -> _Inputs:
     explicit: list[Source] = []
     at: dict[Path, str] = {}  # file → its point: one file is one point
     for p, f in points:
+        if (real := f.resolve()) in at and at[real] == p:
+            continue  # the same mapping twice (a mapping file may list it 10^5 times: checked once)
         if f.is_dir():
             raise BadInput(f"{f}: a directory, not a capture file (--point {p}={f})")
         if not f.exists():  # a FIFO or device is refused when read, saying what it is
             raise BadInput(f"{f}: no such capture file (--point {p}={f})")
-        if at.setdefault(f.resolve(), p) != p:
-            raise BadInput(f"{f}: mapped to two capture points ({at[f.resolve()]} and {p}); a file is one point")
-        if p == at[f.resolve()] and any(s.path.resolve() == f.resolve() for s in explicit):
-            continue  # the same mapping twice
+        if at.setdefault(real, p) != p:
+            raise BadInput(f"{f}: mapped to two capture points ({at[real]} and {p}); a file is one point")
         explicit.append(Source(f, p))
     if not inputs and not explicit:
         raise BadInput("nothing to replay: give a run directory or capture files")
