@@ -140,6 +140,10 @@ def test_fifo_device_and_directory_as_a_capture_are_refused_without_hanging(tmp_
         assert says in one_line_error(tracer(*args, timeout=10)), bad
     err = one_line_error(tracer("replay", "-t", TOPO, cap, str(fifo), timeout=10))
     assert err.endswith("west_eth0.pcap: a capture must be a regular file, this is a FIFO")
+    # Found on a 10,000-case run: a directory as the points file (or topology) was exit 70 (IsADirectoryError).
+    for flag in ("--points", "-t"):
+        err = one_line_error(tracer("replay", "-t", TOPO, cap, flag, str(tmp_path), timeout=10))
+        assert err.endswith("must be a regular file, this is a directory"), err
 
 
 def test_deeply_nested_points_file_is_refused(tmp_path):

@@ -174,10 +174,11 @@ def _load(name: str) -> tuple[Buffer, int]:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; only regular files are read at all
         # (a FIFO or a device such as /dev/zero would block or be read forever).
         fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        st = os.fstat(fd)  # before open(), which refuses a directory with an exception of its own
+        if (kind := irregular(st)) is not None:
+            os.close(fd)
+            raise CaptureError(f"{name}: a capture must be a regular file, this is {kind}")
         with open(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if (kind := irregular(st)) is not None:
-                raise CaptureError(f"{name}: a capture must be a regular file, this is {kind}")
             if st.st_size >= _MMAP_FROM:
                 try:
                     return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), st.st_size
