@@ -13,9 +13,10 @@ FAR_NS = 24 * 3600 * 10**9  # further from the run than any clock error tracer c
 MIN_PACKETS = 3  # fewer: too little to call a link type wrong (a lone ARP or LLDP frame is normal)
 
 
-def implausible(obs: Observations, remote: set[str] = frozenset()) -> dict[str, str]:
+def implausible(obs: Observations, remote: set[str] = frozenset(), started_ns: int | None = None) -> dict[str, str]:
     """Point → why its file's header fields cannot describe its packets. ``remote``: points stamped
-    by another host's clock (their offset is estimated later, not judged here)."""
+    by another host's clock (their offset is estimated later, not judged here); ``started_ns``: when
+    the run started (its manifest), else the points are judged against each other (three or more)."""
     out: dict[str, str] = {}
     pts, ipver, ts = obs["point"], obs["ipver"], obs["ts_ns"]
     medians: dict[str, int] = {}
@@ -28,11 +29,11 @@ def implausible(obs: Observations, remote: set[str] = frozenset()) -> dict[str, 
             out[name] = f"none of its {n} packets decodes as IP: its link type does not fit its content"
         elif name not in remote and (ip := rows & (ipver > 0)).any():
             medians[name] = int(np.median(ts[ip]))
-    if len(medians) >= 3:
-        centre = int(np.median(list(medians.values())))
+    if started_ns is not None or len(medians) >= 3:
+        centre = started_ns if started_ns is not None else int(np.median(list(medians.values())))
         for name, m in medians.items():
             if abs(m - centre) > FAR_NS:
                 days = abs(m - centre) / (24 * 3600 * 10**9)
-                out[name] = (f"its packets are stamped {days:,.0f} days from the other capture points': its timestamp "
-                             "resolution or offset is wrong")
+                out[name] = (f"its packets are stamped {days:,.0f} days from the run's time (its start, or the "
+                             "other capture points'): its timestamp resolution or offset is wrong")
     return out

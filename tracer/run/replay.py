@@ -7,6 +7,7 @@ directory and then calls :func:`replay_run` on it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def load_run(inputs: list[Path], topology: Path | None = None,
             damaged.setdefault(c.point, cut)
             warnings.append(f"{c.file}: {cut}")
     remote = {c.point for c in found.manifest.captures if c.remote and c.point} if found.manifest else set()
-    for point, why in implausible(obs, remote).items():
+    for point, why in implausible(obs, remote, _started_ns(found.manifest)).items():
         damaged.setdefault(point, why)
         files = ", ".join(m.label for m in mapped.mapping if m.point == point) or point
         warnings.append(f"{files} ({point}): {why}")
@@ -129,6 +130,16 @@ def _lost_its_end(run_dir: Path | None, c: CaptureEntry, file_drops: dict[str, i
         return None
     return "ends without the statistics block its sniffer writes when it stops (the manifest gives its drops): " \
         "cut short, so what it lacks proves nothing"
+
+
+def _started_ns(m: Manifest | None) -> int | None:
+    """When the run started (the manifest's ``started``, an ISO time with its zone), in ns; None if not said."""
+    text = m.extra.get("started") if m is not None else None
+    try:
+        t = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return int(t.timestamp() * 1e9) if t is not None and t.tzinfo is not None else None
 
 
 def check_endpoints(topo: Topology, src: IPv4Address | None, dst: IPv4Address | None) -> None:
