@@ -40,6 +40,8 @@ def replay(run: Path) -> tuple[int, dict | None, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), time_limit(30):
         rc = main(["replay", str(run), "--json"])
     doc = json.loads(out.getvalue()) if rc in (0, 1, 3) else None
+    if isinstance(doc, dict) and "runs" in doc:  # the JSON contract: one verdict per run
+        doc = doc["runs"]
     return rc, (doc[0] if isinstance(doc, list) else doc), err.getvalue()
 
 
