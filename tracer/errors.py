@@ -16,10 +16,18 @@ EXIT_INTERNAL = 70  # a bug in tracer (sysexits' EX_SOFTWARE): never mistaken fo
 EXIT_INTERRUPTED = 130
 
 
+# Control characters (and Unicode line breaks) a hostile name or path can carry into a message.
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+
+
 class TracerError(Exception):
     """Base class: a one-line message that says what was wrong and what to do."""
 
     exit_code = EXIT_BAD_INPUT
+
+    def __str__(self) -> str:
+        # One line whatever a file name, point or argument quoted in it holds: escaped like repr().
+        return super().__str__().translate(_ESCAPES)
 
 
 class BadInput(TracerError):

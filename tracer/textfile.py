@@ -13,6 +13,13 @@ from tracer.errors import BadInput
 LIMIT = 4 * 1024 * 1024  # far above any real topology, manifest or key file
 
 
+def irregular(st: os.stat_result) -> str | None:
+    """None for a regular file; else what it is, for a message (a FIFO blocks, a device never ends)."""
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+
+
 def read_text(path: str | os.PathLike[str], what: str, limit: int = LIMIT) -> str:
     """The file's text; BadInput (one line) when it is missing, not a regular file, too big or not UTF-8.
     FileNotFoundError is left to the caller, which knows what a missing file means there."""
@@ -27,8 +34,7 @@ def read_text(path: str | os.PathLike[str], what: str, limit: int = LIMIT) -> st
     # fstat before fdopen: fdopen itself refuses a directory with an OSError (not BadInput).
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+        if (kind := irregular(st)) is not None:
             raise BadInput(f"{p}: {what} must be a regular file, this is {kind}")
     except BaseException:
         os.close(fd)

@@ -361,7 +361,7 @@ def test_corrupt_pcapng_blocks(tmp_path):
 
 def test_unreadable_paths(tmp_path):
     assert "cannot read" in _error(tmp_path / "missing.pcap")
-    assert "cannot read" in _error(tmp_path)
+    assert "must be a regular file, this is a directory" in _error(tmp_path)
 
 
 # --- a real capture ---------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from tracer.model.observed import ObservedProbe
 from tracer.model.path import ExpectedPath, expected_paths
 from tracer.model.probe import DecryptedTags, ProbeSpec
 from tracer.model.topology import Topology
-from tracer.model.verdict import Finding, Outcome, ProbeTrace, Status, Verdict
+from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting, Status, Verdict
 from tracer.probes import ProbeType, is_known, probe_type
 
 
@@ -92,6 +92,59 @@ def analyze(
 
     seqs = _probe_seqs(obs, spec)
     ptype = probe_type(spec.kind)
+    traces, found, sightings, observed, nat, notes = _trace(obs, topo, spec, paths, seqs, suspect, decrypted, netstate)
+    # A point that missed probes which points after it on the same path saw has an incomplete capture
+    # (a file cut to its header, a sniffer started late): where probes vanish at it, its silence
+    # proves nothing, whichever direction showed it (issue 13: an emptied capture moved the blame).
+    blind = {paths[t.direction].hops[h].point for t in traces for h, x in enumerate(t.sightings) if x == Sighting.GAP}
+    doubtful = sorted({f.first_missed for f in found if f.outcome == Outcome.LOST} & (blind - suspect.keys()))
+    if doubtful:
+        suspect = suspect | {p: 1 for p in doubtful}
+        traces, found, sightings, observed, nat, notes = _trace(obs, topo, spec, paths, seqs, suspect, decrypted, netstate)
+        warn += [f"{p} missed probes that capture points after it saw: its capture is incomplete, so what it did "
+                 "not see proves nothing" for p in doubtful]
+    warn += notes
+
+    found = explain(found, paths, traces, evidence, netstate)
+    warn += uncaptured(evidence)
+    diagnoses = [*spec.notes, *dict.fromkeys(nat), *icmp_errors(obs, spec, paths), *_answers(spec)]
+    status = _status(found)
+    req_path = paths[Direction.REQUEST]
+    mtu = mtu_report(obs, spec, req_path, traces, found, topo, netstate) if spec.sizes else None
+    if mtu is not None:
+        diagnoses += mtu_diagnosis(mtu)
+        status = mtu_status(mtu, status)
+    summary = mtu_summary(mtu) if mtu else _summary(found, ptype, status, _ends(topo, spec))
+    all_points = {h.point for p in paths.values() for h in p.hops}
+    return Verdict(
+        run=spec.run,
+        kind=probe_type(spec.kind).name,
+        status=status,
+        summary=summary,
+        paths=dict(paths),
+        findings=tuple(found),
+        probes=tuple(traces),
+        unobserved=tuple(sorted(p for p in all_points if obs.point_index(p) < 0)),
+        drops={k: v for k, v in drops.items() if k in all_points},
+        damaged={k: v for k, v in damaged.items() if k in all_points},
+        diagnoses=tuple(diagnoses),
+        notes=tuple(_decryption_notes(sightings, decrypted)),
+        warnings=tuple(warn),
+        sent=spec.sent or (),
+        mtu=mtu,
+        observed=tuple(observed),
+        flow=spec.flow,
+    )
+
+
+def _trace(obs: Observations, topo: Topology, spec: ProbeSpec, paths: dict[Direction, ExpectedPath],
+           seqs: np.ndarray, suspect: dict[str, int], decrypted: DecryptedTags | None,
+           netstate: dict[str, NodeState] | None,
+           ) -> tuple[list[ProbeTrace], list[Finding], list[SightingMatrix], list[ObservedProbe], list[str], list[str]]:
+    """Each direction's probes along its expected path: traces, findings, sightings, off-path probes,
+    NAT notes, warnings."""
+    ptype = probe_type(spec.kind)
+    warn: list[str] = []
     traces: list[ProbeTrace] = []
     found: list[Finding] = []
     sightings: list[SightingMatrix] = []
@@ -129,37 +182,7 @@ def analyze(
         arrived = [t.outcome == Outcome.DELIVERED for t in mine]
         traces += mine
         sightings.append(s)
-
-    found = explain(found, paths, traces, evidence, netstate)
-    warn += uncaptured(evidence)
-    diagnoses = [*spec.notes, *dict.fromkeys(nat), *icmp_errors(obs, spec, paths), *_answers(spec)]
-    status = _status(found)
-    req_path = paths[Direction.REQUEST]
-    mtu = mtu_report(obs, spec, req_path, traces, found, topo, netstate) if spec.sizes else None
-    if mtu is not None:
-        diagnoses += mtu_diagnosis(mtu)
-        status = mtu_status(mtu, status)
-    summary = mtu_summary(mtu) if mtu else _summary(found, ptype, status, _ends(topo, spec))
-    all_points = {h.point for p in paths.values() for h in p.hops}
-    return Verdict(
-        run=spec.run,
-        kind=probe_type(spec.kind).name,
-        status=status,
-        summary=summary,
-        paths=dict(paths),
-        findings=tuple(found),
-        probes=tuple(traces),
-        unobserved=tuple(sorted(p for p in all_points if obs.point_index(p) < 0)),
-        drops={k: v for k, v in drops.items() if k in all_points},
-        damaged={k: v for k, v in damaged.items() if k in all_points},
-        diagnoses=tuple(diagnoses),
-        notes=tuple(_decryption_notes(sightings, decrypted)),
-        warnings=tuple(warn),
-        sent=spec.sent or (),
-        mtu=mtu,
-        observed=tuple(observed),
-        flow=spec.flow,
-    )
+    return traces, found, sightings, observed, nat, warn
 
 
 def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: list[ProbeTrace],

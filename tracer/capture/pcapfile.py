@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import stat
 import struct
 import sys
 from array import array
@@ -37,6 +36,7 @@ import numpy as np
 
 from tracer.analysis import extract as ex
 from tracer.errors import CaptureError
+from tracer.textfile import irregular
 
 # Largest caplen accepted: 256 KiB, the largest snapshot length tcpdump and
 # Wireshark write for any link type tracer reads. Anything larger is corruption.
@@ -171,9 +171,15 @@ def refuse_linktypes(cap: CaptureIndex, interfaces: list[int]) -> None:
 def _load(name: str) -> tuple[Buffer, int]:
     """The file's bytes: memory-mapped when large (no copy, no read), else read."""
     try:
-        with open(name, "rb") as f:
-            st = os.fstat(f.fileno())
-            if stat.S_ISREG(st.st_mode) and st.st_size >= _MMAP_FROM:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; only regular files are read at all
+        # (a FIFO or a device such as /dev/zero would block or be read forever).
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        st = os.fstat(fd)  # before open(), which refuses a directory with an exception of its own
+        if (kind := irregular(st)) is not None:
+            os.close(fd)
+            raise CaptureError(f"{name}: a capture must be a regular file, this is {kind}")
+        with open(fd, "rb") as f:
+            if st.st_size >= _MMAP_FROM:
                 try:
                     return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), st.st_size
                 except (OSError, ValueError):

@@ -162,6 +162,9 @@ class _Mapper:
             hint = "name captures node:iface, or map them in a manifest" if src.how == MANIFEST_RULE else \
                 f"its nodes: {', '.join(self.topo.nodes)}"
             raise BadInput(f"capture point '{src.point}' is not an interface of topology {self.topo.source} ({hint})")
+        if not IFACE_RE.fullmatch(CapturePoint.parse(point).iface):  # a witness is named like any interface
+            raise BadInput(f"capture point '{src.point}': '{CapturePoint.parse(point).iface}' is not an interface name "
+                           "(letters, digits, '_.@-', at most 15)")
         return point, "" if self.topo.interface(point) else "not in the topology: used as a witness only"
 
     def by_name(self, cap: CaptureIndex, k: int) -> tuple[str | None, str, str, list[str]]:
@@ -315,6 +318,8 @@ def read_points_file(path: Path) -> list[tuple[str, Path]]:
         raise BadInput(f"{path}: points file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise BadInput(f"{path}: not valid TOML (expected lines like \"west:eth0\" = \"west.pcap\"): {e}") from None
+    except RecursionError:  # tomllib recurses into nested arrays
+        raise BadInput(f"{path}: not a points file (arrays or tables nested too deep)") from None
     out: list[tuple[str, Path]] = []
     for point, files in data.items():
         files = [files] if isinstance(files, str) else files

@@ -7,11 +7,13 @@ directory and then calls :func:`replay_run` on it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from tracer.analysis.analyze import analyze, find_runs
 from tracer.analysis.identity import Flow, untagged_flows
+from tracer.analysis.plausible import implausible
 from tracer.analysis.topocheck import compare
 from tracer.errors import BadInput, NoTraffic
 from tracer.model import flowfilter
@@ -30,6 +32,7 @@ from tracer.run.manifest import (
     MANIFEST,
     PROBE_JOURNAL,
     RUN_PCAPNG,
+    CaptureEntry,
     Manifest,
     read_evidence,
     read_manifest,
@@ -83,9 +86,18 @@ def load_run(inputs: list[Path], topology: Path | None = None,
     mapped = map_captures(found.files, topo)
     seen = mapped.seen
     obs, drops, warnings = seen.obs, seen.drops, seen.warnings
+    damaged = dict(seen.damaged)
     for c in found.manifest.captures if found.manifest else []:
         if c.point and c.drops:
             drops[c.point] = max(drops.get(c.point) or 0, c.drops)
+        if (cut := _lost_its_end(found.run_dir, c, seen.drops)) is not None and c.point is not None:
+            damaged.setdefault(c.point, cut)
+            warnings.append(f"{c.file}: {cut}")
+    remote = {c.point for c in found.manifest.captures if c.remote and c.point} if found.manifest else set()
+    for point, why in implausible(obs, remote, _started_ns(found.manifest)).items():
+        damaged.setdefault(point, why)
+        files = ", ".join(m.label for m in mapped.mapping if m.point == point) or point
+        warnings.append(f"{files} ({point}): {why}")
     # An interface the topology lacks on a node it has: a live trace captured it because the
     # node really has it (witness capture); its packets are sightings off the expected paths.
     warnings += [f"{p} is not in the topology: used as a witness only" for p in obs.points if topo.interface(p) is None]
@@ -101,7 +113,33 @@ def load_run(inputs: list[Path], topology: Path | None = None,
         if (cut := interrupted_note(found.manifest, found.report)) is not None:
             warnings.insert(0, cut)
     return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, found.manifest, found.report,
-                     seen.damaged, states, evidence, mapped.mapping)
+                     damaged, states, evidence, mapped.mapping)
+
+
+def _lost_its_end(run_dir: Path | None, c: CaptureEntry, file_drops: dict[str, int | None]) -> str | None:
+    """Why a pcapng the manifest gives drops for but that ends without its statistics block (which
+    the sniffer writes when it stops, and which carries those drops) has lost its end; else None.
+    Cut down to its header it still reads, as a capture that saw nothing: issue 13's silent verdict."""
+    if run_dir is None or c.drops is None or c.point is None or file_drops.get(c.point, 0) is not None:
+        return None
+    try:
+        with open(run_dir / c.file, "rb") as f:
+            if f.read(4) != b"\x0a\x0d\x0d\x0a":  # classic pcap: no statistics block to miss
+                return None
+    except OSError:
+        return None
+    return "ends without the statistics block its sniffer writes when it stops (the manifest gives its drops): " \
+        "cut short, so what it lacks proves nothing"
+
+
+def _started_ns(m: Manifest | None) -> int | None:
+    """When the run started (the manifest's ``started``, an ISO time with its zone), in ns; None if not said."""
+    text = m.extra.get("started") if m is not None else None
+    try:
+        t = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return int(t.timestamp() * 1e9) if t is not None and t.tzinfo is not None else None
 
 
 def check_endpoints(topo: Topology, src: IPv4Address | None, dst: IPv4Address | None) -> None:
@@ -127,14 +165,14 @@ def _inputs(inputs: list[Path], points: list[tuple[str, Path]]) -> _Inputs:
     explicit: list[Source] = []
     at: dict[Path, str] = {}  # file → its point: one file is one point
     for p, f in points:
+        if (real := f.resolve()) in at and at[real] == p:
+            continue  # the same mapping twice (a mapping file may list it 10^5 times: checked once)
         if f.is_dir():
             raise BadInput(f"{f}: a directory, not a capture file (--point {p}={f})")
-        if not f.is_file():
+        if not f.exists():  # a FIFO or device is refused when read, saying what it is
             raise BadInput(f"{f}: no such capture file (--point {p}={f})")
-        if at.setdefault(f.resolve(), p) != p:
-            raise BadInput(f"{f}: mapped to two capture points ({at[f.resolve()]} and {p}); a file is one point")
-        if p == at[f.resolve()] and any(s.path.resolve() == f.resolve() for s in explicit):
-            continue  # the same mapping twice
+        if at.setdefault(real, p) != p:
+            raise BadInput(f"{f}: mapped to two capture points ({at[real]} and {p}); a file is one point")
         explicit.append(Source(f, p))
     if not inputs and not explicit:
         raise BadInput("nothing to replay: give a run directory or capture files")

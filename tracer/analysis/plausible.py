@@ -1,0 +1,39 @@
+"""Capture points whose file reads, but whose header fields cannot be right: a wrong link type (no
+packet of it decodes as IP) or a wrong timestamp resolution or offset (its packets lie far from
+every other point's). Their silence proves nothing, like a file cut short (issue 13, deliver 2):
+without this, such a file reads as a capture that saw nothing and moves the blame."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tracer.model.observations import Observations
+
+FAR_NS = 24 * 3600 * 10**9  # further from the run than any clock error tracer corrects; a resolution error is decades
+MIN_PACKETS = 3  # fewer: too little to call a link type wrong (a lone ARP or LLDP frame is normal)
+
+
+def implausible(obs: Observations, remote: set[str] = frozenset(), started_ns: int | None = None) -> dict[str, str]:
+    """Point → why its file's header fields cannot describe its packets. ``remote``: points stamped
+    by another host's clock (their offset is estimated later, not judged here); ``started_ns``: when
+    the run started (its manifest), else the points are judged against each other (three or more)."""
+    out: dict[str, str] = {}
+    pts, ipver, ts = obs["point"], obs["ipver"], obs["ts_ns"]
+    medians: dict[str, int] = {}
+    for k, name in enumerate(obs.points):
+        rows = pts == k
+        n = int(rows.sum())
+        if n == 0:
+            continue
+        if n >= MIN_PACKETS and not ipver[rows].any():
+            out[name] = f"none of its {n} packets decodes as IP: its link type does not fit its content"
+        elif name not in remote and (ip := rows & (ipver > 0)).any():
+            medians[name] = int(np.median(ts[ip]))
+    if started_ns is not None or len(medians) >= 3:
+        centre = started_ns if started_ns is not None else int(np.median(list(medians.values())))
+        for name, m in medians.items():
+            if abs(m - centre) > FAR_NS:
+                days = abs(m - centre) / (24 * 3600 * 10**9)
+                out[name] = (f"its packets are stamped {days:,.0f} days from the run's time (its start, or the "
+                             "other capture points'): its timestamp resolution or offset is wrong")
+    return out
