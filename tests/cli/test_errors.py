@@ -118,5 +118,7 @@ def test_run_dir_whose_capture_lost_its_tail_still_replays(tmp_path: Path) -> No
     r = tracer("replay", run)
     assert (r.code, r.err) == (0, ""), r
     assert r.out.splitlines()[1] == "OK    3/3 echo requests delivered and answered (west → east)"
-    assert r.out.splitlines()[-1] == (f"warning: {cap}: truncated after 6 records "
-                                      "(block at offset 884 needs 40 bytes, 30 left)")
+    warnings = [ln for ln in r.out.splitlines() if ln.startswith("warning: ")]
+    assert warnings == [f"warning: {cap}: truncated after 6 records (block at offset 884 needs 40 bytes, 30 left)",
+                        "warning: west_eth0.pcapng: ends without the statistics block its sniffer writes when it "
+                        "stops (the manifest gives its drops): cut short, so what it lacks proves nothing"]
