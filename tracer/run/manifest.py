@@ -48,6 +48,7 @@ PROBE_JOURNAL = "probes.jsonl"  # a line per probe as it leaves (tracer.send.pac
 MAX_PROBES = 1_000_000  # per run; the live commands send at most 100,000
 MAX_RUN = 0xFFFFFFFF  # run ids are 32 bits (the probe tag)
 MAX_DROPS = 1 << 62
+MAX_SECONDS = 10**7  # a run's length, in seconds, read back (ended_early.by_s)
 EVIDENCE = "evidence"  # folder of evidence snapshots, one <phase>.<source>.<node>.json each
 NETSTATE = "netstate"  # folder of live network state snapshots, one <node>.json each
 
@@ -59,6 +60,19 @@ class CaptureEntry:
     drops: int | None = None  # sniffer kernel drops; None: unknown
     backend: str | None = None  # sniffer that recorded it ("tcpdump", "ssh"); None: not said
     remote: bool = False  # captured on another host: its clock may be offset from ours
+    ended_early: EarlyEnd | None = None  # the sniffer ended before tracer stopped it: capture incomplete
+
+
+@dataclass(frozen=True)
+class EarlyEnd:
+    """A sniffer that ended before tracer asked it to stop (killed from outside, crashed)."""
+
+    how: str  # "killed by signal 15 (SIGTERM)", "exited with status 1"
+    by_s: float  # it had ended by this many seconds after the run started (found when stopping)
+
+    def note(self, point: str, backend: str | None) -> str:
+        who = {"ssh": "tcpdump over ssh", None: "sniffer"}.get(backend, backend)
+        return f"{who} on {point} ended early: {self.how} by +{self.by_s:g} s; its capture is incomplete"
 
 
 @dataclass
@@ -106,6 +120,8 @@ def _capture_dict(c: CaptureEntry) -> dict[str, Any]:
         d["backend"] = c.backend
     if c.remote:  # only when true: manifests of local runs stay as they were
         d["remote"] = True
+    if c.ended_early is not None:
+        d["ended_early"] = {"how": c.ended_early.how, "by_s": c.ended_early.by_s}
     return d
 
 
@@ -163,7 +179,7 @@ def read_manifest(run_dir: Path) -> Manifest:
             raise TypeError("captures: expected a list of objects")
         caps = [CaptureEntry(_opt_str(c.get("point"), "point"), _file_name(c["file"]),
                              _number(c.get("drops"), "drops", MAX_DROPS), _opt_str(c.get("backend"), "backend"),
-                             c.get("remote") is True)
+                             c.get("remote") is True, _early_end(c.get("ended_early")))
                 for c in captures]
         kind = probe_type(str(data["kind"])).code if data.get("kind") else None
         m = Manifest(
@@ -202,6 +218,18 @@ def _number(v: Any, what: str, most: int) -> int | None:
     if not 0 <= v <= most:
         raise ValueError(f"{what} {v}: expected 0 to {most}")
     return v
+
+
+def _early_end(v: Any) -> EarlyEnd | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise TypeError(f"ended_early {v!r}: expected an object")
+    by_s = v.get("by_s")
+    if isinstance(by_s, bool) or not isinstance(by_s, int | float) or not 0 <= by_s <= MAX_SECONDS:
+        raise ValueError(f"ended_early.by_s {by_s!r}: expected seconds, 0 to {MAX_SECONDS}")
+    how = _opt_str(v.get("how"), "ended_early.how")
+    return EarlyEnd(how or "ended early", float(by_s))
 
 
 def _opt_str(v: Any, what: str) -> str | None:

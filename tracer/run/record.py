@@ -42,6 +42,7 @@ from tracer.run.manifest import (
     PROBE_REPORT,
     RUN_PCAPNG,
     CaptureEntry,
+    EarlyEnd,
     Manifest,
     write_evidence,
     write_manifest,
@@ -217,6 +218,7 @@ def record(
         if events:
             snaps += evidence.stop(topo, events)
         stage("stopping sniffers")
+        found_s = round(time.monotonic() - t0, 1)  # a sniffer that ended on its own had ended by now
         results, stop_errors = stop_all(started)
         backends = {s.point: s.backend for s in started}
         shutil.copyfile(topo_path, run_dir / "topology.toml")  # not its mode: the run dir is owner-only
@@ -231,7 +233,9 @@ def record(
             topology="topology.toml",
             # "remote": another host's clock stamped these packets (analysis estimates its offset).
             captures=[CaptureEntry(r.point, r.file.name, r.drops, backends.get(r.point),
-                                   remote=backends.get(r.point) == SshTcpdumpSniffer.backend) for r in results],
+                                   remote=backends.get(r.point) == SshTcpdumpSniffer.backend,
+                                   ended_early=EarlyEnd(r.ended_early, found_s) if r.ended_early else None)
+                      for r in results],
             report=PROBE_REPORT if report is not None else None,
             netstate=netstate, netstate_unread=unread,
             evidence=write_evidence(run_dir, snaps) if snaps else None,

@@ -93,6 +93,11 @@ def load_run(inputs: list[Path], topology: Path | None = None,
         if (cut := _lost_its_end(found.run_dir, c, seen.drops)) is not None and c.point is not None:
             damaged.setdefault(c.point, cut)
             warnings.append(f"{c.file}: {cut}")
+        if c.point and c.ended_early is not None:
+            # Killed or crashed mid-run: the rest of the run is silence, not loss. Like a damaged
+            # file, the whole point is unreliable (when exactly it died is known only roughly).
+            damaged[c.point] = why = c.ended_early.note(c.point, c.backend)
+            warnings.append(why)
     remote = {c.point for c in found.manifest.captures if c.remote and c.point} if found.manifest else set()
     for point, why in implausible(obs, remote, _started_ns(found.manifest)).items():
         damaged.setdefault(point, why)

@@ -11,6 +11,7 @@ under the name a topology node's ``capture`` key uses.
 from __future__ import annotations
 
 import importlib
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,31 @@ class CaptureResult:
     file: Path  # the pcapng, named inside as node:iface
     drops: int | None  # kernel drops the sniffer reported; None: it could not say
     packets: int
+    # How the sniffer ended if not because tracer asked ("killed by signal 15"): its capture
+    # is incomplete, and its silence proves nothing (None: it ran until stopped)
+    ended_early: str | None = None
+
+
+def how_ended(returncode: int) -> str:
+    """A process's exit status in words, for a sniffer that ended on its own."""
+    if returncode < 0:
+        try:
+            name = f" ({signal.Signals(-returncode).name})"
+        except ValueError:
+            name = ""
+        return f"killed by signal {-returncode}{name}"
+    return f"exited with status {returncode}" if returncode else "exited on its own"
+
+
+def ended_early(returncode: int, before_asked: bool, asked: int, forced: bool) -> str | None:
+    """Why a sniffer's capture is incomplete, from its exit: it had already exited before tracer
+    asked it to stop (``before_asked``), or it ended some other way than by the signal tracer
+    sent (``asked``: exit 0, or death by that signal) and tracer did not kill it (``forced``)."""
+    if before_asked:
+        return how_ended(returncode)
+    if forced or returncode in (0, -asked):
+        return None
+    return how_ended(returncode)
 
 
 class Sniffer(Protocol):

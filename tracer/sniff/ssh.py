@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -172,7 +173,7 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         proc = self.proc
         if proc is None or proc.stdin is None or proc.stdin.closed:
             return
-        if proc.poll() is None:
+        if self._asked():
             try:
                 proc.stdin.write(STOP_LINE)
                 proc.stdin.flush()
@@ -199,6 +200,7 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         except subprocess.TimeoutExpired:
             proc.kill()  # the remote wrapper then sees EOF and stops tcpdump itself
             proc.wait()
+            self._forced = True
         ended(proc)
         if self._pump is not None:
             self._pump.join(STOP_TIMEOUT)
@@ -217,7 +219,10 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         if not self.raw.exists() or self.raw.stat().st_size == 0:
             self.raw.unlink(missing_ok=True)
             raise EnvironmentProblem(f"sniffer on {self.point} received no capture: {self._why_not_started(text)}")
-        return finish_capture(self.point, self.raw, self.out, *parse_stats(text), text)
+        result = finish_capture(self.point, self.raw, self.out, *parse_stats(text), text)
+        # tcpdump exits 0 on the wrapper's SIGTERM, and ssh with it: any other status is not ours.
+        result.ended_early = self._ended_early(signal.SIGTERM)
+        return result
 
 
 def _topo_path(topo: Topology, value: str | None) -> Path | None:

@@ -24,7 +24,7 @@ from tracer.errors import CaptureError, EnvironmentProblem
 from tracer.interrupts import deferred, starting
 from tracer.model.point import point_name
 from tracer.netns import ensure_tool
-from tracer.sniff import CaptureResult
+from tracer.sniff import CaptureResult, ended_early
 from tracer.subprocs import ended, spawn
 
 if TYPE_CHECKING:
@@ -98,6 +98,10 @@ class TcpdumpSniffer:
         self.buffer_kib = buffer_kib
         self.proc: subprocess.Popen[bytes] | None = None
         self._stderr = b""
+        # Whether it had already exited when first asked to stop (killed from outside, crashed):
+        # its silence since then is not loss. None: not asked yet.
+        self._gone_when_asked: bool | None = None
+        self._forced = False  # tracer itself killed it (hung at stop)
 
     @classmethod
     def for_node(cls, topo: Topology, node: Node, iface: str, out: Path, bpf: str, snaplen: int) -> TcpdumpSniffer:
@@ -142,15 +146,29 @@ class TcpdumpSniffer:
         except (OSError, ValueError):
             return b""
 
+    def _asked(self) -> bool:
+        """Note, the first time tracer asks it to stop, whether it was still running; whether it is."""
+        running = self.proc is not None and self.proc.poll() is None
+        if self._gone_when_asked is None and self.proc is not None:
+            self._gone_when_asked = not running
+        return running
+
     def request_stop(self) -> None:
         """SIGINT: tcpdump flushes, prints its statistics and exits (collected by :meth:`stop`)."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self._asked():
+            assert self.proc is not None
             self.proc.send_signal(signal.SIGINT)
+
+    def _ended_early(self, asked: int) -> str | None:
+        """How it ended if not by ``asked``, tracer's stop signal (None: as asked)."""
+        assert self.proc is not None and self.proc.returncode is not None
+        return ended_early(self.proc.returncode, bool(self._gone_when_asked), asked, self._forced)
 
     def stop(self) -> CaptureResult:
         proc = self.proc
         if proc is None:
             raise EnvironmentProblem(f"sniffer on {self.point} was never started")
+        self._asked()
         if proc.poll() is None:
             self.request_stop()
             try:
@@ -158,7 +176,10 @@ class TcpdumpSniffer:
             except subprocess.TimeoutExpired:
                 proc.kill()  # hung: its file so far is all there is
                 proc.wait()
+                self._forced = True
         ended(proc)
         self._stderr += self._drain()
         text = self._stderr.decode(errors="replace")
-        return finish_capture(self.point, self.raw, self.out, *parse_stats(text), text)
+        result = finish_capture(self.point, self.raw, self.out, *parse_stats(text), text)
+        result.ended_early = self._ended_early(signal.SIGINT)
+        return result
