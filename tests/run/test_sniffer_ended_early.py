@@ -49,7 +49,7 @@ def test_a_point_whose_sniffer_ended_early_makes_the_loss_there_inconclusive(tmp
     doc = doc["runs"][0] if "runs" in doc else doc
     assert r.code == 3, doc["summary"]
     assert doc["status"] == "inconclusive"
-    why = f"tcpdump on {POINT} ended early: killed by signal 15 (SIGTERM) by +2.1 s; its capture is incomplete"
+    why = f"tcpdump on {POINT} ended early (by +2.1 s): killed by signal 15 (SIGTERM); its capture is incomplete"
     assert why in doc["warnings"]
     assert doc["damaged"] == {POINT: why}
     text = tracer("replay", str(d))
@@ -68,7 +68,7 @@ def test_a_malformed_ended_early_is_refused(tmp_path, bad):
     (-signal.SIGINT, False, False, None),  # died of our own signal
     (-signal.SIGKILL, False, True, None),  # we killed it (hung): our doing, its file is what it is
     (-signal.SIGTERM, True, False, "killed by signal 15 (SIGTERM)"),  # killed from outside mid-run
-    (0, True, False, "exited on its own"),
+    (0, True, False, "exited cleanly, as on a SIGTERM tracer did not send"),  # tcpdump's SIGTERM
     (1, True, False, "exited with status 1"),
     (-signal.SIGSEGV, False, False, "killed by signal 11 (SIGSEGV)"),  # not the signal we sent
     (2, False, False, "exited with status 2"),

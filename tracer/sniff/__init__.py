@@ -45,7 +45,9 @@ def how_ended(returncode: int) -> str:
         except ValueError:
             name = ""
         return f"killed by signal {-returncode}{name}"
-    return f"exited with status {returncode}" if returncode else "exited on its own"
+    # tcpdump exits 0 on SIGTERM/SIGINT/SIGHUP (after writing its statistics): before tracer
+    # asked, someone else sent one.
+    return f"exited with status {returncode}" if returncode else "exited cleanly, as on a SIGTERM tracer did not send"
 
 
 def ended_early(returncode: int, before_asked: bool, asked: int, forced: bool) -> str | None:
