@@ -169,6 +169,8 @@ def test_ping_captures_east_gw_over_ssh(lab: Lab, tmp_path: Path, capsys: pytest
     # The ten path points, plus the interface sshd listens on: real, not in the topology, so
     # captured as a witness (over SSH too) and named among the warnings.
     assert len(caps) == 11 and "east-gw:mgmt0" in caps and all(c["drops"] == 0 for c in caps.values())
+    # Stopped by tracer's stop line, local and remote alike: none ended early (ssh exited 0).
+    assert not [p for p, c in caps.items() if "ended_early" in c]
     assert "topology differs from the live network: east-gw: interface mgmt0 (203.0.113.2/24) is not in the " \
            "topology" in doc["warnings"]
     for point, c in caps.items():

@@ -208,17 +208,18 @@ def record(
     snaps: list[Snapshot] = []
     events: list = []
     nodes: list[str] = []
+    asked_s: list[float] = []  # when the sniffers were first asked to stop, seconds after t0
     def finish(interrupted: bool) -> list[EnvironmentProblem]:
         """Stop what was started (keeping its packets), then write the report and the manifest:
         with ``interrupted``, it counts only the probes that left."""
         nonlocal snaps
         started = [s for s in [*sniffers, *witnesses] if s.proc is not None and s.point not in failed]
+        asked_s.append(round(time.monotonic() - t0, 1))  # a sniffer that ended on its own had ended by then
         evidence.request_stop(events)  # all wind down at once; collected below
         request_stop_all(started)
         if events:
             snaps += evidence.stop(topo, events)
         stage("stopping sniffers")
-        found_s = round(time.monotonic() - t0, 1)  # a sniffer that ended on its own had ended by now
         results, stop_errors = stop_all(started)
         backends = {s.point: s.backend for s in started}
         shutil.copyfile(topo_path, run_dir / "topology.toml")  # not its mode: the run dir is owner-only
@@ -234,7 +235,7 @@ def record(
             # "remote": another host's clock stamped these packets (analysis estimates its offset).
             captures=[CaptureEntry(r.point, r.file.name, r.drops, backends.get(r.point),
                                    remote=backends.get(r.point) == SshTcpdumpSniffer.backend,
-                                   ended_early=EarlyEnd(r.ended_early, found_s) if r.ended_early else None)
+                                   ended_early=EarlyEnd(r.ended_early, asked_s[0]) if r.ended_early else None)
                       for r in results],
             report=PROBE_REPORT if report is not None else None,
             netstate=netstate, netstate_unread=unread,
@@ -298,6 +299,7 @@ def record(
             # The sniffers and event sources wind down while the evidence after is read
             # (stopping a capture moves no counter); finish() collects them.
             started = [s for s in [*sniffers, *witnesses] if s.proc is not None and s.point not in failed]
+            asked_s.append(round(time.monotonic() - t0, 1))
             evidence.request_stop(events)
             request_stop_all(started)
             snaps += evidence.after(topo, nodes)
