@@ -57,16 +57,15 @@ class Lines:
         raise AssertionError(f"no line with {what!r} within {timeout} s; got:\n" + "\n".join(self.all))
 
 
-def stdout_lines_end_with_summary(lines: Lines, n: int) -> bool:
-    """After Ctrl-C tracer prints the watch's summary (not an error line) and exits."""
+def rest_of_stdout(lines: Lines) -> str:
+    """What tracer printed after the lines already read (after Ctrl-C: the watch's summary)."""
     rest = []
     while True:
         try:
             rest.append(lines.q.get(timeout=5))
         except queue.Empty:
             break
-    text = "\n".join(rest)
-    return f"{n} windows over" in text and "watch directory:" in text
+    return "\n".join(rest)
 
 
 def sniffers_of(directory: Path) -> list[int]:
@@ -117,7 +116,9 @@ def test_watch_fault_on_off_then_ctrl_c(lab, tmp_path):
         assert "(0/12)" in off
         probing_window(out, sent_at_least=3)  # Ctrl-C while the next window probes
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)  # not communicate(): it would race the Lines thread for stdout
+        assert proc.stderr is not None
+        err = proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -134,7 +135,8 @@ def test_watch_fault_on_off_then_ctrl_c(lab, tmp_path):
     cut = summaries[-1]
     assert cut.interrupted and 3 <= cut.sent < 12 and cut.lost <= 1  # at most the one awaiting its reply
     assert not any(s.interrupted for s in summaries[:-1])
-    assert stdout_lines_end_with_summary(lines, n)
+    rest = rest_of_stdout(lines)
+    assert f"{n} windows over" in rest and "watch directory:" in rest, (rest, err)
     # Every line of windows.jsonl is whole JSON; every window directory left is a summarised one.
     assert len((out / WINDOWS).read_text().splitlines()) == n
     kept = sorted(p for p in out.iterdir() if p.is_dir())
