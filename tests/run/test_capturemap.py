@@ -258,6 +258,25 @@ def test_content_decides_only_when_one_interface_fits(tmp_path):
                                        "address 192.0.2.10 is on west:eth0's subnet, and on no other interface's")
 
 
+def test_merged_capture_of_several_hops_is_named_as_such_not_offered_to_point_at(tmp_path):
+    """mergecap of classic pcap files (or tcpdump -i any) is one interface holding several: the same
+    packet at several TTLs says so; the hint is one file per interface, not --point (which would be wrong)."""
+    run_dir = build(Scenario(), tmp_path / "run")
+    linktype, a = frames(run_dir, "west-gw:wan0")
+    assert linktype == 1  # Ethernet: the IPv4 header at 14, its TTL at 14 + 8
+    # The same packets a router further on (TTL one lower): what mergecap of its capture adds.
+    b = [(ts + 1000, data[:22] + bytes([data[22] - 1]) + data[23:], wire) for ts, data, wire in a]
+    merged = write_pcap(tmp_path / "merged.pcap", linktype, sorted(a + b))
+    with pytest.raises(BadInput, match=r"merged.pcap: it holds the same packets at several hops \(TTL 64 and 63\): "
+                       r".* give tracer one capture file per interface$"):
+        map_captures([Source(merged)], TOPO)
+    # One hop's file alone is still only ambiguous, and --point stays the advice.
+    one = write_pcap(tmp_path / "one.pcap", linktype, a)
+    with pytest.raises(BadInput, match=r"one.pcap: its addresses fit several capture points .*: map it with --point "
+                       r"POINT=FILE \(and 1 more\)$"):
+        map_captures([Source(one), Source(merged)], TOPO)
+
+
 # --- the whole replay ------------------------------------------------------------------------------
 
 def _cli(*args: str) -> tuple[int, str]:

@@ -230,7 +230,29 @@ class _Mapper:
             return None, ("no packets" if not rows.any() else
                           f"no topology subnet holds its addresses ({shown})" if addrs else "no IPv4 packets"), ()
         cands = tuple(sorted(fits))
+        ttls = _hops_in_one(obs, at)
+        if ttls:  # mapping it to any one point would be wrong: say why, and what to give instead
+            return None, (f"it holds the same packets at several hops (TTL {ttls[-1]} and {ttls[0]}): several "
+                          "interfaces' traffic in one interface (mergecap of pcap files, tcpdump -i any) cannot be "
+                          "split into capture points: give tracer one capture file per interface"), cands
         return None, f"its addresses fit several capture points ({', '.join(cands)}): map it with --point POINT=FILE", cands
+
+
+def _hops_in_one(obs: Observations, at: slice | np.ndarray) -> list[int]:
+    """The TTLs of one IPv4 packet (same addresses, protocol, IP ID, length and layer-4 contents)
+    seen with different TTLs within one capture interface, ascending; [] when none is. A router
+    decrements the TTL, so such a capture holds the packet before and after a hop: the traffic of
+    several interfaces (merged, or ``any``), which no single capture point stands for."""
+    v4 = obs["ipver"][at] == 4
+    cols = [obs[c][at][v4].astype(np.int64) for c in ("src", "dst", "proto", "ipid", "ip_len", "l4_hash", "ttl")]
+    if not len(cols[0]):
+        return []
+    rows = np.unique(np.stack(cols, axis=1), axis=0)  # one row per (packet, TTL)
+    keys, counts = np.unique(rows[:, :-1], axis=0, return_counts=True)
+    if not (counts > 1).any():
+        return []
+    first = keys[np.argmax(counts > 1)]
+    return sorted(int(t) for t in rows[(rows[:, :-1] == first).all(axis=1), -1].tolist())
 
 
 def map_captures(sources: Iterable[Source], topo: Topology) -> MappedRun:
