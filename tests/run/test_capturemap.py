@@ -277,6 +277,26 @@ def test_merged_capture_of_several_hops_is_named_as_such_not_offered_to_point_at
         map_captures([Source(one), Source(merged)], TOPO)
 
 
+def test_content_ignores_packets_that_crossed_a_router(run_dir, tmp_path):
+    """A transit capture holds its flows' end addresses, not its link's: read by every address it
+    would be placed on an end host's link. Only packets still carrying the TTL they were sent with
+    say which link they are on; a capture without any is unused, said why (found on a hand-built
+    network: dumpcap -i p1 on a router was placed on the first router's p1 by the source's subnet)."""
+    west_only = Topology.from_dict({"nodes": {
+        "west": {"role": "host", "interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]},
+                                                 "eth1": {"addresses": ["198.18.9.1/30"]}}},
+        "far": {"role": "host", "interfaces": {"eth0": {"addresses": ["198.18.9.2/30"]}}},
+    }, "links": [{"ends": ["west:eth1", "far:eth0"]}]})
+    linktype, recs = frames(run_dir, "west-gw:lan0")
+    assert linktype == 1 and {data[22] for _, data, _ in recs} == {64}  # Ethernet; TTL at 14 + 8
+    transit = write_pcap(tmp_path / "transit.pcap", linktype,
+                         [(ts, data[:22] + bytes([62]) + data[23:], wire) for ts, data, wire in recs])
+    m, lan = map_captures([Source(transit), Source(as_pcap(run_dir, "west-gw:lan0", tmp_path / "lan.pcap"))],
+                          west_only).mapping
+    assert (m.point, m.how) == (None, "unused") and (lan.point, lan.how) == ("west:eth0", "content")
+    assert m.why.startswith("every IPv4 packet in it had crossed a router (TTL below 64, 128 or 255)")
+
+
 # --- the whole replay ------------------------------------------------------------------------------
 
 def _cli(*args: str) -> tuple[int, str]:

@@ -207,13 +207,26 @@ class _Mapper:
         return (None, f"{foreign[0]} is not an interface of the topology") if foreign else None
 
     def by_content(self, obs: Observations, k: int, near: list[str]) -> tuple[str | None, str, tuple[str, ...]]:
-        """Rule 4: the one topology interface whose subnets hold the addresses seen at point number ``k``.
-        Other files' points are not ruled out: two files of one point are allowed, and a guess by
-        elimination would let a stray capture (``lo``) take the place of a missing one."""
+        """Rule 4: the one topology interface whose subnets hold the sources of packets seen at point
+        number ``k`` on their first hop (TTL as sent). A packet that crossed a router says nothing of
+        where it was captured: its addresses are its ends', not this link's (a transit capture would
+        be placed on an end's link). Other files' points are not ruled out: two files of one point
+        are allowed, and a guess by elimination would let a stray capture (``lo``) take the place of
+        a missing one."""
         at = obs.point_rows(k)  # one file's interface: its rows are contiguous, a slice
         rows = obs["ipver"][at] == 4
-        seen = np.unique(np.concatenate([obs["src"][at][rows], obs["dst"][at][rows]]))
-        addrs = [IPv4Address(int(a)) for a in seen.tolist() if a]
+        if not rows.any():
+            return None, "no packets" if not len(obs["ipver"][at]) else "no IPv4 packets", ()
+        ttls = _hops_in_one(obs, at)
+        if ttls:  # mapping it to any one point would be wrong: say why, and what to give instead
+            return None, (f"it holds the same packets at several hops (TTL {ttls[-1]} and {ttls[0]}): several "
+                          "interfaces' traffic in one interface (mergecap of pcap files, tcpdump -i any) cannot be "
+                          "split into capture points: give tracer one capture file per interface"), ()
+        sent_here = rows & np.isin(obs["ttl"][at], SENT_TTLS)
+        addrs = [IPv4Address(int(a)) for a in np.unique(obs["src"][at][sent_here]).tolist() if a]
+        if not addrs:
+            return None, ("every IPv4 packet in it had crossed a router (TTL below 64, 128 or 255), so its "
+                          "addresses are not this link's: map it with --point POINT=FILE"), ()
         fits: dict[str, IPv4Address] = {}
         for node in self.topo.nodes.values():
             for iface in node.interfaces.values():
@@ -227,15 +240,14 @@ class _Mapper:
             return point, f"address {addr} is on {point}'s subnet, and on no other interface's", ()
         if not fits:
             shown = ", ".join(str(a) for a in addrs[:3]) + (", …" if len(addrs) > 3 else "")
-            return None, ("no packets" if not rows.any() else
-                          f"no topology subnet holds its addresses ({shown})" if addrs else "no IPv4 packets"), ()
+            return None, f"no topology subnet holds its addresses ({shown})", ()
         cands = tuple(sorted(fits))
-        ttls = _hops_in_one(obs, at)
-        if ttls:  # mapping it to any one point would be wrong: say why, and what to give instead
-            return None, (f"it holds the same packets at several hops (TTL {ttls[-1]} and {ttls[0]}): several "
-                          "interfaces' traffic in one interface (mergecap of pcap files, tcpdump -i any) cannot be "
-                          "split into capture points: give tracer one capture file per interface"), cands
         return None, f"its addresses fit several capture points ({', '.join(cands)}): map it with --point POINT=FILE", cands
+
+
+# TTLs packets are sent with (Linux and most Unix 64, Windows 128, routers' own traffic 255): a packet
+# still carrying one has not crossed a router since its source.
+SENT_TTLS = (64, 128, 255)
 
 
 def _hops_in_one(obs: Observations, at: slice | np.ndarray) -> list[int]:
