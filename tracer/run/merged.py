@@ -31,6 +31,7 @@ def write_run_pcapng(path: str | os.PathLike[str], obs: Observations, verdicts: 
         if (obs["rec"][obs["file"] == f] >= len(cap)).any():
             raise CaptureError(f"{cap.path}: capture file changed since it was read")
     interfaces: list[Interface] = []
+    named: set[str] = set()  # points given an interface (the first carries the point's drop count)
     numbers: dict[tuple[str, int], int] = {}  # (point, link type) → interface number
     iface_of: list[np.ndarray] = []  # per file: its interface → output interface
     for f, cap in enumerate(caps):
@@ -43,12 +44,12 @@ def write_run_pcapng(path: str | os.PathLike[str], obs: Observations, verdicts: 
             if key not in numbers:
                 numbers[key] = len(interfaces)
                 interfaces.append(Interface(key[0], info.linktype, info.snaplen or 262_144,
-                                            drops.get(key[0]) if key[0] not in {i.name for i in interfaces} else None))
+                                            drops.get(key[0]) if key[0] not in named else None))
+                named.add(key[0])
             table[ci] = numbers[key]
         iface_of.append(table)
     # Points whose captures held no packet still get an interface: their drop count, and
     # their silence, are part of the story.
-    named = {i.name for i in interfaces}
     interfaces += [Interface(p, LINKTYPE_ETHERNET, drops=drops.get(p), description="no packets captured")
                    for p in obs.points if p not in named]
     comments = packet_comments(obs, verdicts)
