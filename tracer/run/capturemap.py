@@ -158,12 +158,13 @@ class _Mapper:
         """An option or manifest point: a topology point (in any separator form), or a witness on a known node."""
         assert src.point is not None
         point = resolve_name(src.point, self.topo, "point") or src.point
-        if CapturePoint.parse(point).node not in self.topo.nodes:
+        parsed = CapturePoint.parse(point)
+        if parsed.node not in self.topo.nodes:
             hint = "name captures node:iface, or map them in a manifest" if src.how == MANIFEST_RULE else \
                 f"its nodes: {', '.join(self.topo.nodes)}"
             raise BadInput(f"capture point '{src.point}' is not an interface of topology {self.topo.source} ({hint})")
-        if not IFACE_RE.fullmatch(CapturePoint.parse(point).iface):  # a witness is named like any interface
-            raise BadInput(f"capture point '{src.point}': '{CapturePoint.parse(point).iface}' is not an interface name "
+        if not IFACE_RE.fullmatch(parsed.iface):  # a witness is named like any interface
+            raise BadInput(f"capture point '{src.point}': '{parsed.iface}' is not an interface name "
                            "(letters, digits, '_.@-', at most 15)")
         return point, "" if self.topo.interface(point) else "not in the topology: used as a witness only"
 
