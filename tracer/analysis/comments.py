@@ -21,6 +21,9 @@ from tracer.probes import probe_type
 def packet_comments(obs: Observations, verdicts: list[Verdict]) -> dict[int, str]:
     """Row of ``obs`` → its comment, for the rows that belong to a probe of ``verdicts``."""
     out: dict[int, list[str]] = {}
+    esp = np.flatnonzero(obs["cls"] == PacketClass.ESP)  # every verdict's carriers are among these rows
+    esp_keys = list(zip(esp.tolist(), zip(obs["spi"][esp].tolist(), obs["esp_seq"][esp].tolist(), strict=True),
+                        strict=True))
     for v in verdicts:
         code = probe_type(v.kind).code
         fates = {(f.direction, q): f for f in v.findings for q in f.seqs}
@@ -35,9 +38,7 @@ def packet_comments(obs: Observations, verdicts: list[Verdict]) -> dict[int, str
                 if t is not None:
                     out.setdefault(i, []).append(_line(obs, i, v, t, fates.get((d, q)), ""))
         if carriers:
-            esp = np.flatnonzero(obs["cls"] == PacketClass.ESP)
-            for i, key in zip(esp.tolist(), zip(obs["spi"][esp].tolist(), obs["esp_seq"][esp].tolist(), strict=True),
-                              strict=True):
+            for i, key in esp_keys:
                 t = carriers.get(key)
                 if t is not None:
                     out.setdefault(i, []).append(
