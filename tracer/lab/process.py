@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tracer.subprocs import alive, descendants, signal_pid, start_time, stat_fields
+from tracer.subprocs import STOP_WAIT_S, alive, descendants, signal_pid, start_time, stat_fields
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,11 @@ class Children:
         return proc.poll() is None if proc else alive(pid, None)
 
     def stop(self, procs: Iterable[Proc]) -> None:
-        """SIGTERM the given processes (only if still the same ones), SIGKILL after 3 s."""
+        """SIGTERM the given processes (only if still the same ones), SIGKILL after STOP_WAIT_S."""
         live = [p for p in procs if p.alive()]
         for p in live:
             signal_pid(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + STOP_WAIT_S
         while live and time.monotonic() < deadline:
             time.sleep(0.01)
             live = [p for p in live if self._reap(p.pid) and p.alive()]
