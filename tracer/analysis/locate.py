@@ -120,8 +120,15 @@ def findings(
                            hops[last].point if last is not None else None,
                            hops[missed].point if missed is not None else None,
                            fate.edge, fate.reason, seqs))
-    rank = {Outcome.LOST: 0, Outcome.INCONCLUSIVE: 1, Outcome.DELIVERED: 2}
-    return sorted(out, key=lambda f: (rank.get(f.outcome, 3), -f.count))
+    return ranked(out)
+
+
+_RANK = {Outcome.LOST: 0, Outcome.INCONCLUSIVE: 1, Outcome.DELIVERED: 2}
+
+
+def ranked(found: list[Finding]) -> list[Finding]:
+    """Findings in the order a verdict tells them: losses, then the inconclusive, then the delivered; most probes first."""
+    return sorted(found, key=lambda f: (_RANK.get(f.outcome, 3), -f.count))
 
 
 @dataclass(frozen=True)

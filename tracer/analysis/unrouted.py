@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracer.analysis.correlate import SightingMatrix
-from tracer.analysis.locate import LIKELY, ObservedFate, locate_observed
+from tracer.analysis.locate import LIKELY, ObservedFate, locate_observed, ranked
 from tracer.analysis.observed import observe
 from tracer.analysis.topocheck import kernel_route
 from tracer.model.direction import Direction
@@ -71,8 +71,7 @@ def unrouted(obs: Observations, topo: Topology, path: ExpectedPath, direction: D
     if unseen:
         found.append(_unseen(topo, path, start, tuple(unseen), total, direction, captured, unreliable, netstate))
     warnings = stale(path, direction, kind, start, arrived_at, total)
-    rank = {Outcome.LOST: 0, Outcome.INCONCLUSIVE: 1, Outcome.DELIVERED: 2}
-    return Unrouted(sorted(found, key=lambda f: (rank.get(f.outcome, 3), -f.count)),
+    return Unrouted(ranked(found),
                     [off[p] for p in sorted(off)], delivered, warnings)
 
 
