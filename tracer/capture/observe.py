@@ -44,7 +44,7 @@ def point_names(cap: CaptureIndex, point: str | None = None) -> list[str]:
         return [point] * len(cap.interfaces)
     stem = Path(cap.path).stem
     names = [i.name for i in cap.interfaces]
-    if sum(n is None for n in names) == 1 and len(names) == 1:
+    if names == [None]:  # one interface, unnamed: the file's name
         return [stem]
     return [n if n else f"{stem}#{k}" for k, n in enumerate(names)]
 
