@@ -91,6 +91,7 @@ def _interfaces(s: Seen) -> list[LiveInterface]:
 
 def _links(seen: list[Seen], ifaces: dict[str, list[LiveInterface]], notes: list[str]) -> list[Link]:
     by_netns = {s.netns: s.name for s in seen if s.netns}
+    order = _order(seen)
     out: dict[frozenset[str], Link] = {}
     for s in seen:
         for li in ifaces[s.name]:
@@ -106,7 +107,7 @@ def _links(seen: list[Seen], ifaces: dict[str, list[LiveInterface]], notes: list
                 other = point_name(node, end.name) if end else None
             if other is not None:
                 here = point_name(s.name, li.name)
-                out.setdefault(frozenset((here, other)), Link(*sorted((here, other), key=_order(seen))))
+                out.setdefault(frozenset((here, other)), Link(*sorted((here, other), key=order)))
     wired = {p for link in out.values() for p in (link.a, link.b)}
     # Peers that cannot be seen: two interfaces alone on one subnet are a wire between them.
     subnets: dict[IPv4Network, list[str]] = {}
