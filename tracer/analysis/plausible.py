@@ -9,7 +9,8 @@ import numpy as np
 
 from tracer.model.observations import Observations
 
-FAR_NS = 24 * 3600 * 10**9  # further from the run than any clock error tracer corrects; a resolution error is decades
+DAY_NS = 24 * 3600 * 10**9
+FAR_NS = DAY_NS  # further from the run than any clock error tracer corrects; a resolution error is decades
 MIN_PACKETS = 3  # fewer: too little to call a link type wrong (a lone ARP or LLDP frame is normal)
 
 
@@ -33,7 +34,7 @@ def implausible(obs: Observations, remote: set[str] = frozenset(), started_ns: i
         centre = started_ns if started_ns is not None else int(np.median(list(medians.values())))
         for name, m in medians.items():
             if abs(m - centre) > FAR_NS:
-                days = abs(m - centre) / (24 * 3600 * 10**9)
+                days = abs(m - centre) / DAY_NS
                 out[name] = (f"its packets are stamped {days:,.0f} days from the run's time (its start, or the "
                              "other capture points'): its timestamp resolution or offset is wrong")
     return out
