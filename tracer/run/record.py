@@ -144,11 +144,15 @@ def default_runs_dir() -> Path:
     return Path(base) / "tracer" / "runs"
 
 
+def dir_stamp() -> str:
+    """Now, as a run or watch directory's name begins (UTC, sorts by time)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
 def new_run_dir(out: Path | None, kind: ProbeType, run: int, runs_dir: Path | None = None) -> Path:
     """``out`` itself, else ``<runs_dir>/<time>-<kind>-<run>`` (runs_dir: :func:`default_runs_dir`).
     Created owner-only (0700, parents too) whatever the umask: captures are private."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return empty_dir(out or (runs_dir or default_runs_dir()) / f"{stamp}-{kind.name}-{run:08x}", "run directory")
+    return empty_dir(out or (runs_dir or default_runs_dir()) / f"{dir_stamp()}-{kind.name}-{run:08x}", "run directory")
 
 
 def empty_dir(d: Path, what: str) -> Path:

@@ -30,7 +30,7 @@ from pathlib import Path
 from tracer.analysis.window import WindowSummary, changed
 from tracer.errors import BadInput
 from tracer.interrupts import deferred
-from tracer.run.record import default_runs_dir, empty_dir
+from tracer.run.record import default_runs_dir, dir_stamp, empty_dir
 
 WINDOWS = "windows.jsonl"
 WATCH = "watch.json"
@@ -183,8 +183,7 @@ class Watch:
 
 def new_watch_dir(base: Path | None, kind: str) -> Path:
     """``base``, else ``<user's runs directory>/<time>-watch-<kind>`` (as traces: never the cwd)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return empty_dir(base or default_runs_dir() / f"{stamp}-watch-{kind}", "watch directory")
+    return empty_dir(base or default_runs_dir() / f"{dir_stamp()}-watch-{kind}", "watch directory")
 
 
 def run_windows(watch: Watch, one_window: Callable[[int, Path], tuple[WindowSummary, bool]],
