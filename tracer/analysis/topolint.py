@@ -27,6 +27,7 @@ from typing import Any
 from tracer.errors import EXIT_BAD_INPUT, EXIT_DELIVERED, TopologyError
 from tracer.model.direction import Direction
 from tracer.model.path import ExpectedPath, expected_paths
+from tracer.model.point import point_name
 from tracer.model.topology import Node, Topology
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
@@ -131,7 +132,7 @@ def _gateways(topo: Topology) -> list[Lint]:
     for n in topo.nodes.values():
         for r in n.routes:
             if r.via is not None and topo.owner(r.via) is None:
-                peer = topo.peer(f"{n.name}:{r.dev}")
+                peer = topo.peer(point_name(n.name, r.dev))
                 beyond = f"; packets go to {peer}, the other end of {r.dev}'s link" if peer else ""
                 out.append(Lint(WARNING, f"{n.name}: route {r.dst} via {r.via}: no node of the topology has "
                                          f"that address{beyond}"))
