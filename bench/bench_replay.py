@@ -5,6 +5,7 @@
     python bench/bench_replay.py --packets 100000,1000000,5000000 --slow-max 200000
     python bench/bench_replay.py --keep /tmp/runs               # keep (and reuse) the run directories
     python bench/bench_replay.py --tracer-root /work/main       # time another checkout's tracer
+    python bench/bench_replay.py --startup 20                   # a small run's replay (start-up), median ms
 
 Each run directory is a recorded scenario (``captures/all-delivered``: ten capture points,
 its manifest, topology and probes) with generated background traffic merged into every
@@ -143,6 +144,17 @@ def count_lines(cmd: list[str]) -> tuple[float, int, int]:
     return time.perf_counter() - t0, ru.ru_maxrss, n
 
 
+def startup(runs: int, root: Path, env: dict[str, str]) -> None:
+    """Median wall ms of `tracer replay captures/all-delivered` (a small run: start-up dominates),
+    beside the bare interpreter and `import numpy`, each a whole process run `runs` times."""
+    run = str((ROOT / "captures" / "all-delivered").resolve())
+    for label, cmd in (("python3 -c pass", [sys.executable, "-c", "pass"]),
+                       ("python3 -c 'import numpy'", [sys.executable, "-c", "import numpy"]),
+                       ("tracer replay captures/all-delivered", [sys.executable, "-m", "tracer", "replay", run])):
+        ms = sorted(timed(cmd, env, root)[0] * 1e3 for _ in range(max(1, runs)))
+        print(f"{label:40s} median {ms[len(ms) // 2]:6.0f} ms  (min {ms[0]:.0f}, {len(ms)} runs)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", default="100000,1000000", help="comma-separated packet counts (whole run)")
@@ -152,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slow-max", type=int, default=100_000,
                     help="tshark and dpkt read at most this many packets per file (they run at ~10-100k pkt/s)")
     ap.add_argument("--skip", default="", help="comma-separated contenders to skip: tshark,dpkt,tcpdump")
+    ap.add_argument("--startup", type=int, metavar="N",
+                    help="only time a small run's replay (captures/all-delivered) N times, with the bare "
+                         "interpreter and `import numpy` for scale, and print the medians")
     args = ap.parse_args(argv)
+    if args.startup:
+        startup(args.startup, args.tracer_root, {**os.environ, "PYTHONPATH": str(args.tracer_root)})
+        return 0
     skip = set(filter(None, args.skip.split(",")))
     base = args.keep or Path(tempfile.mkdtemp(prefix="tracer-bench-replay-"))
     env = {**os.environ, "PYTHONPATH": str(args.tracer_root)}

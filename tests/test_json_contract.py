@@ -62,7 +62,9 @@ def test_ike_answer_and_rtt_are_structured() -> None:
     assert answer["answer"].startswith("IKE_SA_INIT response (SA, KE, Nonce")
     assert "NAT_DETECTION_SOURCE_IP" in answer["notifies"] and answer["peer_nat"] is True
     rtts = [s["rtt_ms"] for s in run["sent"]]
+    assert rtts == [1.388543, 1.311599, 1.881677]  # ms, from the recorded capture's timestamps
     assert run["rtt"]["count"] == 3 and run["rtt"]["min_ms"] == min(rtts) and run["rtt"]["max_ms"] == max(rtts)
+    assert (run["rtt"]["min_ms"], run["rtt"]["avg_ms"], run["rtt"]["max_ms"]) == (1.311599, 1.527273, 1.881677)
 
 
 def test_mtu_result_is_structured() -> None:

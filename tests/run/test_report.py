@@ -277,6 +277,7 @@ def test_the_bundled_run_directory_replays_to_the_same_verdict(tmp_path: Path) -
     with tarfile.open(out) as tar:
         tar.extractall(tmp_path, filter="data")
     r = tracer("replay", tmp_path / "tracer-report-esp-blocked" / "run")
+    assert r.code == 1 and "LOSS  3/3 echo requests lost inside router between eth0 and eth1 (forward)" in r.out, r
     assert r.out == tracer("replay", CAPTURES / "esp-blocked").out
 
 
