@@ -90,7 +90,8 @@ def hand_captures(out: Path) -> list[Path]:
     try:
         for n in NODES:
             for iface in _links(n):
-                procs.append(subprocess.Popen(["ip", "netns", "exec", NS[n], "tcpdump", "-U", "-q", "-i", iface,
+                procs.append(subprocess.Popen(["ip", "netns", "exec", NS[n], "tcpdump", "--immediate-mode", "-U", "-q",
+                                               "-i", iface,
                                                "-w", str(out / f"{n}_{iface}.pcap")],
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 10  # tcpdump opens its file once it captures; then a moment to settle
@@ -98,7 +99,7 @@ def hand_captures(out: Path) -> list[Path]:
             time.sleep(0.05)
         time.sleep(0.5)
         ns_run("alpha", "ping", "-c", "3", "-i", "0.2", "-W", "1", "198.19.7.77")
-        time.sleep(0.3)
+        time.sleep(1.0)  # without --immediate-mode and this pause, SIGINT can lose the last packets
     finally:
         for p in procs:  # only the tcpdumps started here, by PID
             p.send_signal(signal.SIGINT)
@@ -175,7 +176,7 @@ def test_transit_dumpcap_is_placed_by_its_node_not_by_addresses(topo: Path, tmp_
             time.sleep(0.05)
         time.sleep(0.5)
         ns_run("alpha", "ping", "-c", "3", "-i", "0.2", "-W", "1", "198.19.7.77")
-        time.sleep(0.3)
+        time.sleep(1.0)  # time for dumpcap to write the last packets before SIGINT
     finally:
         p.send_signal(signal.SIGINT)  # only the dumpcap started here, by PID
         p.wait(timeout=10)
