@@ -175,3 +175,18 @@ def test_a_bad_esp_key_file_is_refused_before_the_captures_are_read(tmp_path):
     keys.write_text("this is not an esp_sa line\n")
     r = tracer("replay", str(CAPTURES / "all-delivered"), "--esp-keys", str(keys))
     assert r.code == 2 and r.err.count("\n") == 1 and str(keys) in r.err
+
+
+def test_a_probe_report_of_many_probes_is_read_past_the_small_file_limit(tmp_path):
+    # 40,000 probes make a ~5.5 MB probes.json (over textfile.LIMIT): a run tracer itself writes.
+    d = _copy(tmp_path, "asymmetric-return-routed")
+    n = 40_000
+    report = json.loads((d / "probes.json").read_text())
+    first = report["sent"][0]
+    report["planned"] = n
+    report["sent"] = [dict(first, seq=i, sent_ns=first["sent_ns"] + i * 1000) for i in range(n)]
+    (d / "probes.json").write_text(json.dumps(report, indent=2))
+    assert (d / "probes.json").stat().st_size > 4 * 1024 * 1024
+    _edit(d, count=n)
+    got = read_probe_report(d, read_manifest(d))
+    assert got is not None and len(got.sent) == n
