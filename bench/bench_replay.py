@@ -127,15 +127,33 @@ def add_background(src: Path, dst: Path, packets: int, seed: int) -> None:
 # --- contenders ------------------------------------------------------------------------------------
 
 
+# Linux carries a process's peak RSS over execve (the high-water mark of the address space it
+# replaces), and a child started from here begins as this process's address space: its max RSS
+# would never be below this process's peak, which generating a 5M-packet run takes to GBs. So
+# every timed command is forked afresh by a small launcher, which reports its wall and CPU time
+# and max RSS (floor: the launcher's ~10 MiB) on the pipe named by $BENCH_FD.
+_LAUNCH = """import os, sys, time
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, _, ru = os.wait4(pid, 0)
+os.write(int(os.environ["BENCH_FD"]), f"{time.perf_counter() - t} {ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}".encode())
+"""
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, int, bytes, float]:
     """Wall seconds, max RSS (KiB), stdout and CPU seconds (user + system) of one whole process.
     CPU time is the steadier figure on a shared machine; wall time is what a user waits."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
-    assert p.stdout is not None
-    out = p.stdout.read()
-    _, _, ru = os.wait4(p.pid, 0)
-    return time.perf_counter() - t0, ru.ru_maxrss, out, ru.ru_utime + ru.ru_stime
+    rd, wr = os.pipe()
+    try:
+        p = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           env={**(env or os.environ), "BENCH_FD": str(wr)}, cwd=cwd, pass_fds=(wr,))
+    finally:
+        os.close(wr)
+    with os.fdopen(rd, "rb") as f:
+        wall, rss, cpu = f.read().split()
+    return float(wall), int(rss), p.stdout, float(cpu)
 
 
 def count_lines(cmd: list[str]) -> tuple[float, int, int]:
