@@ -224,10 +224,12 @@ def table(rows: list[dict]) -> str:
     out = ["| workload | tracer replay | max RSS (× capture size) | tshark -T fields | dpkt loop "
            "| tcpdump -r with a filter | tracer ÷ tshark, dpkt, tcpdump |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = ", ".join(f"{r['tracer'] / r[k]:.{0 if r['tracer'] > 10 * r[k] else 2}f}" if k in r else "—"
-                          for k in ("tshark", "dpkt", "tcpdump"))
+        ratio = ", ".join(f"{r['tracer'] / r[k]:.{0 if r['tracer'] > 10 * r[k] else 2}f}" if k in r and "tracer" in r
+                          else "—" for k in ("tshark", "dpkt", "tcpdump"))
         workload = r.get("workload") or f"{r['packets']:,} packets, {r['MB']:.0f} MB"
-        out.append(f"| {workload} | {rate(r, 'tracer')} ({r['tracer_s']:.2f} s; CPU {r['cpu_s']:.2f} s) | "
+        tracer = f"{rate(r, 'tracer')} ({r['tracer_s']:.2f} s; CPU {r['cpu_s']:.2f} s)" if "tracer" in r else \
+            f"failed: {r.get('error', '?')}"  # a row without a tracer rate: the replay printed no verdict
+        out.append(f"| {workload} | {tracer} | "
                    f"{r['rss_mb']:.0f} MiB ({r['rss_mb'] * 2**20 / (r['MB'] * 1e6):.2f}×) | {rate(r, 'tshark')} | "
                    f"{rate(r, 'dpkt')} | {rate(r, 'tcpdump')} | {ratio} |")
     return "\n".join(out)

@@ -92,13 +92,15 @@ class Bench:
 
         row = measure(run, self.root, self.args.repeat, slow_max, self.skip)
         row["workload"] = workload
-        if row["verdict"] == "(no output)":
-            row["verdict"] = _replay_error(run, self.env, self.root)
+        if row["verdict"] == "(no output)":  # no rate for a replay that failed: say why instead
+            row["verdict"] = row["error"] = _replay_error(run, self.env, self.root)
+            del row["tracer"]
         expected = json.loads((run / "manifest.json").read_text()).get("expected", {}).get("status")
         # tracer's first verdict line starts with the status's label (DELIVERED prints as OK)
         label = {"delivered": "OK"}.get(expected or "", (expected or "").upper())
         row["verdict_ok"] = expected is None or row["verdict"].split()[:1] == [label]
-        print(line(row) + ("" if row["verdict_ok"] else f"  ** expected {expected} **"), flush=True)
+        text = line(row) if "tracer" in row else f"{row['packets']:>10,} packets: tracer replay failed: {row['error']}"
+        print(text + ("" if row["verdict_ok"] else f"  ** expected {expected} **"), flush=True)
         return row
 
     def packets(self, sizes: list[int]) -> None:
@@ -158,18 +160,21 @@ class Bench:
 def probes_table(rows: list[dict]) -> str:
     from bench_replay import rate
 
-    out = ["| workload | analyze (in-process) | text verdict | JSON | worker max RSS | `tracer replay` of the run "
-           "directory | its max RSS | tcpdump -r | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| workload | analyze (in-process) | text verdict | JSON | its max RSS | `tracer replay` of the run "
+           "directory (whole process) | its max RSS | tshark, dpkt, tcpdump | verdict |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rp = r["replay"]
 
         def ms(k: str, r: dict = r) -> str:
             return f"{r[k] * 1e3:,.0f} ms" if k in r else "—"
 
+        replay = f"{rp['tracer_s']:.2f} s, {rp['packets']:,} packets: {rate(rp, 'tracer')}" if "tracer" in rp \
+            else "failed"
         out.append(f"| {r['workload']} ({r.get('rows', 0):,} rows) | {ms('analyze_s')} | {ms('text_s')} | "
-                   f"{ms('json_s')} | {r['worker_rss_mb']:.0f} MiB | {rp['tracer_s']:.2f} s, "
-                   f"{rp['packets']:,} packets, {rate(rp, 'tracer')} | {rp['rss_mb']:.0f} MiB | {rate(rp, 'tcpdump')} | "
-                   f"{rp['verdict']} |")
+                   f"{ms('json_s')} ({r.get('json_mb', 0):.1f} MB) | {r['worker_rss_mb']:.0f} MiB | {replay} | "
+                   f"{rp['rss_mb']:.0f} MiB | {', '.join(rate(rp, k) for k in ('tshark', 'dpkt', 'tcpdump'))} | "
+                   f"{' '.join(rp['verdict'].split())} |")
     return "\n".join(out)
 
 
