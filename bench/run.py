@@ -64,7 +64,7 @@ def _replay_error(run: Path, env: dict[str, str], root: Path) -> str:
     """What `tracer replay` said on stderr when it printed no verdict."""
     p = subprocess.run([sys.executable, "-m", "tracer", "replay", str(run.resolve())], env=env, cwd=root,
                        capture_output=True, text=True)
-    return f"exit {p.returncode}: " + (p.stderr.strip().splitlines() or ["(nothing)"])[-1][:100]
+    return f"exit {p.returncode}: " + (p.stderr.strip().splitlines() or ["(nothing)"])[-1][:200]
 
 
 class Bench:
