@@ -2,7 +2,7 @@
 by side on the same files, and prints pkt/s, ratios and peak memory, then Markdown tables (the
 README's).
 
-    python3 bench/run.py                                  # everything (~10 min; 5M packets need ~2 GB in TMPDIR)
+    python3 bench/run.py                                  # everything (~4 min; ~2.8 GB of data in TMPDIR)
     python3 bench/run.py --quick                          # a small smoke set, seconds
     python3 bench/run.py --only packets,points --keep /tmp/bench-run --json /tmp/bench.json
     python3 bench/run.py --tracer-root /work/main --skip tshark,dpkt
