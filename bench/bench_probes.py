@@ -31,9 +31,11 @@ from tracer.cli.render import render_text  # noqa: E402
 from tracer.model.observations import Observations, PacketClass  # noqa: E402
 from tracer.model.probe import ProbeSpec  # noqa: E402
 from tracer.model.tag import ProbeKind  # noqa: E402
+from tracer.model.topology import Topology  # noqa: E402
 from tracer.topofile import load_topology  # noqa: E402
 
 RUN = 0x5EED0B0B
+TOPOLOGY = ROOT / "tests" / "data" / "site2site.toml"
 REQUEST = ["west:eth0", "west-gw:lan0", "west-gw:ipsec0", "west-gw:wan0", "router:eth0", "router:eth1",
            "east-gw:wan0", "east-gw:ipsec0", "east-gw:lan0", "east:eth0"]
 ESP_POINTS = {"west-gw:wan0", "router:eth0", "router:eth1", "east-gw:wan0"}
@@ -71,30 +73,37 @@ def observations(n: int) -> Observations:
     return Observations({k: v[order] for k, v in cols.items()}, list(points), ["bench"])
 
 
+def measure(topo: Topology, n: int) -> dict:
+    """n probes analysed in-process: seconds for analyze, the text verdict and the JSON, and their sizes."""
+    obs = observations(n)
+    spec = ProbeSpec(RUN, ProbeKind.PING, count=n)
+    t = time.perf_counter()
+    v = analyze(topo, obs, spec)
+    t_an = time.perf_counter() - t
+    t = time.perf_counter()
+    text = render_text(v)
+    t_txt = time.perf_counter() - t
+    t = time.perf_counter()
+    js = json.dumps(v.to_dict())
+    t_js = time.perf_counter() - t
+    return {"probes": n, "rows": len(obs), "analyze_s": t_an, "text_s": t_txt, "text_lines": len(text.splitlines()),
+            "json_s": t_js, "json_mb": len(js) / 1e6, "summary": v.summary}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probes", default="100,10000,100000", help="comma-separated probe counts")
     ap.add_argument("--profile", action="store_true", help="print the top functions of the last analyze")
     args = ap.parse_args(argv)
-    topo = load_topology(ROOT / "tests" / "data" / "site2site.toml")
+    topo = load_topology(TOPOLOGY)
     for n in (int(x) for x in args.probes.split(",")):
-        obs = observations(n)
-        spec = ProbeSpec(RUN, ProbeKind.PING, count=n)
-        t = time.perf_counter()
-        v = analyze(topo, obs, spec)
-        t_an = time.perf_counter() - t
-        t = time.perf_counter()
-        text = render_text(v)
-        t_txt = time.perf_counter() - t
-        t = time.perf_counter()
-        js = json.dumps(v.to_dict())
-        t_js = time.perf_counter() - t
-        print(f"{n:>7,} probes, {len(obs):>9,} rows: analyze {t_an * 1e3:7.0f} ms  text {t_txt * 1e3:5.0f} ms "
-              f"({len(text.splitlines())} lines)  json {t_js * 1e3:5.0f} ms ({len(js) / 1e6:.1f} MB)  [{v.summary}]",
-              flush=True)
+        r = measure(topo, n)
+        print(f"{n:>7,} probes, {r['rows']:>9,} rows: analyze {r['analyze_s'] * 1e3:7.0f} ms  "
+              f"text {r['text_s'] * 1e3:5.0f} ms ({r['text_lines']} lines)  "
+              f"json {r['json_s'] * 1e3:5.0f} ms ({r['json_mb']:.1f} MB)  [{r['summary']}]", flush=True)
         if args.profile:
             prof = cProfile.Profile()
-            prof.runcall(analyze, topo, obs, spec)
+            prof.runcall(analyze, topo, observations(n), ProbeSpec(RUN, ProbeKind.PING, count=n))
             pstats.Stats(prof).sort_stats("tottime").print_stats(15)
     return 0
 

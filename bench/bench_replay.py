@@ -93,44 +93,67 @@ def generate_run(out: Path, packets: int, seed: int = 1) -> None:
     for f in SCENARIO.iterdir():
         if f.suffix != ".pcapng":
             shutil.copy(f, out / f.name)
-    per_point = packets // len(files)
     for k, f in enumerate(files):
-        own = read_capture(f)
-        bg_path = out / f"bg{k}.pcap"
-        generate(bg_path, per_point, seed=seed + k, gateways=OTHER_GATEWAYS, hosts=OTHER_HOSTS)
-        bg = read_capture(bg_path)
-        bg_off, bg_len = bg.data_off, bg.caplen.astype(np.int64)
-        if own.interfaces[0].linktype == 101:  # a TUN point: IP without the Ethernet (or VLAN) header
-            vlan = (bg.buf[bg_off + 12] == 0x81) & (bg.buf[bg_off + 13] == 0x00)
-            skip = np.where(vlan, 18, 14)
-            bg_off, bg_len = bg_off + skip, bg_len - skip
-        lo, hi = int(own.ts_ns.min()) - 500_000_000, int(own.ts_ns.max()) + 500_000_000
-        bg_ts = np.sort(np.random.default_rng(seed + k).integers(lo, hi, len(bg_off)))
-        # own frames first in one buffer, background after: one index space for the merge
-        buf = np.concatenate([own.buf, bg.buf])
-        ts = np.concatenate([own.ts_ns, bg_ts])
-        off = np.concatenate([own.data_off, bg_off + len(own.buf)])
-        length = np.concatenate([own.caplen.astype(np.int64), bg_len])
-        order = np.argsort(ts, kind="stable")
-        with open(out / f.name, "wb") as w:
-            w.write(_head(f))
-            w.write(_epbs(ts[order], buf, off[order], length[order]).tobytes())
-            w.write(_isb(0))
-        bg_path.unlink()
+        add_background(f, out / f.name, packets // len(files), seed + k)
+
+
+def add_background(src: Path, dst: Path, packets: int, seed: int) -> None:
+    """Write ``dst``: the single-interface pcapng ``src`` with ``packets`` generated background
+    packets merged in time order, spread over its time span and a second either side."""
+    own = read_capture(src)
+    bg_path = dst.with_name(dst.name + ".bg.pcap")
+    generate(bg_path, packets, seed=seed, gateways=OTHER_GATEWAYS, hosts=OTHER_HOSTS)
+    bg = read_capture(bg_path)
+    bg_off, bg_len = bg.data_off, bg.caplen.astype(np.int64)
+    if own.interfaces[0].linktype == 101:  # a TUN point: IP without the Ethernet (or VLAN) header
+        vlan = (bg.buf[bg_off + 12] == 0x81) & (bg.buf[bg_off + 13] == 0x00)
+        skip = np.where(vlan, 18, 14)
+        bg_off, bg_len = bg_off + skip, bg_len - skip
+    lo, hi = int(own.ts_ns.min()) - 500_000_000, int(own.ts_ns.max()) + 500_000_000
+    bg_ts = np.sort(np.random.default_rng(seed).integers(lo, hi, len(bg_off)))
+    # own frames first in one buffer, background after: one index space for the merge
+    buf = np.concatenate([own.buf, bg.buf])
+    ts = np.concatenate([own.ts_ns, bg_ts])
+    off = np.concatenate([own.data_off, bg_off + len(own.buf)])
+    length = np.concatenate([own.caplen.astype(np.int64), bg_len])
+    order = np.argsort(ts, kind="stable")
+    with open(dst, "wb") as w:
+        w.write(_head(src))
+        w.write(_epbs(ts[order], buf, off[order], length[order]).tobytes())
+        w.write(_isb(0))
+    bg_path.unlink()
 
 
 # --- contenders ------------------------------------------------------------------------------------
 
 
+# Linux carries a process's peak RSS over execve (the high-water mark of the address space it
+# replaces), and a child started from here begins as this process's address space: its max RSS
+# would never be below this process's peak, which generating a 5M-packet run takes to GBs. So
+# every timed command is forked afresh by a small launcher, which reports its wall and CPU time
+# and max RSS (floor: the launcher's ~10 MiB) on the pipe named by $BENCH_FD.
+_LAUNCH = """import os, sys, time
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, _, ru = os.wait4(pid, 0)
+os.write(int(os.environ["BENCH_FD"]), f"{time.perf_counter() - t} {ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}".encode())
+"""
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, int, bytes, float]:
     """Wall seconds, max RSS (KiB), stdout and CPU seconds (user + system) of one whole process.
     CPU time is the steadier figure on a shared machine; wall time is what a user waits."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
-    assert p.stdout is not None
-    out = p.stdout.read()
-    _, _, ru = os.wait4(p.pid, 0)
-    return time.perf_counter() - t0, ru.ru_maxrss, out, ru.ru_utime + ru.ru_stime
+    rd, wr = os.pipe()
+    try:
+        p = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           env={**(env or os.environ), "BENCH_FD": str(wr)}, cwd=cwd, pass_fds=(wr,))
+    finally:
+        os.close(wr)
+    with os.fdopen(rd, "rb") as f:
+        wall, rss, cpu = f.read().split()
+    return float(wall), int(rss), p.stdout, float(cpu)
 
 
 def count_lines(cmd: list[str]) -> tuple[float, int, int]:
@@ -155,6 +178,63 @@ def startup(runs: int, root: Path, env: dict[str, str]) -> None:
         print(f"{label:40s} median {ms[len(ms) // 2]:6.0f} ms  (min {ms[0]:.0f}, {len(ms)} runs)", flush=True)
 
 
+def measure(run: Path, tracer_root: Path, repeat: int, slow_max: int, skip: set[str]) -> dict:
+    """Every contender on the capture files of one run directory: a row of rates (pkt/s), tracer's
+    best wall time, its CPU time and max RSS, and the first line of its verdict."""
+    env = {**os.environ, "PYTHONPATH": str(tracer_root)}
+    files = sorted(str(f) for f in run.glob("*.pcapng"))
+    size = sum(os.path.getsize(f) for f in files)
+    total = sum(len(read_capture(f)) for f in files)
+    best = None
+    for _ in range(max(1, repeat)):
+        dt, rss, out, cpu = timed([sys.executable, "-m", "tracer", "replay", str(run.resolve())], env, tracer_root)
+        best = min(best or (dt, rss, cpu), (dt, rss, cpu))
+    lines = out.decode(errors="replace").strip().splitlines()
+    verdict = lines[1][:70] if len(lines) > 1 else "(no output)"
+    row = {"packets": total, "MB": size / 1e6, "tracer": total / best[0], "tracer_s": best[0],
+           "cpu_s": best[2], "rss_mb": best[1] / 1024, "verdict": verdict}
+    if "tcpdump" not in skip:
+        dt = sum(timed(["tcpdump", "-n", "-r", f, "-w", "/dev/null", TCPDUMP_FILTER])[0] for f in files)
+        row["tcpdump"] = total / dt
+    if "tshark" not in skip:
+        cmd = ["tshark", "-n", "-T", "fields", "-c", str(slow_max)] + [a for f in TSHARK_FIELDS for a in ("-e", f)]
+        res = [count_lines([*cmd[:1], "-r", f, *cmd[1:]]) for f in files]
+        row["tshark"] = sum(r[2] for r in res) / sum(r[0] for r in res)
+    if "dpkt" not in skip:
+        dt, _, out, _ = timed([sys.executable, str(ROOT / "bench" / "dpkt_fields.py"), str(slow_max), *files])
+        row["dpkt"] = int(out) / dt
+    return row
+
+
+def line(row: dict) -> str:
+    """One run's figures on one line, as they come."""
+    return (f"{row['packets']:>10,} packets {row['MB']:7.0f} MB  tracer {row['tracer'] / 1e6:5.2f} M pkt/s "
+            f"({row['tracer_s']:.2f} s, CPU {row['cpu_s']:.2f} s, max RSS {row['rss_mb']:.0f} MiB = "
+            f"{row['rss_mb'] * 2**20 / (row['MB'] * 1e6):.2f}x the capture)  "
+            + "  ".join(f"{k} {row[k] / 1e3:,.0f} k pkt/s" for k in ("tshark", "dpkt", "tcpdump") if k in row)
+            + f"  [{row['verdict']}]")
+
+
+def rate(r: dict, k: str) -> str:
+    return f"{r[k] / 1e6:.2f} M pkt/s" if k in r and r[k] >= 1e6 else f"{r[k] / 1e3:,.0f} k pkt/s" if k in r else "—"
+
+
+def table(rows: list[dict]) -> str:
+    """The Markdown table of :func:`measure` rows; a row's ``workload`` names it if set."""
+    out = ["| workload | tracer replay | max RSS (× capture size) | tshark -T fields | dpkt loop "
+           "| tcpdump -r with a filter | tracer ÷ tshark, dpkt, tcpdump |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = ", ".join(f"{r['tracer'] / r[k]:.{0 if r['tracer'] > 10 * r[k] else 2}f}" if k in r and "tracer" in r
+                          else "—" for k in ("tshark", "dpkt", "tcpdump"))
+        workload = r.get("workload") or f"{r['packets']:,} packets, {r['MB']:.0f} MB"
+        tracer = f"{rate(r, 'tracer')} ({r['tracer_s']:.2f} s; CPU {r['cpu_s']:.2f} s)" if "tracer" in r else \
+            f"failed: {r.get('error', '?')}"  # a row without a tracer rate: the replay printed no verdict
+        out.append(f"| {workload} | {tracer} | "
+                   f"{r['rss_mb']:.0f} MiB ({r['rss_mb'] * 2**20 / (r['MB'] * 1e6):.2f}×) | {rate(r, 'tshark')} | "
+                   f"{rate(r, 'dpkt')} | {rate(r, 'tcpdump')} | {ratio} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", default="100000,1000000", help="comma-separated packet counts (whole run)")
@@ -173,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     skip = set(filter(None, args.skip.split(",")))
     base = args.keep or Path(tempfile.mkdtemp(prefix="tracer-bench-replay-"))
-    env = {**os.environ, "PYTHONPATH": str(args.tracer_root)}
     rows = []
     try:
         for n in (int(x) for x in args.packets.split(",")):
@@ -182,46 +261,10 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 generate_run(run, n)
                 print(f"generated {run} in {time.perf_counter() - t0:.1f} s", flush=True)
-            files = sorted(str(f) for f in run.glob("*.pcapng"))
-            size = sum(os.path.getsize(f) for f in files)
-            total = sum(len(read_capture(f)) for f in files)
-            best = None
-            for _ in range(max(1, args.repeat)):
-                dt, rss, out, cpu = timed([sys.executable, "-m", "tracer", "replay", str(run.resolve())], env, args.tracer_root)
-                best = min(best or (dt, rss, cpu), (dt, rss, cpu))
-            lines = out.decode(errors="replace").strip().splitlines()
-            verdict = lines[1][:70] if len(lines) > 1 else "(no output)"
-            row = {"packets": total, "MB": size / 1e6, "tracer": total / best[0], "tracer_s": best[0],
-                   "cpu_s": best[2], "rss_mb": best[1] / 1024, "verdict": verdict}
-            if "tcpdump" not in skip:
-                dt = sum(timed(["tcpdump", "-n", "-r", f, "-w", "/dev/null", TCPDUMP_FILTER])[0] for f in files)
-                row["tcpdump"] = total / dt
-            if "tshark" not in skip:
-                cmd = ["tshark", "-n", "-T", "fields", "-c", str(args.slow_max)] + [a for f in TSHARK_FIELDS for a in ("-e", f)]
-                res = [count_lines([*cmd[:1], "-r", f, *cmd[1:]]) for f in files]
-                row["tshark"] = sum(r[2] for r in res) / sum(r[0] for r in res)
-            if "dpkt" not in skip:
-                dt, _, out, _ = timed([sys.executable, str(ROOT / "bench" / "dpkt_fields.py"), str(args.slow_max), *files])
-                row["dpkt"] = int(out) / dt
-            rows.append(row)
-            print(f"{total:>10,} packets {size / 1e6:7.0f} MB  tracer {row['tracer'] / 1e6:5.2f} M pkt/s "
-                  f"({best[0]:.2f} s, CPU {best[2]:.2f} s, max RSS {row['rss_mb']:.0f} MiB = "
-                  f"{row['rss_mb'] * 2**20 / size:.2f}x the capture)  "
-                  + "  ".join(f"{k} {row[k] / 1e3:,.0f} k pkt/s" for k in ("tshark", "dpkt", "tcpdump") if k in row)
-                  + f"  [{verdict}]", flush=True)
+            rows.append(measure(run, args.tracer_root, args.repeat, args.slow_max, skip))
+            print(line(rows[-1]), flush=True)
         print()
-        print("| workload | tracer replay | max RSS (× capture size) | tshark -T fields | dpkt loop "
-              "| tcpdump -r with a filter | tracer ÷ tcpdump |")
-        print("|---|---|---|---|---|---|---|")
-        for r in rows:
-            def rate(k: str, r: dict = r) -> str:
-                return f"{r[k] / 1e6:.2f} M pkt/s" if k in r and r[k] >= 1e6 else f"{r[k] / 1e3:,.0f} k pkt/s" if k in r else "—"
-
-            ratio = f"{r['tracer'] / r['tcpdump']:.2f}" if "tcpdump" in r else "—"
-            print(f"| {r['packets']:,} packets, {r['MB']:.0f} MB | "
-                  f"{rate('tracer')} ({r['tracer_s']:.2f} s; CPU {r['cpu_s']:.2f} s) | "
-                  f"{r['rss_mb']:.0f} MiB ({r['rss_mb'] * 2**20 / (r['MB'] * 1e6):.2f}×) | {rate('tshark')} | {rate('dpkt')} | "
-                  f"{rate('tcpdump')} | {ratio} |")
+        print(table(rows))
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
