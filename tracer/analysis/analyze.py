@@ -35,7 +35,7 @@ from tracer.model.observed import ObservedProbe
 from tracer.model.path import ExpectedPath, expected_paths
 from tracer.model.probe import DecryptedTags, ProbeSpec
 from tracer.model.topology import Topology
-from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting, Status, Verdict
+from tracer.model.verdict import OUTCOMES, SIGHTINGS, Finding, Outcome, ProbeTrace, ProbeTraces, Sighting, Status, Verdict
 from tracer.probes import ProbeType, is_known, probe_type
 
 
@@ -96,7 +96,7 @@ def analyze(
     # A point that missed probes which points after it on the same path saw has an incomplete capture
     # (a file cut to its header, a sniffer started late): where probes vanish at it, its silence
     # proves nothing, whichever direction showed it (issue 13: an emptied capture moved the blame).
-    blind = {paths[t.direction].hops[h].point for t in traces for h, x in enumerate(t.sightings) if x == Sighting.GAP}
+    blind = _gap_points(traces, paths)
     doubtful = sorted({f.first_missed for f in found if f.outcome == Outcome.LOST} & (blind - suspect.keys()))
     if doubtful:
         suspect = suspect | {p: 1 for p in doubtful}
@@ -123,7 +123,7 @@ def analyze(
         summary=summary,
         paths=dict(paths),
         findings=tuple(found),
-        probes=tuple(traces),
+        probes=traces,
         unobserved=tuple(sorted(p for p in all_points if obs.point_index(p) < 0)),
         drops={k: v for k, v in drops.items() if k in all_points},
         damaged={k: v for k, v in damaged.items() if k in all_points},
@@ -140,21 +140,21 @@ def analyze(
 def _trace(obs: Observations, topo: Topology, spec: ProbeSpec, paths: dict[Direction, ExpectedPath],
            seqs: np.ndarray, suspect: dict[str, int], decrypted: DecryptedTags | None,
            netstate: dict[str, NodeState] | None,
-           ) -> tuple[list[ProbeTrace], list[Finding], list[SightingMatrix], list[ObservedProbe], list[str], list[str]]:
+           ) -> tuple[ProbeTraces, list[Finding], list[SightingMatrix], list[ObservedProbe], list[str], list[str]]:
     """Each direction's probes along its expected path: traces, findings, sightings, off-path probes,
     NAT notes, warnings."""
     ptype = probe_type(spec.kind)
     warn: list[str] = []
-    traces: list[ProbeTrace] = []
+    traces: list[ProbeTraces] = []
     found: list[Finding] = []
     sightings: list[SightingMatrix] = []
-    arrived: list[bool] | None = None
+    arrived: np.ndarray | None = None
     observed: list[ObservedProbe] = []
     nat: list[str] = []
     for direction, path in paths.items():
         # Paired kinds expect a reply for each request that arrived; others say which probes go this way.
         own = ptype.carried(seqs, direction)
-        sent = arrived if own is None else own.tolist()
+        sent = arrived if own is None else own
         if not path.hops:
             # The topology leaves the packet nowhere to go (no route from its first node): only
             # what the captures saw, and where, can say what became of the probes.
@@ -163,35 +163,37 @@ def _trace(obs: Observations, topo: Topology, spec: ProbeSpec, paths: dict[Direc
             found += u.findings
             observed += u.observed
             warn += u.warnings
-            arrived = u.delivered
+            arrived = np.asarray(u.delivered, bool)
             continue
         s = correlate(obs, topo, path, spec.run, spec.kind, direction, seqs, suspect, decrypted)
         mine = trace_probes(s, path, direction, sent)
         blind = end_blind(topo, path, set(obs.points), set(suspect))
         if blind:  # seen where the topology ends the path, but it may have gone on unseen
-            mine = [replace(t, outcome=Outcome.INCONCLUSIVE) if _at_end(t, path) else t for t in mine]
+            at_end = mine.outcome_is(Outcome.LOST) & (mine.last_seen == len(path.hops) - 1) & (not path.delivered)
+            mine = replace(mine, outcomes=np.where(at_end, OUTCOMES.index(Outcome.INCONCLUSIVE), mine.outcomes))
         off = observe(obs, topo, path, spec.run, spec.kind, direction, s)
-        detours = _detours(obs, topo, path, mine, off, suspect)
+        detours, mine = _detours(obs, topo, path, mine, off, suspect)
         if not path.delivered:
-            warn += stale(path, direction, spec.kind, None, _arrivals(detours), sum(t.outcome != Outcome.NOT_SENT for t in mine))
+            warn += stale(path, direction, spec.kind, None, _arrivals(detours), int(mine.sent().sum()))
         errors = spec.send_errors if direction == Direction.REQUEST else None
         found += findings(mine, path, direction, s.leaks, errors, detours, blind)
         observed += [off[p] for p in sorted(off)]
         nat += rewrites(obs, s)
         # A reply is only expected once its request is known to have arrived.
-        arrived = [t.outcome == Outcome.DELIVERED for t in mine]
-        traces += mine
+        arrived = mine.outcome_is(Outcome.DELIVERED)
+        traces.append(mine)
         sightings.append(s)
-    return traces, found, sightings, observed, nat, warn
+    return ProbeTraces.concat(traces), found, sightings, observed, nat, warn
 
 
-def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: list[ProbeTrace],
-             off: dict[int, ObservedProbe], drops: dict[str, int]) -> dict[int, ObservedFate]:
-    """Probes that left the expected path: where they really ended (seq → fate); their traces are
-    rewritten in place so the expected-path table shows them as gone elsewhere, not missed."""
+def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: ProbeTraces,
+             off: dict[int, ObservedProbe], drops: dict[str, int]) -> tuple[dict[int, ObservedFate], ProbeTraces]:
+    """Probes that left the expected path: where they really ended (seq → fate), and the traces
+    with theirs rewritten so the expected-path table shows them as gone elsewhere, not missed."""
     captured, unreliable = set(obs.points), set(drops)
     leak_causes: dict[str, str | None] = {}  # per point: the same for every probe that leaks there
     out = {}
+    rewritten: dict[int, ProbeTrace] = {}
     for p, op in off.items():
         t = traces[p]
         if op.divergence is None:  # (seen, so sent: even a reply to a request not seen arriving)
@@ -205,13 +207,15 @@ def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: list
         fate = locate_observed(topo, path, op, t.outcome == Outcome.DELIVERED, captured, unreliable, cause)
         if fate is not None:
             out[op.seq] = fate
-            traces[p] = went_elsewhere(t, path, op, fate.outcome)
-    return out
+            rewritten[p] = went_elsewhere(t, path, op, fate.outcome)
+    return out, traces.replaced(rewritten)
 
 
-def _at_end(t: ProbeTrace, path: ExpectedPath) -> bool:
-    """Lost at the last hop of a path the topology ends undelivered."""
-    return t.outcome == Outcome.LOST and t.last_seen == len(path.hops) - 1 and not path.delivered
+def _gap_points(traces: ProbeTraces, paths: dict[Direction, ExpectedPath]) -> set[str]:
+    """Points that missed a probe which points after them on its path saw (capture gaps)."""
+    gap = SIGHTINGS.index(Sighting.GAP)
+    return {path.hops[h].point for d, path in paths.items()
+            for h in np.flatnonzero((traces.in_direction(d).codes == gap).any(axis=0)).tolist()}
 
 
 def _arrivals(detours: dict[int, ObservedFate]) -> dict[str, int]:

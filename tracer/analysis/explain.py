@@ -16,7 +16,10 @@ for that reason, not inconclusive. Everything else stays in the run directory.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from tracer.analysis.locate import LIKELY
 from tracer.analysis.topocheck import kernel_route
@@ -26,7 +29,7 @@ from tracer.model.flowgraph import EdgeKind
 from tracer.model.netstate import NodeState
 from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint
-from tracer.model.verdict import Finding, Outcome, ProbeTrace
+from tracer.model.verdict import Finding, Outcome, ProbeTrace, ProbeTraces
 
 SA_SOURCE = "strongswan"
 LOG_SOURCE = "ikelog"
@@ -58,7 +61,7 @@ class _Item:
 def explain(
     findings: list[Finding],
     paths: dict[Direction, ExpectedPath],
-    traces: list[ProbeTrace],
+    traces: ProbeTraces | Sequence[ProbeTrace],
     evidence: Evidence | None,
     netstate: dict[str, NodeState] | None = None,
 ) -> list[Finding]:
@@ -66,6 +69,7 @@ def explain(
     ``netstate``: the nodes' live routing state when the run started (a route the kernel lacks)."""
     if not evidence and not netstate:
         return findings
+    traces = ProbeTraces.of(traces)
     evidence = evidence or Evidence({})
     out = []
     for f in findings:
@@ -107,7 +111,7 @@ def _link_state(ev: Evidence, node: str, iface: str) -> str | None:
     return None
 
 
-def _explain(f: Finding, path: ExpectedPath | None, traces: list[ProbeTrace], ev: Evidence,
+def _explain(f: Finding, path: ExpectedPath | None, traces: ProbeTraces, ev: Evidence,
              netstate: dict[str, NodeState]) -> Finding:
     points = [CapturePoint.parse(p) for p in (f.last_seen, f.first_missed) if p]
     nodes = list(dict.fromkeys(cp.node for cp in points))
@@ -188,10 +192,17 @@ _DROP_MEANING = {
 }
 
 
-def _carriers(f: Finding, traces: list[ProbeTrace]) -> set[tuple[int, int]]:
+def _carriers(f: Finding, traces: ProbeTraces) -> set[tuple[int, int]]:
     """(SPI, ESP seq) of the ESP packets that carried the finding's probes."""
-    mine = set(f.seqs)
-    return {e for t in traces if t.direction == f.direction and t.seq in mine for e in t.esp if e is not None}
+    keys = _finding_rows(f, traces).esp.ravel()
+    keys = np.unique(keys[keys != 0])
+    return set(zip((keys >> np.uint64(32)).tolist(), (keys & np.uint64(0xFFFFFFFF)).tolist(), strict=True))
+
+
+def _finding_rows(f: Finding, traces: ProbeTraces) -> ProbeTraces:
+    """The traces of the finding's probes."""
+    mine = traces.in_direction(f.direction)
+    return mine.take(np.isin(mine.seqs, np.array(f.seqs, np.int64)))
 
 
 def _ours(f: Finding, d: Drop, carriers: set[tuple[int, int]]) -> bool:
@@ -317,7 +328,7 @@ def _wire_peer(path: ExpectedPath | None, point: str) -> str | None:
 
 
 def _sa_items(node: str, f: Finding, before: Snapshot, after: Snapshot, path: ExpectedPath | None,
-              traces: list[ProbeTrace]) -> list[_Item]:
+              traces: ProbeTraces) -> list[_Item]:
     """ESP arrived at ``node`` and nothing came out (decap), or cleartext went in and no ESP left
     (encap): the CHILD_SA that should have counted the probes, and did not."""
     if f.edge not in ("decap", "encap") or path is None:
@@ -338,14 +349,14 @@ def _sa_items(node: str, f: Finding, before: Snapshot, after: Snapshot, path: Ex
     return out
 
 
-def _probe_spi(f: Finding, path: ExpectedPath, traces: list[ProbeTrace]) -> int | None:
+def _probe_spi(f: Finding, path: ExpectedPath, traces: ProbeTraces) -> int | None:
     i = path.index(f.last_seen) if f.last_seen else -1
     if i < 0:
         return None
-    mine = set(f.seqs)
-    for t in traces:
-        if t.direction == f.direction and t.seq in mine and i < len(t.esp) and t.esp[i] is not None:
-            return t.esp[i][0]
+    keys = _finding_rows(f, traces).esp
+    tied = keys[:, i][keys[:, i] != 0] if i < keys.shape[1] else ()
+    if len(tied):
+        return int(tied[0] >> np.uint64(32))
     esp = path.hops[i].esp
     return esp.spi if esp else None
 

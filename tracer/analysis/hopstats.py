@@ -16,8 +16,6 @@ differences of that one arrival time, so they cannot drift apart.
 from __future__ import annotations
 
 import statistics
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -25,7 +23,7 @@ import numpy as np
 
 from tracer.model.direction import Direction
 from tracer.model.path import ExpectedPath
-from tracer.model.verdict import Outcome, ProbeTrace, Sighting, Verdict
+from tracer.model.verdict import SIGHTINGS, Outcome, ProbeTrace, ProbeTraces, Sighting, Verdict
 
 
 def is_sent(t: ProbeTrace) -> bool:
@@ -80,7 +78,7 @@ class PathStats:
 
     direction: Direction
     path: ExpectedPath
-    probes: tuple[ProbeTrace, ...]  # the probes that count: sent this way, in verdict order
+    probes: ProbeTraces  # the probes that count: sent this way, in verdict order
     points: tuple[PointStats, ...]  # one per hop
     lost: tuple[int, ...]  # one per edge (hop i → i+1): probes lost exactly there
 
@@ -100,12 +98,9 @@ class PathStats:
     def _arrivals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:func:`arrival_ns` of every probe at every hop, once: (ns with 0 where unseen, seen
         mask, delivered mask per probe), so each hop's or edge's figures are array operations."""
-        hops = len(self.path.hops)
-        t = np.array([p.times_ns for p in self.probes], dtype=object).reshape(len(self.probes), hops)
-        seen = t != None  # noqa: E711 (elementwise on an object array)
-        t[~seen] = 0
-        delivered = np.array([p.outcome == Outcome.DELIVERED for p in self.probes], bool)
-        return t.astype(np.int64), seen, delivered
+        t = self.probes.times[:, :len(self.path.hops)]
+        seen = t >= 0
+        return np.where(seen, t, 0), seen, self.probes.outcome_is(Outcome.DELIVERED)
 
     def _between(self, a: int, b: int, delivered_only: bool) -> list[float]:
         t, seen, delivered = self._arrivals
@@ -120,12 +115,13 @@ def path_stats(v: Verdict, direction: str) -> PathStats | None:
     path = v.paths.get(direction)
     if path is None:
         return None
-    probes = tuple(t for t in v.probes if t.direction == direction and is_sent(t))
+    probes = v.probes.in_direction(direction)
+    probes = probes.take(probes.sent())
     points = tuple(_point(path, h, probes) for h in range(len(path.hops)))
-    # lost exactly on edge h: last seen at hop h, first missed at h + 1 (one pass over the probes)
-    lost_at = Counter(t.last_seen for t in probes if t.outcome == Outcome.LOST and t.last_seen is not None
-                      and t.first_missed == t.last_seen + 1)
-    lost = tuple(lost_at[h] for h in range(len(path.edges)))
+    # lost exactly on edge h: last seen at hop h, first missed at h + 1
+    on_edge = probes.outcome_is(Outcome.LOST) & (probes.last_seen >= 0) & (probes.first_missed == probes.last_seen + 1)
+    lost_at = np.bincount(probes.last_seen[on_edge], minlength=len(path.edges))
+    lost = tuple(int(lost_at[h]) for h in range(len(path.edges)))
     return PathStats(Direction(direction), path, probes, points, lost)
 
 
@@ -134,22 +130,25 @@ def all_path_stats(v: Verdict) -> dict[Direction, PathStats]:
     return {s.direction: s for s in (path_stats(v, d) for d in v.paths) if s is not None}
 
 
-def _point(path: ExpectedPath, h: int, probes: Sequence[ProbeTrace]) -> PointStats:
+def _point(path: ExpectedPath, h: int, probes: ProbeTraces) -> PointStats:
     hop = path.hops[h]
-    col = [t.sightings[h] for t in probes]
+    n = np.bincount(probes.codes[:, h].astype(np.int64), minlength=len(SIGHTINGS)).tolist() if len(probes) else \
+        [0] * len(SIGHTINGS)
+    count = dict(zip(SIGHTINGS, n, strict=True))
     return PointStats(
-        hop.point, len(col),
-        seen=col.count(Sighting.SEEN), missed=col.count(Sighting.MISSED), gap=col.count(Sighting.GAP),
-        unobserved=col.count(Sighting.UNOBSERVED), unreliable=col.count(Sighting.UNRELIABLE),
-        unknown=col.count(Sighting.UNKNOWN), elsewhere=col.count(Sighting.ELSEWHERE),
-        leaked=col.count(Sighting.LEAKED), spis=_spis(path, h, probes),
+        hop.point, len(probes),
+        seen=count[Sighting.SEEN], missed=count[Sighting.MISSED], gap=count[Sighting.GAP],
+        unobserved=count[Sighting.UNOBSERVED], unreliable=count[Sighting.UNRELIABLE],
+        unknown=count[Sighting.UNKNOWN], elsewhere=count[Sighting.ELSEWHERE],
+        leaked=count[Sighting.LEAKED], spis=_spis(path, h, probes),
     )
 
 
-def _spis(path: ExpectedPath, h: int, probes: Sequence[ProbeTrace]) -> tuple[int, ...]:
+def _spis(path: ExpectedPath, h: int, probes: ProbeTraces) -> tuple[int, ...]:
     esp = path.hops[h].esp
     if esp is None:
         return ()
-    tied = sorted({e[0] for t in probes if (e := t.esp[h]) is not None})
+    keys = probes.esp[:, h]
+    tied = np.unique(keys[keys != 0] >> np.uint64(32)).tolist()
     # SPI 0 is reserved (RFC 4303 §2.1): never on the wire, so a 0 in the topology means unknown.
     return tuple(tied) or ((esp.spi,) if esp.spi else ())

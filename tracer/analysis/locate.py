@@ -8,7 +8,6 @@ whose identity is unknown, the honest answer is *inconclusive*.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
@@ -22,18 +21,16 @@ from tracer.model.observed import Form, ObservedProbe, Place
 from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint, point_name
 from tracer.model.topology import Node, Topology
-from tracer.model.verdict import Finding, Outcome, ProbeTrace, Sighting
+from tracer.model.verdict import OUTCOMES, SIGHTINGS, Finding, Outcome, ProbeTrace, ProbeTraces, Sighting
 
 _DOUBTFUL = (Sighting.UNOBSERVED, Sighting.UNRELIABLE, Sighting.UNKNOWN)
 
 
-def trace_probes(s: SightingMatrix, path: ExpectedPath, direction: Direction, sent: list[bool] | None = None) -> list[ProbeTrace]:
-    """One ProbeTrace per probe. ``sent[p]`` False means the probe was never
-    expected on this path (a reply whose request did not arrive).
-
-    Outcomes are computed for all probes at once with numpy; the loop only
-    builds the result objects (runs can hold many thousands of probes).
-    """
+def trace_probes(s: SightingMatrix, path: ExpectedPath, direction: Direction,
+                 sent: np.ndarray | list[bool] | None = None) -> ProbeTraces:
+    """The traces of one direction's probes, as columns. ``sent[p]`` False means the probe was
+    never expected on this path (a reply whose request did not arrive). All numpy: runs can
+    hold 100k probes."""
     m = s.codes.shape[1]
     codes = s.codes
     hop = np.arange(m)[None, :]
@@ -42,41 +39,23 @@ def trace_probes(s: SightingMatrix, path: ExpectedPath, direction: Direction, se
     missed = (hop >= start[:, None]) & np.isin(codes, (MISSED, GAP))
     first_missed = np.where(missed.any(axis=1), np.argmax(missed, axis=1), -1)
     stop = np.where(first_missed >= 0, first_missed, m - 1)
-    doubt_codes = [list(Sighting).index(d) for d in _DOUBTFUL]
+    doubt_codes = [SIGHTINGS.index(d) for d in _DOUBTFUL]
     doubtful = ((hop >= start[:, None]) & (hop <= stop[:, None]) & np.isin(codes, doubt_codes)).any(axis=1)
-    outcome = np.where(doubtful | (first_missed < 0), 2, 1)  # index into _OUTCOMES
-    outcome = np.where(last == m - 1, 0 if path.delivered else 1, outcome)
+    outcome = np.where(doubtful | (first_missed < 0), _INCONCLUSIVE, _LOST)
+    outcome = np.where(last == m - 1, _DELIVERED if path.delivered else _LOST, outcome)
     if sent is not None:
-        outcome = np.where(~np.asarray(sent, bool) & (last < 0), 3, outcome)
-
-    names = list(Sighting)
-    row_cache: dict[bytes, tuple[Sighting, ...]] = {}  # few distinct rows: share their tuples
-    # The per-hop values as Python objects in whole-matrix conversions (None where absent),
-    # so the loop below only packs rows into tuples.
-    t_obj = s.times.astype(object)
-    t_obj[s.times < 0] = None
-    keyed = s.esp_keys != 0
-    e_obj = np.full(s.esp_keys.shape, None, object)
-    k = s.esp_keys[keyed]
-    e_obj[keyed] = np.fromiter(zip((k >> np.uint64(32)).tolist(), (k & np.uint64(0xFFFFFFFF)).tolist(), strict=True),
-                               dtype=object, count=len(k))
-    out = []
-    for p, (seq, t_row, e_row) in enumerate(zip(s.seqs.tolist(), t_obj.tolist(), e_obj.tolist(), strict=True)):
-        raw = codes[p].tobytes()
-        sightings = row_cache.get(raw) or row_cache.setdefault(raw, tuple(names[c] for c in codes[p].tolist()))
-        times, esp = tuple(t_row), tuple(e_row)
-        o = _OUTCOMES[outcome[p]]
-        lp = int(last[p]) if last[p] >= 0 and o != Outcome.NOT_SENT else None
-        fm = int(first_missed[p]) if first_missed[p] >= 0 and o in (Outcome.LOST, Outcome.INCONCLUSIVE) else None
-        out.append(ProbeTrace(seq, direction, sightings, times, esp, o, lp, fm))
-    return out
+        outcome = np.where(~np.asarray(sent, bool) & (last < 0), _NOT_SENT, outcome)
+    last = np.where(outcome == _NOT_SENT, -1, last)
+    first_missed = np.where(np.isin(outcome, (_LOST, _INCONCLUSIVE)), first_missed, -1)
+    return ProbeTraces.direction_rows(direction, s.seqs, codes, s.times, s.esp_keys, outcome, last, first_missed)
 
 
-_OUTCOMES = (Outcome.DELIVERED, Outcome.LOST, Outcome.INCONCLUSIVE, Outcome.NOT_SENT)
+_DELIVERED, _LOST, _INCONCLUSIVE, _NOT_SENT = (OUTCOMES.index(o) for o in
+                                               (Outcome.DELIVERED, Outcome.LOST, Outcome.INCONCLUSIVE, Outcome.NOT_SENT))
 
 
 def findings(
-    traces: list[ProbeTrace],
+    traces: ProbeTraces,
     path: ExpectedPath,
     direction: Direction,
     leaks: list[str] | None = None,
@@ -87,18 +66,34 @@ def findings(
     """Group probes of one direction by fate, worst first. ``detours``: seq → where a probe that
     left its expected path really went and died (those are grouped by that, not by hop);
     ``end_blind``: where a path the topology ends undelivered could have gone on, uncaptured."""
-    groups: dict[tuple, list[ProbeTrace]] = defaultdict(list)
     detours = detours or {}
-    for t in traces:
-        groups[(t.outcome, t.last_seen, t.first_missed, detours.get(t.seq))].append(t)
-    total = sum(1 for t in traces if t.outcome != Outcome.NOT_SENT)
+    n = len(traces)
+    # One group per (outcome, last seen, first missed, detour), in the order of their first probe.
+    fates = list(dict.fromkeys(detours.values()))
+    fate_of = np.zeros(n, np.int64)  # 1 + index into fates; 0: kept to the expected path
+    if detours:
+        for r in np.flatnonzero(np.isin(traces.seqs, list(detours))).tolist():
+            fate_of[r] = 1 + fates.index(detours[int(traces.seqs[r])])
+    w = len(path.hops) + 1
+    key = ((traces.outcomes.astype(np.int64) * w + traces.last_seen + 1) * w + traces.first_missed + 1) \
+        * (len(fates) + 1) + fate_of
+    _, first, group = np.unique(key, return_index=True, return_inverse=True)
+    by_group = np.argsort(group, kind="stable")  # rows of each group, in trace order
+    bounds = np.cumsum(np.bincount(group, minlength=len(first)))
+    total = int(traces.sent().sum())
     out = []
-    for (outcome, last, missed, detour), members in groups.items():
+    for g in np.argsort(first).tolist():
+        rows = by_group[bounds[g - 1] if g else 0:bounds[g]]
+        r = int(rows[0])
+        outcome = OUTCOMES[traces.outcomes[r]]
         if outcome == Outcome.NOT_SENT:
             continue
-        seqs = tuple(t.seq for t in members)
-        if detour is not None:
-            out.append(Finding(direction, outcome, len(members), total, detour.where, detour.last, detour.next,
+        last = int(traces.last_seen[r]) if traces.last_seen[r] >= 0 else None
+        missed = int(traces.first_missed[r]) if traces.first_missed[r] >= 0 else None
+        seqs = tuple(traces.seqs[rows].tolist())
+        if fate_of[r]:
+            detour = fates[fate_of[r] - 1]
+            out.append(Finding(direction, outcome, len(rows), total, detour.where, detour.last, detour.next,
                                detour.edge, detour.reason, seqs, detour.divergence))
             continue
         hops = path.hops
@@ -108,15 +103,15 @@ def findings(
             fate = _Fate(f"somewhere after {hops[last].point}",
                          f"{', '.join(end_blind)} not captured (or with sniffer drops); the topology says {path.end_note}")
         elif outcome == Outcome.INCONCLUSIVE:
-            fate = _Fate(*_inconclusive(members, path))
+            fate = _Fate(*_inconclusive(traces[r], path))
         elif last is None:  # missed at the first hop
             fate = _lost_at_origin(path, direction, seqs, send_errors or {})
         elif missed is None:  # seen at the last hop, where the topology says the path ends undelivered
             # Seen nowhere after, with every way on captured: it died there; the why is the topology's guess.
             fate = _Fate(f"at {hops[last].node}: {path.end_note}", LIKELY + path.end_note)
         else:  # trace_probes: anything doubtful in between makes it inconclusive, so missed == last + 1
-            fate = _lost_on_edge(path, last, members, leaks or [])
-        out.append(Finding(direction, outcome, len(members), total, fate.where,
+            fate = _lost_on_edge(path, last, traces.esp[rows, last], leaks or [])
+        out.append(Finding(direction, outcome, len(rows), total, fate.where,
                            hops[last].point if last is not None else None,
                            hops[missed].point if missed is not None else None,
                            fate.edge, fate.reason, seqs))
@@ -305,9 +300,11 @@ class _Fate:
     edge: str | None = None
 
 
-def _lost_on_edge(path: ExpectedPath, last: int, members: list[ProbeTrace], leaks: list[str]) -> _Fate:
-    """Seen at hop ``last``, captured and missing at the next one: lost on the edge between."""
-    spi = next((t.esp[last][0] for t in members if t.esp[last] is not None), None)
+def _lost_on_edge(path: ExpectedPath, last: int, esp_keys: np.ndarray, leaks: list[str]) -> _Fate:
+    """Seen at hop ``last``, captured and missing at the next one: lost on the edge between.
+    ``esp_keys``: the probes' SPI << 32 | ESP seq there (0: not tied)."""
+    tied = esp_keys[esp_keys != 0]
+    spi = int(tied[0] >> np.uint64(32)) if len(tied) else None
     return _Fate(path.describe_edge(last), _edge_reason(path, last, leaks, spi), path.edges[last].value)
 
 
@@ -319,8 +316,7 @@ def _lost_at_origin(path: ExpectedPath, direction: Direction, seqs: tuple[int, .
     return _Fate(f"at {first.node}, before leaving {first.point}", reason)
 
 
-def _inconclusive(traces: list[ProbeTrace], path: ExpectedPath) -> tuple[str, str]:
-    t = traces[0]
+def _inconclusive(t: ProbeTrace, path: ExpectedPath) -> tuple[str, str]:
     start = 0 if t.last_seen is None else t.last_seen + 1
     stop = t.first_missed if t.first_missed is not None else len(path.hops) - 1
     doubtful = [(path.hops[h].point, t.sightings[h]) for h in range(start, stop + 1) if t.sightings[h] in _DOUBTFUL]

@@ -26,7 +26,7 @@ from tracer.model.verdict import (
     FragNeeded,
     MtuReport,
     Outcome,
-    ProbeTrace,
+    ProbeTraces,
     SizeResult,
     Status,
     TunnelOverhead,
@@ -39,7 +39,7 @@ UDP_HEADER = 8
 ESP_HEADER = 8  # SPI + sequence
 
 
-def mtu_report(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: list[ProbeTrace],
+def mtu_report(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: ProbeTraces,
                found: list[Finding], topo: Topology, netstate: dict[str, NodeState] | None = None) -> MtuReport:
     sizes = spec.sizes or {}
     errors = spec.send_errors or {}
@@ -98,7 +98,7 @@ def _live_mtu(point: str | None, netstate: dict[str, NodeState]) -> int | None:
     return live.mtu if live is not None else None
 
 
-def frag_needed(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: list[ProbeTrace],
+def frag_needed(obs: Observations, spec: ProbeSpec, path: ExpectedPath, traces: ProbeTraces,
                 topo: Topology) -> list[FragNeeded]:
     """Every 'fragmentation needed' quoting a request of this run, by sender and probe."""
     sizes = spec.sizes or {}
@@ -143,7 +143,7 @@ def _seq16(seq16: int, sizes: dict[int, int]) -> int:
 
 
 def tunnel_overhead(obs: Observations, spec: ProbeSpec, path: ExpectedPath,
-                    traces: list[ProbeTrace]) -> tuple[TunnelOverhead | None, dict[int, int]]:
+                    traces: ProbeTraces) -> tuple[TunnelOverhead | None, dict[int, int]]:
     """Outer ESP packet length minus the cleartext packet it carries, at the encap point, for
     every probe both were seen for; the fixed part and the padding block fitted to them."""
     first = next((i for i, h in enumerate(path.hops) if h.esp is not None), None)

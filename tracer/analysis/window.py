@@ -54,8 +54,8 @@ class WindowSummary:
 def summarize(verdict: Verdict, window: int, start: float, end: float, dir_name: str | None = None,
               interrupted: bool = False) -> WindowSummary:
     """The window's numbers from its verdict (the same verdict ``tracer replay`` gives of it)."""
-    sent_seqs = {t.seq for t in verdict.probes if t.direction == DIRECTIONS[0]}
-    lost_seqs = {t.seq for t in verdict.probes if t.outcome == Outcome.LOST}
+    sent_seqs = set(verdict.probes.in_direction(DIRECTIONS[0]).seqs.tolist())
+    lost_seqs = set(verdict.probes.seqs[verdict.probes.outcome_is(Outcome.LOST)].tolist())
     hops: list[HopLoss] = []
     for direction in DIRECTIONS:
         stats = path_stats(verdict, direction)

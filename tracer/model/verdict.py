@@ -6,13 +6,17 @@ tracer/tracer.schema.json): run ids as hex strings, times as integer µs since t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import cached_property
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, overload
+
+import numpy as np
 
 from tracer.errors import EXIT_DELIVERED, EXIT_INCONCLUSIVE, EXIT_LOSS
-from tracer.model.direction import Direction
+from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.observed import ObservedProbe
 from tracer.model.path import ExpectedPath
 from tracer.model.probe import SentProbe
@@ -64,6 +68,180 @@ class ProbeTrace:
     outcome: Outcome
     last_seen: int | None  # hop index
     first_missed: int | None  # hop index
+
+
+SIGHTINGS = tuple(Sighting)  # ProbeTraces.codes index this
+OUTCOMES = tuple(Outcome)  # ProbeTraces.outcomes index this
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeTraces(Sequence[ProbeTrace]):
+    """Per-probe traces as columns, one row per probe and direction, in verdict order.
+
+    A run can hold 100k probes: outcomes, counts, findings and the JSON are computed from the
+    arrays, and a :class:`ProbeTrace` is only built for the rows someone reads as objects.
+    Rows of one direction share its path; ``hops`` says how many columns of a row are real."""
+
+    directions: np.ndarray  # int8 [n]: index into DIRECTIONS
+    seqs: np.ndarray  # int64 [n]
+    codes: np.ndarray  # int8 [n, width]: index into SIGHTINGS (-1 past the row's path)
+    times: np.ndarray  # int64 [n, width]: first time seen (ns), -1 where not seen
+    esp: np.ndarray  # uint64 [n, width]: SPI << 32 | ESP seq where associated, else 0
+    outcomes: np.ndarray  # int8 [n]: index into OUTCOMES
+    last_seen: np.ndarray  # int32 [n]: hop index, -1 for none
+    first_missed: np.ndarray  # int32 [n]: hop index, -1 for none
+    hops: np.ndarray  # int32 [n]: hops on the row's path
+
+    @classmethod
+    def empty(cls) -> ProbeTraces:
+        return cls.direction_rows(Direction.REQUEST, np.zeros(0, np.int64), np.zeros((0, 0), np.int8),
+                                  np.zeros((0, 0), np.int64), np.zeros((0, 0), np.uint64), np.zeros(0, np.int8),
+                                  np.zeros(0, np.int32), np.zeros(0, np.int32))
+
+    @classmethod
+    def direction_rows(cls, direction: Direction, seqs: np.ndarray, codes: np.ndarray, times: np.ndarray,
+                       esp: np.ndarray, outcomes: np.ndarray, last_seen: np.ndarray,
+                       first_missed: np.ndarray) -> ProbeTraces:
+        """The traces of one direction along one path (every row as wide as the path)."""
+        n, m = codes.shape
+        return cls(np.full(n, DIRECTIONS.index(direction), np.int8), seqs.astype(np.int64), codes.astype(np.int8),
+                   times.astype(np.int64), esp.astype(np.uint64), outcomes.astype(np.int8),
+                   last_seen.astype(np.int32), first_missed.astype(np.int32), np.full(n, m, np.int32))
+
+    @classmethod
+    def of(cls, traces: Iterable[ProbeTrace]) -> ProbeTraces:
+        """Columns of trace objects (hand-built verdicts)."""
+        if isinstance(traces, ProbeTraces):
+            return traces
+        ts = list(traces)
+        if not ts:
+            return cls.empty()
+        width = max(len(t.sightings) for t in ts)
+
+        def pad(row: Sequence[int], fill: int) -> list[int]:
+            return [*row, *[fill] * (width - len(row))]
+
+        return cls(
+            np.array([DIRECTIONS.index(Direction(t.direction)) for t in ts], np.int8),
+            np.array([t.seq for t in ts], np.int64),
+            np.array([pad([SIGHTINGS.index(Sighting(x)) for x in t.sightings], -1) for t in ts], np.int8),
+            np.array([pad([-1 if x is None else x for x in t.times_ns], -1) for t in ts], np.int64),
+            np.array([pad([0 if e is None else e[0] << 32 | e[1] for e in t.esp], 0) for t in ts], np.uint64),
+            np.array([OUTCOMES.index(Outcome(t.outcome)) for t in ts], np.int8),
+            np.array([-1 if t.last_seen is None else t.last_seen for t in ts], np.int32),
+            np.array([-1 if t.first_missed is None else t.first_missed for t in ts], np.int32),
+            np.array([len(t.sightings) for t in ts], np.int32),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[ProbeTraces]) -> ProbeTraces:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+        width = max(p.codes.shape[1] for p in parts)
+
+        def wide(a: np.ndarray, fill: int) -> np.ndarray:
+            return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)
+
+        return cls(*(np.concatenate([p.directions for p in parts]), np.concatenate([p.seqs for p in parts]),
+                     np.concatenate([wide(p.codes, -1) for p in parts]), np.concatenate([wide(p.times, -1) for p in parts]),
+                     np.concatenate([wide(p.esp, 0) for p in parts]), np.concatenate([p.outcomes for p in parts]),
+                     np.concatenate([p.last_seen for p in parts]), np.concatenate([p.first_missed for p in parts]),
+                     np.concatenate([p.hops for p in parts])))
+
+    def take(self, rows: np.ndarray) -> ProbeTraces:
+        """The rows ``rows`` (indices or a mask), in that order."""
+        return ProbeTraces(self.directions[rows], self.seqs[rows], self.codes[rows], self.times[rows], self.esp[rows],
+                           self.outcomes[rows], self.last_seen[rows], self.first_missed[rows], self.hops[rows])
+
+    def in_direction(self, direction: Direction | str) -> ProbeTraces:
+        """The rows of one direction, as wide as its path."""
+        d = DIRECTIONS.index(Direction(direction))
+        part = self.take(self.directions == d)
+        width = int(part.hops.max()) if len(part) else 0
+        if width == part.codes.shape[1]:
+            return part
+        return replace(part, codes=part.codes[:, :width], times=part.times[:, :width], esp=part.esp[:, :width])
+
+    def outcome_is(self, *outcomes: Outcome) -> np.ndarray:
+        """Mask of the rows with one of ``outcomes``."""
+        return np.isin(self.outcomes, [OUTCOMES.index(o) for o in outcomes])
+
+    def sent(self) -> np.ndarray:
+        """Mask of the rows expected on their path at all (not the reply of a request that died)."""
+        return self.outcomes != OUTCOMES.index(Outcome.NOT_SENT)
+
+    def replaced(self, rows: Mapping[int, ProbeTrace]) -> ProbeTraces:
+        """A copy with the trace objects ``rows`` (row → trace) written over those rows."""
+        if not rows:
+            return self
+        new = ProbeTraces.of(rows.values())
+        idx = np.fromiter(rows, np.int64, len(rows))
+        out = ProbeTraces(*(a.copy() for a in (self.directions, self.seqs, self.codes, self.times, self.esp,
+                                                  self.outcomes, self.last_seen, self.first_missed, self.hops)))
+        w = new.codes.shape[1]
+        for mine, theirs in ((out.directions, new.directions), (out.seqs, new.seqs), (out.outcomes, new.outcomes),
+                             (out.last_seen, new.last_seen), (out.first_missed, new.first_missed), (out.hops, new.hops)):
+            mine[idx] = theirs
+        out.codes[idx, :w], out.times[idx, :w], out.esp[idx, :w] = new.codes, new.times, new.esp
+        return out
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @overload
+    def __getitem__(self, i: int) -> ProbeTrace: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> ProbeTraces: ...
+
+    def __getitem__(self, i: int | slice) -> ProbeTrace | ProbeTraces:
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self._objects(np.array([i % len(self)]))[0]
+
+    def __iter__(self) -> Iterator[ProbeTrace]:
+        return iter(self._all)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # (mutable arrays inside)
+
+    def __repr__(self) -> str:
+        return f"ProbeTraces({len(self)} rows)"
+
+    @cached_property
+    def _all(self) -> list[ProbeTrace]:
+        return self._objects(np.arange(len(self)))
+
+    def _objects(self, rows: np.ndarray) -> list[ProbeTrace]:
+        """Trace objects of ``rows``, from whole-column conversions (the loop only packs tuples)."""
+        codes, times, esp = self.codes[rows], self.times[rows], self.esp[rows]
+        t_obj = times.astype(object)
+        t_obj[times < 0] = None
+        keyed = esp != 0
+        e_obj = np.full(esp.shape, None, object)
+        k = esp[keyed]
+        e_obj[keyed] = np.fromiter(zip((k >> np.uint64(32)).tolist(), (k & np.uint64(0xFFFFFFFF)).tolist(), strict=True),
+                                   dtype=object, count=len(k))
+        shared: dict[bytes, tuple[Sighting, ...]] = {}  # few distinct rows: share their tuples
+        out = []
+        for p, (d, seq, o, last, fm, m, t_row, e_row) in enumerate(zip(
+                self.directions[rows].tolist(), self.seqs[rows].tolist(), self.outcomes[rows].tolist(),
+                self.last_seen[rows].tolist(), self.first_missed[rows].tolist(), self.hops[rows].tolist(),
+                t_obj.tolist(), e_obj.tolist(), strict=True)):
+            raw = codes[p, :m].tobytes()
+            sightings = shared.get(raw) or shared.setdefault(raw, tuple(SIGHTINGS[c] for c in codes[p, :m].tolist()))
+            out.append(ProbeTrace(seq, DIRECTIONS[d], sightings, tuple(t_row[:m]), tuple(e_row[:m]), OUTCOMES[o],
+                                  None if last < 0 else last, None if fm < 0 else fm))
+        return out
 
 
 @dataclass(frozen=True)
@@ -149,7 +327,7 @@ class Verdict:
     summary: str
     paths: dict[Direction, ExpectedPath]
     findings: tuple[Finding, ...]
-    probes: tuple[ProbeTrace, ...]
+    probes: ProbeTraces  # (trace objects given here are turned into columns)
     unobserved: tuple[str, ...] = ()
     drops: dict[str, int] = field(default_factory=dict)
     damaged: dict[str, str] = field(default_factory=dict)  # point → why its capture file cannot prove absence
@@ -160,6 +338,10 @@ class Verdict:
     flow: str | None = None  # untagged traffic: the flow traced (its run id is synthetic)
     notes: tuple[str, ...] = ()  # about tracer's own work (what ESP decryption found), not the network
     sent: tuple[SentProbe, ...] = ()  # the prober's record, when the run has one
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.probes, ProbeTraces):
+            object.__setattr__(self, "probes", ProbeTraces.of(self.probes))
 
     @property
     def rtt(self) -> RttStats | None:
@@ -193,7 +375,7 @@ class Verdict:
             "summary": self.summary,
             "paths": {str(k): p.to_dict() for k, p in self.paths.items()},
             "findings": [_finding_dict(f) for f in self.findings],
-            "probes": [_trace_dict(t, self.paths[t.direction]) for t in self.probes],
+            "probes": _trace_dicts(self.probes, self.paths),
             "sent": [_sent_dict(x) for x in self.sent],
             "rtt": None if rtt is None else {"count": rtt.count, "min_ms": rtt.min_ms, "avg_ms": rtt.avg_ms,
                                              "max_ms": rtt.max_ms, "mdev_ms": rtt.mdev_ms},
@@ -220,10 +402,6 @@ def us(ns: int | None) -> int | None:
     return None if ns is None else ns // 1000
 
 
-def _point(path: ExpectedPath, hop: int | None) -> str | None:
-    return None if hop is None else path.hops[hop].point
-
-
 def _finding_dict(f: Finding) -> dict[str, Any]:
     return {
         "direction": str(f.direction), "outcome": f.outcome.value, "count": f.count, "total": f.total,
@@ -232,14 +410,29 @@ def _finding_dict(f: Finding) -> dict[str, Any]:
     }
 
 
-def _trace_dict(t: ProbeTrace, path: ExpectedPath) -> dict[str, Any]:
-    return {
-        "seq": t.seq, "direction": str(t.direction), "outcome": t.outcome.value,
-        "last_seen": _point(path, t.last_seen), "first_missed": _point(path, t.first_missed),
-        "sightings": [x.value for x in t.sightings],
-        "times_us": [us(x) for x in t.times_ns],
-        "esp": [None if e is None else {"spi": e[0], "seq": e[1]} for e in t.esp],
-    }
+def _trace_dicts(t: ProbeTraces, paths: Mapping[Direction, ExpectedPath]) -> list[dict[str, Any]]:
+    """The ``probes`` of the JSON, from the columns: whole-array conversions, then one dict per row."""
+    points = [[h.point for h in paths[d].hops] if d in paths else [] for d in DIRECTIONS]
+    t_obj = (t.times // 1000).astype(object)
+    t_obj[t.times < 0] = None
+    keyed = t.esp != 0
+    e_obj = np.full(t.esp.shape, None, object)
+    k = t.esp[keyed]
+    e_obj[keyed] = [{"spi": spi, "seq": q} for spi, q in zip((k >> np.uint64(32)).tolist(),
+                                                                (k & np.uint64(0xFFFFFFFF)).tolist(), strict=True)]
+    names: dict[bytes, tuple[str, ...]] = {}
+    out = []
+    for p, (d, seq, o, last, fm, m, t_row, e_row) in enumerate(zip(
+            t.directions.tolist(), t.seqs.tolist(), t.outcomes.tolist(), t.last_seen.tolist(),
+            t.first_missed.tolist(), t.hops.tolist(), t_obj.tolist(), e_obj.tolist(), strict=True)):
+        raw = t.codes[p, :m].tobytes()
+        sightings = names.get(raw) or names.setdefault(raw, tuple(SIGHTINGS[c].value for c in t.codes[p, :m].tolist()))
+        out.append({
+            "seq": seq, "direction": DIRECTIONS[d].value, "outcome": OUTCOMES[o].value,
+            "last_seen": None if last < 0 else points[d][last], "first_missed": None if fm < 0 else points[d][fm],
+            "sightings": list(sightings), "times_us": t_row[:m], "esp": e_row[:m],
+        })
+    return out
 
 
 def _sent_dict(x: SentProbe) -> dict[str, Any]:
