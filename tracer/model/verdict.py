@@ -6,7 +6,9 @@ tracer/tracer.schema.json): run ids as hex strings, times as integer µs since t
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
@@ -219,7 +221,8 @@ class ProbeTraces(Sequence[ProbeTrace]):
 
     @cached_property
     def _all(self) -> list[ProbeTrace]:
-        return self._objects(np.arange(len(self)))
+        with _gc_paused():
+            return self._objects(np.arange(len(self)))
 
     def _objects(self, rows: np.ndarray) -> list[ProbeTrace]:
         """Trace objects of ``rows``, from whole-column conversions (the loop only packs tuples)."""
@@ -367,6 +370,8 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """One run of the JSON contract (docs/json.md)."""
         rtt = self.rtt
+        with _gc_paused():
+            probes = _trace_dicts(self.probes, self.paths)
         return {
             "run": run_hex(self.run),
             "kind": self.kind,
@@ -375,7 +380,7 @@ class Verdict:
             "summary": self.summary,
             "paths": {str(k): p.to_dict() for k, p in self.paths.items()},
             "findings": [_finding_dict(f) for f in self.findings],
-            "probes": _trace_dicts(self.probes, self.paths),
+            "probes": probes,
             "sent": [_sent_dict(x) for x in self.sent],
             "rtt": None if rtt is None else {"count": rtt.count, "min_ms": rtt.min_ms, "avg_ms": rtt.avg_ms,
                                              "max_ms": rtt.max_ms, "mdev_ms": rtt.mdev_ms},
@@ -420,19 +425,43 @@ def _trace_dicts(t: ProbeTraces, paths: Mapping[Direction, ExpectedPath]) -> lis
     k = t.esp[keyed]
     e_obj[keyed] = [{"spi": spi, "seq": q} for spi, q in zip((k >> np.uint64(32)).tolist(),
                                                                 (k & np.uint64(0xFFFFFFFF)).tolist(), strict=True)]
-    names: dict[bytes, tuple[str, ...]] = {}
-    out = []
-    for p, (d, seq, o, last, fm, m, t_row, e_row) in enumerate(zip(
-            t.directions.tolist(), t.seqs.tolist(), t.outcomes.tolist(), t.last_seen.tolist(),
-            t.first_missed.tolist(), t.hops.tolist(), t_obj.tolist(), e_obj.tolist(), strict=True)):
-        raw = t.codes[p, :m].tobytes()
-        sightings = names.get(raw) or names.setdefault(raw, tuple(SIGHTINGS[c].value for c in t.codes[p, :m].tolist()))
+    kinds, row_kind = _distinct_rows(t.codes)
+    sightings = [[SIGHTINGS[c].value for c in row if c >= 0] for row in kinds.tolist()]
+    direction, outcome = [x.value for x in DIRECTIONS], [x.value for x in OUTCOMES]
+    width = t.codes.shape[1]
+    out: list[dict[str, Any]] = []
+    for d, seq, o, last, fm, m, k, t_row, e_row in zip(
+            t.directions.tolist(), t.seqs.tolist(), t.outcomes.tolist(), t.last_seen.tolist(), t.first_missed.tolist(),
+            t.hops.tolist(), row_kind.tolist(), t_obj.tolist(), e_obj.tolist(), strict=True):
         out.append({
-            "seq": seq, "direction": DIRECTIONS[d].value, "outcome": OUTCOMES[o].value,
+            "seq": seq, "direction": direction[d], "outcome": outcome[o],
             "last_seen": None if last < 0 else points[d][last], "first_missed": None if fm < 0 else points[d][fm],
-            "sightings": list(sightings), "times_us": t_row[:m], "esp": e_row[:m],
+            "sightings": sightings[k].copy(), "times_us": t_row if m == width else t_row[:m],
+            "esp": e_row if m == width else e_row[:m],
         })
     return out
+
+
+def _distinct_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a 2-D array and, per row, which of them it is (few in a probe run)."""
+    if a.size == 0:  # no rows, or rows of no columns (all alike)
+        return a[:1], np.zeros(len(a), np.int64)
+    packed = np.ascontiguousarray(a).view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+    _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+    return a[first], inverse.ravel()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Without the cyclic collector while many acyclic containers are made at once: at 100k
+    probes its passes, which find nothing, take half of the time."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _sent_dict(x: SentProbe) -> dict[str, Any]:
