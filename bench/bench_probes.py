@@ -1,6 +1,7 @@
 """Benchmark: probe-heavy analysis — N tagged pings over the ten capture points of the test
 topology, every probe seen where it belongs (cleartext at the hosts and tunnel devices, ESP in
-UDP on the wire), analysed in-process: analyze, text rendering and JSON, timed apart.
+UDP on the wire), analysed in-process: analyze, text rendering and the ``--json`` document
+(``Verdict.to_dict`` and ``tracer.jsondoc.dumps``, what ``tracer replay --json`` prints), timed apart.
 
     python3 bench/bench_probes.py                      # 100, 10,000 and 100,000 probes
     python3 bench/bench_probes.py --probes 100000 --profile
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import pstats
 import sys
 import time
@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from tracer.analysis.analyze import analyze  # noqa: E402
 from tracer.cli.render import render_text  # noqa: E402
+from tracer.jsondoc import document, dumps  # noqa: E402
 from tracer.model.observations import Observations, PacketClass  # noqa: E402
 from tracer.model.probe import ProbeSpec  # noqa: E402
 from tracer.model.tag import ProbeKind  # noqa: E402
@@ -74,7 +75,7 @@ def observations(n: int) -> Observations:
 
 
 def measure(topo: Topology, n: int) -> dict:
-    """n probes analysed in-process: seconds for analyze, the text verdict and the JSON, and their sizes."""
+    """n probes analysed in-process: seconds for analyze, the text verdict and the ``--json`` document, and their sizes."""
     obs = observations(n)
     spec = ProbeSpec(RUN, ProbeKind.PING, count=n)
     t = time.perf_counter()
@@ -84,10 +85,10 @@ def measure(topo: Topology, n: int) -> dict:
     text = render_text(v)
     t_txt = time.perf_counter() - t
     t = time.perf_counter()
-    js = json.dumps(v.to_dict())
+    js = dumps(document("replay", [v.to_dict()], v.exit_code))
     t_js = time.perf_counter() - t
     return {"probes": n, "rows": len(obs), "analyze_s": t_an, "text_s": t_txt, "text_lines": len(text.splitlines()),
-            "json_s": t_js, "json_mb": len(js) / 1e6, "summary": v.summary}
+            "json_s": t_js, "json_mb": len(js.encode()) / 1e6, "summary": v.summary}
 
 
 def main(argv: list[str] | None = None) -> int:

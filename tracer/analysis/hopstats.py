@@ -15,7 +15,7 @@ differences of that one arrival time, so they cannot drift apart.
 
 from __future__ import annotations
 
-import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -36,8 +36,8 @@ def arrival_ns(t: ProbeTrace, hop: int) -> int | None:
     return t.times_ns[hop]
 
 
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
+def median(values: Sequence[float] | np.ndarray) -> float | None:
+    return float(np.median(values)) if len(values) else None
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,15 @@ class PathStats:
 
     def elapsed_ms(self, delivered_only: bool = False) -> list[list[float]]:
         """Per hop: time since the path's first hop (ms), one value per probe timed at both."""
-        return [self._between(0, h, delivered_only) for h in range(len(self.path.hops))]
+        return [self._between(0, h, delivered_only).tolist() for h in range(len(self.path.hops))]
+
+    def elapsed_medians_ms(self) -> list[float | None]:
+        """Per hop: the median of :meth:`elapsed_ms` (None: no probe timed at both)."""
+        return [median(self._between(0, h, False)) for h in range(len(self.path.hops))]
 
     def edge_delays_ms(self, delivered_only: bool = False) -> list[list[float]]:
         """Per edge (hop i → i+1): one-way delay (ms), one value per probe timed at both ends."""
-        return [self._between(h, h + 1, delivered_only) for h in range(len(self.path.hops) - 1)]
+        return [self._between(h, h + 1, delivered_only).tolist() for h in range(len(self.path.hops) - 1)]
 
     @cached_property
     def _arrivals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,12 +106,12 @@ class PathStats:
         seen = t >= 0
         return np.where(seen, t, 0), seen, self.probes.outcome_is(Outcome.DELIVERED)
 
-    def _between(self, a: int, b: int, delivered_only: bool) -> list[float]:
+    def _between(self, a: int, b: int, delivered_only: bool) -> np.ndarray:
         t, seen, delivered = self._arrivals
         ok = seen[:, a] & seen[:, b]
         if delivered_only:
             ok &= delivered
-        return ((t[ok, b] - t[ok, a]) / 1e6).tolist()
+        return (t[ok, b] - t[ok, a]) / 1e6
 
 
 def path_stats(v: Verdict, direction: str) -> PathStats | None:

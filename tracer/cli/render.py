@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tracer.analysis.hopstats import PathStats, all_path_stats, median
+from tracer.analysis.hopstats import PathStats, all_path_stats
 from tracer.model.direction import Direction
 from tracer.model.path import ExpectedPath, Hop
 from tracer.model.verdict import Outcome, Verdict
@@ -53,9 +53,7 @@ def _render_path(stats: PathStats, drops: dict[str, int], paired: bool = True) -
     if not stats.sent:
         return [head, "  not sent: no request arrived" if paired else "  none seen in any capture"]
     out = [head, f"  {'capture point':<26}{'seen':>6}  {'gap':>4}  {'+ms':>8}  note"]
-    elapsed = stats.elapsed_ms()
-    for h, (hop, s) in enumerate(zip(path.hops, stats.points, strict=True)):
-        med = median(elapsed[h])
+    for h, (hop, s, med) in enumerate(zip(path.hops, stats.points, stats.elapsed_medians_ms(), strict=True)):
         delay = f"{med:8.3f}" if med is not None and h else " " * 8
         notes = []
         if s.unobserved:
