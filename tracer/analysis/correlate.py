@@ -73,16 +73,18 @@ def correlate(
     all_decrypted = np.array([(spi << 32) | q for spi, q in decrypted.carriers], np.uint64) if decrypted else None
     disagreements = 0
 
-    probe = obs.select(probe_rows(obs, run, kind, direction))
-    order = np.argsort(probe["ts_ns"], kind="stable")
-    p_point, p_seq, p_ts = probe["point"][order], probe["tag_seq"][order], probe["ts_ns"][order]
+    # The probe's own rows grouped by point once, so each hop costs its rows, not all of them.
+    rows = np.flatnonzero(probe_rows(obs, run, kind, direction))
+    rows = rows[np.argsort(obs["point"][rows], kind="stable")]
+    p_seq, p_ts = obs["tag_seq"][rows], obs["ts_ns"][rows]
+    bounds = np.searchsorted(obs["point"][rows], np.arange(len(obs.points) + 1))
 
     for h, hop in enumerate(path.hops):
         pidx = obs.point_index(hop.point)
         if pidx < 0:
             codes[:, h] = UNOBSERVED
             continue
-        at = p_point == pidx
+        at = slice(bounds[pidx], bounds[pidx + 1])
         first_seen = _first_times(seqs, p_seq[at], p_ts[at])
         if hop.esp is None:
             times[:, h] = first_seen

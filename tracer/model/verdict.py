@@ -167,6 +167,11 @@ class ProbeTraces(Sequence[ProbeTrace]):
             return part
         return replace(part, codes=part.codes[:, :width], times=part.times[:, :width], esp=part.esp[:, :width])
 
+    def trace(self, direction: Direction | str, seq: int) -> ProbeTrace | None:
+        """The trace of probe ``seq`` going ``direction`` (None: no such row)."""
+        hit = np.flatnonzero((self.directions == DIRECTIONS.index(Direction(direction))) & (self.seqs == seq))
+        return self[int(hit[0])] if len(hit) else None
+
     def outcome_is(self, *outcomes: Outcome) -> np.ndarray:
         """Mask of the rows with one of ``outcomes``."""
         return np.isin(self.outcomes, [OUTCOMES.index(o) for o in outcomes])

@@ -36,7 +36,8 @@ def last_packets(obs: Observations, v: Verdict) -> list[LastPacket]:
         if f.outcome == Outcome.DELIVERED or f.last_seen is None or not f.seqs:
             continue
         seq = f.seqs[0]
-        trace = next(t for t in v.probes if t.direction == f.direction and t.seq == seq)
+        trace = v.probes.trace(f.direction, seq)
+        assert trace is not None  # (a finding's probes are traced)
         hop = v.paths[f.direction].index(f.last_seen)
         pidx = obs.point_index(f.last_seen)
         at = obs["point"] == pidx
