@@ -194,10 +194,10 @@ def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: Prob
     leak_causes: dict[str, str | None] = {}  # per point: the same for every probe that leaks there
     out = {}
     rewritten: dict[int, ProbeTrace] = {}
-    for p, op in off.items():
-        t = traces[p]
-        if op.divergence is None:  # (seen, so sent: even a reply to a request not seen arriving)
-            continue
+    # (one that diverged was seen, so sent: even a reply to a request not seen arriving)
+    diverged = [p for p, op in off.items() if op.divergence is not None]
+    for p, t in zip(diverged, traces.objects(np.array(diverged, np.int64)), strict=True):
+        op = off[p]
         cause = None
         if op.divergence.kind == "leak":
             at = op.divergence.at

@@ -69,11 +69,12 @@ def findings(
     detours = detours or {}
     n = len(traces)
     # One group per (outcome, last seen, first missed, detour), in the order of their first probe.
-    fates = list(dict.fromkeys(detours.values()))
-    fate_of = np.zeros(n, np.int64)  # 1 + index into fates; 0: kept to the expected path
+    number = {f: i + 1 for i, f in enumerate(dict.fromkeys(detours.values()))}  # 0: kept to the expected path
+    fates = list(number)
+    fate_of = np.zeros(n, np.int64)
     if detours:
-        for r in np.flatnonzero(np.isin(traces.seqs, list(detours))).tolist():
-            fate_of[r] = 1 + fates.index(detours[int(traces.seqs[r])])
+        rows = np.flatnonzero(np.isin(traces.seqs, list(detours)))
+        fate_of[rows] = [number[detours[q]] for q in traces.seqs[rows].tolist()]
     w = len(path.hops) + 1
     key = ((traces.outcomes.astype(np.int64) * w + traces.last_seen + 1) * w + traces.first_missed + 1) \
         * (len(fates) + 1) + fate_of

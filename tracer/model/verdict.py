@@ -123,13 +123,15 @@ class ProbeTraces(Sequence[ProbeTrace]):
         def pad(row: Sequence[int], fill: int) -> list[int]:
             return [*row, *[fill] * (width - len(row))]
 
+        # (a StrEnum member and its text are one dict key)
+        code, outcome, direction = ({x: i for i, x in enumerate(xs)} for xs in (SIGHTINGS, OUTCOMES, DIRECTIONS))
         return cls(
-            np.array([DIRECTIONS.index(Direction(t.direction)) for t in ts], np.int8),
+            np.array([direction[t.direction] for t in ts], np.int8),
             np.array([t.seq for t in ts], np.int64),
-            np.array([pad([SIGHTINGS.index(Sighting(x)) for x in t.sightings], -1) for t in ts], np.int8),
+            np.array([pad([code[x] for x in t.sightings], -1) for t in ts], np.int8),
             np.array([pad([-1 if x is None else x for x in t.times_ns], -1) for t in ts], np.int64),
             np.array([pad([0 if e is None else e[0] << 32 | e[1] for e in t.esp], 0) for t in ts], np.uint64),
-            np.array([OUTCOMES.index(Outcome(t.outcome)) for t in ts], np.int8),
+            np.array([outcome[t.outcome] for t in ts], np.int8),
             np.array([-1 if t.last_seen is None else t.last_seen for t in ts], np.int32),
             np.array([-1 if t.first_missed is None else t.first_missed for t in ts], np.int32),
             np.array([len(t.sightings) for t in ts], np.int32),
@@ -209,7 +211,7 @@ class ProbeTraces(Sequence[ProbeTrace]):
             return self.take(np.arange(len(self))[i])
         if not -len(self) <= i < len(self):
             raise IndexError(i)
-        return self._objects(np.array([i % len(self)]))[0]
+        return self.objects(np.array([i % len(self)]))[0]
 
     def __iter__(self) -> Iterator[ProbeTrace]:
         return iter(self._all)
@@ -226,11 +228,14 @@ class ProbeTraces(Sequence[ProbeTrace]):
 
     @cached_property
     def _all(self) -> list[ProbeTrace]:
+        return self.objects(np.arange(len(self)))
+
+    def objects(self, rows: np.ndarray) -> list[ProbeTrace]:
+        """Trace objects of ``rows``, from whole-column conversions (the loop only packs tuples)."""
         with _gc_paused():
-            return self._objects(np.arange(len(self)))
+            return self._objects(rows)
 
     def _objects(self, rows: np.ndarray) -> list[ProbeTrace]:
-        """Trace objects of ``rows``, from whole-column conversions (the loop only packs tuples)."""
         codes, times, esp = self.codes[rows], self.times[rows], self.esp[rows]
         t_obj = times.astype(object)
         t_obj[times < 0] = None
