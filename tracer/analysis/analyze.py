@@ -24,7 +24,7 @@ from tracer.analysis.locate import (
     went_elsewhere,
 )
 from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_status, mtu_summary
-from tracer.analysis.observed import observe, rewrites
+from tracer.analysis.observed import carrier_rows, observe, rewrites
 from tracer.analysis.unrouted import stale, unrouted
 from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
@@ -171,14 +171,15 @@ def _trace(obs: Observations, topo: Topology, spec: ProbeSpec, paths: dict[Direc
         if blind:  # seen where the topology ends the path, but it may have gone on unseen
             at_end = mine.outcome_is(Outcome.LOST) & (mine.last_seen == len(path.hops) - 1) & (not path.delivered)
             mine = replace(mine, outcomes=np.where(at_end, OUTCOMES.index(Outcome.INCONCLUSIVE), mine.outcomes))
-        off = observe(obs, topo, path, spec.run, spec.kind, direction, s)
+        carriers = carrier_rows(obs, s)
+        off = observe(obs, topo, path, spec.run, spec.kind, direction, s, carriers)
         detours, mine = _detours(obs, topo, path, mine, off, suspect)
         if not path.delivered:
             warn += stale(path, direction, spec.kind, None, _arrivals(detours), int(mine.sent().sum()))
         errors = spec.send_errors if direction == Direction.REQUEST else None
         found += findings(mine, path, direction, s.leaks, errors, detours, blind)
         observed += [off[p] for p in sorted(off)]
-        nat += rewrites(obs, s)
+        nat += rewrites(obs, s, carriers)
         # A reply is only expected once its request is known to have arrived.
         arrived = mine.outcome_is(Outcome.DELIVERED)
         traces.append(mine)

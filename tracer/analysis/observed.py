@@ -33,9 +33,10 @@ ICMP_TIME_EXCEEDED = 11
 
 
 def observe(obs: Observations, topo: Topology, path: ExpectedPath, run: int, kind: int, direction: Direction,
-            m: SightingMatrix) -> dict[int, ObservedProbe]:
+            m: SightingMatrix, carriers: tuple[np.ndarray, np.ndarray] | None = None) -> dict[int, ObservedProbe]:
     """Probe index (row of ``m``) → its observed path, for probes that left the expected path,
-    were seen where the topology has no interface, or looped."""
+    were seen where the topology has no interface, or looped. ``carriers``: :func:`carrier_rows`
+    of ``m`` when the caller has them."""
     exp_form = np.zeros(max(len(obs.points), 1), np.int8)  # per point: 0 off the path, 1 clear, 2 ESP
     for hop in path.hops:
         i = obs.point_index(hop.point)
@@ -44,7 +45,7 @@ def observe(obs: Observations, topo: Topology, path: ExpectedPath, run: int, kin
     in_topo = np.array([topo.interface(p) is not None for p in obs.points] or [False])
 
     clear = _clear_rows(obs, run, kind, direction, m.seqs)
-    esp = _esp_rows(obs, m)
+    esp = carrier_rows(obs, m) if carriers is None else carriers
     rows = np.concatenate([clear[0], esp[0]])
     probe = np.concatenate([clear[1], esp[1]])
     form = np.concatenate([np.zeros(len(clear[0]), np.int8), np.ones(len(esp[0]), np.int8)])
@@ -99,7 +100,7 @@ def _clear_rows(obs: Observations, run: int, kind: int, direction: Direction, se
     return _known(rows, obs["tag_seq"][rows], seqs)
 
 
-def _esp_rows(obs: Observations, m: SightingMatrix) -> tuple[np.ndarray, np.ndarray]:
+def carrier_rows(obs: Observations, m: SightingMatrix) -> tuple[np.ndarray, np.ndarray]:
     """(rows, probe index) of ESP packets whose (SPI, seq) is a probe's carrier, anywhere."""
     keyed = m.esp_keys != 0
     if not keyed.any():
@@ -127,6 +128,13 @@ def _looping(probe: np.ndarray, pt: np.ndarray, ttl: np.ndarray, form: np.ndarra
     c = form == 0
     if not c.any():
         return set()
+    # Only a (probe, point) seen more than once can have two TTLs; counted without a sort when the
+    # table is small (the usual run: each probe once per point, nothing left to sort).
+    pair = probe[c].astype(np.int64) * (int(pt.max()) + 1) + pt[c]
+    if int(pair.max()) < 8 * len(pair) + (1 << 20):
+        c[c] = np.bincount(pair)[pair] > 1
+        if not c.any():
+            return set()
     # (probe, point, TTL) packed in one integer (point < 2**16, TTL < 2**8): a plain sort, not
     # np.unique over stacked rows (a sort of void records, ~20x slower)
     trip = np.sort((probe[c].astype(np.int64) << 24) | (pt[c].astype(np.int64) << 8) | ttl[c].astype(np.int64))
@@ -180,10 +188,11 @@ def observed_graph(op: ObservedProbe) -> nx.DiGraph:
     return g
 
 
-def rewrites(obs: Observations, m: SightingMatrix) -> list[str]:
+def rewrites(obs: Observations, m: SightingMatrix, carriers: tuple[np.ndarray, np.ndarray] | None = None) -> list[str]:
     """NAT on the path: the same ESP packet (same SPI and sequence: its identity survives NAT) seen
-    with other outer addresses or ports at a later capture point. One line per distinct rewrite."""
-    rows, _ = _esp_rows(obs, m)
+    with other outer addresses or ports at a later capture point. One line per distinct rewrite.
+    ``carriers``: :func:`carrier_rows` of ``m`` when the caller has them."""
+    rows, _ = carrier_rows(obs, m) if carriers is None else carriers
     if not len(rows):
         return []
     key = (obs["spi"][rows].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][rows].astype(np.uint64)
