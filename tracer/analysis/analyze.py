@@ -35,7 +35,7 @@ from tracer.model.observed import ObservedProbe
 from tracer.model.path import ExpectedPath, expected_paths
 from tracer.model.probe import DecryptedTags, ProbeSpec
 from tracer.model.topology import Topology
-from tracer.model.verdict import OUTCOMES, SIGHTINGS, Finding, Outcome, ProbeTrace, ProbeTraces, Sighting, Status, Verdict
+from tracer.model.verdict import OUTCOMES, SIGHTINGS, Finding, Outcome, ProbeTraces, Sighting, Status, Verdict
 from tracer.probes import ProbeType, is_known, probe_type
 
 
@@ -193,23 +193,31 @@ def _detours(obs: Observations, topo: Topology, path: ExpectedPath, traces: Prob
     with theirs rewritten so the expected-path table shows them as gone elsewhere, not missed."""
     captured, unreliable = set(obs.points), set(drops)
     leak_causes: dict[str, str | None] = {}  # per point: the same for every probe that leaks there
+    delivered = traces.outcome_is(Outcome.DELIVERED)
     out = {}
-    rewritten: dict[int, ProbeTrace] = {}
-    # (one that diverged was seen, so sent: even a reply to a request not seen arriving)
-    diverged = [p for p, op in off.items() if op.divergence is not None]
-    for p, t in zip(diverged, traces.objects(np.array(diverged, np.int64)), strict=True):
-        op = off[p]
+    moved: dict[int, tuple[ObservedProbe, Outcome]] = {}
+    # Probes that went the same way the same way end alike: located once per way (many probes
+    # can take one wrong turn). A loop or an ICMP error is the probe's own.
+    fates: dict[tuple[object, ...], ObservedFate | None] = {}
+    for p, op in off.items():
+        if op.divergence is None:  # (seen, so sent: even a reply to a request not seen arriving)
+            continue
         cause = None
         if op.divergence.kind == "leak":
             at = op.divergence.at
             if at not in leak_causes:
                 leak_causes[at] = leak_cause(topo, path, at, _tunnel_esp_seen(obs, path, at))
             cause = leak_causes[at]
-        fate = locate_observed(topo, path, op, t.outcome == Outcome.DELIVERED, captured, unreliable, cause)
+        way = None if op.loop or op.quoted else (
+            tuple((s.point, s.form, s.place) for s in op.seen), op.seen[-1].outer, op.divergence, bool(delivered[p]), cause)
+        fate = fates.get(way) if way in fates else \
+            locate_observed(topo, path, op, bool(delivered[p]), captured, unreliable, cause)
+        if way is not None:
+            fates[way] = fate
         if fate is not None:
             out[op.seq] = fate
-            rewritten[p] = went_elsewhere(t, path, op, fate.outcome)
-    return out, traces.replaced(rewritten)
+            moved[p] = (op, fate.outcome)
+    return out, went_elsewhere(traces, path, moved)
 
 
 def _gap_points(traces: ProbeTraces, paths: dict[Direction, ExpectedPath]) -> set[str]:

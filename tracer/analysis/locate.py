@@ -8,13 +8,14 @@ whose identity is unknown, the honest answer is *inconclusive*.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
 import numpy as np
 
 from tracer.analysis.compare import loop_text
-from tracer.analysis.correlate import GAP, MISSED, SEEN, SightingMatrix, last_index
+from tracer.analysis.correlate import ELSEWHERE, GAP, LEAKED, MISSED, SEEN, UNKNOWN, SightingMatrix, last_index
 from tracer.model.direction import Direction
 from tracer.model.flowgraph import EdgeKind
 from tracer.model.observed import Form, ObservedProbe, Place
@@ -216,23 +217,36 @@ def reached(topo: Topology, path: ExpectedPath, op: ObservedProbe) -> str | None
                 None)
 
 
-def went_elsewhere(t: ProbeTrace, path: ExpectedPath, op: ObservedProbe, outcome: Outcome) -> ProbeTrace:
-    """The trace of a probe that left the expected path: the hops past the divergence that did not
-    see it are ELSEWHERE (it was, just not here), not missed or a capture gap; those that saw it in
-    the clear where ESP belongs are LEAKED."""
-    after = op.divergence.after if op.divergence else None
-    start = path.index(after) + 1 if after else 0
-    leaked = {s.point for s in op.seen if s.place == Place.LEAK}
-    bypassed = (Sighting.MISSED, Sighting.GAP, Sighting.UNKNOWN)
-
-    def code(h: int, s: Sighting) -> Sighting:
-        if path.hops[h].point in leaked:
-            return Sighting.LEAKED
-        return Sighting.ELSEWHERE if h >= start and s in bypassed else s
-
-    sightings = tuple(code(h, s) for h, s in enumerate(t.sightings))
-    last = len(path.hops) - 1 if outcome == Outcome.DELIVERED else path.index(after) if after else None
-    return replace(t, sightings=sightings, outcome=outcome, last_seen=last, first_missed=None)
+def went_elsewhere(traces: ProbeTraces, path: ExpectedPath,
+                   moved: Mapping[int, tuple[ObservedProbe, Outcome]]) -> ProbeTraces:
+    """The traces (one direction's) with those of probes that left the expected path rewritten
+    (row → its observed path and how it ended): the hops past the divergence that did not see it
+    are ELSEWHERE (it was, just not here), not missed or a capture gap; those that saw it in the
+    clear where ESP belongs are LEAKED."""
+    if not moved:
+        return traces
+    m = len(path.hops)
+    first = {h.point: i for i, h in reversed(list(enumerate(path.hops)))}  # (path.index: the first)
+    rows = np.fromiter(moved, np.int64, len(moved))
+    after = np.full(len(rows), -1, np.int64)  # the last hop that saw it before it left (-1: none)
+    leaked = np.zeros((len(rows), m), bool)
+    outcome = np.empty(len(rows), np.int8)
+    for i, (op, out) in enumerate(moved.values()):
+        if op.divergence and op.divergence.after:
+            after[i] = first.get(op.divergence.after, -1)
+        for s in op.seen:
+            if s.place == Place.LEAK and s.point in first:
+                leaked[i, [h for h, hop in enumerate(path.hops) if hop.point == s.point]] = True
+        outcome[i] = OUTCOMES.index(out)
+    codes = traces.codes[rows]
+    bypassed = np.isin(codes, (MISSED, GAP, UNKNOWN)) & (np.arange(m)[None, :] > after[:, None])
+    new = {"codes": traces.codes.copy(), "outcomes": traces.outcomes.copy(), "last_seen": traces.last_seen.copy(),
+           "first_missed": traces.first_missed.copy()}
+    new["codes"][rows] = np.where(leaked, LEAKED, np.where(bypassed, ELSEWHERE, codes))
+    new["outcomes"][rows] = outcome
+    new["last_seen"][rows] = np.where(outcome == _DELIVERED, m - 1, after)
+    new["first_missed"][rows] = -1
+    return replace(traces, **new)
 
 
 def _decap_next(topo: Topology, node: Node, cp: CapturePoint, outer_dst: IPv4Address,

@@ -19,7 +19,7 @@ from tracer.analysis.correlate import SightingMatrix, probe_rows
 from tracer.analysis.icmp import icmp_name
 from tracer.model.direction import Direction
 from tracer.model.observations import Observations, PacketClass
-from tracer.model.observed import Form, Loop, ObservedProbe, Place, Seen
+from tracer.model.observed import Divergence, Form, Loop, ObservedProbe, Place, Seen
 from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint
 from tracer.model.topology import Topology
@@ -68,6 +68,7 @@ def observe(obs: Observations, topo: Topology, path: ExpectedPath, run: int, kin
     cuts = np.flatnonzero(np.diff(probe[pick])) + 1
     quoting = _quoting(obs, run, kind)
     out = {}
+    ways: dict[tuple[tuple[str, Form, Place], ...], Divergence | None] = {}  # without a loop: one per way taken
     for part in np.split(pick, cuts):
         p = int(probe[part[0]])
         seen = tuple(_seen(obs, int(r), Form.CLEAR if f == 0 else Form.ESP, _PLACES[int(pl)])
@@ -75,7 +76,12 @@ def observe(obs: Observations, topo: Topology, path: ExpectedPath, run: int, kin
         seq = int(m.seqs[p])
         errors = quoting[obs["tag_seq"][quoting] == seq]
         loop = find_loop(seen, _expired_from(obs, errors))
-        out[p] = ObservedProbe(seq, direction, seen, divergence(topo, path, seen, loop), loop, _quoted(obs, errors))
+        if loop is None:
+            way = tuple((s.point, s.form, s.place) for s in seen)
+            div = ways[way] if way in ways else ways.setdefault(way, divergence(topo, path, seen, None))
+        else:
+            div = divergence(topo, path, seen, loop)
+        out[p] = ObservedProbe(seq, direction, seen, div, loop, _quoted(obs, errors))
     return out
 
 

@@ -182,21 +182,6 @@ class ProbeTraces(Sequence[ProbeTrace]):
         """Mask of the rows expected on their path at all (not the reply of a request that died)."""
         return self.outcomes != OUTCOMES.index(Outcome.NOT_SENT)
 
-    def replaced(self, rows: Mapping[int, ProbeTrace]) -> ProbeTraces:
-        """A copy with the trace objects ``rows`` (row → trace) written over those rows."""
-        if not rows:
-            return self
-        new = ProbeTraces.of(rows.values())
-        idx = np.fromiter(rows, np.int64, len(rows))
-        out = ProbeTraces(*(a.copy() for a in (self.directions, self.seqs, self.codes, self.times, self.esp,
-                                                  self.outcomes, self.last_seen, self.first_missed, self.hops)))
-        w = new.codes.shape[1]
-        for mine, theirs in ((out.directions, new.directions), (out.seqs, new.seqs), (out.outcomes, new.outcomes),
-                             (out.last_seen, new.last_seen), (out.first_missed, new.first_missed), (out.hops, new.hops)):
-            mine[idx] = theirs
-        out.codes[idx, :w], out.times[idx, :w], out.esp[idx, :w] = new.codes, new.times, new.esp
-        return out
-
     def __len__(self) -> int:
         return len(self.seqs)
 
