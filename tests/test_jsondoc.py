@@ -1,6 +1,7 @@
 """``tracer.jsondoc.dumps`` writes exactly what ``json.dumps(doc, indent=2, ensure_ascii=False)``
 writes (the goldens were written that way), also where the per-probe lists go through orjson:
-odd strings, several runs, keys in either order, and what orjson refuses."""
+odd strings, floats, several runs, keys in either order, and what orjson refuses or writes
+otherwise. The lists said to hold no floats hold none by the schema."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tracer.jsondoc import document, dumps
+from tracer.jsondoc import BULK_KEYS, document, dumps, schema
 
 ODD = "é → ✗ \"q\" \\ \n\t\b\f\x01\x7f\u2028 \U0001f600"
 
@@ -34,6 +35,42 @@ def probe(seq: int) -> dict[str, Any]:
 def test_the_same_text_as_json_writes(runs: list[dict[str, Any]]) -> None:
     doc = document("replay", runs, 1, capture_map=[{"file": ODD}])
     assert dumps(doc) == reference(doc)
+
+
+def sent(rtt: float | None) -> dict[str, Any]:
+    return {"seq": 1, "sent_us": 1_700_000_000_000_000, "size": 56, "rtt_ms": rtt, "error": None, "answer": ODD}
+
+
+@pytest.mark.parametrize("rtts", [
+    [0.123, 1.0, 0.0, -0.0, 12.5, 0.30000000000000004, 1e-4, 9999999999999998.0, None],
+    [0.5, 1e-05],  # json writes an exponent, orjson would not
+    [0.5, 1e16],
+    [float("nan")],
+    [float("inf")],
+])
+def test_floats_are_written_as_json_writes_them(rtts: list[float | None]) -> None:
+    doc = document("replay", [{"probes": [probe(0)], "sent": [sent(x) for x in rtts]}])
+    assert dumps(doc) == reference(doc)
+
+
+def test_the_lists_without_floats_hold_no_numbers_but_integers() -> None:
+    defs = schema()["$defs"]
+
+    def number_types(node: Any, seen: set[str]) -> list[str]:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/") and ref not in seen:
+                return number_types(defs[ref.rsplit("/", 1)[1]], seen | {ref})
+            kinds = node.get("type", [])
+            found = ["number"] if "number" in (kinds if isinstance(kinds, list) else [kinds]) else []
+            return found + [t for v in node.values() for t in number_types(v, seen)]
+        if isinstance(node, list):
+            return [t for v in node for t in number_types(v, seen)]
+        return []
+
+    run = defs["run"]["properties"]
+    assert all(number_types(run[k], set()) == [] for k, floats in BULK_KEYS.items() if not floats)
+    assert number_types(run["sent"], set()) == ["number"]  # rtt_ms: the check can find one
 
 
 def test_what_orjson_refuses_is_written_by_json() -> None:

@@ -34,23 +34,24 @@ def error_document(command: str | None, message: str, exit_code: int) -> dict[st
     return document(command or "tracer", exit_code=exit_code) | {"error": {"message": message, "exit_code": exit_code}}
 
 
-# Run keys that can hold one object per probe (100k in a probe-heavy run) and never a float.
-# json's indented encoder is pure Python (~10 s for 100k probes); orjson writes the same text in C,
-# but formats some floats differently (1e-05 as 0.00001), so it only gets these lists.
-BULK_KEYS = ("probes", "observed")
+# Run keys that can hold one object per probe (100k in a probe-heavy run) → whether they hold
+# floats. json's indented encoder is pure Python (~10 s for 100k probes); orjson writes the same
+# text in C, floats included, except where json writes an exponent (1e-05, 1e+16: orjson writes
+# 0.00001, 1e16): a list with such a float stays with json.
+BULK_KEYS = {"probes": False, "observed": False, "sent": True}
 
 
 def dumps(doc: dict[str, Any]) -> str:
     """The document as ``json.dumps(doc, indent=2, ensure_ascii=False)`` writes it, byte for byte."""
     mark = f"\x00bulk-{uuid.uuid4().hex}-"  # a string no document holds (json writes its NUL as \u0000)
-    bulk: dict[str, list[Any]] = {}
+    bulk: dict[str, tuple[str, list[Any]]] = {}  # token → (key, its list)
 
     def cut(run: dict[str, Any]) -> dict[str, Any]:
         run = dict(run)
         for k in BULK_KEYS:
             if run.get(k):
                 token = f"{mark}{len(bulk)}"
-                bulk[token], run[k] = run[k], token
+                bulk[token], run[k] = (k, run[k]), token
         return run
 
     if any(r.get(k) for r in doc.get("runs") or [] for k in BULK_KEYS):
@@ -61,19 +62,38 @@ def dumps(doc: dict[str, Any]) -> str:
     pieces, pos = [], 0
     for at, token in sorted((text.index(json.dumps(t)), t) for t in bulk):
         line = text[text.rfind("\n", 0, at) + 1:at]
-        pieces += [text[pos:at], _bulk(bulk[token], len(line) - len(line.lstrip(" ")))]
+        key, items = bulk[token]
+        pieces += [text[pos:at], _bulk(items, len(line) - len(line.lstrip(" ")), BULK_KEYS[key])]
         pos = at + len(json.dumps(token))
     return "".join([*pieces, text[pos:]])
 
 
-def _bulk(items: list[Any], indent: int) -> str:
+def _bulk(items: list[Any], indent: int, floats: bool) -> str:
     """``items`` as json's indented encoder writes them as a value on a line indented ``indent``."""
     import orjson
 
-    try:
-        return orjson.dumps(items, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n" + b" " * indent).decode()
-    except TypeError:  # what orjson refuses (a key that is no string, a huge int): json's way
-        return json.dumps(items, indent=2, ensure_ascii=False).replace("\n", "\n" + " " * indent)
+    if not floats or _plain_floats(items):
+        try:
+            return orjson.dumps(items, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n" + b" " * indent).decode()
+        except TypeError:  # what orjson refuses (a key that is no string, a huge int): json's way
+            pass
+    return json.dumps(items, indent=2, ensure_ascii=False).replace("\n", "\n" + " " * indent)
+
+
+def _plain_floats(items: list[Any]) -> bool:
+    """Whether every float in ``items`` is one json writes without an exponent (0, or 1e-4 ≤ |x| <
+    1e16; not NaN or infinite): there json and orjson write the same shortest digits alike."""
+    stack: list[Any] = [items]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, float):
+            if not (x == 0 or 1e-4 <= abs(x) < 1e16):
+                return False
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, list | tuple):
+            stack.extend(x)
+    return True
 
 
 def schema() -> dict[str, Any]:
