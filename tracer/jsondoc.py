@@ -86,13 +86,12 @@ def _plain_floats(items: list[Any]) -> bool:
     stack: list[Any] = [items]
     while stack:
         x = stack.pop()
-        if isinstance(x, float):
-            if not (x == 0 or 1e-4 <= abs(x) < 1e16):
-                return False
-        elif isinstance(x, dict):
-            stack.extend(x.values())
-        elif isinstance(x, list | tuple):
-            stack.extend(x)
+        for v in x.values() if isinstance(x, dict) else x:
+            if isinstance(v, float):
+                if not (v == 0 or 1e-4 <= abs(v) < 1e16):
+                    return False
+            elif isinstance(v, dict | list | tuple):
+                stack.append(v)
     return True
 
 
