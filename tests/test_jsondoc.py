@@ -5,12 +5,14 @@ otherwise. The lists said to hold no floats hold none by the schema."""
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tracer.jsondoc import BULK_KEYS, document, dumps, schema
+from tracer.jsondoc import BULK_KEYS, document, dumps, schema, write
 
 ODD = "é → ✗ \"q\" \\ \n\t\b\f\x01\x7f\u2028 \U0001f600"
 
@@ -83,3 +85,14 @@ def test_the_input_is_left_as_it_was() -> None:
     before = reference(doc)
     dumps(doc)
     assert reference(doc) == before
+
+
+def test_write_prints_what_dumps_returns(tmp_path: Path) -> None:
+    doc = document("replay", [{"probes": [probe(q) for q in range(3)], "sent": [sent(0.5)]}])
+    text = io.StringIO()
+    write(doc, text)  # a text stream only
+    assert text.getvalue() == dumps(doc) + "\n"
+    with open(tmp_path / "out.json", "w", encoding="utf-8") as f:
+        f.write("before ")  # what the stream held before is flushed first
+        write(doc, f)  # orjson's bytes straight to the file beneath
+    assert (tmp_path / "out.json").read_text(encoding="utf-8") == "before " + dumps(doc) + "\n"

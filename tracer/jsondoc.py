@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from importlib import resources
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 from tracer import __version__
 
@@ -43,6 +44,30 @@ BULK_KEYS = {"probes": False, "observed": False, "sent": True}
 
 def dumps(doc: dict[str, Any]) -> str:
     """The document as ``json.dumps(doc, indent=2, ensure_ascii=False)`` writes it, byte for byte."""
+    return "".join(p if isinstance(p, str) else p.decode() for p in _pieces(doc))
+
+
+def write(doc: dict[str, Any], out: TextIO) -> None:
+    """``print(dumps(doc), file=out)`` without the whole text in memory at once (100k probes make
+    a quarter of a gigabyte): piece by piece, orjson's bytes straight to a binary stream beneath."""
+    utf8 = (getattr(out, "encoding", None) or "").lower().replace("-", "") == "utf8"
+    binary: BinaryIO | None = getattr(out, "buffer", None) if utf8 else None  # (else: as print encodes)
+    if binary is not None:
+        out.flush()
+    for p in _pieces(doc):
+        if binary is None:
+            out.write(p if isinstance(p, str) else p.decode())
+        else:
+            binary.write(p.encode() if isinstance(p, str) else p)
+    if binary is not None:
+        binary.write(b"\n")
+        binary.flush()
+    else:
+        out.write("\n")
+
+
+def _pieces(doc: dict[str, Any]) -> Iterator[str | bytes]:
+    """The text of ``dumps``, in pieces: json's own for the document, orjson's for the bulk lists."""
     mark = f"\x00bulk-{uuid.uuid4().hex}-"  # a string no document holds (json writes its NUL as \u0000)
     bulk: dict[str, tuple[str, list[Any]]] = {}  # token → (key, its list)
 
@@ -57,24 +82,24 @@ def dumps(doc: dict[str, Any]) -> str:
     if any(r.get(k) for r in doc.get("runs") or [] for k in BULK_KEYS):
         doc = doc | {"runs": [cut(r) for r in doc["runs"]]}
     text = json.dumps(doc, indent=2, ensure_ascii=False)
-    if not bulk:
-        return text
-    pieces, pos = [], 0
+    pos = 0
     for at, token in sorted((text.index(json.dumps(t)), t) for t in bulk):
         line = text[text.rfind("\n", 0, at) + 1:at]
         key, items = bulk[token]
-        pieces += [text[pos:at], _bulk(items, len(line) - len(line.lstrip(" ")), BULK_KEYS[key])]
+        yield text[pos:at]
+        yield _bulk(items, len(line) - len(line.lstrip(" ")), BULK_KEYS[key])
         pos = at + len(json.dumps(token))
-    return "".join([*pieces, text[pos:]])
+    yield text[pos:]
 
 
-def _bulk(items: list[Any], indent: int, floats: bool) -> str:
-    """``items`` as json's indented encoder writes them as a value on a line indented ``indent``."""
+def _bulk(items: list[Any], indent: int, floats: bool) -> str | bytes:
+    """``items`` as json's indented encoder writes them as a value on a line indented ``indent``
+    (UTF-8 bytes when orjson wrote them)."""
     import orjson
 
     if not floats or _plain_floats(items):
         try:
-            return orjson.dumps(items, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n" + b" " * indent).decode()
+            return orjson.dumps(items, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n" + b" " * indent)
         except TypeError:  # what orjson refuses (a key that is no string, a huge int): json's way
             pass
     return json.dumps(items, indent=2, ensure_ascii=False).replace("\n", "\n" + " " * indent)

@@ -190,12 +190,12 @@ def emit(verdicts: list, as_json: bool, command: str = "replay", code: int | Non
     the runs (text: the caller prints them)."""
     from tracer.cli.render import render_text
     from tracer.cli.style import Style
-    from tracer.jsondoc import document, dumps
+    from tracer.jsondoc import document, write
 
     if as_json:
         if code is None:
             code = max((v.exit_code for v in verdicts), default=EXIT_DELIVERED)
-        print(dumps(document(command, [v.to_dict() for v in verdicts], code, **objects)))
+        write(document(command, [v.to_dict() for v in verdicts], code, **objects), sys.stdout)
     else:
         style = Style.for_stream(sys.stdout)
         print("\n\n".join(style.verdict(render_text(v), v.status) for v in verdicts))
