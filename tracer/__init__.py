@@ -32,7 +32,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "Observations": "tracer.model.observations",
     "Topology": "tracer.model.topology",
-    **{name: "tracer.model.verdict" for name in ("Finding", "Outcome", "ProbeTrace", "Sighting", "Status", "Verdict")},
+    **{name: "tracer.model.verdict" for name in ("Finding", "Outcome", "ProbeTrace", "ProbeTraces", "Sighting", "Status",
+                                                   "Verdict")},
 }
 
 
@@ -86,6 +87,6 @@ def load(*inputs: str | Path, topology: str | Path | None = None, points: dict[s
 
 
 __all__ = [
-    "Finding", "Observations", "Outcome", "ProbeTrace", "Run", "Sighting", "Status", "Topology",
+    "Finding", "Observations", "Outcome", "ProbeTrace", "ProbeTraces", "Run", "Sighting", "Status", "Topology",
     "TracerError", "Verdict", "load",
 ]
