@@ -171,11 +171,12 @@ def _sa_clear_ts(obs: Observations, topo: Topology, point: str, esp: Esp) -> np.
     at = obs.point_rows(obs.point_index(point))
     m = (obs["ipver"][at] == 4) & (obs["cls"][at] != PacketClass.ESP)
     src, dst = obs["src"][at][m], obs["dst"][at][m]
-    sel = _in_any(src, sender.subnets) & _in_any(dst, receiver.subnets)
+    sel = in_any(src, sender.subnets) & in_any(dst, receiver.subnets)
     return np.sort(obs["ts_ns"][at][m][sel])
 
 
-def _in_any(addrs: np.ndarray, nets: tuple) -> np.ndarray:
+def in_any(addrs: np.ndarray, nets: tuple) -> np.ndarray:
+    """Which of the IPv4 addresses (host-order uint32) lie in any of the networks ``nets``."""
     out = np.zeros(len(addrs), bool)
     for net in nets:
         out |= (addrs & np.uint32(int(net.netmask))) == np.uint32(int(net.network_address))

@@ -19,17 +19,15 @@ def implausible(obs: Observations, remote: set[str] = frozenset(), started_ns: i
     by another host's clock (their offset is estimated later, not judged here); ``started_ns``: when
     the run started (its manifest), else the points are judged against each other (three or more)."""
     out: dict[str, str] = {}
-    pts, ipver, ts = obs["point"], obs["ipver"], obs["ts_ns"]
     medians: dict[str, int] = {}
     for k, name in enumerate(obs.points):
-        rows = pts == k
-        n = int(rows.sum())
-        if n == 0:
+        c = obs.point_counts(k)  # all it captured, also where rows were left out while reading
+        if c.packets == 0:
             continue
-        if n >= MIN_PACKETS and not ipver[rows].any():
-            out[name] = f"none of its {n} packets decodes as IP: its link type does not fit its content"
-        elif name not in remote and (ip := rows & (ipver > 0)).any():
-            medians[name] = int(np.median(ts[ip]))
+        if c.packets >= MIN_PACKETS and not c.ip:
+            out[name] = f"none of its {c.packets} packets decodes as IP: its link type does not fit its content"
+        elif name not in remote and c.ip_median_ns is not None:
+            medians[name] = c.ip_median_ns
     if started_ns is not None or len(medians) >= 3:
         centre = started_ns if started_ns is not None else int(np.median(list(medians.values())))
         for name, m in medians.items():

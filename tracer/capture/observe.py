@@ -17,17 +17,20 @@ a verdict may go.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from tracer.analysis.extract import extract
-from tracer.capture.pcapfile import CaptureIndex, read_capture
-from tracer.model.observations import Merger, Observations
+from tracer.capture.forkmap import fork_map
+from tracer.capture.pcapfile import CaptureHead, CaptureIndex, read_capture
+from tracer.model.observations import Merger, Observations, PointCounts, count_rows
 
 Drops = dict[str, int | None]
+Keep = Callable[[dict[str, np.ndarray]], np.ndarray]  # observation columns → rows to keep
 
 
 @dataclass
@@ -36,6 +39,8 @@ class FileObservations:
     drops: Drops = field(default_factory=dict)  # capture point → kernel drops (None: unknown)
     warnings: list[str] = field(default_factory=list)
     damaged: dict[str, str] = field(default_factory=dict)  # capture point → why its file cannot prove absence
+    # Per file, where rows were left out while reading (``keep``): what it held in all; else None.
+    counts: list[PointCounts | None] = field(default_factory=list)
 
 
 def point_names(cap: CaptureIndex, point: str | None = None) -> list[str]:
@@ -86,19 +91,106 @@ def observe_files(items: Iterable[tuple[str | os.PathLike[str], str | None]]) ->
     return observe_indexed(caps, names)
 
 
-def observe_indexed(caps: list[CaptureIndex], names: list[list[str]]) -> FileObservations:
+def observe_indexed(caps: list[CaptureIndex], names: list[list[str]], keep: Keep | None = None) -> FileObservations:
     """Observations of already indexed captures (``names[f]``: the point of each interface of
     file ``f``), merged. With every file indexed first (a few bytes a packet; pages handed
     back) the merged columns are allocated once and each file is extracted straight into its
-    rows; each index is freed once used (``caps`` is emptied)."""
+    rows; each index is freed once used (``caps`` is emptied). ``keep``: see :func:`_leave_out`."""
     merged = Merger(sum(len(cap) for cap in caps))
     acc = _Accounts()
     caps.reverse()  # pop from the end, in the original order
     for file_names in names:
         cap = caps.pop()
-        part = observe_capture(cap, names=file_names, out=merged.slot(len(cap)))
+        slot = merged.slot(len(cap))
+        part = observe_capture(cap, names=file_names, out=slot)
         cap.drop_pages()
         del cap
+        _leave_out(part, keep)
+        if len(part.obs) < len(slot["ts_ns"]):  # rows left out: the next file's slot starts here, zeroed
+            for v in slot.values():
+                v[len(part.obs):] = 0
+        acc.add(part)
+        merged.add(part.obs)
+    return acc.result(merged.result())
+
+
+class FileReader:
+    """Capture files read in order (link types not checked), each file's head handed out as soon
+    as it is read, then merged into one set of observations whose interfaces are named by their
+    place (:func:`place`). ``keep``: see :func:`_leave_out`.
+
+    With ``jobs`` > 1 forked workers read and extract the files (:mod:`tracer.capture.forkmap`),
+    handing back their kept rows in shared memory, moved into the merged columns one file at a
+    time (the rows exist twice only for one file). Else every file is indexed here first (a few
+    bytes a packet) and extracted straight into the merged columns."""
+
+    def __init__(self, paths: list[Path], keep: Keep | None = None, jobs: int = 1) -> None:
+        self.paths, self.keep, self.jobs = paths, keep, jobs
+        self._caps: list[CaptureIndex] = []
+        self._parts: list[FileObservations] = []
+
+    def heads(self) -> Iterator[CaptureHead]:
+        if self.jobs <= 1:
+            for path in self.paths:
+                cap = read_capture(path, check_linktypes=False)
+                cap.drop_pages()
+                self._caps.append(cap)
+                yield cap.head
+            return
+        work = partial(_observe_path, keep=self.keep)
+        for head, cols in fork_map(work, list(enumerate(self.paths)), self.jobs):
+            head, part = head
+            part.obs.cols = cols
+            self._parts.append(part)
+            yield head
+
+    def merged(self) -> FileObservations:
+        """Every file's observations (call once all heads are read)."""
+        if self._parts:
+            return merge_parts(self._parts)
+        names = [[place(f, k) for k in range(len(cap.interfaces))] for f, cap in enumerate(self._caps)]
+        return observe_indexed(self._caps, names, self.keep)
+
+
+def place(f: int, k: int) -> str:
+    """The name interface ``k`` of file number ``f`` is observed under, until mapped to its point."""
+    return f"{f}#{k}"
+
+
+def _observe_path(item: tuple[int, Path], keep: Keep | None) -> tuple[tuple[CaptureHead, FileObservations], dict]:
+    """File number ``f`` read and observed in a worker; its columns travel apart from the rest."""
+    f, path = item
+    cap = read_capture(path, check_linktypes=False)
+    part = observe_capture(cap, names=[place(f, k) for k in range(len(cap.interfaces))])
+    head = cap.head
+    cap.drop_pages()
+    del cap
+    _leave_out(part, keep)
+    cols, part.obs.cols = part.obs.cols, {}
+    return (head, part), cols
+
+
+def _leave_out(part: FileObservations, keep: Keep | None) -> None:
+    """Keep only the rows ``keep`` selects (moved to the head of the same arrays; their ``rec``
+    still names their records), counting all of them first; without ``keep`` all stay."""
+    if keep is None:
+        part.counts = [None]
+        return
+    cols = part.obs.cols
+    part.counts = [count_rows(cols["ipver"], cols["ts_ns"])]
+    rows = np.flatnonzero(keep(cols))
+    if len(rows) < len(part.obs):
+        _squeeze(part.obs, rows)
+
+
+def merge_parts(parts: list[FileObservations]) -> FileObservations:
+    """Several files' observations merged; each part's columns are moved in (freed once copied)
+    and the list is emptied."""
+    merged = Merger(sum(len(p.obs) for p in parts), exact=True)
+    acc = _Accounts()
+    parts.reverse()  # pop from the end, in the original order
+    while parts:
+        part = parts.pop()
         acc.add(part)
         merged.add(part.obs)
     return acc.result(merged.result())
@@ -169,15 +261,17 @@ class _Accounts:
         self.drops: Drops = {}
         self.warnings: list[str] = []
         self.damaged: dict[str, str] = {}
+        self.counts: list[PointCounts | None] = []
 
     def add(self, part: FileObservations) -> None:
         for k, v in part.drops.items():
             self.drops[k] = _add(self.drops.get(k), v) if k in self.drops else v
         self.warnings += part.warnings
         self.damaged |= part.damaged
+        self.counts += part.counts
 
     def result(self, obs: Observations) -> FileObservations:
-        return FileObservations(obs, self.drops, self.warnings, self.damaged)
+        return FileObservations(obs, self.drops, self.warnings, self.damaged, self.counts)
 
 
 def _add(a: int | None, b: int | None) -> int | None:

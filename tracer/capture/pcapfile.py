@@ -74,6 +74,16 @@ class IfaceInfo:
     snaplen: int = 0
 
 
+@dataclass(frozen=True)
+class CaptureHead:
+    """What a capture says besides its packets (what mapping it to capture points needs)."""
+
+    path: str
+    fmt: str  # "pcap" or "pcapng"
+    interfaces: list[IfaceInfo]
+    busy: tuple[int, ...]  # the interfaces that carry packets
+
+
 @dataclass
 class CaptureIndex:
     """A capture file's bytes plus one row per packet record.
@@ -101,6 +111,11 @@ class CaptureIndex:
 
     def __len__(self) -> int:
         return len(self.data_off)
+
+    @property
+    def head(self) -> CaptureHead:
+        busy = tuple(np.flatnonzero(np.bincount(self.iface)).tolist()) if self.fmt == "pcapng" else (0,)
+        return CaptureHead(self.path, self.fmt, self.interfaces, busy)
 
     def linktypes(self) -> int | np.ndarray:
         """The link type of every record: one int if all interfaces share it, else a per-record array."""
@@ -156,7 +171,7 @@ def read_capture(path: str | os.PathLike[str], *, check_linktypes: bool = True) 
     return cap
 
 
-def refuse_linktypes(cap: CaptureIndex, interfaces: list[int]) -> None:
+def refuse_linktypes(cap: CaptureHead | CaptureIndex, interfaces: list[int]) -> None:
     """CaptureError for the first of ``interfaces`` whose link type extraction cannot read."""
     for i in interfaces:
         info = cap.interfaces[i]
@@ -442,7 +457,7 @@ class _Decoder:
 
         # The seven header words of each block in one gather (one pass over the file, not five).
         # An SPB ends sooner: its start is clipped, and what it lacks is overwritten below.
-        hdr = w[np.minimum(s, max(len(w) - 7, 0))[:, None] + np.arange(7)]
+        hdr = _gather_words(w, np.minimum(s, max(len(w) - 7, 0)), 7)
 
         def word(k: int) -> np.ndarray:
             return hdr[:, k]
@@ -559,6 +574,16 @@ class _Decoder:
             self.name, "pcapng", buf, data, caplen.astype(np.uint32), wire.astype(np.uint32), ts_ns,
             gif.astype(np.int16), ifaces, warnings,
         )
+
+
+def _gather_words(w: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
+    """``(len(starts), n)`` copy of ``w[s : s + n]`` for every start: one gather of ``n``-word
+    items (a void view with a one-word stride; ~5x a 2-D index array). ``w`` must hold ``n``
+    words from every start."""
+    if len(w) < n:
+        return np.zeros((len(starts), n), w.dtype)
+    items = np.ndarray((len(w) - n + 1,), dtype=f"V{4 * n}", buffer=w, strides=(4,))
+    return items[starts].view(w.dtype).reshape(-1, n)
 
 
 _META_BLOCKS = {_SHB: _Decoder._section, _IDB: _Decoder._interface, _ISB: _Decoder._statistics}

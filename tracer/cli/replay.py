@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress()  # on a terminal, for replays that take more than a second
     try:
         progress.stage("reading the captures")
-        loaded = load_run(args.inputs, args.topology, explicit_points(args))
+        loaded = load_run(args.inputs, args.topology, explicit_points(args),
+                          verdicts_only=args.flow is None and merged is None, run=args.run)
         check_endpoints(loaded.topology, args.src, args.dst)
         if merged is not None:
             _refuse_overwrite(merged, loaded, args)

@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 
 from tracer.analysis.extract import LINKTYPES
-from tracer.capture.observe import FileObservations, drop_duplicates, observe_indexed, relabel
-from tracer.capture.pcapfile import CaptureIndex, read_capture, refuse_linktypes
+from tracer.capture.forkmap import cores
+from tracer.capture.observe import FileObservations, FileReader, Keep, drop_duplicates, place, relabel
+from tracer.capture.pcapfile import CaptureHead, refuse_linktypes
 from tracer.errors import BadInput
 from tracer.model.observations import Observations
 from tracer.model.point import CapturePoint
@@ -168,7 +169,7 @@ class _Mapper:
                            "(letters, digits, '_.@-', at most 15)")
         return point, "" if self.topo.interface(point) else "not in the topology: used as a witness only"
 
-    def by_name(self, cap: CaptureIndex, k: int) -> tuple[str | None, str, str, list[str]]:
+    def by_name(self, cap: CaptureHead, k: int) -> tuple[str | None, str, str, list[str]]:
         """Rules 2 and 3 for interface ``k``: (point or None, how, why, candidates or unused reasons)."""
         info = cap.interfaces[k]
         near: list[str] = []  # what the names said when they did not decide
@@ -268,21 +269,26 @@ def _hops_in_one(obs: Observations, at: slice | np.ndarray) -> list[int]:
     return sorted(int(t) for t in rows[(rows[:, :-1] == first).all(axis=1), -1].tolist())
 
 
-def map_captures(sources: Iterable[Source], topo: Topology) -> MappedRun:
+def map_captures(sources: Iterable[Source], topo: Topology, keep: Keep | None = None) -> MappedRun:
     """Read every file, map each of its interfaces to a point (or unused), and merge the observations.
 
-    Memory: every file is indexed first (a few bytes a packet; its pages handed back), so the
-    merged columns are allocated once and each file is extracted straight into its rows; the
-    content rule then reads those rows, and the points are renamed in place."""
+    ``keep``: the rows worth keeping (:mod:`tracer.analysis.relevant`); applied only where every
+    file is a point of its own fixed in advance (option or manifest: no content rule reads the
+    rows, and each point's counts are its file's), else every row is kept.
+
+    Files are read and extracted in parallel, in forked workers (:mod:`tracer.capture.forkmap`),
+    each handing back its (kept) rows in shared memory; these are moved into the merged columns
+    one file at a time, so the rows exist twice only for one file. The content rule then reads
+    the merged rows, and the points are renamed in place."""
+    sources = list(sources)
     mapper = _Mapper(topo)
-    caps: list[CaptureIndex] = []
+    keep = keep if _fixed_ahead(mapper, sources) else None
+    size = sum(_size(src.path) for src in sources)
+    reader = FileReader([src.path for src in sources], keep, min(cores(), len(sources)) if size >= PARALLEL_FROM else 1)
+    heads: list[CaptureHead] = []
     decided: list[list[Mapped | None]] = []
     near: dict[tuple[int, int], list[str]] = {}
-    for f, src in enumerate(sources):
-        # Link types are checked per interface once mapped: an unreadable one that maps nowhere
-        # (a USB or Bluetooth interface in a dumpcap of several) is only unused.
-        cap = read_capture(src.path, check_linktypes=False)
-        busy = set(np.unique(cap.iface).tolist()) if cap.fmt == "pcapng" else {0}
+    for f, (src, cap) in enumerate(zip(sources, reader.heads(), strict=True)):
         row: list[Mapped | None] = []
         n = len(cap.interfaces)
         fixed = mapper.explicit(src) if src.point is not None else None
@@ -296,29 +302,58 @@ def map_captures(sources: Iterable[Source], topo: Topology) -> MappedRun:
             row.append(Mapped(cap.path, k, info.name, point, how, why, of=n) if how else None)
             near[(f, k)] = cands
         decided.append(row)
-        refuse_linktypes(cap, [k for k, m in enumerate(row) if k in busy and m is not None and m.point is not None])
-        cap.drop_pages()
-        caps.append(cap)
+        # Link types are checked per interface once mapped: an unreadable one that maps nowhere
+        # (a USB or Bluetooth interface in a dumpcap of several) is only unused.
+        refuse_linktypes(cap, [k for k, m in enumerate(row) if k in cap.busy and m is not None and m.point is not None])
+        heads.append(cap)
     _set_aside_merged(decided)
     # Each interface is first named by its place (file, interface), then renamed to its point.
-    keys = [[f"{f}#{k}" for k in range(len(cap.interfaces))] for f, cap in enumerate(caps)]
-    files = [(cap.path, [i.name for i in cap.interfaces]) for cap in caps]
-    seen = observe_indexed(caps, keys)
+    keys = [[place(f, k) for k in range(len(cap.interfaces))] for f, cap in enumerate(heads)]
+    seen = reader.merged()
     for f, row in enumerate(decided):  # rule 4
-        path, ifnames = files[f]
         for k, m in enumerate(row):
             if m is None:
+                ifnames = [i.name for i in heads[f].interfaces]
                 point, why, cands = mapper.by_content(seen.obs, seen.obs.point_index(keys[f][k]), near[(f, k)])
-                row[k] = Mapped(path, k, ifnames[k], point, CONTENT if point else UNUSED, why, cands, len(ifnames))
+                row[k] = Mapped(heads[f].path, k, ifnames[k], point, CONTENT if point else UNUSED, why, cands,
+                                len(ifnames))
     mapping = [m for row in decided for m in row if m is not None]
     if mapping and all(m.point is None for m in mapping):
         first = mapping[0]
         more = f" (and {len(mapping) - 1} more)" if len(mapping) > 1 else ""
         raise BadInput(f"no capture is of an interface of topology {topo.source}: {first.label}: {first.why}{more}")
     point_of = {keys[f][k]: m.point for f, row in enumerate(decided) for k, m in enumerate(row) if m is not None}
+    counts = seen.counts
     seen = relabel(seen, [point_of[key] for key in seen.obs.points])
+    if keep is not None:  # one file a point: its counts are the point's
+        seen.obs.counts = {row[0].point: c for c, row in zip(counts, decided, strict=True)
+                           if row and row[0].point is not None and c is not None}
     fed = Counter(m.point for m in mapping if m.point is not None)
     return MappedRun(drop_duplicates(seen, [p for p, n in fed.items() if n > 1]), mapping)
+
+
+PARALLEL_FROM = 32 << 20  # bytes of captures from which forking workers pays (a fork costs ~1 ms)
+
+
+def _fixed_ahead(mapper: _Mapper, sources: list[Source]) -> bool:
+    """Each file is a point of its own, fixed in advance (option, manifest). (Whatever is wrong
+    with a point is said later, in file order, as it always is.)"""
+    points = []
+    for src in sources:
+        if src.point is None:
+            return False
+        try:
+            points.append(mapper.explicit(src)[0])
+        except BadInput:
+            return False
+    return len(set(points)) == len(points)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # said when it is read
 
 
 def _set_aside_merged(decided: list[list[Mapped | None]]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from tracer.analysis.analyze import analyze, find_runs
 from tracer.analysis.identity import Flow, untagged_flows
 from tracer.analysis.plausible import implausible
+from tracer.analysis.relevant import relevant_rows
 from tracer.analysis.topocheck import compare
 from tracer.errors import BadInput, NoTraffic
 from tracer.model import flowfilter
@@ -75,15 +76,21 @@ class _Inputs:
 
 
 def load_run(inputs: list[Path], topology: Path | None = None,
-             points: list[tuple[str, Path]] | None = None) -> LoadedRun:
+             points: list[tuple[str, Path]] | None = None, *, verdicts_only: bool = False,
+             run: int | None = None) -> LoadedRun:
     """A run directory (with manifest) or a list of capture files; ``points``: (point, file)
-    the user mapped explicitly (--point, --points), files that need not be in ``inputs``."""
+    the user mapped explicitly (--point, --points), files that need not be in ``inputs``.
+
+    ``verdicts_only``: the observations serve only :func:`replay_run` (no --flow, no merged
+    capture written); for the manifest's tagged run (``run`` None or its id) rows its analysis
+    does not read are then left out while reading (:mod:`tracer.analysis.relevant`)."""
     found = _inputs(inputs, points or [])
     topology = topology or found.topology
     if topology is None:
         raise BadInput("no topology: pass --topology FILE (run directories carry their own)")
     topo = load_topology(topology)
-    mapped = map_captures(found.files, topo)
+    slim = verdicts_only and _manifest_run(found.manifest, run)
+    mapped = map_captures(found.files, topo, relevant_rows(topo) if slim else None)
     seen = mapped.seen
     obs, drops, warnings = seen.obs, seen.drops, seen.warnings
     damaged = dict(seen.damaged)
@@ -247,7 +254,7 @@ def replay_run(
     m = loaded.manifest
     notes: dict[int, tuple[str, ...]] = {}  # run → warnings of its own (untagged flows)
     flows: list[Flow] = []
-    if flow is None and m is not None and m.run is not None and m.kind is not None and run in (None, m.run):
+    if flow is None and _manifest_run(m, run):
         specs = [_spec_from_manifest(loaded, m, src, dst)]
     else:
         runs = find_runs(loaded.observations) if flow is None else []
@@ -266,6 +273,11 @@ def replay_run(
     decrypted = _decrypt(loaded, esp_keys, flows) if esp_keys else None
     return [analyze(loaded.topology, loaded.observations, s, loaded.drops, (*loaded.warnings, *notes.get(s.run, ())),
                     decrypted, loaded.damaged, loaded.evidence, loaded.netstate) for s in specs]
+
+
+def _manifest_run(m: Manifest | None, run: int | None) -> bool:
+    """The run analysed is the manifest's own (tagged, its kind known), not one found in the captures."""
+    return m is not None and m.run is not None and m.kind is not None and run in (None, m.run)
 
 
 def _untagged(loaded: LoadedRun, flow: str | None, src: IPv4Address | None, dst: IPv4Address | None) -> list[Flow]:
