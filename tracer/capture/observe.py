@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from tracer.analysis.extract import extract
-from tracer.capture.forkmap import fork_map
+from tracer.capture.forkmap import Workers, can_fork, shared_zeros
 from tracer.capture.pcapfile import CaptureHead, CaptureIndex, read_capture
-from tracer.model.observations import Merger, Observations, PointCounts, count_rows
+from tracer.model.observations import COLUMNS, Merger, Observations, PointCounts, check_numbers, count_rows
 
 Drops = dict[str, int | None]
 Keep = Callable[[dict[str, np.ndarray]], np.ndarray]  # observation columns → rows to keep
@@ -119,37 +119,58 @@ class FileReader:
     as it is read, then merged into one set of observations whose interfaces are named by their
     place (:func:`place`). ``keep``: see :func:`_leave_out`.
 
-    With ``jobs`` > 1 forked workers read and extract the files (:mod:`tracer.capture.forkmap`),
-    handing back their kept rows in shared memory, moved into the merged columns one file at a
-    time (the rows exist twice only for one file). Else every file is indexed here first (a few
-    bytes a packet) and extracted straight into the merged columns."""
+    With ``jobs`` > 1, forked workers read and extract the files and write their (kept) rows
+    straight into merged columns in shared memory, at the rows the parent hands out in file
+    order (:mod:`tracer.capture.forkmap`): each row is copied once, by a worker. Else every file
+    is indexed here first (a few bytes a packet) and extracted straight into the merged columns."""
 
     def __init__(self, paths: list[Path], keep: Keep | None = None, jobs: int = 1) -> None:
         self.paths, self.keep, self.jobs = paths, keep, jobs
         self._caps: list[CaptureIndex] = []
-        self._parts: list[FileObservations] = []
+        self._workers: Workers | None = None
+        self._shared: dict[str, np.ndarray] = {}
+        self._parts: list[FileObservations] = []  # from workers: everything but the rows
+        self._rows = 0
 
     def heads(self) -> Iterator[CaptureHead]:
-        if self.jobs <= 1:
+        if self.jobs <= 1 or not can_fork():
             for path in self.paths:
                 cap = read_capture(path, check_linktypes=False)
                 cap.drop_pages()
                 self._caps.append(cap)
                 yield cap.head
             return
-        work = partial(_observe_path, keep=self.keep)
-        for head, cols in fork_map(work, list(enumerate(self.paths)), self.jobs):
-            head, part = head
-            part.obs.cols = cols
+        # Room for every record the files could hold (a record takes at least 16 bytes): address
+        # space only, the rows written are all that is ever backed by memory.
+        bound = sum(_size(p) // 16 + 1 for p in self.paths)
+        self._shared = {k: shared_zeros(bound, dt) for k, dt in COLUMNS.items()}
+        work = partial(_observe_in_worker, keep=self.keep, into=self._shared)
+        self._workers = Workers(work, self._place, list(enumerate(self.paths)), self.jobs)
+        for head, part, _ in self._workers.heads():
             self._parts.append(part)
             yield head
 
+    def _place(self, head: tuple[CaptureHead, FileObservations, int]) -> tuple[int, int]:
+        """Where the next file's rows go: (first row, number of its first point)."""
+        rows = head[2]
+        where = self._rows, sum(len(p.obs.points) for p in self._parts)
+        self._rows += rows
+        return where
+
     def merged(self) -> FileObservations:
         """Every file's observations (call once all heads are read)."""
-        if self._parts:
-            return merge_parts(self._parts)
-        names = [[place(f, k) for k in range(len(cap.interfaces))] for f, cap in enumerate(self._caps)]
-        return observe_indexed(self._caps, names, self.keep)
+        if self._workers is None:
+            names = [[place(f, k) for k in range(len(cap.interfaces))] for f, cap in enumerate(self._caps)]
+            return observe_indexed(self._caps, names, self.keep)
+        self._workers.wait()
+        points = [p for part in self._parts for p in part.obs.points]
+        sources = [s for part in self._parts for s in part.obs.sources]
+        check_numbers(points, sources)
+        acc = _Accounts()
+        for part in self._parts:
+            acc.add(part)
+        cols = {k: v[: self._rows] for k, v in self._shared.items()}
+        return acc.result(Observations(cols, points, sources))
 
 
 def place(f: int, k: int) -> str:
@@ -157,17 +178,44 @@ def place(f: int, k: int) -> str:
     return f"{f}#{k}"
 
 
-def _observe_path(item: tuple[int, Path], keep: Keep | None) -> tuple[tuple[CaptureHead, FileObservations], dict]:
-    """File number ``f`` read and observed in a worker; its columns travel apart from the rest."""
+def _observe_in_worker(item: tuple[int, Path], keep: Keep | None, into: dict[str, np.ndarray]
+                       ) -> tuple[tuple[CaptureHead, FileObservations, int], Callable[[tuple[int, int]], None]]:
+    """File number ``f`` read and observed in a worker: its head, everything but its rows and how
+    many rows it keeps; and how to write them into the merged columns ``into``, once placed."""
     f, path = item
     cap = read_capture(path, check_linktypes=False)
     part = observe_capture(cap, names=[place(f, k) for k in range(len(cap.interfaces))])
     head = cap.head
     cap.drop_pages()
     del cap
-    _leave_out(part, keep)
-    cols, part.obs.cols = part.obs.cols, {}
-    return (head, part), cols
+    cols = part.obs.cols
+    rows = None
+    if keep is not None:
+        part.counts = [count_rows(cols["ipver"], cols["ts_ns"])]
+        rows = np.flatnonzero(keep(cols))
+    n = len(part.obs) if rows is None else len(rows)
+    part.obs.cols = {}
+
+    def write(where: tuple[int, int]) -> None:
+        at, first_point = where
+        for k, v in cols.items():
+            dst = into[k][at : at + n]
+            if rows is None:
+                dst[:] = v
+            else:
+                np.take(v, rows, out=dst)
+            if k == "point":
+                dst += first_point
+            elif k == "file":
+                dst[:] = f
+    return (head, part, n), write
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # said when it is read
 
 
 def _leave_out(part: FileObservations, keep: Keep | None) -> None:
@@ -181,19 +229,6 @@ def _leave_out(part: FileObservations, keep: Keep | None) -> None:
     rows = np.flatnonzero(keep(cols))
     if len(rows) < len(part.obs):
         _squeeze(part.obs, rows)
-
-
-def merge_parts(parts: list[FileObservations]) -> FileObservations:
-    """Several files' observations merged; each part's columns are moved in (freed once copied)
-    and the list is emptied."""
-    merged = Merger(sum(len(p.obs) for p in parts), exact=True)
-    acc = _Accounts()
-    parts.reverse()  # pop from the end, in the original order
-    while parts:
-        part = parts.pop()
-        acc.add(part)
-        merged.add(part.obs)
-    return acc.result(merged.result())
 
 
 def relabel(part: FileObservations, names: list[str | None]) -> FileObservations:

@@ -58,7 +58,7 @@ Fields a truncated snapshot does not fully cover are 0.
 
 from __future__ import annotations
 
-import mmap
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -216,10 +216,8 @@ class Merger:
     dropped from the part, so at no time do all parts and their merged copy exist together.
     :meth:`slot` hands out the next rows' column views, for a part to be built in place."""
 
-    def __init__(self, total: int, *, exact: bool = False) -> None:
-        """``exact``: ``total`` rows will be added (not just at most that many), so the memory is
-        mapped in at once, not page by page as it is written (~4x faster for large merges)."""
-        self.cols = {k: _zeros(total, dt, exact) for k, dt in COLUMNS.items()}
+    def __init__(self, total: int) -> None:
+        self.cols = {k: np.zeros(total, dt) for k, dt in COLUMNS.items()}
         self.index: dict[str, int] = {}  # point name → its number in the merged set
         self.sources: list[str] = []
         self.at = 0
@@ -230,8 +228,7 @@ class Merger:
 
     def add(self, part: Observations) -> None:
         numbers = [self.index.setdefault(p, len(self.index)) for p in part.points]
-        if len(self.index) > MAX_POINTS or len(self.sources) + len(part.sources) > MAX_POINTS:
-            raise BadInput(f"more than {MAX_POINTS} capture points or files in one run: split the captures")
+        check_numbers(self.index, self.sources + part.sources)
         pmap = np.array(numbers or [0], dtype=np.int16)
         fbase = len(self.sources)
         self.sources.extend(part.sources)
@@ -253,12 +250,10 @@ class Merger:
         return Observations(cols, list(self.index), self.sources)
 
 
-def _zeros(n: int, dt: np.dtype, populate: bool) -> np.ndarray:
-    size = n * dt.itemsize
-    if not populate or size < 1 << 20 or not hasattr(mmap, "MAP_POPULATE"):
-        return np.zeros(n, dt)  # zeroed lazily, page by page
-    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
-    return np.frombuffer(m, dt)
-
-
 MAX_POINTS = np.iinfo(np.int16).max  # points and files are numbered in int16 columns
+
+
+def check_numbers(points: Sized, files: Sized) -> None:
+    """Points and files are numbered in int16 columns: refuse more."""
+    if len(points) > MAX_POINTS or len(files) > MAX_POINTS:
+        raise BadInput(f"more than {MAX_POINTS} capture points or files in one run: split the captures")
