@@ -426,7 +426,14 @@ class _Decoder:
         if len(st) == 0:
             return
         name, w = self.name, self.words.arr(bo)
-        types, lens = w[st], w[st + 1].astype(np.int64)
+        # The seven header words of every block in one gather (one pass over the file, not
+        # several): type and length of all blocks, the packet fields of packet blocks. A block
+        # within seven words of the end (a short SPB, or a cut file) is clipped to the end; its
+        # type and length are read alone, and what an SPB lacks is overwritten below.
+        hdr = _gather_words(w, np.minimum(st, max(len(w) - 7, 0)), 7)
+        types, lens = hdr[:, 0].copy(), hdr[:, 1].astype(np.int64)
+        if len(near := np.flatnonzero(st > len(w) - 7)):
+            types[near], lens[near] = w[st[near]], w[st[near] + 1]
         bad = (lens < 12) | (lens % 4 != 0)
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
@@ -448,16 +455,13 @@ class _Decoder:
         if len(pk) == 0:
             return
         s, t, ln, sec = st[pk], types[pk], lens[pk], sec[pk]
+        hdr = hdr[pk] if len(pk) < len(st) else hdr
         is_spb, is_pb = t == _SPB, t == _PB
         bad = ln < np.where(is_spb, 16, 32)  # shorter than the block's fixed fields
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             raise CaptureError(f"{name}: packet block at offset {int(s[k]) * 4} is too short ({int(ln[k])} bytes; "
                                "corrupt file)")
-
-        # The seven header words of each block in one gather (one pass over the file, not five).
-        # An SPB ends sooner: its start is clipped, and what it lacks is overwritten below.
-        hdr = _gather_words(w, np.minimum(s, max(len(w) - 7, 0)), 7)
 
         def word(k: int) -> np.ndarray:
             return hdr[:, k]
