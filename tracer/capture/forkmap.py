@@ -17,12 +17,14 @@ import mmap
 import os
 import pickle
 import signal
-import socket
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import socket
 
 T = TypeVar("T")
 Finish = Callable[[Any], None]  # in the child: write the item's rows where the parent said
@@ -56,6 +58,8 @@ class Workers(Generic[T]):
     has written. An exception in a child is raised here at its item's turn (children killed)."""
 
     def __init__(self, work: Work[T], place: Callable[[Any], Any], items: Sequence[T], jobs: int) -> None:
+        import socket  # only where workers are forked: a small replay does not pay for it
+
         self.work, self.place, self.items = work, place, items
         self.children: list[tuple[int, socket.socket]] = []
         for w in range(min(jobs, len(items))):
