@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import tracer.run.capturemap as capturemap
 from tests.json_contract import validated
 from tests.synth import POINTS, TOPOLOGY, Scenario, build
 from tracer.capture.pcapfile import read_capture
@@ -364,3 +365,23 @@ def test_run_directory_output_has_no_mapping(run_dir):
 
 def test_mergecap_is_there():
     assert shutil.which("mergecap"), "Wireshark's mergecap (bootstrap installs tshark, which brings it)"
+
+
+@pytest.mark.parametrize(("name", "flow"), [("gw-forward-drop", None), ("esp-blocked", None), ("snat-east-gw", None),
+                                          ("udp-gw-forward-drop", "udp")])
+def test_forked_workers_read_hand_captures_as_this_process_does(name: str, flow: str | None,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hand captures (mapped by file name, some unused, untagged flows): read by forked workers
+    (every replay forks when PARALLEL_FROM is 0) into the same mapping, rows and verdicts."""
+    plain = Path(__file__).resolve().parents[2] / "captures" / "plain"
+    files = sorted((plain / name).glob("*.pcap"))
+
+    def replay() -> tuple[list, dict, list]:
+        loaded = load_run(files, plain / "topology.toml")
+        obs = loaded.observations
+        return ([m.to_dict() for m in loaded.mapping], {k: v.tolist() for k, v in obs.cols.items()},
+                [v.to_dict() for v in replay_run(loaded, flow=flow)])
+
+    want = replay()
+    monkeypatch.setattr(capturemap, "PARALLEL_FROM", 0)
+    assert replay() == want

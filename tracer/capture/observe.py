@@ -133,17 +133,21 @@ class FileReader:
         self._rows = 0
 
     def heads(self) -> Iterator[CaptureHead]:
-        if self.jobs <= 1 or not can_fork():
+        if self.jobs > 1 and can_fork():
+            # Room for every record the files could hold (a record takes at least 16 bytes):
+            # address space only, the rows written are all that is ever backed by memory.
+            bound = sum(_size(p) // 16 + 1 for p in self.paths)
+            try:
+                self._shared = {k: shared_zeros(bound, dt) for k, dt in COLUMNS.items()}
+            except OSError:  # no address space for it (a strict overcommit policy): read here
+                self._shared = {}
+        if not self._shared:
             for path in self.paths:
                 cap = read_capture(path, check_linktypes=False)
                 cap.drop_pages()
                 self._caps.append(cap)
                 yield cap.head
             return
-        # Room for every record the files could hold (a record takes at least 16 bytes): address
-        # space only, the rows written are all that is ever backed by memory.
-        bound = sum(_size(p) // 16 + 1 for p in self.paths)
-        self._shared = {k: shared_zeros(bound, dt) for k, dt in COLUMNS.items()}
         work = partial(_observe_in_worker, keep=self.keep, into=self._shared)
         self._workers = Workers(work, self._place, list(enumerate(self.paths)), self.jobs)
         for head, part, _ in self._workers.heads():
