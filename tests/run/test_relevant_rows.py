@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tracer.capture.observe as observe
 import tracer.run.capturemap as capturemap
 import tracer.run.replay as replay
 from tests.cli.tracer_cmd import CAPTURES
@@ -106,11 +107,16 @@ def test_leaving_rows_out_changes_no_verdict(name: str, tmp_path: Path, monkeypa
 
 
 @pytest.mark.parametrize("name", ["all-delivered", "esp-blocked", "mtu-search-blackhole", "ike-ok"])
-@pytest.mark.parametrize("workers", [False, True])
-def test_the_rows_kept_are_the_relevant_ones(name: str, workers: bool, tmp_path: Path,
+@pytest.mark.parametrize(("workers", "segment"), [(False, observe.SEGMENT), (True, observe.SEGMENT), (False, 7), (True, 5)])
+def test_the_rows_kept_are_the_relevant_ones(name: str, workers: bool, segment: int, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also extracted a few records at a time (as large files are), every row or the kept ones."""
     run = _with_background(name, tmp_path)
+    whole = load_run([run]).observations
+    monkeypatch.setattr(observe, "SEGMENT", segment)
     full = load_run([run]).observations
+    for k, v in whole.cols.items():
+        assert np.array_equal(full[k], v), k
     if workers:
         monkeypatch.setattr(capturemap, "PARALLEL_FROM", 0)
     slim = load_run([run], verdicts_only=True).observations

@@ -27,7 +27,7 @@ import numpy as np
 from tracer.analysis.extract import extract
 from tracer.capture.forkmap import Workers, can_fork, shared_zeros
 from tracer.capture.pcapfile import CaptureHead, CaptureIndex, read_capture
-from tracer.model.observations import COLUMNS, Merger, Observations, PointCounts, check_numbers, count_rows
+from tracer.model.observations import COLUMNS, Merger, Observations, PointCounts, check_numbers
 
 Drops = dict[str, int | None]
 Keep = Callable[[dict[str, np.ndarray]], np.ndarray]  # observation columns → rows to keep
@@ -55,25 +55,59 @@ def point_names(cap: CaptureIndex, point: str | None = None) -> list[str]:
 
 
 def observe_capture(cap: CaptureIndex, point: str | None = None, names: list[str] | None = None,
-                    out: dict[str, np.ndarray] | None = None) -> FileObservations:
+                    out: dict[str, np.ndarray] | None = None, keep: Keep | None = None) -> FileObservations:
     """Observations of an already indexed capture (``file`` index 0, ``sources=[cap.path]``);
     ``names``: the point of each interface, instead of :func:`point_names`; ``out``: zeroed
-    columns to build them in (see :meth:`Merger.slot`)."""
-    cols = extract(cap.buf, cap.data_off, cap.caplen, cap.linktypes(), ts_ns=cap.ts_ns, wire_len=cap.wire_len, out=out)
+    columns to build them in (see :meth:`Merger.slot`). ``keep``: only the rows it selects
+    stay, at the head of the columns (their ``rec`` still names their records), and ``counts``
+    has what the file held in all.
+
+    Extracted :data:`SEGMENT` records at a time, the file's pages handed back after each: of a
+    memory-mapped file, only a segment is ever resident (not the whole file)."""
+    n = len(cap)
     names = names if names is not None else point_names(cap, point)
     index: dict[str, int] = {}  # point name → number, in order of first appearance (a dict: files may name many)
-    pmap = np.array([index.setdefault(n, len(index)) for n in names] or [0], np.int16)
-    points = list(index)
-    cols["point"] = pmap[cap.iface] if len(cap) else np.zeros(0, np.int16)
-    cols["file"] = np.zeros(len(cap), np.int16)
-    rec = out["rec"] if out is not None else np.empty(len(cap), np.uint32)
-    rec[:] = np.arange(len(cap), dtype=np.uint32)
-    cols["rec"] = rec
+    pmap = np.array([index.setdefault(nm, len(index)) for nm in names] or [0], np.int16)
+    if out is not None:
+        cols = out
+    else:  # kept rows are all written: no need for zeros
+        cols = {k: (np.zeros if keep is None else np.empty)(n, dt) for k, dt in COLUMNS.items()}
+    lts = cap.linktypes()
+    per_record = np.ndim(lts) > 0
+    scratch = {k: np.zeros(min(SEGMENT, n), COLUMNS[k]) for k in COLUMNS} if keep is not None else {}
+    kept, ip_ts = 0, []
+    for a in range(0, n, SEGMENT):
+        b = min(n, a + SEGMENT)
+        if keep is None:
+            seg = {k: v[a:b] for k, v in cols.items()}
+        else:  # extracted into scratch columns, the kept rows then moved into ``cols``
+            seg = {k: v[: b - a] for k, v in scratch.items()}
+            if a:
+                for v in seg.values():
+                    v[:] = 0
+        extract(cap.buf, cap.data_off[a:b], cap.caplen[a:b], lts[a:b] if per_record else lts,
+                ts_ns=cap.ts_ns[a:b], wire_len=cap.wire_len[a:b], out=seg)
+        np.take(pmap, cap.iface[a:b], out=seg["point"])
+        seg["rec"][:] = np.arange(a, b, dtype=np.uint32)
+        cap.drop_pages()
+        if keep is not None:
+            ip_ts.append(seg["ts_ns"][seg["ipver"] > 0])
+            rows = np.flatnonzero(keep(seg))
+            for k, v in seg.items():
+                np.take(v, rows, out=cols[k][kept : kept + len(rows)])
+            kept += len(rows)
+    counts: list[PointCounts | None] = [None]
+    if keep is not None:
+        cols = {k: v[:kept] for k, v in cols.items()}
+        counts = [PointCounts.of(n, np.concatenate(ip_ts) if ip_ts else np.zeros(0, np.int64))]
     drops: Drops = {}
-    for n, info in zip(names, cap.interfaces, strict=True):
-        drops[n] = _add(drops.get(n), info.drops)
-    damaged = {n: cap.damage[0] for n in names} if cap.damage else {}
-    return FileObservations(Observations(cols, points, [cap.path]), drops, list(cap.warnings), damaged)
+    for nm, info in zip(names, cap.interfaces, strict=True):
+        drops[nm] = _add(drops.get(nm), info.drops)
+    damaged = {nm: cap.damage[0] for nm in names} if cap.damage else {}
+    return FileObservations(Observations(cols, list(index), [cap.path]), drops, list(cap.warnings), damaged, counts)
+
+
+SEGMENT = 1 << 17  # records extracted at a time (~37 MB of file at 280 bytes a packet)
 
 
 def observe_file(path: str | os.PathLike[str], point: str | None = None) -> FileObservations:
@@ -95,20 +129,14 @@ def observe_indexed(caps: list[CaptureIndex], names: list[list[str]], keep: Keep
     """Observations of already indexed captures (``names[f]``: the point of each interface of
     file ``f``), merged. With every file indexed first (a few bytes a packet; pages handed
     back) the merged columns are allocated once and each file is extracted straight into its
-    rows; each index is freed once used (``caps`` is emptied). ``keep``: see :func:`_leave_out`."""
+    rows; each index is freed once used (``caps`` is emptied). ``keep``: see :func:`observe_capture`."""
     merged = Merger(sum(len(cap) for cap in caps))
     acc = _Accounts()
     caps.reverse()  # pop from the end, in the original order
     for file_names in names:
         cap = caps.pop()
-        slot = merged.slot(len(cap))
-        part = observe_capture(cap, names=file_names, out=slot)
-        cap.drop_pages()
+        part = observe_capture(cap, names=file_names, out=merged.slot(len(cap)), keep=keep)
         del cap
-        _leave_out(part, keep)
-        if len(part.obs) < len(slot["ts_ns"]):  # rows left out: the next file's slot starts here, zeroed
-            for v in slot.values():
-                v[len(part.obs):] = 0
         acc.add(part)
         merged.add(part.obs)
     return acc.result(merged.result())
@@ -117,7 +145,7 @@ def observe_indexed(caps: list[CaptureIndex], names: list[list[str]], keep: Keep
 class FileReader:
     """Capture files read in order (link types not checked), each file's head handed out as soon
     as it is read, then merged into one set of observations whose interfaces are named by their
-    place (:func:`place`). ``keep``: see :func:`_leave_out`.
+    place (:func:`place`). ``keep``: see :func:`observe_capture`.
 
     With ``jobs`` > 1, forked workers read and extract the files and write their (kept) rows
     straight into merged columns in shared memory, at the rows the parent hands out in file
@@ -188,26 +216,18 @@ def _observe_in_worker(item: tuple[int, Path], keep: Keep | None, into: dict[str
     many rows it keeps; and how to write them into the merged columns ``into``, once placed."""
     f, path = item
     cap = read_capture(path, check_linktypes=False)
-    part = observe_capture(cap, names=[place(f, k) for k in range(len(cap.interfaces))])
+    cap.drop_pages()  # the walk touched every page; extraction takes them a segment at a time
+    part = observe_capture(cap, names=[place(f, k) for k in range(len(cap.interfaces))], keep=keep)
     head = cap.head
-    cap.drop_pages()
     del cap
-    cols = part.obs.cols
-    rows = None
-    if keep is not None:
-        part.counts = [count_rows(cols["ipver"], cols["ts_ns"])]
-        rows = np.flatnonzero(keep(cols))
-    n = len(part.obs) if rows is None else len(rows)
-    part.obs.cols = {}
+    cols, part.obs.cols = part.obs.cols, {}
+    n = len(cols["ts_ns"])
 
     def write(where: tuple[int, int]) -> None:
         at, first_point = where
         for k, v in cols.items():
             dst = into[k][at : at + n]
-            if rows is None:
-                dst[:] = v
-            else:
-                np.take(v, rows, out=dst)
+            dst[:] = v
             if k == "point":
                 dst += first_point
             elif k == "file":
@@ -220,19 +240,6 @@ def _size(path: Path) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0  # said when it is read
-
-
-def _leave_out(part: FileObservations, keep: Keep | None) -> None:
-    """Keep only the rows ``keep`` selects (moved to the head of the same arrays; their ``rec``
-    still names their records), counting all of them first; without ``keep`` all stay."""
-    if keep is None:
-        part.counts = [None]
-        return
-    cols = part.obs.cols
-    part.counts = [count_rows(cols["ipver"], cols["ts_ns"])]
-    rows = np.flatnonzero(keep(cols))
-    if len(rows) < len(part.obs):
-        _squeeze(part.obs, rows)
 
 
 def relabel(part: FileObservations, names: list[str | None]) -> FileObservations:

@@ -189,10 +189,14 @@ class PointCounts:
     ip_median_ns: int | None  # median timestamp of the IP packets (None: none)
 
 
+    @classmethod
+    def of(cls, packets: int, ip_ts_ns: np.ndarray) -> PointCounts:
+        """From the packet count and the timestamps of the IP packets."""
+        return cls(packets, len(ip_ts_ns), int(np.median(ip_ts_ns)) if len(ip_ts_ns) else None)
+
+
 def count_rows(ipver: np.ndarray, ts_ns: np.ndarray) -> PointCounts:
-    ip = ipver > 0
-    n_ip = int(np.count_nonzero(ip))
-    return PointCounts(len(ipver), n_ip, int(np.median(ts_ns[ip])) if n_ip else None)
+    return PointCounts.of(len(ipver), ts_ns[ipver > 0])
 
 
 def _rows_by_point(col: np.ndarray, n: int) -> list[slice | np.ndarray]:

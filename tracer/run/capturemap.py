@@ -276,10 +276,10 @@ def map_captures(sources: Iterable[Source], topo: Topology, keep: Keep | None = 
     file is a point of its own fixed in advance (option or manifest: no content rule reads the
     rows, and each point's counts are its file's), else every row is kept.
 
-    Files are read and extracted in parallel, in forked workers (:mod:`tracer.capture.forkmap`),
-    each handing back its (kept) rows in shared memory; these are moved into the merged columns
-    one file at a time, so the rows exist twice only for one file. The content rule then reads
-    the merged rows, and the points are renamed in place."""
+    Files from :data:`PARALLEL_FROM` bytes in all are read and extracted by forked workers, one
+    per core, each writing its (kept) rows straight into the merged columns
+    (:class:`tracer.capture.observe.FileReader`); fewer are indexed first and extracted into
+    them here. The content rule then reads the merged rows, and the points are renamed in place."""
     sources = list(sources)
     mapper = _Mapper(topo)
     keep = keep if _fixed_ahead(mapper, sources) else None
@@ -332,7 +332,7 @@ def map_captures(sources: Iterable[Source], topo: Topology, keep: Keep | None = 
     return MappedRun(drop_duplicates(seen, [p for p, n in fed.items() if n > 1]), mapping)
 
 
-PARALLEL_FROM = 32 << 20  # bytes of captures from which forking workers pays (a fork costs ~1 ms)
+PARALLEL_FROM = 32 << 20  # bytes of captures from which workers pay (below, reading takes tens of ms)
 
 
 def _fixed_ahead(mapper: _Mapper, sources: list[Source]) -> bool:
