@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import tracer.run.capturemap as capturemap
+import tracer.capture.observe as observe
 from tests.json_contract import validated
 from tests.synth import POINTS, TOPOLOGY, Scenario, build
 from tracer.capture.pcapfile import read_capture
@@ -383,5 +383,5 @@ def test_forked_workers_read_hand_captures_as_this_process_does(name: str, flow:
                 [v.to_dict() for v in replay_run(loaded, flow=flow)])
 
     want = replay()
-    monkeypatch.setattr(capturemap, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(observe, "PARALLEL_FROM", 0)
     assert replay() == want

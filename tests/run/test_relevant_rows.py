@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 import tracer.capture.observe as observe
-import tracer.run.capturemap as capturemap
 import tracer.run.replay as replay
 from tests.cli.tracer_cmd import CAPTURES
 from tracer.analysis.relevant import relevant_rows
@@ -102,7 +101,7 @@ def test_leaving_rows_out_changes_no_verdict(name: str, tmp_path: Path, monkeypa
         m.setattr(replay, "relevant_rows", _keep_all)
         want = _replay(run, "--json"), _replay(run)
     assert (_replay(run, "--json"), _replay(run)) == want
-    monkeypatch.setattr(capturemap, "PARALLEL_FROM", 0)  # every replay forks workers
+    monkeypatch.setattr(observe, "PARALLEL_FROM", 0)  # every replay forks workers
     assert (_replay(run, "--json"), _replay(run)) == want
 
 
@@ -118,7 +117,7 @@ def test_the_rows_kept_are_the_relevant_ones(name: str, workers: bool, segment: 
     for k, v in whole.cols.items():
         assert np.array_equal(full[k], v), k
     if workers:
-        monkeypatch.setattr(capturemap, "PARALLEL_FROM", 0)
+        monkeypatch.setattr(observe, "PARALLEL_FROM", 0)
     slim = load_run([run], verdicts_only=True).observations
     keep = relevant_rows(load_run([run]).topology)(full.cols)
     assert 0 < keep.sum() < len(full) and len(slim) == keep.sum()

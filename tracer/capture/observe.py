@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tracer.analysis.extract import extract
-from tracer.capture.forkmap import Workers, can_fork, shared_zeros
+from tracer.capture.forkmap import Workers, can_fork, cores, shared_zeros
 from tracer.capture.pcapfile import CaptureHead, CaptureIndex, read_capture
 from tracer.model.observations import COLUMNS, Merger, Observations, PointCounts, check_numbers
 
@@ -152,7 +152,11 @@ class FileReader:
     order (:mod:`tracer.capture.forkmap`): each row is copied once, by a worker. Else every file
     is indexed here first (a few bytes a packet) and extracted straight into the merged columns."""
 
-    def __init__(self, paths: list[Path], keep: Keep | None = None, jobs: int = 1) -> None:
+    def __init__(self, paths: list[Path], keep: Keep | None = None, jobs: int | None = None) -> None:
+        """``jobs``: workers to fork (None: one per core, from :data:`PARALLEL_FROM` bytes of files)."""
+        self.size = sum(_size(p) for p in paths)
+        if jobs is None:
+            jobs = min(cores(), len(paths)) if self.size >= PARALLEL_FROM else 1
         self.paths, self.keep, self.jobs = paths, keep, jobs
         self._caps: list[CaptureIndex] = []
         self._workers: Workers | None = None
@@ -164,7 +168,7 @@ class FileReader:
         if self.jobs > 1 and can_fork():
             # Room for every record the files could hold (a record takes at least 16 bytes):
             # address space only, the rows written are all that is ever backed by memory.
-            bound = sum(_size(p) // 16 + 1 for p in self.paths)
+            bound = self.size // 16 + len(self.paths)
             try:
                 self._shared = {k: shared_zeros(bound, dt) for k, dt in COLUMNS.items()}
             except OSError:  # no address space for it (a strict overcommit policy): read here
@@ -203,6 +207,9 @@ class FileReader:
             acc.add(part)
         cols = {k: v[: self._rows] for k, v in self._shared.items()}
         return acc.result(Observations(cols, points, sources))
+
+
+PARALLEL_FROM = 32 << 20  # bytes of captures from which workers pay (below, reading takes tens of ms)
 
 
 def place(f: int, k: int) -> str:

@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from tracer.analysis.extract import LINKTYPES
-from tracer.capture.forkmap import cores
 from tracer.capture.observe import FileObservations, FileReader, Keep, drop_duplicates, place, relabel
 from tracer.capture.pcapfile import CaptureHead, refuse_linktypes
 from tracer.errors import BadInput
@@ -276,15 +275,14 @@ def map_captures(sources: Iterable[Source], topo: Topology, keep: Keep | None = 
     file is a point of its own fixed in advance (option or manifest: no content rule reads the
     rows, and each point's counts are its file's), else every row is kept.
 
-    Files from :data:`PARALLEL_FROM` bytes in all are read and extracted by forked workers, one
-    per core, each writing its (kept) rows straight into the merged columns
-    (:class:`tracer.capture.observe.FileReader`); fewer are indexed first and extracted into
-    them here. The content rule then reads the merged rows, and the points are renamed in place."""
+    Large runs are read and extracted by forked workers, one per core, each writing its (kept)
+    rows straight into the merged columns (:class:`tracer.capture.observe.FileReader`); small
+    ones are indexed first and extracted into them here. The content rule then reads the merged
+    rows, and the points are renamed in place."""
     sources = list(sources)
     mapper = _Mapper(topo)
     keep = keep if _fixed_ahead(mapper, sources) else None
-    size = sum(_size(src.path) for src in sources)
-    reader = FileReader([src.path for src in sources], keep, min(cores(), len(sources)) if size >= PARALLEL_FROM else 1)
+    reader = FileReader([src.path for src in sources], keep)
     heads: list[CaptureHead] = []
     decided: list[list[Mapped | None]] = []
     near: dict[tuple[int, int], list[str]] = {}
@@ -332,9 +330,6 @@ def map_captures(sources: Iterable[Source], topo: Topology, keep: Keep | None = 
     return MappedRun(drop_duplicates(seen, [p for p, n in fed.items() if n > 1]), mapping)
 
 
-PARALLEL_FROM = 32 << 20  # bytes of captures from which workers pay (below, reading takes tens of ms)
-
-
 def _fixed_ahead(mapper: _Mapper, sources: list[Source]) -> bool:
     """Each file is a point of its own, fixed in advance (option, manifest). (Whatever is wrong
     with a point is said later, in file order, as it always is.)"""
@@ -347,13 +342,6 @@ def _fixed_ahead(mapper: _Mapper, sources: list[Source]) -> bool:
         except BadInput:
             return False
     return len(set(points)) == len(points)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0  # said when it is read
 
 
 def _set_aside_merged(decided: list[list[Mapped | None]]) -> None:
