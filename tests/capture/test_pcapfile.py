@@ -17,7 +17,7 @@ from scapy.layers.inet import ICMP, IP
 
 from tests.analysis.test_extract import CORPUS, RUN, WRAP, eth, reference
 from tracer.analysis.extract import EXTRACTED, LINKTYPES, PAD, extract
-from tracer.capture import observe_file, observe_files, read_capture
+from tracer.capture import observe_file, observe_files, pcapfile, read_capture
 from tracer.capture.pcapfile import MAX_CAPLEN
 from tracer.errors import CaptureError
 from tracer.model import tag
@@ -168,7 +168,14 @@ def test_large_file_is_memory_mapped_and_the_last_frames_are_read_correctly(tmp_
 
 # --- pcapng -----------------------------------------------------------------------------------------------
 
-def test_pcapng_sections_interfaces_resolutions_and_drops(tmp_path):
+@pytest.mark.parametrize(("blocks", "words"), [(None, None), (1, 16), (2, 64), (3, None)])
+def test_pcapng_sections_interfaces_resolutions_and_drops(tmp_path, monkeypatch, blocks, words):
+    """Also decoded a few blocks at a time and walked a few words at a time (as large files are,
+    their pages handed back as the reader goes)."""
+    if blocks:
+        monkeypatch.setattr(pcapfile, "_DECODE_BLOCKS", blocks)
+    if words:
+        monkeypatch.setattr(pcapfile, "_SCAN_WORDS", words)
     echo = bytes(CORPUS["echo-request-tagged"])
     esp = bytes(CORPUS["esp-udp4500"])
     ether = bytes(eth() / CORPUS["echo-reply-tagged"])
