@@ -39,6 +39,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -49,6 +50,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO, Any
 
+from tracer.evidence import btf
 from tracer.interrupts import deferred, starting
 from tracer.model.evidence import EVENTS, Drop, ProbeMatch, Snapshot
 from tracer.model.tag import MAGIC, TAG_LEN, decode
@@ -73,7 +75,14 @@ _LINE = "DR1"  # first word of every line the script prints for a drop
 _LOST = re.compile(r"Lost (\d+) events")
 _CHATTER = ("RLIMIT_MEMLOCK", "Attaching ")  # bpftrace's start-up lines that are no error (a warning, a count)
 _SYMBOLIC = re.compile(r'\{\s*(\d+)\s*,\s*"([A-Za-z0-9_]+)"\s*\}')
-
+# The kernel struct fields the script reads (see tracer.evidence.btf).
+FIELDS: dict[str, tuple[str, ...]] = {
+    "skb_head": ("sk_buff", "head"), "skb_network_header": ("sk_buff", "network_header"),
+    "skb_tail": ("sk_buff", "tail"), "skb_dev": ("sk_buff", "dev"), "skb_sk": ("sk_buff", "sk"),
+    "dev_net": ("net_device", "nd_net", "net"), "dev_name": ("net_device", "name"),
+    "inum": ("net", "ns", "inum"), "sk_net": ("sock", "__sk_common", "skc_net", "net"),
+}
+IFNAMSIZ = 16
 
 
 @dataclass
@@ -296,7 +305,7 @@ def _prepare(session: Session, probes: ProbeMatch, bpftrace: str | None, max_s: 
     # after the sniffers; if tracer is killed, bpftrace gets SIGTERM (tracer.subprocs), and never
     # outlives us by more than max_s (the script's interval) in any case.
     with deferred(starting("bpftrace")):  # a Ctrl-C now is raised once the session holds it and its reader
-        proc = spawn([exe, "-B", "line", "-e", script(probes, max_s)], "bpftrace", stdin=subprocess.DEVNULL,
+        proc = spawn([exe, "-B", "line", "-e", script(probes, max_s, kernel_fields())], "bpftrace", stdin=subprocess.DEVNULL,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         session._proc, session.pid = proc, proc.pid
         assert proc.stdout is not None and proc.stderr is not None
@@ -357,12 +366,43 @@ def _u32(value: bytes) -> int:
     return int.from_bytes(value, sys.byteorder)
 
 
-def script(probes: ProbeMatch, max_s: int = MAX_S) -> str:
+def kernel_fields() -> dict[str, btf.Field] | None:
+    """The offsets of :data:`FIELDS` on the running kernel, or None (no BTF, a field it lacks):
+    the script then names the struct types and bpftrace resolves them (slower to start)."""
+    try:
+        return btf.offsets(FIELDS)
+    except (OSError, KeyError, ValueError, struct.error):
+        return None
+
+
+def _accessors(fields: Mapping[str, btf.Field] | None) -> dict[str, str]:
+    """The script's reads of kernel structs: loads at BTF offsets, else bpftrace's typed access."""
+    if fields is None:
+        return {"skb": "(struct sk_buff *)args->skbaddr", "head": "(uint64)$skb->head",
+                "nh": "(uint64)$skb->network_header", "tail": "(uint64)$skb->tail", "dev": "$skb->dev",
+                "sk": "$skb->sk", "dev_inum": "$dev->nd_net.net->ns.inum", "dev_name": "$dev->name",
+                "sk_inum": "$sk->__sk_common.skc_net.net->ns.inum"}
+
+    def load(base: str, name: str) -> str:
+        f = fields[name]
+        return f"(uint64)*(uint{f.size * 8} *)({base} + {f.offset})"
+
+    inum = fields["inum"]
+    return {"skb": "(uint64)args->skbaddr", "head": load("$skb", "skb_head"), "nh": load("$skb", "skb_network_header"),
+            "tail": load("$skb", "skb_tail"), "dev": load("$skb", "skb_dev"), "sk": load("$skb", "skb_sk"),
+            "dev_inum": f"*(uint{inum.size * 8} *)({load('$dev', 'dev_net')} + {inum.offset})",
+            "dev_name": f"str($dev + {fields['dev_name'].offset}, {IFNAMSIZ})",
+            "sk_inum": f"*(uint{inum.size * 8} *)({load('$sk', 'sk_net')} + {inum.offset})"}
+
+
+def script(probes: ProbeMatch, max_s: int = MAX_S, fields: Mapping[str, btf.Field] | None = None) -> str:
     """The bpftrace program: one line per drop of ours, nothing for any other packet.
 
     Output: ``DR1 nsecs reason inum device function proto saddr daddr w0 w1 w2 w3 type`` with
     the 32-bit words as the kernel loaded them (native order): for an echo the 16 tag bytes and
-    the ICMP type, for ESP the SPI and sequence. ``device`` is ``-`` when the buffer has none."""
+    the ICMP type, for ESP the SPI and sequence. ``device`` is ``-`` when the buffer has none.
+    ``fields``: :func:`kernel_fields` (None: bpftrace resolves the struct types itself)."""
+    a = _accessors(fields)
     magic = _u32(MAGIC)
     run = _u32(probes.run.to_bytes(4, "big"))
     spis = sorted({_u32(s.to_bytes(4, "big")) for s in probes.spis})
@@ -388,10 +428,10 @@ def script(probes: ProbeMatch, max_s: int = MAX_S) -> str:
 tracepoint:skb:kfree_skb
 /args->protocol == 0x0800 || args->protocol == 0/
 {{
-  $skb = (struct sk_buff *)args->skbaddr;
-  $head = (uint64)$skb->head;
-  $nh = (uint64)$skb->network_header;
-  $tail = (uint64)$skb->tail;
+  $skb = {a['skb']};
+  $head = {a['head']};
+  $nh = {a['nh']};
+  $tail = {a['tail']};
   if ($nh + 20 <= $tail) {{
     $ip = $head + $nh;
     $vihl = *(uint8 *)$ip;
@@ -415,14 +455,15 @@ tracepoint:skb:kfree_skb
       if ($hit) {{
         $saddr = *(uint32 *)($ip + 12);
         $daddr = *(uint32 *)($ip + 16);
-        $dev = $skb->dev;
+        $dev = {a['dev']};
         if ($dev != 0) {{
           printf("{_LINE} %llu %u %u %s %s %u %u %u %u %u %u %u %u\\n", nsecs, args->reason,
-                 $dev->nd_net.net->ns.inum, $dev->name, ksym(args->location), $proto, $saddr, $daddr,
+                 {a['dev_inum']}, {a['dev_name']}, ksym(args->location), $proto, $saddr, $daddr,
                  $w0, $w1, $w2, $w3, $type);
         }} else {{
           $inum = (uint32)0;
-          if ($skb->sk != 0) {{ $inum = $skb->sk->__sk_common.skc_net.net->ns.inum; }}
+          $sk = {a['sk']};
+          if ($sk != 0) {{ $inum = {a['sk_inum']}; }}
           printf("{_LINE} %llu %u %u - %s %u %u %u %u %u %u %u %u\\n", nsecs, args->reason, $inum,
                  ksym(args->location), $proto, $saddr, $daddr, $w0, $w1, $w2, $w3, $type);
         }}
