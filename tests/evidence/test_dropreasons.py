@@ -117,11 +117,16 @@ class Recorded:
     pid: int
 
 
-@pytest.fixture(scope="module")
-def recorded(network: None) -> Recorded:
-    """One session over every scenario, as a trace would run it: start, send, stop."""
-    session = attach(ProbeMatch(RUN, frozenset({SPI})), TOPO, ["a", "r", "b", "far"])
+@pytest.fixture(scope="module", params=["spis-given", "spis-learned"])
+def recorded(network: None, request: pytest.FixtureRequest) -> Recorded:
+    """One session over every scenario: start, send, stop. With the SPIs given at start (the
+    kernel matches them), or learned after start as a trace does (the kernel matches every SPI,
+    the session keeps the tunnels')."""
+    learned = request.param == "spis-learned"
+    session = attach(ProbeMatch(RUN, None if learned else frozenset({SPI})), TOPO, ["a", "r", "b", "far"])
     assert session.unavailable is None, session.status
+    if learned:
+        session.learn(frozenset({SPI}))
     pid = session.pid
     assert pid is not None
     try:
@@ -328,3 +333,4 @@ def test_script_matches_magic_run_and_spis_in_the_kernel() -> None:
     assert all(str(v) in text for v in le.values())
     assert f"$dport == {socket.htons(4501)}" in text and "interval:s:60 { exit(); }" in text
     assert "$spi" not in script(ProbeMatch(RUN))  # no SPIs: no ESP matching at all
+    assert "$spi != 0" in script(ProbeMatch(RUN, None))  # not known yet: every SPI, kept by learn()

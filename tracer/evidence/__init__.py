@@ -18,13 +18,16 @@ each, with one of two shapes:
 
       NAME = "dropreasons"
       def start(topo: Topology, nodes: list[Node], match: ProbeMatch) -> Any: ...  # a handle; must not block
+      def learn(handle: Any, match: ProbeMatch) -> None: ...            # optional: the SPIs, once known
       def ready(handle: Any, deadline: float, give_up: bool) -> bool: ...  # optional: wait until it sees
       def request_stop(handle: Any) -> None: ...                        # optional: begin stopping, no wait
       def stop(topo: Topology, handle: Any) -> list[Snapshot]: ...      # phase EVENTS, one per node
 
-  :func:`start` is called before the sniffers start and :func:`ready` once they run, so a slow
-  start (bpftrace compiles its script for 1–3 s) overlaps theirs: the trace waits for the
-  slower of the two, never for their sum. ``match`` says which packets are the trace's.
+  :func:`start` is called first, before the snapshots and the sniffers, and :func:`ready` once
+  the sniffers run, so a slow start (bpftrace compiles its script) overlaps theirs: the trace
+  waits for the slower, never for their sum. ``match`` says which packets are the trace's; its
+  ``spis`` are None at start (the IKE daemons have not been asked yet) and :func:`learn` gives
+  them once the snapshots before have been read.
 
 Snapshots (:class:`tracer.model.evidence.Snapshot`) carry named counters (with ``drop``
 marking those whose growth means discarded packets), link states and log lines; explain
@@ -99,6 +102,16 @@ def start(topo: Topology, nodes: Iterable[str], match: ProbeMatch) -> list[tuple
     return out
 
 
+def learn(started: list[tuple[ModuleType, Any]], match: ProbeMatch) -> None:
+    """Tell the event sources started without them the tunnels' SPIs. Never raises."""
+    for s, handle in started:
+        if hasattr(s, "learn") and not isinstance(handle, _Failed):
+            try:
+                s.learn(handle, match)
+            except Exception:  # best effort: stop reports what it can
+                continue
+
+
 def ready(started: list[tuple[ModuleType, Any]], deadline: float, give_up: bool = True) -> None:
     """Wait (until ``time.monotonic()`` reaches ``deadline``) for the event sources that say when
     they see; one that does not by then says why at stop. Without ``give_up`` such a source keeps
@@ -110,6 +123,11 @@ def ready(started: list[tuple[ModuleType, Any]], deadline: float, give_up: bool 
                 s.ready(handle, deadline, give_up)
             except Exception:  # best effort: stop reports what it can
                 continue
+
+
+def startup_times(started: list[tuple[ModuleType, Any]]) -> dict[str, float]:
+    """Seconds each event source took from its start to seeing (those that say, once they do)."""
+    return {s.NAME: t for s, handle in started if (t := getattr(handle, "startup_s", None)) is not None}
 
 
 def request_stop(started: list[tuple[ModuleType, Any]]) -> None:
@@ -147,5 +165,5 @@ class _Failed:
         self.nodes, self.why = nodes, why
 
 
-__all__ = ["AFTER", "BEFORE", "EVENTS", "SOURCES", "ProbeMatch", "after", "before", "ready", "request_stop", "start",
-           "stop", "take"]
+__all__ = ["AFTER", "BEFORE", "EVENTS", "SOURCES", "ProbeMatch", "after", "before", "learn", "ready", "request_stop", "start",
+           "startup_times", "stop", "take"]

@@ -10,6 +10,9 @@ one line only for the drops of *our* probes:
   the tag's check word is verified here, in Python);
 * an ESP packet (IP protocol 50) or ESP-in-UDP packet (NAT-T port, non-zero SPI) whose SPI is
   one of the tunnel SPIs the caller gave: SPI and ESP sequence number identify the carrier.
+  A trace starts bpftrace before it has asked the IKE daemons for their SPIs (so the compile
+  overlaps everything else): the kernel side then matches every SPI and :meth:`Session.learn`
+  keeps only the tunnels' drops once the SPIs are known.
 
 Each line becomes a :class:`Drop`: the reason (the kernel's ``enum skb_drop_reason`` name,
 mapped from the number with the tracepoint's own ``print fmt`` on this kernel, never a table
@@ -18,8 +21,9 @@ written here), the device (``skb->dev->name``), the network namespace inode
 the kernel function that dropped it (``ksym(location)``) and the probe's identity. The inode
 is turned into a topology node by the inode of ``/run/netns/<node.netns>``.
 
-The shape of a trace-long evidence source (see :mod:`tracer.evidence`): :func:`start` before
-the sniffers (it never blocks: bpftrace compiles its script while the sniffers start),
+The shape of a trace-long evidence source (see :mod:`tracer.evidence`): :func:`start` first
+(it never blocks: bpftrace compiles its script while the sniffers start), :func:`learn` once
+the tunnel SPIs are known,
 :func:`ready` once they run (waits for the attach, at most until a deadline), :func:`stop`
 after the probes, in a ``finally``: one ``events`` snapshot per node with its drops. It never
 raises: a source that cannot run says why in :attr:`Session.unavailable` and the trace goes on.
@@ -105,6 +109,7 @@ class Session:
     _drops: list[Drop] | None = field(default=None, repr=False)
     _all: list[str] = field(default_factory=list, repr=False)  # the nodes asked for
     _went_on: float | None = field(default=None, repr=False)  # the trace stopped waiting for it then
+    _spis: frozenset[int] | None = field(default=None, repr=False)  # ESP kept at stop (None: all matched)
 
     @property
     def status(self) -> str:
@@ -130,6 +135,11 @@ class Session:
         self._end()
         self.unavailable = f"bpftrace: {why}"
         return False
+
+    def learn(self, spis: frozenset[int]) -> None:
+        """The tunnels' SPIs, for a session started before they were known: ESP drops of other
+        SPIs, which the kernel side could not tell apart, are left out at :meth:`stop`."""
+        self._spis = frozenset(spis)
 
     def stop(self) -> list[Drop]:
         """Stop bpftrace (by PID) and return the drops of our probes, in time order. Safe to call
@@ -161,7 +171,7 @@ class Session:
         drops = []
         for line in reader.lines:
             drop = parse_line(line, self._names, self._nodes, self._run, self._clock)
-            if drop is None:
+            if drop is None or (drop.spi is not None and self._spis is not None and drop.spi not in self._spis):
                 continue
             (self.delivered if delivered(drop) else drops).append(drop)
         self._drops = sorted(drops, key=lambda d: d.time_ns)
@@ -226,6 +236,11 @@ def ready(session: Session, deadline: float, give_up: bool = True) -> bool:
     return session.wait_ready(deadline, give_up)
 
 
+def learn(session: Session, match: ProbeMatch) -> None:
+    if match.spis is not None:
+        session.learn(match.spis)
+
+
 def request_stop(session: Session) -> None:
     session.request_stop()
 
@@ -262,7 +277,7 @@ def attach(
     once the probe is attached; without, call :meth:`Session.wait_ready` (to start it alongside
     the sniffers). ``bpftrace``: the executable (default: found on PATH)."""
     inodes, unseen = node_inodes(topo, nodes) if topo is not None else ({}, {})
-    session = Session(unavailable_nodes=unseen, _nodes=inodes, _run=probes.run)
+    session = Session(unavailable_nodes=unseen, _nodes=inodes, _run=probes.run, _spis=probes.spis)
     session._all = list(nodes if nodes is not None else topo.nodes) if topo is not None else []
     why = None
     try:
@@ -295,7 +310,7 @@ def _prepare(session: Session, probes: ProbeMatch, bpftrace: str | None, max_s: 
     names = reason_names(fmt)
     if not names or "field:enum skb_drop_reason reason" not in fmt:
         return "this kernel's skb:kfree_skb has no drop reason (needs Linux 5.17 or later)"
-    if len(probes.spis) > MAX_SPIS:
+    if len(probes.spis or ()) > MAX_SPIS:
         return f"{len(probes.spis)} tunnel SPIs: more than the {MAX_SPIS} the script matches"
     session._names = names
     env = {**os.environ, _READY_ENV: "1"}
@@ -405,12 +420,14 @@ def script(probes: ProbeMatch, max_s: int = MAX_S, fields: Mapping[str, btf.Fiel
     a = _accessors(fields)
     magic = _u32(MAGIC)
     run = _u32(probes.run.to_bytes(4, "big"))
-    spis = sorted({_u32(s.to_bytes(4, "big")) for s in probes.spis})
+    spis = sorted({_u32(s.to_bytes(4, "big")) for s in probes.spis or ()})
     ports = sorted({socket.htons(p) if sys.byteorder == "little" else p for p in probes.nat_t_ports})
-    spi_test = " || ".join(f"$spi == {s}" for s in spis)
+    # SPIs not known yet: any non-zero SPI (zero is the non-ESP marker of IKE on port 4500);
+    # Session.learn keeps those of the tunnels once they are known.
+    spi_test = " || ".join(f"$spi == {s}" for s in spis) if probes.spis is not None else "$spi != 0"
     port_test = " || ".join(f"$sport == {p} || $dport == {p}" for p in ports)
     esp = ""
-    if spis:
+    if spis or probes.spis is None:
         esp = f"""
       if ($proto == {IPPROTO_ESP} && $l4 + 8 <= $tail) {{
         $spi = *(uint32 *)($head + $l4);

@@ -258,6 +258,10 @@ def record(
         # (tracer.subprocs: PDEATHSIG follows the thread that spawns). Neither reading depends on
         # the sniffers: a capture changes no counter and no UP/LOWER_UP flag.
         stage(f"reading the state of {len(nodes)} nodes, starting sniffers on {len(points)} capture points")
+        # Event sources (kernel drop reasons) start first and compile while everything below
+        # runs: the trace waits for the slowest, not for the sum. The tunnel SPIs they keep
+        # follow once the IKE daemons have been asked (evidence before).
+        events = evidence.start(topo, nodes, ProbeMatch(run, None))
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="snapshot") as pool:
             reading_state = pool.submit(snapshot_nodes, topo, nodes)
             reading_before = pool.submit(evidence.before, topo, nodes)
@@ -267,9 +271,7 @@ def record(
                 s.start()
             snaps = reading_before.result()
             extra["evidence_before_s"] = round(time.monotonic() - t0, 3)
-            # Event sources (kernel drop reasons) start as soon as they know the tunnel SPIs and
-            # compile while the sniffers get ready: the trace waits for the slower, not for both.
-            events = evidence.start(topo, nodes, ProbeMatch(run, tunnel_spis(topo, snaps)))
+            evidence.learn(events, ProbeMatch(run, tunnel_spis(topo, snaps)))
             states, unread = reading_state.result()
         netstate = write_netstate(run_dir, states)
         extra["netstate_s"] = round(time.monotonic() - t0, 3)
@@ -290,6 +292,7 @@ def record(
         evidence.ready(events, time.monotonic() + min(events_wait, EVENTS_READY_S),
                        give_up=events_wait >= EVENTS_READY_S)
         extra["events_ready_s"] = round(time.monotonic() - t_start, 3)
+        extra |= {f"{name}_startup_s": t for name, t in evidence.startup_times(events).items()}
         stage(None)
         with journal_to(run_dir / PROBE_JOURNAL):
             report = send()
