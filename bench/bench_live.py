@@ -102,8 +102,9 @@ def main() -> None:
     ap.add_argument("--snaplen", type=int, default=2048, help="sniffer snaplen for the runs under load")
     ap.add_argument("--skip-timing", action="store_true", help="only the load test")
     ap.add_argument("--trace-args", default="", help="extra arguments for the timed traces (split on spaces)")
+    ap.add_argument("--lab", default="bench", help="name of the lab to build (namespaces trc-NAME-*; default bench)")
     args = ap.parse_args()
-    lab = Lab("bench")
+    lab = Lab(args.lab)
     ups, downs, verdicts = [], [], []
     try:
         for _ in range(0 if args.skip_timing else args.runs):

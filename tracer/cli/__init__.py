@@ -54,14 +54,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     if command in BEFORE_TRACES + AFTER_TRACES:
         importlib.import_module(f"tracer.cli.{command}").add_parser(sub)
         return parser
-    for name in BEFORE_TRACES:
-        importlib.import_module(f"tracer.cli.{name}").add_parser(sub)
     from tracer.cli import trace
     from tracer.probes import all_types
 
-    for ptype in all_types():
-        if ptype.live:
-            trace.add_parser(sub, ptype)
+    live = [ptype for ptype in all_types() if ptype.live]
+    if command in [ptype.name for ptype in live]:  # a live trace: only its own parser
+        trace.add_parser(sub, next(ptype for ptype in live if ptype.name == command))
+        return parser
+    for name in BEFORE_TRACES:
+        importlib.import_module(f"tracer.cli.{name}").add_parser(sub)
+    for ptype in live:
+        trace.add_parser(sub, ptype)
     for name in AFTER_TRACES:
         importlib.import_module(f"tracer.cli.{name}").add_parser(sub)
     return parser

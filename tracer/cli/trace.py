@@ -5,8 +5,10 @@ and print the verdict. What differs per kind lives in its module under tracer/pr
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -146,8 +148,6 @@ def run(args: argparse.Namespace, ptype: ProbeType) -> int:
 def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
     from tracer.cli.live import ProbeLines, statistics, where_lost
     from tracer.cli.progress import Progress
-    from tracer.cli.render import render_text
-    from tracer.cli.replay import emit
     from tracer.cli.style import Style
     from tracer.netns import ensure_root
     from tracer.run.record import new_run_dir, record, replay_recorded, resolve_endpoints
@@ -185,7 +185,10 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
         sent_at.append(time.monotonic())
         report = ptype.send(ends, run_id, args, lines if live else None)
         sent_at.append(time.monotonic())
+        warming.start()  # the analysis imports while the sniffers stop and the evidence after is read
         return report
+
+    warming = threading.Thread(target=_import_analysis, name="import-analysis", daemon=True)
 
     try:
         try:
@@ -195,9 +198,14 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted before any probe was sent; run directory: {run_dir}") from None
         progress.stage("analysing the captures")
+        if warming.is_alive():
+            warming.join()  # the analysis below imports the same modules: let that thread finish them
         verdicts = replay_recorded(run_dir, keys)
     finally:
         progress.close()
+    from tracer.cli.render import render_text
+    from tracer.cli.replay import emit
+
     code = EXIT_INTERRUPTED if interrupted else max(v.exit_code for v in verdicts)
     trace = {"run_dir": str(run_dir), "interrupted": interrupted}
     (run_dir / "verdict.json").write_text(_document(ptype, verdicts, code, trace) + "\n")
@@ -222,6 +230,21 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
         print(f"tracer: interrupted; the verdict covers the probes sent (run directory: {run_dir})", file=sys.stderr)
         return EXIT_INTERRUPTED
     return max(v.exit_code for v in verdicts)
+
+
+# What a live trace needs only once it has recorded (numpy, the analysis, the renderer): imported
+# in a thread while the sniffers stop, not before the first probe. A module that fails to import
+# here fails again, with its traceback, where it is used.
+AFTER_RECORDING = ("tracer.run.replay", "tracer.run.merged", "tracer.capture.pcapng_writer", "tracer.cli.render",
+                   "tracer.cli.replay", "tracer.jsondoc")
+
+
+def _import_analysis() -> None:
+    for name in AFTER_RECORDING:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            return
 
 
 def _document(ptype: ProbeType, verdicts: list, code: int, trace: dict) -> str:

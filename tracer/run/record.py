@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracer import evidence, subprocs
-from tracer.analysis.explain import CAPTURE_SOURCE
 from tracer.analysis.topocheck import live_interfaces
 from tracer.errors import BadInput, EnvironmentProblem, TracerError
 from tracer.evidence.netstate import snapshot_nodes
@@ -34,7 +34,6 @@ from tracer.model.path import expected_path
 from tracer.model.point import CapturePoint
 from tracer.model.probe import Endpoints, ProbeReport
 from tracer.model.topology import Topology
-from tracer.model.verdict import Verdict
 from tracer.netns import ensure_root
 from tracer.probes import ProbeType
 from tracer.run.manifest import (
@@ -49,13 +48,14 @@ from tracer.run.manifest import (
     write_netstate,
     write_probe_report,
 )
-from tracer.run.merged import write_run_pcapng
-from tracer.run.replay import load_run, replay_run
 from tracer.send.pacer import journal_to
 from tracer.sniff import Sniffer, request_stop_all, sniffer_for, stop_all, wait_all
 from tracer.sniff.bpf import capture_filter
 from tracer.sniff.ssh import SshTcpdumpSniffer
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN
+
+if TYPE_CHECKING:
+    from tracer.model.verdict import Verdict
 
 SETTLE_S = 0.05
 SNIFFER_START_S = 5.0  # every sniffer listening within this long of the first spawn, or it failed
@@ -65,6 +65,8 @@ EVENTS_READY_S = 20.0  # at most this long for an event source to attach (bpftra
 def capture_failures(topo: Topology, failed: dict[str, str]) -> list[Snapshot]:
     """One ``capture`` snapshot per node with a point that could not be captured: why (tcpdump's
     own words), so the verdict can say why that point was not observed."""
+    from tracer.analysis.explain import CAPTURE_SOURCE  # here: explain imports the analysis (numpy)
+
     by_node: dict[str, list[str]] = {}
     for point, why in failed.items():
         why = why.split(" did not start: ", 1)[-1]  # "sniffer on P did not start: tcpdump: ..."
@@ -335,6 +337,10 @@ MERGED_MAX_PACKETS = 200_000
 def replay_recorded(run_dir: Path, esp_keys: Path | None = None) -> list[Verdict]:
     """The verdicts of a run directory just recorded: exactly what ``tracer replay`` says of it.
     Keys are read from their own file at analysis time and never copied into the run directory."""
+    # Imported here: the analysis is not needed to record (the CLI imports it while probing).
+    from tracer.run.merged import write_run_pcapng
+    from tracer.run.replay import load_run, replay_run
+
     loaded = load_run([run_dir])
     verdicts = replay_run(loaded, esp_keys=esp_keys)
     if len(loaded.observations) > MERGED_MAX_PACKETS:  # a second copy of every capture, at a Python loop's pace

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracer.capture.pcapng_writer import convert_pcap_to_pcapng
 from tracer.errors import CaptureError, EnvironmentProblem
 from tracer.interrupts import deferred, starting
 from tracer.model.point import point_name
@@ -73,6 +72,9 @@ def finish_capture(point: str, raw: Path, out: Path, drops: int | None, captured
         last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise EnvironmentProblem(f"sniffer on {point} wrote no file: {last}")
     try:
+        # Imported here: tracer.capture loads the capture reader (numpy), which starting a sniffer does not need.
+        from tracer.capture.pcapng_writer import convert_pcap_to_pcapng
+
         convert_pcap_to_pcapng(raw, out, if_name=point, drops=drops)
     except CaptureError as e:
         # The sniffer's own file is broken: a capture problem here, not the user's input.
