@@ -52,3 +52,17 @@ def test_replay_json_loads_only_what_it_uses() -> None:
     assert r["code"] == 1 and json.loads(r["out"])
     assert [m for m in NOT_FOR_REPLAY if _loaded(r["modules"], m)] == []
 
+
+
+# Modules a live trace must not load before its first probe: the analysis and the renderer are
+# imported while the sniffers stop (tracer.cli.trace), not on the way to the first probe.
+NOT_BEFORE_PROBING = ("numpy", "networkx", "tracer.run.replay", "tracer.analysis.analyze", "tracer.cli.render",
+                      "tracer.capture", "tracer.cli.replay", "tracer.cli.check", "tracer.cli.lab", "tracer.cli.report")
+
+
+def test_live_trace_records_without_the_analysis() -> None:
+    # A topology that does not exist fails after every import the recording needs.
+    r = _loaded_after("ping", "-t", "/nonexistent/topology.toml", "west", "east")
+    assert r["code"] == 2
+    assert "tracer.run.record" in r["modules"] and "tracer.send.echo" in r["modules"]
+    assert [m for m in NOT_BEFORE_PROBING if _loaded(r["modules"], m)] == []

@@ -4,7 +4,7 @@ then, after the verdict, where the unanswered ones got to and the round-trip sta
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from tracer.cli.progress import Progress
 from tracer.cli.style import Style
@@ -12,7 +12,9 @@ from tracer.model.direction import Direction
 from tracer.model.probe import Endpoints, SentProbe
 from tracer.model.rtt import rtt_stats
 from tracer.model.tag import ECHO_OVERHEAD
-from tracer.model.verdict import Outcome, Verdict
+
+if TYPE_CHECKING:
+    from tracer.model.verdict import Verdict
 
 ICMP_HEADER = 8
 
@@ -65,6 +67,8 @@ class ProbeLines:
 
 def where_lost(v: Verdict) -> list[str]:
     """Where each probe that did not come back got to: consecutive seqs with one fate in one line."""
+    from tracer.model.verdict import Outcome  # here: the verdict model imports numpy, the live lines need none
+
     where = {(f.direction, q): f.where for f in v.findings if f.outcome != Outcome.DELIVERED for q in f.seqs}
     fates: list[tuple[int, str]] = []
     for t in sorted(v.probes, key=lambda t: (t.seq, t.direction != Direction.REQUEST)):

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import os
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from tracer.model.verdict import Status
+if TYPE_CHECKING:
+    from tracer.model.verdict import Status
 
 _SGR = {"green": "32", "red": "31", "yellow": "33", "bold": "1", "dim": "2"}
-STATUS_COLOUR = {Status.DELIVERED: "green", Status.LOSS: "red", Status.INCONCLUSIVE: "yellow"}
+# By Status value (a StrEnum equals its string): the verdict model (numpy) is not imported to
+# colour the live lines a trace prints before it has a verdict.
+STATUS_COLOUR = {"delivered": "green", "loss": "red", "inconclusive": "yellow"}
 
 
 def wants_colour(stream: TextIO) -> bool:
