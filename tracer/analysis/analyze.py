@@ -28,6 +28,7 @@ from tracer.analysis.observed import carrier_rows, observe, rewrites
 from tracer.analysis.unrouted import stale, unrouted
 from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
+from tracer.model.distinct import distinct
 from tracer.model.evidence import Evidence
 from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations, PacketClass
@@ -285,11 +286,11 @@ def _probe_seqs(obs: Observations, spec: ProbeSpec) -> np.ndarray:
     ping; older recordings from 0), else seqs 0..count-1 of a bare manifest, else what the
     captures show."""
     if spec.sent:
-        return np.unique(np.array([s.seq for s in spec.sent], dtype=np.uint32))
+        return distinct(np.array([s.seq for s in spec.sent], dtype=np.uint32))
     if spec.count is not None:
         return np.arange(spec.count, dtype=np.uint32)
     m = (obs["tag_run"] == spec.run) & (obs["tag_kind"] == int(spec.kind))
-    return np.unique(obs["tag_seq"][m])
+    return distinct(obs["tag_seq"][m])
 
 
 def _status(found: list[Finding]) -> Status:

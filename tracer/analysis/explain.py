@@ -24,6 +24,7 @@ import numpy as np
 from tracer.analysis.locate import LIKELY
 from tracer.analysis.topocheck import kernel_route
 from tracer.model.direction import Direction
+from tracer.model.distinct import distinct
 from tracer.model.evidence import AFTER, BEFORE, EVENTS, Counter, Drop, Evidence, Snapshot
 from tracer.model.flowgraph import EdgeKind
 from tracer.model.netstate import NodeState
@@ -195,7 +196,7 @@ _DROP_MEANING = {
 def _carriers(f: Finding, traces: ProbeTraces) -> set[tuple[int, int]]:
     """(SPI, ESP seq) of the ESP packets that carried the finding's probes."""
     keys = _finding_rows(f, traces).esp.ravel()
-    keys = np.unique(keys[keys != 0])
+    keys = distinct(keys[keys != 0])
     return set(zip((keys >> np.uint64(32)).tolist(), (keys & np.uint64(0xFFFFFFFF)).tolist(), strict=True))
 
 

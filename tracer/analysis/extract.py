@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tracer.model.distinct import distinct
 from tracer.model.observations import COLUMNS, PacketClass
 from tracer.model.tag import IKE_MAGIC, MAGIC, tag_check
 
@@ -210,7 +211,7 @@ def _chunk(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, linktype: 
     if np.ndim(linktype) == 0:
         _frames(buf, data_off, caplen, int(linktype), slice(None), out)
         return
-    for v in np.unique(linktype).tolist():
+    for v in distinct(linktype).tolist():
         rows = np.flatnonzero(linktype == v)
         _frames(buf, data_off[rows], caplen[rows], v, rows, out)
 

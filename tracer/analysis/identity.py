@@ -31,6 +31,7 @@ from ipaddress import IPv4Address
 import numpy as np
 
 from tracer.model import flowfilter
+from tracer.model.distinct import distinct
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.tag import ProbeKind
 from tracer.model.topology import Topology
@@ -83,7 +84,7 @@ def untagged_flows(obs: Observations, topo: Topology, expr: flowfilter.Expr | No
     echo = cand & np.isin(obs["cls"], _ECHO)
     other = cand & ~echo if expr is not None else np.zeros(len(obs), bool)
     kind, run, seq = obs["tag_kind"].copy(), obs["tag_run"].copy(), obs["tag_seq"].copy()
-    taken = set(np.unique(obs["tag_run"][obs["tag_kind"] > 0]).tolist())
+    taken = set(distinct(obs["tag_run"][obs["tag_kind"] > 0]).tolist())
     flows = _echo_flows(obs, topo, np.flatnonzero(echo), kind, run, seq, taken)
     flows += _other_flows(obs, topo, np.flatnonzero(other), kind, run, seq, taken)
     if not flows:
@@ -303,7 +304,7 @@ def follow_nat(obs: Observations, kind: np.ndarray, run: np.ndarray, seq: np.nda
     for other, origin in merged.items():
         mine = np.flatnonzero((run == other) & (kind > 0))
         top = int(seq[run == origin].max())
-        for q in np.unique(seq[mine]).tolist():
+        for q in distinct(seq[mine]).tolist():
             if (other, q) in seq_map:
                 continue
             if by_run[origin].kind != FLOW_KIND:

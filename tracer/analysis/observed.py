@@ -18,6 +18,7 @@ from tracer.analysis.compare import divergence
 from tracer.analysis.correlate import SightingMatrix, probe_rows
 from tracer.analysis.icmp import icmp_name
 from tracer.model.direction import Direction
+from tracer.model.distinct import distinct
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.observed import Divergence, Form, Loop, ObservedProbe, Place, Seen
 from tracer.model.path import ExpectedPath
@@ -53,7 +54,7 @@ def observe(obs: Observations, topo: Topology, path: ExpectedPath, run: int, kin
     want = np.where(form == 0, 1, 2)
     place = np.where(exp_form[pt] == want, _EXPECTED,
                      np.where((form == 0) & (exp_form[pt] == 2), _LEAK, np.where(in_topo[pt], _OFF, _UNMAPPED)))
-    interesting = set(np.unique(probe[place != _EXPECTED]).tolist()) | _looping(probe, pt, obs["ttl"][rows], form)
+    interesting = set(distinct(probe[place != _EXPECTED]).tolist()) | _looping(probe, pt, obs["ttl"][rows], form)
     if not interesting:
         return {}
     # The interesting probes' sightings, grouped by probe and in time order within each, cut into

@@ -36,6 +36,7 @@ import numpy as np
 
 from tracer.analysis import extract as ex
 from tracer.errors import CaptureError
+from tracer.model.distinct import distinct
 from tracer.textfile import irregular
 
 # Largest caplen accepted: 256 KiB, the largest snapshot length tcpdump and
@@ -164,7 +165,7 @@ def read_capture(path: str | os.PathLike[str], *, check_linktypes: bool = True) 
         elif len(cap.interfaces) == 1:
             used = [0] if len(cap) else []
         else:
-            used = np.unique(cap.iface).tolist()
+            used = distinct(cap.iface).tolist()
         refuse_linktypes(cap, used)
     return cap
 
@@ -590,7 +591,7 @@ class _Decoder:
             ts_ns = _ticks_to_ns(ticks, info.tsresol) + info.tsoffset * 1_000_000_000
         else:
             ts_ns = np.zeros(len(data), np.int64)
-            for g in np.unique(gif).tolist():
+            for g in distinct(gif).tolist():
                 m = gif == g
                 info = self.ifaces[g]
                 ts_ns[m] = _ticks_to_ns(ticks[m], info.tsresol) + info.tsoffset * 1_000_000_000

@@ -24,6 +24,7 @@ from tracer.capture.pcapfile import CaptureIndex, read_capture
 from tracer.errors import CaptureError
 from tracer.esp.decrypt import EspError, EspPlain, esp_offset, open_esp
 from tracer.esp.keys import EspSA
+from tracer.model.distinct import distinct
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.tag import ProbeTag, decode
 
@@ -111,7 +112,7 @@ def confirm(obs: Observations, sas: Iterable[EspSA]) -> Confirmation:
     rows = np.flatnonzero(obs["cls"] == PacketClass.ESP)
     spi = obs["spi"][rows]
     has_sa = np.isin(spi, np.fromiter(by_spi, np.uint32, len(by_spi)))
-    out.spis_without_sa = {int(s) for s in np.unique(spi[~has_sa])}
+    out.spis_without_sa = {int(s) for s in distinct(spi[~has_sa])}
     rows = rows[has_sa]
     out.rows = len(rows)
     if not len(rows):
@@ -178,7 +179,7 @@ def _record_ends(obs: Observations, rows: np.ndarray, captures: _Captures) -> np
     """Where each row's captured frame ends in its file (so a short snapshot is never read past)."""
     ends = np.zeros(len(rows), np.int64)
     files = obs["file"][rows]
-    for f in np.unique(files).tolist():
+    for f in distinct(files).tolist():
         cap = captures[f]
         m = files == f
         rec = np.searchsorted(cap.data_off, obs["l3_off"][rows[m]], side="right") - 1

@@ -65,6 +65,7 @@ from enum import IntEnum
 import numpy as np
 
 from tracer.errors import BadInput
+from tracer.model.distinct import distinct
 
 
 class PacketClass(IntEnum):
@@ -202,7 +203,7 @@ def count_rows(ipver: np.ndarray, ts_ns: np.ndarray) -> PointCounts:
 def _rows_by_point(col: np.ndarray, n: int) -> list[slice | np.ndarray]:
     change = np.flatnonzero(col[1:] != col[:-1]) + 1
     starts = np.concatenate(([0], change)) if len(col) else change
-    if len(np.unique(col[starts])) == len(starts):  # every point's rows are one run
+    if len(distinct(col[starts])) == len(starts):  # every point's rows are one run
         stops = np.append(starts[1:], len(col))
         out: list[slice | np.ndarray] = [slice(0, 0)] * n
         for p, a, b in zip(col[starts].tolist(), starts.tolist(), stops.tolist(), strict=True):

@@ -45,6 +45,7 @@ from tracer.analysis.extract import LINKTYPES
 from tracer.capture.observe import FileObservations, FileReader, Keep, drop_duplicates, place, relabel
 from tracer.capture.pcapfile import CaptureHead, refuse_linktypes
 from tracer.errors import BadInput
+from tracer.model.distinct import distinct
 from tracer.model.observations import Observations
 from tracer.model.point import CapturePoint
 from tracer.model.topology import IFACE_RE, NAME_RE, Topology
@@ -224,7 +225,7 @@ class _Mapper:
                           "interfaces' traffic in one interface (mergecap of pcap files, tcpdump -i any) cannot be "
                           "split into capture points: give tracer one capture file per interface"), ()
         sent_here = rows & np.isin(obs["ttl"][at], SENT_TTLS)
-        addrs = [IPv4Address(int(a)) for a in np.unique(obs["src"][at][sent_here]).tolist() if a]
+        addrs = [IPv4Address(int(a)) for a in distinct(obs["src"][at][sent_here]).tolist() if a]
         if not addrs:
             return None, ("every IPv4 packet in it had crossed a router (TTL below 64, 128 or 255), so its "
                           "addresses are not this link's: map it with --point POINT=FILE"), ()
