@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
+import numpy as np
 import pytest
 
 from tracer.analysis.hopstats import (
@@ -253,3 +254,12 @@ def test_median():
     assert median([]) is None
     assert median([3.0, 1.0, 2.0]) == 2.0
     assert median([4.0, 1.0]) == 2.5
+
+
+def test_median_is_np_median_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    for n in [*range(1, 30), 1000, 1001]:
+        v = (rng.integers(0, 10**9, n) - rng.integers(0, 10**9, n)) / 1e6
+        assert median(v) == float(np.median(v)) and median(v.tolist()) == float(np.median(v))
+    assert median([]) is None
+    assert np.isnan(median([1.0, float("nan")]))
