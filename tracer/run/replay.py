@@ -40,7 +40,6 @@ from tracer.run.manifest import (
     read_netstate,
     read_probe_report,
 )
-from tracer.subprocs import RUN_FILE
 from tracer.topofile import load_topology
 
 
@@ -212,6 +211,9 @@ def _run_dir(run_dir: Path) -> _Inputs:
     """A run directory: its manifest says which file is which point; without one, every capture
     in it (mapped like loose files), with its topology.toml if there is one."""
     if not (run_dir / MANIFEST).exists():
+        # Here only: tracer.subprocs brings subprocess, which a complete run's replay never uses.
+        from tracer.subprocs import RUN_FILE
+
         if (run_dir / PROBE_JOURNAL).exists() or (run_dir / RUN_FILE).exists():
             raise BadInput(f"{run_dir}: incomplete run directory: the trace was killed before writing {MANIFEST} "
                            f"({_journalled(run_dir / PROBE_JOURNAL)}); its raw captures are kept but not replayed")
