@@ -18,6 +18,9 @@ NOT_FOR_REPLAY = (
     "tracer.lab", "tracer.analysis.checks", "tracer.evidence", "tracer.run.report", "tracer.run.record",
     "tracer.send", "tracer.sniff", "tracer.plot", "tracer.capture.pcapng_writer",
     "tracer.cli.check", "tracer.cli.lab", "tracer.cli.plot", "tracer.cli.report", "tracer.cli.trace",
+    # numpy >= 2.3 loads numpy.ma on a plain np.unique or a float np.median (model/distinct.py,
+    # analysis/hopstats.median); a complete run directory needs no child process (tracer.subprocs).
+    "numpy.ma", "tracer.subprocs", "subprocess",
 )
 
 PROBE = """
