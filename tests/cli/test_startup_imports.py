@@ -22,6 +22,8 @@ NOT_FOR_REPLAY = (
     # analysis/hopstats.median); a complete run directory needs no child process (tracer.subprocs).
     "numpy.ma", "tracer.subprocs", "subprocess",
 )
+# Needed only for a run that recorded the nodes' live state (neither of the runs below did).
+LIVE_STATE = ("tracer.model.netstate", "tracer.analysis.topocheck")
 
 PROBE = """
 import contextlib, io, json, sys
@@ -47,12 +49,19 @@ def test_replay_loads_only_what_it_uses() -> None:
     r = _loaded_after("replay", "captures/all-delivered")
     assert r["code"] == 0 and "3/3" in r["out"]  # it did replay the run
     assert "tracer.analysis.analyze" in r["modules"]
-    assert [m for m in NOT_FOR_REPLAY if _loaded(r["modules"], m)] == []
+    assert [m for m in NOT_FOR_REPLAY + LIVE_STATE if _loaded(r["modules"], m)] == []
 
 
 def test_replay_json_loads_only_what_it_uses() -> None:
     r = _loaded_after("replay", "captures/gw-forward-drop", "--json")
     assert r["code"] == 1 and json.loads(r["out"])
+    assert [m for m in NOT_FOR_REPLAY + LIVE_STATE if _loaded(r["modules"], m)] == []
+
+
+def test_replay_with_live_state_compares_it() -> None:
+    r = _loaded_after("replay", "captures/no-peer-route")  # its run recorded the nodes' live state
+    assert r["code"] == 1
+    assert all(_loaded(r["modules"], m) for m in LIVE_STATE)
     assert [m for m in NOT_FOR_REPLAY if _loaded(r["modules"], m)] == []
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,7 +31,6 @@ from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.distinct import distinct
 from tracer.model.evidence import Evidence
-from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.observed import ObservedProbe
 from tracer.model.path import ExpectedPath, expected_paths
@@ -38,6 +38,9 @@ from tracer.model.probe import DecryptedTags, ProbeSpec
 from tracer.model.topology import Topology
 from tracer.model.verdict import OUTCOMES, SIGHTINGS, Finding, Outcome, ProbeTraces, Sighting, Status, Verdict
 from tracer.probes import ProbeType, is_known, probe_type
+
+if TYPE_CHECKING:
+    from tracer.model.netstate import NodeState
 
 
 def find_runs(obs: Observations) -> list[tuple[int, int, int]]:

@@ -18,19 +18,21 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tracer.analysis.locate import LIKELY
-from tracer.analysis.topocheck import kernel_route
 from tracer.model.direction import Direction
 from tracer.model.distinct import distinct
 from tracer.model.evidence import AFTER, BEFORE, EVENTS, Counter, Drop, Evidence, Snapshot
 from tracer.model.flowgraph import EdgeKind
-from tracer.model.netstate import NodeState
 from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint
 from tracer.model.verdict import Finding, Outcome, ProbeTrace, ProbeTraces
+
+if TYPE_CHECKING:
+    from tracer.model.netstate import NodeState
 
 SA_SOURCE = "strongswan"
 LOG_SOURCE = "ikelog"
@@ -166,7 +168,11 @@ def _no_route_items(f: Finding, path: ExpectedPath | None, netstate: dict[str, N
         return []
     node = path.hops[0].node
     state = netstate.get(node)
-    if state is None or kernel_route(state, path.src, path.dst) is not None:
+    if state is None:
+        return []
+    from tracer.analysis.topocheck import kernel_route  # live state: only in runs that recorded it
+
+    if kernel_route(state, path.src, path.dst) is not None:
         return []
     line = f"{node}: the kernel had no route to {path.dst} (its live routing tables when the run started)"
     return [_Item(0, line, f"{node} has no route to {path.dst} (live routing tables)")]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint
@@ -31,6 +31,9 @@ from tracer.model.verdict import (
     Status,
     TunnelOverhead,
 )
+
+if TYPE_CHECKING:
+    from tracer.model.netstate import NodeState
 
 ESP_TRAILER = 2  # pad length + next header
 ESP_BLOCKS = (4, 8, 16)  # RFC 4303: the payload ends on a 4-byte boundary at least

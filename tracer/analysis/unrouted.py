@@ -12,21 +12,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tracer.analysis.correlate import SightingMatrix
 from tracer.analysis.locate import LIKELY, ObservedFate, locate_observed, ranked
 from tracer.analysis.observed import observe
-from tracer.analysis.topocheck import kernel_route
 from tracer.model.direction import Direction
-from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations
 from tracer.model.observed import ObservedProbe
 from tracer.model.path import ExpectedPath
 from tracer.model.topology import Topology
 from tracer.model.verdict import Finding, Outcome
 from tracer.probes import probe_type
+
+if TYPE_CHECKING:
+    from tracer.model.netstate import NodeState
 
 
 @dataclass
@@ -92,6 +94,8 @@ def _unseen(topo: Topology, path: ExpectedPath, start: str | None, seqs: tuple[i
     reason, evidence = LIKELY + f"{path.end_note} (by the topology)", ()
     state = (netstate or {}).get(name)
     if state is not None:
+        from tracer.analysis.topocheck import kernel_route  # live state: only in runs that recorded it
+
         route = kernel_route(state, path.src, path.dst)
         if route is None:
             reason = f"{name} has no route to {path.dst} (live routing tables)"

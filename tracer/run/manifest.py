@@ -31,14 +31,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracer.errors import BadInput
 from tracer.model.evidence import Evidence, Snapshot
-from tracer.model.netstate import NodeState
 from tracer.model.probe import ProbeReport
 from tracer.probes import probe_type
 from tracer.textfile import read_text, write_private
+
+if TYPE_CHECKING:
+    from tracer.model.netstate import NodeState
 
 MANIFEST = "manifest.json"
 FORMAT = "tracer-run/1"
@@ -327,6 +329,8 @@ def read_netstate(run_dir: Path, m: Manifest, nodes: Iterable[str]) -> tuple[dic
         return {}, notes
     if Path(m.netstate).name != m.netstate or m.netstate in (".", ".."):
         return {}, [*notes, f"{run_dir / MANIFEST}: netstate '{m.netstate}' is not a folder name; live state not read"]
+    from tracer.model.netstate import NodeState  # only for runs that recorded live state
+
     states: dict[str, NodeState] = {}
     for node in nodes:
         path = run_dir / m.netstate / f"{node}.json"

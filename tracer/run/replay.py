@@ -10,17 +10,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracer.analysis.analyze import analyze, find_runs
 from tracer.analysis.identity import Flow, untagged_flows
 from tracer.analysis.plausible import implausible
 from tracer.analysis.relevant import relevant_rows
-from tracer.analysis.topocheck import compare
 from tracer.errors import BadInput, NoTraffic
 from tracer.model import flowfilter
 from tracer.model.direction import Direction
 from tracer.model.evidence import Evidence
-from tracer.model.netstate import NodeState
 from tracer.model.observations import Observations
 from tracer.model.point import CapturePoint
 from tracer.model.probe import DecryptedTags, ProbeIdentity, ProbeReport, ProbeSpec
@@ -41,6 +40,9 @@ from tracer.run.manifest import (
     read_probe_report,
 )
 from tracer.topofile import load_topology
+
+if TYPE_CHECKING:
+    from tracer.model.netstate import NodeState
 
 
 @dataclass
@@ -120,7 +122,11 @@ def load_run(inputs: list[Path], topology: Path | None = None,
         evidence, ev_notes = read_evidence(found.run_dir, found.manifest)
         notes += ev_notes
         # First among the warnings: a stale topology changes how every other line reads.
-        warnings = [f"topology differs from the live network: {d.text}" for d in compare(topo, states)] + notes + warnings
+        if states:  # topocheck (and the live-state model) only for runs that recorded live state
+            from tracer.analysis.topocheck import compare
+
+            notes = [f"topology differs from the live network: {d.text}" for d in compare(topo, states)] + notes
+        warnings = notes + warnings
         if (cut := interrupted_note(found.manifest, found.report)) is not None:
             warnings.insert(0, cut)
     return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, found.manifest, found.report,
