@@ -21,6 +21,8 @@ NOT_FOR_REPLAY = (
     # numpy >= 2.3 loads numpy.ma on a plain np.unique or a float np.median (model/distinct.py,
     # analysis/hopstats.median); a complete run directory needs no child process (tracer.subprocs).
     "numpy.ma", "tracer.subprocs", "subprocess",
+    # Untagged captures and --flow only (replay_run's _untagged).
+    "tracer.analysis.identity", "tracer.model.flowfilter",
 )
 # Needed only for a run that recorded the nodes' live state (neither of the runs below did).
 LIVE_STATE = ("tracer.model.netstate", "tracer.analysis.topocheck")

@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tracer.analysis.analyze import analyze, find_runs
-from tracer.analysis.identity import Flow, untagged_flows
 from tracer.analysis.plausible import implausible
 from tracer.analysis.relevant import relevant_rows
 from tracer.errors import BadInput, NoTraffic
-from tracer.model import flowfilter
 from tracer.model.direction import Direction
 from tracer.model.evidence import Evidence
 from tracer.model.observations import Observations
@@ -42,6 +40,7 @@ from tracer.run.manifest import (
 from tracer.topofile import load_topology
 
 if TYPE_CHECKING:
+    from tracer.analysis.identity import Flow
     from tracer.model.netstate import NodeState
 
 
@@ -292,6 +291,10 @@ def _untagged(loaded: LoadedRun, flow: str | None, src: IPv4Address | None, dst:
     """No tracer probe (or ``--flow``): every untagged flow the filter selects, or every ICMP echo
     flow between two nodes, as a synthetic run. The observations take the flows' synthetic tags
     (so --dissect and plots find their packets like tagged probes')."""
+    # Here only: a run of tracer's own probes needs neither the untagged pairing nor --flow's language.
+    from tracer.analysis.identity import untagged_flows
+    from tracer.model import flowfilter
+
     expr = flowfilter.parse(flow) if flow is not None else None
     loaded.observations, flows = untagged_flows(loaded.observations, loaded.topology, expr)
     flows = [f for f in flows if src in (None, f.src, f.dst) and dst in (None, f.src, f.dst)]  # --src/--dst pick flows
