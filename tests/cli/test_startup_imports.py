@@ -23,6 +23,7 @@ NOT_FOR_REPLAY = (
     "numpy.ma", "tracer.subprocs", "subprocess",
     # Untagged captures and --flow only (replay_run's _untagged).
     "tracer.analysis.identity", "tracer.model.flowfilter",
+    "difflib",  # did-you-mean hints for a bad topology file
 )
 # Needed only for a run that recorded the nodes' live state (neither of the runs below did).
 LIVE_STATE = ("tracer.model.netstate", "tracer.analysis.topocheck")

@@ -6,7 +6,6 @@ path so the user can find it in the file. See docs/topology.md.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface, ip_network
@@ -466,6 +465,8 @@ def _join(path: str, key: str) -> str:
 
 def _unknown_key(key: str, keys: tuple[str, ...], path: str) -> str:
     """"unknown key; did you mean 'addresses'?" — or where the key belongs, or what the table holds."""
+    import difflib  # only for a bad topology file: a valid one's load need not pay for it
+
     where = f"in {path}" if path else "at the top level"
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
     if close:
