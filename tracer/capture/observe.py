@@ -27,6 +27,7 @@ import numpy as np
 from tracer.analysis.extract import extract
 from tracer.capture.forkmap import Workers, can_fork, cores, shared_zeros
 from tracer.capture.pcapfile import CaptureHead, CaptureIndex, read_capture
+from tracer.columns import ColumnsFile
 from tracer.model.observations import COLUMNS, Merger, Observations, PointCounts, check_numbers
 
 Drops = dict[str, int | None]
@@ -137,6 +138,32 @@ def observe_indexed(caps: list[CaptureIndex], names: list[list[str]], keep: Keep
         cap = caps.pop()
         part = observe_capture(cap, names=file_names, out=merged.slot(len(cap)), keep=keep)
         del cap
+        acc.add(part)
+        merged.add(part.obs)
+    return acc.result(merged.result())
+
+
+def observe_columns(cf: ColumnsFile, name: str, keep: Keep | None = None) -> FileObservations:
+    """Observations of a columns file (extracted on the capture's SSH host, tracer.columns) as
+    :func:`observe_capture` gives them for the capture itself: one point, ``name``; ``keep``
+    and the counts it leaves alike."""
+    cols = dict(cf.cols)
+    counts: list[PointCounts | None] = [None]
+    if keep is not None:
+        counts = [PointCounts.of(len(cf), cols["ts_ns"][cols["ipver"] > 0])]
+        rows = np.flatnonzero(keep(cols))
+        cols = {k: v[rows] for k, v in cols.items()}
+    cols["point"] = np.zeros(len(cols["ts_ns"]), np.int16)
+    cols["file"] = np.zeros(len(cols["ts_ns"]), np.int16)
+    damaged = {name: cf.damaged} if cf.damaged else {}
+    return FileObservations(Observations(cols, [name], [cf.path]), {name: None}, list(cf.warnings), damaged, counts)
+
+
+def merge_observed(parts: list[FileObservations]) -> FileObservations:
+    """Several files' observations as one (their rows in order; drops, damage and counts kept)."""
+    merged = Merger(sum(len(p.obs) for p in parts))
+    acc = _Accounts()
+    for part in parts:
         acc.add(part)
         merged.add(part.obs)
     return acc.result(merged.result())

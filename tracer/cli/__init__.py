@@ -28,6 +28,7 @@ exit codes:
 # between replay and lab: one subcommand per registered probe kind (tracer/probes/).
 BEFORE_TRACES = ("replay", "check", "topology")
 AFTER_TRACES = ("watch", "lab", "plot", "report")
+HIDDEN = ("extract",)  # not in --help: run by tracer itself (on SSH hosts)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,7 +52,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     parser.add_argument("--version", "-V", action="version", version=f"tracer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    if command in BEFORE_TRACES + AFTER_TRACES:
+    if command in BEFORE_TRACES + AFTER_TRACES + HIDDEN:
         importlib.import_module(f"tracer.cli.{command}").add_parser(sub)
         return parser
     from tracer.cli import trace
@@ -65,7 +66,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         importlib.import_module(f"tracer.cli.{name}").add_parser(sub)
     for ptype in live:
         trace.add_parser(sub, ptype)
-    for name in AFTER_TRACES:
+    for name in AFTER_TRACES + HIDDEN:
         importlib.import_module(f"tracer.cli.{name}").add_parser(sub)
     return parser
 

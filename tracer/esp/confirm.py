@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tracer.capture.pcapfile import CaptureIndex, read_capture
+from tracer.columns import is_columns
 from tracer.errors import CaptureError
 from tracer.esp.decrypt import EspError, EspPlain, esp_offset, open_esp
 from tracer.esp.keys import EspSA
@@ -110,6 +111,10 @@ def confirm(obs: Observations, sas: Iterable[EspSA]) -> Confirmation:
     if len(obs) == 0:
         return out
     rows = np.flatnonzero(obs["cls"] == PacketClass.ESP)
+    # Columns extracted on an SSH host carry no packet bytes (the capture stayed there).
+    remote = [f for f, s in enumerate(obs.sources) if is_columns(s)]
+    if remote:
+        rows = rows[~np.isin(obs["file"][rows], remote)]
     spi = obs["spi"][rows]
     has_sa = np.isin(spi, np.fromiter(by_spi, np.uint32, len(by_spi)))
     out.spis_without_sa = {int(s) for s in distinct(spi[~has_sa])}

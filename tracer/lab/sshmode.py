@@ -71,7 +71,7 @@ TARGET = f"{USER}@{ADDRESS}"
 # (the management namespace is the engineer's laptop, not part of the network under
 # test). Its own table, so clearing a fault never touches it.
 NFT_TABLE = "tracer_mgmt"
-_ISOLATION = f"""table inet {NFT_TABLE} {{
+ISOLATION = f"""table inet {NFT_TABLE} {{
   chain forward {{
     type filter hook forward priority filter; policy accept;
     iifname "{MGMT.gw_iface}" counter drop comment "management link: not routed"
@@ -94,7 +94,7 @@ def link(mgmt_ns: str, gw_ns: str) -> None:
     netns.ip_batch(["link set lo up", f"addr add {m.address} dev {m.iface}", f"link set {m.iface} up"], ns=mgmt_ns)
     netns.ip_batch([f"addr add {m.gw_address} dev {m.gw_iface}", f"link set {m.gw_iface} up"], ns=gw_ns)
     netns.write_sysctls(gw_ns, {f"net.ipv4.conf.{m.gw_iface}.forwarding": "0"})
-    netns.ns_run(gw_ns, ["nft", "-f", "-"], input=_ISOLATION)
+    netns.ns_run(gw_ns, ["nft", "-f", "-"], input=ISOLATION)
 
 
 def unlink(gw_ns: str) -> None:
@@ -115,24 +115,43 @@ def check_tools() -> None:
 
 def write_files(lab_dir: Path, lab_name: str) -> None:
     """Keys, authorized_keys, known_hosts and sshd_config in ``lab_dir`` (private files 0600)."""
+    write_keys(lab_dir, lab_name, [ADDRESS])
+    _private(lab_dir / CONFIG, sshd_config(f"the sshd of lab '{lab_name}' (east-gw's namespace only)", ADDRESS,
+                                           lab_dir, lab_dir))
+
+
+def write_keys(lab_dir: Path, lab_name: str, addresses: list[str], environment: str | None = None) -> None:
+    """A host key and a client key (ssh-keygen, 0600), ``authorized_keys`` holding the client key
+    with ``restrict`` (and ``environment``, a NAME=value its sessions get, if given), and
+    ``known_hosts`` pinning the host key for every address in ``addresses``."""
     for key, comment in ((HOST_KEY, f"tracer-lab-{lab_name}-host"), (CLIENT_KEY, f"tracer-lab-{lab_name}-client")):
         path = lab_dir / key
         path.unlink(missing_ok=True)
         path.with_suffix(".pub").unlink(missing_ok=True)
         _run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
         path.chmod(0o600)
-    client_pub = (lab_dir / f"{CLIENT_KEY}.pub").read_text().strip()
+    authorize(lab_dir, environment)
     host_pub = " ".join((lab_dir / f"{HOST_KEY}.pub").read_text().split()[:2])  # type and key, no comment
-    _private(lab_dir / AUTHORIZED_KEYS, f"restrict {client_pub}\n")
-    host = ADDRESS if PORT == 22 else f"[{ADDRESS}]:{PORT}"
-    _private(lab_dir / KNOWN_HOSTS, f"{host} {host_pub}\n")
-    _private(
-        lab_dir / CONFIG,
-        f"""# Written by tracer lab: the sshd of lab '{lab_name}' (east-gw's namespace only).
-ListenAddress {ADDRESS}:{PORT}
-HostKey {lab_dir / HOST_KEY}
-PidFile {lab_dir / PID_FILE}
-AuthorizedKeysFile {lab_dir / AUTHORIZED_KEYS}
+    hosts = [a if PORT == 22 else f"[{a}]:{PORT}" for a in addresses]
+    _private(lab_dir / KNOWN_HOSTS, "".join(f"{h} {host_pub}\n" for h in hosts))
+
+
+def authorize(lab_dir: Path, environment: str | None = None) -> None:
+    """(Re)write ``authorized_keys``: the client key, ``restrict``ed, with ``environment`` if given.
+    sshd reads it at every login, so this changes what the next session gets."""
+    client_pub = (lab_dir / f"{CLIENT_KEY}.pub").read_text().strip()
+    env = f',environment="{environment}"' if environment else ""
+    _private(lab_dir / AUTHORIZED_KEYS, f"restrict{env} {client_pub}\n")
+
+
+def sshd_config(what: str, address: str, keys_dir: Path, run_dir: Path, extra: str = "") -> str:
+    """An sshd_config listening on ``address`` only, keys from ``keys_dir`` (:func:`write_keys`),
+    pid file and nothing else in ``run_dir``."""
+    return f"""# Written by tracer lab: {what}.
+ListenAddress {address}:{PORT}
+HostKey {keys_dir / HOST_KEY}
+PidFile {run_dir / PID_FILE}
+AuthorizedKeysFile {keys_dir / AUTHORIZED_KEYS}
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -144,10 +163,11 @@ AllowAgentForwarding no
 X11Forwarding no
 PermitTunnel no
 PrintMotd no
-# Several capture points open their sessions at the same moment.
+# Several capture points open their sessions at the same moment; over one multiplexed
+# connection (tracer.ssh_mux) they are sessions of it.
 MaxStartups 50:30:100
-""",
-    )
+MaxSessions 64
+{extra}"""
 
 
 def start_sshd(ns: str, lab_dir: Path) -> subprocess.Popen[bytes]:

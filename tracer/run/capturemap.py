@@ -42,8 +42,18 @@ from typing import Any
 import numpy as np
 
 from tracer.analysis.extract import LINKTYPES
-from tracer.capture.observe import FileObservations, FileReader, Keep, drop_duplicates, place, relabel
+from tracer.capture.observe import (
+    FileObservations,
+    FileReader,
+    Keep,
+    drop_duplicates,
+    merge_observed,
+    observe_columns,
+    place,
+    relabel,
+)
 from tracer.capture.pcapfile import CaptureHead, refuse_linktypes
+from tracer.columns import is_columns, read_columns
 from tracer.errors import BadInput
 from tracer.model.distinct import distinct
 from tracer.model.observations import Observations
@@ -283,6 +293,10 @@ def map_captures(sources: Iterable[Source], topo: Topology, keep: Keep | None = 
     sources = list(sources)
     mapper = _Mapper(topo)
     keep = keep if _fixed_ahead(mapper, sources) else None
+    # Columns files (extracted on SSH hosts) have their points from the manifest; they join the
+    # captures' observations after these are read, as the last files.
+    columns = [src for src in sources if is_columns(src.path)]
+    sources = [src for src in sources if not is_columns(src.path)]
     reader = FileReader([src.path for src in sources], keep)
     heads: list[CaptureHead] = []
     decided: list[list[Mapped | None]] = []
@@ -309,6 +323,13 @@ def map_captures(sources: Iterable[Source], topo: Topology, keep: Keep | None = 
     # Each interface is first named by its place (file, interface), then renamed to its point.
     keys = [[place(f, k) for k in range(len(cap.interfaces))] for f, cap in enumerate(heads)]
     seen = reader.merged()
+    if columns:
+        parts = []
+        for src in columns:
+            decided.append([_columns_point(mapper, src)])
+            keys.append([place(len(keys), 0)])
+            parts.append(observe_columns(read_columns(src.path), keys[-1][0], keep))
+        seen = merge_observed([seen, *parts])
     for f, row in enumerate(decided):  # rule 4
         for k, m in enumerate(row):
             if m is None:
@@ -329,6 +350,15 @@ def map_captures(sources: Iterable[Source], topo: Topology, keep: Keep | None = 
                            if row and row[0].point is not None and c is not None}
     fed = Counter(m.point for m in mapping if m.point is not None)
     return MappedRun(drop_duplicates(seen, [p for p, n in fed.items() if n > 1]), mapping)
+
+
+def _columns_point(mapper: _Mapper, src: Source) -> Mapped:
+    """A columns file is one point, the one its run directory's manifest (or --point) gives."""
+    if src.point is None:
+        raise BadInput(f"{src.path}: observation columns extracted on a remote host: replay the run directory "
+                       "they belong to (its manifest says which point they are), or give --point POINT=FILE")
+    point, why = mapper.explicit(src)
+    return Mapped(str(src.path), 0, point, point, src.how, why)
 
 
 def _fixed_ahead(mapper: _Mapper, sources: list[Source]) -> bool:

@@ -66,6 +66,7 @@ class CaptureEntry:
     backend: str | None = None  # sniffer that recorded it ("tcpdump", "ssh"); None: not said
     remote: bool = False  # captured on another host: its clock may be offset from ours
     ended_early: EarlyEnd | None = None  # the sniffer ended before tracer stopped it: capture incomplete
+    kept_at: str | None = None  # host:path where the capture stayed (extracted there: ``file`` holds its columns)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ def _capture_dict(c: CaptureEntry) -> dict[str, Any]:
         d["remote"] = True
     if c.ended_early is not None:
         d["ended_early"] = {"how": c.ended_early.how, "by_s": c.ended_early.by_s}
+    if c.kept_at is not None:
+        d["kept_at"] = c.kept_at
     return d
 
 
@@ -184,7 +187,8 @@ def read_manifest(run_dir: Path) -> Manifest:
             raise TypeError("captures: expected a list of objects")
         caps = [CaptureEntry(_opt_str(c.get("point"), "point"), _file_name(c["file"]),
                              _number(c.get("drops"), "drops", MAX_DROPS), _opt_str(c.get("backend"), "backend"),
-                             c.get("remote") is True, _early_end(c.get("ended_early")))
+                             c.get("remote") is True, _early_end(c.get("ended_early")),
+                             _opt_str(c.get("kept_at"), "kept_at"))
                 for c in captures]
         kind = probe_type(str(data["kind"])).code if data.get("kind") else None
         m = Manifest(

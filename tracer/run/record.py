@@ -23,7 +23,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracer import evidence, subprocs
+from tracer import evidence, ssh_mux, subprocs
 from tracer.analysis.topocheck import live_interfaces
 from tracer.errors import BadInput, EnvironmentProblem, TracerError
 from tracer.evidence.netstate import snapshot_nodes
@@ -51,8 +51,9 @@ from tracer.run.manifest import (
 from tracer.send.pacer import journal_to
 from tracer.sniff import Sniffer, request_stop_all, sniffer_for, stop_all, wait_all
 from tracer.sniff.bpf import capture_filter
-from tracer.sniff.ssh import SshTcpdumpSniffer
+from tracer.sniff.ssh import SshTcpdumpSniffer, remote_columns
 from tracer.sniff.tcpdump import DEFAULT_SNAPLEN
+from tracer.ssh_client import Connection, connection, topology_relative
 
 if TYPE_CHECKING:
     from tracer.model.verdict import Verdict
@@ -128,6 +129,17 @@ def witness_points(topo: Topology, states: dict[str, NodeState], points: list[st
     """The interfaces ``nodes`` really have besides ``points`` (off the paths, or missing from the
     topology: a router re-wired through a new eth2), captured as witnesses."""
     return [p for p in live_interfaces(topo, states, nodes) if p not in points]
+
+
+def ssh_connections(topo: Topology, nodes: list[str]) -> list[Connection]:
+    """How each SSH-captured node among ``nodes`` is reached (one master each, tracer.ssh_mux)."""
+    out = []
+    for name in nodes:
+        n = topo.nodes[name]
+        if n.capture_backend == "ssh" and n.ssh:
+            out.append(connection(n.ssh, n.ssh_netns, topology_relative(topo.source, n.ssh_key), n.ssh_port,
+                                  topology_relative(topo.source, n.ssh_known_hosts)))
+    return out
 
 
 def make_sniffers(topo: Topology, points: list[str], run_dir: Path, snaplen: int = DEFAULT_SNAPLEN) -> list[Sniffer]:
@@ -241,7 +253,8 @@ def record(
             # "remote": another host's clock stamped these packets (analysis estimates its offset).
             captures=[CaptureEntry(r.point, r.file.name, r.drops, backends.get(r.point),
                                    remote=backends.get(r.point) == SshTcpdumpSniffer.backend,
-                                   ended_early=EarlyEnd(r.ended_early, asked_s[0]) if r.ended_early else None)
+                                   ended_early=EarlyEnd(r.ended_early, asked_s[0]) if r.ended_early else None,
+                                   kept_at=r.kept_at)
                       for r in results],
             report=PROBE_REPORT if report is not None else None,
             netstate=netstate, netstate_unread=unread,
@@ -251,8 +264,17 @@ def record(
         write_manifest(run_dir, manifest)
         return stop_errors
 
+    masters = ssh_mux.Masters()
     try:
         nodes = list(topo.nodes) if all_points else list(dict.fromkeys(CapturePoint.parse(p).node for p in points))
+        # One master connection per SSH host, all at once, before anything reaches them: every
+        # later session to a host (state, evidence, sniffers) rides on it (tracer.ssh_mux).
+        # While opening, each is asked whether the host has tracer (it then extracts there).
+        masters.open(ssh_connections(topo, nodes), probe=remote_columns)
+        if masters.open_ or masters.failed:
+            extra["ssh_masters"] = {"hosts": len(masters.open_) + len(masters.failed), "opened": len(masters.open_),
+                                    "extracting": sum(m.columns for m in masters.open_.values()),
+                                    "s": round(time.monotonic() - t0, 3)}
         # Everything before the first probe runs at once, the trace waits for the slowest:
         # the live state of the nodes (compared with the topology; the interfaces they really
         # have become witness points) and the evidence before any probe (counters, rules, SAs)
@@ -283,7 +305,10 @@ def record(
         # A witness that cannot capture costs its own file, never the trace; neither does a
         # path point whose interface is down or gone (a finding: that point is unobserved, and
         # the verdict says why). Any other failure on the path is tracer's environment: exit 4.
-        failed = wait_all([], t_start + SNIFFER_START_S, optional=[*sniffers, *witnesses])
+        # The witnesses were spawned only now (once the live state named them): they too get
+        # SNIFFER_START_S, or a slow state read (SSH hosts) would leave them none.
+        failed = wait_all([], (time.monotonic() if witnesses else t_start) + SNIFFER_START_S,
+                          optional=[*sniffers, *witnesses])
         if failed:
             extra["sniffers_failed"] = failed
             snaps += capture_failures(topo, failed)
@@ -318,11 +343,17 @@ def record(
         # Ctrl-C or an error before the probes were all out: stop what was started and keep
         # its packets; a second Ctrl-C meanwhile is held. The exception stays the one reported.
         with deferred(raise_after=False):
-            finish(isinstance(err, KeyboardInterrupt))
+            try:
+                finish(isinstance(err, KeyboardInterrupt))
+            finally:
+                masters.close()  # after the sniffers: their sessions ride on the masters
         subprocs.record_in(None)
         raise
     with deferred(raise_after=False) as got:
-        stop_errors = finish(interrupted)
+        try:
+            stop_errors = finish(interrupted)
+        finally:
+            masters.close()
     subprocs.record_in(None)
     if stop_errors:
         raise stop_errors[0]

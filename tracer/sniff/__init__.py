@@ -35,6 +35,7 @@ class CaptureResult:
     # How the sniffer ended if not because tracer asked ("killed by signal 15"): its capture
     # is incomplete, and its silence proves nothing (None: it ran until stopped)
     ended_early: str | None = None
+    kept_at: str | None = None  # host:path of the capture, kept on its SSH host (only its columns are in file)
 
 
 def how_ended(returncode: int) -> str:

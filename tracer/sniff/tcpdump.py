@@ -126,7 +126,9 @@ class TcpdumpSniffer:
         while READY not in self._stderr:
             left = deadline - time.monotonic()
             if self.proc.poll() is not None or left <= 0:
-                self._stderr += self._drain()
+                # Still running (not ready in time): what it said so far, without waiting for an
+                # end-of-file that comes only when it exits (a remote one may never).
+                self._stderr += self._drain() if self.proc.poll() is not None else self._available(fd)
                 raise EnvironmentProblem(
                     f"sniffer on {self.point} did not start: {self._why_not_started(self._stderr.decode(errors='replace'))}")
             ready, _, _ = select.select([fd], [], [], left)
@@ -140,6 +142,16 @@ class TcpdumpSniffer:
         # "tcpdump: ipsec0: No such device exists" then "(No such device exists)": the first says which.
         named = [line for line in why if line.startswith("tcpdump: ")]
         return named[-1] if named else why[-1] if why else "no output from tcpdump"
+
+    @staticmethod
+    def _available(fd: int) -> bytes:
+        out = b""
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            out += chunk
+        return out
 
     def _drain(self) -> bytes:
         assert self.proc is not None and self.proc.stderr is not None
