@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Traces across many SSH hosts (root): sniffer start time and bytes moved, 50 real sshds.
 
-    flock /tmp/trc-live.lock python3 bench/bench_hosts.py [--hosts 50] [--count 3] [--size 56] [--json FILE]
+    flock /tmp/trc-live.lock python3 bench/bench_hosts.py [--hosts 50] [--count 3] [--size 56] [--interval 0.2]
+                                                          [--skip-serial] [--json FILE]
 
 Builds a hosts lab (tracer.lab.sshhosts): a chain ``a ── r01 ── … ── rNN ── b`` of network
 namespaces, every router running its own OpenSSH sshd on a management bridge and captured over
@@ -86,14 +87,14 @@ def start_time(lab: HostsLab, mode: str, work: Path) -> float:
     return took
 
 
-def trace(lab: HostsLab, extract: bool, work: Path, count: int, size: int) -> dict:
+def trace(lab: HostsLab, extract: bool, work: Path, count: int, size: int, interval: float) -> dict:
     lab.set_remote_tracer(extract)
     out = work / ("run-extract" if extract else "run-whole")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     before = link_bytes(lab.mgmt_netns)
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "tracer", "ping", "--topology", str(lab.topology_path), "a", "b",
-                        "--count", str(count), "--size", str(size), "--out", str(out), "--json"],
+                        "--count", str(count), "--size", str(size), "--interval", str(interval), "--out", str(out), "--json"],
                        capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - t
     after = link_bytes(lab.mgmt_netns)
@@ -132,6 +133,7 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, default=50)
     ap.add_argument("--count", type=int, default=3, help="probes per trace (default 3)")
     ap.add_argument("--size", type=int, default=56, help="ICMP payload bytes (default 56)")
+    ap.add_argument("--interval", type=float, default=0.2, help="seconds between probes (default 0.2)")
     ap.add_argument("--name", default="shb", help="lab name: namespaces trc-NAME-* (default shb)")
     ap.add_argument("--skip-serial", action="store_true", help="skip the serial start (3×N handshakes in a row)")
     ap.add_argument("--json", type=Path, help="write the figures to this file")
@@ -152,7 +154,7 @@ def main() -> int:
         figures["lab_up_s"] = round(time.perf_counter() - t, 2)
         modes = ["parallel", "multiplexed"] if args.skip_serial else ["serial", "parallel", "multiplexed"]
         figures["start_s"] = {m: round(start_time(lab, m, work), 2) for m in modes}
-        traces = [trace(lab, False, work, args.count, args.size), trace(lab, True, work, args.count, args.size)]
+        traces = [trace(lab, extract, work, args.count, args.size, args.interval) for extract in (False, True)]
         figures["same_verdict"] = traces[0]["_compare"] == traces[1]["_compare"]
         figures["traces"] = [{k: v for k, v in tr.items() if not k.startswith("_")} for tr in traces]
     finally:

@@ -132,8 +132,8 @@ def test_a_drop_inside_a_host_is_located_either_way(
         hosts: HostsLab, tmp_path: Path, capsys: pytest.CaptureFixture[str], extract: bool) -> None:
     hosts.set_remote_tracer(extract)
     ns = f"trc-{NAME}-{FAULT_HOST}"
-    netns.ns_run(ns, ["nft", "-f", "-"], input="table inet fault { chain fwd { type filter hook forward priority 0; "
-                 "icmp type echo-request drop } }\n")
+    netns.ns_run(ns, ["nft", "-f", "-"], input="table inet fault { chain probe_drop { type filter hook forward priority 0; "
+                 "icmp type echo-request drop; }; }\n")
     try:
         code, run = ping(hosts, tmp_path / "run", capsys)
     finally:
