@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from tracer.columns import FORMAT
-from tracer.errors import EXIT_DELIVERED, BadInput
+from tracer.errors import EXIT_DELIVERED, BadInput, EnvironmentProblem
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +34,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.check:
+        import importlib.util
+
+        # Found, not imported (a host is asked as every trace starts): extraction would need it.
+        if importlib.util.find_spec("numpy") is None:
+            raise EnvironmentProblem("extract: numpy is not installed for this python")
         print(FORMAT)
         return EXIT_DELIVERED
     if args.capture is None or not args.point:

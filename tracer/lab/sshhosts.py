@@ -14,8 +14,8 @@ key and config writers this reuses). The management interfaces are in the topolo
 they are the hosts' real interfaces, captured as witnesses. Nothing is connected to the root
 namespace; every address is in 198.18.0.0/15.
 
-``remote_tracer``: sessions get ``PYTHONPATH`` pointing at this tracer (authorized_keys
-``environment=``), i.e. tracer is installed on the hosts and they extract observation columns
+``remote_tracer``: sessions get ``PYTHONPATH`` pointing at this tracer and this interpreter
+first on ``PATH`` (authorized_keys ``environment=``), i.e. tracer is installed on the hosts and they extract observation columns
 there (tracer.sniff.ssh); without it they stream whole captures. :func:`set_remote_tracer`
 switches between the two for the next sessions.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,7 +144,7 @@ class HostsLab:
             hdir.mkdir(mode=0o700)
             (hdir / sshmode.CONFIG).write_text(sshmode.sshd_config(
                 f"sshd of host {h} of hosts lab '{self.name}'", mgmt_address(k), self.dir, hdir,
-                "PermitUserEnvironment PYTHONPATH\n"))
+                "PermitUserEnvironment PYTHONPATH,PATH\n"))
             (hdir / sshmode.CONFIG).chmod(0o600)
             procs.append((hdir, sshmode.start_sshd(layout.netns_name(self.name, h), hdir)))
         for _, proc in procs:
@@ -174,5 +175,8 @@ class HostsLab:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _environment(remote_tracer: bool) -> str | None:
-    return f"PYTHONPATH={TRACER_ROOT}" if remote_tracer else None
+def _environment(remote_tracer: bool) -> list[str]:
+    """Tracer "installed" on the hosts: this tracer on their path, run by this interpreter."""
+    if not remote_tracer:
+        return []
+    return [f"PYTHONPATH={TRACER_ROOT}", f"PATH={Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin"]

@@ -120,9 +120,9 @@ def write_files(lab_dir: Path, lab_name: str) -> None:
                                            lab_dir, lab_dir))
 
 
-def write_keys(lab_dir: Path, lab_name: str, addresses: list[str], environment: str | None = None) -> None:
+def write_keys(lab_dir: Path, lab_name: str, addresses: list[str], environment: list[str] | None = None) -> None:
     """A host key and a client key (ssh-keygen, 0600), ``authorized_keys`` holding the client key
-    with ``restrict`` (and ``environment``, a NAME=value its sessions get, if given), and
+    with ``restrict`` (and ``environment``, NAME=value settings its sessions get, if given), and
     ``known_hosts`` pinning the host key for every address in ``addresses``."""
     for key, comment in ((HOST_KEY, f"tracer-lab-{lab_name}-host"), (CLIENT_KEY, f"tracer-lab-{lab_name}-client")):
         path = lab_dir / key
@@ -136,11 +136,11 @@ def write_keys(lab_dir: Path, lab_name: str, addresses: list[str], environment: 
     _private(lab_dir / KNOWN_HOSTS, "".join(f"{h} {host_pub}\n" for h in hosts))
 
 
-def authorize(lab_dir: Path, environment: str | None = None) -> None:
-    """(Re)write ``authorized_keys``: the client key, ``restrict``ed, with ``environment`` if given.
-    sshd reads it at every login, so this changes what the next session gets."""
+def authorize(lab_dir: Path, environment: list[str] | None = None) -> None:
+    """(Re)write ``authorized_keys``: the client key, ``restrict``ed, with ``environment`` (NAME=value
+    each) if given. sshd reads it at every login, so this changes what the next session gets."""
     client_pub = (lab_dir / f"{CLIENT_KEY}.pub").read_text().strip()
-    env = f',environment="{environment}"' if environment else ""
+    env = "".join(f',environment="{e}"' for e in environment or [])
     _private(lab_dir / AUTHORIZED_KEYS, f"restrict{env} {client_pub}\n")
 
 
@@ -167,6 +167,9 @@ PrintMotd no
 # connection (tracer.ssh_mux) they are sessions of it.
 MaxStartups 50:30:100
 MaxSessions 64
+# A lab host is a bare server, not this machine's root login: bash skips ~/.bashrc for an SSH
+# command when SHLVL says it is nested (a developer's pyenv init there costs ~0.3 s a session).
+SetEnv SHLVL=1
 {extra}"""
 
 
