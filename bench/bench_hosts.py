@@ -14,7 +14,8 @@ witness). Nothing touches the root namespace; addresses are in 198.18.0.0/15. Th
    connection each (parallel), and all at once over one master connection per host opened in
    parallel first (multiplexed; the time includes opening the masters).
 2. A traced ping from a to b (a fresh ``tracer ping`` process, as a user runs it) with whole
-   captures streamed back (the hosts without tracer), then with tracer on the hosts
+   captures streamed back (the hosts without tracer), first with a connection per session
+   (``TRACER_SSH_MASTERS=0``) then over masters, then with tracer on the hosts
    (extraction there, columns back): bytes on the management link both ways (the client
    namespace's interface counters: everything SSH moved, handshakes and state reads too), the
    run directory's bytes for the remote points, wall time, verdict; then both run directories
@@ -87,10 +88,11 @@ def start_time(lab: HostsLab, mode: str, work: Path) -> float:
     return took
 
 
-def trace(lab: HostsLab, extract: bool, work: Path, count: int, size: int, interval: float) -> dict:
+def trace(lab: HostsLab, extract: bool, work: Path, count: int, size: int, interval: float,
+          masters: bool = True) -> dict:
     lab.set_remote_tracer(extract)
-    out = work / ("run-extract" if extract else "run-whole")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = work / ("run-extract" if extract else "run-whole" if masters else "run-whole-nomux")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), ssh_mux.OFF: "1" if masters else "0"}
     before = link_bytes(lab.mgmt_netns)
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "tracer", "ping", "--topology", str(lab.topology_path), "a", "b",
@@ -108,7 +110,7 @@ def trace(lab: HostsLab, extract: bool, work: Path, count: int, size: int, inter
     replay_s = time.perf_counter() - t
     run = json.loads(r.stdout)["runs"][0]
     return {
-        "mode": "remote extraction" if extract else "whole captures",
+        "mode": "remote extraction" if extract else "whole captures" + ("" if masters else ", no masters"),
         "exit": p.returncode, "wall_s": round(wall, 2), "record_s": manifest.get("record_s"),
         "masters_s": (manifest.get("ssh_masters") or {}).get("s"),
         "sniffers_ready_s": manifest.get("sniffers_ready_s"),
@@ -154,8 +156,9 @@ def main() -> int:
         figures["lab_up_s"] = round(time.perf_counter() - t, 2)
         modes = ["parallel", "multiplexed"] if args.skip_serial else ["serial", "parallel", "multiplexed"]
         figures["start_s"] = {m: round(start_time(lab, m, work), 2) for m in modes}
-        traces = [trace(lab, extract, work, args.count, args.size, args.interval) for extract in (False, True)]
-        figures["same_verdict"] = traces[0]["_compare"] == traces[1]["_compare"]
+        traces = [trace(lab, False, work, args.count, args.size, args.interval, masters=False),
+                  *(trace(lab, extract, work, args.count, args.size, args.interval) for extract in (False, True))]
+        figures["same_verdict"] = all(tr["_compare"] == traces[0]["_compare"] for tr in traces)
         figures["traces"] = [{k: v for k, v in tr.items() if not k.startswith("_")} for tr in traces]
     finally:
         lab.down()
@@ -167,15 +170,15 @@ def main() -> int:
     print("\nsniffer start (spawn → all listening)")
     for m, s in figures["start_s"].items():
         print(f"  {m:<12} {s:8.2f} s")
-    print("\ntraced ping                  whole captures   remote extraction")
+    print("\ntraced ping                  whole, no masters   whole captures   remote extraction")
     rows = [("exit code", "exit"), ("wall time, s", "wall_s"), ("masters opened in, s", "masters_s"),
             ("sniffers ready in, s", "sniffers_ready_s"), ("hosts extracting", "extracting_hosts"),
             ("bytes in (to tracer)", "bytes_in"), ("bytes out (from tracer)", "bytes_out"),
             ("remote points' files, bytes", "remote_files_bytes"), ("replay, s", "replay_s")]
     for label, key in rows:
-        a, b = (tr[key] for tr in figures["traces"])
-        print(f"  {label:<27} {a!s:>14}   {b!s:>17}")
-    print(f"  verdict: {figures['traces'][0]['verdict']} | {figures['traces'][1]['verdict']}")
+        a, b, c = (tr[key] for tr in figures["traces"])
+        print(f"  {label:<27} {a!s:>17}   {b!s:>14}   {c!s:>17}")
+    print(f"  verdicts: {' | '.join(tr['verdict'] for tr in figures['traces'])}")
     print(f"  same verdict (status, findings, every probe's sightings): {figures['same_verdict']}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -241,6 +241,8 @@ def command_kind(argv: list[str]) -> CmdKind:
             return "lab"
         if prog[1:3] in (["topology", "check"], ["topology", "path"]):
             return "offline"  # files shipped in the repository
+        if prog[1:2] == ["extract"]:
+            return "offline"  # what a trace runs on SSH hosts; --check reads nothing
     if prog[:2] == ["python3", "-c"]:
         return "lab" if "tracer.lab" in prog[2] else "offline"
     if prog[0] == "tshark" and _reads_offline_file(prog):

@@ -18,7 +18,8 @@ host (:func:`tracer.ssh_client.ssh_argv`) opens a session on it, which costs a r
   multiplexing, and fail there with the real reason (a refused key says so in the sniffer's
   one-line error, not in a second message from here).
 
-The server must allow as many sessions per connection as the trace opens at once on one host
+``TRACER_SSH_MASTERS=0`` turns it off (and with it extraction on the hosts, which is decided
+as a master opens). The server must allow as many sessions per connection as the trace opens at once on one host
 (sshd's ``MaxSessions``, default 10: sniffers of the host's interfaces plus a few readers).
 """
 
@@ -40,6 +41,7 @@ RUNTIME = Path("/run/tracer")  # tracer's runtime directory (root); else $XDG_RU
 PERSIST_S = 15  # a master outlives its last session by this long (tracer killed: nobody says exit)
 OPEN_TIMEOUT = CONNECT_TIMEOUT + 5.0
 PREFIX = "ssh-"
+OFF = "TRACER_SSH_MASTERS"  # =0: no master connections (each session connects on its own, as before)
 
 
 def runtime_dir() -> Path:
@@ -62,7 +64,7 @@ class Masters:
         connect timeout). ``probe(conn)``, run over each new master as soon as it is up: what
         :attr:`Master.columns` says (tracer.sniff.ssh asks whether the host has tracer)."""
         conns = list(dict.fromkeys(c for c in conns if c not in MASTERS))
-        if not conns:
+        if not conns or os.environ.get(OFF) == "0":
             return
         self.base.mkdir(mode=0o755, parents=True, exist_ok=True)
         remove_stale(self.base)
