@@ -75,13 +75,12 @@ def ssh_argv(
     return (["ip", "netns", "exec", ssh_netns] if ssh_netns else []) + cmd
 
 
-def master_argv(conn: Connection, control_path: Path, persist_s: int) -> list[str]:
-    """``ssh -M -N -f``: authenticate, listen on ``control_path``, then go to the background
-    (the command returns once the master is ready) and exit ``persist_s`` seconds after its
-    last session ended, or when told to (:func:`control_argv`)."""
+def master_argv(conn: Connection, control_path: Path) -> list[str]:
+    """``ssh -M -N``: authenticate, then listen on ``control_path`` for sessions until stopped
+    (in the foreground: it is one of tracer's helpers and dies with it, tracer.subprocs)."""
     target, ssh_netns, key, port, known_hosts = conn
     opts = _options(Path(key) if key else None, port, Path(known_hosts) if known_hosts else None)
-    opts += ["-M", "-N", "-f", "-o", f"ControlPath={control_path}", "-o", f"ControlPersist={persist_s}"]
+    opts += ["-M", "-N", "-o", f"ControlPath={control_path}", "-o", "ControlPersist=no"]
     cmd = [ensure_tool("ssh", package="openssh-client"), *opts, "--", target]
     return (["ip", "netns", "exec", ssh_netns] if ssh_netns else []) + cmd
 
