@@ -28,7 +28,7 @@ exit codes:
 # between replay and lab: one subcommand per registered probe kind (tracer/probes/).
 BEFORE_TRACES = ("replay", "check", "topology")
 AFTER_TRACES = ("watch", "lab", "plot", "report")
-HIDDEN = ("extract",)  # not in --help: run by tracer itself (on SSH hosts)
+HIDDEN = ("extract",)  # parsed only when named, so never listed: run by tracer itself (on SSH hosts)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,7 +66,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         importlib.import_module(f"tracer.cli.{name}").add_parser(sub)
     for ptype in live:
         trace.add_parser(sub, ptype)
-    for name in AFTER_TRACES + HIDDEN:
+    for name in AFTER_TRACES:
         importlib.import_module(f"tracer.cli.{name}").add_parser(sub)
     return parser
 
