@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import fcntl
 import json
 import os
 import shutil
@@ -51,6 +52,7 @@ from tracer.sniff.ssh import REMOTE_DIR  # noqa: E402
 from tracer.topofile import load_topology  # noqa: E402
 
 IFACES = ("eth0", "eth1", "mgmt0")
+LOCK = "/tmp/trc-live.lock"  # one lab at a time on this machine (the tests take it too)
 
 
 def link_bytes(ns: str) -> tuple[int, int]:
@@ -89,10 +91,10 @@ def start_time(lab: HostsLab, mode: str, work: Path) -> float:
 
 
 def trace(lab: HostsLab, extract: bool, work: Path, count: int, size: int, interval: float,
-          masters: bool = True) -> dict:
+          masters: bool = True, root: Path = ROOT) -> dict:
     lab.set_remote_tracer(extract)
     out = work / ("run-extract" if extract else "run-whole" if masters else "run-whole-nomux")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), ssh_mux.OFF: "1" if masters else "0"}
+    env = {**os.environ, "PYTHONPATH": str(root), ssh_mux.OFF: "1" if masters else "0"}
     before = link_bytes(lab.mgmt_netns)
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "tracer", "ping", "--topology", str(lab.topology_path), "a", "b",
@@ -130,6 +132,49 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def measure(hosts: int, count: int, size: int, interval: float, name: str, skip_serial: bool,
+            root: Path = ROOT) -> dict:
+    """Build the hosts lab, time the sniffer starts and the three traces, remove the lab (also on failure)."""
+    lab = HostsLab(name, hosts, Path(f"/run/tracer/hosts-{name}"))
+    work = Path(tempfile.mkdtemp(prefix="trc-sh-bench-"))
+    figures: dict = {"hosts": hosts, "sniffers": 3 * hosts, "count": count, "size": size}
+    traces: list[dict] = []
+    try:
+        t = time.perf_counter()
+        lab.up(remote_tracer=False)
+        figures["lab_up_s"] = round(time.perf_counter() - t, 2)
+        modes = ["parallel", "multiplexed"] if skip_serial else ["serial", "parallel", "multiplexed"]
+        figures["start_s"] = {m: round(start_time(lab, m, work), 2) for m in modes}
+        traces = [trace(lab, False, work, count, size, interval, masters=False, root=root),
+                  *(trace(lab, extract, work, count, size, interval, root=root) for extract in (False, True))]
+        figures["same_verdict"] = all(tr["_compare"] == traces[0]["_compare"] for tr in traces)
+        figures["traces"] = [{k: v for k, v in tr.items() if not k.startswith("_")} for tr in traces]
+    finally:
+        lab.down()
+        for tr in traces:
+            shutil.rmtree(Path(REMOTE_DIR) / tr["_dir"], ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
+def section(quick: bool, keep: Path | None, tracer_root: Path) -> list[dict]:
+    """bench/run.py's hosts section: 5 hosts (--quick) or 50, one row per trace mode. Takes the
+    live-lab lock itself; ``keep`` is unused (the lab and its captures are removed)."""
+    del keep
+    if os.geteuid() != 0:
+        return [{"workload": "hosts", "error": "needs root (network namespaces, sshd)"}]
+    n = 5 if quick else 50
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        f = measure(n, 3, 56, 0.2, "shr", skip_serial=True, root=tracer_root)
+    start = ", ".join(f"{m} {s} s" for m, s in f["start_s"].items())
+    return [{"workload": f"{n} hosts, {3 * n} points: {tr['mode']}", "sniffer start": start,
+             "wall s": tr["wall_s"], "sniffers ready s": tr["sniffers_ready_s"],
+             "bytes to tracer": f"{tr['bytes_in']:,}", "bytes from tracer": f"{tr['bytes_out']:,}",
+             "remote points' files": f"{tr['remote_files_bytes']:,}", "verdict": tr["verdict"],
+             "same verdict": f["same_verdict"]} for tr in f["traces"]]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hosts", type=int, default=50)
@@ -146,25 +191,7 @@ def main() -> int:
     # SIGTERM (a runner's timeout) unwinds like Ctrl-C, so the lab is removed all the same.
     signal.signal(signal.SIGTERM, _interrupt)
     faulthandler.dump_traceback_later(args.stuck_after, exit=False)  # where it hangs, if it does
-    lab = HostsLab(args.name, args.hosts, Path(f"/run/tracer/hosts-{args.name}"))
-    work = Path(tempfile.mkdtemp(prefix="trc-sh-bench-"))
-    figures: dict = {"hosts": args.hosts, "sniffers": 3 * args.hosts, "count": args.count, "size": args.size}
-    traces: list[dict] = []
-    try:
-        t = time.perf_counter()
-        lab.up(remote_tracer=False)
-        figures["lab_up_s"] = round(time.perf_counter() - t, 2)
-        modes = ["parallel", "multiplexed"] if args.skip_serial else ["serial", "parallel", "multiplexed"]
-        figures["start_s"] = {m: round(start_time(lab, m, work), 2) for m in modes}
-        traces = [trace(lab, False, work, args.count, args.size, args.interval, masters=False),
-                  *(trace(lab, extract, work, args.count, args.size, args.interval) for extract in (False, True))]
-        figures["same_verdict"] = all(tr["_compare"] == traces[0]["_compare"] for tr in traces)
-        figures["traces"] = [{k: v for k, v in tr.items() if not k.startswith("_")} for tr in traces]
-    finally:
-        lab.down()
-        for tr in traces:
-            shutil.rmtree(Path(REMOTE_DIR) / tr["_dir"], ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+    figures = measure(args.hosts, args.count, args.size, args.interval, args.name, args.skip_serial)
     print(f"{args.hosts} SSH hosts (real sshd each), {3 * args.hosts} remote capture points, "
           f"ping a → b --count {args.count} --size {args.size}; lab up {figures['lab_up_s']} s")
     print("\nsniffer start (spawn → all listening)")
