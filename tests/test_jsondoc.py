@@ -96,3 +96,15 @@ def test_write_prints_what_dumps_returns(tmp_path: Path) -> None:
         f.write("before ")  # what the stream held before is flushed first
         write(doc, f)  # orjson's bytes straight to the file beneath
     assert (tmp_path / "out.json").read_text(encoding="utf-8") == "before " + dumps(doc) + "\n"
+
+
+def test_write_keeps_the_streams_error_handler(tmp_path: Path) -> None:
+    # A C/POSIX locale makes stdout UTF-8 with surrogateescape: a path's undecodable byte prints
+    # as print() would have printed it, not a UnicodeEncodeError halfway through the document.
+    doc = document("replay", [{"inputs": ["/tmp/x\udcff.pcap"], "probes": [probe(0)]}])
+    with open(tmp_path / "out.json", "w", encoding="utf-8", errors="surrogateescape") as f:
+        write(doc, f)
+    with open(tmp_path / "ref.json", "w", encoding="utf-8", errors="surrogateescape") as f:
+        print(dumps(doc), file=f)
+    assert (tmp_path / "out.json").read_bytes() == (tmp_path / "ref.json").read_bytes()
+    assert b"/tmp/x\xff.pcap" in (tmp_path / "out.json").read_bytes()

@@ -52,13 +52,16 @@ def write(doc: dict[str, Any], out: TextIO) -> None:
     a quarter of a gigabyte): piece by piece, orjson's bytes straight to a binary stream beneath."""
     utf8 = (getattr(out, "encoding", None) or "").lower().replace("-", "") == "utf8"
     binary: BinaryIO | None = getattr(out, "buffer", None) if utf8 else None  # (else: as print encodes)
+    # The stream's own error handler: under a C/POSIX locale stdout is UTF-8 with surrogateescape,
+    # so a path's undecodable bytes print as they did through print().
+    errors = getattr(out, "errors", None) or "strict"
     if binary is not None:
         out.flush()
     for p in _pieces(doc):
         if binary is None:
             out.write(p if isinstance(p, str) else p.decode())
         else:
-            binary.write(p.encode() if isinstance(p, str) else p)
+            binary.write(p.encode("utf-8", errors) if isinstance(p, str) else p)
     if binary is not None:
         binary.write(b"\n")
         binary.flush()

@@ -190,3 +190,13 @@ def test_a_probe_report_of_many_probes_is_read_past_the_small_file_limit(tmp_pat
     _edit(d, count=n)
     got = read_probe_report(d, read_manifest(d))
     assert got is not None and len(got.sent) == n
+
+
+def test_a_huge_probe_report_of_a_few_probes_is_refused_before_parsing(tmp_path):
+    # The bound follows the manifest's count: 3 probes may not bring a 6 MB probes.json.
+    d = _copy(tmp_path, "asymmetric-return-routed")
+    report = json.loads((d / "probes.json").read_text())
+    report["sent"][0]["error"] = "x" * (6 * 1024 * 1024)
+    (d / "probes.json").write_text(json.dumps(report))
+    with pytest.raises(BadInput, match="probe report is larger than"):
+        read_probe_report(d, read_manifest(d))

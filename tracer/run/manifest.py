@@ -37,7 +37,7 @@ from tracer.errors import BadInput
 from tracer.model.evidence import Evidence, Snapshot
 from tracer.model.probe import ProbeReport
 from tracer.probes import probe_type
-from tracer.textfile import read_text, write_private
+from tracer.textfile import LIMIT, read_text, write_private
 
 if TYPE_CHECKING:
     from tracer.model.netstate import NodeState
@@ -48,9 +48,10 @@ PROBE_REPORT = "probes.json"
 RUN_PCAPNG = "run.pcapng"  # every point merged, time-ordered, commented (tracer.run.merged)
 PROBE_JOURNAL = "probes.jsonl"  # a line per probe as it leaves (tracer.send.pacer.journal_to)
 MAX_PROBES = 1_000_000  # per run; the live commands send at most 100,000
-# probes.json holds one object per probe (~140 bytes indented, more with an answer): the 4 MiB
-# bound on small text files would refuse a 30,000-probe run tracer itself wrote.
-REPORT_LIMIT = MAX_PROBES * 256
+# probes.json holds one object per probe (~140 bytes indented, several hundred with an IKE answer):
+# its bound grows with the probes the manifest counts, so a 100,000-probe run tracer wrote is read
+# while a 3-probe run's huge probes.json is still refused before json parses it.
+REPORT_BYTES_PER_PROBE = 1024
 MAX_RUN = 0xFFFFFFFF  # run ids are 32 bits (the probe tag)
 MAX_DROPS = 1 << 62
 MAX_SECONDS = 10**7  # a run's length, in seconds, read back (ended_early.by_s)
@@ -153,7 +154,8 @@ def read_probe_report(run_dir: Path, m: Manifest) -> ProbeReport | None:
     if m.report is not None:
         path = run_dir / m.report
         try:
-            report = ProbeReport.from_dict(json.loads(read_text(path, "probe report", REPORT_LIMIT)))
+            limit = LIMIT + REPORT_BYTES_PER_PROBE * max(m.count or 0, m.planned or 0)
+            report = ProbeReport.from_dict(json.loads(read_text(path, "probe report", limit)))
         except FileNotFoundError:
             raise BadInput(f"{path}: the manifest names this probe report, but it is missing") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
