@@ -172,8 +172,9 @@ def test_a_cache_file_not_ours_alone_is_not_read(kernel_cache: Path, tmp_path: P
 
 def test_saving_follows_no_symlink(kernel_cache: Path, tmp_path: Path) -> None:
     """Links planted at the names the cache writes (its old, predictable temporary name, the
-    cache file itself) redirect no write as root: the victim stays as it was."""
-    kernel_cache.mkdir(mode=0o700)
+    cache file itself) redirect no write as root: the victim stays as it was. The directory
+    (0755 as older tracers made it) ends up root's alone."""
+    kernel_cache.mkdir(mode=0o755)
     victim = tmp_path / "victim"
     victim.write_text("precious")
     key = btf.cache_key()
@@ -183,6 +184,7 @@ def test_saving_follows_no_symlink(kernel_cache: Path, tmp_path: Path) -> None:
     assert victim.read_text() == "precious"
     saved = kernel_cache / f"{key}.json"
     assert not saved.is_symlink() and saved.stat().st_mode & 0o777 == 0o600
+    assert kernel_cache.stat().st_mode & 0o777 == 0o700
     assert btf.offsets(dropreasons.FIELDS) == _truth()
 
 

@@ -239,6 +239,7 @@ def _save(key: str, doc: dict) -> None:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not _safe_dir(d):
                 continue
+            d.chmod(0o700)  # one made by an older tracer (0755): the cache is no one else's business
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(doc))
