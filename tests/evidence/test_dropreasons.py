@@ -20,7 +20,9 @@ import pytest
 
 from tests.own_netns import own_namespaces
 from tracer import netns
+from tracer.evidence import dropreasons
 from tracer.evidence.dropreasons import (
+    _READY_ENV,
     Session,
     attach,
     node_inodes,
@@ -334,3 +336,50 @@ def test_script_matches_magic_run_and_spis_in_the_kernel() -> None:
     assert f"$dport == {socket.htons(4501)}" in text and "interval:s:60 { exit(); }" in text
     assert "$spi" not in script(ProbeMatch(RUN))  # no SPIs: no ESP matching at all
     assert "$spi != 0" in script(ProbeMatch(RUN, None))  # not known yet: every SPI, kept by learn()
+
+
+def _fake_bpftrace(tmp_path: Path, lines: list[str], stderr: list[str]) -> str:
+    """A stand-in for bpftrace that attaches at once, prints ``lines`` (and ``stderr``), then
+    waits to be stopped: what the session makes of bpftrace's output, without a kernel."""
+    fake = tmp_path / "bpftrace"
+    out = "".join(f"echo '{line}'\n" for line in lines)
+    err = "".join(f"echo '{line}' >&2\n" for line in stderr)
+    fake.write_text(f"#!/bin/sh\necho {_READY_ENV} >&2\n{out}{err}exec sleep 30\n")
+    fake.chmod(0o755)
+    return str(fake)
+
+
+@pytest.mark.parametrize("learned", [True, False])
+def test_esp_drops_are_left_out_with_a_note_when_the_spis_were_never_learned(tmp_path: Path, learned: bool) -> None:
+    """A trace that fails before it learns its tunnels' SPIs (evidence before raised, Ctrl-C):
+    the kernel side matched every SPI, so an ESP drop may be another tunnel's."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (the check for root comes first)")
+    addr = [str(int.from_bytes(IPv4Address(a).packed, "little")) for a in (A, B)]
+    tag = ProbeTag(RUN, ProbeKind.PING, 5).encode()
+    echo = " ".join(["DR1", "1000", "2", "0", "r0", "ip_rcv_core", "1", *addr, *_words(tag), "8"])
+    esp = " ".join(["DR1", "2000", "2", "0", "-", "xfrm_input", "50", *addr,
+                    *_words(struct.pack(">II", OTHER_SPI, 9) + bytes(8)), "0"])
+    session = attach(ProbeMatch(RUN, None), bpftrace=_fake_bpftrace(tmp_path, [echo, esp], []))
+    assert session.unavailable is None, session.status
+    if learned:
+        session.learn(frozenset({OTHER_SPI}))
+    drops = session.stop()
+    assert [d.seq for d in drops if d.run == RUN] == [5]
+    assert [d.spi for d in drops if d.spi is not None] == ([OTHER_SPI] if learned else [])
+    unattributed = [p for p in session.problems if "ESP drops could not be attributed" in p]
+    assert unattributed == ([] if learned else
+                            ["1 ESP drops could not be attributed: this trace never learned its tunnels' SPIs, "
+                             "so they were left out"])
+
+
+def test_lost_events_are_in_the_evidence(tmp_path: Path) -> None:
+    """bpftrace's "Lost N events" (its perf buffer overflowed): the snapshot's notes say drops may be missing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (the check for root comes first)")
+    topo = Topology("lost", {"here": Node("here", "host", {})})  # this namespace
+    session = attach(ProbeMatch(RUN), topo, bpftrace=_fake_bpftrace(tmp_path, ["Lost 3 events"], ["Lost 4 events"]))
+    assert session.unavailable is None, session.status
+    [snap] = dropreasons.stop(topo, session)
+    assert snap.node == "here" and snap.unavailable is None
+    assert snap.notes == ("bpftrace lost 7 events (its buffer overflowed): drops may be missing",)

@@ -5,8 +5,15 @@ The drop-reason script (:mod:`.dropreasons`) reads a few fields of ``struct sk_b
 bpftrace resolves those types itself at every start, which costs it about a second of its
 1–1.5 s start-up (measured on 6.x kernels, bpftrace 0.17); written as loads at byte offsets
 read here, it attaches in 0.2–0.3 s. The offsets come from the kernel's own BTF, never from
-a table written here, and are cached per kernel build (its GNU build id and the size of its
-BTF) so a trace reads the ~5 MB of BTF only once per boot of a new kernel.
+a table written here, and are cached per kernel build (its release, GNU build id and the size
+of its BTF; a hash of the BTF when it has no build id) so a trace reads the ~5 MB of BTF only
+once per boot of a new kernel.
+
+The offsets go verbatim into a program run as root, so the cache is trusted as little as
+possible: root reads and writes only ``/run/tracer/btf`` (never ``$XDG_CACHE_HOME``, which
+``sudo -E`` hands over from the user), a directory or file not owned by the reader or
+writable by others is not read, and a document whose offsets are not small integers of the
+fields asked for is ignored (the offsets are then read from the BTF again).
 
 Only what this needs of the BTF format (Documentation/bpf/btf.rst) is decoded: every type
 record's length (to number them), and the members of structs and unions, descending into
@@ -15,15 +22,22 @@ anonymous ones (``struct_group``, unions of pointers) as C name lookup does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import secrets
+import stat
 import struct
 from pathlib import Path
 from typing import NamedTuple
 
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
 NOTES = Path("/sys/kernel/notes")
-CACHE_DIRS = (Path("/run/tracer/btf"),)  # then $XDG_CACHE_HOME/tracer/btf (see cache_dirs)
+CACHE_DIRS = (Path("/run/tracer/btf"),)  # root's; anyone else: $XDG_CACHE_HOME/tracer/btf (see cache_dirs)
+MAX_OFFSET = 1 << 16  # bytes: far beyond any of the structs read (sk_buff is ~256 bytes)
+SIZES = frozenset({0, 1, 2, 4, 8})  # what Btf.field gives (0: an array)
+MAX_CACHE_FILE = 1 << 16  # bytes read from a cache file at most
 BTF_MAGIC = 0xEB9F
 NT_GNU_BUILD_ID = 3
 
@@ -73,19 +87,20 @@ class Btf:
             tid = self._records[tid][3]
         return tid
 
-    def _member(self, tid: int, name: str) -> tuple[int, int] | None:
-        """(bit offset, type id) of ``name`` in struct/union ``tid``, looking into anonymous members."""
+    def _member(self, tid: int, name: str) -> tuple[int, int, int] | None:
+        """(bit offset, type id, bit field size or 0) of ``name`` in struct/union ``tid``, looking
+        into anonymous members."""
         pos, kind, info, _ = self._records[self._resolve(tid)]
         if kind not in (_STRUCT, _UNION):
             return None
-        bitfields = bool(info >> 31)
+        bitfields = bool(info >> 31)  # kind_flag: moff is bit field size << 24 | bit offset
         for k in range(info & 0xFFFF):
             mname, mtype, moff = _RECORD.unpack_from(self._data, pos + 12 + 12 * k)
-            bit = moff & 0xFFFFFF if bitfields else moff
+            bit, bits = (moff & 0xFFFFFF, moff >> 24) if bitfields else (moff, 0)
             if mname and self._name(mname) == name:
-                return bit, mtype
+                return bit, mtype, bits
             if not mname and (inner := self._member(mtype, name)) is not None:
-                return bit + inner[0], inner[1]
+                return bit + inner[0], inner[1], inner[2]
         return None
 
     def field(self, struct_name: str, *path: str) -> Field:
@@ -98,6 +113,8 @@ class Btf:
             if found is None:
                 raise KeyError(f"{struct_name}.{'.'.join(path)}")
             bits, tid = bits + found[0], found[1]
+            if found[2]:  # even byte-aligned: a load of its storage type would read its neighbours
+                raise KeyError(f"{struct_name}.{'.'.join(path)} is a bit field")
         if bits % 8:
             raise KeyError(f"{struct_name}.{'.'.join(path)} is a bit field")
         _, kind, _, size = self._records[self._resolve(tid)]
@@ -121,8 +138,76 @@ def build_id() -> str | None:
 
 
 def cache_dirs() -> list[Path]:
+    """Where offsets are cached: root only in its own ``/run`` directory (its environment may
+    be the user's, ``sudo -E``), anyone else in ``$XDG_CACHE_HOME``."""
+    if os.geteuid() == 0:
+        return list(CACHE_DIRS)
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return [*CACHE_DIRS, Path(xdg) / "tracer" / "btf"]
+    return [Path(xdg) / "tracer" / "btf"]
+
+
+def cache_key() -> str:
+    """This kernel build: release, build id and BTF size, or a hash of the BTF without a build id.
+    OSError without BTF."""
+    size = VMLINUX.stat().st_size
+    build = build_id() or f"no-build-id-{hashlib.sha256(VMLINUX.read_bytes()).hexdigest()[:32]}"
+    release = re.sub(r"[^A-Za-z0-9._+-]", "_", os.uname().release)
+    return f"{release}-{build}-{size}"
+
+
+def _owned(st: os.stat_result) -> bool:
+    """Ours alone: owned by the effective user, writable by no one else."""
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _safe_dir(d: Path) -> bool:
+    try:
+        st = d.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and _owned(st)
+
+
+def _read(path: Path) -> dict | None:
+    """A cache document, or None: missing, not a regular file of ours, too long, not JSON."""
+    if not _safe_dir(path.parent):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not _owned(st):
+            return None
+        data = f.read(MAX_CACHE_FILE + 1)
+    try:
+        doc = json.loads(data) if len(data) <= MAX_CACHE_FILE else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _int(v: object) -> bool:
+    return type(v) is int  # not bool, not float
+
+
+def parse_cached(doc: dict, fields: dict[str, tuple[str, ...]]) -> dict[str, Field] | None:
+    """The offsets of a cache document if it is for exactly ``fields`` and every one is a
+    ``[offset, size]`` pair of plausible integers; None otherwise (then recomputed)."""
+    if doc.get("fields") != {k: list(v) for k, v in fields.items()}:
+        return None
+    offs = doc.get("offsets")
+    if not isinstance(offs, dict) or set(offs) != set(fields):
+        return None
+    out = {}
+    for name, v in offs.items():
+        if not (isinstance(v, list) and len(v) == 2 and all(_int(x) for x in v)):
+            return None
+        if not (0 <= v[0] < MAX_OFFSET and v[1] in SIZES):
+            return None
+        out[name] = Field(v[0], v[1])
+    return out
 
 
 def offsets(fields: dict[str, tuple[str, ...]]) -> dict[str, Field]:
@@ -130,32 +215,36 @@ def offsets(fields: dict[str, tuple[str, ...]]) -> dict[str, Field]:
     kernel build was seen before. KeyError or OSError (no BTF, a field this kernel lacks): the
     caller falls back to letting bpftrace resolve the types."""
     try:
-        key = f"{build_id() or 'no-build-id'}-{VMLINUX.stat().st_size}"
+        key: str | None = cache_key()
     except OSError:
         key = None
-    wanted = {k: list(v) for k, v in fields.items()}
     for d in cache_dirs() if key else []:
-        try:
-            doc = json.loads((d / f"{key}.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if doc.get("fields") == wanted:
-            return {k: Field(*v) for k, v in doc["offsets"].items()}
+        doc = _read(d / f"{key}.json")
+        if doc is not None and (cached := parse_cached(doc, fields)) is not None:
+            return cached
     btf = Btf(VMLINUX.read_bytes())
     out = {k: btf.field(*path) for k, path in fields.items()}
     if key:
-        _save(key, {"fields": wanted, "offsets": {k: list(v) for k, v in out.items()}})
+        _save(key, {"fields": {k: list(v) for k, v in fields.items()},
+                    "offsets": {k: list(v) for k, v in out.items()}})
     return out
 
 
 def _save(key: str, doc: dict) -> None:
-    """Into the first cache directory that takes it (atomically: a reader never sees half a file)."""
+    """Into the first cache directory that takes it: a new file only we can open (no symlink is
+    followed), renamed into place (a reader never sees half a file)."""
     for d in cache_dirs():
+        tmp = d / f".{key}.{os.getpid()}.{secrets.token_hex(8)}"
         try:
-            d.mkdir(parents=True, exist_ok=True)
-            tmp = d / f".{key}.{os.getpid()}"
-            tmp.write_text(json.dumps(doc))
-            tmp.replace(d / f"{key}.json")
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not _safe_dir(d):
+                continue
+            d.chmod(0o700)  # one made by an older tracer (0755): the cache is no one else's business
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(doc))
+            os.replace(tmp, d / f"{key}.json")
             return
         except OSError:
+            tmp.unlink(missing_ok=True)
             continue

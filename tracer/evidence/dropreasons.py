@@ -12,7 +12,8 @@ one line only for the drops of *our* probes:
   one of the tunnel SPIs the caller gave: SPI and ESP sequence number identify the carrier.
   A trace starts bpftrace before it has asked the IKE daemons for their SPIs (so the compile
   overlaps everything else): the kernel side then matches every SPI and :meth:`Session.learn`
-  keeps only the tunnels' drops once the SPIs are known.
+  keeps only the tunnels' drops once the SPIs are known; never learned (the trace failed
+  before), no ESP drop is kept, and the evidence says so.
 
 Each line becomes a :class:`Drop`: the reason (the kernel's ``enum skb_drop_reason`` name,
 mapped from the number with the tracepoint's own ``print fmt`` on this kernel, never a table
@@ -168,12 +169,20 @@ class Session:
             self.problems.append(f"bpftrace lost {reader.lost} events (its buffer overflowed): drops may be missing")
         if reader.over:
             self.problems.append(f"{reader.over} drop lines over the bound of {MAX_DROPS} were not kept")
-        drops = []
+        drops, unattributed = [], 0
         for line in reader.lines:
             drop = parse_line(line, self._names, self._nodes, self._run, self._clock)
-            if drop is None or (drop.spi is not None and self._spis is not None and drop.spi not in self._spis):
+            if drop is None:
+                continue
+            if drop.spi is not None and self._spis is None:  # never learned: any tunnel's, maybe not ours
+                unattributed += 1
+                continue
+            if drop.spi is not None and drop.spi not in self._spis:
                 continue
             (self.delivered if delivered(drop) else drops).append(drop)
+        if unattributed:
+            self.problems.append(f"{unattributed} ESP drops could not be attributed: this trace never learned its "
+                                 "tunnels' SPIs, so they were left out")
         self._drops = sorted(drops, key=lambda d: d.time_ns)
         return list(self._drops)
 
@@ -385,9 +394,24 @@ def kernel_fields() -> dict[str, btf.Field] | None:
     """The offsets of :data:`FIELDS` on the running kernel, or None (no BTF, a field it lacks):
     the script then names the struct types and bpftrace resolves them (slower to start)."""
     try:
-        return btf.offsets(FIELDS)
+        fields = btf.offsets(FIELDS)
     except (OSError, KeyError, ValueError, struct.error):
         return None
+    return fields if usable(fields) else None
+
+
+def usable(fields: Mapping[str, btf.Field]) -> bool:
+    """Whether ``fields`` can go into the script as it is written (it runs as root): exactly
+    :data:`FIELDS`, integer offsets below :data:`btf.MAX_OFFSET`, and the loaded ones of a
+    size a load has (the device name is an array: its offset alone is used)."""
+    if set(fields) != set(FIELDS):
+        return False
+    for name, f in fields.items():
+        if not (type(f.offset) is int and type(f.size) is int and 0 <= f.offset < btf.MAX_OFFSET):
+            return False
+        if name != "dev_name" and f.size not in (1, 2, 4, 8):
+            return False
+    return True
 
 
 def _accessors(fields: Mapping[str, btf.Field] | None) -> dict[str, str]:
@@ -397,6 +421,8 @@ def _accessors(fields: Mapping[str, btf.Field] | None) -> dict[str, str]:
                 "nh": "(uint64)$skb->network_header", "tail": "(uint64)$skb->tail", "dev": "$skb->dev",
                 "sk": "$skb->sk", "dev_inum": "$dev->nd_net.net->ns.inum", "dev_name": "$dev->name",
                 "sk_inum": "$sk->__sk_common.skc_net.net->ns.inum"}
+    if not usable(fields):
+        raise ValueError(f"kernel field offsets unfit for the script: {dict(fields)}")
 
     def load(base: str, name: str) -> str:
         f = fields[name]
