@@ -51,7 +51,7 @@ class NoTraffic(TracerError):
 
 
 class EnvironmentProblem(TracerError):
-    """Missing privilege or tool (not root, no tcpdump, no charon, ...)."""
+    """Missing privilege, tool or memory (not root, no tcpdump, no charon, a worker OOM-killed, ...)."""
 
     exit_code = EXIT_ENVIRONMENT
 

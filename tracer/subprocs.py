@@ -143,14 +143,17 @@ def _prctl() -> Callable[..., int] | None:
 _PRCTL = _prctl()  # resolved once here: the forked child must not load libraries
 
 
-def _die_with(parent: int, sig: int) -> Callable[[], None]:
-    def hook() -> None:  # runs in the child between fork and exec: keep it minimal
-        if _PRCTL is not None:
-            _PRCTL(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-        if os.getppid() != parent:  # tracer died before the prctl: nothing would signal us
-            os._exit(1)
+def die_with_parent(parent: int, sig: int) -> None:
+    """In a child just forked by ``parent``: the kernel sends it ``sig`` when the parent dies
+    (exits at once if that already happened). Minimal: it runs between fork and exec too."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if os.getppid() != parent:  # tracer died before the prctl: nothing would signal us
+        os._exit(1)
 
-    return hook
+
+def _die_with(parent: int, sig: int) -> Callable[[], None]:
+    return functools.partial(die_with_parent, parent, sig)
 
 
 # In the child after setpriv: exit if tracer died before the prctl (nothing would signal us),

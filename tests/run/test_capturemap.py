@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shutil
 import struct
@@ -14,8 +15,10 @@ from pathlib import Path
 import pytest
 
 import tracer.capture.observe as observe
+import tracer.run.capturemap as capturemap
 from tests.json_contract import validated
 from tests.synth import POINTS, TOPOLOGY, Scenario, build
+from tracer.capture.forkmap import cores
 from tracer.capture.pcapfile import read_capture
 from tracer.capture.pcapng_writer import write_pcapng
 from tracer.cli import main
@@ -211,6 +214,33 @@ def test_an_interface_of_a_link_type_tracer_cannot_read_is_unused_unless_mapped(
     assert map_captures([Source(other)], TOPO).mapping[1].why == "link type 189, which tracer does not read"
     with pytest.raises(BadInput, match=r"unsupported link type 189 on interface usbmon1"):
         map_captures([Source(usb, "west:eth0")], TOPO)
+
+
+@pytest.mark.parametrize("when", ["first file refused", "last file refused", "ctrl-c after the last head"])
+def test_an_error_while_mapping_leaves_no_worker(run_dir, tmp_path, monkeypatch, when):
+    """Cut short while mapping (a point on a link type tracer cannot read, or a Ctrl-C once
+    every head is read): the workers forked to read the files are stopped and reaped, not left
+    waiting for their turn (holding memory and the shared columns) nor as zombies."""
+    if cores() < 2:
+        pytest.skip("workers fork only where there are two cores")
+    usb = tmp_path / "usb.pcapng"
+    write_pcapng(usb, [(1, bytes(48), 48)], if_name="usbmon1", linktype=189)
+    sources = [Source(as_pcap(run_dir, p, tmp_path / f"{p.replace(':', '_')}.pcap")) for p in ("west:eth0", "east:eth0")]
+    monkeypatch.setattr(observe, "PARALLEL_FROM", 0)  # every read forks
+    stop: type[BaseException] = BadInput
+    if when == "first file refused":
+        sources.insert(0, Source(usb, "west-gw:lan0"))
+    elif when == "last file refused":
+        sources.append(Source(usb, "west-gw:lan0"))
+    else:
+        def interrupted(decided: object) -> None:
+            raise KeyboardInterrupt
+        monkeypatch.setattr(capturemap, "_set_aside_merged", interrupted)
+        stop = KeyboardInterrupt
+    with pytest.raises(stop):
+        map_captures(sources, TOPO)
+    with pytest.raises(ChildProcessError):  # none running, none unreaped
+        os.waitpid(-1, os.WNOHANG)
 
 
 # --- rule 1: options and mapping files ------------------------------------------------------------

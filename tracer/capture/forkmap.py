@@ -18,10 +18,13 @@ import os
 import pickle
 import signal
 import struct
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
+
+from tracer.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
     import socket
@@ -55,20 +58,30 @@ class Workers(Generic[T]):
     """``jobs`` children forked once; child ``w`` takes items ``w``, ``w + jobs``, … (its memory
     is warm from its second item on). :meth:`heads` yields each item's header in order, after
     ``place(header)`` has told its child where to write; :meth:`wait` returns once every child
-    has written. An exception in a child is raised here at its item's turn (children killed)."""
+    has written. An exception in a child is raised here at its item's turn (children killed).
+    A child that dies (the OOM killer's SIGKILL) or runs out of memory is an
+    :class:`EnvironmentProblem` that says which item and how, named by ``describe(item)``.
+    Children die with the parent process (PDEATHSIG); :meth:`close` stops and reaps them."""
 
-    def __init__(self, work: Work[T], place: Callable[[Any], Any], items: Sequence[T], jobs: int) -> None:
+    def __init__(self, work: Work[T], place: Callable[[Any], Any], items: Sequence[T], jobs: int,
+                 describe: Callable[[T], str] = lambda item: f"the worker for {item!r}") -> None:
         import socket  # only where workers are forked: a small replay does not pay for it
 
-        self.work, self.place, self.items = work, place, items
+        from tracer.subprocs import die_with_parent
+
+        self.work, self.place, self.items, self.describe = work, place, items, describe
         self.children: list[tuple[int, socket.socket]] = []
+        parent = os.getpid()
         for w in range(min(jobs, len(items))):
             ours, theirs = socket.socketpair()
             pid = os.fork()
             if pid == 0:  # the child: never returns
                 code = 1
                 try:
-                    ours.close()
+                    # Killed when the parent dies, even mid-item (a recv would only see EOF later).
+                    die_with_parent(parent, signal.SIGKILL)
+                    for _, sock in [*self.children, (0, ours)]:  # the parent's ends: its death is our EOF
+                        sock.close()
                     code = _serve(work, items[w::jobs], theirs)
                 finally:
                     os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
@@ -79,11 +92,10 @@ class Workers(Generic[T]):
         try:
             jobs = len(self.children)
             for i in range(len(self.items)):
-                sock = self.children[i % jobs][1]
                 if i >= jobs:
-                    _receive(sock)  # the child wrote its previous item
-                head = _receive(sock)
-                _send(sock, (True, self.place(head)))
+                    self._receive(i - jobs)  # the child wrote its previous item
+                head = self._receive(i)
+                self._send(i, (True, self.place(head)))
                 yield head
         except BaseException:
             self.close()
@@ -94,7 +106,7 @@ class Workers(Generic[T]):
         try:
             jobs = len(self.children)
             for i in range(max(0, len(self.items) - jobs), len(self.items)):  # each child's last item
-                _receive(self.children[i % jobs][1])
+                self._receive(i)
             for pid, sock in self.children:  # done: each child is exiting
                 sock.close()
                 os.waitpid(pid, 0)
@@ -103,12 +115,62 @@ class Workers(Generic[T]):
             self.close()
 
     def close(self) -> None:
+        """Every child stopped (if still working: an error cut the run short) and reaped."""
         for pid, sock in self.children:
             sock.close()
-            if os.waitpid(pid, os.WNOHANG) == (0, 0):  # still working: an error cut the run short
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+            try:
+                if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+            except ChildProcessError:  # already reaped (see _died)
+                pass
         self.children = []
+
+    def _receive(self, i: int) -> Any:
+        """From item ``i``'s child: what it sent, or its error raised."""
+        pid, sock = self.children[i % len(self.children)]
+        try:
+            ok, what = _receive_raw(sock)
+        except (OSError, EOFError) as e:
+            raise self._died(i, pid) from e
+        if ok:
+            return what
+        if isinstance(what, MemoryError):  # the machine's limit, not a bug of ours
+            raise EnvironmentProblem(f"{self.describe(self.items[i])} ran out of memory "
+                                     f"(MemoryError{': ' + str(what) if str(what) else ''})") from what
+        raise what
+
+    def _send(self, i: int, msg: tuple[bool, Any]) -> None:
+        pid, sock = self.children[i % len(self.children)]
+        try:
+            _send(sock, msg)
+        except OSError as e:  # BrokenPipeError: never to be taken for our stdout closed
+            raise self._died(i, pid) from e
+
+    def _died(self, i: int, pid: int) -> EnvironmentProblem:
+        """Item ``i``'s child broke off: reaped, and how it ended told."""
+        return EnvironmentProblem(f"{self.describe(self.items[i])} {_ended(pid)}")
+
+
+def _ended(pid: int) -> str:
+    """How child ``pid``, which closed its end (so is exiting), ended; reaped."""
+    for _ in range(_GONE_WAIT_S * 100):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:  # alive but not talking: nothing it could still say
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return "stopped answering (killed)"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.valid_signals() else f"signal {sig}"
+        return f"was killed by {name}" + (" (out of memory?)" if sig == signal.SIGKILL else "")
+    return f"died (exit status {os.waitstatus_to_exitcode(status)})"
+
+
+_GONE_WAIT_S = 2  # a child whose socket closed is exiting: how long it may take
 
 
 def _serve(work: Work[T], items: Sequence[T], sock: socket.socket) -> int:
@@ -173,7 +235,7 @@ def _exactly(sock: socket.socket, n: int) -> bytearray:
     view, got = memoryview(buf), 0
     while got < n:
         k = sock.recv_into(view[got:])
-        if not k:
-            raise RuntimeError("a worker process died")
+        if not k:  # the other end closed: its process ended
+            raise EOFError("the other end of a worker's socket closed")
         got += k
     return buf

@@ -208,7 +208,8 @@ class FileReader:
                 yield cap.head
             return
         work = partial(_observe_in_worker, keep=self.keep, into=self._shared)
-        self._workers = Workers(work, self._place, list(enumerate(self.paths)), self.jobs)
+        self._workers = Workers(work, self._place, list(enumerate(self.paths)), self.jobs,
+                                lambda item: f"the worker reading {item[1]}")
         for head, part, _ in self._workers.heads():
             self._parts.append(part)
             yield head
@@ -234,6 +235,12 @@ class FileReader:
             acc.add(part)
         cols = {k: v[: self._rows] for k, v in self._shared.items()}
         return acc.result(Observations(cols, points, sources))
+
+    def close(self) -> None:
+        """Workers still running stopped and reaped (after an error, or heads left unread):
+        they would wait for their turn forever, holding memory. Idempotent."""
+        if self._workers is not None:
+            self._workers.close()
 
 
 PARALLEL_FROM = 32 << 20  # bytes of captures from which workers pay (below, reading takes tens of ms)

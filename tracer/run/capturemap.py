@@ -301,28 +301,31 @@ def map_captures(sources: Iterable[Source], topo: Topology, keep: Keep | None = 
     heads: list[CaptureHead] = []
     decided: list[list[Mapped | None]] = []
     near: dict[tuple[int, int], list[str]] = {}
-    for f, (src, cap) in enumerate(zip(sources, reader.heads(), strict=True)):
-        row: list[Mapped | None] = []
-        n = len(cap.interfaces)
-        fixed = mapper.explicit(src) if src.point is not None else None
-        for k, info in enumerate(cap.interfaces):
-            if fixed is not None:  # the whole file is that point
-                row.append(Mapped(cap.path, k, info.name, fixed[0], src.how, fixed[1], of=n))
-                continue
-            point, how, why, cands = mapper.by_name(cap, k)
-            if not how and info.linktype not in LINKTYPES:  # nothing to read its content by
-                how, why = UNUSED, f"link type {info.linktype}, which tracer does not read"
-            row.append(Mapped(cap.path, k, info.name, point, how, why, of=n) if how else None)
-            near[(f, k)] = cands
-        decided.append(row)
-        # Link types are checked per interface once mapped: an unreadable one that maps nowhere
-        # (a USB or Bluetooth interface in a dumpcap of several) is only unused.
-        refuse_linktypes(cap, [k for k, m in enumerate(row) if k in cap.busy and m is not None and m.point is not None])
-        heads.append(cap)
-    _set_aside_merged(decided)
-    # Each interface is first named by its place (file, interface), then renamed to its point.
-    keys = [[place(f, k) for k in range(len(cap.interfaces))] for f, cap in enumerate(heads)]
-    seen = reader.merged()
+    try:  # an error before every row is merged leaves no worker waiting (nor a zombie)
+        for f, (src, cap) in enumerate(zip(sources, reader.heads(), strict=True)):
+            row: list[Mapped | None] = []
+            n = len(cap.interfaces)
+            fixed = mapper.explicit(src) if src.point is not None else None
+            for k, info in enumerate(cap.interfaces):
+                if fixed is not None:  # the whole file is that point
+                    row.append(Mapped(cap.path, k, info.name, fixed[0], src.how, fixed[1], of=n))
+                    continue
+                point, how, why, cands = mapper.by_name(cap, k)
+                if not how and info.linktype not in LINKTYPES:  # nothing to read its content by
+                    how, why = UNUSED, f"link type {info.linktype}, which tracer does not read"
+                row.append(Mapped(cap.path, k, info.name, point, how, why, of=n) if how else None)
+                near[(f, k)] = cands
+            decided.append(row)
+            # Link types are checked per interface once mapped: an unreadable one that maps nowhere
+            # (a USB or Bluetooth interface in a dumpcap of several) is only unused.
+            refuse_linktypes(cap, [k for k, m in enumerate(row) if k in cap.busy and m is not None and m.point is not None])
+            heads.append(cap)
+        _set_aside_merged(decided)
+        # Each interface is first named by its place (file, interface), then renamed to its point.
+        keys = [[place(f, k) for k in range(len(cap.interfaces))] for f, cap in enumerate(heads)]
+        seen = reader.merged()
+    finally:
+        reader.close()
     if columns:
         parts = []
         for src in columns:
