@@ -339,12 +339,13 @@ def test_script_matches_magic_run_and_spis_in_the_kernel() -> None:
 
 
 def _fake_bpftrace(tmp_path: Path, lines: list[str], stderr: list[str]) -> str:
-    """A stand-in for bpftrace that attaches at once, prints ``lines`` (and ``stderr``), then
-    waits to be stopped: what the session makes of bpftrace's output, without a kernel."""
+    """A stand-in for bpftrace that prints ``lines`` (and ``stderr``), says it attached, then
+    waits to be stopped: what the session makes of bpftrace's output, without a kernel. The
+    lines come before the marker: a stop right after attaching would otherwise race them."""
     fake = tmp_path / "bpftrace"
     out = "".join(f"echo '{line}'\n" for line in lines)
     err = "".join(f"echo '{line}' >&2\n" for line in stderr)
-    fake.write_text(f"#!/bin/sh\necho {_READY_ENV} >&2\n{out}{err}exec sleep 30\n")
+    fake.write_text(f"#!/bin/sh\n{out}{err}echo {_READY_ENV} >&2\nexec sleep 30\n")
     fake.chmod(0o755)
     return str(fake)
 
