@@ -10,7 +10,10 @@ host (:func:`tracer.ssh_client.ssh_argv`) opens a session on it, which costs a r
 * Their sockets live in a private directory (0700) under tracer's runtime directory
   (``/run/tracer/ssh-<pid>-*``; short paths: a socket path has at most 107 bytes), removed
   when the trace ends, also on failure; the directories of a tracer that no longer runs are
-  removed by the next one.
+  removed by the next one. That runtime directory is the user's own (root: ``/run/tracer``,
+  others ``$XDG_RUNTIME_DIR/tracer`` or ``/tmp/tracer-<uid>``), 0700 and not a symlink, else
+  the trace stops with a one-line error (tracer.privdir): whoever can write there could
+  plant a control socket and see every session to the host.
 * A master is ``ssh -M -N`` in the foreground, one of tracer's helpers (tracer.subprocs: its
   own session, PDEATHSIG, on record): stopped when the trace ends, and if tracer is killed
   outright it gets SIGTERM from the kernel, so no master (and no session on it) outlives a
@@ -37,11 +40,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from tracer.errors import EnvironmentProblem
 from tracer.interrupts import deferred, starting
+from tracer.privdir import ours, private_dir
 from tracer.ssh_client import CONNECT_TIMEOUT, MASTERS, Connection, Master, control_argv, master_argv
 from tracer.subprocs import alive, ended, spawn
 
-RUNTIME = Path("/run/tracer")  # tracer's runtime directory (root); else $XDG_RUNTIME_DIR or /tmp
+RUNTIME = Path("/run/tracer")  # tracer's runtime directory (root); see runtime_dir
 OPEN_TIMEOUT = CONNECT_TIMEOUT + 5.0
 STOP_TIMEOUT = 3.0
 PREFIX = "ssh-"
@@ -49,9 +54,13 @@ OFF = "TRACER_SSH_MASTERS"  # =0: no master connections (each session connects o
 
 
 def runtime_dir() -> Path:
-    if os.geteuid() == 0:
+    """The effective user's own: root's ``/run/tracer``, else ``$XDG_RUNTIME_DIR/tracer``, else
+    ``/tmp/tracer-<uid>`` (never one shared by users: see :func:`tracer.privdir.private_dir`)."""
+    uid = os.geteuid()
+    if uid == 0:
         return RUNTIME
-    return Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / "tracer"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(xdg) / "tracer" if xdg else Path(tempfile.gettempdir()) / f"tracer-{uid}"
 
 
 class Masters:
@@ -73,9 +82,13 @@ class Masters:
         conns = list(dict.fromkeys(c for c in conns if c not in MASTERS))
         if not conns or os.environ.get(OFF) == "0":
             return
-        self.base.mkdir(mode=0o755, parents=True, exist_ok=True)
+        private_dir(self.base, "tracer's runtime directory")
         remove_stale(self.base)
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=self.base))  # 0700
+        try:
+            self.dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=self.base))  # 0700
+        except OSError as e:
+            raise EnvironmentProblem(f"cannot make a directory for ssh control sockets in {self.base}: "
+                                     f"{e.strerror}") from None
         starting_: dict[Connection, tuple[Path, subprocess.Popen[bytes]]] = {}
         for i, conn in enumerate(conns):
             path = self.dir / str(i)
@@ -157,14 +170,23 @@ def _exit(path: Path, target: str) -> None:
 
 def remove_stale(base: Path) -> None:
     """Socket directories of tracers that no longer run (killed outright; their masters died with
-    them): any master still there is told to exit, and the directories are removed."""
-    for d in base.glob(f"{PREFIX}*-*"):
+    them): any master still there is told to exit, and the directories are removed. Only ours:
+    an entry of another user (or a symlink) is left alone, never an error."""
+    try:
+        entries = list(base.glob(f"{PREFIX}*-*"))
+    except OSError:
+        return
+    for d in entries:
         try:
             pid = int(d.name[len(PREFIX):].split("-", 1)[0])
         except ValueError:
             continue
-        if pid == os.getpid() or alive(pid, None):
+        if pid == os.getpid() or alive(pid, None) or not ours(d):
             continue
-        for sock in d.iterdir():
+        try:
+            socks = list(d.iterdir())
+        except OSError:
+            continue
+        for sock in socks:
             _exit(sock, "stale")
         shutil.rmtree(d, ignore_errors=True)

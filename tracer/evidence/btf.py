@@ -32,6 +32,8 @@ import struct
 from pathlib import Path
 from typing import NamedTuple
 
+from tracer.privdir import ours, owned
+
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
 NOTES = Path("/sys/kernel/notes")
 CACHE_DIRS = (Path("/run/tracer/btf"),)  # root's; anyone else: $XDG_CACHE_HOME/tracer/btf (see cache_dirs)
@@ -155,22 +157,9 @@ def cache_key() -> str:
     return f"{release}-{build}-{size}"
 
 
-def _owned(st: os.stat_result) -> bool:
-    """Ours alone: owned by the effective user, writable by no one else."""
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
-def _safe_dir(d: Path) -> bool:
-    try:
-        st = d.lstat()
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and _owned(st)
-
-
 def _read(path: Path) -> dict | None:
     """A cache document, or None: missing, not a regular file of ours, too long, not JSON."""
-    if not _safe_dir(path.parent):
+    if not ours(path.parent):
         return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -178,7 +167,7 @@ def _read(path: Path) -> dict | None:
         return None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or not _owned(st):
+        if not stat.S_ISREG(st.st_mode) or not owned(st):
             return None
         data = f.read(MAX_CACHE_FILE + 1)
     try:
@@ -237,7 +226,7 @@ def _save(key: str, doc: dict) -> None:
         tmp = d / f".{key}.{os.getpid()}.{secrets.token_hex(8)}"
         try:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not _safe_dir(d):
+            if not ours(d):
                 continue
             d.chmod(0o700)  # one made by an older tracer (0755): the cache is no one else's business
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
