@@ -120,3 +120,15 @@ def test_a_planted_runtime_directory_is_refused_in_one_line(shared_tmp: Path) ->
     assert done.returncode == EXIT_ENVIRONMENT, done.stderr
     assert f"{base} is owned by uid 0" in done.stdout and "Traceback" not in done.stderr
     assert list(base.iterdir()) == []
+
+
+def test_a_master_that_cannot_connect_says_why_in_ssh_words(tmp_path: Path) -> None:
+    """Its stderr (a file in the private directory, not a pipe) gives the one-line reason."""
+    m = Masters(tmp_path / "run")
+    try:
+        m.open([conn := connection("127.0.0.1", port=1)])  # refused at once, on loopback
+        assert m.open_ == {} and m.refused() == {}
+        assert m.failed[conn].endswith("port 1: Connection refused"), m.failed
+    finally:
+        m.close()
+    assert list((tmp_path / "run").iterdir()) == []

@@ -80,7 +80,8 @@ def master_argv(conn: Connection, control_path: Path) -> list[str]:
     (in the foreground: it is one of tracer's helpers and dies with it, tracer.subprocs)."""
     target, ssh_netns, key, port, known_hosts = conn
     opts = _options(Path(key) if key else None, port, Path(known_hosts) if known_hosts else None)
-    opts += ["-M", "-N", "-o", f"ControlPath={control_path}", "-o", "ControlPersist=no"]
+    # INFO (the first LogLevel given wins): it then logs each session its server refuses (ssh_mux.REFUSED).
+    opts = ["-o", "LogLevel=INFO", *opts, "-M", "-N", "-o", f"ControlPath={control_path}", "-o", "ControlPersist=no"]
     cmd = [ensure_tool("ssh", package="openssh-client"), *opts, "--", target]
     return (["ip", "netns", "exec", ssh_netns] if ssh_netns else []) + cmd
 

@@ -23,14 +23,15 @@ host (:func:`tracer.ssh_client.ssh_argv`) opens a session on it, which costs a r
   one-line error, not in a second message from here).
 
 ``TRACER_SSH_MASTERS=0`` turns it off (and with it extraction on the hosts, which is decided
-as a master opens). The server must allow as many sessions per connection as the trace opens
-at once on one host (sshd's ``MaxSessions``, default 10: sniffers of the host's interfaces
-plus a few readers).
+as a master opens). A session past what the server allows per connection (sshd's
+``MaxSessions``, default 10) is refused on the master; ssh then connects it on its own, so it
+works but costs its own handshake: :meth:`Masters.refused` counts them (the manifest says so).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -50,6 +51,9 @@ RUNTIME = Path("/run/tracer")  # tracer's runtime directory (root); see runtime_
 OPEN_TIMEOUT = CONNECT_TIMEOUT + 5.0
 STOP_TIMEOUT = 3.0
 PREFIX = "ssh-"
+# What a master logs (LogLevel=INFO) for each session its server refused, e.g. past sshd's
+# MaxSessions: "channel 4: open failed: connect failed: open failed" (OpenSSH 9.2).
+REFUSED = re.compile(r"^channel \d+: open failed", re.MULTILINE)
 OFF = "TRACER_SSH_MASTERS"  # =0: no master connections (each session connects on its own, as before)
 
 
@@ -72,6 +76,7 @@ class Masters:
         self.open_: dict[Connection, Master] = {}
         self.failed: dict[Connection, str] = {}  # host → why it has no master
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._logs: dict[Connection, Path] = {}  # each master's stderr
 
     def open(self, conns: Iterable[Connection], probe: Callable[[Connection], bool] | None = None) -> None:
         """Start a master per connection, all at once, and wait until each listens (or failed,
@@ -92,10 +97,13 @@ class Masters:
         starting_: dict[Connection, tuple[Path, subprocess.Popen[bytes]]] = {}
         for i, conn in enumerate(conns):
             path = self.dir / str(i)
+            # Its stderr goes to a file (a pipe nobody reads while it runs could fill and stall
+            # the master): its last words if it fails, the sessions its host refused if not.
+            self._logs[conn] = log = self.dir / f"{i}.log"
             try:
-                with deferred(starting(f"ssh master for {conn[0]}")):
+                with open(log, "xb") as err, deferred(starting(f"ssh master for {conn[0]}")):
                     proc = spawn(master_argv(conn, path), f"ssh master {conn[0]}", stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                 stdout=subprocess.DEVNULL, stderr=err)
                     self._procs.append(proc)
             except OSError as e:
                 self.failed[conn] = f"cannot run ssh ({e.strerror})"
@@ -107,7 +115,7 @@ class Masters:
                 if path.exists():
                     self.open_[conn] = MASTERS[conn] = Master(path)
                 elif proc.poll() is not None or time.monotonic() > deadline:
-                    self.failed[conn] = _why(proc)
+                    self.failed[conn] = _why(proc, self._logs[conn])
                 else:
                     continue
                 del starting_[conn]
@@ -116,6 +124,19 @@ class Masters:
             with ThreadPoolExecutor(max_workers=min(64, len(self.open_)), thread_name_prefix="ssh-probe") as pool:
                 for master, answer in zip(self.open_.values(), pool.map(probe, list(self.open_)), strict=True):
                     master.columns = answer
+
+    def refused(self) -> dict[str, int]:
+        """Per host, how many sessions its server refused on the master (sshd's ``MaxSessions``
+        reached): ssh then connected them on its own, so they worked, just not multiplexed."""
+        out = {}
+        for conn in self.open_:
+            try:
+                text = self._logs[conn].read_text(errors="replace")
+            except OSError:
+                continue
+            if n := len(REFUSED.findall(text)):
+                out[conn[0]] = n
+        return out
 
     def close(self) -> None:
         """Stop every master (their remaining sessions end with them); remove the sockets."""
@@ -131,8 +152,6 @@ class Masters:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
             ended(proc)
         self._procs.clear()
         if self.dir is not None:
@@ -150,13 +169,16 @@ def masters(conns: Iterable[Connection], probe: Callable[[Connection], bool] | N
         m.close()
 
 
-def _why(proc: subprocess.Popen[bytes]) -> str:
+def _why(proc: subprocess.Popen[bytes], log: Path) -> str:
     """Why a master did not come up (one line): ssh's last words, or the timeout."""
     if proc.poll() is None:
         proc.kill()
         proc.wait()
         return f"no master within {OPEN_TIMEOUT:.0f} s"
-    text = proc.stderr.read().decode(errors="replace").strip() if proc.stderr is not None else ""
+    try:
+        text = log.read_text(errors="replace").strip()
+    except OSError:
+        text = ""
     return (text.splitlines() or [f"ssh exited with status {proc.returncode}"])[-1]
 
 
@@ -188,5 +210,6 @@ def remove_stale(base: Path) -> None:
         except OSError:
             continue
         for sock in socks:
-            _exit(sock, "stale")
+            if sock.is_socket():
+                _exit(sock, "stale")
         shutil.rmtree(d, ignore_errors=True)

@@ -4,6 +4,8 @@ running a real OpenSSH sshd, captured over SSH with real tcpdump from a manageme
 * Multiplexing: each host sees exactly one SSH connection per trace (its sshd log counts the
   logins), so its node-state read, evidence readers, the tracer check and all three sniffers
   rode on the one master; and no master or socket outlives the trace.
+* A host allowing fewer sessions per connection than a trace opens (sshd's MaxSessions): the
+  rest connect on their own, and the manifest counts them.
 * Remote extraction: with tracer on the hosts their points arrive as columns, the captures
   stay there (``kept_at``); the run directory, its columns swapped for those very captures,
   replays to the identical verdict (every probe, every time stamp). Without tracer on the
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +29,8 @@ import pytest
 from tests.json_contract import one_run
 from tracer import netns
 from tracer.cli import main
-from tracer.lab.sshhosts import HostsLab, router
+from tracer.lab import sshmode
+from tracer.lab.sshhosts import HostsLab, mgmt_address, router
 from tracer.run.manifest import MANIFEST
 from tracer.sniff.ssh import REMOTE_DIR
 from tracer.ssh_mux import runtime_dir
@@ -143,3 +148,36 @@ def test_a_drop_inside_a_host_is_located_either_way(
     (f,) = [f for f in run["findings"] if f["outcome"] == "lost"]
     assert (f["direction"], f["where"], f["count"]) == ("request", f"inside {FAULT_HOST} between eth0 and eth1 "
                                                         "(forward)", 3)
+
+
+def max_sessions(lab: HostsLab, k: int, n: int) -> None:
+    """Host ``k``'s sshd reloaded (SIGHUP) with ``MaxSessions n``."""
+    hdir, pid = lab.dir / router(k), lab.sshd[k - 1].pid
+    config = hdir / sshmode.CONFIG
+    config.write_text(re.sub(r"^MaxSessions \d+$", f"MaxSessions {n}", config.read_text(), flags=re.MULTILINE))
+    (hdir / sshmode.PID_FILE).unlink()  # rewritten once the reloaded sshd listens again
+    os.kill(pid, signal.SIGHUP)
+    sshmode.wait_listening(hdir, pid, lambda: Path(f"/proc/{pid}").exists())
+
+
+def test_sessions_past_max_sessions_connect_on_their_own_and_are_counted(
+        hosts: HostsLab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A host allowing 2 sessions per connection: the trace works (ssh connects the rest on its
+    own: more logins), and the manifest and a note say how many sessions the host refused."""
+    hosts.set_remote_tracer(False)
+    max_sessions(hosts, 2, 2)
+    try:
+        before = logins(hosts)
+        code = main(["ping", "--topology", str(hosts.topology_path), "a", "b", "--out", str(tmp_path / "run"),
+                     "--json"])
+        out = capsys.readouterr()
+    finally:
+        max_sessions(hosts, 2, 64)
+    run, err = one_run(out.out), out.err
+    assert code == 0, run["summary"]
+    grown = [a - b for a, b in zip(logins(hosts), before, strict=True)]
+    manifest = json.loads((tmp_path / "run" / MANIFEST).read_text())
+    target = f"root@{mgmt_address(2)}"
+    refused = manifest["ssh_masters"]["refused"]
+    assert list(refused) == [target] and grown[1] == 1 + refused[target] and grown[0] == 1, (grown, refused)
+    assert f"tracer: note: {target} refused {refused[target]} multiplexed sessions" in err

@@ -239,6 +239,12 @@ def record(
             snaps += evidence.stop(topo, events)
         stage("stopping sniffers")
         results, stop_errors = stop_all(started)
+        # Sessions past the server's MaxSessions connected on their own: they worked, unshared.
+        if refused := masters.refused():
+            extra.setdefault("ssh_masters", {})["refused"] = refused
+            for host, n in refused.items():
+                print(f"tracer: note: {host} refused {n} multiplexed sessions (sshd MaxSessions): "
+                      "they used their own connections", file=sys.stderr)
         backends = {s.point: s.backend for s in started}
         shutil.copyfile(topo_path, run_dir / "topology.toml")  # not its mode: the run dir is owner-only
         if report is not None:
