@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from tracer import __version__
 from tracer.errors import CaptureError
+from tracer.version import __version__
 
 if TYPE_CHECKING:
     import numpy as np
