@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracer.errors import TracerError
+from tracer.version import __version__ as __version__  # (re-exported: tracer.__version__)
 
 if TYPE_CHECKING:
     from tracer.model.observations import Observations
     from tracer.model.topology import Topology
     from tracer.model.verdict import Verdict
 
-__version__ = "0.1.0"
 
 # Re-exported lazily: `tracer --help` or `tracer lab down` need not pay for numpy and networkx.
 _LAZY = {

@@ -709,3 +709,72 @@ def minimise(data: bytes, fails: Callable[[bytes], bool], *, budget: int = 2000)
                 i += chunk
         chunk //= 2
     return data
+
+
+# --- tracer's columns files (tracer.columns) --------------------------------------------------------------------
+
+COLUMNS_MAGIC = b"TRCOLS1\n"
+HEADER_VALUES = (None, True, False, -1, 0, 1, 1 << 40, 1.5, "", "x" * 5000, "abc", [], ["a"], [1], {}, {"a": 1})
+
+
+def mutate_columns(data: bytes, rng: random.Random) -> tuple[bytes, list[str]]:
+    """A columns file with one to three of: a header field changed, deleted or added, the
+    header's length or bytes broken, the columns cut, extended or flipped, then (sometimes)
+    the compressed stream cut, flipped or followed by more."""
+    import json
+    import zlib
+
+    assert data.startswith(COLUMNS_MAGIC)
+    raw = zlib.decompress(data[len(COLUMNS_MAGIC):])
+    n = int.from_bytes(raw[:4], "little")
+    header, body = json.loads(raw[4 : 4 + n]), raw[4 + n :]
+    hb: bytes | None = None
+    desc = []
+    for _ in range(rng.randint(1, 3)):
+        r = rng.random()
+        key = rng.choice(sorted(header))
+        if r < 0.3:
+            header[key] = rng.choice(HEADER_VALUES)
+            desc.append(f"header {key} = {header[key]!r:.20}")
+        elif r < 0.4:
+            header["rows"] = max(0, int(header.get("rows") or 0) + rng.choice((-1, 1, 2, -2, 1 << 20, 1 << 33)))
+            desc.append(f"rows {header['rows']}")
+        elif r < 0.45:
+            del header[key]
+            desc.append(f"header without {key}")
+        elif r < 0.5:
+            header[rng.choice(("extra", "x"))] = 1
+            desc.append("header with a field more")
+        elif r < 0.6:
+            hb = rng.choice((b"[1,2]", b"[" * 5000, b"\xff\xfe", b"null", b"{}", b"", b'{"format": 1}'))
+            desc.append(f"header bytes {hb[:12]!r}")
+        elif r < 0.7:
+            n = rng.choice((0, 3, 1 << 20, (1 << 20) + 1, 0xFFFFFFFF, n + 1, max(0, n - 1)))
+            hb = hb if hb is not None else json.dumps(header).encode()
+            desc.append(f"header length {n}")
+        elif r < 0.8:
+            cut = rng.randint(1, max(1, len(body)))
+            body = body[:-cut]
+            desc.append(f"columns cut by {cut}")
+        elif r < 0.9:
+            body += bytes(rng.choice((1, 7, 113, 4096)))
+            desc.append("columns extended")
+        elif body:
+            at = rng.randrange(len(body))
+            body = body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1 :]
+            desc.append(f"column byte {at} flipped")
+    hb = hb if hb is not None else json.dumps(header).encode()
+    length = n if any(d.startswith("header length") for d in desc) else len(hb)
+    stream = zlib.compress(length.to_bytes(4, "little") + hb + body)
+    r = rng.random()
+    if r < 0.1:
+        stream = stream[: rng.randrange(len(stream))]
+        desc.append("stream cut")
+    elif r < 0.2:
+        at = rng.randrange(len(stream))
+        stream = stream[:at] + bytes([stream[at] ^ (1 << rng.randrange(8))]) + stream[at + 1 :]
+        desc.append(f"stream bit flipped at {at}")
+    elif r < 0.3:
+        stream += rng.choice((b"x", zlib.compress(b"more"), bytes(100)))
+        desc.append("stream followed by more")
+    return COLUMNS_MAGIC + stream, desc

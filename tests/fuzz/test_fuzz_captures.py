@@ -207,3 +207,46 @@ def test_interface_count_is_bounded(tmp_path: Path) -> None:
     path.write_bytes(_many_interfaces(32768))
     with pytest.raises(CaptureError, match="at most 32767"):
         read_capture(path)
+
+
+COLUMNS_CASES = max(1, CASES // 10)
+
+
+def test_columns_mutants_are_read_or_refused_in_one_line(tmp_path: Path) -> None:
+    # Columns files come back from remote hosts: read like captures, within MAX_RATIO x their size.
+    import io
+
+    from tests.fuzz.mutate import mutate_columns
+    from tracer.capture.observe import observe_file
+    from tracer.columns import MAX_RATIO, read_columns, write_columns
+
+    seeds = []
+    for f in ("gw-forward-drop/west_eth0.pcapng", "all-delivered/router_eth0.pcapng"):
+        buf = io.BytesIO()
+        write_columns(buf, observe_file(CAPTURES / f, "west:eth0").obs.cols, "west:eth0", "h:/x", ["w"], None)
+        seeds.append((f, buf.getvalue()))
+    path = tmp_path / "mutant.cols"
+    failures = []
+    for case in range(START, START + COLUMNS_CASES):
+        rng = random.Random(case)
+        name, seed = rng.choice(seeds)
+        data, desc = mutate_columns(seed, rng)
+        path.write_bytes(data)
+        tracemalloc.start()
+        problem = None
+        try:
+            with time_limit(TIME_LIMIT_S):
+                read_columns(path)
+        except CaptureError as e:
+            if "\n" in str(e):
+                problem = f"not one line: {e!s:.200}"
+        except Exception as e:  # anything else is a crash
+            problem = f"{type(e).__name__}: {e!s:.200}"
+        finally:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        if problem is None and peak > MEMORY_LIMIT + MAX_RATIO * len(data):
+            problem = f"allocated {peak} bytes at peak for a {len(data)}-byte file"
+        if problem:
+            failures.append(f"case {case} from {name}: {'; '.join(desc)} → {problem}")
+    assert not failures, f"{len(failures)} of {COLUMNS_CASES} columns mutants failed:\n" + "\n".join(failures[:30])

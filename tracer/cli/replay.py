@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         from tracer.run.dissect import dissect_lost
 
         for v in verdicts:
-            for block in dissect_lost(loaded.observations, v, args.esp_keys):
+            for block in dissect_lost(loaded.observations, v, args.esp_keys, loaded.kept_at):
                 print(f"\n{block}")
     return max((v.exit_code for v in verdicts), default=EXIT_DELIVERED)
 
@@ -163,6 +163,12 @@ def _write_merged(path: Path, loaded: LoadedRun, verdicts: list) -> None:
               file=sys.stderr)
         return
     print(f"wrote {path} ({n} packets)", file=sys.stderr)
+    from tracer.columns import is_columns, kept_note
+
+    for m in loaded.mapping:  # extracted on their hosts: no packet bytes here to write
+        if m.point is not None and is_columns(m.file):
+            print(f"tracer: note: {m.point}: its packets are not in {path.name}: "
+                  f"{kept_note(loaded.kept_at.get(m.file))}", file=sys.stderr)
 
 
 def explicit_points(args: argparse.Namespace) -> list[tuple[str, Path]]:

@@ -34,7 +34,7 @@ import os
 import tomllib
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ from tracer.capture.observe import (
 )
 from tracer.capture.pcapfile import CaptureHead, refuse_linktypes
 from tracer.columns import is_columns, read_columns
-from tracer.errors import BadInput
+from tracer.errors import BadInput, CaptureError
 from tracer.model.distinct import distinct
 from tracer.model.observations import Observations
 from tracer.model.point import CapturePoint
@@ -106,6 +106,7 @@ class Mapped:
 class MappedRun:
     seen: FileObservations
     mapping: list[Mapped]
+    kept_at: dict[str, str] = field(default_factory=dict)  # columns file → host:path its capture stayed at
 
     @property
     def unused(self) -> list[Mapped]:
@@ -326,12 +327,21 @@ def map_captures(sources: Iterable[Source], topo: Topology, keep: Keep | None = 
         seen = reader.merged()
     finally:
         reader.close()
+    kept_at: dict[str, str] = {}
     if columns:
         parts = []
         for src in columns:
-            decided.append([_columns_point(mapper, src)])
+            m = _columns_point(mapper, src)
+            cf = read_columns(src.path)
+            if (resolve_name(cf.point, mapper.topo, "point") or cf.point) != m.point:
+                # Renamed or swapped: its rows would be counted as another point's.
+                said = "the manifest" if src.how == MANIFEST_RULE else "--point"
+                raise CaptureError(f"{src.path}: columns of point {cf.point!r}, but {said} says {m.point!r}")
+            if cf.capture:
+                kept_at[cf.path] = cf.capture
+            decided.append([m])
             keys.append([place(len(keys), 0)])
-            parts.append(observe_columns(read_columns(src.path), keys[-1][0], keep))
+            parts.append(observe_columns(cf, keys[-1][0], keep))
         seen = merge_observed([seen, *parts])
     for f, row in enumerate(decided):  # rule 4
         for k, m in enumerate(row):
@@ -352,7 +362,7 @@ def map_captures(sources: Iterable[Source], topo: Topology, keep: Keep | None = 
         seen.obs.counts = {row[0].point: c for c, row in zip(counts, decided, strict=True)
                            if row and row[0].point is not None and c is not None}
     fed = Counter(m.point for m in mapping if m.point is not None)
-    return MappedRun(drop_duplicates(seen, [p for p, n in fed.items() if n > 1]), mapping)
+    return MappedRun(drop_duplicates(seen, [p for p, n in fed.items() if n > 1]), mapping, kept_at)
 
 
 def _columns_point(mapper: _Mapper, src: Source) -> Mapped:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tracer.analysis.correlate import probe_rows
+from tracer.columns import is_columns, kept_note
 from tracer.model.direction import Direction
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.verdict import Outcome, Verdict
@@ -57,8 +58,11 @@ def last_packets(obs: Observations, v: Verdict) -> list[LastPacket]:
     return out
 
 
-def dissect_lost(obs: Observations, v: Verdict, esp_keys: Path | None = None) -> list[str]:
-    """Text blocks: a heading per lost group, then Wireshark's dissection of its last packet."""
+def dissect_lost(obs: Observations, v: Verdict, esp_keys: Path | None = None,
+                 kept_at: dict[str, str] | None = None) -> list[str]:
+    """Text blocks: a heading per lost group, then Wireshark's dissection of its last packet.
+    ``kept_at``: columns file → host:path of its capture (extracted on its host: no packet
+    bytes here, so a line saying where to fetch it instead)."""
     from tracer.wireshark import dissect
 
     sas = []
@@ -68,6 +72,10 @@ def dissect_lost(obs: Observations, v: Verdict, esp_keys: Path | None = None) ->
         sas = read_esp_sa_file(esp_keys)
     blocks = []
     for p in last_packets(obs, v):
+        if is_columns(p.file):
+            blocks.append(f"{p.direction} seq {p.seq}: {p.what} at {p.point}, the last point that saw it: "
+                          f"{kept_note((kept_at or {}).get(p.file))}; fetch it to dissect")
+            continue
         text = dissect(p.file, [p.frame], sas).get(p.frame, "(tshark did not return this frame)")
         blocks.append(f"{p.direction} seq {p.seq}: {p.what} at {p.point}, the last point that saw it "
                       f"(frame {p.frame} of {Path(p.file).name}), as Wireshark dissects it:\n{text}")

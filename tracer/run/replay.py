@@ -56,6 +56,7 @@ class LoadedRun:
     netstate: dict[str, NodeState] = field(default_factory=dict)  # live state per node when the run started
     evidence: Evidence = field(default_factory=Evidence)  # counter and daemon snapshots, before and after
     mapping: list[Mapped] = field(default_factory=list)  # which file (interface) became which point, and how
+    kept_at: dict[str, str] = field(default_factory=dict)  # columns file → host:path where its capture stayed
 
     @property
     def mapping_shown(self) -> bool:
@@ -128,8 +129,11 @@ def load_run(inputs: list[Path], topology: Path | None = None,
         warnings = notes + warnings
         if (cut := interrupted_note(found.manifest, found.report)) is not None:
             warnings.insert(0, cut)
+    kept_at = dict(mapped.kept_at)  # as the columns say, or as the manifest recorded it
+    if found.manifest is not None and found.run_dir is not None:
+        kept_at |= {str(found.run_dir / c.file): c.kept_at for c in found.manifest.captures if c.kept_at}
     return LoadedRun(topo, obs, {k: v for k, v in drops.items() if v}, warnings, found.manifest, found.report,
-                     damaged, states, evidence, mapped.mapping)
+                     damaged, states, evidence, mapped.mapping, kept_at)
 
 
 def _lost_its_end(run_dir: Path | None, c: CaptureEntry, file_drops: dict[str, int | None]) -> str | None:
