@@ -387,19 +387,23 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         """The point, without its columns (a partial file would make replay refuse the whole run):
         an empty columns file, recorded as ended early, so that its silence proves nothing and
         the other points still count; the note says where the capture is."""
-        import numpy as np  # only here: starting a sniffer does not load it
-
-        from tracer.columns import write_columns
-        from tracer.model.observations import COLUMNS
-
         self.raw.unlink(missing_ok=True)
         why = f"{self._unextracted}; the capture stays at {self.kept_at}"
-        with open(self.out, "wb") as f:
-            write_columns(f, {k: np.empty(0, dtype=dt) for k, dt in COLUMNS.items()}, self.point, self.kept_at,
-                          damaged=why)
+        write_unextracted(self.out, self.point, self.kept_at, why)
         drops, _ = parse_stats(text)
         return CaptureResult(self.point, self.out, drops, 0, ended_early=f"its columns did not arrive: {why}",
                              kept_at=self.kept_at)
+
+
+def write_unextracted(out: Path, point: str, kept_at: str | None, why: str) -> None:
+    """A point's columns file without a row, marked damaged (``why``): it reads, and proves nothing."""
+    import numpy as np  # only here: starting a sniffer does not load it
+
+    from tracer.columns import write_columns
+    from tracer.model.observations import COLUMNS
+
+    with open(out, "wb") as f:
+        write_columns(f, {k: np.empty(0, dtype=dt) for k, dt in COLUMNS.items()}, point, kept_at, damaged=why)
 
 
 def _why(stderr: str) -> str | None:
