@@ -26,7 +26,7 @@ from tracer.sniff.ssh import SshTcpdumpSniffer, _why
 HDR = bytes.fromhex("4d3cb2a1 0200 0400 00000000 00000000 00080000 01000000")
 _TCPDUMP = """#!/bin/sh
 w=-; prev=; for a; do [ "$prev" = -w ] && w="$a"; prev="$a"; done
-trap 'echo "3 packets captured" >&2; echo "0 packets dropped by kernel" >&2; exit 0' INT TERM
+trap 'echo "3 packets captured" >&2; echo "0 packets dropped by kernel" >&2; exit ${FAKE_TCPDUMP_RC:-0}' INT TERM
 echo "tcpdump: listening on lo, link-type EN10MB" >&2
 h='\\115\\074\\262\\241\\002\\000\\004\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\010\\000\\000\\001\\000\\000\\000'
 if [ "$w" = - ]; then printf "$h"; else printf "$h" > "$w"; fi
@@ -137,8 +137,15 @@ def test_a_failed_extraction_names_tracer_s_line(host: Path, tmp_path: Path, mon
     monkeypatch.setenv("FAKE_EXTRACT", "fail")
     r = capture(tmp_path)
     assert r.ended_early is not None
-    assert "tracer extract failed on the remote host (status 3); the capture stays at" in r.ended_early
+    assert f"tracer extract failed on the remote host (status 3); the capture stays at {r.kept_at}" in r.ended_early
     assert read_columns(r.file).damaged is not None
+
+
+def test_a_tcpdump_that_ended_badly_still_gives_its_columns(
+        host: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_TCPDUMP_RC", "1")  # the session's status is tcpdump's, the extraction went fine
+    r = capture(tmp_path)
+    assert r.file.read_bytes().startswith(b"COLS:") and r.ended_early == "exited with status 1"
 
 
 def test_extract_timeout_grows_with_the_capture() -> None:

@@ -363,8 +363,9 @@ class SshTcpdumpSniffer(TcpdumpSniffer):
         kept_dir = _said(text, KEPT_DIR) if self.extract else None
         if kept_dir is not None:
             self.kept_at = f"{self.target}:{kept_dir}/{self.remote_name}"
-            if self._unextracted is None and self.proc.returncode != 0 and _said(text, CAPTURE_BYTES) is not None:
-                self._unextracted = _why(text) or f"the session ended with status {self.proc.returncode}"
+            if self._unextracted is None and _said(text, EXTRACT_FAILED) is not None:
+                # (Only then: a tcpdump that ended early also ends the session non-zero, its columns good.)
+                self._unextracted = (_why(text) or EXTRACT_FAILED).split("; the capture stays at")[0]
             if self._unextracted is not None:
                 return self._unextracted_result(text)
         if not self.raw.exists() or self.raw.stat().st_size == 0:
