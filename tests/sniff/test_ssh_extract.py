@@ -153,9 +153,11 @@ def test_extract_timeout_grows_with_the_capture() -> None:
     assert ssh.extract_timeout(600 << 20) == ssh.EXTRACT_FLOOR_S + 600 * ssh.EXTRACT_S_PER_MIB
 
 
-def test_why_prefers_tracer_s_line_then_the_last() -> None:
-    err = ("tcpdump: listening on eth0, link-type EN10MB\n3 packets captured\n"
-           "tracer extract failed on the remote host (status 2); the capture stays at /x\nTraceback\n")
+def test_why_prefers_tracer_s_line_then_the_first_that_is_not_chatter() -> None:
+    err = ("tracer-kept-dir: /root/.cache/tracer/run.x\ntcpdump: listening on eth0, link-type EN10MB\n"
+           "3 packets captured\nTraceback (most recent call last):\n"
+           "tracer extract failed on the remote host (status 2); the capture stays at /x\n")
     assert _why(err).startswith("tracer extract failed")
     assert _why("Warning: Permanently added\nPermission denied (publickey).\n") == "Permission denied (publickey)."
     assert _why("tcpdump: eth9: No such device exists\n(No such device exists)\n") == "tcpdump: eth9: No such device exists"
+    assert _why("tcpdump: listening on lo\n3 packets captured\n") is None

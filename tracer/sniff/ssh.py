@@ -409,17 +409,15 @@ def write_unextracted(out: Path, point: str, kept_at: str | None, why: str) -> N
 
 def _why(stderr: str) -> str | None:
     """The line of an SSH session's stderr that says what went wrong: tracer's own (a failed
-    extraction), else the last that is not a banner, a marker or tcpdump's chatter ("listening
-    on"): ssh's error ("Permission denied (publickey)", "Host key verification failed"), the
-    remote tcpdump's."""
+    extraction, after tcpdump's "listening on"), else the first that is not a banner, a marker or
+    tcpdump's chatter: ssh's own error ("Permission denied (publickey)", "No ED25519 host key is
+    known for …" before "Host key verification failed."), or the remote tcpdump's."""
     lines = [ln.strip() for ln in stderr.splitlines()]
     if tracer := [ln for ln in lines if ln.startswith(EXTRACT_FAILED)]:
         return tracer[-1]
-    if named := [ln for ln in lines if ln.startswith("tcpdump: ") and "listening on" not in ln]:
-        return named[-1]  # "tcpdump: eth9: No such device exists", not the "(No such device exists)" after it
     chatter = ("@", "Warning:", KEPT_DIR, NO_DIR, CAPTURE_BYTES, "tcpdump: listening on", "listening on")
     useful = [ln for ln in lines if ln and not ln.startswith(chatter) and not _STATS.match(ln)]
-    return useful[-1] if useful else None
+    return useful[0] if useful else None
 
 
 _STATS = re.compile(r"\d+ packets? (captured|received by filter|dropped by kernel)")
