@@ -48,7 +48,6 @@ from tracer import ssh_mux  # noqa: E402
 from tracer.lab.sshhosts import HostsLab, router  # noqa: E402
 from tracer.run.record import make_sniffers, ssh_connections  # noqa: E402
 from tracer.sniff import stop_all, wait_all  # noqa: E402
-from tracer.sniff.ssh import REMOTE_DIR  # noqa: E402
 from tracer.topofile import load_topology  # noqa: E402
 
 IFACES = ("eth0", "eth1", "mgmt0")
@@ -151,8 +150,6 @@ def measure(hosts: int, count: int, size: int, interval: float, name: str, skip_
         figures["traces"] = [{k: v for k, v in tr.items() if not k.startswith("_")} for tr in traces]
     finally:
         lab.down()
-        for tr in traces:
-            shutil.rmtree(Path(REMOTE_DIR) / tr["_dir"], ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return figures
 

@@ -19,6 +19,12 @@ from contextlib import contextmanager
 from types import FrameType
 
 _CAUGHT = (signal.SIGINT, signal.SIGTERM)
+_held = 0  # signals held by deferred() so far: a long wait within cleanup can notice a new one
+
+
+def held_count() -> int:
+    """How many Ctrl-C/SIGTERM :func:`deferred` has held so far (a wait compares two readings)."""
+    return _held
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -57,6 +63,8 @@ def deferred(note: str = "stopping the sniffers and writing the run directory fi
         return
 
     def hold(signum: int, frame: FrameType | None) -> None:
+        global _held
+        _held += 1
         if not got:
             print(f"tracer: {signal.Signals(signum).name} received: {note}", file=sys.stderr)
         got.append(signum)

@@ -30,9 +30,8 @@ from tests.json_contract import one_run
 from tracer import netns
 from tracer.cli import main
 from tracer.lab import sshmode
-from tracer.lab.sshhosts import HostsLab, mgmt_address, router
+from tracer.lab.sshhosts import KEPT_CACHE, HostsLab, mgmt_address, router
 from tracer.run.manifest import MANIFEST
-from tracer.sniff.ssh import REMOTE_DIR
 from tracer.ssh_mux import runtime_dir
 
 pytestmark = pytest.mark.lab
@@ -112,7 +111,10 @@ def test_one_connection_per_host_and_extraction_gives_the_same_verdict(
     assert len(remote) == 3 * HOSTS  # eth0, eth1 and mgmt0 (a witness) of every host
     for c in remote:
         assert c["file"].endswith(".cols") and c["kept_at"].startswith("root@198.19.0.")
-        assert Path(c["kept_at"].split(":", 1)[1]).is_file()  # the capture stayed on the host
+        kept = Path(c["kept_at"].split(":", 1)[1])
+        assert kept.is_file()  # the capture stayed on the host, in a directory made for it alone
+        assert kept.parent.parent == hosts.dir / KEPT_CACHE / "tracer" and kept.parent.stat().st_mode & 0o777 == 0o700
+    assert len({Path(c["kept_at"].split(":", 1)[1]).parent for c in remote}) == len(remote)
     # The same run, replayed from the captures themselves: the identical verdict.
     whole = with_whole_captures(tmp_path / "extract", tmp_path / "extract-whole")
     a, b = replay(tmp_path / "extract", capsys), replay(whole, capsys)
@@ -129,7 +131,27 @@ def test_one_connection_per_host_and_extraction_gives_the_same_verdict(
     assert manifest["ssh_masters"]["extracting"] == 0
     assert all(c["file"].endswith(".pcapng") and "kept_at" not in c for c in manifest["captures"])
     assert verdict(plain) == verdict(run)
-    shutil.rmtree(Path(REMOTE_DIR) / "extract", ignore_errors=True)
+
+
+def test_a_planted_symlink_is_not_followed_the_whole_capture_comes_back(
+        hosts: HostsLab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The review's attack: the hosts' capture folder a symlink to somewhere root's tcpdump
+    # would overwrite. No file is written through it; the points stream their whole capture.
+    hosts.set_remote_tracer(True)
+    base = hosts.dir / KEPT_CACHE / "tracer"
+    shutil.rmtree(base, ignore_errors=True)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    base.symlink_to(victim)
+    try:
+        code, run = ping(hosts, tmp_path / "sym", capsys)
+    finally:
+        base.unlink()
+    assert code == 0, run["summary"]
+    assert list(victim.iterdir()) == []
+    manifest = json.loads((tmp_path / "sym" / MANIFEST).read_text())
+    assert all(c["file"].endswith(".pcapng") and "kept_at" not in c for c in manifest["captures"])
 
 
 @pytest.mark.parametrize("extract", [True, False], ids=["extracted", "whole"])
@@ -143,7 +165,6 @@ def test_a_drop_inside_a_host_is_located_either_way(
         code, run = ping(hosts, tmp_path / "run", capsys)
     finally:
         netns.ns_run(ns, ["nft", "delete", "table", "inet", "fault"])
-        shutil.rmtree(Path(REMOTE_DIR) / "run", ignore_errors=True)
     assert code == 1, run["summary"]
     (f,) = [f for f in run["findings"] if f["outcome"] == "lost"]
     assert (f["direction"], f["where"], f["count"]) == ("request", f"inside {FAULT_HOST} between eth0 and eth1 "

@@ -15,6 +15,7 @@ from tests.cli.tracer_cmd import tracer
 from tracer.errors import BadInput
 from tracer.run.manifest import EarlyEnd, read_manifest, write_manifest
 from tracer.sniff import ended_early
+from tracer.sniff.ssh import write_unextracted
 
 CAPTURES = Path(__file__).resolve().parents[2] / "captures"
 POINT = "west-gw:ipsec0"  # where gw-forward-drop's requests vanish
@@ -55,6 +56,29 @@ def test_a_point_whose_sniffer_ended_early_makes_the_loss_there_inconclusive(tmp
     text = tracer("replay", str(d))
     assert text.code == 3 and why in text.out + text.err
     assert "LOSS" not in text.out.splitlines()[1]
+
+
+def test_a_point_whose_columns_did_not_arrive_leaves_the_others_counting(tmp_path):
+    # What the SSH sniffer leaves when the host's extraction timed out, failed or was cut
+    # short: an empty columns file marked damaged, ended_early naming kept_at. Replay must not
+    # refuse the run (a half columns file did: exit 2), only call that point's silence unknown.
+    d = _run_dir(tmp_path, None)
+    doc = json.loads((d / "manifest.json").read_text())
+    entry = next(c for c in doc["captures"] if c["point"] == POINT)
+    (d / entry["file"]).unlink()
+    kept = "root@west-gw:/root/.cache/tracer/run.x/west-gw_ipsec0.pcap"
+    why = f"the host's extraction did not finish within 30 s; the capture stays at {kept}"
+    write_unextracted(d / "west-gw_ipsec0.cols", POINT, kept, why)
+    entry |= {"file": "west-gw_ipsec0.cols", "backend": "ssh", "remote": True, "kept_at": kept,
+              "ended_early": {"how": f"its columns did not arrive: {why}", "by_s": 2.0}}
+    (d / "manifest.json").write_text(json.dumps(doc))
+    (d / "run.pcapng").unlink(missing_ok=True)
+    r = tracer("replay", str(d), "--json")
+    out = json.loads(r.out)
+    out = out["runs"][0] if "runs" in out else out
+    assert r.code == 3, (r.err, out.get("summary"))
+    assert out["status"] == "inconclusive" and POINT in out["damaged"] and kept in out["damaged"][POINT]
+    assert any(p["sightings"] for p in out["probes"])  # the other points still count
 
 
 @pytest.mark.parametrize("bad", ["soon", {"how": "x"}, {"how": "x", "by_s": -1}, {"how": 3, "by_s": 1}])

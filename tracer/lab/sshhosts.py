@@ -51,6 +51,9 @@ def mgmt_address(k: int) -> str:
     return f"{MGMT_NET}.{10 + k}"
 
 
+KEPT_CACHE = "cache"  # the hosts' XDG_CACHE_HOME: their kept captures, under tracer/run.*/
+
+
 def topology_dict(lab: str, n: int, lab_dir: Path) -> dict:
     """The chain's topology file contents (docs/topology.md)."""
     def ns(node: str) -> str:
@@ -137,14 +140,14 @@ class HostsLab:
         for h in hosts:  # never routed between the management link and the data path
             netns.ns_run(layout.netns_name(self.name, h), ["nft", "-f", "-"], input=sshmode.ISOLATION)
         sshmode.write_keys(self.dir, self.name, [mgmt_address(k) for k in range(1, self.n + 1)],
-                           _environment(remote_tracer))
+                           _environment(remote_tracer, self.dir))
         procs = []
         for k, h in enumerate(hosts, 1):
             hdir = self.dir / h
             hdir.mkdir(mode=0o700)
             (hdir / sshmode.CONFIG).write_text(sshmode.sshd_config(
                 f"sshd of host {h} of hosts lab '{self.name}'", mgmt_address(k), self.dir, hdir,
-                "PermitUserEnvironment PYTHONPATH,PATH\n"))
+                "PermitUserEnvironment PYTHONPATH,PATH,XDG_CACHE_HOME\n"))
             (hdir / sshmode.CONFIG).chmod(0o600)
             procs.append((hdir, sshmode.start_sshd(layout.netns_name(self.name, h), hdir)))
         for _, proc in procs:
@@ -155,7 +158,7 @@ class HostsLab:
 
     def set_remote_tracer(self, on: bool) -> None:
         """Whether the hosts' next SSH sessions find tracer (``python3 -m tracer``) installed."""
-        sshmode.authorize(self.dir, _environment(on))
+        sshmode.authorize(self.dir, _environment(on, self.dir))
 
     def _save(self) -> None:
         (self.dir / STATE).write_text(json.dumps({"n": self.n, "sshd": [[p.pid, p.start] for p in self.sshd]}))
@@ -175,8 +178,10 @@ class HostsLab:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _environment(remote_tracer: bool) -> list[str]:
-    """Tracer "installed" on the hosts: this tracer on their path, run by this interpreter."""
+def _environment(remote_tracer: bool, lab_dir: Path) -> list[str]:
+    """Tracer "installed" on the hosts: this tracer on their path, run by this interpreter; the
+    captures they keep go to the lab's own folder (XDG_CACHE_HOME), removed with the lab."""
     if not remote_tracer:
         return []
-    return [f"PYTHONPATH={TRACER_ROOT}", f"PATH={Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin"]
+    return [f"PYTHONPATH={TRACER_ROOT}", f"PATH={Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
+            f"XDG_CACHE_HOME={lab_dir / KEPT_CACHE}"]
