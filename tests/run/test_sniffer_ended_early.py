@@ -50,7 +50,7 @@ def test_a_point_whose_sniffer_ended_early_makes_the_loss_there_inconclusive(tmp
     doc = doc["runs"][0] if "runs" in doc else doc
     assert r.code == 3, doc["summary"]
     assert doc["status"] == "inconclusive"
-    why = f"tcpdump on {POINT} ended early (by +2.1 s): killed by signal 15 (SIGTERM); its capture is incomplete"
+    why = f"tcpdump on {POINT} ended early (by +2.1 s): killed by signal 15 (SIGTERM); the capture tracer has of it is incomplete"
     assert why in doc["warnings"]
     assert doc["damaged"] == {POINT: why}
     text = tracer("replay", str(d))

@@ -79,7 +79,7 @@ class EarlyEnd:
 
     def note(self, point: str, backend: str | None) -> str:
         who = {"ssh": "tcpdump over ssh", None: "sniffer"}.get(backend, backend)
-        return f"{who} on {point} ended early (by +{self.by_s:g} s): {self.how}; its capture is incomplete"
+        return f"{who} on {point} ended early (by +{self.by_s:g} s): {self.how}; the capture tracer has of it is incomplete"
 
 
 @dataclass
