@@ -5,6 +5,7 @@ private outputs, written atomically and owner-only."""
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -53,9 +54,15 @@ def read_text(path: str | os.PathLike[str], what: str, limit: int = LIMIT) -> st
 
 
 def write_private(path: Path, text: str) -> None:
-    """``text`` to ``path``, owner-only (0600), atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    tmp.replace(path)
+    """``text`` to ``path``, owner-only (0600), atomically: a reader never sees half a file. The
+    temporary file is new and unguessable (O_EXCL, no symlink followed): nothing planted beside
+    ``path`` is written through."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

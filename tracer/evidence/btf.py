@@ -26,13 +26,13 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import stat
 import struct
 from pathlib import Path
 from typing import NamedTuple
 
 from tracer.privdir import ours, owned
+from tracer.textfile import write_private
 
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
 NOTES = Path("/sys/kernel/notes")
@@ -220,20 +220,15 @@ def offsets(fields: dict[str, tuple[str, ...]]) -> dict[str, Field]:
 
 
 def _save(key: str, doc: dict) -> None:
-    """Into the first cache directory that takes it: a new file only we can open (no symlink is
-    followed), renamed into place (a reader never sees half a file)."""
+    """Into the first cache directory of ours alone that takes it (textfile.write_private: a new
+    file no symlink redirects, renamed into place)."""
     for d in cache_dirs():
-        tmp = d / f".{key}.{os.getpid()}.{secrets.token_hex(8)}"
         try:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not ours(d):
                 continue
             d.chmod(0o700)  # one made by an older tracer (0755): the cache is no one else's business
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(doc))
-            os.replace(tmp, d / f"{key}.json")
+            write_private(d / f"{key}.json", json.dumps(doc))
             return
         except OSError:
-            tmp.unlink(missing_ok=True)
             continue
