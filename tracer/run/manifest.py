@@ -308,7 +308,18 @@ def read_evidence(run_dir: Path, m: Manifest) -> tuple[Evidence, list[str]]:
 
 
 def _write_private(path: Path, doc: dict[str, Any]) -> None:
-    write_private(path, json.dumps(doc, indent=2) + "\n")
+    write_private(path, indented(doc))
+
+
+def indented(doc: dict[str, Any]) -> str:
+    """``doc`` as indented JSON text. orjson (20× json's indented encoder: a live trace writes
+    ~60 snapshots after its last probe); json for what orjson refuses (an integer past 64 bits)."""
+    import orjson  # here: a replay, which only reads, does not pay for its import
+
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
+    except orjson.JSONEncodeError:
+        return json.dumps(doc, indent=2) + "\n"
 
 
 def write_netstate(run_dir: Path, states: dict[str, NodeState]) -> str:
@@ -320,7 +331,7 @@ def write_netstate(run_dir: Path, states: dict[str, NodeState]) -> str:
         tmp = folder / f".{name}.json.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(state.to_dict(), indent=2) + "\n")
+            f.write(indented(state.to_dict()))
         tmp.replace(path)
     return NETSTATE
 

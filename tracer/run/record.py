@@ -227,6 +227,7 @@ def record(
     events: list = []
     nodes: list[str] = []
     asked_s: list[float] = []  # when the sniffers were first asked to stop, seconds after t0
+    written = 0  # snapshots already in the evidence folder
     def finish(interrupted: bool) -> list[EnvironmentProblem]:
         """Stop what was started (keeping its packets), then write the report and the manifest:
         with ``interrupted``, it counts only the probes that left."""
@@ -264,7 +265,7 @@ def record(
                       for r in results],
             report=PROBE_REPORT if report is not None else None,
             netstate=netstate, netstate_unread=unread,
-            evidence=write_evidence(run_dir, snaps) if snaps else None,
+            evidence=write_evidence(run_dir, snaps[written:]) if snaps else None,
             extra=extra | {"record_s": round(time.monotonic() - t0, 3)},
         )
         write_manifest(run_dir, manifest)
@@ -322,6 +323,10 @@ def record(
         if refused:  # tracer's own environment (an SSH key, tcpdump, privilege): fix that first
             raise EnvironmentProblem(refused[0])
         extra["sniffers_ready_s"] = round(time.monotonic() - t_start, 3)
+        # Written while bpftrace may still be attaching, not after the last probe.
+        if snaps:
+            write_evidence(run_dir, snaps)
+            written = len(snaps)
         evidence.ready(events, time.monotonic() + min(events_wait, EVENTS_READY_S),
                        give_up=events_wait >= EVENTS_READY_S)
         extra["events_ready_s"] = round(time.monotonic() - t_start, 3)
