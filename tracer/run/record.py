@@ -335,19 +335,22 @@ def record(
         with journal_to(run_dir / PROBE_JOURNAL):
             report = send()
         interrupted = report.interrupted
-        with deferred(raise_after=False) as got:
-            # The prober has its last answer, but a sniffer further along may not have
-            # pulled that packet from its ring yet; stopping now would record a false loss.
-            time.sleep(SETTLE_S)
+        with deferred(raise_after=False) as got, ThreadPoolExecutor(max_workers=1, thread_name_prefix="after") as pool:
             stage("reading counters after the probes")
             t_ev = time.monotonic()
+            # The counters are final once the prober has its last answer (or gave up): the
+            # packets have passed every hop. They are read at once, while the sniffers settle.
+            reading_after = pool.submit(evidence.after, topo, nodes)
+            # But a sniffer further along may not have pulled the last packet from its ring
+            # yet; stopping now would record a false loss.
+            time.sleep(SETTLE_S)
             # The sniffers and event sources wind down while the evidence after is read
             # (stopping a capture moves no counter); finish() collects them.
             started = [s for s in [*sniffers, *witnesses] if s.proc is not None and s.point not in failed]
             asked_s.append(round(time.monotonic() - t0, 1))
             evidence.request_stop(events)
             request_stop_all(started)
-            snaps += evidence.after(topo, nodes)
+            snaps += reading_after.result()
             extra["evidence_after_s"] = round(time.monotonic() - t_ev, 3)
         interrupted |= bool(got)
     except BaseException as err:
