@@ -5,7 +5,6 @@ private outputs, written atomically and owner-only."""
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -57,7 +56,8 @@ def write_private(path: Path, text: str) -> None:
     """``text`` to ``path``, owner-only (0600), atomically: a reader never sees half a file. The
     temporary file is new and unguessable (O_EXCL, no symlink followed): nothing planted beside
     ``path`` is written through."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # os.urandom is what secrets.token_hex reads; importing secrets (hmac, hashlib) costs every replay ~3 ms
+    tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
