@@ -195,14 +195,15 @@ def render_mapping(mapping: list) -> str:
 def emit(verdicts: list, as_json: bool, command: str = "replay", code: int | None = None, **objects: object) -> None:
     """The verdicts on stdout: text, or one JSON document (docs/json.md) with ``objects`` beside
     the runs (text: the caller prints them)."""
-    from tracer.cli.render import render_text
-    from tracer.cli.style import Style
-    from tracer.jsondoc import document, write
-
     if as_json:
+        from tracer.jsondoc import document, write
+
         if code is None:
             code = max((v.exit_code for v in verdicts), default=EXIT_DELIVERED)
         write(document(command, [v.to_dict() for v in verdicts], code, **objects), sys.stdout)
     else:
+        from tracer.cli.render import render_text
+        from tracer.cli.style import Style
+
         style = Style.for_stream(sys.stdout)
         print("\n\n".join(style.verdict(render_text(v), v.status) for v in verdicts))
