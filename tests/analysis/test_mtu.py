@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tracer.analysis.mtu import _fit, _padded, mtu_status, mtu_summary, overhead_words
-from tracer.model.verdict import MtuReport, SizeResult, Status, TunnelOverhead
+from tracer.model.mtu import MtuReport, SizeResult, TunnelOverhead
+from tracer.model.verdict import Status
 
 
 def esp(inner: int, fixed: int, block: int, udp: bool = True) -> tuple[int, int, bool]:

@@ -24,7 +24,6 @@ from tracer.analysis.locate import (
     trace_probes,
     went_elsewhere,
 )
-from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_status, mtu_summary
 from tracer.analysis.observed import carrier_rows, observe, rewrites
 from tracer.analysis.unrouted import stale, unrouted
 from tracer.errors import BadInput
@@ -40,6 +39,7 @@ from tracer.model.verdict import OUTCOMES, SIGHTINGS, Finding, Outcome, ProbeTra
 from tracer.probes import ProbeType, is_known, probe_type
 
 if TYPE_CHECKING:
+    from tracer.model.mtu import MtuReport
     from tracer.model.netstate import NodeState
 
 
@@ -114,11 +114,16 @@ def analyze(
     diagnoses = [*spec.notes, *dict.fromkeys(nat), *icmp_errors(obs, spec, paths), *_answers(spec)]
     status = _status(found)
     req_path = paths[Direction.REQUEST]
-    mtu = mtu_report(obs, spec, req_path, traces, found, topo, netstate) if spec.sizes else None
-    if mtu is not None:
+    mtu: MtuReport | None = None
+    if spec.sizes:  # an MTU run: only it loads the MTU analysis and model
+        from tracer.analysis.mtu import mtu_diagnosis, mtu_report, mtu_status, mtu_summary
+
+        mtu = mtu_report(obs, spec, req_path, traces, found, topo, netstate)
         diagnoses += mtu_diagnosis(mtu)
         status = mtu_status(mtu, status)
-    summary = mtu_summary(mtu) if mtu else _summary(found, ptype, status, _ends(topo, spec))
+        summary = mtu_summary(mtu)
+    else:
+        summary = _summary(found, ptype, status, _ends(topo, spec))
     all_points = {h.point for p in paths.values() for h in p.hops}
     return Verdict(
         run=spec.run,

@@ -15,22 +15,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tracer.model.mtu import FragNeeded, MtuReport, SizeResult, TunnelOverhead
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.path import ExpectedPath
 from tracer.model.point import CapturePoint
 from tracer.model.probe import ProbeSpec
 from tracer.model.tag import icmp_id_for
 from tracer.model.topology import Topology
-from tracer.model.verdict import (
-    Finding,
-    FragNeeded,
-    MtuReport,
-    Outcome,
-    ProbeTraces,
-    SizeResult,
-    Status,
-    TunnelOverhead,
-)
+from tracer.model.verdict import Finding, Outcome, ProbeTraces, Status
 
 if TYPE_CHECKING:
     from tracer.model.netstate import NodeState

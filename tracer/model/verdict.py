@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 from ipaddress import IPv4Address
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from tracer.model.observed import ObservedProbe
 from tracer.model.path import ExpectedPath
 from tracer.model.probe import SentProbe
 from tracer.model.rtt import RttStats, rtt_stats
+
+if TYPE_CHECKING:
+    from tracer.model.mtu import MtuReport  # built only for MTU runs (tracer.analysis.mtu)
 
 
 class Sighting(StrEnum):
@@ -261,64 +264,9 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class SizeResult:
-    """MTU probes of one size (IP packet bytes)."""
-
-    size: int
-    sent: int
-    delivered: int  # request and reply both arrived
-    where: str | None = None  # where the lost ones disappeared
-    error: str | None = None  # the sender's local error (EMSGSIZE: larger than its interface MTU)
-    icmp: str | None = None  # the ICMP error quoting these probes that reached the source, in words
-    seqs: tuple[int, ...] = ()  # the probes of this size (figures label them by size, not by seq)
-
-
-@dataclass(frozen=True)
-class FragNeeded:
-    """An ICMP 'fragmentation needed' quoting one of the run's probes (or its ESP carrier)."""
-
-    sender: str  # address
-    node: str | None  # topology node owning that address
-    next_hop_mtu: int
-    size: int  # IP bytes of the probe it quotes
-    seq: int
-    about: str  # "probe" or "esp" (the quote is the tunnel's ESP packet carrying the probe)
-    seen_at: tuple[str, ...]  # capture points that saw the error
-    reached_source: bool  # seen at the probes' first capture point
-
-
-@dataclass(frozen=True)
-class TunnelOverhead:
-    """What the tunnel adds to a probe, measured at its encapsulation point."""
-
-    point: str  # the capture point where the probe enters the tunnel
-    udp: bool  # ESP-in-UDP (NAT-T) rather than raw ESP (IP protocol 50)
-    fixed: int | None  # outer IP + (UDP) + ESP header + IV + ICV: bytes every packet gets (None: block unknown)
-    block: int | None  # ESP pads payload + 2-byte trailer to this many bytes (None: too few sizes to tell)
-    least: int  # smallest and largest total overhead measured (fixed + trailer + padding)
-    most: int
-    samples: int
-
-
-@dataclass(frozen=True)
-class MtuReport:
-    sizes: tuple[SizeResult, ...]
-    largest_delivered: int | None
-    smallest_lost: int | None
-    esp_overhead: int | None = None  # bytes the tunnel added to the largest delivered probe
-    encap_point: str | None = None
-    path_mtu: int | None = None  # the largest IP packet that crosses the path (exact or not: see ``exact``)
-    exact: bool = False  # measured to the byte: path_mtu passed and path_mtu + 1 did not (or is the interface MTU)
-    limit: str | None = None  # where the smallest larger probe stopped ("inside router between eth0 and eth1 …")
-    blackhole: bool = False  # larger probes vanished without an ICMP 'fragmentation needed' reaching the source
-    frag_needed: tuple[FragNeeded, ...] = ()
-    tunnel: TunnelOverhead | None = None
-    bottleneck: str | None = None  # the first capture point the smallest larger probe did not reach
-    bottleneck_mtu: int | None = None  # that interface's MTU in the live state read at the start of the run
-
-
-@dataclass(frozen=True)
 class Verdict:
+    """One probe run's verdict: status, expected paths, findings and per-probe traces."""
+
     run: int
     kind: str
     status: Status
@@ -386,7 +334,7 @@ class Verdict:
             "notes": list(self.notes),
             "warnings": list(self.warnings),
             "ike": _ike_dict(self.sent) if self.kind == "ike" else None,
-            "mtu": None if self.mtu is None else _mtu_dict(self.mtu),
+            "mtu": None if self.mtu is None else self.mtu.to_dict(),
             "observed": [_observed_dict(o) for o in self.observed],
             "flow": self.flow,  # untagged traffic: which flow (null: tagged probes)
         }
@@ -486,23 +434,6 @@ def _ike_dict(sent: tuple[SentProbe, ...]) -> dict[str, Any]:
 
 def _strs(v: Any) -> list[str] | None:
     return [str(x) for x in v] if isinstance(v, list) else None
-
-
-def _mtu_dict(m: MtuReport) -> dict[str, Any]:
-    t = m.tunnel
-    return {
-        "path_mtu": m.path_mtu, "exact": m.exact, "limit": m.limit, "blackhole": m.blackhole,
-        "bottleneck": m.bottleneck, "bottleneck_mtu": m.bottleneck_mtu,
-        "largest_delivered": m.largest_delivered, "smallest_lost": m.smallest_lost,
-        "esp_overhead": m.esp_overhead, "encap_point": m.encap_point,
-        "tunnel": None if t is None else {"point": t.point, "udp": t.udp, "fixed": t.fixed, "block": t.block,
-                                          "least": t.least, "most": t.most, "samples": t.samples},
-        "frag_needed": [{"sender": x.sender, "node": x.node, "next_hop_mtu": x.next_hop_mtu, "size": x.size,
-                         "seq": x.seq, "about": x.about, "seen_at": list(x.seen_at), "reached_source": x.reached_source}
-                        for x in m.frag_needed],
-        "sizes": [{"size": r.size, "sent": r.sent, "delivered": r.delivered, "where": r.where, "error": r.error,
-                   "icmp": r.icmp} for r in m.sizes],
-    }
 
 
 def _observed_dict(o: ObservedProbe) -> dict[str, Any]:
