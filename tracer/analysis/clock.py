@@ -46,6 +46,8 @@ from tracer.model.topology import Topology, split_point
 
 @dataclass(frozen=True)
 class ClockEstimate:
+    """How far a node's clock is from the reference clock, and from which samples."""
+
     node: str
     offset_ns: int  # node's clock − reference clock
     method: str  # "two-way" | "one-way"

@@ -32,6 +32,8 @@ SEEN, MISSED, UNOBSERVED, UNRELIABLE, UNKNOWN, GAP, ELSEWHERE, LEAKED = (np.int8
 
 @dataclass
 class SightingMatrix:
+    """Per probe and hop of one direction: how (and when) it was seen."""
+
     seqs: np.ndarray  # probe sequence numbers, sorted
     codes: np.ndarray  # int8 [probe, hop], index into list(Sighting)
     times: np.ndarray  # int64 [probe, hop], -1 where not seen

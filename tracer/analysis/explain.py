@@ -56,6 +56,8 @@ def in_proportion(delta: int, lost: int) -> bool:
 
 @dataclass(frozen=True)
 class _Item:
+    """One evidence line and the cause it supports."""
+
     rank: int  # lower: stronger evidence, cited first
     line: str
     cause: str

@@ -310,6 +310,8 @@ def _next_point(topo: Topology, path: ExpectedPath, op: ObservedProbe,
 
 @dataclass(frozen=True)
 class _Fate:
+    """Where a group of probes was lost, and why if known."""
+
     where: str
     reason: str | None = None
     edge: str | None = None

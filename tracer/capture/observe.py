@@ -36,6 +36,8 @@ Keep = Callable[[dict[str, np.ndarray]], np.ndarray]  # observation columns → 
 
 @dataclass
 class FileObservations:
+    """The observations read from capture files, with their drops and warnings."""
+
     obs: Observations
     drops: Drops = field(default_factory=dict)  # capture point → kernel drops (None: unknown)
     warnings: list[str] = field(default_factory=list)

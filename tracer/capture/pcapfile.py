@@ -427,6 +427,8 @@ def _text(value: bytes) -> str:
 
 @dataclass
 class _Iface:
+    """A capture interface as its header blocks describe it."""
+
     linktype: int
     snaplen: int
     name: str | None = None

@@ -34,6 +34,8 @@ class Esp:
 
 @dataclass(frozen=True)
 class Hop:
+    """One capture point on the expected path, and the ESP form the packet has there."""
+
     point: str
     node: str
     esp: Esp | None = None  # None: the packet is in the clear here
@@ -45,6 +47,8 @@ class Hop:
 
 @dataclass(frozen=True)
 class ExpectedPath:
+    """The capture points a packet from ``src`` to ``dst`` should cross, in order."""
+
     src: IPv4Address
     dst: IPv4Address
     hops: tuple[Hop, ...]

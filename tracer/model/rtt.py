@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RttStats:
+    """Round-trip times of the answered probes, as ping prints them."""
+
     count: int  # answered probes the figures are made of
     min_ms: float
     avg_ms: float

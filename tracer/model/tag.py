@@ -56,6 +56,8 @@ class ProbeKind(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class ProbeTag:
+    """The tag a tracer probe carries: run id, kind and sequence number."""
+
     run: int
     kind: int  # a ProbeKind for the built-in kinds
     seq: int

@@ -42,6 +42,8 @@ _BELONGS = {**{k: "nodes.NODE.interfaces.IFACE" for k in IFACE_KEYS if k != "rol
 
 @dataclass(frozen=True)
 class Interface:
+    """A node's network interface and its addresses."""
+
     node: str
     name: str
     addresses: tuple[IPv4Interface, ...] = ()
@@ -54,6 +56,8 @@ class Interface:
 
 @dataclass(frozen=True)
 class Route:
+    """A static route of a node: what ``ip route`` would hold."""
+
     dst: IPv4Network
     dev: str
     via: IPv4Address | None = None
@@ -67,6 +71,8 @@ class Route:
 
 @dataclass(frozen=True)
 class Node:
+    """A host, gateway or router: its interfaces, routes and how to capture on it."""
+
     name: str
     role: str
     interfaces: dict[str, Interface]
@@ -106,6 +112,8 @@ class Node:
 
 @dataclass(frozen=True)
 class Link:
+    """A wire between two capture points."""
+
     a: str  # capture point "node:iface"
     b: str
     mtu: int | None = None
@@ -113,6 +121,8 @@ class Link:
 
 @dataclass(frozen=True)
 class TunnelEnd:
+    """One end of an IPsec tunnel: its node, outer address and protected subnets."""
+
     node: str
     address: IPv4Address
     subnets: tuple[IPv4Network, ...]
@@ -125,6 +135,8 @@ class TunnelEnd:
 
 @dataclass(frozen=True)
 class Tunnel:
+    """An IPsec tunnel between two nodes."""
+
     name: str
     left: TunnelEnd
     right: TunnelEnd
@@ -142,6 +154,8 @@ class Tunnel:
 
 @dataclass(frozen=True)
 class Topology:
+    """The whole topology file: nodes, links and tunnels."""
+
     name: str
     nodes: dict[str, Node]
     links: tuple[Link, ...] = ()

@@ -104,6 +104,8 @@ class Mapped:
 
 @dataclass
 class MappedRun:
+    """Capture files read and mapped to capture points."""
+
     seen: FileObservations
     mapping: list[Mapped]
     kept_at: dict[str, str] = field(default_factory=dict)  # columns file → host:path its capture stayed at

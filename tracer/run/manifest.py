@@ -61,6 +61,8 @@ NETSTATE = "netstate"  # folder of live network state snapshots, one <node>.json
 
 @dataclass
 class CaptureEntry:
+    """One capture file of a run directory's manifest."""
+
     point: str | None  # None: take the names inside the pcapng
     file: str  # relative to the run directory
     drops: int | None = None  # sniffer kernel drops; None: unknown
@@ -84,6 +86,8 @@ class EarlyEnd:
 
 @dataclass
 class Manifest:
+    """A run directory's manifest.json: what was sent and which captures hold it."""
+
     run: int | None = None
     kind: int | None = None  # tag kind code (tracer.probes)
     src: IPv4Address | None = None

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class LoadedRun:
+    """Everything a replay reads from its inputs, before the analysis."""
+
     topology: Topology
     observations: Observations
     drops: dict[str, int]
