@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import tracer.capture.forkmap as forkmap
 import tracer.capture.observe as observe
 import tracer.run.capturemap as capturemap
 from tests.json_contract import validated
@@ -220,7 +221,7 @@ def test_an_error_while_mapping_leaves_no_worker(run_dir, tmp_path, monkeypatch,
     """Cut short while mapping (a point on a link type tracer cannot read, or a Ctrl-C once
     every head is read): the workers forked to read the files are stopped and reaped, not left
     waiting for their turn (holding memory and the shared columns) nor as zombies."""
-    monkeypatch.setattr(observe, "cores", lambda: 2)  # fork on a one-core machine too
+    monkeypatch.setattr(forkmap, "cores", lambda: 2)  # fork on a one-core machine too
     usb = tmp_path / "usb.pcapng"
     write_pcapng(usb, [(1, bytes(48), 48)], if_name="usbmon1", linktype=189)
     sources = [Source(as_pcap(run_dir, p, tmp_path / f"{p.replace(':', '_')}.pcap")) for p in ("west:eth0", "east:eth0")]

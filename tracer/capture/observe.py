@@ -21,14 +21,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tracer.analysis.extract import extract
-from tracer.capture.forkmap import Workers, can_fork, cores, shared_zeros
 from tracer.capture.pcapfile import CaptureHead, CaptureIndex, read_capture
 from tracer.columns import ColumnsFile
 from tracer.model.observations import COLUMNS, Merger, Observations, PointCounts, check_numbers
+
+if TYPE_CHECKING:
+    from tracer.capture.forkmap import Workers
 
 Drops = dict[str, int | None]
 Keep = Callable[[dict[str, np.ndarray]], np.ndarray]  # observation columns → rows to keep
@@ -185,7 +188,11 @@ class FileReader:
         """``jobs``: workers to fork (None: one per core, from :data:`PARALLEL_FROM` bytes of files)."""
         self.size = sum(_size(p) for p in paths)
         if jobs is None:
-            jobs = min(cores(), len(paths)) if self.size >= PARALLEL_FROM else 1
+            jobs = 1
+            if self.size >= PARALLEL_FROM:  # forkmap (signal, …) is imported only where workers may be forked
+                from tracer.capture.forkmap import cores
+
+                jobs = min(cores(), len(paths))
         self.paths, self.keep, self.jobs = paths, keep, jobs
         self._caps: list[CaptureIndex] = []
         self._workers: Workers | None = None
@@ -194,27 +201,30 @@ class FileReader:
         self._rows = 0
 
     def heads(self) -> Iterator[CaptureHead]:
-        if self.jobs > 1 and can_fork():
-            # Room for every record the files could hold (a record takes at least 16 bytes):
-            # address space only, the rows written are all that is ever backed by memory.
-            bound = self.size // 16 + len(self.paths)
-            try:
-                self._shared = {k: shared_zeros(bound, dt) for k, dt in COLUMNS.items()}
-            except OSError:  # no address space for it (a strict overcommit policy): read here
-                self._shared = {}
-        if not self._shared:
-            for path in self.paths:
-                cap = read_capture(path, check_linktypes=False)
-                cap.drop_pages()
-                self._caps.append(cap)
-                yield cap.head
-            return
-        work = partial(_observe_in_worker, keep=self.keep, into=self._shared)
-        self._workers = Workers(work, self._place, list(enumerate(self.paths)), self.jobs,
-                                lambda item: f"the worker reading {item[1]}")
-        for head, part, _ in self._workers.heads():
-            self._parts.append(part)
-            yield head
+        if self.jobs > 1:
+            from tracer.capture.forkmap import Workers, can_fork, shared_zeros
+
+            if can_fork():
+                # Room for every record the files could hold (a record takes at least 16 bytes):
+                # address space only, the rows written are all that is ever backed by memory.
+                bound = self.size // 16 + len(self.paths)
+                try:
+                    self._shared = {k: shared_zeros(bound, dt) for k, dt in COLUMNS.items()}
+                except OSError:  # no address space for it (a strict overcommit policy): read here
+                    self._shared = {}
+            if self._shared:
+                work = partial(_observe_in_worker, keep=self.keep, into=self._shared)
+                self._workers = Workers(work, self._place, list(enumerate(self.paths)), self.jobs,
+                                        lambda item: f"the worker reading {item[1]}")
+                for head, part, _ in self._workers.heads():
+                    self._parts.append(part)
+                    yield head
+                return
+        for path in self.paths:
+            cap = read_capture(path, check_linktypes=False)
+            cap.drop_pages()
+            self._caps.append(cap)
+            yield cap.head
 
     def _place(self, head: tuple[CaptureHead, FileObservations, int]) -> tuple[int, int]:
         """Where the next file's rows go: (first row, number of its first point)."""
