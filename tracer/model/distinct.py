@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike  # (importing numpy.typing costs a replay ~0.5 ms)
 
 # numpy >= 2.3's plain ``np.unique(a)`` imports numpy.ma on its first call (10-20 ms, a large part
 # of replaying a small run). Below this many values a sort costs microseconds; above it the import
