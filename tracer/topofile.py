@@ -11,8 +11,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from tracer.errors import TopologyError
 from tracer.model.topology import Interface, Link, Node, Route, Topology, Tunnel, TunnelEnd
 from tracer.textfile import read_text
@@ -36,6 +34,8 @@ def load_topology(path: str | Path) -> Topology:
 
 def dump_topology(topo: Topology, header: str = "") -> str:
     """The topology as TOML text; ``header`` (lines without '#') goes first as comments."""
+    import tomli_w  # writing only: a replay reads topologies
+
     comments = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
     return comments + ("\n" if comments else "") + tomli_w.dumps(topology_to_dict(topo))
 
