@@ -26,6 +26,8 @@ NOT_FOR_REPLAY = (
     "difflib",  # did-you-mean hints for a bad topology file
     "tracer.model.mtu", "tracer.analysis.mtu",  # MTU runs only (a probe run with sizes)
     "secrets",  # hmac and hashlib behind it; temporary names come from os.urandom (tracer.textfile)
+    "tracer.capture.forkmap",  # workers for large runs only (tracer.capture.observe.PARALLEL_FROM)
+    "numpy.typing", "tomli_w",  # annotations only; writing topology files
 )
 # Only a --json replay writes the JSON document (uuid, the schema's importlib.resources).
 JSON_ONLY = ("tracer.jsondoc", "uuid")
