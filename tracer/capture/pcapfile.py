@@ -89,9 +89,11 @@ class CaptureHead:
 class CaptureIndex:
     """A capture file's bytes plus one row per packet record.
 
-    ``buf`` is the whole file as read-only uint8 (memory-mapped for large
-    files; no padding: :func:`tracer.analysis.extract.extract` handles frames
-    at the very end itself); frame ``i`` is ``buf[data_off[i] : data_off[i] + caplen[i]]``.
+    ``buf`` is the whole file as read-only uint8: memory-mapped for large files (no padding:
+    :func:`tracer.analysis.extract.extract` handles frames at the very end itself), small ones
+    followed by :data:`tracer.analysis.extract.PAD` zero bytes (extract then needs no padded
+    copy of the tail: half its time on a small file); frame ``i`` is
+    ``buf[data_off[i] : data_off[i] + caplen[i]]``.
     """
 
     path: str
@@ -150,7 +152,12 @@ def read_capture(path: str | os.PathLike[str], *, check_linktypes: bool = True) 
     if size < 4:
         raise CaptureError(f"{name}: not a pcap or pcapng file (only {size} bytes)")
     magic = int.from_bytes(raw[:4], "little")
-    buf = np.frombuffer(raw, np.uint8)
+    if size < _MMAP_FROM:  # a small file, read: a copy with PAD zero bytes after it costs microseconds
+        buf = np.zeros(size + ex.PAD, np.uint8)
+        buf[:size] = np.frombuffer(raw, np.uint8)
+        buf.flags.writeable = False
+    else:  # memory-mapped (or a large file read where mmap failed): not copied
+        buf = np.frombuffer(raw, np.uint8)
     if magic in _PCAP_MAGIC:
         cap = _read_pcap(name, raw, buf, size, *_PCAP_MAGIC[magic])
     elif magic == _SHB:
