@@ -28,6 +28,8 @@ NOT_FOR_REPLAY = (
     "secrets",  # hmac and hashlib behind it; temporary names come from os.urandom (tracer.textfile)
     "tracer.capture.forkmap",  # workers for large runs only (tracer.capture.observe.PARALLEL_FROM)
     "numpy.typing", "tomli_w",  # annotations only; writing topology files
+    "tracer.analysis.clock",  # runs with remote (SSH) capture points only
+    "tracer.analysis.unrouted",  # topologies that leave a probe no route, or end its path undelivered
 )
 # Only a --json replay writes the JSON document (uuid, the schema's importlib.resources).
 JSON_ONLY = ("tracer.jsondoc", "uuid")

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tracer.analysis.clock import correct_clocks
 from tracer.analysis.compare import leak_cause
 from tracer.analysis.correlate import SightingMatrix, correlate, probe_rows
 from tracer.analysis.explain import explain, uncaptured
@@ -25,7 +24,6 @@ from tracer.analysis.locate import (
     went_elsewhere,
 )
 from tracer.analysis.observed import carrier_rows, observe, rewrites
-from tracer.analysis.unrouted import stale, unrouted
 from tracer.errors import BadInput
 from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.distinct import distinct
@@ -91,6 +89,8 @@ def analyze(
         # Remote capture points are stamped by their host's own clock: estimate each remote
         # node's offset from packets seen at both ends of a wire to it and move its timestamps
         # onto our clock before anything compares times across nodes (analysis/clock.py).
+        from tracer.analysis.clock import correct_clocks  # (only such runs load it)
+
         obs, clock_notes = correct_clocks(obs, topo, list(paths.values()), spec.remote_nodes)
         warn += clock_notes
 
@@ -167,6 +167,8 @@ def _trace(obs: Observations, topo: Topology, spec: ProbeSpec, paths: dict[Direc
         if not path.hops:
             # The topology leaves the packet nowhere to go (no route from its first node): only
             # what the captures saw, and where, can say what became of the probes.
+            from tracer.analysis.unrouted import unrouted  # (only such topologies load it)
+
             u = unrouted(obs, topo, path, direction, spec.run, spec.kind, seqs, _start(topo, spec, direction),
                          sent, set(obs.points), set(suspect), netstate)
             found += u.findings
@@ -184,6 +186,8 @@ def _trace(obs: Observations, topo: Topology, spec: ProbeSpec, paths: dict[Direc
         off = observe(obs, topo, path, spec.run, spec.kind, direction, s, carriers)
         detours, mine = _detours(obs, topo, path, mine, off, suspect)
         if not path.delivered:
+            from tracer.analysis.unrouted import stale
+
             warn += stale(path, direction, spec.kind, None, _arrivals(detours), int(mine.sent().sum()))
         errors = spec.send_errors if direction == Direction.REQUEST else None
         found += findings(mine, path, direction, s.leaks, errors, detours, blind)
