@@ -32,7 +32,7 @@ NOT_FOR_REPLAY = (
     "tracer.analysis.unrouted",  # topologies that leave a probe no route, or end its path undelivered
 )
 # Only a --json replay writes the JSON document (uuid, the schema's importlib.resources).
-JSON_ONLY = ("tracer.jsondoc", "uuid")
+JSON_ONLY = ("tracer.jsondoc", "uuid", "tracer.model.rtt")
 # Needed only for a run that recorded the nodes' live state (neither of the runs below did).
 LIVE_STATE = ("tracer.model.netstate", "tracer.analysis.topocheck")
 

@@ -22,10 +22,10 @@ from tracer.model.direction import DIRECTIONS, Direction
 from tracer.model.observed import ObservedProbe
 from tracer.model.path import ExpectedPath
 from tracer.model.probe import SentProbe
-from tracer.model.rtt import RttStats, rtt_stats
 
 if TYPE_CHECKING:
     from tracer.model.mtu import MtuReport  # built only for MTU runs (tracer.analysis.mtu)
+    from tracer.model.rtt import RttStats
 
 
 class Sighting(StrEnum):
@@ -292,6 +292,8 @@ class Verdict:
     @property
     def rtt(self) -> RttStats | None:
         """The prober's round-trip times (None: no report, or nothing answered)."""
+        from tracer.model.rtt import rtt_stats  # (the JSON document's: a text replay never loads it)
+
         return rtt_stats(s.rtt_ms for s in self.sent)
 
     @property
