@@ -116,7 +116,9 @@ def write_columns(out: BinaryIO, cols: dict[str, np.ndarray], point: str, captur
     rows = len(cols["ts_ns"])
     header = json.dumps({"format": FORMAT, "tracer": __version__, "point": point, "rows": rows,
                          "capture": capture, "warnings": list(warnings), "damaged": damaged}).encode()
-    z = zlib.compressobj(6)
+    # Level 1: on 792k kept rows (the 1M-packet bench run) 5.8x faster than level 6 (0.54 vs
+    # 3.1 s of the remote host's CPU) for 11 % more bytes (23.6 vs 21.2 a row); any level reads.
+    z = zlib.compressobj(1)
     parts = [MAGIC, z.compress(len(header).to_bytes(4, "little") + header)]
     for k, dt in COLUMNS.items():
         parts.append(z.compress(np.ascontiguousarray(cols[k], dtype=dt.newbyteorder("<")).tobytes()))
