@@ -200,3 +200,29 @@ def test_a_huge_probe_report_of_a_few_probes_is_refused_before_parsing(tmp_path)
     (d / "probes.json").write_text(json.dumps(report))
     with pytest.raises(BadInput, match="probe report is larger than"):
         read_probe_report(d, read_manifest(d))
+
+
+def test_evidence_with_non_ascii_text_survives_a_c_locale(tmp_path: Path) -> None:
+    """Snapshots are written as UTF-8 (orjson does not escape), whatever the locale: a log line
+    in another language must neither stop the run's writing nor be unreadable afterwards."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from tracer.model.evidence import Snapshot\n"
+        "from tracer.run.manifest import write_evidence\n"
+        "line = 'd\\u00e9j\\u00e0 vu \\u2014 \\u9023\\u7d50'\n"
+        "write_evidence(Path(sys.argv[1]), [Snapshot('logs', 'west-gw', lines=(line,))])\n"
+    )
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": "ascii"}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=env)
+    from tracer.run.manifest import EVIDENCE, Manifest, read_evidence
+
+    m = Manifest.__new__(Manifest)
+    object.__setattr__(m, "evidence", EVIDENCE)
+    _, notes = read_evidence(tmp_path, m)
+    assert notes == []
+    (path,) = (tmp_path / EVIDENCE).glob("*.json")
+    assert "déjà vu — 連結" in path.read_text(encoding="utf-8")

@@ -334,7 +334,7 @@ def write_netstate(run_dir: Path, states: dict[str, NodeState]) -> str:
         path = folder / f"{name}.json"
         tmp = folder / f".{name}.json.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:  # orjson writes UTF-8 unescaped
             f.write(indented(state.to_dict()))
         tmp.replace(path)
     return NETSTATE

@@ -339,8 +339,9 @@ def record(
             stage("reading counters after the probes")
             t_ev = time.monotonic()
             # The counters are final once the prober has its last answer (or gave up): the
-            # packets have passed every hop. They are read at once, while the sniffers settle.
-            reading_after = pool.submit(evidence.after, topo, nodes)
+            # packets have passed every hop. They are read at once, while the sniffers settle;
+            # after an interrupt, probes may still be in flight: then after the settling, as ever.
+            reading_after = None if interrupted else pool.submit(evidence.after, topo, nodes)
             # But a sniffer further along may not have pulled the last packet from its ring
             # yet; stopping now would record a false loss.
             time.sleep(SETTLE_S)
@@ -350,7 +351,7 @@ def record(
             asked_s.append(round(time.monotonic() - t0, 1))
             evidence.request_stop(events)
             request_stop_all(started)
-            snaps += reading_after.result()
+            snaps += reading_after.result() if reading_after is not None else evidence.after(topo, nodes)
             extra["evidence_after_s"] = round(time.monotonic() - t_ev, 3)
         interrupted |= bool(got)
     except BaseException as err:
