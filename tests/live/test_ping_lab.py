@@ -43,6 +43,17 @@ def test_healthy_lab_all_delivered(lab, tmp_path, capsys):
     assert "ESP decrypted with keys: 6 probe carriers identified by the tag inside" in doc["notes"]
     assert not any("disagreed" in d for d in doc["notes"])
     assert not (out / "esp_sa").exists() and "esp_sa" not in (out / "manifest.json").read_text()
+    # Keys for every SA the daemons reported: the probes left 0.05 s apart, not 0.2.
+    assert json.loads((out / "probes.json").read_text())["options"]["interval"] == 0.05
+
+
+def test_without_keys_probes_keep_the_encap_window(lab, tmp_path, capsys):
+    # Keyless, an ESP carrier is told from the next probe's by time: 0.2 s apart.
+    code, doc, out = ping(lab, tmp_path, capsys, "--no-decrypt")
+    assert code == 0, doc["summary"]
+    assert json.loads((out / "probes.json").read_text())["options"]["interval"] == 0.2
+    code, doc, out = ping(lab, tmp_path, capsys, "--interval", "0.3")
+    assert code == 0 and json.loads((out / "probes.json").read_text())["options"]["interval"] == 0.3
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracer.errors import EXIT_INTERRUPTED, BadInput, EnvironmentProblem, Interrupted
+from tracer.errors import EXIT_INTERRUPTED, BadInput, EnvironmentProblem, Interrupted, TracerError
 from tracer.interrupts import sigterm_as_interrupt
 from tracer.probes import ProbeType
 
@@ -25,21 +25,29 @@ if TYPE_CHECKING:
 def add_parser(sub: argparse._SubParsersAction, ptype: ProbeType) -> None:
     p = sub.add_parser(ptype.name, help=ptype.help, description=ptype.description, epilog=ptype.epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common(p, ptype.default_count, ptype.default_interval, {dest: (mv, text) for dest, mv, text in ptype.labels})
+    add_common(p, ptype.default_count, ptype.default_interval, {dest: (mv, text) for dest, mv, text in ptype.labels},
+               fast=ptype.fast_interval)
     ptype.add_arguments(p)
     p.set_defaults(func=lambda args: run(args, ptype))
 
 
 def add_common(p: argparse.ArgumentParser, count: int = 3, interval: float = 0.2,
-               labels: dict[str, tuple[str, str]] | None = None) -> None:
-    """``labels``: dest → (metavar, help) where a kind names the endpoints its own way (GW_A, GW_B)."""
+               labels: dict[str, tuple[str, str]] | None = None, fast: float | None = None) -> None:
+    """``labels``: dest → (metavar, help) where a kind names the endpoints its own way (GW_A, GW_B);
+    ``fast``: the kind's spacing when no probe needs telling apart by time (see :func:`spacing`)."""
     words = {"src": ("SRC", "source node name or address"), "dst": ("DST", "destination node name or address"),
              "source": (None, "source address or interface on SRC, like ping -I")} | (labels or {})
     p.add_argument("src", metavar=words["src"][0], help=words["src"][1])
     p.add_argument("dst", metavar=words["dst"][0], help=words["dst"][1])
     add_topology_options(p)
     p.add_argument("--count", "-c", type=int, default=count, help=f"probes to send (default {count})")
-    p.add_argument("--interval", "-i", type=float, default=interval, help=f"seconds between probes (default {interval})")
+    if fast is None:
+        p.add_argument("--interval", "-i", type=float, default=interval, help=f"seconds between probes (default {interval})")
+    else:
+        p.add_argument("--interval", "-i", type=float, default=None,
+                       help=f"seconds between probes (default {interval}, or {fast} when ESP keys are at hand for "
+                            "every SA the IKE daemons report, or the topology has no tunnel: each ESP carrier is "
+                            "then known by decryption, not told from the next probe's by time)")
     p.add_argument("--timeout", "-W", type=float, default=1.0,
                    help="seconds to wait for replies after the last probe (default 1)")
     p.add_argument("--source", "-I", metavar=words["source"][0], help=words["source"][1])
@@ -129,7 +137,7 @@ def check_common(args: argparse.Namespace) -> None:
         raise BadInput(f"--snaplen {args.snaplen}: expected 96 to 262144 bytes (headers and tags need 96)")
     if not 1 <= args.count <= 100000:
         raise BadInput(f"--count {args.count}: expected 1 to 100000")
-    if not 0.001 <= args.interval <= 60:
+    if args.interval is not None and not 0.001 <= args.interval <= 60:
         raise BadInput(f"--interval {args.interval}: expected 0.001 to 60 seconds")
     if not 0.05 <= args.timeout <= 60:
         raise BadInput(f"--timeout {args.timeout}: expected 0.05 to 60 seconds")
@@ -165,6 +173,9 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
     ptype.prepare(topo, args)
     ends = resolve_endpoints(topo, args.src, args.dst, args.source)
     keys = esp_keys_for(args, topo, tpath)
+    auto = args.interval is None  # chosen once the SAs are known (spacing), before the first probe
+    if auto:
+        args.interval = ptype.default_interval
     ensure_root()  # before anything is created: a non-root run leaves nothing behind
     # Captured traffic is private: the run directory 0700 and every file in it 0600, the
     # sniffers' included (they inherit the mask).
@@ -190,10 +201,14 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
 
     warming = threading.Thread(target=_import_analysis, name="import-analysis", daemon=True)
 
+    def pace(spis: frozenset[int]) -> None:
+        if auto and ptype.fast_interval is not None and spacing(topo, spis, keys):
+            args.interval = ptype.fast_interval
+
     try:
         try:
             interrupted = record(topo, tpath, ends, ptype, run_id, run_dir, send, ptype.planned(args), args.snaplen,
-                                 args.all_points, events_wait=args.drop_reasons_wait,
+                                 args.all_points, events_wait=args.drop_reasons_wait, on_spis=pace,
                                  progress=lambda text: progress.clear() if text is None else progress.stage(text))
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted before any probe was sent; run directory: {run_dir}") from None
@@ -230,6 +245,24 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
         print(f"tracer: interrupted; the verdict covers the probes sent (run directory: {run_dir})", file=sys.stderr)
         return EXIT_INTERRUPTED
     return max(v.exit_code for v in verdicts)
+
+
+def spacing(topo: Topology, spis: frozenset[int], keys: Path | None) -> bool:
+    """Whether probes may leave closer together than the time within which a gateway may hold
+    a packet (tracer.analysis.correlate.ENCAP_WINDOW_NS): when no probe's ESP carrier has to be
+    told from the next one's by time. So with no tunnel in the topology, or with ESP keys for
+    every SA the IKE daemons reported before the first probe (``spis``; none reported: no)."""
+    if not topo.tunnels:
+        return True
+    if keys is None or not spis:
+        return False
+    from tracer.esp import read_esp_sa_file
+
+    try:
+        have = {sa.spi for sa in read_esp_sa_file(keys)}
+    except TracerError:  # changed since it was checked: decryption will say so; pace for no keys
+        return False
+    return spis <= have
 
 
 # What a live trace needs only once it has recorded (numpy, the analysis, the renderer): imported

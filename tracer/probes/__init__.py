@@ -42,6 +42,9 @@ class ProbeType:
     # time (tracer.analysis.correlate.ENCAP_WINDOW_NS, 0.2 s); closer probes make a loss at
     # the encrypting gateway inconclusive.
     default_interval: ClassVar[float] = 0.2
+    # The spacing used instead when no carrier needs telling apart by time (see
+    # tracer.cli.trace.spacing); None: always default_interval.
+    fast_interval: ClassVar[float | None] = None
     # (dest, metavar, help) overriding the common options' words (SRC/DST/--source)
     labels: ClassVar[tuple[tuple[str, str, str], ...]] = ()
     live: ClassVar[bool] = True  # sent by a subcommand of its own (False: only found in captures)

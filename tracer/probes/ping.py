@@ -19,6 +19,7 @@ class Ping(ProbeType):
     code = ProbeKind.PING
     name = "ping"
     nouns = ("echo requests", "echo replies")
+    fast_interval = 0.05  # echoes are found by their tag at every clear hop: only ESP needs spacing
     help = "traced ping: capture on every hop of the expected path and name where echoes die"
     description = (
         "Send tagged ICMP echo requests from SRC to DST while a sniffer runs on every "
