@@ -130,8 +130,15 @@ def _first_times(want: np.ndarray, row_keys: np.ndarray, row_ts: np.ndarray) -> 
     out = np.full(len(want), -1, np.int64)
     if len(row_keys) == 0 or len(want) == 0:
         return out
-    order = np.lexsort((row_ts, row_keys))  # by key, then time: a key's first row is its earliest
-    keys, ts = row_keys[order], row_ts[order]
+    # The wanted keys are few (one per probe), the rows many (all of a point's ESP): look each
+    # row up among the sorted wanted keys, and sort only the rows that match.
+    wanted = np.unique(want)
+    pos = np.minimum(np.searchsorted(wanted, row_keys), len(wanted) - 1)
+    hit = np.flatnonzero(wanted[pos] == row_keys)
+    if not len(hit):
+        return out
+    order = np.lexsort((row_ts[hit], row_keys[hit]))  # by key, then time: a key's first row is its earliest
+    keys, ts = row_keys[hit][order], row_ts[hit][order]
     uniq, first = np.unique(keys, return_index=True)
     pos = np.minimum(np.searchsorted(uniq, want), len(uniq) - 1)
     ok = uniq[pos] == want

@@ -32,18 +32,23 @@ def icmp_errors(obs: Observations, spec: ProbeSpec, paths: dict[str, ExpectedPat
     for p in paths.values():
         pairs |= {(int(h.esp.src), int(h.esp.dst)) for h in p.hops if h.esp}
     out = []
-    seen: set[tuple] = set()
-    for i in np.flatnonzero(err):
+    rows = np.flatnonzero(err)
+    # Vectorised (a run can hold thousands of errors about other traffic): about our pairs, not
+    # about another ping's echo, then the first of each (type, code, sender, point), in row order.
+    isrc, idst = obs["inner_src"][rows], obs["inner_dst"][rows]
+    ours = np.zeros(len(rows), bool)
+    for a, b in pairs:
+        ours |= (isrc == a) & (idst == b)
+    ours &= ~((obs["inner_proto"][rows] == 1) & (obs["inner_id"][rows] != icmp_id_for(spec.run)))
+    rows = rows[ours]
+    u64 = np.uint64
+    point = (obs["point"][rows].astype(np.int64) & 0xFFFF).astype(u64)  # a point may be -1 (unmapped)
+    key = ((obs["icmp_type"][rows].astype(u64) << u64(56)) | (obs["icmp_code"][rows].astype(u64) << u64(48))
+           | (obs["src"][rows].astype(u64) << u64(16)) | point)
+    _, first = np.unique(key, return_index=True)
+    for i in rows[np.sort(first)].tolist():
         pair = (int(obs["inner_src"][i]), int(obs["inner_dst"][i]))
-        if pair not in pairs:
-            continue
-        if obs["inner_proto"][i] == 1 and obs["inner_id"][i] != icmp_id_for(spec.run):
-            continue
         t, c = int(obs["icmp_type"][i]), int(obs["icmp_code"][i])
-        key = (t, c, int(obs["src"][i]), int(obs["point"][i]))
-        if key in seen:
-            continue
-        seen.add(key)
         name = icmp_name(t, c)
         mtu = f", next-hop MTU {int(obs['mtu'][i])}" if (t, c) == (3, 4) else ""
         about = "ESP" if pair not in {(int(spec.src), int(spec.dst)), (int(spec.dst), int(spec.src))} else "the probe"
