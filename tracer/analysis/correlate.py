@@ -283,33 +283,4 @@ def _match(
     alone = np.searchsorted(clear, hi, "right") - np.searchsorted(clear, lo, "left") <= 1
     jj = np.clip(j, 0, max(len(ts) - 1, 0))
     key = (spi[jj].astype(np.uint64) << np.uint64(32)) | seq[jj].astype(np.uint64) if len(ts) else np.zeros(len(t), np.uint64)
-    lost = _encrypted_and_lost(rows, clear, t, j, found & ~alone) if entering else np.zeros(len(t), bool)
-    return np.where(found & alone, key, np.uint64(0)), ~found | lost
-
-
-def _encrypted_and_lost(rows: tuple[np.ndarray, np.ndarray, np.ndarray], clear: np.ndarray, t: np.ndarray,
-                        j: np.ndarray, ambiguous: np.ndarray) -> np.ndarray:
-    """Of the ambiguous cleartext packets entering the SA (probes closer together than the
-    window), those whose ESP packet provably never reached the capture: between two
-    consecutive ESP packets of one SPI, E (seq s) and F (seq s + g), exactly g SA cleartext
-    packets entered (after E left, until F left). Then each was encrypted, in order (FIFO),
-    the k-th with seq s + k, and the ESP packets of all but the last are missing here: lost
-    between encryption and this capture point. Nothing is concluded for the last one (F may
-    be its carrier) or when the counts differ (some were dropped before encryption: which
-    ones, time cannot tell), nor for a packet not among the SA cleartext."""
-    ts, spi, seq = rows
-    out = np.zeros(len(t), bool)
-    cand = np.flatnonzero(ambiguous & (j >= 1) & (j < len(ts)))
-    if not len(cand) or not len(clear):
-        return out
-    jc = j[cand]
-    e, f = jc - 1, jc
-    same = (spi[e] == spi[f]) & (seq[f].astype(np.int64) > seq[e].astype(np.int64))
-    base = np.searchsorted(clear, ts[e], "right")
-    m = np.searchsorted(clear, ts[f], "right") - base  # SA cleartext entered after E left, up to F
-    g = seq[f].astype(np.int64) - seq[e].astype(np.int64)
-    at = np.searchsorted(clear, t[cand], "left")
-    among = (at < len(clear)) & (clear[np.minimum(at, len(clear) - 1)] == t[cand])
-    rank = at - base + 1  # 1 for the first that entered after E left
-    out[cand] = same & among & (g == m) & (rank >= 1) & (rank < m)
-    return out
+    return np.where(found & alone, key, np.uint64(0)), ~found
