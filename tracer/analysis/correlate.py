@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracer.model.direction import Direction
+from tracer.model.distinct import distinct
 from tracer.model.observations import Observations, PacketClass
 from tracer.model.path import Esp, ExpectedPath
 from tracer.model.probe import DecryptedTags
@@ -132,7 +133,7 @@ def _first_times(want: np.ndarray, row_keys: np.ndarray, row_ts: np.ndarray) -> 
         return out
     # The wanted keys are few (one per probe), the rows many (all of a point's ESP): look each
     # row up among the sorted wanted keys, and sort only the rows that match.
-    wanted = np.unique(want)
+    wanted = distinct(want)
     pos = np.minimum(np.searchsorted(wanted, row_keys), len(wanted) - 1)
     hit = np.flatnonzero(wanted[pos] == row_keys)
     if not len(hit):
