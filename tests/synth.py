@@ -77,6 +77,9 @@ class Scenario:
     drop_after: dict[tuple[str, str], set[int] | None] = field(default_factory=dict)
     # The probe never leaves the source (direction → seqs or None).
     drop_at_source: dict[str, set[int] | None] = field(default_factory=dict)
+    # Encrypted (its ESP sequence number used), then lost before the first ESP capture point.
+    esp_lost: dict[str, set[int] | None] = field(default_factory=dict)
+    spacing_ns: int = 200_000_000  # between probes (and their background)
     gaps: set[tuple[str, str, int]] = field(default_factory=set)  # (direction, point, seq) not recorded
     omit: set[str] = field(default_factory=set)  # capture points with no file
     sniffer_drops: dict[str, int] = field(default_factory=dict)
@@ -142,6 +145,8 @@ def build(sc: Scenario, out: Path) -> Path:
                 if my_esp is None:
                     esp_seq[direction] += 1
                     my_esp = esp_seq[direction]
+                    if seq is not None and _hit(sc.esp_lost, direction, seq):
+                        return False
                 if sc.esp_key:
                     pkt = _encrypt(inner, spi, my_esp, sc.esp_key, outer_src, outer_dst, sc.raw_esp)
                 else:
@@ -168,7 +173,7 @@ def build(sc: Scenario, out: Path) -> Path:
         return True
 
     for seq in range(sc.count):
-        t = t0 + seq * 200_000_000
+        t = t0 + seq * sc.spacing_ns
         payload = ProbeTag(sc.run, sc.kind, seq).encode() + bytes(sc.sizes.get(seq, 56) - 16)
         req = IP(src=WEST, dst=EAST, id=rng.randrange(65536), flags="DF" if sc.df else 0) \
             / ICMP(type=8, id=icmp_id_for(sc.run), seq=seq) / payload

@@ -130,6 +130,32 @@ def test_background_inside_the_encap_window_is_said_not_guessed(tmp_path):
     assert "could not be tied to the probe" in v2.findings[0].reason
 
 
+@pytest.mark.parametrize("esp_lost", [False, True])
+def test_close_probes_without_keys_are_said_not_guessed(tmp_path, esp_lost):
+    # Probes closer together than the encap window (0.2 s): the next probe's ESP packet falls in
+    # a lost probe's window, so without keys which probe it carried cannot be told (dropped
+    # before encryption, or encrypted and lost before wan0): inconclusive, never another hop.
+    lose = {"esp_lost": {"request": {1}}} if esp_lost else {"drop_after": {("request", "west-gw:ipsec0"): {1}}}
+    v = verdict_of(Scenario(count=5, spacing_ns=50_000_000, **lose), tmp_path)
+    assert v.status == Status.INCONCLUSIVE and v.exit_code == 3, v.summary
+    assert all(f.last_seen == "west-gw:ipsec0" for f in lost(v, "request"))
+    # 0.2 s apart (the keyless default) the same loss is located.
+    v = verdict_of(Scenario(count=5, **lose), tmp_path / "apart")
+    assert v.status == Status.LOSS and v.exit_code == 1, v.summary
+    assert v.summary == "1/5 echo requests lost inside west-gw between ipsec0 and wan0 (encap, tunnel west-east)"
+
+
+@pytest.mark.parametrize("esp_lost", [False, True])
+def test_close_probes_with_keys_are_located(tmp_path, esp_lost):
+    # With keys every ESP packet at wan0 is opened: none carried the lost probe, however close.
+    lose = {"esp_lost": {"request": {1}}} if esp_lost else {"drop_after": {("request", "west-gw:ipsec0"): {1}}}
+    sc = Scenario(count=5, spacing_ns=50_000_000, esp_key=KEY, **lose)
+    run = build(sc, tmp_path / "run")
+    v = replay_run(load_run([run]), esp_keys=tmp_path / "run.esp_sa")[0]
+    assert v.status == Status.LOSS and v.exit_code == 1, v.summary
+    assert v.summary == "1/5 echo requests lost inside west-gw between ipsec0 and wan0 (encap, tunnel west-east)"
+
+
 def test_leak_in_clear_that_still_arrives_is_a_divergence_not_a_loss(tmp_path):
     v = verdict_of(Scenario(leak=True), tmp_path)
     assert v.status == Status.DELIVERED
