@@ -11,10 +11,18 @@ from tracer.cli import build_parser
 from tracer.cli.trace import spacing
 from tracer.esp import EspSA, write_esp_sa_file
 from tracer.esp.keys import GCM16
+from tracer.model.evidence import Counter, Snapshot
 from tracer.topofile import load_topology
 
 TOPO = load_topology(TOPOLOGY)
-SPIS = frozenset({0xC0000001, 0xC0000002})
+WE, EW = 0xC0000001, 0xC0000002
+
+
+def sa(node: str, spi: int, way: str) -> Snapshot:
+    return Snapshot("strongswan", node, counters=(Counter(f"sa {spi:x}", "sa", "CHILD_SA", 0, spi=spi, way=way),))
+
+
+BOTH = [sa("west-gw", WE, "out"), sa("west-gw", EW, "in"), sa("east-gw", WE, "in"), sa("east-gw", EW, "out")]
 
 
 def keys(tmp_path: Path, spis: set[int]) -> Path:
@@ -23,29 +31,34 @@ def keys(tmp_path: Path, spis: set[int]) -> Path:
     return path
 
 
+def test_the_topology_names_the_tunnel_ends() -> None:
+    assert {e.node for t in TOPO.tunnels for e in (t.left, t.right)} == {"west-gw", "east-gw"}
+
+
 def test_keys_for_every_sa_let_probes_go_close(tmp_path: Path) -> None:
-    assert spacing(TOPO, SPIS, keys(tmp_path, set(SPIS)))
-    assert spacing(TOPO, SPIS, keys(tmp_path, {*SPIS, 0x1234}))  # keys for other SAs too
+    assert spacing(TOPO, BOTH, keys(tmp_path, {WE, EW}))
+    assert spacing(TOPO, BOTH, keys(tmp_path, {WE, EW, 0x1234}))  # keys for other SAs too
 
 
 def test_an_sa_without_keys_keeps_the_window(tmp_path: Path) -> None:
-    assert not spacing(TOPO, SPIS, keys(tmp_path, {0xC0000001}))
-    assert not spacing(TOPO, SPIS, None)
+    assert not spacing(TOPO, BOTH, keys(tmp_path, {WE}))
+    assert not spacing(TOPO, BOTH, None)
 
 
-def test_no_sa_reported_keeps_the_window(tmp_path: Path) -> None:
-    # An SA the trace itself brings up (trap policies) has no keys yet: carriers are told by time.
-    assert not spacing(TOPO, frozenset(), keys(tmp_path, set(SPIS)))
+def test_a_tunnel_end_without_an_sa_keeps_the_window(tmp_path: Path) -> None:
+    # An SA the probes themselves bring up (trap policies) has no keys yet: carriers told by time.
+    assert not spacing(TOPO, [], keys(tmp_path, {WE, EW}))
+    assert not spacing(TOPO, BOTH[:2], keys(tmp_path, {WE, EW}))  # east-gw reported none
 
 
 def test_an_unreadable_key_file_keeps_the_window(tmp_path: Path) -> None:
     bad = tmp_path / "esp_sa"
     bad.write_text("not an esp_sa line\n")
-    assert not spacing(TOPO, SPIS, bad)
+    assert not spacing(TOPO, BOTH, bad)
 
 
 def test_no_tunnel_no_window() -> None:
-    assert spacing(dataclasses.replace(TOPO, tunnels=()), frozenset(), None)
+    assert spacing(dataclasses.replace(TOPO, tunnels=()), [], None)
 
 
 def test_ping_interval_is_chosen_unless_given() -> None:

@@ -18,6 +18,7 @@ from tracer.interrupts import sigterm_as_interrupt
 from tracer.probes import ProbeType
 
 if TYPE_CHECKING:
+    from tracer.model.evidence import Snapshot
     from tracer.model.probe import ProbeReport
     from tracer.model.topology import Topology
 
@@ -201,14 +202,17 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
 
     warming = threading.Thread(target=_import_analysis, name="import-analysis", daemon=True)
 
-    def pace(spis: frozenset[int]) -> None:
-        if auto and ptype.fast_interval is not None and spacing(topo, spis, keys):
+    def pace(snaps: list[Snapshot]) -> None:
+        # Decryption needs each carrier whole: the probe, its ESP overhead and headers within
+        # the snaplen (ESP-in-UDP over Ethernet with AES-GCM adds ~100 bytes to the IP packet).
+        whole = getattr(args, "size", 0) + 28 + 128 <= args.snaplen
+        if auto and ptype.fast_interval is not None and whole and spacing(topo, snaps, keys):
             args.interval = ptype.fast_interval
 
     try:
         try:
             interrupted = record(topo, tpath, ends, ptype, run_id, run_dir, send, ptype.planned(args), args.snaplen,
-                                 args.all_points, events_wait=args.drop_reasons_wait, on_spis=pace,
+                                 args.all_points, events_wait=args.drop_reasons_wait, on_evidence=pace,
                                  progress=lambda text: progress.clear() if text is None else progress.stage(text))
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted before any probe was sent; run directory: {run_dir}") from None
@@ -247,15 +251,21 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
     return max(v.exit_code for v in verdicts)
 
 
-def spacing(topo: Topology, spis: frozenset[int], keys: Path | None) -> bool:
+def spacing(topo: Topology, snaps: list[Snapshot], keys: Path | None) -> bool:
     """Whether probes may leave closer together than the time within which a gateway may hold
     a packet (tracer.analysis.correlate.ENCAP_WINDOW_NS): when no probe's ESP carrier has to be
-    told from the next one's by time. So with no tunnel in the topology, or with ESP keys for
-    every SA the IKE daemons reported before the first probe (``spis``; none reported: no)."""
+    told from the next one's by time. So with no tunnel in the topology, or when the IKE daemon
+    of every tunnel end reported an SA before the first probe (``snaps``: the evidence then;
+    an SA the probes would bring up has no keys yet) and ``keys`` hold every SA reported."""
     if not topo.tunnels:
         return True
-    if keys is None or not spis:
+    if keys is None:
         return False
+    reporting = {s.node for s in snaps for c in s.counters if c.spi is not None}
+    if any(end.node not in reporting for t in topo.tunnels for end in (t.left, t.right)):
+        return False
+    spis = {c.spi for s in snaps for c in s.counters if c.spi is not None}
+    spis |= {end.spi_in for t in topo.tunnels for end in (t.left, t.right) if end.spi_in}
     from tracer.esp import read_esp_sa_file
 
     try:

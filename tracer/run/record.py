@@ -198,7 +198,7 @@ def record(
     all_points: bool = False,
     progress: Callable[[str | None], None] | None = None,
     events_wait: float = EVENTS_READY_S,
-    on_spis: Callable[[frozenset[int]], None] | None = None,
+    on_evidence: Callable[[list[Snapshot]], None] | None = None,
 ) -> bool:
     """Sniff every point while ``send()`` runs; always leave a valid run directory. Witnesses: the
     other interfaces of the nodes on the paths, or with ``all_points`` of every node.
@@ -209,8 +209,8 @@ def record(
     the report then count only the probes that left). An interrupt before any probe left, or
     any error, is raised after the run directory is written. Everything after the first
     interrupt runs with further interrupts held (tracer.interrupts). ``progress(stage)``: what is
-    being done now, for a progress line (None: sending, be quiet). ``on_spis(spis)``: the ESP SPIs
-    the IKE daemons reported (:func:`tunnel_spis`), told before the first probe is sent."""
+    being done now, for a progress line (None: sending, be quiet). ``on_evidence(snaps)``: the
+    evidence read before the first probe (counters, SAs), told before it is sent."""
     ensure_root()
     stage = progress or (lambda _text: None)
     # Helpers a killed trace left running (its sniffers, bpftrace): stop them before adding ours.
@@ -304,10 +304,9 @@ def record(
                 s.start()
             snaps = reading_before.result()
             extra["evidence_before_s"] = round(time.monotonic() - t0, 3)
-            spis = tunnel_spis(topo, snaps)
-            evidence.learn(events, ProbeMatch(run, spis))
-            if on_spis is not None:
-                on_spis(spis)
+            evidence.learn(events, ProbeMatch(run, tunnel_spis(topo, snaps)))
+            if on_evidence is not None:
+                on_evidence(snaps)
             states, unread = reading_state.result()
         netstate = write_netstate(run_dir, states)
         extra["netstate_s"] = round(time.monotonic() - t0, 3)
