@@ -156,6 +156,22 @@ def test_close_probes_with_keys_are_located(tmp_path, esp_lost):
     assert v.summary == "1/5 echo requests lost inside west-gw between ipsec0 and wan0 (encap, tunnel west-east)"
 
 
+@pytest.mark.parametrize("keyed", [True, False])
+def test_a_close_neighbour_missing_from_the_clear_capture_lends_no_carrier(tmp_path, keyed):
+    # Probe 1 dies before encryption and probe 2 is missing from the ipsec0 capture: probe 1
+    # is alone in its window and would take probe 2's ESP packet, which decryption (or the far
+    # side) names as probe 2's. One packet carries one probe: never "lost inside east-gw".
+    sc = Scenario(count=5, spacing_ns=50_000_000, esp_key=KEY if keyed else None,
+                  drop_after={("request", "west-gw:ipsec0"): {1}}, gaps={("request", "west-gw:ipsec0", 2)})
+    run = build(sc, tmp_path / "run")
+    (v,) = replay_run(load_run([run]), esp_keys=tmp_path / "run.esp_sa" if keyed else None)
+    assert not [f for f in lost(v, "request") if "east-gw" in f.where], v.summary
+    if keyed:
+        assert v.summary == "1/5 echo requests lost inside west-gw between ipsec0 and wan0 (encap, tunnel west-east)"
+    else:
+        assert v.status == Status.INCONCLUSIVE, v.summary
+
+
 def test_leak_in_clear_that_still_arrives_is_a_divergence_not_a_loss(tmp_path):
     v = verdict_of(Scenario(leak=True), tmp_path)
     assert v.status == Status.DELIVERED

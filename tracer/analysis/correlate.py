@@ -233,6 +233,14 @@ def _follow_esp(
     disagreements = int((with_keys & (keys != 0) & (keys != decrypted_keys)).sum())
     keys[with_keys] = decrypted_keys[with_keys]
     no_esp[with_keys] = False
+    # One ESP packet carries one probe: a carrier claimed twice (a probe whose neighbour is
+    # missing from the clear capture takes the neighbour's, which the other side or the keys
+    # then name too) is only kept where decryption proved it.
+    claimed = np.sort(keys[keys != 0])
+    twice = claimed[1:][claimed[1:] == claimed[:-1]]
+    if len(twice):
+        pos = np.minimum(np.searchsorted(twice, keys), len(twice) - 1)
+        keys[~with_keys & (twice[pos] == keys)] = 0
     for h in range(first, last + 1):
         pidx = obs.point_index(path.hops[h].point)
         if pidx < 0:

@@ -46,9 +46,10 @@ def add_common(p: argparse.ArgumentParser, count: int = 3, interval: float = 0.2
         p.add_argument("--interval", "-i", type=float, default=interval, help=f"seconds between probes (default {interval})")
     else:
         p.add_argument("--interval", "-i", type=float, default=None,
-                       help=f"seconds between probes (default {interval}, or {fast} when ESP keys are at hand for "
-                            "every SA the IKE daemons report, or the topology has no tunnel: each ESP carrier is "
-                            "then known by decryption, not told from the next probe's by time)")
+                       help=f"seconds between probes (default {interval}; {fast} when the topology has no tunnel, "
+                            "or when every tunnel end's IKE daemon reports SAs, ESP keys are at hand for all of them "
+                            "and a probe fits whole in the snaplen: each ESP carrier is then known by decryption, not "
+                            "told from the next probe's by time)")
     p.add_argument("--timeout", "-W", type=float, default=1.0,
                    help="seconds to wait for replies after the last probe (default 1)")
     p.add_argument("--source", "-I", metavar=words["source"][0], help=words["source"][1])
@@ -205,7 +206,7 @@ def _run(args: argparse.Namespace, ptype: ProbeType) -> int:
     def pace(snaps: list[Snapshot]) -> None:
         # Decryption needs each carrier whole: the probe, its ESP overhead and headers within
         # the snaplen (ESP-in-UDP over Ethernet with AES-GCM adds ~100 bytes to the IP packet).
-        whole = getattr(args, "size", 0) + 28 + 128 <= args.snaplen
+        whole = not topo.tunnels or getattr(args, "size", 0) + 28 + 128 <= args.snaplen
         if auto and ptype.fast_interval is not None and whole and spacing(topo, snaps, keys):
             args.interval = ptype.fast_interval
 
@@ -255,8 +256,13 @@ def spacing(topo: Topology, snaps: list[Snapshot], keys: Path | None) -> bool:
     """Whether probes may leave closer together than the time within which a gateway may hold
     a packet (tracer.analysis.correlate.ENCAP_WINDOW_NS): when no probe's ESP carrier has to be
     told from the next one's by time. So with no tunnel in the topology, or when the IKE daemon
-    of every tunnel end reported an SA before the first probe (``snaps``: the evidence then;
-    an SA the probes would bring up has no keys yet) and ``keys`` hold every SA reported."""
+    on every node that ends a tunnel reported an SA before the first probe (``snaps``: the
+    evidence then; an SA the probes would bring up has no keys yet) and ``keys`` hold every SA
+    reported. (Per node, not per tunnel: a node's counters do not say which tunnel an SA is
+    of. A tunnel whose SA comes up with the probes then costs an inconclusive carrier, never
+    a wrong hop: a carrier two probes claim is kept only where decryption proved it.)"""
+    from tracer.run.record import tunnel_spis
+
     if not topo.tunnels:
         return True
     if keys is None:
@@ -264,8 +270,7 @@ def spacing(topo: Topology, snaps: list[Snapshot], keys: Path | None) -> bool:
     reporting = {s.node for s in snaps for c in s.counters if c.spi is not None}
     if any(end.node not in reporting for t in topo.tunnels for end in (t.left, t.right)):
         return False
-    spis = {c.spi for s in snaps for c in s.counters if c.spi is not None}
-    spis |= {end.spi_in for t in topo.tunnels for end in (t.left, t.right) if end.spi_in}
+    spis = tunnel_spis(topo, snaps)
     from tracer.esp import read_esp_sa_file
 
     try:
