@@ -2,10 +2,12 @@
 """Live timings on the built-in lab (root): lab up/down, time to verdict, sniffer drops under load.
 
     python3 bench/bench_live.py [--runs 5] [--load-seconds 3] [--trace-args="--drop-reasons-wait 0.1"]
+    python3 bench/bench_live.py --bpftrace-attach 5      # bpftrace's attach alone, standalone
 
 Prints medians over --runs: `tracer lab up` and `down` wall time, and the time
 from the start of `tracer ping west east --count 3` (as a fresh process, like a
-user runs it) to its printed verdict. Then it floods the tunnel with UDP from
+user runs it) to its printed verdict, and where that time went (medians of the run
+directories' timings and the probes' spacing). Then it floods the tunnel with UDP from
 west to east at the highest rate this machine sustains (measured: packets that
 reached east per second) while a traced ping runs, and reports the sniffers'
 kernel drop counters and whether every probe was seen.
@@ -94,6 +96,55 @@ def load_run(lab: Lab, tmp: str, args: argparse.Namespace, rate: float | None) -
           f"(per point: {', '.join(f'{k}={v}' for k, v in drops.items())})")
 
 
+def breakdown(tmp: Path, runs: int, walls: list[float]) -> None:
+    """Medians of where the timed traces' time went, from their run directories: the manifest's
+    timings (run/record.py) and the probes' spacing (probes.json)."""
+    man = [json.loads((tmp / f"r{i}" / "manifest.json").read_text()) for i in range(runs)]
+    probes = [json.loads((tmp / f"r{i}" / "probes.json").read_text()) for i in range(runs)]
+    extra = man  # the manifest keeps its timings at the top level (Manifest.extra)
+
+    def med(values: list[float]) -> str:
+        return f"{statistics.median(values):.3f} s" if values else "-"
+
+    spacing = sorted({p.get("options", {}).get("interval") for p in probes}, key=str)
+    print(f"  recording (sniffers, evidence, probes, stop, writing) {med([e['record_s'] for e in extra])}; "
+          f"outside it (start-up, analysis, output) {med([w - e['record_s'] for w, e in zip(walls, extra, strict=True)])}")
+    print(f"  sniffers listening {med([e['sniffers_ready_s'] for e in extra if 'sniffers_ready_s' in e])} and bpftrace "
+          f"ready {med([e['events_ready_s'] for e in extra if 'events_ready_s' in e])} after the sniffers' start; "
+          f"bpftrace attached {med([e['dropreasons_startup_s'] for e in extra if 'dropreasons_startup_s' in e])} after "
+          f"its own start; evidence after {med([e['evidence_after_s'] for e in extra if 'evidence_after_s' in e])}; "
+          f"probes {', '.join(str(x) for x in spacing)} s apart")
+
+
+def bpftrace_attach(runs: int) -> None:
+    """Standalone, as root: seconds from spawning bpftrace to its probe attached, for a one-line
+    skb:kfree_skb script and for tracer's drop-reason script (most of a live trace's wait)."""
+    import os
+    import signal
+
+    from tracer.evidence import dropreasons
+    from tracer.model.evidence import ProbeMatch
+
+    scripts = {"one-line tracepoint script": "tracepoint:skb:kfree_skb { @[args->reason] = count(); }",
+               "tracer's drop-reason script": dropreasons.script(ProbeMatch(1, None), 60, dropreasons.kernel_fields())}
+    env = {**os.environ, "__BPFTRACE_NOTIFY_PROBES_ATTACHED": "1"}  # bpftrace 0.17: on stderr once attached
+    for name, text in scripts.items():
+        times = []
+        for _ in range(runs):
+            t = time.monotonic()
+            proc = subprocess.Popen(["bpftrace", "-B", "line", "-e", text], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, bufsize=0)
+            assert proc.stderr is not None
+            seen = b""
+            while b"ATTACHED" not in seen and (chunk := os.read(proc.stderr.fileno(), 4096)):
+                seen += chunk
+            times.append(time.monotonic() - t)
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+        print(f"bpftrace attach, {name}: median {statistics.median(times):.3f} s  (runs: "
+              f"{', '.join(f'{x:.3f}' for x in times)})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
@@ -103,7 +154,12 @@ def main() -> None:
     ap.add_argument("--skip-timing", action="store_true", help="only the load test")
     ap.add_argument("--trace-args", default="", help="extra arguments for the timed traces (split on spaces)")
     ap.add_argument("--lab", default="bench", help="name of the lab to build (namespaces trc-NAME-*; default bench)")
+    ap.add_argument("--bpftrace-attach", type=int, metavar="N", default=0,
+                    help="only time bpftrace's attach N times, standalone: a one-line script and tracer's")
     args = ap.parse_args()
+    if args.bpftrace_attach:
+        bpftrace_attach(args.bpftrace_attach)
+        return
     lab = Lab(args.lab)
     ups, downs, verdicts = [], [], []
     try:
@@ -123,6 +179,7 @@ def main() -> None:
                 extra = f"{args.trace_args} " if args.trace_args else ""
                 print(f"tracer ping west east --count 3 {extra}({points} capture points), start to verdict: "
                       f"median {statistics.median(verdicts):.2f} s  (runs: {', '.join(f'{x:.2f}' for x in verdicts)})")
+                breakdown(Path(tmp), args.runs, verdicts)
             for rate_text in args.rates.split(","):
                 rate = None if rate_text == "max" else float(rate_text)
                 load_run(lab, tmp, args, rate)

@@ -107,8 +107,9 @@ class ColumnsFile:
 
 
 def write_columns(out: BinaryIO, cols: dict[str, np.ndarray], point: str, capture: str | None = None,
-                  warnings: Iterable[str] = (), damaged: str | None = None) -> int:
-    """Write one point's columns (all of COLUMNS, equal lengths); return the bytes written."""
+                  warnings: Iterable[str] = (), damaged: str | None = None, level: int = 1) -> int:
+    """Write one point's columns (all of COLUMNS, equal lengths); return the bytes written.
+    ``level``: zlib's (bench/bench_formats.py compares them)."""
     import numpy as np
 
     from tracer.model.observations import COLUMNS
@@ -118,7 +119,7 @@ def write_columns(out: BinaryIO, cols: dict[str, np.ndarray], point: str, captur
                          "capture": capture, "warnings": list(warnings), "damaged": damaged}).encode()
     # Level 1: on 792k kept rows (the 1M-packet bench run) 5.8x faster than level 6 (0.54 vs
     # 3.1 s of the remote host's CPU) for 11 % more bytes (23.6 vs 21.2 a row); any level reads.
-    z = zlib.compressobj(1)
+    z = zlib.compressobj(level)
     parts = [MAGIC, z.compress(len(header).to_bytes(4, "little") + header)]
     for k, dt in COLUMNS.items():
         parts.append(z.compress(np.ascontiguousarray(cols[k], dtype=dt.newbyteorder("<")).tobytes()))
