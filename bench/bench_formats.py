@@ -7,11 +7,12 @@ merging a run's points with DuckDB against numpy (issue 14 asked for Arrow/Parqu
     python3 bench/bench_formats.py --arrow-python /tmp/pa/bin/python
 
 The kept rows of every capture file of the run (what a remote host would send: the rows a tagged
-run's analysis reads) are written and read back with tracer.columns at zlib levels 1 (what tracer
-uses) and 6. With ``--arrow-python`` (an interpreter that has pyarrow, duckdb and numpy, e.g. a
-separate virtualenv: tracer does not depend on them), the same columns are written and read as
-Arrow IPC (uncompressed, lz4, zstd) and Parquet (zstd, snappy) there, their import times are
-timed, and DuckDB merges the run's Parquet files in time order, beside numpy's concatenate and
+run's analysis reads) are counted, the columns zero in all of them named, and they are written
+and read back with tracer.columns at zlib levels 1 (what tracer uses) and 6. With
+``--arrow-python`` (an interpreter that has pyarrow, duckdb and numpy, e.g. a separate
+virtualenv: tracer does not depend on them), the same columns are written and read as Arrow IPC
+(uncompressed, lz4, zstd) and Parquet (zstd, snappy) there, their import times are timed, and
+DuckDB merges the run's Parquet files in time order, beside numpy's concatenate and
 sort. Bytes per row and seconds are printed; nothing is asserted.
 """
 
@@ -113,8 +114,13 @@ def main() -> None:
             generate_run(run, args.packets)
         per_file = kept_columns(run)
         rows = sum(len(c["ts_ns"]) for c in per_file.values())
-        width = sum(v.dtype.itemsize for v in next(iter(per_file.values())).values())
+        first = next(iter(per_file.values()))
+        width = sum(v.dtype.itemsize for v in first.values())
         print(f"{run}: {len(per_file)} capture files, {rows:,} kept rows ({width} bytes each in memory)")
+        # point and file are numbered per file here (all 0); merging gives each file its own
+        zero = [k for k in first if k not in ("point", "file") and not any(c[k].any() for c in per_file.values())]
+        print(f"columns zero in every kept row: {', '.join(zero) or 'none'} "
+              f"({sum(first[k].dtype.itemsize for k in zero)} of the {width} bytes)")
         for level in (1, 6):
             tw = tr = size = 0.0
             for name, cols in per_file.items():

@@ -118,29 +118,33 @@ def breakdown(tmp: Path, runs: int, walls: list[float]) -> None:
 
 def bpftrace_attach(runs: int) -> None:
     """Standalone, as root: seconds from spawning bpftrace to its probe attached, for a one-line
-    skb:kfree_skb script and for tracer's drop-reason script (most of a live trace's wait)."""
+    skb:kfree_skb script and for tracer's drop-reason session (dropreasons.attach, as a trace
+    starts it): most of a live trace's wait."""
     import os
     import signal
 
     from tracer.evidence import dropreasons
     from tracer.model.evidence import ProbeMatch
 
-    scripts = {"one-line tracepoint script": "tracepoint:skb:kfree_skb { @[args->reason] = count(); }",
-               "tracer's drop-reason script": dropreasons.script(ProbeMatch(1, None), 60, dropreasons.kernel_fields())}
-    env = {**os.environ, "__BPFTRACE_NOTIFY_PROBES_ATTACHED": "1"}  # bpftrace 0.17: on stderr once attached
-    for name, text in scripts.items():
-        times = []
-        for _ in range(runs):
-            t = time.monotonic()
-            proc = subprocess.Popen(["bpftrace", "-B", "line", "-e", text], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, bufsize=0)
-            assert proc.stderr is not None
-            seen = b""
-            while b"ATTACHED" not in seen and (chunk := os.read(proc.stderr.fileno(), 4096)):
-                seen += chunk
-            times.append(time.monotonic() - t)
-            proc.send_signal(signal.SIGINT)
-            proc.wait()
+    env = {**os.environ, dropreasons._READY_ENV: "1"}  # bpftrace's own start barrier (see dropreasons)
+    one_line, ours = [], []
+    for _ in range(runs):
+        t = time.monotonic()
+        proc = subprocess.Popen(["bpftrace", "-B", "line", "-e", "tracepoint:skb:kfree_skb { @[args->reason] = count(); }"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, bufsize=0)
+        assert proc.stdout is not None
+        seen = b""
+        while dropreasons._READY_ENV.encode() not in seen and (chunk := os.read(proc.stdout.fileno(), 4096)):
+            seen += chunk
+        one_line.append(time.monotonic() - t)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate()
+        session = dropreasons.attach(ProbeMatch(1, None))
+        if session.startup_s is None:
+            raise SystemExit(f"bpftrace did not attach: {session.unavailable}")
+        ours.append(session.startup_s)
+        session.stop()
+    for name, times in (("one-line tracepoint script", one_line), ("tracer's drop-reason script", ours)):
         print(f"bpftrace attach, {name}: median {statistics.median(times):.3f} s  (runs: "
               f"{', '.join(f'{x:.3f}' for x in times)})")
 

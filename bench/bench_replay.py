@@ -6,6 +6,7 @@
     python bench/bench_replay.py --keep /tmp/runs               # keep (and reuse) the run directories
     python bench/bench_replay.py --tracer-root /work/main       # time another checkout's tracer
     python bench/bench_replay.py --startup 20                   # a small run's replay (start-up), median ms
+    python bench/bench_replay.py --phases --packets 5000000 --keep /tmp/runs   # reading and analysis apart
 
 Each run directory is a recorded scenario (``captures/all-delivered``: ten capture points,
 its manifest, topology and probes) with generated background traffic merged into every
@@ -235,6 +236,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+PHASES = """
+import sys, time
+from pathlib import Path
+from tracer.run.replay import load_run, replay_run
+t = time.perf_counter(); loaded = load_run([Path(sys.argv[1])], verdicts_only=True); t1 = time.perf_counter()
+replay_run(loaded); t2 = time.perf_counter()
+print(f"{t1 - t:.3f} {t2 - t1:.3f} {len(loaded.observations)}")
+"""
+
+
+def phases(run: Path, tracer_root: Path, repeat: int) -> None:
+    """In a fresh process each time (the tree at ``tracer_root``), as `tracer replay` does: reading
+    (the forked workers) and the analysis after it, medians over ``repeat`` runs."""
+    env = {**os.environ, "PYTHONPATH": str(tracer_root)}
+    got = [subprocess.run([sys.executable, "-c", PHASES, str(run)], env=env, check=True, capture_output=True,
+                          text=True).stdout.split() for _ in range(max(1, repeat))]
+    load, analyse = (sorted(float(g[i]) for g in got)[len(got) // 2] for i in (0, 1))
+    print(f"{run.name}: reading {load:.3f} s, analysis {analyse:.3f} s ({int(got[0][2]):,} rows kept; "
+          f"medians of {len(got)})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", default="100000,1000000", help="comma-separated packet counts (whole run)")
@@ -247,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--startup", type=int, metavar="N",
                     help="only time a small run's replay (captures/all-delivered) N times, with the bare "
                          "interpreter and `import numpy` for scale, and print the medians")
+    ap.add_argument("--phases", action="store_true",
+                    help="only time reading and analysis apart (a fresh process each, --repeat times) for each size")
     args = ap.parse_args(argv)
     if args.startup:
         startup(args.startup, args.tracer_root, {**os.environ, "PYTHONPATH": str(args.tracer_root)})
@@ -261,10 +285,14 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 generate_run(run, n)
                 print(f"generated {run} in {time.perf_counter() - t0:.1f} s", flush=True)
+            if args.phases:
+                phases(run, args.tracer_root, args.repeat)
+                continue
             rows.append(measure(run, args.tracer_root, args.repeat, args.slow_max, skip))
             print(line(rows[-1]), flush=True)
-        print()
-        print(table(rows))
+        if rows:
+            print()
+            print(table(rows))
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

@@ -67,3 +67,14 @@ def test_ping_interval_is_chosen_unless_given() -> None:
     assert parser.parse_args(["ping", "west", "east", "-i", "0.5"]).interval == 0.5
     assert parser.parse_args(["mtu", "west", "east"]).interval == 0.1
     assert parser.parse_args(["ike", "west-gw", "east-gw"]).interval == 0.2
+
+
+HUB = load_topology(Path(__file__).parents[1] / "data" / "hub.toml")  # other names, two tunnels
+
+
+def test_every_tunnel_end_of_another_network_must_report_an_sa(tmp_path: Path) -> None:
+    hq, b7, b9 = sa("hq-fw", 0x51, "out"), sa("branch7", 0x52, "out"), sa("branch9", 0x53, "out")
+    key_file = keys(tmp_path, {0x51, 0x52, 0x53})
+    assert spacing(HUB, [hq, b7, b9], key_file)
+    assert not spacing(HUB, [hq, b7], key_file)  # branch9's tunnel has no SA before the probes
+    assert not spacing(HUB, [hq, b7, b9], keys(tmp_path, {0x51, 0x52}))  # branch9's SA has no key

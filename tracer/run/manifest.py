@@ -26,7 +26,6 @@ BadInput, not an allocation.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -331,12 +330,7 @@ def write_netstate(run_dir: Path, states: dict[str, NodeState]) -> str:
     folder = run_dir / NETSTATE
     folder.mkdir(mode=0o700, exist_ok=True)
     for name, state in states.items():  # node names are safe file names (checked by the topology parser)
-        path = folder / f"{name}.json"
-        tmp = folder / f".{name}.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:  # orjson writes UTF-8 unescaped
-            f.write(indented(state.to_dict()))
-        tmp.replace(path)
+        _write_private(folder / f"{name}.json", state.to_dict())
     return NETSTATE
 
 
