@@ -54,7 +54,9 @@ def module_name(path: Path) -> str:
 
 @cache
 def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+    """Every module: the Python ones, and the compiled ones (``*.c``, built by setup.py; they
+    import nothing from tracer)."""
+    return {module_name(p): p for p in sorted([*PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.c")])}
 
 
 def _resolve(name: str) -> str:
@@ -94,7 +96,7 @@ def _imports_of(name: str, path: Path) -> list[Import]:
 
 @cache
 def all_imports() -> tuple[Import, ...]:
-    return tuple(i for name, path in modules().items() for i in _imports_of(name, path))
+    return tuple(i for name, path in modules().items() if path.suffix == ".py" for i in _imports_of(name, path))
 
 
 def graph() -> nx.DiGraph:

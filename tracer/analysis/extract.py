@@ -29,6 +29,11 @@ from tracer.model.distinct import distinct
 from tracer.model.observations import COLUMNS, PacketClass
 from tracer.model.tag import IKE_MAGIC, MAGIC, tag_check
 
+try:  # the compiled extractor (setup.py builds it when a C compiler is there): same columns, one pass
+    from tracer.analysis._extract import frames as _compiled
+except ImportError:
+    _compiled = None
+
 # Link types (pcap LINKTYPE_* numbers) that extract understands.
 LINKTYPES: dict[int, str] = {
     0: "NULL (BSD loopback)",
@@ -147,6 +152,7 @@ def extract(
     ts_ns: np.ndarray | None = None,
     wire_len: np.ndarray | None = None,
     out: dict[str, np.ndarray] | None = None,
+    compiled: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Observation columns (all of ``COLUMNS`` except ``point``, ``file`` and ``rec``) for the given frames.
 
@@ -157,7 +163,8 @@ def extract(
     non-IP rows). ``ts_ns``/``wire_len`` are passed through (default 0 and
     ``caplen``; arrays of the right dtype are not copied). ``l3_off`` is an
     offset into ``buf``. ``out``: zeroed arrays to fill instead of new ones (views of merged
-    columns: no per-file copy).
+    columns: no per-file copy). ``compiled``: True/False to insist on/refuse the compiled
+    extractor (:data:`COMPILED`); None: it when it is there and the columns suit it.
     """
     data_off = np.asarray(data_off, np.int64)
     caplen = np.asarray(caplen)
@@ -166,6 +173,8 @@ def extract(
     if ts_ns is not None:
         cols["ts_ns"][:] = ts_ns
     cols["wire_len"][:] = caplen if wire_len is None else wire_len
+    if compiled is not False and _compiled_fills(buf, data_off, caplen, linktype, cols, insist=bool(compiled)):
+        return cols
     if n == 0:
         return cols
     per_record = np.ndim(linktype) > 0
@@ -205,6 +214,43 @@ def extract(
                 cols[k][tail] = v
         cols["l3_off"][tail[sub["ipver"] > 0]] += lo
     return cols
+
+
+COMPILED = _compiled is not None  # is the compiled extractor installed?
+# Compiled extraction's output columns, in the order its C code numbers them.
+_COMPILED_COLUMNS = (
+    "l3_off", "ipver", "src", "dst", "proto", "ip_len", "ipid", "ttl", "df", "frag", "mf", "sport", "dport",
+    "l4_hash", "cls", "icmp_type", "icmp_code", "icmp_id", "icmp_seq", "tag_kind", "tag_run", "tag_seq", "spi",
+    "esp_seq", "udp_encap", "ike_spi_i", "ike_spi_r", "ike_exch", "ike_flags", "inner_src", "inner_dst",
+    "inner_proto", "inner_id", "inner_seq", "mtu",
+)
+_COMPILED_PARAMS = (
+    *(int(c) for c in (PacketClass.ECHO_REQUEST, PacketClass.ECHO_REPLY, PacketClass.ICMP_ERROR, PacketClass.UDP,
+                       PacketClass.TCP, PacketClass.ESP, PacketClass.NAT_KEEPALIVE, PacketClass.IKE,
+                       PacketClass.FRAGMENT)),
+    _TAG_MAGIC, _MAGIC_SUM, _CHECK_XOR, IKE_MAGIC,
+)
+
+
+def _compiled_fills(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, linktype: int | np.ndarray,
+                    cols: dict[str, np.ndarray], *, insist: bool) -> bool:
+    """Fill ``cols`` with the compiled extractor, if it is installed and every column is a
+    contiguous array of its own dtype (views of merged columns are); False: numpy's turn."""
+    outs = tuple(cols[k] for k in _COMPILED_COLUMNS)
+    fits = _compiled is not None and all(v.flags.c_contiguous and v.dtype == COLUMNS[k]
+                                         for k, v in zip(_COMPILED_COLUMNS, outs, strict=True))
+    if not fits:
+        if insist:
+            raise RuntimeError("compiled extraction is not installed" if _compiled is None
+                               else "compiled extraction needs contiguous columns of their own dtypes")
+        return False
+    if caplen.dtype not in (np.uint32, np.int64):
+        caplen = caplen.astype(np.int64)
+    per_record = np.ndim(linktype) > 0
+    lts = np.ascontiguousarray(linktype, np.int32) if per_record else None
+    _compiled(np.ascontiguousarray(buf, np.uint8), np.ascontiguousarray(data_off), np.ascontiguousarray(caplen),
+                     0 if per_record else int(linktype), lts, outs, _COMPILED_PARAMS)
+    return True
 
 
 def _chunk(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, linktype: int | np.ndarray, out: _Out) -> None:

@@ -39,6 +39,11 @@ from tracer.errors import CaptureError
 from tracer.model.distinct import distinct
 from tracer.textfile import irregular
 
+try:  # the compiled block walk (setup.py builds it when a C compiler is there)
+    from tracer.capture._walk import walk as _compiled_walk
+except ImportError:
+    _compiled_walk = None
+
 # Largest caplen accepted: 256 KiB, the largest snapshot length tcpdump and
 # Wireshark write for any link type tracer reads. Anything larger is corruption.
 MAX_CAPLEN = 262_144
@@ -309,6 +314,8 @@ def _walk_pcapng(w: np.ndarray, i: int, end: int, raw: Buffer | None = None) -> 
     with more candidates than real EPBs could fill (payloads full of EPB-typed words, e.g. a
     hostile capture) is walked one block at a time instead: the candidates would only be noise.
     """
+    if _compiled_walk is not None:
+        return _walk_compiled(w, i, end, raw)
     last = end - 2  # a block needs its type and length words
     words = memoryview(w)  # one word at a time: memoryview indexing is the fastest from Python
     runs: list[np.ndarray] = []
@@ -347,6 +354,19 @@ def _walk_pcapng(w: np.ndarray, i: int, end: int, raw: Buffer | None = None) -> 
         return np.zeros(0, np.int64), i
     starts = np.concatenate(runs) if len(runs) != 1 else runs[0]
     return starts, i
+
+
+def _walk_compiled(w: np.ndarray, i: int, end: int, raw: Buffer | None) -> tuple[np.ndarray, int]:
+    """:func:`_walk_pcapng`'s steps, compiled: a scan slice at a time, its pages handed back after it."""
+    runs: list[np.ndarray] = []
+    room = np.empty(_SCAN_WORDS // 3 + 1, np.int64)  # a block is at least 3 words long (or steps 3)
+    while i <= end - 2:
+        _hand_back(raw, 4 * i - 4096)
+        count, i = _compiled_walk(w, i, i + _SCAN_WORDS, end, room)
+        runs.append(room[:count].copy())
+    if not runs:
+        return np.zeros(0, np.int64), i
+    return (np.concatenate(runs) if len(runs) != 1 else runs[0]), i
 
 
 def _words_at(w: np.ndarray, at: np.ndarray, raw: Buffer) -> np.ndarray:
