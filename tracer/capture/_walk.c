@@ -50,8 +50,60 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     return Py_BuildValue("LL", count, i);
 }
 
+/* heads(words, starts, out): for every block start, its first seven words (type, length and an
+ * enhanced packet block's interface, timestamp and lengths) and its trailing length word, into
+ * ``out`` (uint32, 8 per block). Words outside the buffer read as 0: a block within seven words
+ * of the end has only its type and length, and a trailer is read only inside the block's first
+ * start..end (pcapfile.py refuses a block whose length is impossible before it looks at either). */
+static PyObject *heads(PyObject *self, PyObject *args) {
+    PyObject *w_o, *st_o, *out_o;
+    if (!PyArg_ParseTuple(args, "OOO", &w_o, &st_o, &out_o)) return NULL;
+    Py_buffer w, st, out;
+    if (PyObject_GetBuffer(w_o, &w, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (PyObject_GetBuffer(st_o, &st, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&w);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(out_o, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&w);
+        PyBuffer_Release(&st);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    long long n = st.len / 8, nw = w.len / 4;
+    if (w.itemsize != 4 || st.itemsize != 8 || out.itemsize != 4 || out.len / 4 < 8 * n) {
+        PyErr_SetString(PyExc_TypeError, "heads: uint32 words, int64 starts, 8 uint32 out per start");
+        goto done;
+    }
+    const uint32_t *words = w.buf;
+    const int64_t *starts = st.buf;
+    uint32_t *o = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (long long k = 0; k < n; k++, o += 8) {
+        if (k + 8 < n && starts[k + 8] >= 0 && starts[k + 8] < nw) __builtin_prefetch(&words[starts[k + 8]]);
+        long long i = starts[k];
+        for (int j = 0; j < 8; j++) o[j] = 0;
+        if (i < 0 || i + 2 > nw) continue;
+        o[0] = words[i];
+        o[1] = words[i + 1];
+        if (i + 7 <= nw)
+            for (int j = 2; j < 7; j++) o[j] = words[i + j];
+        long long t = i + (long long)(words[i + 1] >> 2) - 1;
+        if (t >= i && t < nw) o[7] = words[t];
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&w);
+    PyBuffer_Release(&st);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "Word offsets of pcapng blocks (see tracer.capture.pcapfile)."},
+    {"heads", heads, METH_VARARGS, "Header and trailer words of pcapng blocks (see tracer.capture.pcapfile)."},
     {NULL, NULL, 0, NULL},
 };
 

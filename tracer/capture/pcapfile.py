@@ -40,9 +40,10 @@ from tracer.model.distinct import distinct
 from tracer.textfile import irregular
 
 try:  # the compiled block walk (setup.py builds it when a C compiler is there)
+    from tracer.capture._walk import heads as _compiled_heads
     from tracer.capture._walk import walk as _compiled_walk
 except ImportError:
-    _compiled_walk = None
+    _compiled_walk = _compiled_heads = None
 
 # Largest caplen accepted: 256 KiB, the largest snapshot length tcpdump and
 # Wireshark write for any link type tracer reads. Anything larger is corruption.
@@ -369,6 +370,19 @@ def _walk_compiled(w: np.ndarray, i: int, end: int, raw: Buffer | None) -> tuple
     return (np.concatenate(runs) if len(runs) != 1 else runs[0]), i
 
 
+def _heads(w: np.ndarray, st: np.ndarray, raw: Buffer) -> np.ndarray | None:
+    """With the compiled walk: the first seven words and the trailing length word of every block
+    (one pass with the next headers prefetched, a run at a time with the pages handed back);
+    else None (the decoder gathers them with numpy)."""
+    if _compiled_heads is None:
+        return None
+    out = np.empty((len(st), 8), np.uint32)
+    for a in range(0, len(st), _DECODE_BLOCKS):
+        _compiled_heads(w, st[a : a + _DECODE_BLOCKS], out[a : a + _DECODE_BLOCKS])
+        _hand_back(raw)
+    return out
+
+
 def _words_at(w: np.ndarray, at: np.ndarray, raw: Buffer) -> np.ndarray:
     """``w[at]`` (``at`` ascending), gathered a run at a time with the pages handed back after each."""
     if len(at) <= _DECODE_BLOCKS:
@@ -391,33 +405,35 @@ def _read_pcapng(name: str, raw: Buffer, buf: np.ndarray, size: int) -> CaptureI
     words = _Words(raw, size)
     bo = _section_order(name, raw, size, 0)
     # Walk section by section: a section in the other byte order restarts the walk at its SHB.
-    chunks: list[tuple[np.ndarray, str]] = []
+    chunks: list[tuple[np.ndarray, str, np.ndarray | None]] = []
     i, stop = 0, 0
     while True:
         w = words.arr(bo)
         st, stop = _walk_pcapng(w, i, words.n, raw)
-        shb = np.flatnonzero(_words_at(w, st[1:], raw) == _SHB) + 1
+        heads = _heads(w, st, raw)
+        types = _words_at(w, st[1:], raw) if heads is None else heads[1:, 0]
+        shb = np.flatnonzero(types == _SHB) + 1
         flip = next((int(k) for k in shb if _section_order(name, raw, size, int(st[k]) * 4) != bo), None)
         if flip is None:
-            chunks.append((st, bo))
+            chunks.append((st, bo, heads))
             break
-        chunks.append((st[:flip], bo))
+        chunks.append((st[:flip], bo, None if heads is None else heads[:flip]))
         i, bo = int(st[flip]), _section_order(name, raw, size, int(st[flip]) * 4)
     tail = None  # the tail: a block past the end of the file, or bytes too short for a block header
-    last_st, last_bo = chunks[-1]
+    last_st, last_bo, last_heads = chunks[-1]
     if len(last_st) and stop * 4 > size:
         bad = int(last_st[-1])
-        chunks[-1] = (last_st[:-1], last_bo)
+        chunks[-1] = (last_st[:-1], last_bo, None if last_heads is None else last_heads[:-1])
         need = int(words.arr(last_bo)[bad + 1])
         tail = f"block at offset {bad * 4} needs {need} bytes, {size - bad * 4} left"
     elif stop * 4 < size:
         tail = f"{size - stop * 4} trailing bytes do not form a block"
     dec = _Decoder(name, raw, size, words)
-    for st, bo_ in chunks:
+    for st, bo_, heads in chunks:
         # A run of blocks at a time, the pages handed back after each (a chunk starts anywhere
         # in a section: its blocks before the first SHB belong to the section before).
         for a in range(0, len(st), _DECODE_BLOCKS):
-            dec.chunk(st[a : a + _DECODE_BLOCKS], bo_)
+            dec.chunk(st[a : a + _DECODE_BLOCKS], bo_, None if heads is None else heads[a : a + _DECODE_BLOCKS])
             _hand_back(raw)
     cap = dec.result(buf)
     if tail:
@@ -477,7 +493,8 @@ class _Decoder:
         self.untimed = 0
         self.warnings: list[str] = []
 
-    def chunk(self, st: np.ndarray, bo: str) -> None:
+    def chunk(self, st: np.ndarray, bo: str, heads: np.ndarray | None = None) -> None:
+        """``heads``: :func:`_heads` of ``st`` (None: gathered here)."""
         if len(st) == 0:
             return
         name, w = self.name, self.words.arr(bo)
@@ -485,7 +502,7 @@ class _Decoder:
         # several): type and length of all blocks, the packet fields of packet blocks. A block
         # within seven words of the end (a short SPB, or a cut file) is clipped to the end; its
         # type and length are read alone, and what an SPB lacks is overwritten below.
-        hdr = _gather_words(w, np.minimum(st, max(len(w) - 7, 0)), 7)
+        hdr = heads if heads is not None else _gather_words(w, np.minimum(st, max(len(w) - 7, 0)), 7)
         types, lens = hdr[:, 0].copy(), hdr[:, 1].astype(np.int64)
         if len(near := np.flatnonzero(st > len(w) - 7)):
             types[near], lens[near] = w[st[near]], w[st[near] + 1]
@@ -493,7 +510,7 @@ class _Decoder:
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             raise CaptureError(f"{name}: block at offset {int(st[k]) * 4} has an impossible length {int(lens[k])} (corrupt file)")
-        trailer = w[st + lens // 4 - 1]
+        trailer = heads[:, 7] if heads is not None else w[st + lens // 4 - 1]
         bad = trailer != lens
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
