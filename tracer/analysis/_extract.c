@@ -320,7 +320,7 @@ static PyObject *frames(PyObject *self, PyObject *args) {
         for (Py_ssize_t i = 0; i < n; i++) {
             if (i + PREFETCH_FRAMES < n) { /* the headers of a frame a few ahead: hide memory latency */
                 int64_t ahead = offs[i + PREFETCH_FRAMES];
-                if (ahead >= 0 && ahead + 128 <= blen) {
+                if (ahead >= 0 && ahead <= blen - 128) { /* not ahead + 128: a hostile offset near INT64_MAX overflows */
                     __builtin_prefetch(b + ahead);
                     __builtin_prefetch(b + ahead + 64);
                 }

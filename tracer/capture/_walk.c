@@ -32,6 +32,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     int64_t *starts = out.buf;
     long long n = w.len / 4, room = out.len / 8, count = 0;
     if (end > n) end = n;
+    if (end < 0) end = 0; /* so end - 2 cannot overflow (no block either way) */
     long long last = end - 2; /* a block needs its type and length words */
     long long fetched = i;     /* cache lines prefetched from here on */
     Py_BEGIN_ALLOW_THREADS
