@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fuzz.mutate import mutant
 from tracer.analysis import extract as ex
 from tracer.analysis.extract import EXTRACTED, LINKTYPES, PAD, extract
 from tracer.capture import pcapfile
@@ -282,6 +283,29 @@ def same_walk(monkeypatch: pytest.MonkeyPatch, w: np.ndarray, i: int, end: int) 
         f"{next((k for k, (a, b) in enumerate(zip(got[0], want[0], strict=False)) if a != b), min(len(got[0]), len(want[0])))}")
 
 
+def _read(path: Path) -> object:
+    try:
+        return read_capture(path, check_linktypes=False)
+    except CaptureError as e:
+        return e
+
+
+def same_read(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """read_capture gives the same records (or the same refusal) with the compiled walk and
+    block heads as with numpy's."""
+    got = _read(path)
+    with monkeypatch.context() as m:
+        m.setattr(pcapfile, "_compiled_walk", None)
+        m.setattr(pcapfile, "_compiled_heads", None)
+        want = _read(path)
+    if isinstance(want, CaptureError) or isinstance(got, CaptureError):
+        assert str(got) == str(want), path
+        return
+    for k in ("data_off", "caplen", "wire_len", "ts_ns", "iface"):
+        assert np.array_equal(getattr(got, k), getattr(want, k)), (path, k)
+    assert (got.warnings, got.interfaces) == (want.warnings, want.interfaces), path
+
+
 @needs_walk
 def test_walk_of_every_pcapng_in_the_repository(monkeypatch):
     walked = 0
@@ -292,24 +316,19 @@ def test_walk_of_every_pcapng_in_the_repository(monkeypatch):
         walked += 1
         w = pcapng_words(data)
         same_walk(monkeypatch, w, 0, len(w))
-        try:  # the whole read, sections in either byte order included
-            got = read_capture(path, check_linktypes=False)
-        except CaptureError as e:
-            got = e
-        with monkeypatch.context() as m:
-            m.setattr(pcapfile, "_compiled_walk", None)
-            try:
-                want = read_capture(path, check_linktypes=False)
-            except CaptureError as e:
-                want = e
-        if isinstance(want, CaptureError):
-            assert str(got) == str(want), path
-            continue
-        assert not isinstance(got, CaptureError), (path, got)
-        for k in ("data_off", "caplen", "wire_len", "ts_ns", "iface"):
-            assert np.array_equal(getattr(got, k), getattr(want, k)), (path, k)
-        assert got.warnings == want.warnings, path
+        same_read(monkeypatch, path)  # the whole read, sections in either byte order included
     assert walked > 100, f"only {walked} pcapng files: the corpus moved?"
+
+
+@needs_walk
+def test_read_of_mutated_captures(monkeypatch, tmp_path):
+    """The fuzzer's structure-aware mutants (tests/fuzz/mutate.py): lengths, types, options, sections."""
+    seeds = [(str(p), p.read_bytes()) for p in capture_files() if p.suffix == ".pcapng"]
+    for case in range(400):
+        _name, data, _muts = mutant(seeds, 50_000 + case)
+        path = tmp_path / f"{case}.pcapng"
+        path.write_bytes(data)
+        same_read(monkeypatch, path)
 
 
 @needs_extract

@@ -84,7 +84,7 @@ static PyObject *heads(PyObject *self, PyObject *args) {
         if (k + 8 < n && starts[k + 8] >= 0 && starts[k + 8] < nw) __builtin_prefetch(&words[starts[k + 8]]);
         long long i = starts[k];
         for (int j = 0; j < 8; j++) o[j] = 0;
-        if (i < 0 || i + 2 > nw) continue;
+        if (i < 0 || i > nw - 2) continue; /* not i + 2 > nw: a start near INT64_MAX overflows */
         o[0] = words[i];
         o[1] = words[i + 1];
         if (i + 7 <= nw)
