@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tracer.analysis.extract import extract
+from tracer.analysis.extract import COMPILED, extract
 from tracer.capture.pcapfile import read_capture
 from tracer.model.tag import ProbeKind, ProbeTag, icmp_id_for
 
@@ -171,11 +171,13 @@ def generate(path: Path, n: int, seed: int = 1, gateways: tuple[str, str] = ("19
 
 # --- contenders -------------------------------------------------------------------------------------------
 
-def run_tracer(path: Path) -> tuple[int, dict[str, float]]:
+def run_tracer(path: Path, compiled: bool | None = None) -> tuple[int, dict[str, float]]:
+    """``compiled``: False times extract.py's numpy code alone (an install without a C compiler)."""
     t0 = time.perf_counter()
     cap = read_capture(path)
     t1 = time.perf_counter()
-    cols = extract(cap.buf, cap.data_off, cap.caplen, cap.linktypes(), ts_ns=cap.ts_ns, wire_len=cap.wire_len)
+    cols = extract(cap.buf, cap.data_off, cap.caplen, cap.linktypes(), ts_ns=cap.ts_ns, wire_len=cap.wire_len,
+                   compiled=compiled)
     t2 = time.perf_counter()
     run_tracer.cols = cols  # type: ignore[attr-defined]  # kept for --with-correlate
     return len(cols["ts_ns"]), {"read_capture": t1 - t0, "extract": t2 - t1}
@@ -303,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         dt, parts = min(runs, key=lambda r: r[0])
         results["tracer"] = n / dt
         detail = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in parts.items())
-        print(f"{'tracer read_capture+extract':<34} {n:>10,} pkts {dt:8.2f} s {n / dt:>14,.0f} pkts/s  "
+        label = "tracer read_capture+extract" + (" (C)" if COMPILED else "")
+        print(f"{label:<34} {n:>10,} pkts {dt:8.2f} s {n / dt:>14,.0f} pkts/s  "
               f"(best of {len(runs)}: {detail}; first run {n / runs[0][0]:,.0f} pkts/s)", flush=True)
+        if COMPILED:  # the same, numpy's extraction alone (no C compiler at install)
+            report("tracer, numpy extraction only", lambda: run_tracer(path, compiled=False))
         if not args.skip_dpkt:
             report("dpkt pcap.Reader + IP/ICMP/UDP", lambda: run_dpkt(path))
         if not args.skip_tshark and shutil.which("tshark"):

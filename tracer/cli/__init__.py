@@ -38,6 +38,18 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(f"{message} (see tracer --help)")
 
 
+def _extraction() -> str:
+    """Which extractor this install reads captures with: its files looked for, not imported
+    (importing tracer.capture would load numpy at every command's start)."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    both = all(any((root / f"{name}{s}").exists() for s in EXTENSION_SUFFIXES)
+               for name in ("analysis/_extract", "capture/_walk"))
+    return "compiled extraction" if both else "numpy extraction: the compiled extractor was not built"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, or (``command`` given) only that subcommand's parser: a replay
     need not import the lab, the checks or every probe kind just to parse its arguments."""
@@ -50,7 +62,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     from tracer import __version__
 
-    parser.add_argument("--version", "-V", action="version", version=f"tracer {__version__}")
+    parser.add_argument("--version", "-V", action="version", version=f"tracer {__version__} ({_extraction()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     if command in BEFORE_TRACES + AFTER_TRACES + HIDDEN:
         importlib.import_module(f"tracer.cli.{command}").add_parser(sub)
