@@ -208,7 +208,7 @@ def extract(
         lo = int(t_off.min())
         small = np.zeros(len(buf) - lo + PAD, np.uint8)
         small[: len(buf) - lo] = buf[lo:]
-        sub = extract(small, t_off - lo, t_cap, lts[tail] if per_record else linktype)
+        sub = extract(small, t_off - lo, t_cap, lts[tail] if per_record else linktype, compiled=compiled)
         for k, v in sub.items():
             if k not in ("ts_ns", "wire_len"):
                 cols[k][tail] = v
