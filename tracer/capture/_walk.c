@@ -9,34 +9,44 @@
 
 #define PREFETCH_WORDS 1024 /* 4 KiB: measured best of 256-4096 */
 
-/* walk(words, i, limit, end, out) -> (count, stop): blocks from word i that start before word
- * ``limit`` (and leave a type and length word before ``end``), their starts in ``out`` (int64)
- * until it is full; ``stop``: the word the walk stopped at (the next block's start). */
+/* walk(words, i, limit, end, out, types) -> (count, stop): blocks from word i that start before
+ * word ``limit`` (and leave a type and length word before ``end``), their starts in ``out``
+ * (int64) and their type words in ``types`` (uint32: the section headers are found by them)
+ * until either is full; ``stop``: the word the walk stopped at (the next block's start). */
 static PyObject *walk(PyObject *self, PyObject *args) {
-    PyObject *w_o, *out_o;
+    PyObject *w_o, *out_o, *types_o;
     long long i, limit, end;
-    if (!PyArg_ParseTuple(args, "OLLLO", &w_o, &i, &limit, &end, &out_o)) return NULL;
-    Py_buffer w, out;
+    if (!PyArg_ParseTuple(args, "OLLLOO", &w_o, &i, &limit, &end, &out_o, &types_o)) return NULL;
+    Py_buffer w, out, ty;
     if (PyObject_GetBuffer(w_o, &w, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     if (PyObject_GetBuffer(out_o, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
         PyBuffer_Release(&w);
         return NULL;
     }
-    if (w.itemsize != 4 || out.itemsize != 8) {
-        PyErr_SetString(PyExc_TypeError, "walk: uint32 words, int64 starts");
+    if (PyObject_GetBuffer(types_o, &ty, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
         PyBuffer_Release(&w);
         PyBuffer_Release(&out);
         return NULL;
     }
+    if (w.itemsize != 4 || out.itemsize != 8 || ty.itemsize != 4) {
+        PyErr_SetString(PyExc_TypeError, "walk: uint32 words, int64 starts, uint32 types");
+        PyBuffer_Release(&w);
+        PyBuffer_Release(&out);
+        PyBuffer_Release(&ty);
+        return NULL;
+    }
     const uint32_t *words = w.buf;
     int64_t *starts = out.buf;
+    uint32_t *types = ty.buf;
     long long n = w.len / 4, room = out.len / 8, count = 0;
+    if (ty.len / 4 < room) room = ty.len / 4;
     if (end > n) end = n;
     if (end < 0) end = 0; /* so end - 2 cannot overflow (no block either way) */
     long long last = end - 2; /* a block needs its type and length words */
     long long fetched = i;     /* cache lines prefetched from here on */
     Py_BEGIN_ALLOW_THREADS
     while (i >= 0 && i <= last && i < limit && count < room) {
+        types[count] = words[i];
         starts[count++] = i;
         /* Each step's address depends on the word just read, which defeats the hardware
          * prefetcher: fetch the file's words a fixed distance ahead (the walk only goes forward). */
@@ -48,6 +58,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&w);
     PyBuffer_Release(&out);
+    PyBuffer_Release(&ty);
     return Py_BuildValue("LL", count, i);
 }
 

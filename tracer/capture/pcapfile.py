@@ -316,7 +316,7 @@ def _walk_pcapng(w: np.ndarray, i: int, end: int, raw: Buffer | None = None) -> 
     hostile capture) is walked one block at a time instead: the candidates would only be noise.
     """
     if _compiled_walk is not None:
-        return _walk_compiled(w, i, end, raw)
+        return _walk_compiled(w, i, end, raw)[:2]
     last = end - 2  # a block needs its type and length words
     words = memoryview(w)  # one word at a time: memoryview indexing is the fastest from Python
     runs: list[np.ndarray] = []
@@ -357,29 +357,30 @@ def _walk_pcapng(w: np.ndarray, i: int, end: int, raw: Buffer | None = None) -> 
     return starts, i
 
 
-def _walk_compiled(w: np.ndarray, i: int, end: int, raw: Buffer | None) -> tuple[np.ndarray, int]:
-    """:func:`_walk_pcapng`'s steps, compiled: a scan slice at a time, its pages handed back after it."""
-    runs: list[np.ndarray] = []
-    room = np.empty(_SCAN_WORDS // 3 + 1, np.int64)  # a block is at least 3 words long (or steps 3)
+def _walk_compiled(w: np.ndarray, i: int, end: int, raw: Buffer | None) -> tuple[np.ndarray, int, np.ndarray]:
+    """:func:`_walk_pcapng`'s steps, compiled, plus every block's type word: a scan slice at a
+    time, its pages handed back after it."""
+    runs: list[tuple[np.ndarray, np.ndarray]] = []
+    room = np.empty(_WALK_ROOM, np.int64)  # the walk stops when it is full, and goes on from there
+    types = np.empty(len(room), np.uint32)
     while i <= end - 2:
         _hand_back(raw, 4 * i - 4096)
-        count, i = _compiled_walk(w, i, i + _SCAN_WORDS, end, room)
-        runs.append(room[:count].copy())
+        count, i = _compiled_walk(w, i, i + _SCAN_WORDS, end, room, types)
+        runs.append((room[:count].copy(), types[:count].copy()))
     if not runs:
-        return np.zeros(0, np.int64), i
-    return (np.concatenate(runs) if len(runs) != 1 else runs[0]), i
+        return np.zeros(0, np.int64), i, np.zeros(0, np.uint32)
+    if len(runs) == 1:
+        return runs[0][0], i, runs[0][1]
+    return np.concatenate([r[0] for r in runs]), i, np.concatenate([r[1] for r in runs])
 
 
-def _heads(w: np.ndarray, st: np.ndarray, raw: Buffer) -> np.ndarray | None:
+def _heads(w: np.ndarray, st: np.ndarray) -> np.ndarray | None:
     """With the compiled walk: the first seven words and the trailing length word of every block
-    (one pass with the next headers prefetched, a run at a time with the pages handed back);
-    else None (the decoder gathers them with numpy)."""
+    (one pass with the next headers prefetched); else None (the decoder gathers them with numpy)."""
     if _compiled_heads is None:
         return None
     out = np.empty((len(st), 8), np.uint32)
-    for a in range(0, len(st), _DECODE_BLOCKS):
-        _compiled_heads(w, st[a : a + _DECODE_BLOCKS], out[a : a + _DECODE_BLOCKS])
-        _hand_back(raw)
+    _compiled_heads(w, st, out)
     return out
 
 
@@ -394,6 +395,7 @@ def _words_at(w: np.ndarray, at: np.ndarray, raw: Buffer) -> np.ndarray:
     return np.concatenate(parts)
 
 
+_WALK_ROOM = 1 << 16  # blocks the compiled walk records per call (768 KiB of starts and types)
 _DECODE_BLOCKS = 1 << 18  # blocks decoded at a time (~70 MB of file at 280 bytes a packet)
 _SCAN_WORDS = 1 << 20  # words scanned at a time: a 4 MiB slice, candidate arrays at most this long
 _MIN_EPB_WORDS = 8  # the smallest enhanced packet block: 32 bytes (28 of header, 4 of trailing length)
@@ -405,35 +407,39 @@ def _read_pcapng(name: str, raw: Buffer, buf: np.ndarray, size: int) -> CaptureI
     words = _Words(raw, size)
     bo = _section_order(name, raw, size, 0)
     # Walk section by section: a section in the other byte order restarts the walk at its SHB.
-    chunks: list[tuple[np.ndarray, str, np.ndarray | None]] = []
+    chunks: list[tuple[np.ndarray, str]] = []
     i, stop = 0, 0
     while True:
         w = words.arr(bo)
-        st, stop = _walk_pcapng(w, i, words.n, raw)
-        heads = _heads(w, st, raw)
-        types = _words_at(w, st[1:], raw) if heads is None else heads[1:, 0]
+        if _compiled_walk is not None:
+            st, stop, types = _walk_compiled(w, i, words.n, raw)
+            types = types[1:]
+        else:
+            st, stop = _walk_pcapng(w, i, words.n, raw)
+            types = _words_at(w, st[1:], raw)
         shb = np.flatnonzero(types == _SHB) + 1
         flip = next((int(k) for k in shb if _section_order(name, raw, size, int(st[k]) * 4) != bo), None)
         if flip is None:
-            chunks.append((st, bo, heads))
+            chunks.append((st, bo))
             break
-        chunks.append((st[:flip], bo, None if heads is None else heads[:flip]))
+        chunks.append((st[:flip], bo))
         i, bo = int(st[flip]), _section_order(name, raw, size, int(st[flip]) * 4)
     tail = None  # the tail: a block past the end of the file, or bytes too short for a block header
-    last_st, last_bo, last_heads = chunks[-1]
+    last_st, last_bo = chunks[-1]
     if len(last_st) and stop * 4 > size:
         bad = int(last_st[-1])
-        chunks[-1] = (last_st[:-1], last_bo, None if last_heads is None else last_heads[:-1])
+        chunks[-1] = (last_st[:-1], last_bo)
         need = int(words.arr(last_bo)[bad + 1])
         tail = f"block at offset {bad * 4} needs {need} bytes, {size - bad * 4} left"
     elif stop * 4 < size:
         tail = f"{size - stop * 4} trailing bytes do not form a block"
     dec = _Decoder(name, raw, size, words)
-    for st, bo_, heads in chunks:
+    for st, bo_ in chunks:
         # A run of blocks at a time, the pages handed back after each (a chunk starts anywhere
         # in a section: its blocks before the first SHB belong to the section before).
         for a in range(0, len(st), _DECODE_BLOCKS):
-            dec.chunk(st[a : a + _DECODE_BLOCKS], bo_, None if heads is None else heads[a : a + _DECODE_BLOCKS])
+            run = st[a : a + _DECODE_BLOCKS]
+            dec.chunk(run, bo_, _heads(words.arr(bo_), run))
             _hand_back(raw)
     cap = dec.result(buf)
     if tail:
