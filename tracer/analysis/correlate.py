@@ -163,13 +163,14 @@ def _esp_segments(path: ExpectedPath) -> list[tuple[int, int]]:
 
 def _esp_rows(obs: Observations, point: str, esp: Esp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ts, spi, seq) of the SA's ESP packets at ``point``, time-sorted."""
-    at = obs.point_rows(obs.point_index(point))
-    m = (obs["cls"][at] == PacketClass.ESP) & (obs["src"][at] == int(esp.src)) & (obs["dst"][at] == int(esp.dst))
+    rows, _ = obs.esp_rows(obs.point_rows(obs.point_index(point)))
+    m = (obs["src"][rows] == int(esp.src)) & (obs["dst"][rows] == int(esp.dst))
     if esp.spi is not None:
-        m &= obs["spi"][at] == esp.spi
-    ts = obs["ts_ns"][at][m]
+        m &= obs["spi"][rows] == esp.spi
+    rows = rows[m]
+    ts = obs["ts_ns"][rows]
     order = np.argsort(ts, kind="stable")
-    return ts[order], obs["spi"][at][m][order], obs["esp_seq"][at][m][order]
+    return ts[order], obs["spi"][rows][order], obs["esp_seq"][rows][order]
 
 
 def _sa_clear_ts(obs: Observations, topo: Topology, point: str, esp: Esp) -> np.ndarray:
@@ -245,9 +246,7 @@ def _follow_esp(
         pidx = obs.point_index(path.hops[h].point)
         if pidx < 0:
             continue
-        rows = obs.point_rows(pidx)
-        at = obs["cls"][rows] == PacketClass.ESP
-        row_keys = (obs["spi"][rows][at].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][rows][at].astype(np.uint64)
+        esp_rows, row_keys = obs.esp_rows(obs.point_rows(pidx))
         unknown = (keys == 0) & (codes[:, h] == MISSED)
         # Nothing left the encapsulating gateway for it: a plain miss at the first
         # ESP hop; beyond that we cannot tell which ESP packet would be its, unless
@@ -258,7 +257,7 @@ def _follow_esp(
             codes[unknown & ~plain_miss, h] = UNKNOWN
         known = keys != 0
         esp_keys[known, h] = keys[known]
-        first_ts = _first_times(keys, row_keys, obs["ts_ns"][rows][at])
+        first_ts = _first_times(keys, row_keys, obs["ts_ns"][esp_rows])
         hit = known & (first_ts >= 0)
         codes[hit, h] = SEEN
         times[hit, h] = first_ts[hit]

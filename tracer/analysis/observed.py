@@ -115,8 +115,7 @@ def carrier_rows(obs: Observations, m: SightingMatrix) -> tuple[np.ndarray, np.n
     p_idx, h_idx = np.nonzero(keyed)
     keys, first = np.unique(m.esp_keys[p_idx, h_idx], return_index=True)
     owner = p_idx[first]
-    rows = np.flatnonzero(obs["cls"] == PacketClass.ESP)
-    row_keys = (obs["spi"][rows].astype(np.uint64) << np.uint64(32)) | obs["esp_seq"][rows].astype(np.uint64)
+    rows, row_keys = obs.esp_rows()
     pos = np.minimum(np.searchsorted(keys, row_keys), len(keys) - 1)
     hit = keys[pos] == row_keys
     return rows[hit], owner[pos[hit]]

@@ -141,6 +141,8 @@ class Observations:
     counts: dict[str, PointCounts] | None = None
     # The rows of each point, indexed once per ``point`` column (see point_rows).
     _by_point: tuple[np.ndarray, list[slice | np.ndarray]] | None = field(default=None, init=False, repr=False, compare=False)
+    _esp: tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False,
+                                                                             compare=False)
 
     def __len__(self) -> int:
         return len(self.cols["ts_ns"])
@@ -172,6 +174,27 @@ class Observations:
             self._by_point = (col, _rows_by_point(col, len(self.points)))
         rows = self._by_point[1]
         return rows[pidx] if 0 <= pidx < len(rows) else slice(0, 0)
+
+    def esp_rows(self, at: slice | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, SPI << 32 | ESP sequence) of the ESP packets among rows ``at`` (a
+        :meth:`point_rows` value; None: all), ascending. Indexed once, like :meth:`point_rows`
+        (keyed on the cls, spi and esp_seq arrays): every tunnel hop and both directions look
+        carriers up in it instead of scanning all rows again."""
+        cols = (self.cols["cls"], self.cols["spi"], self.cols["esp_seq"])
+        if self._esp is None or any(a is not b for a, b in zip(self._esp[0], cols, strict=True)):
+            rows = np.flatnonzero(cols[0] == PacketClass.ESP)
+            keys = (cols[1][rows].astype(np.uint64) << np.uint64(32)) | cols[2][rows].astype(np.uint64)
+            self._esp = (cols, rows, keys)
+        _, rows, keys = self._esp
+        if at is None:
+            return rows, keys
+        if isinstance(at, slice):  # a point's contiguous rows (step 1)
+            lo, hi = np.searchsorted(rows, [at.start or 0, len(cols[0]) if at.stop is None else at.stop])
+            return rows[lo:hi], keys[lo:hi]
+        sel = np.zeros(len(cols[0]), bool)
+        sel[at] = True
+        keep = sel[rows]
+        return rows[keep], keys[keep]
 
     def point_index(self, name: str) -> int:
         """Index of capture point ``name``; -1 if no file covered it."""
