@@ -2,7 +2,8 @@
 
 tracer/analysis/_extract.c must give exactly the columns of extract.py's numpy code
 (``compiled=False``), and tracer/capture/_walk.c exactly the (starts, stop) of pcapfile.py's numpy
-walk, on every capture in the repository, on random frames of every kind on every link type (cut
+walk and the same read_capture results (pcapng and classic pcap), on every capture in the
+repository, on random frames of every kind on every link type (cut
 at every length), on frames with random bytes flipped and on mutated pcapng block words. Inputs
 come from fixed seeds, so a failure replays; its message names the first differing row and its
 bytes. Without the compiled modules built (``python3 setup.py build_ext --inplace``) the tests
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 needs_extract = pytest.mark.skipif(
     not ex.COMPILED, reason="compiled extractor not built (python3 setup.py build_ext --inplace, or pip install -e .)")
 needs_walk = pytest.mark.skipif(
-    pcapfile._compiled_walk is None, reason="compiled pcapng walk not built (python3 setup.py build_ext --inplace)")
+    pcapfile._compiled_walk is None, reason="compiled capture walks not built (python3 setup.py build_ext --inplace)")
 
 
 def same_columns(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, lt: int | np.ndarray) -> None:
@@ -297,6 +298,7 @@ def same_read(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
     with monkeypatch.context() as m:
         m.setattr(pcapfile, "_compiled_walk", None)
         m.setattr(pcapfile, "_compiled_heads", None)
+        m.setattr(pcapfile, "_compiled_pcap", None)
         want = _read(path)
     if isinstance(want, CaptureError) or isinstance(got, CaptureError):
         assert str(got) == str(want), path
@@ -328,6 +330,37 @@ def test_read_of_mutated_captures(monkeypatch, tmp_path):
         _name, data, _muts = mutant(seeds, 50_000 + case)
         path = tmp_path / f"{case}.pcapng"
         path.write_bytes(data)
+        same_read(monkeypatch, path)
+
+
+def _pcap_mutant(rng: random.Random, data: bytes) -> bytes:
+    """A classic pcap with record lengths, bytes, its end or its byte order changed."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        k, at = rng.randrange(5), rng.randrange(max(len(out), 1))
+        if k == 0 and len(out) >= 24:  # the other byte order's magic: every length reads differently
+            out[0:4] = out[0:4][::-1]
+        elif k == 1 and at + 4 <= len(out):  # a length anywhere: 0, small, huge, past the end
+            out[at : at + 4] = rng.choice([0, 1, 15, 16, 60, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF]).to_bytes(4, "little")
+        elif k == 2:
+            del out[at:]
+        elif k == 3 and at < len(out):
+            out[at] = rng.randrange(256)
+        else:
+            out[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 7)))
+    return bytes(out)
+
+
+@needs_walk
+def test_read_of_every_classic_pcap_and_its_mutants(monkeypatch, tmp_path):
+    pcaps = [p for p in capture_files() if p.read_bytes()[:4] != b"\x0a\x0d\x0d\x0a"]
+    assert len(pcaps) > 20, f"only {len(pcaps)} classic pcaps: the corpus moved?"
+    for path in pcaps:
+        same_read(monkeypatch, path)
+    rng = random.Random(24)
+    for case in range(400):
+        path = tmp_path / f"{case}.pcap"
+        path.write_bytes(_pcap_mutant(rng, rng.choice(pcaps).read_bytes()))
         same_read(monkeypatch, path)
 
 

@@ -246,10 +246,15 @@ def _compiled_fills(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, l
         return False
     if caplen.dtype not in (np.uint32, np.int64):
         caplen = caplen.astype(np.int64)
+    # A link type is 16 bits; anything else is one no reader knows (-1), not the low bits of it.
     per_record = np.ndim(linktype) > 0
-    lts = np.ascontiguousarray(linktype, np.int32) if per_record else None
+    lts = None
+    if per_record:
+        lts = np.asarray(linktype)
+        lts = np.where((lts >= 0) & (lts <= 0xFFFF), lts, -1).astype(np.int32)
+    one = -1 if per_record or not 0 <= int(linktype) <= 0xFFFF else int(linktype)
     _compiled(np.ascontiguousarray(buf, np.uint8), np.ascontiguousarray(data_off), np.ascontiguousarray(caplen),
-                     0 if per_record else int(linktype), lts, outs, _COMPILED_PARAMS)
+              one, lts, outs, _COMPILED_PARAMS)
     return True
 
 

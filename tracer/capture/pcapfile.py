@@ -41,9 +41,10 @@ from tracer.textfile import irregular
 
 try:  # the compiled block walk (setup.py builds it when a C compiler is there)
     from tracer.capture._walk import heads as _compiled_heads
+    from tracer.capture._walk import pcap as _compiled_pcap
     from tracer.capture._walk import walk as _compiled_walk
 except ImportError:
-    _compiled_walk = _compiled_heads = None
+    _compiled_walk = _compiled_heads = _compiled_pcap = None
 
 # Largest caplen accepted: 256 KiB, the largest snapshot length tcpdump and
 # Wireshark write for any link type tracer reads. Anything larger is corruption.
@@ -232,6 +233,8 @@ def _hand_back(m: object, upto: int | None = None) -> None:
 
 def _walk_pcap(raw: Buffer, size: int, bo: str) -> tuple[array, int]:
     """Offsets of the record headers; and where the walk stopped (> size: last record cut short)."""
+    if _compiled_pcap is not None:
+        return _walk_pcap_compiled(raw, size, bo)
     caplen_of = struct.Struct(bo + "8xI").unpack_from
     offs = array("q")
     append = offs.append
@@ -239,6 +242,18 @@ def _walk_pcap(raw: Buffer, size: int, bo: str) -> tuple[array, int]:
     while o <= last:
         append(o)
         o += 16 + caplen_of(raw, o)[0]
+    return offs, o
+
+
+def _walk_pcap_compiled(raw: Buffer, size: int, bo: str) -> tuple[array, int]:
+    """:func:`_walk_pcap`, compiled: :data:`_WALK_ROOM` records a call."""
+    offs = array("q")
+    room = np.empty(_WALK_ROOM, np.int64)
+    data = memoryview(raw)[:size]
+    o = 24
+    while o <= size - 16:
+        count, o = _compiled_pcap(data, o, bo == ">", room)
+        offs.frombytes(room[:count].tobytes())
     return offs, o
 
 

@@ -39,15 +39,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _extraction() -> str:
-    """Which extractor this install reads captures with: its files looked for, not imported
-    (importing tracer.capture would load numpy at every command's start)."""
+    """Which extractor this install reads captures with. Its files are loaded on their own, not
+    imported through their packages (tracer.capture would load numpy at every command's start)."""
     from importlib.machinery import EXTENSION_SUFFIXES
+    from importlib.util import module_from_spec, spec_from_file_location
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    both = all(any((root / f"{name}{s}").exists() for s in EXTENSION_SUFFIXES)
-               for name in ("analysis/_extract", "capture/_walk"))
-    return "compiled extraction" if both else "numpy extraction: the compiled extractor was not built"
+    for name in ("analysis._extract", "capture._walk"):
+        path = next((p for s in EXTENSION_SUFFIXES if (p := root / f"{name.replace('.', '/')}{s}").exists()), None)
+        if path is None:
+            return "numpy extraction: the compiled extractor was not built"
+        try:
+            module_from_spec(spec_from_file_location(f"tracer.{name}", path))  # type: ignore[arg-type]
+        except ImportError as e:
+            return f"numpy extraction: the compiled extractor does not load: {e}"
+    return "compiled extraction"
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
