@@ -209,7 +209,8 @@ def _load(name: str) -> tuple[Buffer, int]:
         with open(fd, "rb") as f:
             if st.st_size >= _MMAP_FROM:
                 try:
-                    return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), st.st_size
+                    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    return m, len(m)  # not st_size: the file may have shrunk since fstat
                 except (OSError, ValueError):
                     pass  # a file system without mmap: read it
             data = f.read()
@@ -253,6 +254,8 @@ def _walk_pcap_compiled(raw: Buffer, size: int, bo: str) -> tuple[array, int]:
     o = 24
     while o <= size - 16:
         count, o = _compiled_pcap(data, o, bo == ">", room)
+        if not count:  # the buffer is shorter than size (a file that shrank while mapped): stop, not spin
+            break
         offs.frombytes(room[:count].tobytes())
     return offs, o
 
