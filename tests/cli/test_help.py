@@ -58,3 +58,34 @@ def test_lab_action_help(action: str) -> None:
     r = tracer("lab", action, "--help")
     assert (r.code, r.err) == (0, "")
     assert r.out.startswith(f"usage: tracer lab {action} [-h] [--name NAME]")
+
+
+def test_version_says_which_extraction_reads_captures(tmp_path) -> None:
+    """The installed build: compiled where it loads (CI builds it), else which part is missing;
+    a build without the current functions (an older .so) is named out of date, not "compiled"."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tracer import __version__
+    from tracer.analysis.extract import COMPILED
+
+    r = tracer("--version")
+    assert (r.code, r.err) == (0, "")
+    want = "compiled extraction" if COMPILED else "numpy extraction"
+    assert r.out.startswith(f"tracer {__version__} ({want}"), r.out
+    # A copy of the package whose _walk build lacks pcap(): stale, said so.
+    pkg = Path(__file__).resolve().parents[2] / "tracer"
+    copy = tmp_path / "tracer"
+    shutil.copytree(pkg, copy, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    (copy / "capture" / "_walk.c").write_text((pkg / "capture" / "_walk.c").read_text().replace(
+        '{"pcap", pcap, METH_VARARGS', '{"pcap_gone", pcap, METH_VARARGS'))
+    built = subprocess.run([sys.executable, "-c", "from setuptools import Extension, setup; setup(ext_modules=["
+                            "Extension('tracer.analysis._extract', ['tracer/analysis/_extract.c']),"
+                            "Extension('tracer.capture._walk', ['tracer/capture/_walk.c'])])",
+                            "-q", "build_ext", "--inplace"], cwd=tmp_path, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    out = subprocess.run([sys.executable, "-m", "tracer", "--version"], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0 and "out of date" in out.stdout and "lacks pcap" in out.stdout, out

@@ -50,6 +50,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         starts[count++] = i;
         /* Each step's address depends on the word just read, which defeats the hardware
          * prefetcher: fetch the file's words a fixed distance ahead (the walk only goes forward). */
+        if (fetched < i) fetched = i; /* after a long step: from here, not from where it was */
         for (long long ahead = i + PREFETCH_WORDS < end ? i + PREFETCH_WORDS : end; fetched < ahead; fetched += 16)
             __builtin_prefetch(&words[fetched]);
         uint32_t step = words[i + 1] >> 2;
@@ -140,6 +141,7 @@ static PyObject *pcap(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     while (o >= 0 && o <= last && count < room) {
         offs[count++] = o;
+        if (fetched < o) fetched = o;
         for (long long ahead = o + 4 * PREFETCH_WORDS < size ? o + 4 * PREFETCH_WORDS : size; fetched < ahead; fetched += 64)
             __builtin_prefetch(b + fetched);
         const uint8_t *c = b + o + 8;

@@ -40,21 +40,38 @@ class _Parser(argparse.ArgumentParser):
 
 def _extraction() -> str:
     """Which extractor this install reads captures with. Its files are loaded on their own, not
-    imported through their packages (tracer.capture would load numpy at every command's start)."""
+    imported through their packages (tracer.capture would load numpy)."""
     from importlib.machinery import EXTENSION_SUFFIXES
     from importlib.util import module_from_spec, spec_from_file_location
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    for name in ("analysis._extract", "capture._walk"):
+    for name, functions in (("analysis._extract", ("frames",)), ("capture._walk", ("walk", "heads", "pcap"))):
         path = next((p for s in EXTENSION_SUFFIXES if (p := root / f"{name.replace('.', '/')}{s}").exists()), None)
         if path is None:
             return "numpy extraction: the compiled extractor was not built"
         try:
-            module_from_spec(spec_from_file_location(f"tracer.{name}", path))  # type: ignore[arg-type]
-        except ImportError as e:
+            module = module_from_spec(spec_from_file_location(f"tracer.{name}", path))  # type: ignore[arg-type]
+        except Exception as e:  # a broken build says so, it does not break --version
             return f"numpy extraction: the compiled extractor does not load: {e}"
+        if missing := [f for f in functions if not hasattr(module, f)]:
+            return f"numpy extraction: the compiled extractor is out of date ({path.name} lacks {', '.join(missing)})"
     return "compiled extraction"
+
+
+class _Version(argparse.Action):
+    """``--version``: the version and which extraction runs, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], version: str, dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str = "show the version and how captures are read, and exit"
+                 ) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+        self.version = version
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parser._print_message(f"{self.version} ({_extraction()})\n", sys.stdout)
+        parser.exit()
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -69,7 +86,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     from tracer import __version__
 
-    parser.add_argument("--version", "-V", action="version", version=f"tracer {__version__} ({_extraction()})")
+    parser.add_argument("--version", "-V", action=_Version, version=f"tracer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     if command in BEFORE_TRACES + AFTER_TRACES + HIDDEN:
         importlib.import_module(f"tracer.cli.{command}").add_parser(sub)

@@ -178,8 +178,9 @@ class Observations:
     def esp_rows(self, at: slice | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(rows, SPI << 32 | ESP sequence) of the ESP packets among rows ``at`` (a
         :meth:`point_rows` value; None: all), ascending. Indexed once, like :meth:`point_rows`
-        (keyed on the cls, spi and esp_seq arrays): every tunnel hop and both directions look
-        carriers up in it instead of scanning all rows again."""
+        (keyed on the cls, spi and esp_seq arrays; 16 bytes an ESP row, kept while the observations
+        live): every tunnel hop and both directions look carriers up in it instead of scanning all
+        rows again. A slice is taken as point_rows gives them: ascending, step 1."""
         cols = (self.cols["cls"], self.cols["spi"], self.cols["esp_seq"])
         if self._esp is None or any(a is not b for a, b in zip(self._esp[0], cols, strict=True)):
             rows = np.flatnonzero(cols[0] == PacketClass.ESP)
@@ -224,6 +225,8 @@ def count_rows(ipver: np.ndarray, ts_ns: np.ndarray) -> PointCounts:
 
 
 def _rows_by_point(col: np.ndarray, n: int) -> list[slice | np.ndarray]:
+    if len(col) == 0:
+        return [slice(0, 0)] * n
     change = np.flatnonzero(col[1:] != col[:-1]) + 1
     starts = np.concatenate(([0], change)) if len(col) else change
     if len(distinct(col[starts])) == len(starts):  # every point's rows are one run
