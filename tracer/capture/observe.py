@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tracer.analysis.extract import extract
-from tracer.capture.pcapfile import CaptureHead, CaptureIndex, read_capture
+from tracer.capture.pcapfile import CaptureHead, CaptureIndex, keep_pages_below, read_capture
 from tracer.columns import ColumnsFile
 from tracer.model.observations import COLUMNS, Merger, Observations, PointCounts, check_numbers
 
@@ -69,7 +69,8 @@ def observe_capture(cap: CaptureIndex, point: str | None = None, names: list[str
     has what the file held in all.
 
     Extracted :data:`SEGMENT` records at a time, the file's pages handed back after each: of a
-    memory-mapped file, only a segment is ever resident (not the whole file)."""
+    memory-mapped file, only a segment is ever resident (not the whole file), except in a worker
+    reading a file smaller than :data:`KEEP_PAGES_BELOW`."""
     n = len(cap)
     names = names if names is not None else point_names(cap, point)
     index: dict[str, int] = {}  # point name → number, in order of first appearance (a dict: files may name many)
@@ -113,7 +114,10 @@ def observe_capture(cap: CaptureIndex, point: str | None = None, names: list[str
     return FileObservations(Observations(cols, list(index), [cap.path]), drops, list(cap.warnings), damaged, counts)
 
 
-SEGMENT = 1 << 17  # records extracted at a time (~37 MB of file at 280 bytes a packet)
+SEGMENT = 1 << 15  # records extracted at a time (~9 MB of file at 280 bytes a packet; 1 << 17 measured slower)
+# A worker reads one file at a time: a file smaller than this keeps its pages mapped while it is
+# read (mapping every page twice, for the walk and then for extraction, cost more than the memory).
+KEEP_PAGES_BELOW = 64 << 20
 
 
 def observe_file(path: str | os.PathLike[str], point: str | None = None) -> FileObservations:
@@ -268,6 +272,7 @@ def _observe_in_worker(item: tuple[int, Path], keep: Keep | None, into: dict[str
     """File number ``f`` read and observed in a worker: its head, everything but its rows and how
     many rows it keeps; and how to write them into the merged columns ``into``, once placed."""
     f, path = item
+    keep_pages_below(KEEP_PAGES_BELOW)  # this process reads one file at a time
     cap = read_capture(path, check_linktypes=False)
     cap.drop_pages()  # the walk touched every page; extraction takes them a segment at a time
     part = observe_capture(cap, names=[place(f, k) for k in range(len(cap.interfaces))], keep=keep)
@@ -277,9 +282,12 @@ def _observe_in_worker(item: tuple[int, Path], keep: Keep | None, into: dict[str
     n = len(cols["ts_ns"])
 
     def write(where: tuple[int, int]) -> None:
+        from tracer.capture.forkmap import populate
+
         at, first_point = where
         for k, v in cols.items():
             dst = into[k][at : at + n]
+            populate(dst)
             dst[:] = v
             if k == "point":
                 dst += first_point

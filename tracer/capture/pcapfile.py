@@ -221,12 +221,23 @@ def _load(name: str) -> tuple[Buffer, int]:
 
 def _hand_back(m: object, upto: int | None = None) -> None:
     """Drop this process's pages of a memory-mapped file (below byte ``upto``, else all): they
-    stay in the page cache, but stop counting as this process's memory."""
-    if isinstance(m, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+    stay in the page cache, but stop counting as this process's memory. Not for a file smaller
+    than :func:`keep_pages_below` says."""
+    if isinstance(m, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED") and len(m) >= _keep_below:
         if upto is None:
             m.madvise(mmap.MADV_DONTNEED)
         elif (upto := upto - upto % mmap.PAGESIZE) > 0:
             m.madvise(mmap.MADV_DONTNEED, 0, upto)
+
+
+_keep_below = 0
+
+
+def keep_pages_below(size: int) -> None:
+    """From now on in this process, a memory-mapped file smaller than ``size`` bytes keeps the
+    pages it touched until it is closed (for a process that reads one file at a time)."""
+    global _keep_below
+    _keep_below = size
 
 
 # --- classic pcap -------------------------------------------------------------------------------
