@@ -484,3 +484,49 @@ def test_compiled_refuses_output_columns_shorter_than_the_frames():
     with pytest.raises(ValueError, match="shorter"):
         ex._compiled(np.zeros(1000, np.uint8), np.zeros(n, np.int64), np.full(n, 60, np.int64), 101, None,
                      tuple(cols), ex._COMPILED_PARAMS)
+
+
+def _block(typ: int, body: bytes) -> bytes:
+    n = 12 + len(body)
+    return struct.pack("<II", typ, n) + body + struct.pack("<I", n)
+
+
+def _shb() -> bytes:
+    return _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+
+
+def _idb(linktype: int = 1) -> bytes:
+    return _block(1, struct.pack("<HHI", linktype, 0, 65535))
+
+
+def _epb(ifid: int, frame: bytes, caplen: int | None = None, ts: int = 1_700_000_000_000_000) -> bytes:
+    pad = b"\0" * (-len(frame) % 4)
+    cap = len(frame) if caplen is None else caplen
+    return _block(6, struct.pack("<IIIII", ifid, ts >> 32, ts & 0xFFFFFFFF, cap, len(frame)) + frame + pad)
+
+
+@needs_walk
+def test_packet_blocks_decoded_compiled_say_the_same_as_numpy(monkeypatch, tmp_path):
+    """Runs the compiled packet-block decoder takes (enhanced packet blocks among a few others)
+    and each way one can be wrong: numpy's decoder gives the same records or the same refusal."""
+    frame = bytes(14) + ip4(1, icmp(8, 0, 1, tag(1)))
+    good = [_epb(0, frame) for _ in range(5)]
+    files = {
+        "plain": _shb() + _idb() + b"".join(good),
+        "two sections": _shb() + _idb() + good[0] + _shb() + _idb() + _idb(101) + _epb(1, frame) + good[1],
+        "interface defined later in the run": _shb() + _epb(0, frame) + _idb() + good[0],
+        "unknown interface": _shb() + _idb() + good[0] + _epb(1, frame),
+        "caplen past the block": _shb() + _idb() + _epb(0, frame, caplen=len(frame) + 8),
+        "caplen over the limit": _shb() + _idb() + _epb(0, frame + bytes(300_000), caplen=300_000),
+        "block too short": _shb() + _idb() + good[0] + _block(6, bytes(12)),
+        "trailer mismatch": _shb() + _idb() + good[0][:-4] + struct.pack("<I", 999) + good[1],
+        "statistics and unknown blocks": _shb() + _idb() + good[0] + _block(5, struct.pack("<IIII", 0, 0, 0, 0))
+        + _block(0x0BAD, bytes(8)) + good[1],
+        "no interface at all": _shb() + good[0],
+        "many other blocks": _shb() + _idb() + b"".join(_block(0x0BAD, bytes(4)) + g for g in good * 20),
+    }
+    for label, data in files.items():
+        path = tmp_path / f"{label.replace(' ', '-')}.pcapng"
+        path.write_bytes(data)
+        same_read(monkeypatch, path)
+    assert len(read_capture(tmp_path / "two-sections.pcapng").interfaces) == 3

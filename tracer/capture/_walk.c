@@ -155,10 +155,123 @@ static PyObject *pcap(PyObject *self, PyObject *args) {
     return Py_BuildValue("LL", count, o);
 }
 
+/* scan(heads, other) -> (n_other, ok): over the blocks' heads (see heads()), whether every block
+ * has a possible length (at least 12, a multiple of 4) that its trailer repeats (ok), and the
+ * indexes of the blocks that are not enhanced packet blocks, in ``other`` (int64; n_other -1 when
+ * they do not fit). pcapfile.py decodes such a run with epbs(); anything else takes numpy's way. */
+static PyObject *scan(PyObject *self, PyObject *args) {
+    PyObject *h_o, *other_o;
+    if (!PyArg_ParseTuple(args, "OO", &h_o, &other_o)) return NULL;
+    Py_buffer h, ot;
+    if (PyObject_GetBuffer(h_o, &h, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (PyObject_GetBuffer(other_o, &ot, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&h);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (h.itemsize != 4 || h.len % 32 || ot.itemsize != 8) {
+        PyErr_SetString(PyExc_TypeError, "scan: uint32 heads, 8 a block; int64 other");
+        goto done;
+    }
+    const uint32_t *hd = h.buf;
+    int64_t *other = ot.buf;
+    long long n = h.len / 32, room = ot.len / 8, n_other = 0;
+    int ok = 1;
+    for (long long k = 0; k < n; k++, hd += 8) {
+        uint32_t len = hd[1];
+        if (len < 12 || len % 4 || hd[7] != len) {
+            ok = 0;
+            break;
+        }
+        if (hd[0] != 6) {
+            if (n_other == room) {
+                n_other = -1;
+                break;
+            }
+            other[n_other++] = k;
+        }
+    }
+    result = Py_BuildValue("Li", n_other, ok);
+done:
+    PyBuffer_Release(&h);
+    PyBuffer_Release(&ot);
+    return result;
+}
+
+/* epbs(heads, starts, shb, sec, sec_base, sec_count, max_caplen, data, caplen, wire, ticks, gif)
+ * -> bad: the enhanced packet blocks among ``heads`` (every other block skipped), decoded as
+ * pcapfile.py's _Decoder does: data offset, captured and wire length, timestamp ticks and global
+ * interface number. ``shb``: ascending indexes of the section header blocks among them (the
+ * section number starts at ``sec`` and goes up by one at each); ``sec_base``/``sec_count``: each
+ * section's first interface and interfaces. bad: the first block (index into heads) too short, of
+ * an unknown section or interface, or holding more than it may (numpy's way then says which), or
+ * -1; the outputs then hold one entry per enhanced packet block, in order. */
+static PyObject *epbs(PyObject *self, PyObject *args) {
+    PyObject *o[11];
+    long long sec, max_caplen;
+    if (!PyArg_ParseTuple(args, "OOOLOOLOOOOO", &o[0], &o[1], &o[2], &sec, &o[3], &o[4], &max_caplen, &o[5], &o[6],
+                          &o[7], &o[8], &o[9]))
+        return NULL;
+    static const int item[10] = {4, 8, 8, 8, 8, 8, 8, 4, 8, 8};
+    static const int out[10] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1};
+    Py_buffer b[10];
+    int got = 0;
+    PyObject *result = NULL;
+    for (; got < 10; got++) {
+        if (PyObject_GetBuffer(o[got], &b[got], (out[got] ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+            goto done;
+        if (b[got].itemsize != item[got]) {
+            got++;
+            PyErr_SetString(PyExc_TypeError, "epbs: wrong item size");
+            goto done;
+        }
+    }
+    long long n = b[0].len / 32, nshb = b[2].len / 8, nsec = b[3].len / 8;
+    if (b[0].len % 32 || b[1].len / 8 != n || b[4].len / 8 != nsec) {
+        PyErr_SetString(PyExc_ValueError, "epbs: heads, starts and sections differ in length");
+        goto done;
+    }
+    {
+        const uint32_t *hd = b[0].buf;
+        const int64_t *st = b[1].buf, *shb = b[2].buf, *base = b[3].buf, *count = b[4].buf;
+        int64_t *data = b[5].buf, *caplen = b[6].buf, *ticks_signed = b[8].buf, *gif = b[9].buf;
+        uint32_t *wire = b[7].buf;
+        long long room = b[5].len / 8, j = 0, next_shb = 0, bad = -1;
+        for (int q = 6; q < 10; q++) /* every output holds as many as the first */
+            if (b[q].len / b[q].itemsize < room) room = b[q].len / b[q].itemsize;
+        for (long long k = 0; k < n; k++, hd += 8) {
+            while (next_shb < nshb && shb[next_shb] <= k) { /* a section header at or before k */
+                sec++;
+                next_shb++;
+            }
+            if (hd[0] != 6) continue;
+            uint32_t len = hd[1];
+            long long ifid = hd[2], cap = hd[5];
+            if (len < 32 || sec < 0 || sec >= nsec || ifid >= count[sec] || cap > (long long)len - 32 ||
+                cap > max_caplen || j >= room || st[k] < 0 || st[k] > (INT64_MAX - 28) / 4) {
+                bad = k;
+                break;
+            }
+            data[j] = st[k] * 4 + 28;
+            caplen[j] = cap;
+            wire[j] = hd[6];
+            ticks_signed[j] = (int64_t)(((uint64_t)hd[3] << 32) | hd[4]);
+            gif[j] = base[sec] + ifid;
+            j++;
+        }
+        result = Py_BuildValue("LL", bad, j);
+    }
+done:
+    while (got > 0) PyBuffer_Release(&b[--got]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "Word offsets of pcapng blocks (see tracer.capture.pcapfile)."},
     {"heads", heads, METH_VARARGS, "Header and trailer words of pcapng blocks (see tracer.capture.pcapfile)."},
     {"pcap", pcap, METH_VARARGS, "Record offsets of a classic pcap (see tracer.capture.pcapfile)."},
+    {"scan", scan, METH_VARARGS, "Length checks and non-EPB blocks of a run of pcapng blocks (see tracer.capture.pcapfile)."},
+    {"epbs", epbs, METH_VARARGS, "Enhanced packet blocks decoded (see tracer.capture.pcapfile)."},
     {NULL, NULL, 0, NULL},
 };
 

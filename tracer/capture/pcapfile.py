@@ -40,11 +40,13 @@ from tracer.model.distinct import distinct
 from tracer.textfile import irregular
 
 try:  # the compiled block walk (setup.py builds it when a C compiler is there)
+    from tracer.capture._walk import epbs as _compiled_epbs
     from tracer.capture._walk import heads as _compiled_heads
     from tracer.capture._walk import pcap as _compiled_pcap
+    from tracer.capture._walk import scan as _compiled_scan
     from tracer.capture._walk import walk as _compiled_walk
 except ImportError:
-    _compiled_walk = _compiled_heads = _compiled_pcap = None
+    _compiled_walk = _compiled_heads = _compiled_pcap = _compiled_scan = _compiled_epbs = None
 
 # Largest caplen accepted: 256 KiB, the largest snapshot length tcpdump and
 # Wireshark write for any link type tracer reads. Anything larger is corruption.
@@ -425,6 +427,7 @@ def _words_at(w: np.ndarray, at: np.ndarray, raw: Buffer) -> np.ndarray:
 
 
 _WALK_ROOM = 1 << 16  # blocks the compiled walk records per call (768 KiB of starts and types)
+_COMPILED_OTHER = 64  # blocks other than EPBs a run may hold and still be decoded compiled
 _DECODE_BLOCKS = 1 << 18  # blocks decoded at a time (~70 MB of file at 280 bytes a packet)
 _SCAN_WORDS = 1 << 20  # words scanned at a time: a 4 MiB slice, candidate arrays at most this long
 _MIN_EPB_WORDS = 8  # the smallest enhanced packet block: 32 bytes (28 of header, 4 of trailing length)
@@ -530,7 +533,7 @@ class _Decoder:
 
     def chunk(self, st: np.ndarray, bo: str, heads: np.ndarray | None = None) -> None:
         """``heads``: :func:`_heads` of ``st`` (None: gathered here)."""
-        if len(st) == 0:
+        if len(st) == 0 or (heads is not None and self._compiled(st, bo, heads)):
             return
         name, w = self.name, self.words.arr(bo)
         # The seven header words of every block in one gather (one pass over the file, not
@@ -557,6 +560,43 @@ class _Decoder:
         first_sec = len(self.sec_base)
         for k in np.flatnonzero(np.isin(types, (_SHB, _IDB, _ISB))).tolist():
             self._meta(int(types[k]), int(st[k]) * 4, int(lens[k]), bo)
+        self._packets(st, bo, types, lens, hdr, first_sec)
+
+    def _compiled(self, st: np.ndarray, bo: str, heads: np.ndarray) -> bool:
+        """The usual run, compiled: every block's length possible and repeated by its trailer,
+        few blocks other than enhanced packet blocks (no obsolete or simple packet blocks), every
+        packet block well formed. Decoded as :meth:`chunk` does, or False (nothing done yet) for
+        numpy's way; a packet block that fails a check goes to :meth:`_packets`, which says which."""
+        if _compiled_scan is None:
+            return False
+        other = np.empty(_COMPILED_OTHER, np.int64)
+        n_other, ok = _compiled_scan(heads, other)
+        if not ok or n_other < 0:
+            return False
+        other = other[:n_other]
+        otypes = heads[other, 0]
+        if np.isin(otypes, (_PB, _SPB)).any():
+            return False
+        first_sec = len(self.sec_base)
+        for k in other[np.isin(otypes, (_SHB, _IDB, _ISB))].tolist():
+            self._meta(int(heads[k, 0]), int(st[k]) * 4, int(heads[k, 1]), bo)
+        n = len(st) - n_other
+        data, caplen, ticks, gif = (np.empty(n, np.int64) for _ in range(4))
+        wire = np.empty(n, np.uint32)
+        bad, decoded = _compiled_epbs(heads, np.ascontiguousarray(st, np.int64), other[otypes == _SHB], first_sec - 1,
+                                   np.array(self.sec_base, np.int64), np.array(self.sec_count, np.int64), MAX_CAPLEN,
+                                   data, caplen, wire, ticks, gif)
+        if bad >= 0 or decoded != n:  # numpy's way says what is wrong (or, if nothing is, decodes it)
+            self._packets(st, bo, heads[:, 0].copy(), heads[:, 1].astype(np.int64), heads, first_sec)
+            return True
+        if n:
+            self.parts.append((data, caplen, wire, ticks.view(np.uint64), gif, np.zeros(n, bool)))
+        return True
+
+    def _packets(self, st: np.ndarray, bo: str, types: np.ndarray, lens: np.ndarray, hdr: np.ndarray,
+                 first_sec: int) -> None:
+        """The packet blocks among ``st`` (their sections' metadata already read), checked and decoded."""
+        name, w = self.name, self.words.arr(bo)
         sec = np.cumsum(types == _SHB) - 1 + first_sec  # blocks before the first SHB: the section before
         pk = np.flatnonzero(np.isin(types, (_EPB, _PB, _SPB)))
         if len(pk) == 0:
