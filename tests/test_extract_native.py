@@ -525,8 +525,23 @@ def test_packet_blocks_decoded_compiled_say_the_same_as_numpy(monkeypatch, tmp_p
         "no interface at all": _shb() + good[0],
         "many other blocks": _shb() + _idb() + b"".join(_block(0x0BAD, bytes(4)) + g for g in good * 20),
     }
+    epbs = pcapfile._compiled_epbs
+    said: list[int] = []  # epbs()'s verdict on each run it decoded (-1: every packet block well formed)
+
+    def watched(*args: object) -> tuple[int, int]:
+        bad, decoded = epbs(*args)
+        said.append(bad)
+        return bad, decoded
+
+    monkeypatch.setattr(pcapfile, "_compiled_epbs", watched)
+    compiled = set()
     for label, data in files.items():
         path = tmp_path / f"{label.replace(' ', '-')}.pcapng"
         path.write_bytes(data)
+        said.clear()
         same_read(monkeypatch, path)
+        if said and said[0] == -1:
+            compiled.add(label)
+    # The test must be able to fail: the well-formed runs were decoded compiled, not by numpy's way.
+    assert compiled == {"plain", "two sections", "interface defined later in the run", "statistics and unknown blocks"}
     assert len(read_capture(tmp_path / "two-sections.pcapng").interfaces) == 3

@@ -274,7 +274,7 @@ def _observe_in_worker(item: tuple[int, Path], keep: Keep | None, into: dict[str
     f, path = item
     keep_pages_below(KEEP_PAGES_BELOW)  # this process reads one file at a time
     cap = read_capture(path, check_linktypes=False)
-    cap.drop_pages()  # the walk touched every page; extraction takes them a segment at a time
+    cap.drop_pages()  # a file of KEEP_PAGES_BELOW or more: extraction takes its pages a segment at a time
     part = observe_capture(cap, names=[place(f, k) for k in range(len(cap.interfaces))], keep=keep)
     head = cap.head
     del cap
