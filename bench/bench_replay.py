@@ -250,11 +250,48 @@ def phases(run: Path, tracer_root: Path, repeat: int) -> None:
     """In a fresh process each time (the tree at ``tracer_root``), as `tracer replay` does: reading
     (the forked workers) and the analysis after it, medians over ``repeat`` runs."""
     env = {**os.environ, "PYTHONPATH": str(tracer_root)}
+    # cwd: `python3 -c` puts the working directory first on sys.path, before PYTHONPATH.
     got = [subprocess.run([sys.executable, "-c", PHASES, str(run)], env=env, check=True, capture_output=True,
-                          text=True).stdout.split() for _ in range(max(1, repeat))]
+                          text=True, cwd=tracer_root).stdout.split() for _ in range(max(1, repeat))]
     load, analyse = (sorted(float(g[i]) for g in got)[len(got) // 2] for i in (0, 1))
     print(f"{run.name}: reading {load:.3f} s, analysis {analyse:.3f} s ({int(got[0][2]):,} rows kept; "
           f"medians of {len(got)})", flush=True)
+
+
+def tree_memory(run: Path, tracer_root: Path) -> None:
+    """Peak summed PSS of `tracer replay`'s whole process tree (the replay and its forked readers),
+    sampled every 30 ms from /proc: shared pages counted once, split among their users."""
+    env = {**os.environ, "PYTHONPATH": str(tracer_root)}
+    p = subprocess.Popen([sys.executable, "-m", "tracer", "replay", str(run.resolve())], env=env, cwd=tracer_root,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while p.poll() is None:
+        peak = max(peak, sum(_pss_kib(pid) for pid in _tree(p.pid)))
+        time.sleep(0.03)
+    size = sum(f.stat().st_size for f in run.glob("*.pcapng"))
+    print(f"{run.name}: process tree peak PSS {peak / 1024:.0f} MiB ({peak * 1024 / size:.2f}x the capture)", flush=True)
+
+
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass  # ended meanwhile
+    return out
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("Pss:")), 0)
+    except OSError:
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                          "interpreter and `import numpy` for scale, and print the medians")
     ap.add_argument("--phases", action="store_true",
                     help="only time reading and analysis apart (a fresh process each, --repeat times) for each size")
+    ap.add_argument("--tree-memory", action="store_true",
+                    help="only sample the peak summed PSS of the replay's whole process tree (its forked readers "
+                         "included) for each size")
     args = ap.parse_args(argv)
     if args.startup:
         startup(args.startup, args.tracer_root, {**os.environ, "PYTHONPATH": str(args.tracer_root)})
@@ -287,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"generated {run} in {time.perf_counter() - t0:.1f} s", flush=True)
             if args.phases:
                 phases(run, args.tracer_root, args.repeat)
+                continue
+            if args.tree_memory:
+                tree_memory(run, args.tracer_root)
                 continue
             rows.append(measure(run, args.tracer_root, args.repeat, args.slow_max, skip))
             print(line(rows[-1]), flush=True)

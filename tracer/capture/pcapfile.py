@@ -39,14 +39,17 @@ from tracer.errors import CaptureError
 from tracer.model.distinct import distinct
 from tracer.textfile import irregular
 
-try:  # the compiled block walk (setup.py builds it when a C compiler is there)
-    from tracer.capture._walk import epbs as _compiled_epbs
+try:  # the compiled walks (setup.py builds them when a C compiler is there)
     from tracer.capture._walk import heads as _compiled_heads
     from tracer.capture._walk import pcap as _compiled_pcap
-    from tracer.capture._walk import scan as _compiled_scan
     from tracer.capture._walk import walk as _compiled_walk
 except ImportError:
-    _compiled_walk = _compiled_heads = _compiled_pcap = _compiled_scan = _compiled_epbs = None
+    _compiled_walk = _compiled_heads = _compiled_pcap = None
+try:  # the compiled packet-block decoder, apart: a build without it still walks compiled
+    from tracer.capture._walk import epbs as _compiled_epbs
+    from tracer.capture._walk import scan as _compiled_scan
+except ImportError:
+    _compiled_scan = _compiled_epbs = None
 
 # Largest caplen accepted: 256 KiB, the largest snapshot length tcpdump and
 # Wireshark write for any link type tracer reads. Anything larger is corruption.

@@ -46,7 +46,7 @@ def _extraction() -> str:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    for name, functions in (("analysis._extract", ("frames",)), ("capture._walk", ("walk", "heads", "pcap"))):
+    for name, functions in (("analysis._extract", ("frames",)), ("capture._walk", ("walk", "heads", "pcap", "scan", "epbs"))):
         path = next((p for s in EXTENSION_SUFFIXES if (p := root / f"{name.replace('.', '/')}{s}").exists()), None)
         if path is None:
             return "numpy extraction: the compiled extractor was not built"
