@@ -706,7 +706,8 @@ class _Decoder:
 
     def result(self, buf: np.ndarray) -> CaptureIndex:
         if self.parts:
-            data, caplen, wire, ticks, gif, untimed = (np.concatenate(c) for c in zip(*self.parts, strict=True))
+            data, caplen, wire, ticks, gif, untimed = (np.concatenate(c) if len(c) > 1 else c[0]
+                                                       for c in zip(*self.parts, strict=True))
         else:
             data, caplen, wire, gif = (np.zeros(0, np.int64) for _ in range(4))
             ticks, untimed = np.zeros(0, np.uint64), np.zeros(0, bool)
@@ -719,14 +720,15 @@ class _Decoder:
                 m = gif == g
                 info = self.ifaces[g]
                 ts_ns[m] = _ticks_to_ns(ticks[m], info.tsresol) + info.tsoffset * 1_000_000_000
-        ts_ns[untimed] = 0
+        if self.untimed:
+            ts_ns[untimed] = 0
         warnings = self.warnings
         if self.untimed:
             warnings.append(f"{self.name}: {self.untimed} simple packet blocks carry no timestamp (set to 0)")
         ifaces = [IfaceInfo(i.name, i.linktype, i.tsresol, i.drops, i.description, i.snaplen) for i in self.ifaces]
         return CaptureIndex(
-            self.name, "pcapng", buf, data, caplen.astype(np.uint32), wire.astype(np.uint32), ts_ns,
-            gif.astype(np.int16), ifaces, warnings,
+            self.name, "pcapng", buf, data, np.ascontiguousarray(caplen, np.uint32), np.ascontiguousarray(wire, np.uint32),
+            ts_ns, np.ascontiguousarray(gif, np.int16), ifaces, warnings,
         )
 
 
