@@ -56,9 +56,9 @@ def shared_zeros(n: int, dt: np.dtype) -> np.ndarray:
 
 def populate(a: np.ndarray) -> None:
     """Back the pages of ``a`` (a slice of :func:`shared_zeros`) in one call before writing it:
-    shared pages faulted in one at a time cost a child several times more (a 1M-packet replay's
-    children write 9 MB a file in 6 ms instead of 16; bench/bench_replay.py). Linux 5.14+
-    (MADV_POPULATE_WRITE); elsewhere the pages fault in as written, as before."""
+    shared pages faulted in one at a time cost a child more than copying its rows (measured with
+    a 1M-packet replay, back to back). Linux 5.14+ (MADV_POPULATE_WRITE); elsewhere the pages fault
+    in as they are written, as before."""
     m: Any = a.base  # views, then the memoryview np.frombuffer keeps, then the mapping
     while m is not None and not isinstance(m, mmap.mmap):
         m = m.obj if isinstance(m, memoryview) else getattr(m, "base", None)
