@@ -251,7 +251,7 @@ def phases(run: Path, tracer_root: Path, repeat: int) -> None:
     (the forked workers) and the analysis after it, medians over ``repeat`` runs."""
     env = {**os.environ, "PYTHONPATH": str(tracer_root)}
     # cwd: `python3 -c` puts the working directory first on sys.path, before PYTHONPATH.
-    got = [subprocess.run([sys.executable, "-c", PHASES, str(run)], env=env, check=True, capture_output=True,
+    got = [subprocess.run([sys.executable, "-c", PHASES, str(run.resolve())], env=env, check=True, capture_output=True,
                           text=True, cwd=tracer_root).stdout.split() for _ in range(max(1, repeat))]
     load, analyse = (sorted(float(g[i]) for g in got)[len(got) // 2] for i in (0, 1))
     print(f"{run.name}: reading {load:.3f} s, analysis {analyse:.3f} s ({int(got[0][2]):,} rows kept; "

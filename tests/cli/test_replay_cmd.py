@@ -5,10 +5,13 @@ summary that the text's first verdict line shows."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from tests.cli.tracer_cmd import CAPTURES, tracer
+from tests.cli.tracer_cmd import CAPTURES, ROOT, tracer
 from tests.json_contract import one_run
 
 # Scenario → (exit code, status, summary), written from what each recorded fault is (README table).
@@ -91,3 +94,12 @@ def test_replay_of_files_needs_no_manifest() -> None:
     doc = one_run(r.out)
     assert (doc["status"], doc["summary"]) == ("loss", SCENARIOS["esp-blocked"][2])
     assert doc["warnings"] == ["no manifest: probes seen in no capture at all are not counted"]
+
+
+def test_replay_with_stdout_closed_exits_with_its_verdict() -> None:
+    # `tracer replay … >&-`: sys.stdout is None; the verdict's exit code, no traceback.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "tracer", "replay", str(CAPTURES / "all-delivered")], cwd=ROOT,
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=60,
+                          preexec_fn=lambda: os.close(1))
+    assert (proc.returncode, proc.stderr) == (0, "")

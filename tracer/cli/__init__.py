@@ -162,7 +162,8 @@ def _exit_now(code: int) -> NoReturn:
     1M packets (`python3 bench/bench_replay.py`), where the kernel frees the process at once."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: started with that descriptor closed (`>&-`)
+                stream.flush()
         except (OSError, ValueError):  # a closed pipe: what could be said was said
             pass
     os._exit(code)
