@@ -264,12 +264,14 @@ def tree_memory(run: Path, tracer_root: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(tracer_root)}
     p = subprocess.Popen([sys.executable, "-m", "tracer", "replay", str(run.resolve())], env=env, cwd=tracer_root,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0
+    peak = samples = most = 0
     while p.poll() is None:
-        peak = max(peak, sum(_pss_kib(pid) for pid in _tree(p.pid)))
+        tree = _tree(p.pid)
+        peak, most, samples = max(peak, sum(_pss_kib(pid) for pid in tree)), max(most, len(tree)), samples + 1
         time.sleep(0.03)
     size = sum(f.stat().st_size for f in run.glob("*.pcapng"))
-    print(f"{run.name}: process tree peak PSS {peak / 1024:.0f} MiB ({peak * 1024 / size:.2f}x the capture)", flush=True)
+    print(f"{run.name}: process tree peak PSS {peak / 1024:.0f} MiB ({peak * 1024 / size:.2f}x the capture; "
+          f"{samples} samples, up to {most} processes)", flush=True)
 
 
 def _tree(pid: int) -> list[int]:
