@@ -9,32 +9,40 @@
 
 #define PREFETCH_WORDS 1024 /* 4 KiB: measured best of 256-4096 */
 
+static void release(Py_buffer *views, int n) {
+    while (n > 0) PyBuffer_Release(&views[--n]);
+}
+
+/* The buffers of ``objs``: C-contiguous, of the item size asked, writable where asked. On failure
+ * every buffer got so far is released and -1 returned with the error set. */
+static int acquire(const char *fn, int n, PyObject *const *objs, Py_buffer *views, const int *itemsize,
+                   const int *writable) {
+    for (int k = 0; k < n; k++) {
+        if (PyObject_GetBuffer(objs[k], &views[k], (writable[k] ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+            release(views, k);
+            return -1;
+        }
+        if (views[k].itemsize != itemsize[k]) {
+            PyErr_Format(PyExc_TypeError, "%s: argument %d has items of %zd bytes, not %d", fn, k + 1,
+                         views[k].itemsize, itemsize[k]);
+            release(views, k + 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* walk(words, i, limit, end, out, types) -> (count, stop): blocks from word i that start before
  * word ``limit`` (and leave a type and length word before ``end``), their starts in ``out``
  * (int64) and their type words in ``types`` (uint32: the section headers are found by them)
  * until either is full; ``stop``: the word the walk stopped at (the next block's start). */
 static PyObject *walk(PyObject *self, PyObject *args) {
-    PyObject *w_o, *out_o, *types_o;
+    PyObject *obj[3];
     long long i, limit, end;
-    if (!PyArg_ParseTuple(args, "OLLLOO", &w_o, &i, &limit, &end, &out_o, &types_o)) return NULL;
-    Py_buffer w, out, ty;
-    if (PyObject_GetBuffer(w_o, &w, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
-    if (PyObject_GetBuffer(out_o, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&w);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(types_o, &ty, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&w);
-        PyBuffer_Release(&out);
-        return NULL;
-    }
-    if (w.itemsize != 4 || out.itemsize != 8 || ty.itemsize != 4) {
-        PyErr_SetString(PyExc_TypeError, "walk: uint32 words, int64 starts, uint32 types");
-        PyBuffer_Release(&w);
-        PyBuffer_Release(&out);
-        PyBuffer_Release(&ty);
-        return NULL;
-    }
+    if (!PyArg_ParseTuple(args, "OLLLOO", &obj[0], &i, &limit, &end, &obj[1], &obj[2])) return NULL;
+    Py_buffer b[3];
+    if (acquire("walk", 3, obj, b, (const int[]){4, 8, 4}, (const int[]){0, 1, 1}) < 0) return NULL;
+    Py_buffer w = b[0], out = b[1], ty = b[2];
     const uint32_t *words = w.buf;
     int64_t *starts = out.buf;
     uint32_t *types = ty.buf;
@@ -57,9 +65,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         i += step ? step : 3;
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&w);
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&ty);
+    release(b, 3);
     return Py_BuildValue("LL", count, i);
 }
 
@@ -69,23 +75,15 @@ static PyObject *walk(PyObject *self, PyObject *args) {
  * of the end has only its type and length, and a trailer is read only inside the block's first
  * start..end (pcapfile.py refuses a block whose length is impossible before it looks at either). */
 static PyObject *heads(PyObject *self, PyObject *args) {
-    PyObject *w_o, *st_o, *out_o;
-    if (!PyArg_ParseTuple(args, "OOO", &w_o, &st_o, &out_o)) return NULL;
-    Py_buffer w, st, out;
-    if (PyObject_GetBuffer(w_o, &w, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
-    if (PyObject_GetBuffer(st_o, &st, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&w);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(out_o, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&w);
-        PyBuffer_Release(&st);
-        return NULL;
-    }
+    PyObject *obj[3];
+    if (!PyArg_ParseTuple(args, "OOO", &obj[0], &obj[1], &obj[2])) return NULL;
+    Py_buffer b[3];
+    if (acquire("heads", 3, obj, b, (const int[]){4, 8, 4}, (const int[]){0, 0, 1}) < 0) return NULL;
+    Py_buffer w = b[0], st = b[1], out = b[2];
     PyObject *result = NULL;
     long long n = st.len / 8, nw = w.len / 4;
-    if (w.itemsize != 4 || st.itemsize != 8 || out.itemsize != 4 || out.len / 4 < 8 * n) {
-        PyErr_SetString(PyExc_TypeError, "heads: uint32 words, int64 starts, 8 uint32 out per start");
+    if (out.len / 4 < 8 * n) {
+        PyErr_SetString(PyExc_ValueError, "heads: 8 words of out a start");
         goto done;
     }
     const uint32_t *words = w.buf;
@@ -108,51 +106,40 @@ static PyObject *heads(PyObject *self, PyObject *args) {
     result = Py_None;
     Py_INCREF(result);
 done:
-    PyBuffer_Release(&w);
-    PyBuffer_Release(&st);
-    PyBuffer_Release(&out);
+    release(b, 3);
     return result;
 }
 
-/* pcap(data, big_endian, out) -> (count, stop): a classic pcap's record header offsets from byte
- * 24 (pcapfile.py's _walk_pcap): each next record 16 + its captured length further, while a whole
- * 16-byte header fits; ``stop`` is where the walk stopped (past the end: the last record is cut).
- * At most len(out) records a call: call again from ``stop`` (the 24 is then ``start``). */
+/* pcap(data, start, big_endian, out) -> (count, stop): a classic pcap's record header offsets
+ * from byte ``start`` (24 at first; pcapfile.py's _walk_pcap): each next record 16 + its captured
+ * length further, while a whole 16-byte header fits; ``stop`` is where the walk stopped (past the
+ * end: the last record is cut). At most len(out) records a call: call again from ``stop``. */
 static PyObject *pcap(PyObject *self, PyObject *args) {
-    PyObject *d_o, *out_o;
-    long long o;
+    PyObject *obj[2];
+    long long start;
     int big;
-    if (!PyArg_ParseTuple(args, "OLpO", &d_o, &o, &big, &out_o)) return NULL;
-    Py_buffer d, out;
-    if (PyObject_GetBuffer(d_o, &d, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (PyObject_GetBuffer(out_o, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&d);
-        return NULL;
-    }
-    if (out.itemsize != 8) {
-        PyErr_SetString(PyExc_TypeError, "pcap: int64 offsets");
-        PyBuffer_Release(&d);
-        PyBuffer_Release(&out);
-        return NULL;
-    }
+    if (!PyArg_ParseTuple(args, "OLpO", &obj[0], &start, &big, &obj[1])) return NULL;
+    Py_buffer v[2];
+    if (acquire("pcap", 2, obj, v, (const int[]){1, 8}, (const int[]){0, 1}) < 0) return NULL;
+    Py_buffer d = v[0], out = v[1];
     const uint8_t *b = d.buf;
+    long long at = start;
     int64_t *offs = out.buf;
-    long long size = d.len, room = out.len / 8, count = 0, last = size - 16, fetched = o;
+    long long size = d.len, room = out.len / 8, count = 0, last = size - 16, fetched = at;
     Py_BEGIN_ALLOW_THREADS
-    while (o >= 0 && o <= last && count < room) {
-        offs[count++] = o;
-        if (fetched < o) fetched = o;
-        for (long long ahead = o + 4 * PREFETCH_WORDS < size ? o + 4 * PREFETCH_WORDS : size; fetched < ahead; fetched += 64)
+    while (at >= 0 && at <= last && count < room) {
+        offs[count++] = at;
+        if (fetched < at) fetched = at;
+        for (long long ahead = at + 4 * PREFETCH_WORDS < size ? at + 4 * PREFETCH_WORDS : size; fetched < ahead; fetched += 64)
             __builtin_prefetch(b + fetched);
-        const uint8_t *c = b + o + 8;
+        const uint8_t *c = b + at + 8;
         uint32_t caplen = big ? ((uint32_t)c[0] << 24 | (uint32_t)c[1] << 16 | (uint32_t)c[2] << 8 | c[3])
                               : ((uint32_t)c[3] << 24 | (uint32_t)c[2] << 16 | (uint32_t)c[1] << 8 | c[0]);
-        o += 16 + (long long)caplen;
+        at += 16 + (long long)caplen;
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&d);
-    PyBuffer_Release(&out);
-    return Py_BuildValue("LL", count, o);
+    release(v, 2);
+    return Py_BuildValue("LL", count, at);
 }
 
 /* scan(heads, other) -> (n_other, ok): over the blocks' heads (see heads()), whether every block
@@ -160,17 +147,14 @@ static PyObject *pcap(PyObject *self, PyObject *args) {
  * indexes of the blocks that are not enhanced packet blocks, in ``other`` (int64; n_other -1 when
  * they do not fit). pcapfile.py decodes such a run with epbs(); anything else takes numpy's way. */
 static PyObject *scan(PyObject *self, PyObject *args) {
-    PyObject *h_o, *other_o;
-    if (!PyArg_ParseTuple(args, "OO", &h_o, &other_o)) return NULL;
-    Py_buffer h, ot;
-    if (PyObject_GetBuffer(h_o, &h, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
-    if (PyObject_GetBuffer(other_o, &ot, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&h);
-        return NULL;
-    }
+    PyObject *obj[2];
+    if (!PyArg_ParseTuple(args, "OO", &obj[0], &obj[1])) return NULL;
+    Py_buffer b[2];
+    if (acquire("scan", 2, obj, b, (const int[]){4, 8}, (const int[]){0, 1}) < 0) return NULL;
+    Py_buffer h = b[0], ot = b[1];
     PyObject *result = NULL;
-    if (h.itemsize != 4 || h.len % 32 || ot.itemsize != 8) {
-        PyErr_SetString(PyExc_TypeError, "scan: uint32 heads, 8 a block; int64 other");
+    if (h.len % 32) {
+        PyErr_SetString(PyExc_ValueError, "scan: heads of 8 words a block");
         goto done;
     }
     const uint32_t *hd = h.buf;
@@ -193,8 +177,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     }
     result = Py_BuildValue("Li", n_other, ok);
 done:
-    PyBuffer_Release(&h);
-    PyBuffer_Release(&ot);
+    release(b, 2);
     return result;
 }
 
@@ -207,25 +190,16 @@ done:
  * an unknown section or interface, or holding more than it may (numpy's way then says which), or
  * -1; the outputs then hold one entry per enhanced packet block, in order. */
 static PyObject *epbs(PyObject *self, PyObject *args) {
-    PyObject *o[11];
+    PyObject *obj[10];
     long long sec, max_caplen;
-    if (!PyArg_ParseTuple(args, "OOOLOOLOOOOO", &o[0], &o[1], &o[2], &sec, &o[3], &o[4], &max_caplen, &o[5], &o[6],
-                          &o[7], &o[8], &o[9]))
+    if (!PyArg_ParseTuple(args, "OOOLOOLOOOOO", &obj[0], &obj[1], &obj[2], &sec, &obj[3], &obj[4], &max_caplen, &obj[5], &obj[6],
+                          &obj[7], &obj[8], &obj[9]))
         return NULL;
     static const int item[10] = {4, 8, 8, 8, 8, 8, 8, 4, 8, 8};
     static const int out[10] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1};
     Py_buffer b[10];
-    int got = 0;
     PyObject *result = NULL;
-    for (; got < 10; got++) {
-        if (PyObject_GetBuffer(o[got], &b[got], (out[got] ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
-            goto done;
-        if (b[got].itemsize != item[got]) {
-            got++;
-            PyErr_SetString(PyExc_TypeError, "epbs: wrong item size");
-            goto done;
-        }
-    }
+    if (acquire("epbs", 10, obj, b, item, out) < 0) return NULL;
     long long n = b[0].len / 32, nshb = b[2].len / 8, nsec = b[3].len / 8;
     if (b[0].len % 32 || b[1].len / 8 != n || b[4].len / 8 != nsec) {
         PyErr_SetString(PyExc_ValueError, "epbs: heads, starts and sections differ in length");
@@ -262,7 +236,7 @@ static PyObject *epbs(PyObject *self, PyObject *args) {
         result = Py_BuildValue("LL", bad, j);
     }
 done:
-    while (got > 0) PyBuffer_Release(&b[--got]);
+    release(b, 10);
     return result;
 }
 
