@@ -274,10 +274,10 @@ def pcapng_words(data: bytes) -> np.ndarray:
 
 
 def same_walk(monkeypatch: pytest.MonkeyPatch, w: np.ndarray, i: int, end: int) -> None:
-    got = pcapfile._walk_pcapng(w, i, end)
+    got = pcapfile._walk_blocks(w, i, end, None)
     with monkeypatch.context() as m:
         m.setattr(pcapfile, "_compiled_walk", None)
-        want = pcapfile._walk_pcapng(w, i, end)
+        want = pcapfile._walk_blocks(w, i, end, None)
     assert got[1] == want[1] and np.array_equal(got[0], want[0]), (
         f"walk from {i} to {end} of {len(w)} words: compiled stops at {got[1]} after {len(got[0])} blocks, "
         f"numpy at {want[1]} after {len(want[0])}; first difference at block "

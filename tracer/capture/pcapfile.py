@@ -349,8 +349,6 @@ def _walk_pcapng(w: np.ndarray, i: int, end: int, raw: Buffer | None = None) -> 
     with more candidates than real EPBs could fill (payloads full of EPB-typed words, e.g. a
     hostile capture) is walked one block at a time instead: the candidates would only be noise.
     """
-    if _compiled_walk is not None:
-        return _walk_compiled(w, i, end, raw)[:2]
     last = end - 2  # a block needs its type and length words
     words = memoryview(w)  # one word at a time: memoryview indexing is the fastest from Python
     runs: list[np.ndarray] = []
@@ -408,6 +406,16 @@ def _walk_compiled(w: np.ndarray, i: int, end: int, raw: Buffer | None) -> tuple
     return np.concatenate([r[0] for r in runs]), i, np.concatenate([r[1] for r in runs])
 
 
+def _walk_blocks(w: np.ndarray, i: int, end: int, raw: Buffer) -> tuple[np.ndarray, int, np.ndarray]:
+    """The blocks from word ``i`` (:func:`_walk_pcapng`), where the walk stopped, and the type word
+    of every block but the first (section headers are found by them): compiled when built."""
+    if _compiled_walk is not None:
+        st, stop, types = _walk_compiled(w, i, end, raw)
+        return st, stop, types[1:]
+    st, stop = _walk_pcapng(w, i, end, raw)
+    return st, stop, _words_at(w, st[1:], raw)
+
+
 def _heads(w: np.ndarray, st: np.ndarray) -> np.ndarray | None:
     """With the compiled walk: the first seven words and the trailing length word of every block
     (one pass with the next headers prefetched); else None (the decoder gathers them with numpy)."""
@@ -446,12 +454,7 @@ def _read_pcapng(name: str, raw: Buffer, buf: np.ndarray, size: int) -> CaptureI
     i, stop = 0, 0
     while True:
         w = words.arr(bo)
-        if _compiled_walk is not None:
-            st, stop, types = _walk_compiled(w, i, words.n, raw)
-            types = types[1:]
-        else:
-            st, stop = _walk_pcapng(w, i, words.n, raw)
-            types = _words_at(w, st[1:], raw)
+        st, stop, types = _walk_blocks(w, i, words.n, raw)
         shb = np.flatnonzero(types == _SHB) + 1
         flip = next((int(k) for k in shb if _section_order(name, raw, size, int(st[k]) * 4) != bo), None)
         if flip is None:
@@ -720,10 +723,9 @@ class _Decoder:
                 m = gif == g
                 info = self.ifaces[g]
                 ts_ns[m] = _ticks_to_ns(ticks[m], info.tsresol) + info.tsoffset * 1_000_000_000
-        if self.untimed:
-            ts_ns[untimed] = 0
         warnings = self.warnings
         if self.untimed:
+            ts_ns[untimed] = 0
             warnings.append(f"{self.name}: {self.untimed} simple packet blocks carry no timestamp (set to 0)")
         ifaces = [IfaceInfo(i.name, i.linktype, i.tsresol, i.drops, i.description, i.snaplen) for i in self.ifaces]
         return CaptureIndex(
