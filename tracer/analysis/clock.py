@@ -172,11 +172,11 @@ def _first_seen(obs: Observations, path: ExpectedPath, hop: Hop) -> tuple[np.nda
         m &= (col("src") == int(path.src)) & (col("dst") == int(path.dst))
         # (run, seq) names a probe: run ids are random per run, whatever the probe kind.
         keys = (col("tag_run")[m].astype(np.uint64) << np.uint64(32)) | col("tag_seq")[m].astype(np.uint64)
-    else:
-        m = col("cls") == PacketClass.ESP
-        m &= (col("src") == int(hop.esp.src)) & (col("dst") == int(hop.esp.dst))
-        keys = (col("spi")[m].astype(np.uint64) << np.uint64(32)) | col("esp_seq")[m].astype(np.uint64)
-    ts = col("ts_ns")[m]
+        ts = col("ts_ns")[m]
+    else:  # the point's ESP rows and their (SPI, seq) keys, indexed once per run
+        rows, keys = obs.esp_rows(at)
+        m = (obs["src"][rows] == int(hop.esp.src)) & (obs["dst"][rows] == int(hop.esp.dst))
+        keys, ts = keys[m], obs["ts_ns"][rows[m]]
     order = np.argsort(ts, kind="stable")
     keys, ts = keys[order], ts[order]
     uniq, first = np.unique(keys, return_index=True)  # first occurrence in time order
